@@ -1,0 +1,353 @@
+//! Aggregates and the repository that runs commands against them.
+//!
+//! An aggregate is pure: [`Aggregate::decide`] turns (state, command) into events or a
+//! domain error, [`Aggregate::evolve`] folds one event into the state. The
+//! [`Repository`] does the IO around them: load (snapshot plus newer events), decide,
+//! append with `Exact(version)`, and on a version conflict reload and decide again, a
+//! bounded number of times. Event ids are derived from the command id, so a command sent
+//! twice is recognised by the store and has one effect.
+
+use std::marker::PhantomData;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::envelope::{Metadata, NewEvent, RecordedEvent};
+use crate::error::Error;
+use crate::ids::{EventId, ExpectedVersion, StreamId, Version};
+use crate::store::{AppendOutcome, Direction, EventStore};
+
+/// A consistency boundary: state folded from its own stream's events.
+pub trait Aggregate:
+    Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// What callers ask of it.
+    type Command: Send + Sync;
+    /// What it records. Encoded with postcard: keep every past shape decodable.
+    type Event: Serialize + DeserializeOwned + Send + Sync;
+    /// Why it refuses a command.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The stream category: the aggregate with id `42` lives in `<CATEGORY>-42`.
+    const CATEGORY: &'static str;
+    /// The schema version of the encoded events; bump it when their shape changes, and
+    /// teach [`Aggregate::decode_event`] the old one.
+    const EVENT_SCHEMA_VERSION: u32 = 1;
+    /// The schema version of the encoded state in snapshots; bump it when the state's
+    /// shape changes (old snapshots are then ignored, not misread).
+    const SNAPSHOT_SCHEMA_VERSION: u32 = 1;
+
+    /// Decides what happens: the events to record, or why not.
+    fn decide(&self, command: &Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+
+    /// Folds one event into the state.
+    fn evolve(self, event: &Self::Event) -> Self;
+
+    /// The event's type name, e.g. `OrderPlaced`.
+    fn event_type(event: &Self::Event) -> &'static str;
+
+    /// Decodes a stored event of any schema version this code knows.
+    fn decode_event(schema_version: u32, payload: &[u8]) -> Result<Self::Event, Error> {
+        let _ = schema_version;
+        postcard::from_bytes(payload).map_err(|source| Error::Codec {
+            what: "aggregate event",
+            source,
+        })
+    }
+}
+
+/// An aggregate's state and the version of the last event folded into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded<A> {
+    /// The state.
+    pub state: A,
+    /// The last version folded in; `None` for a stream with no events.
+    pub version: Option<Version>,
+}
+
+/// How one command is to be run.
+#[derive(Debug, Clone, Default)]
+pub struct CommandOptions {
+    /// The command's id, from which its event ids derive. A retry must reuse it.
+    pub command_id: Uuid,
+    /// Run only if the aggregate is at this version (HTTP `If-Match`); no retry then.
+    pub expected_version: Option<Version>,
+    /// Correlation, causation, trace and principal for the events.
+    pub metadata: Metadata,
+}
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct Committed<A> {
+    /// The aggregate's stream.
+    pub stream: StreamId,
+    /// The append; `duplicate` is set if this command had already been recorded.
+    pub outcome: AppendOutcome,
+    /// The state after the command.
+    pub state: A,
+}
+
+/// Why a command did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError<E> {
+    /// The aggregate refused it: a domain rule (over HTTP a 422).
+    #[error(transparent)]
+    Rejected(E),
+    /// The decision produced no events: nothing to record.
+    #[error("the command changed nothing")]
+    NoChange,
+    /// The aggregate was not at the expected version (over HTTP a 412 with `If-Match`,
+    /// else a 409 after the retries ran out).
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+/// Loads aggregates and runs commands on them.
+#[derive(Debug, Clone)]
+pub struct Repository<A> {
+    store: EventStore,
+    /// A snapshot is saved each time a stream crosses a multiple of this many events.
+    snapshot_every: u64,
+    /// How many times a command is decided again after a version conflict.
+    max_conflict_retries: u32,
+    _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A: Aggregate> Repository<A> {
+    /// A repository over `store` that snapshots every 100 events and retries a
+    /// conflicting command up to 8 times.
+    pub fn new(store: EventStore) -> Self {
+        Repository {
+            store,
+            snapshot_every: 100,
+            max_conflict_retries: 8,
+            _aggregate: PhantomData,
+        }
+    }
+
+    /// The same repository with another snapshot interval (0: never).
+    pub fn with_snapshot_every(mut self, events: u64) -> Self {
+        self.snapshot_every = events;
+        self
+    }
+
+    /// The same repository with another retry bound.
+    pub fn with_conflict_retries(mut self, retries: u32) -> Self {
+        self.max_conflict_retries = retries;
+        self
+    }
+
+    /// The stream of the aggregate `id`.
+    pub fn stream_id(id: &str) -> Result<StreamId, Error> {
+        StreamId::for_entity(A::CATEGORY, id)
+    }
+
+    /// Loads the aggregate `id`: its latest snapshot, then every newer event.
+    pub fn load(&self, id: &str) -> Result<Loaded<A>, Error> {
+        self.load_stream(&Self::stream_id(id)?)
+    }
+
+    fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>, Error> {
+        let (mut state, mut version) = match self.store.load_snapshot(stream)? {
+            Some((version, bytes)) => match decode_snapshot::<A>(&bytes) {
+                Some(state) => (state, Some(version)),
+                None => (A::default(), None),
+            },
+            None => (A::default(), None),
+        };
+        loop {
+            let from = version.map_or(Version(0), Version::next);
+            let events = self
+                .store
+                .read_stream(stream, from, Direction::Forward, 4096)?;
+            if events.is_empty() {
+                return Ok(Loaded { state, version });
+            }
+            for event in &events {
+                state = state.evolve(&A::decode_event(event.schema_version, &event.payload)?);
+                version = Some(event.version);
+            }
+        }
+    }
+
+    /// Runs `command` on the aggregate `id`: load, decide, append. On a version conflict
+    /// (without `expected_version`) it reloads and decides again.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: &A::Command,
+        options: &CommandOptions,
+    ) -> Result<Committed<A>, ExecuteError<A::Error>> {
+        let stream = Self::stream_id(id)?;
+        let mut attempt = 0;
+        // A command sent again (same command id) must get its first outcome, not a
+        // refusal from the state it already changed. Checking for that up front would
+        // cost an index lookup per command, so it is checked only where a retry shows:
+        // a refusal, a version mismatch, or an append whose ids are partly stored. A
+        // retry that decides the same events is recognised by the store itself.
+        loop {
+            let loaded = self.load_stream(&stream)?;
+            if let Some(expected) = options.expected_version
+                && loaded.version != Some(expected)
+            {
+                return self.original_or(&stream, options.command_id, || {
+                    ExecuteError::Store(Error::VersionConflict {
+                        stream: stream.clone(),
+                        expected: format!("version {expected}"),
+                        actual: loaded.version,
+                    })
+                });
+            }
+            let events = match loaded.state.decide(command) {
+                Ok(events) if events.is_empty() => {
+                    return self
+                        .original_or(&stream, options.command_id, || ExecuteError::NoChange);
+                }
+                Ok(events) => events,
+                Err(rejection) => {
+                    return self.original_or(&stream, options.command_id, || {
+                        ExecuteError::Rejected(rejection)
+                    });
+                }
+            };
+            let mut metadata = options.metadata.clone();
+            metadata.command_id = Some(options.command_id);
+            let mut new_events = Vec::with_capacity(events.len());
+            for (i, event) in events.iter().enumerate() {
+                let payload = postcard::to_allocvec(event).map_err(|source| Error::Codec {
+                    what: "aggregate event",
+                    source,
+                })?;
+                new_events.push(NewEvent {
+                    id: EventId::derived(options.command_id, i as u32),
+                    event_type: A::event_type(event).to_owned(),
+                    schema_version: A::EVENT_SCHEMA_VERSION,
+                    metadata: metadata.clone(),
+                    payload,
+                });
+            }
+            let expected = match loaded.version {
+                Some(version) => ExpectedVersion::Exact(version),
+                None => ExpectedVersion::NoStream,
+            };
+            match self.store.append(&stream, expected, new_events).await {
+                Ok(outcome) if outcome.duplicate => {
+                    let state = self.load_stream(&stream)?.state;
+                    return Ok(Committed {
+                        stream,
+                        outcome,
+                        state,
+                    });
+                }
+                Ok(outcome) => {
+                    let state = events
+                        .iter()
+                        .fold(loaded.state, |state, event| state.evolve(event));
+                    self.maybe_snapshot(&stream, &state, loaded.version, outcome.last_version);
+                    return Ok(Committed {
+                        stream,
+                        outcome,
+                        state,
+                    });
+                }
+                Err(error)
+                    if error.is_conflict()
+                        && options.expected_version.is_none()
+                        && attempt < self.max_conflict_retries =>
+                {
+                    attempt += 1;
+                    tokio::task::yield_now().await;
+                }
+                Err(error @ Error::IdempotencyMismatch { .. }) => {
+                    return self.original_or(&stream, options.command_id, || error.into());
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// The first outcome of this command if it was recorded before, else `failure()`.
+    fn original_or(
+        &self,
+        stream: &StreamId,
+        command_id: Uuid,
+        failure: impl FnOnce() -> ExecuteError<A::Error>,
+    ) -> Result<Committed<A>, ExecuteError<A::Error>> {
+        match self.already_recorded(stream, command_id)? {
+            Some(original) => Ok(original),
+            None => Err(failure()),
+        }
+    }
+
+    /// If this command's first event is already stored, what it committed.
+    fn already_recorded(
+        &self,
+        stream: &StreamId,
+        command_id: Uuid,
+    ) -> Result<Option<Committed<A>>, Error> {
+        let Some(first) = self.store.read_event(&EventId::derived(command_id, 0))? else {
+            return Ok(None);
+        };
+        if &first.stream_id != stream {
+            return Err(Error::IdempotencyMismatch { id: command_id });
+        }
+        let same_command = |event: &RecordedEvent| event.metadata.command_id == Some(command_id);
+        let events = self
+            .store
+            .read_stream(stream, first.version, Direction::Forward, 4096)?;
+        let last = events
+            .iter()
+            .take_while(|e| same_command(e))
+            .last()
+            .unwrap_or(&first);
+        let loaded = self.load_stream(stream)?;
+        Ok(Some(Committed {
+            stream: stream.clone(),
+            outcome: AppendOutcome {
+                first_position: first.position,
+                last_position: last.position,
+                first_version: first.version,
+                last_version: last.version,
+                duplicate: true,
+            },
+            state: loaded.state,
+        }))
+    }
+
+    fn maybe_snapshot(
+        &self,
+        stream: &StreamId,
+        state: &A,
+        before: Option<Version>,
+        after: Version,
+    ) {
+        if self.snapshot_every == 0 {
+            return;
+        }
+        let crossed = before.map_or(0, |v| (v.0 + 1) / self.snapshot_every)
+            != (after.0 + 1) / self.snapshot_every;
+        if !crossed {
+            return;
+        }
+        let mut bytes = A::SNAPSHOT_SCHEMA_VERSION.to_be_bytes().to_vec();
+        match postcard::to_extend(state, bytes.clone()) {
+            Ok(encoded) => bytes = encoded,
+            Err(error) => {
+                tracing::warn!(%error, %stream, "snapshot not saved: the state does not encode");
+                return;
+            }
+        }
+        if let Err(error) = self.store.save_snapshot(stream, after, &bytes) {
+            tracing::warn!(%error, %stream, "snapshot not saved");
+        }
+    }
+}
+
+fn decode_snapshot<A: Aggregate>(bytes: &[u8]) -> Option<A> {
+    let (schema, state) = bytes.split_at_checked(4)?;
+    if u32::from_be_bytes(schema.try_into().ok()?) != A::SNAPSHOT_SCHEMA_VERSION {
+        return None;
+    }
+    postcard::from_bytes(state).ok()
+}

@@ -1,0 +1,671 @@
+//! The single writer: one thread owns the active segment and every append goes through
+//! it. It takes every append waiting at that moment, checks and encodes them in order,
+//! writes them with one `write` and one `fdatasync` (group commit), and only then answers
+//! the callers. That one sync per batch, not per append, is where throughput comes from.
+//!
+//! Step by step, for one batch:
+//! 1. Take the first waiting append (block until there is one), then every other waiting
+//!    append until the batch reaches `max_batch_bytes`.
+//! 2. For each append in order: validate it; if its event ids are already stored, answer
+//!    with the original result (durable dedup); check the expected version against the
+//!    stream heads held in memory (which include the earlier appends of this batch);
+//!    encode its records into the batch buffer, chaining hashes, the last record flagged
+//!    as the end of the append.
+//! 3. Roll to a new segment first if the active one is full.
+//! 4. `write_all` the buffer, then `fdatasync`. On any I/O error the writer fails every
+//!    append of the batch and stops: after a failed fsync the page cache cannot be trusted,
+//!    so the store must be reopened (and recovery re-reads what is really on disk).
+//! 5. Publish the new durable end (readers and subscribers may now see the batch), answer
+//!    every caller, and hand the batch's index entries to the indexer thread.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::envelope::{NewEvent, StoredEvent};
+use crate::error::Error;
+use crate::ids::{EventId, ExpectedVersion, Position, StreamId, Version};
+use crate::index::{CommitLocation, HighWater, IndexBatch, IndexedCommit};
+use crate::segment::{self, DurableEnd, FLAG_COMMIT_END};
+use crate::store::{AppendOutcome, Shared};
+
+/// One append waiting for the writer.
+#[derive(Debug)]
+pub struct AppendRequest {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+    /// For an import: the position the append must land at and the original
+    /// recorded-at time (microseconds), so the log is reproduced byte for byte.
+    pub original: Option<(Position, i64)>,
+    pub reply: oneshot::Sender<Result<AppendOutcome, Error>>,
+}
+
+/// A message to the writer.
+#[derive(Debug)]
+pub enum WriterMessage {
+    /// Append events.
+    Append(AppendRequest),
+    /// Finish the current batch and stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// An event id the writer committed that the indexer may not have written yet.
+#[derive(Debug, Clone)]
+struct RecentEvent {
+    position: u64,
+    version: u64,
+    stream: StreamId,
+}
+
+/// The writer's state: the active segment and what it must know to check appends.
+#[derive(Debug)]
+pub struct Writer {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) file: Arc<File>,
+    pub(crate) segment: u64,
+    pub(crate) segment_len: u64,
+    pub(crate) next_position: u64,
+    pub(crate) last_hash: [u8; 32],
+    /// Last version of every stream.
+    pub(crate) heads: HashMap<StreamId, u64>,
+    /// Event ids committed but perhaps not yet in the index, and when they leave.
+    recent: HashMap<EventId, RecentEvent>,
+    recent_order: VecDeque<(u64, EventId)>,
+    /// Every event id stored, approximately: a miss here proves an id is new, so the
+    /// index is consulted only for the rare possible duplicate.
+    seen: fastbloom::BloomFilter,
+    /// The next segment, being zero-filled in the background.
+    spare: Option<std::thread::JoinHandle<Result<std::path::PathBuf, Error>>>,
+    buffer: Vec<u8>,
+}
+
+/// What staging one append produced.
+enum Staged {
+    /// Records were added to the buffer; the outcome holds once the batch is durable.
+    Written(AppendOutcome, IndexedCommit),
+    /// Nothing to write: the answer (a duplicate's original result, or an error).
+    Answered(Result<AppendOutcome, Error>),
+}
+
+/// Where the log ends: what the writer continues from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogEnd {
+    /// The last segment's first position.
+    pub segment: u64,
+    /// Its length up to the end of the last complete append.
+    pub segment_len: u64,
+    /// The position the next event gets.
+    pub next_position: u64,
+    /// The hash of the last record.
+    pub last_hash: [u8; 32],
+}
+
+impl Writer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        file: Arc<File>,
+        end: LogEnd,
+        heads: HashMap<StreamId, u64>,
+        seen: fastbloom::BloomFilter,
+    ) -> Self {
+        Writer {
+            shared,
+            file,
+            segment: end.segment,
+            segment_len: end.segment_len,
+            next_position: end.next_position,
+            last_hash: end.last_hash,
+            heads,
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
+            seen,
+            spare: None,
+            buffer: Vec::with_capacity(1 << 20),
+        }
+    }
+
+    /// Runs until the store is closed or every handle is dropped, or an I/O error stops it.
+    pub(crate) fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<WriterMessage>,
+        syncer: std::sync::mpsc::SyncSender<Handoff>,
+    ) {
+        let max_batch_bytes = self.shared.config.max_batch_bytes;
+        self.spare = self.prepare_spare();
+        let mut close_reply = None;
+        let mut batch: Vec<AppendRequest> = Vec::new();
+        while close_reply.is_none() && self.shared.failure().is_none() {
+            // Bounded index lag: past it, wait for the indexer rather than let the
+            // not-yet-indexed state grow without limit.
+            self.shared.wait_index_lag(self.next_position);
+            let Some(first) = inbox.blocking_recv() else {
+                break;
+            };
+            let mut batch_bytes = 0usize;
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    WriterMessage::Append(request) => {
+                        batch_bytes += request
+                            .events
+                            .iter()
+                            .map(|event| event.payload.len() + 128)
+                            .sum::<usize>();
+                        batch.push(request);
+                    }
+                    WriterMessage::Close(reply) => {
+                        close_reply = Some(reply);
+                        break;
+                    }
+                }
+                if batch_bytes < max_batch_bytes {
+                    next = inbox.try_recv().ok();
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            match self.write_batch(&mut batch) {
+                Ok(handoff) => {
+                    if syncer.send(handoff).is_err() {
+                        break; // The syncer stopped after a failure.
+                    }
+                }
+                Err(error) => {
+                    let reason = error.to_string();
+                    tracing::error!(%error, "the log writer failed and stops; reopen the store");
+                    self.shared.fail(reason.clone());
+                    for request in batch.drain(..) {
+                        let _ = request
+                            .reply
+                            .send(Err(Error::WriterStopped(reason.clone())));
+                    }
+                    break;
+                }
+            }
+        }
+        // Answer whatever is still queued: nothing more will be written.
+        inbox.close();
+        while let Ok(message) = inbox.try_recv() {
+            match message {
+                WriterMessage::Append(request) => {
+                    let _ = request.reply.send(Err(self.shared.stopped_error()));
+                }
+                WriterMessage::Close(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        // A spare still being zero-filled must be finished before the store can be
+        // reopened, or it could write into a file the next writer has renamed into place.
+        if let Some(spare) = self.spare.take() {
+            let _ = spare.join();
+        }
+        // The syncer finishes what it was handed, then the indexer; close waits for both.
+        drop(syncer);
+        if let Some(reply) = close_reply {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Stages and writes one batch (without syncing) and hands it to the syncer. An
+    /// error here is an I/O error that stops the writer; the requests left in `batch`
+    /// are then failed by the caller.
+    fn write_batch(&mut self, batch: &mut Vec<AppendRequest>) -> Result<Handoff, Error> {
+        if self.segment_len >= self.shared.config.segment_bytes {
+            self.roll_segment()?;
+        }
+        self.buffer.clear();
+        let start = (self.next_position, self.segment, self.segment_len);
+        let staged: Vec<Staged> = batch.iter().map(|request| self.stage(request)).collect();
+        if !self.buffer.is_empty() {
+            let path = self.segment_path();
+            self.file
+                .write_all_at(&self.buffer, self.segment_len)
+                .map_err(Error::io(&path))?;
+            self.segment_len += self.buffer.len() as u64;
+        }
+        let mut commits = Vec::new();
+        let mut answers = Vec::with_capacity(batch.len());
+        for (request, staged) in batch.drain(..).zip(staged) {
+            let answer = match staged {
+                Staged::Written(outcome, commit) => {
+                    commits.push(commit);
+                    Ok(outcome)
+                }
+                Staged::Answered(answer) => answer,
+            };
+            answers.push((request.reply, answer));
+        }
+        self.forget_indexed();
+        let wrote = !self.buffer.is_empty();
+        Ok(Handoff {
+            file: wrote.then(|| (self.file.clone(), self.segment_path())),
+            end: DurableEnd {
+                next_position: self.next_position,
+                active_segment: self.segment,
+                active_len: self.segment_len,
+            },
+            answers,
+            index: wrote.then_some(IndexBatch {
+                start,
+                commits,
+                end: HighWater {
+                    next_position: self.next_position,
+                    segment: self.segment,
+                    offset: self.segment_len,
+                    last_hash: self.last_hash,
+                },
+            }),
+        })
+    }
+
+    fn segment_path(&self) -> std::path::PathBuf {
+        self.shared
+            .log_dir
+            .join(segment::segment_file_name(self.segment))
+    }
+
+    /// Starts a new segment named after the next position; the old one is already synced.
+    fn roll_segment(&mut self) -> Result<(), Error> {
+        let first = self.next_position;
+        // Seal the full segment at its exact length (dropping preallocated zeros), so
+        // that a sealed segment is all records.
+        let path = self.segment_path();
+        self.file
+            .set_len(self.segment_len)
+            .and_then(|()| self.file.sync_all())
+            .map_err(Error::io(&path))?;
+        let file = match self.spare.take() {
+            Some(spare) if spare.is_finished() => match spare.join() {
+                Ok(Ok(spare_path)) => {
+                    let path = self.shared.log_dir.join(segment::segment_file_name(first));
+                    std::fs::rename(&spare_path, &path).map_err(Error::io(&path))?;
+                    sync_dir(&self.shared.log_dir)?;
+                    open_segment(&path)?
+                }
+                _ => create_segment(&self.shared.log_dir, first)?,
+            },
+            // Not ready (the writer outran it) or not wanted: a plain file will do.
+            unfinished => {
+                self.spare = unfinished;
+                create_segment(&self.shared.log_dir, first)?
+            }
+        };
+        if self.spare.is_none() {
+            self.spare = self.prepare_spare();
+        }
+        self.file = Arc::new(file);
+        self.segment = first;
+        self.segment_len = 0;
+        self.shared.add_segment(first);
+        tracing::debug!(segment = first, "rolled to a new segment");
+        Ok(())
+    }
+
+    /// Starts zero-filling the next segment in the background, if preallocation is on.
+    fn prepare_spare(&self) -> Option<std::thread::JoinHandle<Result<std::path::PathBuf, Error>>> {
+        if !self.shared.config.preallocate_segments {
+            return None;
+        }
+        let path = self.shared.log_dir.join("spare.tmp");
+        let bytes = self.shared.config.segment_bytes;
+        std::thread::Builder::new()
+            .name("annals-preallocate".into())
+            .spawn(move || {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(Error::io(&path))?;
+                zero_fill(&file, &path, bytes)?;
+                Ok(path)
+            })
+            .ok()
+    }
+
+    /// Checks one append and, if it is to be written, encodes its records into the buffer.
+    fn stage(&mut self, request: &AppendRequest) -> Staged {
+        match self.try_stage(request) {
+            Ok(staged) => staged,
+            Err(error) => Staged::Answered(Err(error)),
+        }
+    }
+
+    fn try_stage(&mut self, request: &AppendRequest) -> Result<Staged, Error> {
+        let config = &self.shared.config;
+        let events = &request.events;
+        if events.is_empty() {
+            return Err(Error::InvalidAppend("an append needs at least one event"));
+        }
+        let mut seen = HashSet::with_capacity(events.len());
+        if !events.iter().all(|event| seen.insert(event.id)) {
+            return Err(Error::InvalidAppend(
+                "the same event id appears twice in one append",
+            ));
+        }
+        let maybe_seen = events
+            .iter()
+            .any(|event| self.seen.contains(event.id.as_uuid().as_bytes()));
+        if maybe_seen && let Some(original) = self.find_original(request)? {
+            return Ok(Staged::Answered(Ok(original)));
+        }
+        let current = self.heads.get(&request.stream).copied().map(Version);
+        if !request.expected.admits(current) {
+            return Err(Error::VersionConflict {
+                stream: request.stream.clone(),
+                expected: describe_expected(request.expected),
+                actual: current,
+            });
+        }
+
+        // Encode; on any error restore the buffer and the chain as they were.
+        let buffer_start = self.buffer.len();
+        let first_version = current.map_or(0, |v| v.0 + 1);
+        let recorded_at = match request.original {
+            Some((position, _)) if position.0 != self.next_position => {
+                return Err(Error::InvalidAppend(
+                    "an imported append must continue the log exactly where it ends",
+                ));
+            }
+            Some((_, recorded_at)) => recorded_at,
+            None => chrono::Utc::now().timestamp_micros(),
+        };
+        let mut hash = self.last_hash;
+        for (i, event) in events.iter().enumerate() {
+            let record_start = self.buffer.len();
+            let flags = if i + 1 == events.len() {
+                FLAG_COMMIT_END
+            } else {
+                0
+            };
+            let stored = StoredEvent::of(
+                event,
+                &request.stream,
+                Version(first_version + i as u64),
+                Position(self.next_position + i as u64),
+                recorded_at,
+            );
+            let encoded = segment::encode_record(&mut self.buffer, flags, &hash, &stored);
+            let size = self.buffer.len() - record_start;
+            let failure = match encoded {
+                Err(error) => Some(error),
+                Ok(_) if size > config.max_event_bytes => Some(Error::EventTooLarge {
+                    size,
+                    limit: config.max_event_bytes,
+                }),
+                Ok(_) if self.buffer.len() - buffer_start > config.max_append_bytes => {
+                    Some(Error::AppendTooLarge {
+                        size: self.buffer.len() - buffer_start,
+                        limit: config.max_append_bytes,
+                    })
+                }
+                Ok(record_hash) => {
+                    hash = record_hash;
+                    None
+                }
+            };
+            if let Some(error) = failure {
+                self.buffer.truncate(buffer_start);
+                return Err(error);
+            }
+        }
+
+        let count = events.len() as u64;
+        let first_position = self.next_position;
+        let location = CommitLocation {
+            first_position,
+            count: events.len() as u32,
+            segment: self.segment,
+            offset: self.segment_len + buffer_start as u64,
+        };
+        self.last_hash = hash;
+        self.next_position += count;
+        let last_version = first_version + count - 1;
+        self.heads.insert(request.stream.clone(), last_version);
+        for (i, event) in events.iter().enumerate() {
+            self.seen.insert(event.id.as_uuid().as_bytes());
+            let position = first_position + i as u64;
+            self.recent.insert(
+                event.id,
+                RecentEvent {
+                    position,
+                    version: first_version + i as u64,
+                    stream: request.stream.clone(),
+                },
+            );
+            self.recent_order.push_back((position, event.id));
+        }
+        Ok(Staged::Written(
+            AppendOutcome {
+                first_position: Position(first_position),
+                last_position: Position(first_position + count - 1),
+                first_version: Version(first_version),
+                last_version: Version(last_version),
+                duplicate: false,
+            },
+            IndexedCommit {
+                stream: request.stream.clone(),
+                first_version,
+                location,
+                event_ids: events.iter().map(|event| event.id).collect(),
+            },
+        ))
+    }
+
+    /// If the append's event ids are already stored as this same append (same stream,
+    /// same order, consecutive), the original outcome; an error if only some are, or in
+    /// another shape; `None` if none are.
+    fn find_original(&self, request: &AppendRequest) -> Result<Option<AppendOutcome>, Error> {
+        let mut found: Vec<Option<RecentEvent>> = Vec::with_capacity(request.events.len());
+        for event in &request.events {
+            found.push(self.lookup(&event.id)?);
+        }
+        if found.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let first = found[0].clone();
+        for (i, (event, original)) in request.events.iter().zip(&found).enumerate() {
+            let matches = match (&first, original) {
+                (Some(first), Some(original)) => {
+                    original.stream == request.stream
+                        && original.position == first.position + i as u64
+                        && original.version == first.version + i as u64
+                }
+                _ => false,
+            };
+            if !matches {
+                // Name an id that is stored (the error says so): this one, or else the
+                // first stored one, when this one is new.
+                let stored = match original {
+                    Some(_) => event.id,
+                    None => request
+                        .events
+                        .iter()
+                        .zip(&found)
+                        .find_map(|(event, original)| original.as_ref().map(|_| event.id))
+                        .expect("some id is stored"),
+                };
+                return Err(Error::IdempotencyMismatch {
+                    id: stored.as_uuid(),
+                });
+            }
+        }
+        let first = first.expect("checked above");
+        let count = request.events.len() as u64;
+        Ok(Some(AppendOutcome {
+            first_position: Position(first.position),
+            last_position: Position(first.position + count - 1),
+            first_version: Version(first.version),
+            last_version: Version(first.version + count - 1),
+            duplicate: true,
+        }))
+    }
+
+    /// Where a stored event id is: from the recent map, or the index and then the log.
+    fn lookup(&self, id: &EventId) -> Result<Option<RecentEvent>, Error> {
+        if let Some(recent) = self.recent.get(id) {
+            return Ok(Some(recent.clone()));
+        }
+        let Some(position) = self.shared.index.event_position(id)? else {
+            return Ok(None);
+        };
+        let event = self.shared.read_at_position(position)?;
+        Ok(Some(RecentEvent {
+            position,
+            version: event.version.0,
+            stream: event.stream_id,
+        }))
+    }
+
+    /// Drops recent ids the index now holds.
+    fn forget_indexed(&mut self) {
+        let indexed = self.shared.indexed_position();
+        while let Some(&(position, id)) = self.recent_order.front() {
+            if position >= indexed {
+                break;
+            }
+            self.recent.remove(&id);
+            self.recent_order.pop_front();
+        }
+    }
+}
+
+/// A caller waiting for its answer, and the answer it gets once the batch is durable.
+type Answer = (
+    oneshot::Sender<Result<AppendOutcome, Error>>,
+    Result<AppendOutcome, Error>,
+);
+
+/// One written batch on its way to durability: the file to sync, where the log will end
+/// once synced, the answers to send then, and the index entries to hand on.
+#[derive(Debug)]
+pub struct Handoff {
+    file: Option<(Arc<File>, std::path::PathBuf)>,
+    end: DurableEnd,
+    answers: Vec<Answer>,
+    index: Option<IndexBatch>,
+}
+
+/// The second half of the pipeline: while the writer encodes and writes the next batch,
+/// this thread makes the previous ones durable with one `fdatasync` for all the batches
+/// waiting, then publishes the new durable end, answers the callers and feeds the
+/// indexer. Nobody hears of an append before the sync that covers it returns.
+pub(crate) fn run_syncer(
+    shared: Arc<Shared>,
+    inbox: std::sync::mpsc::Receiver<Handoff>,
+    indexer: std::sync::mpsc::Sender<IndexBatch>,
+) {
+    while let Ok(first) = inbox.recv() {
+        let mut group = vec![first];
+        while let Ok(next) = inbox.try_recv() {
+            group.push(next);
+        }
+        // Sync each file written (two only when the writer rolled to a new segment).
+        let mut synced: Vec<&std::path::Path> = Vec::new();
+        let mut failure = None;
+        for (file, path) in group
+            .iter()
+            .rev()
+            .filter_map(|handoff| handoff.file.as_ref())
+        {
+            if synced.contains(&path.as_path()) {
+                continue;
+            }
+            if let Err(error) = file.sync_data() {
+                failure = Some(Error::io(path)(error));
+                break;
+            }
+            synced.push(path);
+        }
+        if let Some(error) = failure {
+            let reason = error.to_string();
+            tracing::error!(%error, "fdatasync failed; the writer stops and the store must be reopened");
+            shared.fail(reason.clone());
+            for handoff in group {
+                for (reply, _) in handoff.answers {
+                    let _ = reply.send(Err(Error::WriterStopped(reason.clone())));
+                }
+            }
+            while let Ok(handoff) = inbox.recv() {
+                for (reply, _) in handoff.answers {
+                    let _ = reply.send(Err(Error::WriterStopped(reason.clone())));
+                }
+            }
+            return;
+        }
+        for batch in group.iter().filter_map(|handoff| handoff.index.as_ref()) {
+            shared.remember_commits(&batch.commits);
+        }
+        let end = group.last().expect("one handoff at least").end;
+        shared.publish_durable(end);
+        for handoff in group {
+            for (reply, answer) in handoff.answers {
+                let _ = reply.send(answer);
+            }
+            if let Some(batch) = handoff.index {
+                let _ = indexer.send(batch);
+            }
+        }
+    }
+}
+
+fn describe_expected(expected: ExpectedVersion) -> String {
+    match expected {
+        ExpectedVersion::Any => "any version".into(),
+        ExpectedVersion::NoStream => "no stream".into(),
+        ExpectedVersion::StreamExists => "an existing stream".into(),
+        ExpectedVersion::Exact(version) => format!("version {version}"),
+    }
+}
+
+/// Opens a segment file for reading and writing.
+fn open_segment(path: &Path) -> Result<File, Error> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(Error::io(path))
+}
+
+/// Extends `file` with zeros up to `bytes` and syncs it: the blocks are then allocated,
+/// and later writes over them need no metadata journal commit on `fdatasync`.
+pub(crate) fn zero_fill(file: &File, path: &Path, bytes: u64) -> Result<(), Error> {
+    let mut at = file.metadata().map_err(Error::io(path))?.len();
+    let zeros = vec![0u8; 1 << 20];
+    while at < bytes {
+        let chunk = (bytes - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..chunk], at)
+            .map_err(Error::io(path))?;
+        at += chunk as u64;
+    }
+    file.sync_all().map_err(Error::io(path))
+}
+
+/// Creates an empty segment file and makes its directory entry durable.
+pub(crate) fn create_segment(log_dir: &Path, first_position: u64) -> Result<File, Error> {
+    let path = log_dir.join(segment::segment_file_name(first_position));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .read(true)
+        .open(&path)
+        .map_err(Error::io(&path))?;
+    file.sync_all().map_err(Error::io(&path))?;
+    sync_dir(log_dir)?;
+    Ok(file)
+}
+
+/// fsyncs a directory, so that files created or resized in it survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(dir))
+}

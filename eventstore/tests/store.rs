@@ -1,0 +1,29 @@
+//! The event store's integration tests: one test binary, one module per concern, all on
+//! real files in temporary directories.
+//!
+//! - `model`: random operation sequences checked against a plain `Vec` of events.
+//! - `crash`: a child process appending concurrently is killed with SIGKILL, again and
+//!   again; every acknowledged append must survive, and no append may be half there.
+//! - `corruption`: damaged, torn and padded segments, a missing or locked data directory,
+//!   and malformed appends each get their typed error or their clean recovery.
+//! - `subscription`: catch-up then live with no gap or duplicate, and backpressure that
+//!   slows only the slow subscriber.
+//! - `basics`: expected versions, atomic appends, durable dedup, paging, categories,
+//!   lookups by id, concurrent appends and reads across many segments.
+//! - `repository`: a counter aggregate through `Repository`.
+
+#[path = "store/common.rs"]
+mod common;
+
+#[path = "store/basics.rs"]
+mod basics;
+#[path = "store/corruption.rs"]
+mod corruption;
+#[path = "store/crash.rs"]
+mod crash;
+#[path = "store/model.rs"]
+mod model;
+#[path = "store/repository.rs"]
+mod repository;
+#[path = "store/subscription.rs"]
+mod subscription;
