@@ -1,0 +1,370 @@
+//! Orders: one customer order, kept in the stream `order-<id>`.
+//!
+//! An order is placed with its lines (a sku and a quantity each) and is then pending
+//! until the fulfilment saga has reserved its stock and charged its customer: it is
+//! confirmed with the total charged, or cancelled with a reason. Confirmed and
+//! cancelled are final.
+//!
+//! This crate is pure: [`Order::decide`](eventstore::Aggregate::decide) turns the state
+//! and a command into events or an [`Error`], [`Order::evolve`](eventstore::Aggregate::evolve)
+//! folds an event into the state. No IO happens here; the
+//! [`eventstore::Repository`] loads, decides and appends. Prices live in inventory:
+//! an order knows its total only once it is confirmed.
+//!
+//! ```
+//! use eventstore::Aggregate;
+//! use orders::{Command, Error, Event, Order, OrderLine, OrderStatus};
+//!
+//! let order = Order::default().evolve(&Event::OrderPlaced {
+//!     order_id: "o-1".into(),
+//!     customer_id: "alice".into(),
+//!     lines: vec![OrderLine { sku: "apple".into(), quantity: 3 }],
+//! });
+//! assert_eq!(order.status(), OrderStatus::Pending);
+//!
+//! let order = order.evolve(&Event::OrderConfirmed { total: 360 });
+//! let refused = order.decide(&Command::CancelOrder { reason: "too late".into() });
+//! assert_eq!(refused, Err(Error::NotPending { status: OrderStatus::Confirmed }));
+//! ```
+//!
+//! Events are stored with postcard, which is not self-describing: the order of the
+//! [`Event`] variants and of their fields is the stored format. Add new variants at the
+//! end, never reorder or change a field; a change of shape needs a new
+//! [`EVENT_SCHEMA_VERSION`](eventstore::Aggregate::EVENT_SCHEMA_VERSION) and a decoder
+//! for the old one. The golden test in this crate pins the bytes.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use eventstore::Aggregate;
+use serde::{Deserialize, Serialize};
+
+/// One line of an order: so many units of one sku.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    /// The sku; not blank, at most one line per sku in an order.
+    pub sku: String,
+    /// How many units; above 0.
+    pub quantity: u64,
+}
+
+/// What can be asked of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Places a new order. Its stream must be `order-<order_id>`.
+    PlaceOrder {
+        /// The order, the same as in the stream id; not blank.
+        order_id: String,
+        /// Who ordered; not blank.
+        customer_id: String,
+        /// What was ordered: at least one line, one line per sku.
+        lines: Vec<OrderLine>,
+    },
+    /// Confirms a pending order: its stock is reserved and its customer charged.
+    ConfirmOrder {
+        /// The amount charged, in minor currency units (cents); above 0.
+        total: u64,
+    },
+    /// Cancels a pending order.
+    CancelOrder {
+        /// Why, for the customer and the operator; not blank.
+        reason: String,
+    },
+}
+
+/// What happened to an order. Stored with postcard: append variants, never reorder
+/// them or their fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// The order was placed and is pending.
+    OrderPlaced {
+        /// The order.
+        order_id: String,
+        /// Who ordered.
+        customer_id: String,
+        /// What was ordered.
+        lines: Vec<OrderLine>,
+    },
+    /// The order was confirmed: stock reserved, customer charged.
+    OrderConfirmed {
+        /// The amount charged, in minor units.
+        total: u64,
+    },
+    /// The order was cancelled.
+    OrderCancelled {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OrderStatus {
+    /// Not placed: the stream has no events.
+    #[default]
+    None,
+    /// Placed, waiting for stock and payment.
+    Pending,
+    /// Confirmed; final.
+    Confirmed,
+    /// Cancelled; final.
+    Cancelled,
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OrderStatus::None => "not placed",
+            OrderStatus::Pending => "pending",
+            OrderStatus::Confirmed => "confirmed",
+            OrderStatus::Cancelled => "cancelled",
+        })
+    }
+}
+
+/// Why a command on an order was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The order was placed already. Over HTTP a 409; placing is not an update, and a
+    /// retried command is recognised by its command id at the store before this.
+    #[error("order {order_id:?} is already placed")]
+    AlreadyPlaced {
+        /// The placed order.
+        order_id: String,
+    },
+
+    /// The order id was blank. A malformed command: over HTTP a 422.
+    #[error("the order id must not be blank")]
+    BlankOrderId,
+
+    /// The customer id was blank. A malformed command: over HTTP a 422.
+    #[error("the customer id must not be blank")]
+    BlankCustomerId,
+
+    /// The order had no lines. A malformed command: over HTTP a 422.
+    #[error("an order needs at least one line")]
+    NoLines,
+
+    /// A line's sku was blank. A malformed command: over HTTP a 422.
+    #[error("line {line} has a blank sku")]
+    BlankSku {
+        /// The line's index, from 0.
+        line: usize,
+    },
+
+    /// A line's quantity was 0. A malformed command: over HTTP a 422.
+    #[error("the quantity of {sku:?} must be above 0")]
+    ZeroQuantity {
+        /// The line's sku.
+        sku: String,
+    },
+
+    /// Two lines named the same sku. A malformed command: over HTTP a 422; the client
+    /// sends one line with the summed quantity.
+    #[error("sku {sku:?} appears on more than one line")]
+    DuplicateSku {
+        /// The repeated sku.
+        sku: String,
+    },
+
+    /// The order was never placed. Over HTTP a 404.
+    #[error("the order was not placed")]
+    UnknownOrder,
+
+    /// The order is confirmed or cancelled already: only a pending order can be
+    /// confirmed or cancelled. Over HTTP a 409; a saga sees it when the order was
+    /// settled by someone else (e.g. an operator cancelled it) and compensates.
+    #[error("the order is {status}, not pending")]
+    NotPending {
+        /// Where the order is.
+        status: OrderStatus,
+    },
+
+    /// The confirmed total was 0. Every sku has a price above 0 and payments refuses a
+    /// charge of 0, so a total of 0 is a caller's bug: over HTTP a 422.
+    #[error("the total must be above 0")]
+    ZeroTotal,
+
+    /// The cancel reason was blank. A malformed command: over HTTP a 422.
+    #[error("a cancellation needs a reason")]
+    BlankReason,
+}
+
+/// One order, folded from its stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    status: OrderStatus,
+    order_id: String,
+    customer_id: String,
+    lines: Vec<OrderLine>,
+    total: Option<u64>,
+    cancel_reason: Option<String>,
+}
+
+impl Order {
+    /// Where the order is in its life.
+    pub fn status(&self) -> OrderStatus {
+        self.status
+    }
+
+    /// The order id; empty until placed.
+    pub fn order_id(&self) -> &str {
+        &self.order_id
+    }
+
+    /// Who ordered; empty until placed.
+    pub fn customer_id(&self) -> &str {
+        &self.customer_id
+    }
+
+    /// What was ordered, one line per sku, in the order given.
+    pub fn lines(&self) -> &[OrderLine] {
+        &self.lines
+    }
+
+    /// The amount charged, in minor units, once confirmed.
+    pub fn total(&self) -> Option<u64> {
+        self.total
+    }
+
+    /// Why the order was cancelled, once cancelled.
+    pub fn cancel_reason(&self) -> Option<&str> {
+        self.cancel_reason.as_deref()
+    }
+
+    fn place(
+        &self,
+        order_id: &str,
+        customer_id: &str,
+        lines: &[OrderLine],
+    ) -> Result<Vec<Event>, Error> {
+        if self.status != OrderStatus::None {
+            return Err(Error::AlreadyPlaced {
+                order_id: self.order_id.clone(),
+            });
+        }
+        if is_blank(order_id) {
+            return Err(Error::BlankOrderId);
+        }
+        if is_blank(customer_id) {
+            return Err(Error::BlankCustomerId);
+        }
+        if lines.is_empty() {
+            return Err(Error::NoLines);
+        }
+        let mut seen = BTreeSet::new();
+        for (index, line) in lines.iter().enumerate() {
+            if is_blank(&line.sku) {
+                return Err(Error::BlankSku { line: index });
+            }
+            if line.quantity == 0 {
+                return Err(Error::ZeroQuantity {
+                    sku: line.sku.clone(),
+                });
+            }
+            if !seen.insert(line.sku.as_str()) {
+                return Err(Error::DuplicateSku {
+                    sku: line.sku.clone(),
+                });
+            }
+        }
+        Ok(vec![Event::OrderPlaced {
+            order_id: order_id.to_owned(),
+            customer_id: customer_id.to_owned(),
+            lines: lines.to_vec(),
+        }])
+    }
+
+    /// Refuses anything but a pending order.
+    fn ensure_pending(&self) -> Result<(), Error> {
+        match self.status {
+            OrderStatus::Pending => Ok(()),
+            OrderStatus::None => Err(Error::UnknownOrder),
+            status => Err(Error::NotPending { status }),
+        }
+    }
+}
+
+impl Aggregate for Order {
+    type Command = Command;
+    type Event = Event;
+    type Error = Error;
+
+    const CATEGORY: &'static str = "order";
+
+    fn decide(&self, command: &Command) -> Result<Vec<Event>, Error> {
+        match command {
+            Command::PlaceOrder {
+                order_id,
+                customer_id,
+                lines,
+            } => self.place(order_id, customer_id, lines),
+            Command::ConfirmOrder { total } => {
+                self.ensure_pending()?;
+                if *total == 0 {
+                    return Err(Error::ZeroTotal);
+                }
+                Ok(vec![Event::OrderConfirmed { total: *total }])
+            }
+            Command::CancelOrder { reason } => {
+                self.ensure_pending()?;
+                if is_blank(reason) {
+                    return Err(Error::BlankReason);
+                }
+                Ok(vec![Event::OrderCancelled {
+                    reason: reason.clone(),
+                }])
+            }
+        }
+    }
+
+    fn evolve(mut self, event: &Event) -> Self {
+        match event {
+            Event::OrderPlaced {
+                order_id,
+                customer_id,
+                lines,
+            } => {
+                self.status = OrderStatus::Pending;
+                self.order_id.clone_from(order_id);
+                self.customer_id.clone_from(customer_id);
+                self.lines.clone_from(lines);
+            }
+            Event::OrderConfirmed { total } => {
+                self.status = OrderStatus::Confirmed;
+                self.total = Some(*total);
+            }
+            Event::OrderCancelled { reason } => {
+                self.status = OrderStatus::Cancelled;
+                self.cancel_reason = Some(reason.clone());
+            }
+        }
+        self
+    }
+
+    fn event_type(event: &Event) -> &'static str {
+        match event {
+            Event::OrderPlaced { .. } => "OrderPlaced",
+            Event::OrderConfirmed { .. } => "OrderConfirmed",
+            Event::OrderCancelled { .. } => "OrderCancelled",
+        }
+    }
+}
+
+/// Decodes a stored order event (any schema version this code knows) into JSON for
+/// display over HTTP or in the CLI, e.g. `{"OrderConfirmed":{"total":360}}`.
+pub fn event_to_json(
+    schema_version: u32,
+    payload: &[u8],
+) -> Result<serde_json::Value, eventstore::Error> {
+    let event = Order::decode_event(schema_version, payload)?;
+    Ok(serde_json::to_value(event)
+        .expect("an order event always converts to JSON: derived Serialize, no maps"))
+}
+
+fn is_blank(text: &str) -> bool {
+    text.trim().is_empty()
+}
+
+#[cfg(test)]
+mod tests;
