@@ -1,0 +1,109 @@
+//! Recorded events as JSON: the envelope's fields and the payload decoded by the domain
+//! crate that owns the stream's category. A payload no crate here can decode (another
+//! category, an unknown schema version) is shown as hex, never dropped.
+
+use eventstore::RecordedEvent;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// One recorded event.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventView {
+    /// The event id (UUID v7).
+    pub id: String,
+    /// The stream it belongs to.
+    pub stream: String,
+    /// Its 0-based version in that stream.
+    pub version: u64,
+    /// Its 0-based position in the whole log.
+    pub position: u64,
+    /// Its type name, e.g. `OrderPlaced`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The schema version of its payload.
+    pub schema_version: u32,
+    /// When it was recorded (RFC 3339, UTC).
+    pub recorded_at: String,
+    /// Correlation, causation, trace, principal and command id, where set.
+    pub metadata: MetadataView,
+    /// The payload: decoded JSON when `payload_encoding` is `json`, else a hex string.
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// `json` or `hex`.
+    pub payload_encoding: &'static str,
+}
+
+/// An event's metadata; absent members were not set.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct MetadataView {
+    /// The business transaction the event belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The command or event that caused it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    /// The W3C trace context of the request that wrote it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// Who issued the command.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// The command that produced it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
+}
+
+impl EventView {
+    /// The JSON view of `event`.
+    pub fn of(event: &RecordedEvent) -> Self {
+        let (payload, payload_encoding) = match decode_payload(event) {
+            Some(json) => (json, "json"),
+            None => (serde_json::Value::String(hex(&event.payload)), "hex"),
+        };
+        let metadata = &event.metadata;
+        EventView {
+            id: event.id.to_string(),
+            stream: event.stream_id.to_string(),
+            version: event.version.0,
+            position: event.position.0,
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version,
+            recorded_at: event
+                .recorded_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            metadata: MetadataView {
+                correlation_id: metadata.correlation_id.map(|id| id.to_string()),
+                causation_id: metadata.causation_id.map(|id| id.to_string()),
+                traceparent: metadata.traceparent.clone(),
+                principal: metadata.principal.clone(),
+                command_id: metadata.command_id.map(|id| id.to_string()),
+            },
+            payload,
+            payload_encoding,
+        }
+    }
+}
+
+/// The payload as JSON, if the stream's category belongs to a crate that knows it.
+fn decode_payload(event: &RecordedEvent) -> Option<serde_json::Value> {
+    let (schema, payload) = (event.schema_version, event.payload.as_slice());
+    let decoded = match event.stream_id.category() {
+        "stock" => inventory::event_to_json(schema, payload),
+        "account" => payments::event_to_json(schema, payload),
+        "order" => orders::event_to_json(schema, payload),
+        crate::idempotency::CATEGORY => crate::idempotency::event_to_json(schema, payload),
+        _ => return None,
+    };
+    decoded.ok()
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut text, byte| {
+            let _ = write!(text, "{byte:02x}");
+            text
+        })
+}

@@ -1,0 +1,360 @@
+//! Extractors that check what a request carries before a handler sees it: a JSON body
+//! with the right content type, size and shape; ids in the path; query parameters; the
+//! `If-Match` and `Idempotency-Key` headers. Each refuses bad input with a 4xx
+//! [`ApiError`] (problem+json), never a panic or a 500.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use eventstore::Version;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::problem::ApiError;
+
+/// The longest sku or customer id: they are path segments and stream id suffixes.
+pub(crate) const MAX_ID_BYTES: usize = 64;
+
+/// The longest `Idempotency-Key`.
+pub(crate) const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+/// A JSON request body, decoded into `T`. `T` should deny unknown fields.
+#[derive(Debug)]
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        check_json_content_type(request.headers())?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| body_rejection(rejection, state.config().max_body_bytes))?;
+        // serde accepts a struct written as an array (`[5]` for `{"quantity": 5}`); an
+        // API that documents objects takes only objects.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(_) => ApiError::bad_request("invalid-body", "the body must be a JSON object"),
+                Err(error) => json_error(&error),
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|error| json_error(&error))
+    }
+}
+
+/// `application/json` or any `application/<something>+json`, parameters allowed.
+fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let unsupported = |detail: String| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            detail,
+        )
+    };
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(unsupported(
+            "the body must be JSON: send Content-Type: application/json".into(),
+        ));
+    };
+    let media_type = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let is_json = media_type == "application/json"
+        || (media_type.starts_with("application/") && media_type.ends_with("+json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(unsupported(format!(
+            "the body must be JSON (application/json), not {:?}",
+            String::from_utf8_lossy(value.as_bytes())
+        )))
+    }
+}
+
+fn body_rejection(rejection: BytesRejection, limit: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Payload too large",
+            format!("the body is over the limit of {limit} bytes"),
+        )
+    } else {
+        ApiError::bad_request("unreadable-body", rejection.body_text())
+    }
+}
+
+/// A body that is not JSON is malformed; JSON of the wrong shape (types, missing or
+/// unknown fields) is invalid. Both are 400s: the request cannot be understood.
+fn json_error(error: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Data => ApiError::bad_request("invalid-body", format!("invalid body: {error}")),
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::bad_request("malformed-json", format!("malformed JSON: {error}"))
+        }
+    }
+}
+
+/// Query parameters decoded into `T` (which should deny unknown fields); a bad query is
+/// a 400 problem.
+#[derive(Debug)]
+pub(crate) struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| QueryParams(value))
+            .map_err(|rejection: QueryRejection| {
+                ApiError::bad_request("invalid-query", rejection.body_text())
+            })
+    }
+}
+
+async fn path_segment<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<String, ApiError> {
+    Path::<String>::from_request_parts(parts, state)
+        .await
+        .map(|Path(segment)| segment)
+        .map_err(|rejection: PathRejection| {
+            ApiError::bad_request("invalid-path", rejection.body_text())
+        })
+}
+
+/// Checks a sku or customer id: 1 to 64 ASCII letters, digits, `.`, `_` or `-`,
+/// starting with a letter or digit. Such ids are safe in paths, stream ids and logs.
+pub(crate) fn check_entity_id(what: &'static str, id: &str) -> Result<(), ApiError> {
+    let reason = if id.is_empty() {
+        Some("it is empty")
+    } else if id.len() > MAX_ID_BYTES {
+        Some("it is longer than 64 bytes")
+    } else if !id.as_bytes()[0].is_ascii_alphanumeric() {
+        Some("it must start with a letter or digit")
+    } else if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Some("only ASCII letters, digits, '.', '_' and '-' are allowed")
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(()),
+        Some(reason) => Err(ApiError::bad_request(
+            "invalid-id",
+            format!(
+                "invalid {what} {:?}: {reason}",
+                id.chars().take(MAX_ID_BYTES).collect::<String>()
+            ),
+        )),
+    }
+}
+
+/// The `{sku}` of a path, checked.
+#[derive(Debug)]
+pub(crate) struct SkuPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for SkuPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let sku = path_segment(parts, state).await?;
+        check_entity_id("sku", &sku)?;
+        Ok(SkuPath(sku))
+    }
+}
+
+/// The `{customer_id}` of a path, checked.
+#[derive(Debug)]
+pub(crate) struct CustomerPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for CustomerPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let customer = path_segment(parts, state).await?;
+        check_entity_id("customer id", &customer)?;
+        Ok(CustomerPath(customer))
+    }
+}
+
+/// The `{order_id}` of a path: a UUID, in its canonical lower-case hyphenated form.
+#[derive(Debug)]
+pub(crate) struct OrderPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for OrderPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let text = path_segment(parts, state).await?;
+        match Uuid::try_parse(&text) {
+            Ok(id) => Ok(OrderPath(id.hyphenated().to_string())),
+            Err(_) => Err(ApiError::bad_request(
+                "invalid-id",
+                format!(
+                    "invalid order id {:?}: order ids are UUIDs",
+                    text.chars().take(MAX_ID_BYTES).collect::<String>()
+                ),
+            )),
+        }
+    }
+}
+
+/// The `{stream_id}` of a path, validated as a stream id.
+#[derive(Debug)]
+pub(crate) struct StreamPath(pub eventstore::StreamId);
+
+impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let text = path_segment(parts, state).await?;
+        eventstore::StreamId::new(text)
+            .map(StreamPath)
+            .map_err(ApiError::from)
+    }
+}
+
+/// The one value of a header, as visible ASCII; `None` when absent.
+fn single_header<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'a str>, ApiError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(
+            "invalid-header",
+            format!("send one {name} header, not several"),
+        ));
+    }
+    value.to_str().map(|text| Some(text.trim())).map_err(|_| {
+        ApiError::bad_request(
+            "invalid-header",
+            format!("the {name} header must be visible ASCII"),
+        )
+    })
+}
+
+/// The version of `If-Match: "<version>"`, the only form a command accepts.
+pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<Version>, ApiError> {
+    let Some(text) = single_header(headers, &header::IF_MATCH)? else {
+        return Ok(None);
+    };
+    parse_etag(text).map(Some).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid-if-match",
+            format!(
+                "If-Match must be one strong ETag of a version, like \"3\"; got {:?}",
+                text.chars().take(64).collect::<String>()
+            ),
+        )
+    })
+}
+
+/// The versions listed in `If-None-Match` (`*` matches any), for conditional reads.
+pub(crate) fn if_none_match(headers: &HeaderMap, current: Version) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| text.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || parse_etag(tag.trim_start_matches("W/")) == Some(current))
+}
+
+/// `"<digits>"` -> the version.
+fn parse_etag(text: &str) -> Option<Version> {
+    let digits = text.strip_prefix('"')?.strip_suffix('"')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(Version)
+}
+
+/// The ETag of a version: `"<version>"`.
+pub(crate) fn etag(version: Version) -> String {
+    format!("\"{}\"", version.0)
+}
+
+/// The `Idempotency-Key` header: 1 to 255 visible ASCII characters, optionally in
+/// double quotes (the structured-field string form of the IETF draft).
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let name = HeaderName::from_static("idempotency-key");
+    let Some(text) = single_header(headers, &name)? else {
+        return Ok(None);
+    };
+    let key = text
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or(text);
+    let valid = !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY_BYTES
+        && key.bytes().all(|b| b.is_ascii_graphic());
+    if valid {
+        Ok(Some(key.to_owned()))
+    } else {
+        Err(ApiError::bad_request(
+            "invalid-idempotency-key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID is a good key)",
+        ))
+    }
+}
+
+/// The W3C `traceparent` header, carried into the events' metadata when well formed.
+pub(crate) fn traceparent(headers: &HeaderMap) -> Option<String> {
+    let text = headers.get("traceparent")?.to_str().ok()?.trim();
+    let well_formed = text.len() == 55
+        && text.split('-').count() == 4
+        && text.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit());
+    well_formed.then(|| text.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_are_quoted_versions() {
+        assert_eq!(parse_etag("\"12\""), Some(Version(12)));
+        assert_eq!(parse_etag("12"), None);
+        assert_eq!(parse_etag("\"\""), None);
+        assert_eq!(parse_etag("\"-1\""), None);
+        assert_eq!(parse_etag("\"99999999999999999999999\""), None);
+        assert_eq!(etag(Version(7)), "\"7\"");
+    }
+
+    #[test]
+    fn entity_ids() {
+        assert!(check_entity_id("sku", "apple-1.b_2").is_ok());
+        assert!(check_entity_id("sku", "").is_err());
+        assert!(check_entity_id("sku", "-a").is_err());
+        assert!(check_entity_id("sku", "a b").is_err());
+        assert!(check_entity_id("sku", "ä").is_err());
+        assert!(check_entity_id("sku", &"a".repeat(65)).is_err());
+        assert!(check_entity_id("sku", &"a".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn if_none_match_lists() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::IF_NONE_MATCH, "\"1\", W/\"3\"".parse().unwrap());
+        assert!(if_none_match(&headers, Version(3)));
+        assert!(!if_none_match(&headers, Version(2)));
+    }
+}

@@ -1,0 +1,280 @@
+//! Errors as `application/problem+json` (RFC 9457): one [`ApiError`] type that every
+//! handler and extractor returns, and the mapping of store and domain errors onto it.
+//!
+//! A problem's `type` is `urn:annals:problem:<slug>`, one slug per kind of failure
+//! (`insufficient-stock`, `version-conflict`, ...), so clients can branch on it without
+//! parsing `detail`. A 500 says little to the client and everything to the log.
+
+use std::any::Any;
+use std::fmt;
+
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The prefix of every problem `type`.
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:annals:problem:";
+
+/// An RFC 9457 problem details body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// `urn:annals:problem:<slug>`: what kind of failure, for programs.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// A short summary of the kind of failure, the same for every occurrence.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong this time, for people.
+    pub detail: String,
+}
+
+/// An error answer: a status, a problem body and, rarely, extra headers. Boxed, so
+/// that `Result<_, ApiError>` stays small on the happy path.
+#[derive(Debug)]
+pub struct ApiError(Box<Details>);
+
+#[derive(Debug)]
+struct Details {
+    status: StatusCode,
+    slug: &'static str,
+    title: &'static str,
+    detail: String,
+    headers: HeaderMap,
+}
+
+impl ApiError {
+    /// A problem with this status, slug (the end of its `type`), title and detail.
+    pub fn new(
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        ApiError(Box::new(Details {
+            status,
+            slug,
+            title,
+            detail: detail.into(),
+            headers: HeaderMap::new(),
+        }))
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, slug, "Bad request", detail)
+    }
+
+    /// 404: the entity does not exist.
+    pub fn not_found(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, slug, "Not found", detail)
+    }
+
+    /// 500: a failure of the server. The error goes to the log in full; the client
+    /// learns only that something failed.
+    pub fn internal(error: &dyn fmt::Display) -> Self {
+        tracing::error!(%error, "request failed with an internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal server error",
+            "the server failed to handle the request; the failure has been logged",
+        )
+    }
+
+    /// The same error with one more response header.
+    pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.0.headers.insert(name, value);
+        self
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.0.status
+    }
+
+    /// The problem body.
+    pub fn problem(&self) -> Problem {
+        let details = &self.0;
+        Problem {
+            problem_type: format!("{PROBLEM_TYPE_PREFIX}{}", details.slug),
+            title: details.title.to_owned(),
+            status: details.status.as_u16(),
+            detail: details.detail.clone(),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let details = &self.0;
+        write!(
+            f,
+            "{} {}: {}",
+            details.status.as_u16(),
+            details.slug,
+            details.detail
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let mut response = (self.0.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        headers.extend(self.0.headers);
+        response
+    }
+}
+
+impl From<eventstore::Error> for ApiError {
+    fn from(error: eventstore::Error) -> Self {
+        use eventstore::Error as E;
+        match &error {
+            E::InvalidStreamId { .. } => {
+                ApiError::bad_request("invalid-stream-id", error.to_string())
+            }
+            E::EventTooLarge { .. } | E::AppendTooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "event-too-large",
+                "Payload too large",
+                error.to_string(),
+            ),
+            E::VersionConflict { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "version-conflict",
+                "Version conflict",
+                format!("{error}; other writers kept changing it, try again"),
+            ),
+            E::IdempotencyMismatch { .. } => idempotency_key_reused(),
+            E::WriterStopped(_) => {
+                tracing::error!(%error, "a command found the store's writer stopped");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store-unavailable",
+                    "Service unavailable",
+                    "the event store is not accepting writes",
+                )
+            }
+            _ => ApiError::internal(&error),
+        }
+    }
+}
+
+/// 422: an idempotency key came back with another request.
+pub(crate) fn idempotency_key_reused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+        "Idempotency key reused",
+        "this Idempotency-Key was used for a different request (another route or body); \
+         use a new key for a new request",
+    )
+}
+
+/// A domain error's HTTP face: its status and its problem slug.
+pub(crate) trait DomainError: std::error::Error {
+    /// The status and slug of this error.
+    fn classify(&self) -> (StatusCode, &'static str);
+}
+
+impl<E: DomainError> From<&E> for ApiError {
+    fn from(error: &E) -> Self {
+        let (status, slug) = error.classify();
+        let title = match status {
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::CONFLICT => "Conflict",
+            _ => "Domain rule violated",
+        };
+        ApiError::new(status, slug, title, error.to_string())
+    }
+}
+
+const UNPROCESSABLE: StatusCode = StatusCode::UNPROCESSABLE_ENTITY;
+
+impl DomainError for inventory::Error {
+    fn classify(&self) -> (StatusCode, &'static str) {
+        use inventory::Error as E;
+        match self {
+            E::UnknownSku => (StatusCode::NOT_FOUND, "unknown-sku"),
+            E::AlreadyRegistered { .. } => (StatusCode::CONFLICT, "sku-already-registered"),
+            E::BlankSku => (UNPROCESSABLE, "blank-sku"),
+            E::BlankName => (UNPROCESSABLE, "blank-name"),
+            E::BlankOrderId => (UNPROCESSABLE, "blank-order-id"),
+            E::ZeroPrice => (UNPROCESSABLE, "zero-price"),
+            E::ZeroQuantity => (UNPROCESSABLE, "zero-quantity"),
+            E::StockOverflow { .. } => (UNPROCESSABLE, "stock-overflow"),
+            E::InsufficientStock { .. } => (UNPROCESSABLE, "insufficient-stock"),
+            E::AlreadyReserved { .. } => (StatusCode::CONFLICT, "already-reserved"),
+            E::NoReservation { .. } => (StatusCode::NOT_FOUND, "no-reservation"),
+        }
+    }
+}
+
+impl DomainError for payments::Error {
+    fn classify(&self) -> (StatusCode, &'static str) {
+        use payments::Error as E;
+        match self {
+            E::NoAccount => (StatusCode::NOT_FOUND, "unknown-account"),
+            E::AlreadyOpen { .. } => (StatusCode::CONFLICT, "account-already-open"),
+            E::BlankCustomerId => (UNPROCESSABLE, "blank-customer-id"),
+            E::BlankOrderId => (UNPROCESSABLE, "blank-order-id"),
+            E::ZeroAmount => (UNPROCESSABLE, "zero-amount"),
+            E::BalanceOverflow { .. } => (UNPROCESSABLE, "balance-overflow"),
+            E::InsufficientFunds { .. } => (UNPROCESSABLE, "insufficient-funds"),
+            E::AlreadyCharged { .. } => (StatusCode::CONFLICT, "already-charged"),
+            E::NotCharged { .. } => (StatusCode::NOT_FOUND, "not-charged"),
+            E::AlreadyRefunded { .. } => (StatusCode::CONFLICT, "already-refunded"),
+        }
+    }
+}
+
+impl DomainError for orders::Error {
+    fn classify(&self) -> (StatusCode, &'static str) {
+        use orders::Error as E;
+        match self {
+            E::AlreadyPlaced { .. } => (StatusCode::CONFLICT, "order-already-placed"),
+            E::BlankOrderId => (UNPROCESSABLE, "blank-order-id"),
+            E::BlankCustomerId => (UNPROCESSABLE, "blank-customer-id"),
+            E::NoLines => (UNPROCESSABLE, "no-lines"),
+            E::BlankSku { .. } => (UNPROCESSABLE, "blank-sku"),
+            E::ZeroQuantity { .. } => (UNPROCESSABLE, "zero-quantity"),
+            E::DuplicateSku { .. } => (UNPROCESSABLE, "duplicate-sku"),
+            E::UnknownOrder => (StatusCode::NOT_FOUND, "unknown-order"),
+            E::NotPending { .. } => (StatusCode::CONFLICT, "order-not-pending"),
+            E::ZeroTotal => (UNPROCESSABLE, "zero-total"),
+            E::BlankReason => (UNPROCESSABLE, "blank-reason"),
+        }
+    }
+}
+
+/// The fallback of the router: 404 for a path no route matches.
+pub(crate) async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::not_found("no-route", format!("no route for {method} {}", uri.path()))
+}
+
+/// 405 for a path that exists with another method.
+pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!("{} does not accept {method}", uri.path()),
+    )
+}
+
+/// The answer to a handler that panicked: a 500, with the panic in the log.
+pub(crate) fn panicked(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    ApiError::internal(&format_args!("handler panicked: {message}")).into_response()
+}

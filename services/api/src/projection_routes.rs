@@ -1,0 +1,443 @@
+//! The read-model routes: queries of the projections of [`crate::read_models`]
+//! (a customer's orders, stock per sku, the sales report), their status, and rebuilds.
+//!
+//! Every query is read-your-writes on request: `?min_position=N` (or the header
+//! `Annals-Min-Position: N`), with `N` the `position` a command answered, waits until the
+//! read model has applied that event. If it has not within
+//! [`crate::ApiConfig::projection_wait_timeout`], the answer is a 503 problem carrying the
+//! read model's `checkpoint` (also in the `Annals-Checkpoint` header): retry later.
+//!
+//! The routes answer 503 when the server runs no projections.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use eventstore::Position;
+use projections::{Error, State as RunState, Status};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::extract::{CustomerPath, MAX_ID_BYTES, QueryParams, check_entity_id};
+use crate::problem::{ApiError, PROBLEM_JSON, Problem};
+use crate::read_models::{
+    CustomerOrders, INVENTORY, ORDERS, Projections, SALES, SalesReport, SkuPage,
+};
+
+/// The read-your-writes header: the position a query must see.
+pub const MIN_POSITION_HEADER: &str = "annals-min-position";
+
+/// The header of a 503 that waited in vain: the read model's checkpoint.
+pub const CHECKPOINT_HEADER: &str = "annals-checkpoint";
+
+/// A page of a read model, read-your-writes on request.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ReadModelQuery {
+    /// Start after this key (the `next_after` of the previous page).
+    after: Option<String>,
+    /// How many items at most: 1 to 1000, 100 by default.
+    limit: Option<usize>,
+    /// Wait until the read model has applied the event at this position (the `position`
+    /// a command answered). Same as the `Annals-Min-Position` header.
+    min_position: Option<u64>,
+}
+
+/// A 503 problem for a read-your-writes wait that ran out, with the checkpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointProblem {
+    /// `urn:annals:problem:projection-lagging`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// A short summary.
+    pub title: String,
+    /// 503.
+    pub status: u16,
+    /// What went wrong.
+    pub detail: String,
+    /// The read model has applied every event before this position.
+    pub checkpoint: u64,
+}
+
+/// One projection's status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectionView {
+    /// The projection.
+    pub name: String,
+    /// The version of its code.
+    pub version: u32,
+    /// The version that built the model answering queries (absent: none yet).
+    pub active_version: Option<u32>,
+    /// The build number of that model; a rebuild makes a new one.
+    pub active_build: Option<u32>,
+    /// The active model has applied every event before this position.
+    pub checkpoint: u64,
+    /// The next position of the log.
+    pub head: u64,
+    /// Events not yet applied.
+    pub lag: u64,
+    /// `catching_up`, `live`, `outdated`, `faulted` or `stopped`.
+    pub state: String,
+    /// Where it stopped, when faulted.
+    pub fault_position: Option<u64>,
+    /// Why it stopped, when faulted.
+    pub fault_error: Option<String>,
+    /// The rebuild in progress, if any.
+    pub rebuild: Option<RebuildView>,
+}
+
+/// A rebuild in progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RebuildView {
+    /// The version being built.
+    pub version: u32,
+    /// Its build number.
+    pub build: u32,
+    /// How far it has come (exclusive).
+    pub checkpoint: u64,
+    /// Where it stopped, if it faulted.
+    pub fault_position: Option<u64>,
+}
+
+/// Every projection's status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectionList {
+    /// The projections, by name.
+    pub projections: Vec<ProjectionView>,
+}
+
+/// A rebuild started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RebuildStarted {
+    /// The projection.
+    pub name: String,
+    /// The version being built.
+    pub version: u32,
+    /// Its build number: the `active_build` once it has taken over.
+    pub build: u32,
+}
+
+impl ProjectionView {
+    fn of(status: Status) -> Self {
+        let (state, fault_position, fault_error) = match status.state {
+            RunState::CatchingUp => ("catching_up", None, None),
+            RunState::Live => ("live", None, None),
+            RunState::Outdated => ("outdated", None, None),
+            RunState::Faulted { position, error } => ("faulted", Some(position.0), Some(error)),
+            RunState::Stopped => ("stopped", None, None),
+        };
+        ProjectionView {
+            name: status.name,
+            version: status.version,
+            active_version: status.active_version,
+            active_build: status.active_build,
+            checkpoint: status.checkpoint.0,
+            head: status.head.0,
+            lag: status.lag,
+            state: state.to_owned(),
+            fault_position,
+            fault_error,
+            rebuild: status.rebuild.map(|rebuild| RebuildView {
+                version: rebuild.version,
+                build: rebuild.build,
+                checkpoint: rebuild.checkpoint.0,
+                fault_position: rebuild.fault.map(|fault| fault.position.0),
+            }),
+        }
+    }
+}
+
+/// An error answer of these routes: a problem, boxed (a timeout's carries the checkpoint).
+#[derive(Debug)]
+pub(crate) struct Rejected(Box<Response>);
+
+impl Rejected {
+    fn from_response(response: Response) -> Self {
+        Rejected(Box::new(response))
+    }
+}
+
+impl IntoResponse for Rejected {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+impl From<ApiError> for Rejected {
+    fn from(error: ApiError) -> Self {
+        Rejected(Box::new(error.into_response()))
+    }
+}
+
+impl From<Error> for Rejected {
+    fn from(error: Error) -> Self {
+        Rejected(Box::new(projection_error(error)))
+    }
+}
+
+/// The error of a projection as an HTTP answer.
+pub(crate) fn projection_error(error: Error) -> Response {
+    match error {
+        Error::Timeout { checkpoint, .. } => {
+            let body = CheckpointProblem {
+                problem_type: format!("{}projection-lagging", crate::problem::PROBLEM_TYPE_PREFIX),
+                title: "Service unavailable".to_owned(),
+                status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+                detail: error.to_string(),
+                checkpoint: checkpoint.0,
+            };
+            let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            headers.insert(
+                HeaderName::from_static(CHECKPOINT_HEADER),
+                HeaderValue::from(checkpoint.0),
+            );
+            response
+        }
+        Error::Faulted { .. } => unavailable("projection-faulted", error.to_string()),
+        Error::NotBuilt(_) => unavailable("projection-not-built", error.to_string()),
+        Error::Stopped => unavailable("projections-stopped", error.to_string()),
+        Error::UnknownProjection(_) => {
+            ApiError::not_found("unknown-projection", error.to_string()).into_response()
+        }
+        other => ApiError::internal(&other).into_response(),
+    }
+}
+
+fn unavailable(slug: &'static str, detail: String) -> Response {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        slug,
+        "Service unavailable",
+        detail,
+    )
+    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+    .into_response()
+}
+
+fn projections(state: &AppState) -> Result<Projections, Rejected> {
+    state.projections().cloned().ok_or_else(|| {
+        Rejected::from_response(unavailable(
+            "projections-not-running",
+            "this server runs no read models".to_owned(),
+        ))
+    })
+}
+
+/// The position to wait for: the query's `min_position`, else the header's.
+fn min_position(query: Option<u64>, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    if query.is_some() {
+        return Ok(query);
+    }
+    match headers.get(MIN_POSITION_HEADER) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid-header",
+                    "Annals-Min-Position must be a log position (a whole number)",
+                )
+            }),
+    }
+}
+
+/// The page length asked for, checked against the configured bound.
+fn page_limit(state: &AppState, limit: Option<usize>) -> Result<usize, ApiError> {
+    let max = state.config().max_page_events;
+    match limit {
+        None => Ok(state.config().default_page_events.clamp(1, max)),
+        Some(limit) if (1..=max).contains(&limit) => Ok(limit),
+        Some(limit) => Err(ApiError::bad_request(
+            "invalid-query",
+            format!("limit must be between 1 and {max}, not {limit}"),
+        )),
+    }
+}
+
+/// Checks the query, waits for `min_position` on `model`, then runs `read` on the
+/// blocking pool.
+async fn query<T: Serialize + Send + 'static>(
+    state: &AppState,
+    model: &'static str,
+    headers: &HeaderMap,
+    wanted: Option<u64>,
+    read: impl FnOnce(&Projections) -> Result<T, Error> + Send + 'static,
+) -> Result<Response, Rejected> {
+    let wanted = min_position(wanted, headers)?;
+    let projections = projections(state)?;
+    if let Some(wanted) = wanted {
+        let timeout = state.config().projection_wait_timeout;
+        projections
+            .wait_for_model(model, Position(wanted), timeout)
+            .await?;
+    }
+    let answer = tokio::task::spawn_blocking(move || read(&projections))
+        .await
+        .map_err(|error| ApiError::internal(&error))?;
+    Ok(Json(answer?).into_response())
+}
+
+/// One customer's orders, oldest first, from the `orders` read model.
+#[utoipa::path(
+    get,
+    path = "/api/v1/customers/{customer_id}/orders",
+    tag = "read models",
+    params(
+        ("customer_id" = String, Path, description = "The customer"),
+        ReadModelQuery,
+        ("Annals-Min-Position" = Option<u64>, Header, description = "Wait until this position is applied"),
+    ),
+    responses(
+        (status = 200, description = "A page of the customer's orders; `after` is an order number", body = CustomerOrders),
+        (status = 400, description = "Bad customer id or query", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not applied in time (with the checkpoint), faulted or not running", body = CheckpointProblem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn customer_orders(
+    State(state): State<AppState>,
+    CustomerPath(customer_id): CustomerPath,
+    headers: HeaderMap,
+    QueryParams(params): QueryParams<ReadModelQuery>,
+) -> Result<Response, Rejected> {
+    let limit = page_limit(&state, params.limit)?;
+    let after = match params.after.as_deref() {
+        None => None,
+        Some(after) => Some(after.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid-query",
+                "after must be an order number (a whole number)",
+            )
+        })?),
+    };
+    query(&state, ORDERS, &headers, params.min_position, move |p| {
+        p.customer_orders(&customer_id, after, limit)
+    })
+    .await
+}
+
+fn check_after(after: Option<&str>) -> Result<(), ApiError> {
+    match after {
+        Some(after) if after.len() > MAX_ID_BYTES => Err(ApiError::bad_request(
+            "invalid-query",
+            "after is longer than 64 bytes",
+        )),
+        Some(after) if !after.is_empty() => check_entity_id("after", after),
+        _ => Ok(()),
+    }
+}
+
+/// Stock per sku, in sku order, from the `inventory` read model.
+#[utoipa::path(
+    get,
+    path = "/api/v1/inventory/skus",
+    tag = "read models",
+    params(
+        ReadModelQuery,
+        ("Annals-Min-Position" = Option<u64>, Header, description = "Wait until this position is applied"),
+    ),
+    responses(
+        (status = 200, description = "A page of skus", body = SkuPage),
+        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not applied in time (with the checkpoint), faulted or not running", body = CheckpointProblem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn list_skus(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    QueryParams(params): QueryParams<ReadModelQuery>,
+) -> Result<Response, Rejected> {
+    let limit = page_limit(&state, params.limit)?;
+    check_after(params.after.as_deref())?;
+    let after = params.after;
+    query(&state, INVENTORY, &headers, params.min_position, move |p| {
+        p.skus(after.as_deref(), limit)
+    })
+    .await
+}
+
+/// Sales of confirmed orders per sku, in sku order, and the grand totals.
+#[utoipa::path(
+    get,
+    path = "/api/v1/reports/sales",
+    tag = "read models",
+    params(
+        ReadModelQuery,
+        ("Annals-Min-Position" = Option<u64>, Header, description = "Wait until this position is applied"),
+    ),
+    responses(
+        (status = 200, description = "A page of the sales report", body = SalesReport),
+        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not applied in time (with the checkpoint), faulted or not running", body = CheckpointProblem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn sales_report(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    QueryParams(params): QueryParams<ReadModelQuery>,
+) -> Result<Response, Rejected> {
+    let limit = page_limit(&state, params.limit)?;
+    check_after(params.after.as_deref())?;
+    let after = params.after;
+    query(&state, SALES, &headers, params.min_position, move |p| {
+        p.sales(after.as_deref(), limit)
+    })
+    .await
+}
+
+/// Every projection: active version and build, checkpoint, lag and state.
+#[utoipa::path(
+    get,
+    path = "/api/v1/projections",
+    tag = "read models",
+    responses(
+        (status = 200, description = "The projections", body = ProjectionList),
+        (status = 503, description = "The server runs no projections", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn list_projections(
+    State(state): State<AppState>,
+) -> Result<Json<ProjectionList>, Rejected> {
+    let projections = projections(&state)?;
+    Ok(Json(ProjectionList {
+        projections: projections
+            .status()
+            .into_iter()
+            .map(ProjectionView::of)
+            .collect(),
+    }))
+}
+
+/// Starts a blue-green rebuild of one projection (or joins the one running): the new
+/// model is built beside the active one and takes over once caught up.
+#[utoipa::path(
+    post,
+    path = "/api/v1/projections/{name}/rebuild",
+    tag = "read models",
+    params(("name" = String, Path, description = "The projection")),
+    responses(
+        (status = 202, description = "The rebuild started", body = RebuildStarted),
+        (status = 404, description = "No such projection", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The projections are not running", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn rebuild(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, Rejected> {
+    let projections = projections(&state)?;
+    let rebuild = projections.rebuild(&name).await?;
+    let started = RebuildStarted {
+        name: rebuild.name.clone(),
+        version: rebuild.version,
+        build: rebuild.build,
+    };
+    Ok((StatusCode::ACCEPTED, Json(started)).into_response())
+}

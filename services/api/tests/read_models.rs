@@ -1,0 +1,685 @@
+//! The domain read models over a real store, fed by real commands through the
+//! aggregate repository (the fulfilment saga's steps, run in line): they agree with the
+//! aggregates and with the log, a rebuild reproduces them byte for byte (also under
+//! write load), a poison event stops only the projection that reads it, and a write is
+//! visible once its position is waited for.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use api::read_models::{ACCOUNTS, INVENTORY, ORDERS, OrderStatus, Projections, SALES, SkuSales};
+use eventstore::{
+    Aggregate, CommandOptions, EventStore, ExecuteError, ExpectedVersion, NewEvent, Position,
+    Repository, StoreConfig, StreamId,
+};
+use projections::{Error, RunnerConfig, State};
+use tokio_util::sync::CancellationToken;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+const ALL: [&str; 4] = [ORDERS, INVENTORY, ACCOUNTS, SALES];
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(PATIENCE, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what} did not finish within {PATIENCE:?}"),
+    }
+}
+
+/// xorshift64*, seeded from the clock (printed) or `READ_MODELS_SEED`.
+struct Random(u64);
+
+impl Random {
+    fn seeded(test: &str) -> Random {
+        let seed = std::env::var("READ_MODELS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        eprintln!("{test}: seed {seed} (READ_MODELS_SEED={seed} repeats it)");
+        Random(seed)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound
+    }
+}
+
+/// A store, the domain's projections running over it, and repositories.
+struct Domain {
+    store: EventStore,
+    projections: Projections,
+    shutdown: CancellationToken,
+    runner: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+fn small_batches() -> RunnerConfig {
+    RunnerConfig {
+        catch_up_batch_events: 101,
+        switch_lag: 40,
+        live_batch_events: 32,
+        ..RunnerConfig::default()
+    }
+}
+
+impl Domain {
+    fn start() -> Domain {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(dir.path(), StoreConfig::default()).unwrap();
+        let (projections, runner) = Projections::start(&store, small_batches()).unwrap();
+        let shutdown = CancellationToken::new();
+        let runner = tokio::spawn(runner.run(shutdown.clone()));
+        Domain {
+            store,
+            projections,
+            shutdown,
+            runner,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        within("the runner's stop", self.runner).await.unwrap();
+        self.store.close().await;
+    }
+
+    /// Waits until every read model has applied the whole log.
+    async fn settle(&self) {
+        let head = self.store.next_position();
+        if head.0 > 0 {
+            self.projections
+                .wait_for(Position(head.0 - 1), PATIENCE)
+                .await
+                .unwrap_or_else(|error| panic!("the read models did not reach {head}: {error}"));
+        }
+    }
+
+    fn digests(&self) -> Vec<String> {
+        ALL.iter()
+            .map(|name| self.projections.digest(name).unwrap())
+            .collect()
+    }
+}
+
+async fn run<A: Aggregate>(
+    store: &EventStore,
+    id: &str,
+    command: A::Command,
+) -> Result<eventstore::AppendOutcome, ExecuteError<A::Error>> {
+    let options = CommandOptions {
+        command_id: uuid::Uuid::now_v7(),
+        ..CommandOptions::default()
+    };
+    Repository::<A>::new(store.clone())
+        .execute(id, &command, &options)
+        .await
+        .map(|committed| committed.outcome)
+}
+
+fn sku(number: u64) -> String {
+    format!("sku-{number:03}")
+}
+
+fn customer(number: u64) -> String {
+    format!("customer-{number:03}")
+}
+
+/// Registers `skus` skus with some stock and opens `customers` accounts with some money.
+async fn reference_data(store: &EventStore, random: &mut Random, skus: u64, customers: u64) {
+    for number in 0..skus {
+        run::<inventory::Stock>(
+            store,
+            &sku(number),
+            inventory::Command::RegisterSku {
+                sku: sku(number),
+                name: format!("Article {number}"),
+                unit_price: 1 + random.below(500),
+            },
+        )
+        .await
+        .unwrap();
+        run::<inventory::Stock>(
+            store,
+            &sku(number),
+            inventory::Command::Restock {
+                quantity: 5 + random.below(60),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    for number in 0..customers {
+        run::<payments::Account>(
+            store,
+            &customer(number),
+            payments::Command::OpenAccount {
+                customer_id: customer(number),
+            },
+        )
+        .await
+        .unwrap();
+        run::<payments::Account>(
+            store,
+            &customer(number),
+            payments::Command::Deposit {
+                amount: 100 + random.below(20_000),
+            },
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// Places an order and runs it to its end the way the fulfilment saga does: reserve
+/// each line, charge, confirm, confirm the reservations; or on a refusal (stock, money,
+/// or now and then a cancellation after the charge) refund, release and cancel.
+async fn fulfil(
+    store: &EventStore,
+    random: &mut Random,
+    order_id: &str,
+    customer_id: &str,
+    skus: u64,
+) {
+    let mut lines = Vec::new();
+    for _ in 0..1 + random.below(3) {
+        let line = sku(random.below(skus));
+        if lines.iter().all(|l: &orders::OrderLine| l.sku != line) {
+            lines.push(orders::OrderLine {
+                sku: line,
+                quantity: 1 + random.below(6),
+            });
+        }
+    }
+    run::<orders::Order>(
+        store,
+        order_id,
+        orders::Command::PlaceOrder {
+            order_id: order_id.to_owned(),
+            customer_id: customer_id.to_owned(),
+            lines: lines.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let mut reserved = Vec::new();
+    let mut refusal = None;
+    let mut total = 0;
+    for line in &lines {
+        let reserve = inventory::Command::Reserve {
+            order_id: order_id.to_owned(),
+            quantity: line.quantity,
+        };
+        match run::<inventory::Stock>(store, &line.sku, reserve).await {
+            Ok(_) => {
+                let stock = Repository::<inventory::Stock>::new(store.clone())
+                    .load(&line.sku)
+                    .unwrap()
+                    .state;
+                total += stock.reservation(order_id).unwrap().quantity
+                    * stock.reservation(order_id).unwrap().unit_price;
+                reserved.push(line.sku.clone());
+            }
+            Err(ExecuteError::Rejected(error)) => {
+                refusal = Some(error.to_string());
+                break;
+            }
+            Err(error) => panic!("reserve failed: {error}"),
+        }
+    }
+    let mut charged = false;
+    if refusal.is_none() {
+        let charge = payments::Command::Charge {
+            order_id: order_id.to_owned(),
+            amount: total,
+        };
+        match run::<payments::Account>(store, customer_id, charge).await {
+            Ok(_) => charged = true,
+            Err(ExecuteError::Rejected(error)) => refusal = Some(error.to_string()),
+            Err(error) => panic!("charge failed: {error}"),
+        }
+    }
+    if refusal.is_none() && random.below(10) == 0 {
+        refusal = Some("the customer changed their mind".into());
+    }
+    match refusal {
+        None => {
+            run::<orders::Order>(store, order_id, orders::Command::ConfirmOrder { total })
+                .await
+                .unwrap();
+            for line in &reserved {
+                let confirm = inventory::Command::ConfirmReservation {
+                    order_id: order_id.to_owned(),
+                };
+                run::<inventory::Stock>(store, line, confirm).await.unwrap();
+            }
+        }
+        Some(reason) => {
+            if charged {
+                let refund = payments::Command::Refund {
+                    order_id: order_id.to_owned(),
+                };
+                run::<payments::Account>(store, customer_id, refund)
+                    .await
+                    .unwrap();
+            }
+            for line in &reserved {
+                let release = inventory::Command::Release {
+                    order_id: order_id.to_owned(),
+                };
+                run::<inventory::Stock>(store, line, release).await.unwrap();
+            }
+            run::<orders::Order>(store, order_id, orders::Command::CancelOrder { reason })
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// `orders` orders by random customers (customer 0 places one in four, so its orders
+/// span several chunks), with restocks and deposits now and then.
+async fn workload(
+    store: &EventStore,
+    random: &mut Random,
+    tag: &str,
+    orders: u64,
+    skus: u64,
+    customers: u64,
+) {
+    for number in 0..orders {
+        let buyer = if random.below(4) == 0 {
+            customer(0)
+        } else {
+            customer(random.below(customers))
+        };
+        fulfil(store, random, &format!("{tag}-{number}"), &buyer, skus).await;
+        if random.below(8) == 0 {
+            let restock = inventory::Command::Restock {
+                quantity: 1 + random.below(40),
+            };
+            run::<inventory::Stock>(store, &sku(random.below(skus)), restock)
+                .await
+                .unwrap();
+            let deposit = payments::Command::Deposit {
+                amount: 1 + random.below(5_000),
+            };
+            run::<payments::Account>(store, &buyer, deposit)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Checks every read model against the aggregates (loaded from their streams) and the
+/// sales against the log.
+fn assert_agrees_with_the_log(domain: &Domain, skus: u64, customers: u64) {
+    let store = &domain.store;
+    let read = &domain.projections;
+    // Inventory: paged through 7 at a time, equal to each sku's stock.
+    let mut listed = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = read.skus(after.as_deref(), 7).unwrap();
+        listed.extend(page.skus);
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(listed.len() as u64, skus);
+    for level in &listed {
+        let stock = Repository::<inventory::Stock>::new(store.clone())
+            .load(&level.sku)
+            .unwrap()
+            .state;
+        assert_eq!(
+            (
+                level.on_hand,
+                level.reserved,
+                level.available,
+                level.unit_price
+            ),
+            (
+                stock.on_hand(),
+                stock.reserved(),
+                stock.available(),
+                stock.unit_price()
+            ),
+            "sku {}",
+            level.sku
+        );
+        assert_eq!(read.sku(&level.sku).unwrap().as_ref(), Some(level));
+    }
+    // Accounts.
+    for number in 0..customers {
+        let account = Repository::<payments::Account>::new(store.clone())
+            .load(&customer(number))
+            .unwrap()
+            .state;
+        let balance = read
+            .account(&customer(number))
+            .unwrap()
+            .expect("an account");
+        assert_eq!(balance.balance, account.balance(), "{}", customer(number));
+    }
+    assert_eq!(
+        read.accounts(None, 1_000).unwrap().accounts.len() as u64,
+        customers
+    );
+    // Orders: every customer's orders, paged 5 at a time, in placement order.
+    let log = store.read_all(Position(0), usize::MAX).unwrap();
+    let mut placed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for event in &log {
+        if event.stream_id.category() == "order"
+            && let Ok(orders::Event::OrderPlaced {
+                order_id,
+                customer_id,
+                ..
+            }) = orders::Order::decode_event(event.schema_version, &event.payload)
+        {
+            placed.entry(customer_id).or_default().push(order_id);
+        }
+    }
+    for (customer_id, expected) in &placed {
+        let mut summaries = Vec::new();
+        let mut after = None;
+        loop {
+            let page = read.customer_orders(customer_id, after, 5).unwrap();
+            assert_eq!(page.total_orders, expected.len() as u64);
+            summaries.extend(page.orders);
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let ids: Vec<&String> = summaries.iter().map(|s| &s.order_id).collect();
+        assert_eq!(
+            ids,
+            expected.iter().collect::<Vec<_>>(),
+            "orders of {customer_id}"
+        );
+        for summary in &summaries {
+            let order = Repository::<orders::Order>::new(store.clone())
+                .load(&summary.order_id)
+                .unwrap()
+                .state;
+            let status = match order.status() {
+                orders::OrderStatus::Pending => OrderStatus::Pending,
+                orders::OrderStatus::Confirmed => OrderStatus::Confirmed,
+                orders::OrderStatus::Cancelled => OrderStatus::Cancelled,
+                orders::OrderStatus::None => panic!("a summary of an order never placed"),
+            };
+            assert_eq!(summary.status, status, "order {}", summary.order_id);
+            assert_eq!(summary.total, order.total());
+            assert_eq!(summary.cancel_reason.as_deref(), order.cancel_reason());
+            assert_eq!(summary.customer_id, *customer_id);
+            assert_eq!(summary.lines.len(), order.lines().len());
+        }
+    }
+    // Sales: each confirmed reservation's quantity at its reservation's price.
+    let mut prices: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut sales: BTreeMap<String, SkuSales> = BTreeMap::new();
+    for event in &log {
+        if event.stream_id.category() != "stock" {
+            continue;
+        }
+        let sku_id = event.stream_id.as_str()["stock-".len()..].to_owned();
+        match inventory::Stock::decode_event(event.schema_version, &event.payload).unwrap() {
+            inventory::Event::StockReserved {
+                order_id,
+                unit_price,
+                ..
+            } => {
+                prices.insert((sku_id, order_id), unit_price);
+            }
+            inventory::Event::ReservationConfirmed { order_id, quantity } => {
+                let price = prices[&(sku_id.clone(), order_id)];
+                let sold = sales.entry(sku_id.clone()).or_insert_with(|| SkuSales {
+                    sku: sku_id,
+                    ..SkuSales::default()
+                });
+                sold.quantity += quantity;
+                sold.revenue += quantity * price;
+                sold.orders += 1;
+            }
+            _ => {}
+        }
+    }
+    let report = read.sales(None, 1_000).unwrap();
+    assert_eq!(report.skus, sales.values().cloned().collect::<Vec<_>>());
+    assert_eq!(
+        report.totals.revenue,
+        sales.values().map(|s| s.revenue).sum::<u64>()
+    );
+    assert_eq!(
+        report.totals.order_lines,
+        sales.values().map(|s| s.orders).sum::<u64>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_read_models_agree_with_the_aggregates_and_a_rebuild() {
+    let mut random = Random::seeded("live vs rebuilt");
+    let domain = Domain::start();
+    reference_data(&domain.store, &mut random, 12, 6).await;
+    workload(&domain.store, &mut random, "o", 150, 12, 6).await;
+    domain.settle().await;
+    assert_agrees_with_the_log(&domain, 12, 6);
+    let live = domain.digests();
+
+    for name in ALL {
+        let rebuild = domain.projections.rebuild(name).await.unwrap();
+        within("a rebuild", rebuild.finished()).await.unwrap();
+    }
+    for status in domain.projections.status() {
+        assert_eq!(
+            (status.active_build, &status.state),
+            (Some(1), &State::Live),
+            "{}",
+            status.name
+        );
+        assert_eq!(status.lag, 0);
+    }
+    assert_eq!(
+        domain.digests(),
+        live,
+        "a rebuilt read model differs from the live one"
+    );
+    domain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_under_write_load_keeps_answering_and_loses_nothing() {
+    let mut random = Random::seeded("rebuild under load");
+    let domain = Domain::start();
+    reference_data(&domain.store, &mut random, 10, 5).await;
+    workload(&domain.store, &mut random, "seed", 120, 10, 5).await;
+    domain.settle().await;
+
+    let writing = Arc::new(AtomicBool::new(true));
+    let writers: Vec<_> = (0..3)
+        .map(|writer| {
+            let (store, writing) = (domain.store.clone(), writing.clone());
+            let mut random = Random(random.below(u64::MAX) | 1);
+            tokio::spawn(async move {
+                let mut round = 0;
+                while writing.load(Ordering::Relaxed) {
+                    workload(&store, &mut random, &format!("w{writer}-{round}"), 5, 10, 5).await;
+                    round += 1;
+                }
+            })
+        })
+        .collect();
+    let mut rebuilds = Vec::new();
+    for name in ALL {
+        rebuilds.push(domain.projections.rebuild(name).await.unwrap());
+    }
+    // While they run, the old models answer every query.
+    let mut answered = 0;
+    while domain
+        .projections
+        .status()
+        .iter()
+        .any(|s| s.rebuild.is_some())
+    {
+        assert!(domain.projections.skus(None, 100).unwrap().skus.len() == 10);
+        assert!(
+            domain
+                .projections
+                .customer_orders(&customer(0), None, 10)
+                .is_ok()
+        );
+        assert!(domain.projections.sales(None, 100).is_ok());
+        assert!(domain.projections.account(&customer(1)).unwrap().is_some());
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(answered > 0, "no query ran during the rebuilds");
+    for rebuild in rebuilds {
+        within("a rebuild", rebuild.finished()).await.unwrap();
+    }
+    writing.store(false, Ordering::Relaxed);
+    for writer in writers {
+        within("a writer", writer).await.unwrap();
+    }
+    domain.settle().await;
+    assert_agrees_with_the_log(&domain, 10, 5);
+    let switched = domain.digests();
+    for name in ALL {
+        let again = domain.projections.rebuild(name).await.unwrap();
+        within("a fresh rebuild", again.finished()).await.unwrap();
+    }
+    assert_eq!(domain.digests(), switched, "a fresh rebuild differs");
+    domain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_order_event_stops_only_the_orders_model() {
+    let mut random = Random::seeded("poison");
+    let domain = Domain::start();
+    reference_data(&domain.store, &mut random, 4, 3).await;
+    workload(&domain.store, &mut random, "before", 10, 4, 3).await;
+    let poison = domain
+        .store
+        .append(
+            &StreamId::new("order-poison").unwrap(),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("OrderPlaced", vec![0xff, 0xff, 0xff, 0xff])],
+        )
+        .await
+        .unwrap();
+    workload(&domain.store, &mut random, "after", 10, 4, 3).await;
+    let head = domain.store.next_position();
+    match domain
+        .projections
+        .wait_for_model(ORDERS, Position(head.0 - 1), PATIENCE)
+        .await
+    {
+        Err(Error::Faulted { fault, .. }) => assert_eq!(fault.position, poison.first_position),
+        other => panic!("expected the orders model to fault, got {other:?}"),
+    }
+    for name in [INVENTORY, ACCOUNTS, SALES] {
+        domain
+            .projections
+            .wait_for_model(name, Position(head.0 - 1), PATIENCE)
+            .await
+            .unwrap_or_else(|error| panic!("{name} stopped too: {error}"));
+    }
+    let status = domain
+        .projections
+        .status()
+        .into_iter()
+        .find(|s| s.name == ORDERS)
+        .unwrap();
+    assert!(
+        matches!(status.state, State::Faulted { position, .. } if position == poison.first_position)
+    );
+    assert!(status.checkpoint <= poison.first_position);
+    // Its queries still answer, from where it stopped.
+    assert!(
+        domain
+            .projections
+            .customer_orders(&customer(0), None, 100)
+            .is_ok()
+    );
+    assert!(matches!(
+        domain
+            .projections
+            .wait_for(Position(head.0 - 1), Duration::from_secs(5))
+            .await,
+        Err(Error::Faulted { .. })
+    ));
+    domain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_then_a_wait_for_its_position_always_reads_the_write() {
+    let mut random = Random::seeded("read your writes");
+    let domain = Domain::start();
+    reference_data(&domain.store, &mut random, 5, 3).await;
+    for number in 0..40u64 {
+        let order_id = format!("ryw-{number}");
+        let placed = run::<orders::Order>(
+            &domain.store,
+            &order_id,
+            orders::Command::PlaceOrder {
+                order_id: order_id.clone(),
+                customer_id: "reader".into(),
+                lines: vec![orders::OrderLine {
+                    sku: sku(random.below(5)),
+                    quantity: 1,
+                }],
+            },
+        )
+        .await
+        .unwrap();
+        domain
+            .projections
+            .wait_for_model(ORDERS, placed.last_position, PATIENCE)
+            .await
+            .unwrap();
+        let page = domain
+            .projections
+            .customer_orders("reader", None, 100)
+            .unwrap();
+        assert_eq!(page.total_orders, number + 1);
+        assert_eq!(
+            page.orders.last().map(|o| o.order_id.as_str()),
+            Some(order_id.as_str())
+        );
+        assert_eq!(
+            page.orders.last().map(|o| o.status),
+            Some(OrderStatus::Pending)
+        );
+
+        let quantity = 1 + random.below(9);
+        let before = domain.projections.sku(&sku(1)).unwrap().unwrap().on_hand;
+        let restocked = run::<inventory::Stock>(
+            &domain.store,
+            &sku(1),
+            inventory::Command::Restock { quantity },
+        )
+        .await
+        .unwrap();
+        domain
+            .projections
+            .wait_for(restocked.last_position, PATIENCE)
+            .await
+            .unwrap();
+        assert_eq!(
+            domain.projections.sku(&sku(1)).unwrap().unwrap().on_hand,
+            before + quantity
+        );
+    }
+    domain.stop().await;
+}
