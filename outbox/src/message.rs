@@ -1,0 +1,401 @@
+//! The NATS form of an event: its subject, its headers and its body, and the way back.
+//! Pure functions, no IO: the relay, restore, audit and any other consumer share them,
+//! so what is written is exactly what is read. `docs/NATS.md` describes the format for
+//! consumers written in other languages.
+//!
+//! - subject: `<prefix>.<category>.<event type>`, each token [sanitized](subject_token)
+//!   (the subject routes; it is not needed to rebuild the event);
+//! - body: the event's payload bytes, unchanged;
+//! - headers: `Nats-Msg-Id` (the event id) and the `Annals-*` headers below, which carry
+//!   every other field of the [`RecordedEvent`], so that [`decode`] rebuilds it exactly.
+//!
+//! Text values (stream id, event type, principal, traceparent) are written
+//! [percent-encoded](encode_text): NATS header values cannot hold line breaks, and header
+//! parsers may trim surrounding white space.
+
+use async_nats::HeaderMap;
+use async_nats::header::{HeaderName, NATS_MESSAGE_ID};
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use eventstore::{EventId, Metadata, Position, RecordedEvent, StreamId, Version};
+use uuid::Uuid;
+
+/// The version of this message format, in the `Annals-Format` header. A consumer that
+/// meets a higher number should stop rather than guess.
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_TEXT: &str = "1";
+
+/// `Annals-Format`: the format version ([`FORMAT_VERSION`]).
+pub const FORMAT: HeaderName = HeaderName::from_static("Annals-Format");
+/// `Annals-Stream`: the stream id, percent-encoded.
+pub const STREAM: HeaderName = HeaderName::from_static("Annals-Stream");
+/// `Annals-Version`: the 0-based stream version, decimal.
+pub const VERSION: HeaderName = HeaderName::from_static("Annals-Version");
+/// `Annals-Position`: the 0-based global log position, decimal.
+pub const POSITION: HeaderName = HeaderName::from_static("Annals-Position");
+/// `Annals-Event-Type`: the event type, percent-encoded.
+pub const EVENT_TYPE: HeaderName = HeaderName::from_static("Annals-Event-Type");
+/// `Annals-Schema-Version`: the payload's schema version, decimal.
+pub const SCHEMA_VERSION: HeaderName = HeaderName::from_static("Annals-Schema-Version");
+/// `Annals-Recorded-At`: RFC 3339 in UTC with exactly six fractional digits
+/// (microseconds, the log's precision).
+pub const RECORDED_AT: HeaderName = HeaderName::from_static("Annals-Recorded-At");
+/// `Annals-Last-In-Commit`: `true` on the last event of an append, else `false`.
+pub const LAST_IN_COMMIT: HeaderName = HeaderName::from_static("Annals-Last-In-Commit");
+/// `Annals-Correlation-Id`: a UUID; absent when the event has none.
+pub const CORRELATION_ID: HeaderName = HeaderName::from_static("Annals-Correlation-Id");
+/// `Annals-Causation-Id`: a UUID; absent when the event has none.
+pub const CAUSATION_ID: HeaderName = HeaderName::from_static("Annals-Causation-Id");
+/// `Annals-Command-Id`: a UUID; absent when the event has none.
+pub const COMMAND_ID: HeaderName = HeaderName::from_static("Annals-Command-Id");
+/// `Annals-Principal`: percent-encoded; absent when the event has none.
+pub const PRINCIPAL: HeaderName = HeaderName::from_static("Annals-Principal");
+/// `traceparent`: the W3C trace context, under its standard name so that tracing-aware
+/// consumers pick it up; percent-encoded like the other texts; absent when none.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// How an empty text is written: percent-encoding never produces `""` (a `"` is always
+/// encoded), and an empty header value may not survive every parser.
+const EMPTY_TEXT: &str = "\"\"";
+
+/// The subject of `event` under `prefix`: `<prefix>.<category>.<event type>`.
+pub fn subject(prefix: &str, event: &RecordedEvent) -> String {
+    let mut subject = String::with_capacity(prefix.len() + 2 + 48);
+    subject.push_str(prefix);
+    subject.push('.');
+    push_token(&mut subject, event.stream_id.category());
+    subject.push('.');
+    push_token(&mut subject, &event.event_type);
+    subject
+}
+
+/// `text` made into one valid NATS subject token: `.`, `*`, `>`, white space, control
+/// and non-ASCII characters become `_`, and an empty text becomes `_`.
+pub fn subject_token(text: &str) -> String {
+    let mut token = String::with_capacity(text.len().max(1));
+    push_token(&mut token, text);
+    token
+}
+
+fn push_token(out: &mut String, text: &str) {
+    if text.is_empty() {
+        out.push('_');
+        return;
+    }
+    for c in text.chars() {
+        let keep = c.is_ascii_graphic() && !matches!(c, '.' | '*' | '>');
+        out.push(if keep { c } else { '_' });
+    }
+}
+
+/// The headers of `event` (see the module documentation).
+pub fn headers(event: &RecordedEvent) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(NATS_MESSAGE_ID, event.id.to_string());
+    headers.insert(FORMAT, FORMAT_TEXT);
+    headers.insert(STREAM, encode_text(event.stream_id.as_str()));
+    headers.insert(VERSION, event.version.0.to_string());
+    headers.insert(POSITION, event.position.0.to_string());
+    headers.insert(EVENT_TYPE, encode_text(&event.event_type));
+    headers.insert(SCHEMA_VERSION, event.schema_version.to_string());
+    headers.insert(
+        RECORDED_AT,
+        event
+            .recorded_at
+            .to_rfc3339_opts(SecondsFormat::Micros, true),
+    );
+    headers.insert(
+        LAST_IN_COMMIT,
+        if event.last_in_commit {
+            "true"
+        } else {
+            "false"
+        },
+    );
+    let metadata = &event.metadata;
+    for (name, id) in [
+        (CORRELATION_ID, metadata.correlation_id),
+        (CAUSATION_ID, metadata.causation_id),
+        (COMMAND_ID, metadata.command_id),
+    ] {
+        if let Some(id) = id {
+            headers.insert(name, id.to_string());
+        }
+    }
+    for (name, text) in [
+        (PRINCIPAL, &metadata.principal),
+        (TRACEPARENT, &metadata.traceparent),
+    ] {
+        if let Some(text) = text {
+            headers.insert(name, encode_text(text));
+        }
+    }
+    headers
+}
+
+/// The body of `event`: its payload bytes.
+pub fn body(event: RecordedEvent) -> Bytes {
+    Bytes::from(event.payload)
+}
+
+/// Why a message is not a well-formed Annals event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+/// Rebuilds the event from a message's headers and body.
+pub fn decode(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<RecordedEvent, DecodeError> {
+    let headers = headers.ok_or_else(|| DecodeError("the message has no headers".into()))?;
+    let format: u32 = number(headers, FORMAT)?;
+    if format != FORMAT_VERSION {
+        return Err(DecodeError(format!(
+            "message format {format} is not supported (this build reads format {FORMAT_VERSION})"
+        )));
+    }
+    let id = required(headers, NATS_MESSAGE_ID)?;
+    let id = id
+        .parse::<EventId>()
+        .map_err(|error| DecodeError(format!("Nats-Msg-Id {id:?}: {error}")))?;
+    let stream = decode_text(required(headers, STREAM)?)
+        .map_err(|error| DecodeError(format!("{STREAM_NAME}: {error}")))?;
+    let stream_id =
+        StreamId::new(&stream).map_err(|error| DecodeError(format!("{STREAM_NAME}: {error}")))?;
+    let event_type = decode_text(required(headers, EVENT_TYPE)?)
+        .map_err(|error| DecodeError(format!("Annals-Event-Type: {error}")))?;
+    let recorded_at = required(headers, RECORDED_AT)?;
+    let recorded_at = DateTime::parse_from_rfc3339(recorded_at)
+        .map_err(|error| DecodeError(format!("Annals-Recorded-At {recorded_at:?}: {error}")))?
+        .with_timezone(&Utc);
+    let last_in_commit = match required(headers, LAST_IN_COMMIT)? {
+        "true" => true,
+        "false" => false,
+        other => {
+            return Err(DecodeError(format!(
+                "Annals-Last-In-Commit {other:?} is neither true nor false"
+            )));
+        }
+    };
+    let uuid = |name: HeaderName| -> Result<Option<Uuid>, DecodeError> {
+        optional(headers, name.clone())
+            .map(|text| {
+                Uuid::parse_str(text)
+                    .map_err(|error| DecodeError(format!("{}: {text:?}: {error}", name_of(&name))))
+            })
+            .transpose()
+    };
+    let text = |name: HeaderName| -> Result<Option<String>, DecodeError> {
+        optional(headers, name.clone())
+            .map(|text| {
+                decode_text(text)
+                    .map_err(|error| DecodeError(format!("{}: {error}", name_of(&name))))
+            })
+            .transpose()
+    };
+    Ok(RecordedEvent {
+        id,
+        stream_id,
+        version: Version(number(headers, VERSION)?),
+        position: Position(number(headers, POSITION)?),
+        event_type,
+        schema_version: number(headers, SCHEMA_VERSION)?,
+        recorded_at,
+        metadata: Metadata {
+            correlation_id: uuid(CORRELATION_ID)?,
+            causation_id: uuid(CAUSATION_ID)?,
+            traceparent: text(TRACEPARENT)?,
+            principal: text(PRINCIPAL)?,
+            command_id: uuid(COMMAND_ID)?,
+        },
+        payload: payload.to_vec(),
+        last_in_commit,
+    })
+}
+
+/// Only the position of a message, for the relay's look at the end of the stream.
+pub fn position(headers: Option<&HeaderMap>) -> Result<Position, DecodeError> {
+    let headers = headers.ok_or_else(|| DecodeError("the message has no headers".into()))?;
+    Ok(Position(number(headers, POSITION)?))
+}
+
+const STREAM_NAME: &str = "Annals-Stream";
+
+fn name_of(name: &HeaderName) -> String {
+    name.to_string()
+}
+
+fn optional(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
+    headers.get(name).map(|value| value.as_str())
+}
+
+fn required(headers: &HeaderMap, name: HeaderName) -> Result<&str, DecodeError> {
+    let label = name_of(&name);
+    optional(headers, name).ok_or_else(|| DecodeError(format!("the header {label} is missing")))
+}
+
+fn number<T: std::str::FromStr>(headers: &HeaderMap, name: HeaderName) -> Result<T, DecodeError> {
+    let label = name_of(&name);
+    let text = required(headers, name)?;
+    text.parse()
+        .map_err(|_| DecodeError(format!("{label} {text:?} is not a valid number")))
+}
+
+/// Percent-encodes every byte of `text` outside printable ASCII (`!` to `~`), and `%`
+/// and `"` themselves; an empty text is written `""`.
+pub fn encode_text(text: &str) -> String {
+    if text.is_empty() {
+        return EMPTY_TEXT.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if (0x21..=0x7e).contains(&byte) && byte != b'%' && byte != b'"' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_text`].
+pub fn decode_text(text: &str) -> Result<String, String> {
+    if text == EMPTY_TEXT {
+        return Ok(String::new());
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .ok_or_else(|| format!("bad percent escape at byte {i} of {text:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{text:?} does not decode to UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn event() -> RecordedEvent {
+        RecordedEvent {
+            id: EventId::new(),
+            stream_id: StreamId::new("order-42 ä.b*c>").unwrap(),
+            version: Version(7),
+            position: Position(1234),
+            event_type: "Order Placed.v2".into(),
+            schema_version: 3,
+            recorded_at: Utc.timestamp_micros(1_790_000_000_123_456).unwrap(),
+            metadata: Metadata {
+                correlation_id: Some(Uuid::now_v7()),
+                causation_id: Some(Uuid::from_u128(42)),
+                traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+                principal: Some(" alice\r\n%\"x\" ".into()),
+                command_id: None,
+            },
+            payload: vec![0, 1, 2, 255],
+            last_in_commit: false,
+        }
+    }
+
+    #[test]
+    fn an_event_survives_the_round_trip_exactly() {
+        let original = event();
+        let headers = headers(&original);
+        let back = decode(Some(&headers), &original.payload).unwrap();
+        assert_eq!(back, original);
+        for principal in [None, Some(String::new()), Some("\"\"".to_owned())] {
+            let mut original = event();
+            original.metadata.principal = principal;
+            original.last_in_commit = true;
+            let back = decode(Some(&super::headers(&original)), &original.payload).unwrap();
+            assert_eq!(back, original);
+        }
+    }
+
+    /// The wire format is a contract with consumers outside this code base
+    /// (docs/NATS.md): these exact header values must not change within format 1.
+    #[test]
+    fn golden_headers() {
+        let mut event = event();
+        event.id = "0192f0c4-7d1e-7a3b-9c4d-5e6f708192a3".parse().unwrap();
+        event.metadata.correlation_id = Some(Uuid::from_u128(1));
+        let headers = headers(&event);
+        let value = |name: HeaderName| headers.get(name).map(|v| v.as_str().to_owned());
+        let expected = [
+            (
+                NATS_MESSAGE_ID,
+                Some("0192f0c4-7d1e-7a3b-9c4d-5e6f708192a3"),
+            ),
+            (FORMAT, Some("1")),
+            (STREAM, Some("order-42%20%C3%A4.b*c>")),
+            (VERSION, Some("7")),
+            (POSITION, Some("1234")),
+            (EVENT_TYPE, Some("Order%20Placed.v2")),
+            (SCHEMA_VERSION, Some("3")),
+            (RECORDED_AT, Some("2026-09-21T14:13:20.123456Z")),
+            (LAST_IN_COMMIT, Some("false")),
+            (CORRELATION_ID, Some("00000000-0000-0000-0000-000000000001")),
+            (CAUSATION_ID, Some("00000000-0000-0000-0000-00000000002a")),
+            (COMMAND_ID, None),
+            (PRINCIPAL, Some("%20alice%0D%0A%25%22x%22%20")),
+            (
+                TRACEPARENT,
+                Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ),
+        ];
+        for (name, want) in expected {
+            assert_eq!(value(name.clone()).as_deref(), want, "{name}");
+        }
+        assert_eq!(headers.len(), 13);
+        assert_eq!(FORMAT_TEXT, FORMAT_VERSION.to_string());
+    }
+
+    #[test]
+    fn subjects_are_sanitized_tokens() {
+        assert_eq!(
+            subject("annals.events", &event()),
+            "annals.events.order.Order_Placed_v2"
+        );
+        assert_eq!(subject_token(""), "_");
+        assert_eq!(subject_token("a.b*c>d e\tä"), "a_b_c_d_e__");
+    }
+
+    #[test]
+    fn malformed_messages_are_errors_not_panics() {
+        assert!(decode(None, b"").is_err());
+        let good = headers(&event());
+        for name in [
+            NATS_MESSAGE_ID,
+            STREAM,
+            POSITION,
+            RECORDED_AT,
+            LAST_IN_COMMIT,
+            FORMAT,
+        ] {
+            let mut broken = HeaderMap::new();
+            for (key, values) in good.iter() {
+                if *key != name {
+                    for value in values {
+                        broken.append(key.clone(), value.clone());
+                    }
+                }
+            }
+            assert!(decode(Some(&broken), b"").is_err(), "without {name}");
+            broken.insert(name.clone(), "%zz");
+            assert!(decode(Some(&broken), b"").is_err(), "with a bad {name}");
+        }
+        assert!(decode_text("%").is_err());
+        assert!(decode_text("%FF").is_err());
+        assert_eq!(decode_text(&encode_text("ö %\"")).unwrap(), "ö %\"");
+    }
+}

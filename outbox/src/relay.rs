@@ -1,0 +1,543 @@
+//! The relay: tails the durable log from where the JetStream copy ends and publishes every
+//! event, in order, exactly once.
+//!
+//! One **session** is: connect (or reuse the connection), check JetStream and the stream,
+//! read the stream's last message, resume after it (never before the checkpoint), then
+//! publish from a store subscription with up to `max_acks_in_flight` acknowledgements
+//! outstanding. Every publish carries `Nats-Expected-Last-Sequence` = the sequence of the
+//! message before it, so the stream accepts the events only in log order and without a
+//! gap: a lost publish makes the ones after it fail instead of landing out of order. Any
+//! failure ends the session; the relay backs off (or the breaker opens) and the next
+//! session finds out from the stream itself what got there. Acknowledgements are taken in
+//! order, and the checkpoint moves over acknowledged events only.
+
+use std::collections::VecDeque;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+
+use async_nats::Client;
+use async_nats::connection::State;
+use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::publish::PublishAck;
+use eventstore::{EventStore, Position, RecordedEvent};
+use futures_util::FutureExt;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::breaker::{Breaker, BreakerState};
+use crate::config::RelayConfig;
+use crate::error::Error;
+use crate::message;
+use crate::nats::{self, CopyEnd};
+use crate::status::{RelayState, RelayStatus, StatusHandle};
+
+/// The outbox relay. Build it with [`Relay::new`], hand out [`Relay::status`] handles,
+/// then [`Relay::run`] it until shutdown.
+#[derive(Debug)]
+pub struct Relay {
+    store: EventStore,
+    config: RelayConfig,
+    status: watch::Sender<RelayStatus>,
+    checkpoint: Position,
+}
+
+/// What [`Relay::check`] found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CheckReport {
+    /// The stream's last sequence (0: it never held a message).
+    pub last_sequence: u64,
+    /// The position in the stream's last message, if it holds any.
+    pub copy_last_position: Option<Position>,
+    /// The saved checkpoint.
+    pub checkpoint: Position,
+    /// Where the relay would resume.
+    pub resume_at: Position,
+    /// The next position the log will write.
+    pub log_head: Position,
+}
+
+impl Relay {
+    /// A relay for `store` with `config` (checked here; no IO beyond reading the
+    /// checkpoint).
+    pub fn new(store: EventStore, config: RelayConfig) -> Result<Relay, Error> {
+        config.validate()?;
+        let checkpoint = store
+            .load_checkpoint(&config.checkpoint_name)?
+            .unwrap_or_default();
+        let (status, _) = watch::channel(RelayStatus::new(config.stream.clone(), checkpoint));
+        Ok(Relay {
+            store,
+            config,
+            status,
+            checkpoint,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+
+    /// A handle to read the status while the relay runs (and after it stopped).
+    pub fn status(&self) -> StatusHandle {
+        StatusHandle {
+            receiver: self.status.subscribe(),
+            store: self.store.clone(),
+        }
+    }
+
+    /// Connects once, checks JetStream, creates or checks the stream and finds where the
+    /// copy ends, returning the first problem as a typed error. For a server that wants
+    /// to fail fast at start; [`Relay::run`] itself retries such problems.
+    pub async fn check(&self) -> Result<CheckReport, Error> {
+        let config = &self.config;
+        let client = nats::connect(
+            &config.nats_url,
+            config.connect_timeout,
+            config.request_timeout,
+        )
+        .await?;
+        let jetstream = nats::context(client, config.request_timeout, config.max_acks_in_flight);
+        nats::check_jetstream(&jetstream, &config.nats_url).await?;
+        let mut stream = nats::ensure_stream(&jetstream, config).await?;
+        let end = nats::copy_end(&mut stream).await?;
+        check_copy_continues_log(&self.store, &end)?;
+        Ok(CheckReport {
+            last_sequence: end.last_sequence,
+            copy_last_position: end.last_event.as_ref().map(|event| event.position),
+            checkpoint: self.checkpoint,
+            resume_at: nats::resume_position(
+                end.last_sequence,
+                end.last_event.as_ref().map(|event| event.position),
+                self.checkpoint,
+            ),
+            log_head: self.store.next_position(),
+        })
+    }
+
+    /// Publishes until `shutdown` is cancelled, then waits up to `shutdown_grace` for the
+    /// acknowledgements already due and saves the checkpoint. NATS failures never end it
+    /// (they are retried; see [`Error`]); it returns an error only if the store fails.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let config = &self.config;
+        let mut worker = Worker {
+            store: &self.store,
+            config,
+            status: &self.status,
+            breaker: Breaker::new(
+                config.breaker_failure_threshold,
+                config.breaker_cool_down,
+                config.backoff_min,
+                config.backoff_max,
+            ),
+            client: None,
+            acked: self.checkpoint,
+            saved: self.checkpoint,
+            last_save: Instant::now(),
+        };
+        let result = worker.run(&shutdown).await;
+        worker.save_checkpoint();
+        let connected = worker.connected();
+        self.status.send_modify(|status| {
+            status.state = RelayState::Stopped;
+            status.connected = connected;
+        });
+        // Every publish is acknowledged or abandoned by now: dropping the client closes
+        // the connection with nothing left to flush.
+        drop(worker.client.take());
+        result
+    }
+}
+
+/// Checks that the copy continues this log: its last event is the log's event at that
+/// position, exactly.
+fn check_copy_continues_log(store: &EventStore, end: &CopyEnd) -> Result<(), Error> {
+    let Some(copied) = &end.last_event else {
+        return Ok(());
+    };
+    let position = copied.position;
+    let head = store.next_position();
+    if position >= head {
+        return Err(Error::CopyDiverged {
+            position,
+            reason: format!(
+                "the copy holds position {position} but the log ends before it (next position {head})"
+            ),
+        });
+    }
+    let local = store.read_all(position, 1)?.pop();
+    match local {
+        Some(local) if local == *copied => Ok(()),
+        Some(local) => Err(Error::CopyDiverged {
+            position,
+            reason: if local.id != copied.id {
+                format!(
+                    "the copy has event {} there, the log has {}",
+                    copied.id, local.id
+                )
+            } else {
+                "the event there differs between the copy and the log".into()
+            },
+        }),
+        None => Err(Error::CopyDiverged {
+            position,
+            reason: "the log has no event there".into(),
+        }),
+    }
+}
+
+type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>;
+
+/// A publish sent and not yet acknowledged.
+struct InFlight {
+    position: Position,
+    sequence: u64,
+    ack: PublishAckFuture,
+}
+
+/// The oldest publish, whose acknowledgement is being awaited.
+struct Awaited {
+    position: Position,
+    sequence: u64,
+    ack: AckFuture,
+}
+
+impl From<InFlight> for Awaited {
+    fn from(in_flight: InFlight) -> Self {
+        Awaited {
+            position: in_flight.position,
+            sequence: in_flight.sequence,
+            ack: in_flight.ack.into_future(),
+        }
+    }
+}
+
+/// The relay's mutable state across sessions.
+struct Worker<'a> {
+    store: &'a EventStore,
+    config: &'a RelayConfig,
+    status: &'a watch::Sender<RelayStatus>,
+    breaker: Breaker,
+    client: Option<Client>,
+    /// The next position to publish: JetStream acknowledged every event before it.
+    acked: Position,
+    /// The checkpoint last saved.
+    saved: Position,
+    last_save: Instant,
+}
+
+impl Worker<'_> {
+    async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), Error> {
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            if let Some(until) = self.breaker.wait_until(Instant::now()) {
+                self.report_breaker(RelayState::Retrying);
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => continue,
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+            }
+            self.report_breaker(RelayState::Connecting);
+            let error = match self.session(shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(error) if error.is_store() => return Err(error),
+                Err(error) => error,
+            };
+            let delay = self.breaker.failure(Instant::now());
+            tracing::warn!(
+                %error,
+                failures = self.breaker.consecutive_failures(),
+                breaker = ?self.breaker.state(),
+                retry_in = ?delay,
+                "outbox relay: NATS failure; the backlog waits in the log"
+            );
+            let (connected, failures, breaker) = (
+                self.connected(),
+                self.breaker.consecutive_failures(),
+                self.breaker.state(),
+            );
+            self.status.send_modify(|status| {
+                status.state = RelayState::Retrying;
+                status.connected = connected;
+                status.breaker = breaker;
+                status.consecutive_failures = failures;
+                status.last_error = Some(error.to_string());
+                status.last_error_at = Some(chrono::Utc::now());
+            });
+            self.save_checkpoint();
+            if breaker == BreakerState::Closed {
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+            }
+        }
+    }
+
+    fn connected(&self) -> bool {
+        self.client
+            .as_ref()
+            .is_some_and(|client| client.connection_state() == State::Connected)
+    }
+
+    fn report_breaker(&self, state: RelayState) {
+        let (connected, breaker, failures) = (
+            self.connected(),
+            self.breaker.state(),
+            self.breaker.consecutive_failures(),
+        );
+        self.status.send_modify(|status| {
+            status.state = state;
+            status.connected = connected;
+            status.breaker = breaker;
+            status.consecutive_failures = failures;
+        });
+    }
+
+    fn succeeded(&mut self) {
+        if self.breaker.state() != BreakerState::Closed || self.breaker.consecutive_failures() > 0 {
+            self.breaker.success();
+            self.report_breaker(RelayState::Publishing);
+        }
+    }
+
+    /// Saves the acknowledged position as the checkpoint if it moved. A failed save is
+    /// logged, not fatal: the checkpoint is a fallback, the stream says where to resume.
+    fn save_checkpoint(&mut self) {
+        self.last_save = Instant::now();
+        if self.acked == self.saved {
+            return;
+        }
+        match self
+            .store
+            .save_checkpoint(&self.config.checkpoint_name, self.acked)
+        {
+            Ok(()) => self.saved = self.acked,
+            Err(error) => tracing::warn!(%error, "outbox relay: cannot save its checkpoint"),
+        }
+    }
+
+    async fn client(&mut self) -> Result<Client, Error> {
+        if let Some(client) = &self.client {
+            return Ok(client.clone());
+        }
+        let config = self.config;
+        let (min, max) = (config.backoff_min, config.backoff_max);
+        let client = nats::connect_with(
+            &config.nats_url,
+            config.connect_timeout,
+            config.request_timeout,
+            move |attempt| {
+                // The client's own reconnect loop after an outage: the relay's backoff
+                // bounds, capped at a second so a returning NATS is found quickly.
+                let exponent = attempt.min(16) as u32;
+                min.saturating_mul(1 << exponent)
+                    .min(max)
+                    .min(std::time::Duration::from_secs(1))
+            },
+        )
+        .await?;
+        self.client = Some(client.clone());
+        Ok(client)
+    }
+
+    /// One session: resynchronise with the stream, then publish until an error or
+    /// shutdown (`Ok`).
+    async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), Error> {
+        let config = self.config;
+        let client = self.client().await?;
+        let jetstream = nats::context(client, config.ack_timeout, config.max_acks_in_flight);
+        nats::check_jetstream(&jetstream, &config.nats_url).await?;
+        let mut stream = nats::ensure_stream(&jetstream, config).await?;
+        let end = nats::copy_end(&mut stream).await?;
+        check_copy_continues_log(self.store, &end)?;
+        let copy_last = end.last_event.as_ref().map(|event| event.position);
+        let resume = nats::resume_position(end.last_sequence, copy_last, self.acked);
+        if let Some(last) = copy_last
+            && last.next() < self.acked
+        {
+            tracing::warn!(
+                copy_ends_at = %last,
+                checkpoint = %self.acked,
+                "outbox relay: the JetStream copy ends before the checkpoint (NATS lost acknowledged messages, or they were deleted); resuming at the checkpoint, audit will show the gap"
+            );
+        }
+        if resume < self.acked {
+            tracing::info!(stream = %config.stream, "outbox relay: the stream is new; publishing the whole log into it");
+        }
+        self.acked = resume;
+        let connected = self.connected();
+        let acked = self.acked;
+        self.status.send_modify(|status| {
+            status.state = RelayState::Publishing;
+            status.connected = connected;
+            status.checkpoint = acked;
+        });
+        if resume >= self.store.next_position() {
+            // Nothing to publish and NATS answered: that is a success too.
+            self.succeeded();
+        }
+        tracing::debug!(%resume, last_sequence = end.last_sequence, "outbox relay: publishing");
+
+        let mut subscription = self.store.subscribe(resume);
+        let mut expected_sequence = end.last_sequence;
+        let mut queue: VecDeque<InFlight> = VecDeque::with_capacity(config.max_acks_in_flight);
+        let mut awaited: Option<Awaited> = None;
+        let mut ticker = tokio::time::interval(config.status_interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        loop {
+            if awaited.is_none()
+                && let Some(next) = queue.pop_front()
+            {
+                awaited = Some(Awaited::from(next));
+            }
+            let in_flight = queue.len() + usize::from(awaited.is_some());
+            tokio::select! {
+                biased;
+                () = &mut cancelled => {
+                    self.drain(awaited, queue).await;
+                    return Ok(());
+                }
+                ack = async { (&mut awaited.as_mut().expect("guarded").ack).await }, if awaited.is_some() => {
+                    let done = awaited.take().expect("guarded");
+                    self.acknowledged(done.position, done.sequence, ack)?;
+                    // Take the acknowledgements that are already in, without a round
+                    // through the select for each.
+                    while let Some(next) = queue.pop_front() {
+                        let mut next = Awaited::from(next);
+                        match (&mut next.ack).now_or_never() {
+                            Some(ack) => self.acknowledged(next.position, next.sequence, ack)?,
+                            None => {
+                                awaited = Some(next);
+                                break;
+                            }
+                        }
+                    }
+                }
+                event = subscription.next(), if in_flight < config.max_acks_in_flight => {
+                    let mut event = Some(event);
+                    let mut in_flight = in_flight;
+                    // Send what the subscription holds already, up to the bound.
+                    while let Some(next) = event.take() {
+                        let next = match next {
+                            Some(Ok(next)) => next,
+                            Some(Err(error)) => return Err(Error::Store(error)),
+                            None if shutdown.is_cancelled() => {
+                                self.drain(awaited, queue).await;
+                                return Ok(());
+                            }
+                            None => return Err(Error::StoreClosed),
+                        };
+                        let position = next.position;
+                        let ack = publish(&jetstream, &config.subject_prefix, next, expected_sequence).await?;
+                        expected_sequence += 1;
+                        queue.push_back(InFlight { position, sequence: expected_sequence, ack });
+                        in_flight += 1;
+                        if in_flight < config.max_acks_in_flight {
+                            event = subscription.next().now_or_never();
+                        }
+                    }
+                }
+                _ = ticker.tick() => {
+                    if self.last_save.elapsed() >= config.checkpoint_interval {
+                        self.save_checkpoint();
+                    }
+                    let connected = self.connected();
+                    self.status.send_if_modified(|status| {
+                        let changed = status.connected != connected;
+                        status.connected = connected;
+                        changed
+                    });
+                }
+            }
+        }
+    }
+
+    /// Takes one acknowledgement, in order.
+    fn acknowledged(
+        &mut self,
+        position: Position,
+        sequence: u64,
+        ack: Result<PublishAck, PublishError>,
+    ) -> Result<(), Error> {
+        let ack = ack.map_err(|error| match error.kind() {
+            PublishErrorKind::WrongLastSequence => Error::nats(
+                "publish",
+                format!("the stream did not end where the relay expected (at sequence {}): another publisher, or a lost publish; resynchronising", sequence - 1),
+            ),
+            PublishErrorKind::StreamNotFound => Error::nats("publish", "no stream takes the subject (NATS restarting, or the stream was deleted)"),
+            _ => Error::nats("publish acknowledgement", error),
+        })?;
+        if !ack.duplicate && ack.sequence != sequence {
+            return Err(Error::nats(
+                "publish",
+                format!(
+                    "position {position} was stored at sequence {}, expected {sequence}; resynchronising",
+                    ack.sequence
+                ),
+            ));
+        }
+        self.acked = position.next();
+        self.succeeded();
+        let acked = self.acked;
+        self.status.send_modify(|status| {
+            status.checkpoint = acked;
+            status.published += 1;
+        });
+        Ok(())
+    }
+
+    /// On shutdown: waits (at most `shutdown_grace`) for the acknowledgements of what was
+    /// sent, so that the checkpoint covers it.
+    async fn drain(&mut self, awaited: Option<Awaited>, queue: VecDeque<InFlight>) {
+        let deadline = Instant::now() + self.config.shutdown_grace;
+        let pending = awaited
+            .into_iter()
+            .map(|awaited| (awaited.position, awaited.sequence, awaited.ack))
+            .chain(
+                queue
+                    .into_iter()
+                    .map(|next| (next.position, next.sequence, next.ack.into_future())),
+            );
+        for (position, sequence, ack) in pending {
+            match tokio::time::timeout_at(deadline, ack).await {
+                Ok(ack) => {
+                    if self.acknowledged(position, sequence, ack).is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Sends one event; returns the future of its acknowledgement.
+async fn publish(
+    jetstream: &async_nats::jetstream::Context,
+    prefix: &str,
+    event: RecordedEvent,
+    expected_last_sequence: u64,
+) -> Result<PublishAckFuture, Error> {
+    let position = event.position;
+    let subject = message::subject(prefix, &event);
+    let headers = message::headers(&event);
+    let size = event.payload.len();
+    let publish = PublishMessage::build()
+        .headers(headers)
+        .payload(message::body(event))
+        .expected_last_sequence(expected_last_sequence);
+    jetstream
+        .send_publish(subject, publish)
+        .await
+        .map_err(|error| match error.kind() {
+            PublishErrorKind::MaxPayloadExceeded => Error::MessageTooLarge { position, size },
+            _ => Error::nats("publish", error),
+        })
+}

@@ -1,0 +1,172 @@
+//! Restore: rebuild a node's log from the JetStream copy.
+//!
+//! The copy is read in stream order with an ordered consumer; every message must be an
+//! Annals event whose position continues the one before (no gap, no repeat); events are
+//! imported with [`EventStore::import`], which writes them exactly as they were (ids,
+//! positions, versions, times, append boundaries), so the rebuilt log has the same hash
+//! chain. At the end the whole log is verified. A restore that stopped half way can be
+//! run again on the same directory: what is already there is checked and skipped.
+
+use std::time::Duration;
+
+use async_nats::Client;
+use eventstore::{EventStore, Position, RecordedEvent};
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::nats::{self, CopyReader};
+
+/// The limits of a restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// How long a JetStream API request may take.
+    pub request_timeout: Duration,
+    /// How long to wait for the next message of the copy before giving up (the copy's
+    /// length is known, so a wait means NATS is stuck).
+    pub idle_timeout: Duration,
+    /// Events imported per batch (a batch ends at an append boundary, so it may be a
+    /// little larger). Bounds the memory held between reading and writing.
+    pub batch_events: usize,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            request_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            batch_events: 8192,
+        }
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestoreReport {
+    /// The JetStream stream read.
+    pub stream: String,
+    /// Messages read from the copy.
+    pub messages: u64,
+    /// Events written to the store by this restore.
+    pub imported: u64,
+    /// Events already in the store (a resumed restore), checked and skipped.
+    pub skipped: u64,
+    /// Events at the end of the copy whose append is not complete there (the relay was
+    /// still publishing it), left out so the log ends at an append boundary.
+    pub incomplete_tail: u64,
+    /// The next position of the restored log.
+    pub next_position: Position,
+    /// Events checked by the final verification.
+    pub verified_events: u64,
+    /// The hash of the last record of the restored log, which commits to all of it.
+    pub head_hash: String,
+}
+
+/// The URL of the server `client` is connected to, for error messages.
+pub(crate) fn server_url(client: &Client) -> String {
+    let info = client.server_info();
+    format!("nats://{}:{}", info.host, info.port)
+}
+
+/// Rebuilds `store` from the copy in the JetStream stream `stream`, calling
+/// `progress(messages_read, messages_total)` as it goes, then verifies the whole log.
+pub async fn restore(
+    client: &Client,
+    stream: &str,
+    store: &EventStore,
+    options: &RestoreOptions,
+    progress: &mut (dyn FnMut(u64, u64) + Send),
+) -> Result<RestoreReport, Error> {
+    let jetstream = nats::context(client.clone(), options.request_timeout, 1024);
+    nats::check_jetstream(&jetstream, &server_url(client)).await?;
+    let mut nats_stream = nats::existing_stream(&jetstream, stream).await?;
+    let total = nats_stream
+        .info()
+        .await
+        .map_err(|error| Error::nats("stream info request", error))?
+        .state
+        .messages;
+    let local_next = store.next_position();
+    let mut report = RestoreReport {
+        stream: stream.to_owned(),
+        messages: 0,
+        imported: 0,
+        skipped: 0,
+        incomplete_tail: 0,
+        next_position: local_next,
+        verified_events: 0,
+        head_hash: String::new(),
+    };
+    let batch_events = options.batch_events.max(1);
+    let mut batch: Vec<RecordedEvent> = Vec::with_capacity(batch_events.min(1 << 16));
+    if total > 0 {
+        let mut reader = CopyReader::open(&nats_stream, options.idle_timeout).await?;
+        let mut expected = Position(0);
+        loop {
+            let message = reader.next().await?;
+            report.messages += 1;
+            let event = message.event.map_err(|error| Error::MalformedMessage {
+                sequence: message.sequence,
+                reason: error.to_string(),
+            })?;
+            if event.position != expected {
+                return Err(Error::NotContiguous {
+                    expected,
+                    found: event.position,
+                    sequence: message.sequence,
+                });
+            }
+            expected = expected.next();
+            if event.position < local_next {
+                // Already there from an earlier run: the last one must be the same event,
+                // or this directory holds another log.
+                if event.position.next() == local_next {
+                    check_same(store, &event)?;
+                }
+                report.skipped += 1;
+            } else {
+                let ends_append = event.last_in_commit;
+                batch.push(event);
+                if ends_append && batch.len() >= batch_events {
+                    report.imported += batch.len() as u64;
+                    store.import(std::mem::take(&mut batch)).await?;
+                }
+            }
+            if report.messages.is_multiple_of(1024) {
+                progress(report.messages, total.max(report.messages));
+            }
+            if message.pending == 0 {
+                break;
+            }
+        }
+    }
+    let complete = batch
+        .iter()
+        .rposition(|event| event.last_in_commit)
+        .map_or(0, |last| last + 1);
+    report.incomplete_tail = (batch.len() - complete) as u64;
+    batch.truncate(complete);
+    if !batch.is_empty() {
+        report.imported += batch.len() as u64;
+        store.import(batch).await?;
+    }
+    progress(report.messages, total.max(report.messages));
+    report.next_position = store.next_position();
+    let verifier = store.clone();
+    let verified = tokio::task::spawn_blocking(move || verifier.verify())
+        .await
+        .map_err(|error| Error::nats("verification task", error))??;
+    report.verified_events = verified.events;
+    report.head_hash = verified.head_hash;
+    Ok(report)
+}
+
+/// Checks that the store holds `event` at its position.
+fn check_same(store: &EventStore, event: &RecordedEvent) -> Result<(), Error> {
+    match store.read_all(event.position, 1)?.pop() {
+        Some(local) if local == *event => Ok(()),
+        _ => Err(Error::CopyDiverged {
+            position: event.position,
+            reason: "the data directory already holds a different event there; restore into an empty directory".into(),
+        }),
+    }
+}
