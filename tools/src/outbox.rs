@@ -1,0 +1,202 @@
+//! `annals restore`, `annals audit` and `annals outbox status`: the JetStream copy of the
+//! log, seen from the command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ::outbox::{AuditOptions, Divergence, RestoreOptions};
+use anyhow::Context;
+use eventstore::{EventStore, Position, StoreConfig};
+
+use crate::progress;
+
+/// How long connecting and each JetStream request may take.
+const NATS_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The NATS server holding the copy.
+    #[arg(long, env = "ANNALS_NATS_URL")]
+    nats_url: String,
+    /// The JetStream stream holding the copy.
+    #[arg(long, env = "ANNALS_NATS_STREAM", default_value = "ANNALS")]
+    stream: String,
+    /// The data directory to rebuild: new or empty (a directory left by an interrupted
+    /// restore is checked and continued).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// The NATS server holding the copy.
+    #[arg(long, env = "ANNALS_NATS_URL")]
+    nats_url: String,
+    /// The data directory whose log is compared (not held by a running server).
+    #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./annals-data")]
+    data_dir: PathBuf,
+    /// The JetStream stream holding the copy.
+    #[arg(long, env = "ANNALS_NATS_STREAM", default_value = "ANNALS")]
+    stream: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum OutboxCommand {
+    /// The relay's progress as saved in a stopped data directory: checkpoint, log head,
+    /// backlog.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// The data directory (not held by a running server; ask `GET /api/v1/outbox` then).
+    #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./annals-data")]
+    data_dir: PathBuf,
+    /// The relay's checkpoint name.
+    #[arg(long, default_value = "outbox-relay")]
+    checkpoint_name: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Opens an existing data directory for reading.
+fn open_existing(dir: &PathBuf) -> anyhow::Result<EventStore> {
+    let config = StoreConfig {
+        create_if_missing: false,
+        preallocate_segments: false,
+        ..StoreConfig::default()
+    };
+    EventStore::open(dir, config).with_context(|| format!("cannot open {}", dir.display()))
+}
+
+pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = ::outbox::connect(&args.nats_url, NATS_TIMEOUT, NATS_TIMEOUT).await?;
+        let store = EventStore::open(&args.data_dir, StoreConfig::default())
+            .with_context(|| format!("cannot open {}", args.data_dir.display()))?;
+        let bar = progress::bar(0, "events");
+        bar.set_message(format!("restoring from {}", args.stream));
+        let options = RestoreOptions {
+            request_timeout: NATS_TIMEOUT,
+            ..RestoreOptions::default()
+        };
+        let result = ::outbox::restore(&client, &args.stream, &store, &options, &mut |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await;
+        bar.finish_and_clear();
+        store.close().await;
+        let report = result.context("restore failed")?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!(
+                "restored {} events from stream {} into {} ({} messages read, {} already there{}); verified {} events, head hash {}",
+                report.imported,
+                report.stream,
+                args.data_dir.display(),
+                report.messages,
+                report.skipped,
+                if report.incomplete_tail > 0 {
+                    format!(
+                        ", {} left out: the copy ends inside an append",
+                        report.incomplete_tail
+                    )
+                } else {
+                    String::new()
+                },
+                report.verified_events,
+                report.head_hash
+            );
+        }
+        Ok(())
+    })
+}
+
+pub fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let store = open_existing(&args.data_dir)?;
+        let client = ::outbox::connect(&args.nats_url, NATS_TIMEOUT, NATS_TIMEOUT).await?;
+        let options = AuditOptions {
+            request_timeout: NATS_TIMEOUT,
+            ..AuditOptions::default()
+        };
+        let result = ::outbox::audit(&client, &args.stream, &store, &options).await;
+        store.close().await;
+        let report = result.context("audit failed")?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!("{}: {}", report.stream, report.summary());
+        }
+        match report.divergence {
+            None => Ok(()),
+            Some(divergence) => {
+                // Exit as a failed verification does.
+                let position = match &divergence {
+                    Divergence::Missing { position, .. }
+                    | Divergence::Extra { position, .. }
+                    | Divergence::Different { position, .. } => *position,
+                    Divergence::Malformed { .. } => {
+                        report.identical_through.map_or(Position(0), Position::next)
+                    }
+                };
+                Err(::outbox::Error::CopyDiverged {
+                    position,
+                    reason: divergence.to_string(),
+                }
+                .into())
+            }
+        }
+    })
+}
+
+pub fn run(command: OutboxCommand) -> anyhow::Result<()> {
+    match command {
+        OutboxCommand::Status(args) => status(args),
+    }
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<()> {
+    // The store's close needs a runtime, though this is a quick read.
+    runtime()?.block_on(async {
+        let store = open_existing(&args.data_dir)?;
+        let status = ::outbox::offline_status(&store, &args.checkpoint_name);
+        store.close().await;
+        let status = status?;
+        if args.json {
+            println!("{}", serde_json::to_string(&status)?);
+        } else {
+            println!(
+                "checkpoint {}, log head {}, backlog {} events{}",
+                status
+                    .checkpoint
+                    .map_or_else(|| "none (never published)".to_owned(), |c| c.to_string()),
+                status.log_head,
+                status.backlog,
+                if status.backlog > 0 {
+                    " (the relay may have published some after its last checkpoint; it asks the stream when it starts)"
+                } else {
+                    ""
+                }
+            );
+        }
+        Ok(())
+    })
+}

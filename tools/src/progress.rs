@@ -1,0 +1,17 @@
+//! Progress bars for long work, on stderr, hidden when stderr is not a terminal.
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A bar counting `unit`s up to `total`, with rate and ETA.
+pub fn bar(total: u64, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    let template = format!(
+        "{{spinner}} {{msg}} [{{bar:30}}] {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, ETA {{eta}})"
+    );
+    bar.set_style(
+        ProgressStyle::with_template(&template)
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}

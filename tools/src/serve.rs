@@ -1,0 +1,402 @@
+//! `annals serve`: the HTTP API over a data directory.
+//!
+//! Settings come from flags, else `ANNALS_*` environment variables, else a TOML file
+//! (`--config`), else defaults. On SIGTERM or SIGINT the server stops accepting
+//! connections, ends live event streams, lets in-flight requests finish (up to
+//! `--shutdown-timeout`), then closes the store (the writer finishes its batch, the
+//! index is flushed) and exits 0.
+//!
+//! With `--nats-url` the outbox relay runs inside the server, on the same store: it
+//! publishes every committed event to NATS JetStream, `GET /api/v1/outbox` shows its
+//! status and `/readyz` reports it (degraded while NATS is away, never unready). On
+//! shutdown it stops after the HTTP server has drained and before the store closes.
+//! Without a URL the relay is off, and the server says so at start.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ::outbox::{Relay, RelayConfig, StatusHandle};
+use anyhow::Context;
+use api::{ApiConfig, AppState};
+use eventstore::{EventStore, StoreConfig};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+/// Serve the HTTP API.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Settings: a flag wins over its ANNALS_* environment variable, which wins over the
+--config file, which wins over the default. The TOML file may set data_dir, listen,
+max_body_bytes, shutdown_timeout_secs and nats_url.
+
+Example:
+  annals serve --data-dir ./annals-data --listen 127.0.0.1:8080
+  annals serve --data-dir ./annals-data --nats-url nats://127.0.0.1:4222")]
+pub struct ServeArgs {
+    /// The data directory, created if missing [default: ./annals-data].
+    #[arg(long, env = "ANNALS_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "ANNALS_LISTEN", value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// The largest request body accepted, in bytes; larger is a 413 [default: 65536].
+    #[arg(long, env = "ANNALS_MAX_BODY_BYTES", value_name = "BYTES")]
+    max_body_bytes: Option<usize>,
+    /// How long a shutdown waits for in-flight requests, in seconds [default: 30].
+    #[arg(long, env = "ANNALS_SHUTDOWN_TIMEOUT_SECS", value_name = "SECONDS")]
+    shutdown_timeout: Option<u64>,
+    /// Run the outbox relay to this NATS server (comma-separated URLs for a cluster)
+    /// inside the server [default: the relay is off].
+    #[arg(long, env = "ANNALS_NATS_URL", value_name = "URL")]
+    nats_url: Option<String>,
+    /// A TOML file with any of the settings above (snake_case keys).
+    #[arg(long, env = "ANNALS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// The keys a `--config` file may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    max_body_bytes: Option<usize>,
+    shutdown_timeout_secs: Option<u64>,
+    nats_url: Option<String>,
+}
+
+/// The settings in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The listen address.
+    pub listen: String,
+    /// The request body limit.
+    pub max_body_bytes: usize,
+    /// The drain timeout.
+    pub shutdown_timeout: Duration,
+    /// Where the outbox relay publishes; `None`: the relay is off.
+    pub nats_url: Option<String>,
+}
+
+impl ServeArgs {
+    /// Flags and environment over the config file over defaults.
+    fn settings(self) -> anyhow::Result<Settings> {
+        let file = match &self.config {
+            Some(path) => read_config(path)?,
+            None => FileConfig::default(),
+        };
+        let defaults = ApiConfig::default();
+        Ok(Settings {
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./annals-data")),
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
+            max_body_bytes: self
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(defaults.max_body_bytes),
+            shutdown_timeout: Duration::from_secs(
+                self.shutdown_timeout
+                    .or(file.shutdown_timeout_secs)
+                    .unwrap_or(30),
+            ),
+            nats_url: self.nats_url.or(file.nats_url),
+        })
+    }
+}
+
+fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("bad config file {}", path.display()))
+}
+
+/// Runs the server on a runtime of its own until SIGTERM or SIGINT.
+pub fn run_blocking(args: ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(args))
+}
+
+/// Runs the server until SIGTERM or SIGINT, then drains and closes the store.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    serve(settings, shutdown).await
+}
+
+/// Serves with `settings` until `shutdown` is cancelled.
+pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let data_dir = settings.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        EventStore::open(
+            &data_dir,
+            StoreConfig {
+                create_if_missing: true,
+                ..StoreConfig::default()
+            },
+        )
+    })
+    .await
+    .context("opening the store panicked")?
+    .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+
+    // The read models follow the log in a task of their own; they stop before the store
+    // closes.
+    let (projections, runner) =
+        match api::read_models::Projections::start(&store, projections::RunnerConfig::default()) {
+            Ok(started) => started,
+            Err(error) => {
+                store.close().await;
+                return Err(error).context("cannot start the read models");
+            }
+        };
+    // The outbox relay, if configured, publishes in a task of its own; it stops after
+    // the HTTP server has drained and before the store closes.
+    let relay = match start_relay(&settings, &store) {
+        Ok(relay) => relay,
+        Err(error) => {
+            store.close().await;
+            return Err(error);
+        }
+    };
+    let relay_status = relay.as_ref().map(|relay| relay.status.clone());
+    let runner_stop = shutdown.child_token();
+    let runner = tokio::spawn(runner.run(runner_stop.clone()));
+    let result = serve_store(
+        &settings,
+        store.clone(),
+        projections,
+        relay_status,
+        shutdown,
+    )
+    .await;
+    runner_stop.cancel();
+    if let Err(error) = runner.await {
+        tracing::error!(%error, "the projection runner panicked");
+    }
+    tracing::info!("projections stopped");
+    if let Some(relay) = relay {
+        relay.stop().await;
+    }
+    store.close().await;
+    tracing::info!("store closed");
+    result
+}
+
+/// The outbox relay running inside the server.
+struct RunningRelay {
+    status: StatusHandle,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), ::outbox::Error>>,
+    /// How long the relay may take to stop: its own grace for pending acknowledgements,
+    /// plus a margin.
+    stop_timeout: Duration,
+}
+
+impl RunningRelay {
+    /// Stops the relay (it waits for the acknowledgements already due and saves its
+    /// checkpoint) and waits for it, within `stop_timeout`.
+    async fn stop(self) {
+        self.stop.cancel();
+        match tokio::time::timeout(self.stop_timeout, self.task).await {
+            Ok(Ok(Ok(()))) => tracing::info!("outbox relay stopped"),
+            Ok(Ok(Err(error))) => tracing::error!(%error, "the outbox relay failed"),
+            Ok(Err(error)) => tracing::error!(%error, "the outbox relay task panicked"),
+            Err(_) => tracing::warn!(
+                timeout = ?self.stop_timeout,
+                "the outbox relay did not stop in time; closing the store anyway"
+            ),
+        }
+    }
+}
+
+/// Starts the outbox relay on `store` if `settings` name a NATS URL; says so if not.
+fn start_relay(settings: &Settings, store: &EventStore) -> anyhow::Result<Option<RunningRelay>> {
+    let Some(url) = &settings.nats_url else {
+        tracing::info!("outbox relay off (no --nats-url or ANNALS_NATS_URL)");
+        return Ok(None);
+    };
+    let config = RelayConfig::new(url.clone());
+    let stop_timeout = config.shutdown_grace + Duration::from_secs(5);
+    let stream = config.stream.clone();
+    let relay = Relay::new(store.clone(), config).context("cannot start the outbox relay")?;
+    let status = relay.status();
+    let stop = CancellationToken::new();
+    let running = relay.run(stop.clone());
+    let task = tokio::spawn(async move {
+        let result = running.await;
+        if let Err(error) = &result {
+            // Only a store failure ends the relay early; NATS failures are retried.
+            tracing::error!(%error, "the outbox relay stopped");
+        }
+        result
+    });
+    tracing::info!(
+        nats_url = %::outbox::config::redact(url),
+        %stream,
+        "outbox relay on"
+    );
+    Ok(Some(RunningRelay {
+        status,
+        stop,
+        task,
+        stop_timeout,
+    }))
+}
+
+async fn serve_store(
+    settings: &Settings,
+    store: EventStore,
+    projections: api::read_models::Projections,
+    relay: Option<StatusHandle>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let config = ApiConfig {
+        max_body_bytes: settings.max_body_bytes,
+        ..ApiConfig::default()
+    };
+    let mut state = AppState::new(store, config).with_projections(projections);
+    if let Some(relay) = relay {
+        state = state.with_relay(relay);
+    }
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let address = listener.local_addr().context("no local address")?;
+    tracing::info!(%address, data_dir = %settings.data_dir.display(), "annals serving");
+
+    // Live event streams end and /readyz turns 503 as soon as the shutdown begins.
+    let api_shutdown = state.shutdown_token();
+    let begin = shutdown.clone();
+    let server = axum::serve(listener, api::app(state)).with_graceful_shutdown(async move {
+        begin.cancelled().await;
+        api_shutdown.cancel();
+    });
+    let drain_limit = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(settings.shutdown_timeout).await;
+    };
+    tokio::select! {
+        served = server => served.context("the HTTP server failed")?,
+        () = drain_limit => tracing::warn!(
+            timeout = ?settings.shutdown_timeout,
+            "requests still in flight after the shutdown timeout; closing anyway"
+        ),
+    }
+    tracing::info!("HTTP server stopped");
+    Ok(())
+}
+
+/// Cancels `shutdown` at the first SIGTERM or SIGINT.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+    shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn settings(args: &[&str]) -> anyhow::Result<Settings> {
+        let cli = Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))?;
+        cli.serve.settings()
+    }
+
+    // The environment is process-wide; these tests only read ANNALS_* variables that
+    // nothing in the test binary sets.
+
+    #[test]
+    fn defaults() {
+        let settings = settings(&[]).unwrap();
+        assert_eq!(settings.data_dir, PathBuf::from("./annals-data"));
+        assert_eq!(settings.listen, "127.0.0.1:8080");
+        assert_eq!(settings.max_body_bytes, ApiConfig::default().max_body_bytes);
+        assert_eq!(settings.shutdown_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn the_nats_url_comes_from_the_flag_or_the_file() {
+        let flagged = settings(&["--nats-url", "nats://127.0.0.1:4222"]).unwrap();
+        assert_eq!(flagged.nats_url.as_deref(), Some("nats://127.0.0.1:4222"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("annals.toml");
+        std::fs::write(&file, "nats_url = \"nats://10.0.0.1:4222\"\n").unwrap();
+        let config = file.to_str().unwrap();
+        let overridden = settings(&["--config", config, "--nats-url", "nats://a:1"]).unwrap();
+        assert_eq!(overridden.nats_url.as_deref(), Some("nats://a:1"));
+        // The variable wins over the file; check the file only where it is not set.
+        if std::env::var_os("ANNALS_NATS_URL").is_none() {
+            let from_file = settings(&["--config", config]).unwrap();
+            assert_eq!(from_file.nats_url.as_deref(), Some("nats://10.0.0.1:4222"));
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("annals.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"/srv/annals\"\nlisten = \"0.0.0.0:9000\"\nmax_body_bytes = 1024\n",
+        )
+        .unwrap();
+        let config = file.to_str().unwrap();
+        let from_file = settings(&["--config", config]).unwrap();
+        assert_eq!(from_file.data_dir, PathBuf::from("/srv/annals"));
+        assert_eq!(from_file.listen, "0.0.0.0:9000");
+        assert_eq!(from_file.max_body_bytes, 1024);
+        let flagged = settings(&["--config", config, "--listen", "127.0.0.1:1"]).unwrap();
+        assert_eq!(flagged.listen, "127.0.0.1:1");
+        assert_eq!(flagged.data_dir, PathBuf::from("/srv/annals"));
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("annals.toml");
+        std::fs::write(&file, "listen_on = \"x\"\n").unwrap();
+        let error = settings(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(format!("{error:#}").contains("listen_on"), "{error:#}");
+    }
+}
