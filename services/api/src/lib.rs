@@ -35,7 +35,6 @@ pub mod events;
 mod extract;
 mod health;
 pub mod idempotency;
-mod locks;
 pub mod problem;
 mod projection_routes;
 mod queries;
@@ -99,10 +98,10 @@ struct Shared {
     config: ApiConfig,
     /// Commands of this API on one stream run one at a time, so concurrent clients of
     /// one aggregate queue up instead of spending their conflict retries.
-    stream_locks: locks::KeyedLocks,
+    stream_locks: Arc<eventstore::KeyedLocks>,
     /// Requests with one idempotency key run one at a time, so the second sees the
     /// first's record.
-    key_locks: locks::KeyedLocks,
+    key_locks: eventstore::KeyedLocks,
     /// Cancelled when the server begins to shut down: live streams end, `/readyz`
     /// answers 503.
     shutdown: CancellationToken,
@@ -121,8 +120,8 @@ impl AppState {
                     .with_conflict_retries(config.conflict_retries),
                 store,
                 config,
-                stream_locks: locks::KeyedLocks::default(),
-                key_locks: locks::KeyedLocks::default(),
+                stream_locks: Arc::default(),
+                key_locks: eventstore::KeyedLocks::default(),
                 shutdown: CancellationToken::new(),
             }),
             relay: None,
@@ -154,6 +153,12 @@ impl AppState {
     /// The status of the outbox relay running in this server, if any.
     pub fn relay(&self) -> Option<&outbox::StatusHandle> {
         self.relay.as_deref()
+    }
+
+    /// The per-stream command queues of this API; a saga driver in the same process
+    /// queues its commands on them too, so the two never race on one aggregate.
+    pub fn stream_locks(&self) -> Arc<eventstore::KeyedLocks> {
+        self.inner.stream_locks.clone()
     }
 
     /// The store behind the API.

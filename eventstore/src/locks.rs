@@ -1,5 +1,9 @@
 //! Async locks by name, created on first use and dropped when no request holds or
 //! waits for them, so the map holds only the names in use right now.
+//!
+//! Commands on one stream that queue on its lock run one after another instead of
+//! spending their conflict retries on each other: the HTTP API and the saga driver
+//! share one [`KeyedLocks`] for the streams they both write.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,14 +12,14 @@ use tokio::sync::OwnedMutexGuard;
 
 /// A lock per name (a stream id, an idempotency key).
 #[derive(Debug, Default)]
-pub(crate) struct KeyedLocks {
+pub struct KeyedLocks {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Holds one name's lock; dropping it releases the lock and, if nobody else wants it,
 /// the map entry.
 #[derive(Debug)]
-pub(crate) struct KeyGuard<'a> {
+pub struct KeyGuard<'a> {
     owner: &'a KeyedLocks,
     name: String,
     guard: Option<OwnedMutexGuard<()>>,
@@ -23,7 +27,7 @@ pub(crate) struct KeyGuard<'a> {
 
 impl KeyedLocks {
     /// Waits for the lock of `name`.
-    pub(crate) async fn lock(&self, name: &str) -> KeyGuard<'_> {
+    pub async fn lock(&self, name: &str) -> KeyGuard<'_> {
         let lock = self
             .locks
             .lock()
