@@ -1,0 +1,466 @@
+//! The thin async driver around a pure [`Saga`].
+//!
+//! One task follows the log from the saga's checkpoint and routes events to instances
+//! ([`Dispatcher::route`]). Each instance is a task that owns its state: for every
+//! input it first **records** it in the saga's stream (an append with the expected
+//! version and an id derived from the input, so an input delivered twice is recorded
+//! once), then handles it, then issues the step's commands ([`Dispatcher::execute`], one
+//! task each, retried while the store fails) and arms its deadlines. Answers and passed
+//! deadlines come back to the instance as inputs and are recorded the same way.
+//!
+//! After a crash nothing is lost: an instance starts by replaying its stream, issues
+//! again the commands that have no recorded answer (their ids are derived from the
+//! instance and the command key, so a command that had taken effect is recognised by the
+//! store and answered with its first outcome), and re-arms its deadlines.
+//!
+//! The checkpoint is a low-water mark: the position of the first log event routed to
+//! an instance that has not finished yet (or the end of what was read, if none is
+//! running). On start the driver reads the log again from there; instances that
+//! finished meanwhile load, see they are done, and stop at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventstore::{
+    Direction, Error, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, Version,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::saga::{self, Deadline, Instance, Issued, Saga};
+
+/// What a saga needs from the world: which events are its inputs, and how its
+/// commands are run.
+pub trait Dispatcher<S: Saga>: Send + Sync + 'static {
+    /// The instance and input an event of the log is for, if any.
+    fn route(&self, event: &RecordedEvent, clock: &dyn Clock) -> Option<(String, S::Input)>;
+
+    /// Runs one command of the instance whose state is `state`, with the deterministic
+    /// command id `command_id`, and returns its answer as an input. An error is taken as
+    /// passing (the store failed): the command is tried again later.
+    fn execute(
+        &self,
+        state: &S,
+        command_id: uuid::Uuid,
+        issued: &Issued<S::Command>,
+    ) -> impl Future<Output = Result<S::Input, Error>> + Send;
+}
+
+/// What the driver is doing, for `/readyz`, the API and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DriverStatus {
+    /// The position the driver has read the log up to (exclusive).
+    pub read_to: Position,
+    /// The saved low-water mark: the driver restarts from here.
+    pub checkpoint: Position,
+    /// Instances running now (not finished).
+    pub active: usize,
+    /// Instances finished since start.
+    pub finished: u64,
+    /// The last error met (a failed record or command, retried), if any.
+    pub last_error: Option<String>,
+}
+
+/// How the driver runs.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// How often the checkpoint is saved.
+    pub checkpoint_every: Duration,
+    /// The first wait before a failed record or command is tried again (it doubles, up
+    /// to a second).
+    pub retry_after: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            checkpoint_every: Duration::from_millis(200),
+            retry_after: Duration::from_millis(10),
+        }
+    }
+}
+
+/// A running driver.
+#[derive(Debug)]
+pub struct Driver {
+    status: watch::Receiver<DriverStatus>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Driver {
+    /// Starts the driver of saga `S` over `store`.
+    pub fn start<S: Saga, D: Dispatcher<S>>(
+        store: EventStore,
+        dispatcher: Arc<D>,
+        clock: Arc<dyn Clock>,
+        config: DriverConfig,
+    ) -> Result<Driver, Error> {
+        let checkpoint = store
+            .load_checkpoint(&checkpoint_name::<S>())?
+            .unwrap_or(Position(0));
+        let (status_tx, status) = watch::channel(DriverStatus {
+            read_to: checkpoint,
+            checkpoint,
+            ..DriverStatus::default()
+        });
+        let shutdown = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            store,
+            dispatcher,
+            clock,
+            config,
+            status: status_tx,
+            shutdown: shutdown.clone(),
+            _saga: std::marker::PhantomData,
+        });
+        let task = tokio::spawn(follow(shared, checkpoint));
+        Ok(Driver {
+            status,
+            shutdown,
+            task,
+        })
+    }
+
+    /// What the driver is doing now.
+    pub fn status(&self) -> DriverStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver of the driver's status, to watch it change.
+    pub fn watch(&self) -> watch::Receiver<DriverStatus> {
+        self.status.clone()
+    }
+
+    /// Stops the driver: instances stop where they are (their next start goes on from
+    /// their stream) and the checkpoint is saved.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// The name of saga `S`'s checkpoint in the store.
+pub fn checkpoint_name<S: Saga>() -> String {
+    format!("saga-{}", S::NAME)
+}
+
+struct Shared<S: Saga, D> {
+    store: EventStore,
+    dispatcher: Arc<D>,
+    clock: Arc<dyn Clock>,
+    config: DriverConfig,
+    status: watch::Sender<DriverStatus>,
+    shutdown: CancellationToken,
+    _saga: std::marker::PhantomData<fn() -> S>,
+}
+
+/// An instance as the follower sees it.
+struct Running<I> {
+    inputs: mpsc::UnboundedSender<I>,
+    /// The first position routed to it: the checkpoint may not pass it.
+    first: Position,
+    /// Tells this instance from an earlier one of the same id that just finished.
+    generation: u64,
+}
+
+async fn follow<S: Saga, D: Dispatcher<S>>(shared: Arc<Shared<S, D>>, from: Position) {
+    let mut subscription = shared.store.subscribe(from);
+    let mut running: HashMap<String, Running<S::Input>> = HashMap::new();
+    let mut low_water: BTreeMap<Position, usize> = BTreeMap::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, u64)>();
+    let mut generation = 0;
+    let mut instances = JoinSet::new();
+    let mut read_to = from;
+    let mut saved = from;
+    let mut tick = tokio::time::interval(shared.config.checkpoint_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            () = shared.shutdown.cancelled() => break,
+            Some((id, finished)) = done_rx.recv() => {
+                if running.get(&id).is_some_and(|instance| instance.generation == finished) {
+                    let instance = running.remove(&id).expect("just seen");
+                    forget(&mut low_water, instance.first);
+                }
+                shared.status.send_modify(|s| {
+                    s.active = running.len();
+                    s.finished += 1;
+                });
+            }
+            event = subscription.next() => {
+                let event = match event {
+                    Some(Ok(event)) => event,
+                    Some(Err(error)) => {
+                        tracing::error!(%error, saga = S::NAME, "the saga driver cannot read the log; it stops");
+                        shared.status.send_modify(|s| s.last_error = Some(error.to_string()));
+                        break;
+                    }
+                    None => break,
+                };
+                read_to = event.position.next();
+                let Some((id, input)) = shared.dispatcher.route(&event, &*shared.clock) else {
+                    continue;
+                };
+                let delivered = running
+                    .get(&id)
+                    .is_some_and(|instance| instance.inputs.send(input.clone()).is_ok());
+                if !delivered {
+                    let (inputs, receiver) = mpsc::unbounded_channel();
+                    let _ = inputs.send(input);
+                    generation += 1;
+                    let instance = Running { inputs, first: event.position, generation };
+                    if let Some(old) = running.insert(id.clone(), instance) {
+                        forget(&mut low_water, old.first);
+                    }
+                    *low_water.entry(event.position).or_default() += 1;
+                    let done = (done_tx.clone(), generation);
+                    instances.spawn(run_instance(shared.clone(), id, receiver, done));
+                    shared.status.send_modify(|s| s.active = running.len());
+                }
+            }
+            _ = tick.tick() => {
+                let mark = low_water.keys().next().copied().unwrap_or(read_to);
+                if mark != saved {
+                    match shared.store.save_checkpoint(&checkpoint_name::<S>(), mark) {
+                        Ok(()) => saved = mark,
+                        Err(error) => tracing::warn!(%error, "saving the saga checkpoint failed"),
+                    }
+                }
+                shared.status.send_modify(|s| {
+                    s.read_to = read_to;
+                    s.checkpoint = saved;
+                });
+            }
+            Some(finished) = instances.join_next() => {
+                if let Err(error) = finished
+                    && error.is_panic()
+                {
+                    tracing::error!(%error, saga = S::NAME, "a saga instance panicked; it resumes at the next start");
+                }
+            }
+        }
+    }
+    shared.shutdown.cancel();
+    while instances.join_next().await.is_some() {}
+    let mark = low_water.keys().next().copied().unwrap_or(read_to);
+    if let Err(error) = shared.store.save_checkpoint(&checkpoint_name::<S>(), mark) {
+        tracing::warn!(%error, "saving the saga checkpoint failed");
+    }
+}
+
+fn forget(low_water: &mut BTreeMap<Position, usize>, position: Position) {
+    if let Some(count) = low_water.get_mut(&position) {
+        *count -= 1;
+        if *count == 0 {
+            low_water.remove(&position);
+        }
+    }
+}
+
+/// Loads an instance from its stream: the recorded inputs folded, in order.
+pub fn load<S: Saga>(
+    store: &EventStore,
+    id: &str,
+) -> Result<(Instance<S>, Vec<Recorded<S>>), Error> {
+    let stream = saga::stream_id::<S>(id)?;
+    let mut recorded = Vec::new();
+    let mut from = Version(0);
+    loop {
+        let events = store.read_stream(&stream, from, Direction::Forward, 1024)?;
+        let Some(last) = events.last() else { break };
+        from = last.version.next();
+        for event in events {
+            let input: S::Input =
+                postcard::from_bytes(&event.payload).map_err(|source| Error::Codec {
+                    what: "saga input",
+                    source,
+                })?;
+            recorded.push(Recorded { event, input });
+        }
+    }
+    let instance = Instance::replay(id, recorded.iter().map(|r| (r.event.version, &r.input)));
+    Ok((instance, recorded))
+}
+
+/// One recorded input of a saga instance.
+#[derive(Debug, Clone)]
+pub struct Recorded<S: Saga> {
+    /// The record in the saga's stream.
+    pub event: RecordedEvent,
+    /// The input it holds.
+    pub input: S::Input,
+}
+
+async fn run_instance<S: Saga, D: Dispatcher<S>>(
+    shared: Arc<Shared<S, D>>,
+    id: String,
+    mut inputs: mpsc::UnboundedReceiver<S::Input>,
+    (done, generation): (mpsc::UnboundedSender<(String, u64)>, u64),
+) {
+    let (answers_tx, mut answers) = mpsc::unbounded_channel::<S::Input>();
+    // Commands and timers of this instance; dropped (aborted) when it stops.
+    let mut work = JoinSet::new();
+    let mut instance = loop {
+        match load::<S>(&shared.store, &id) {
+            Ok((instance, _)) => break instance,
+            Err(error) => {
+                if !pause(&shared, &error, 0).await {
+                    return;
+                }
+            }
+        }
+    };
+    for (key, command) in instance.outstanding.clone() {
+        issue(
+            &shared,
+            &instance,
+            Issued { key, command },
+            &answers_tx,
+            &mut work,
+        );
+    }
+    for deadline in instance.deadlines.values() {
+        arm(&shared, deadline.clone(), &answers_tx, &mut work);
+    }
+    while !instance.is_done() {
+        let input = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            Some(input) = answers.recv() => input,
+            input = inputs.recv() => match input {
+                Some(input) => input,
+                // The follower stopped.
+                None => return,
+            },
+        };
+        let Some(recorded) = record(&shared, &instance, &input).await else {
+            return;
+        };
+        if recorded.duplicate {
+            continue;
+        }
+        let step = instance.apply(&input);
+        instance.version = Some(recorded.last_version);
+        for issued in step.commands {
+            issue(&shared, &instance, issued, &answers_tx, &mut work);
+        }
+        for deadline in step.deadlines {
+            arm(&shared, deadline, &answers_tx, &mut work);
+        }
+    }
+    let _ = done.send((id, generation));
+}
+
+/// Appends `input` to the instance's stream, retrying while the store fails. `None`
+/// when the driver stops first.
+async fn record<S: Saga, D: Dispatcher<S>>(
+    shared: &Shared<S, D>,
+    instance: &Instance<S>,
+    input: &S::Input,
+) -> Option<eventstore::AppendOutcome> {
+    let mut attempt = 0;
+    loop {
+        let result = encode::<S>(instance, input);
+        let result = match result {
+            Ok((stream, event)) => {
+                let expected = match instance.version {
+                    Some(version) => ExpectedVersion::Exact(version),
+                    None => ExpectedVersion::NoStream,
+                };
+                shared.store.append(&stream, expected, vec![event]).await
+            }
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(outcome) => return Some(outcome),
+            Err(error) => {
+                if !pause(shared, &error, attempt).await {
+                    return None;
+                }
+                attempt += 1;
+            }
+        }
+    }
+}
+
+fn encode<S: Saga>(
+    instance: &Instance<S>,
+    input: &S::Input,
+) -> Result<(eventstore::StreamId, NewEvent), Error> {
+    let stream = saga::stream_id::<S>(&instance.id)?;
+    let payload = postcard::to_allocvec(input).map_err(|source| Error::Codec {
+        what: "saga input",
+        source,
+    })?;
+    let event = NewEvent::new(S::input_type(input), payload)
+        .with_id(saga::input_id::<S>(&instance.id, input));
+    Ok((stream, event))
+}
+
+/// Runs one command in its own task; its answer comes back as an input.
+fn issue<S: Saga, D: Dispatcher<S>>(
+    shared: &Arc<Shared<S, D>>,
+    instance: &Instance<S>,
+    issued: Issued<S::Command>,
+    answers: &mpsc::UnboundedSender<S::Input>,
+    work: &mut JoinSet<()>,
+) {
+    let (shared, answers) = (shared.clone(), answers.clone());
+    let state = instance.state.clone();
+    let command_id = saga::command_id::<S>(&instance.id, &issued.key);
+    work.spawn(async move {
+        let mut attempt = 0;
+        loop {
+            match shared.dispatcher.execute(&state, command_id, &issued).await {
+                Ok(answer) => {
+                    let _ = answers.send(answer);
+                    return;
+                }
+                Err(error) => {
+                    if !pause(&shared, &error, attempt).await {
+                        return;
+                    }
+                    attempt += 1;
+                }
+            }
+        }
+    });
+}
+
+/// Arms a deadline: once the clock reaches it, the saga is told.
+fn arm<S: Saga, D: Dispatcher<S>>(
+    shared: &Arc<Shared<S, D>>,
+    deadline: Deadline,
+    answers: &mpsc::UnboundedSender<S::Input>,
+    work: &mut JoinSet<()>,
+) {
+    let sleep = shared.clock.sleep_until(deadline.at);
+    let answers = answers.clone();
+    work.spawn(async move {
+        sleep.await;
+        let _ = answers.send(S::deadline_passed(&deadline));
+    });
+}
+
+/// Waits before a retry (doubling, up to a second), noting the error. False if the
+/// driver stops meanwhile.
+async fn pause<S: Saga, D>(shared: &Shared<S, D>, error: &Error, attempt: u32) -> bool {
+    tracing::warn!(%error, saga = S::NAME, attempt, "a saga step failed; it is tried again");
+    shared
+        .status
+        .send_modify(|s| s.last_error = Some(error.to_string()));
+    let wait = shared
+        .config
+        .retry_after
+        .saturating_mul(1 << attempt.min(10))
+        .min(Duration::from_secs(1));
+    tokio::select! {
+        () = shared.shutdown.cancelled() => false,
+        () = tokio::time::sleep(wait) => true,
+    }
+}

@@ -1,0 +1,193 @@
+//! What a saga is, and how its recorded inputs fold back into its state.
+//!
+//! A saga is pure: [`Saga::handle`] takes the state and one input and returns the new
+//! state, the commands to issue and the deadlines to arm ([`Step`]). Every input is
+//! recorded in the saga's own stream (`saga-<name>-<id>`) before it is handled, so the
+//! state after a crash is the fold of the recorded inputs ([`Instance::replay`]), and
+//! the commands issued but not yet answered are known ([`Instance::outstanding`]): the
+//! driver issues them again, under the same deterministic command ids, which the store
+//! recognises, so a re-issued command has no second effect.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use eventstore::{EventId, StreamId, Version};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A process manager: pure logic from inputs to commands.
+pub trait Saga: Default + Clone + std::fmt::Debug + Serialize + Send + Sync + 'static {
+    /// Its name: the instance `id` of the saga lives in the stream `saga-<NAME>-<id>`.
+    const NAME: &'static str;
+    /// What it reacts to: events of the log, the outcomes of its commands, deadlines.
+    /// Recorded in the saga's stream with postcard: append variants, never reorder.
+    type Input: Clone + std::fmt::Debug + Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// What it asks of other aggregates.
+    type Command: Clone + std::fmt::Debug + Serialize + Send + Sync + 'static;
+
+    /// Takes one input: the new state, the commands to issue, the deadlines to arm.
+    fn handle(self, input: &Self::Input) -> Step<Self>;
+
+    /// Names `input` uniquely within one instance: the id of its record derives from it,
+    /// so an input delivered twice (after a crash) is recorded once.
+    fn input_key(input: &Self::Input) -> String;
+
+    /// The record's event type, e.g. `FulfilmentStarted`.
+    fn input_type(input: &Self::Input) -> &'static str;
+
+    /// Which command or deadline `input` answers, if any.
+    fn answers(input: &Self::Input) -> Answers<'_>;
+
+    /// The input that tells the saga `deadline` has passed.
+    fn deadline_passed(deadline: &Deadline) -> Self::Input;
+
+    /// True once the saga has nothing left to do: the driver lets it go.
+    fn is_finished(&self) -> bool;
+}
+
+/// What one input did: the new state, commands to issue, deadlines to arm.
+#[derive(Debug, Clone)]
+pub struct Step<S: Saga> {
+    /// The state after the input.
+    pub state: S,
+    /// Commands to issue now.
+    pub commands: Vec<Issued<S::Command>>,
+    /// Deadlines to arm now.
+    pub deadlines: Vec<Deadline>,
+}
+
+impl<S: Saga> Step<S> {
+    /// The state, and nothing to do.
+    pub fn idle(state: S) -> Self {
+        Step {
+            state,
+            commands: Vec::new(),
+            deadlines: Vec::new(),
+        }
+    }
+}
+
+/// A command and its key, unique within one saga instance: the command id derives from
+/// the key ([`command_id`]), so the command issued again after a crash is recognised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Issued<C> {
+    /// E.g. `reserve:apple`.
+    pub key: String,
+    /// What is asked.
+    pub command: C,
+}
+
+/// A moment after which the saga is told, once, that time is up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deadline {
+    /// Unique within the instance, e.g. `fulfilment`.
+    pub key: String,
+    /// When it passes.
+    pub at: DateTime<Utc>,
+}
+
+/// What an input answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answers<'a> {
+    /// The outcome of the command with this key.
+    Command(&'a str),
+    /// The deadline with this key has passed.
+    Deadline(&'a str),
+    /// Nothing: an event from outside.
+    Nothing,
+}
+
+/// The stream of the instance `id` of saga `S`: `saga-<name>-<id>`.
+pub fn stream_id<S: Saga>(id: &str) -> Result<StreamId, eventstore::Error> {
+    StreamId::new(format!("saga-{}-{id}", S::NAME))
+}
+
+/// The deterministic id of the command `key` of instance `id`.
+pub fn command_id<S: Saga>(id: &str, key: &str) -> Uuid {
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_URL,
+        format!("annals:saga/{}/{id}/command/{key}", S::NAME).as_bytes(),
+    )
+}
+
+/// The deterministic id of the record of `input` in instance `id`.
+pub fn input_id<S: Saga>(id: &str, input: &S::Input) -> EventId {
+    let name = format!("annals:saga/{}/{id}/input/{}", S::NAME, S::input_key(input));
+    EventId::derived(Uuid::new_v5(&Uuid::NAMESPACE_URL, name.as_bytes()), 0)
+}
+
+/// One saga instance as recorded: its state, the version of its stream, and what it is
+/// still waiting for.
+#[derive(Debug, Clone)]
+pub struct Instance<S: Saga> {
+    /// The instance id (for the fulfilment saga, the order id).
+    pub id: String,
+    /// The state after every recorded input.
+    pub state: S,
+    /// The version of the last recorded input; `None` before the first.
+    pub version: Option<Version>,
+    /// Commands issued and not answered yet, by key.
+    pub outstanding: BTreeMap<String, S::Command>,
+    /// Deadlines armed and not passed yet, by key.
+    pub deadlines: BTreeMap<String, Deadline>,
+}
+
+impl<S: Saga> Instance<S> {
+    /// An instance with nothing recorded.
+    pub fn new(id: impl Into<String>) -> Self {
+        Instance {
+            id: id.into(),
+            state: S::default(),
+            version: None,
+            outstanding: BTreeMap::new(),
+            deadlines: BTreeMap::new(),
+        }
+    }
+
+    /// Folds recorded inputs, in order, into a new instance.
+    pub fn replay<'a>(
+        id: impl Into<String>,
+        inputs: impl IntoIterator<Item = (Version, &'a S::Input)>,
+    ) -> Self {
+        let mut instance = Instance::new(id);
+        for (version, input) in inputs {
+            instance.apply(input);
+            instance.version = Some(version);
+        }
+        instance
+    }
+
+    /// Handles one (recorded) input: the new commands and deadlines, which are also
+    /// remembered as outstanding until an input answers them.
+    pub fn apply(&mut self, input: &S::Input) -> Step<S> {
+        match S::answers(input) {
+            Answers::Command(key) => {
+                self.outstanding.remove(key);
+            }
+            Answers::Deadline(key) => {
+                self.deadlines.remove(key);
+            }
+            Answers::Nothing => {}
+        }
+        let step = self.state.clone().handle(input);
+        self.state = step.state.clone();
+        for issued in &step.commands {
+            self.outstanding
+                .insert(issued.key.clone(), issued.command.clone());
+        }
+        for deadline in &step.deadlines {
+            self.deadlines
+                .insert(deadline.key.clone(), deadline.clone());
+        }
+        if self.state.is_finished() {
+            self.deadlines.clear();
+        }
+        step
+    }
+
+    /// True once the saga is finished and waits for no command.
+    pub fn is_done(&self) -> bool {
+        self.state.is_finished() && self.outstanding.is_empty()
+    }
+}

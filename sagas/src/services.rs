@@ -1,0 +1,245 @@
+//! How the fulfilment saga reaches orders, inventory and payments: which log events
+//! start or cancel it, and how each of its commands runs on the aggregates.
+//!
+//! Commands run through the aggregates' [`Repository`] with the saga's deterministic
+//! command id, queued on the same per-stream locks as the HTTP API. Domain refusals
+//! become [`Outcome::Rejected`] with the aggregate's own words; refusals that mean
+//! "already done" (a release of nothing, a refund of nothing) are [`Outcome::Done`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventstore::{
+    Aggregate, CommandOptions, Error, EventStore, ExecuteError, KeyedLocks, Metadata,
+    RecordedEvent, Repository,
+};
+use inventory::Stock;
+use orders::Order;
+use payments::Account;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::driver::Dispatcher;
+use crate::fulfilment::{Command, Fulfilment, Input, Outcome};
+use crate::saga::{self, Issued};
+
+/// Faults the driver injects on purpose, to see deadlines and compensation happen.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Delay the charge of some orders by this long...
+    pub charge_delay: Duration,
+    /// ...for this share of orders, in percent (chosen by order id, so the same orders
+    /// are delayed again after a restart).
+    pub charge_delay_percent: u8,
+}
+
+impl Faults {
+    fn charge_delay_for(&self, order_id: &str) -> Option<Duration> {
+        if self.charge_delay_percent == 0 || self.charge_delay.is_zero() {
+            return None;
+        }
+        let hash = Uuid::new_v5(&Uuid::NAMESPACE_OID, order_id.as_bytes());
+        (hash.as_bytes()[0] % 100 < self.charge_delay_percent).then_some(self.charge_delay)
+    }
+}
+
+/// The fulfilment saga's view of the world.
+#[derive(Debug, Clone)]
+pub struct FulfilmentServices {
+    stock: Repository<Stock>,
+    accounts: Repository<Account>,
+    orders: Repository<Order>,
+    locks: Arc<KeyedLocks>,
+    timeout: Duration,
+    faults: Faults,
+}
+
+impl FulfilmentServices {
+    /// Services over `store`, queuing on `locks`; an order not charged within `timeout`
+    /// is cancelled.
+    pub fn new(store: EventStore, locks: Arc<KeyedLocks>, timeout: Duration) -> Self {
+        FulfilmentServices {
+            stock: Repository::new(store.clone()).with_conflict_retries(32),
+            accounts: Repository::new(store.clone()).with_conflict_retries(32),
+            orders: Repository::new(store).with_conflict_retries(32),
+            locks,
+            timeout,
+            faults: Faults::default(),
+        }
+    }
+
+    /// The same services, injecting `faults`.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+}
+
+/// Runs a command on one aggregate, queued on its stream's lock.
+async fn run<A: Aggregate>(
+    repository: &Repository<A>,
+    locks: &KeyedLocks,
+    id: &str,
+    command: A::Command,
+    options: &CommandOptions,
+) -> Result<Result<A, A::Error>, Error> {
+    let stream = Repository::<A>::stream_id(id)?;
+    let _queued = locks.lock(stream.as_str()).await;
+    match repository.execute(id, &command, options).await {
+        Ok(committed) => Ok(Ok(committed.state)),
+        Err(ExecuteError::Rejected(rejection)) => Ok(Err(rejection)),
+        // The saga never sends a command that changes nothing; if one did, it is done.
+        Err(ExecuteError::NoChange) => Ok(Ok(repository.load(id)?.state)),
+        Err(ExecuteError::Store(error)) => Err(error),
+    }
+}
+
+fn rejected(error: impl std::fmt::Display) -> Outcome {
+    Outcome::Rejected {
+        reason: error.to_string(),
+    }
+}
+
+impl Dispatcher<Fulfilment> for FulfilmentServices {
+    fn route(&self, event: &RecordedEvent, clock: &dyn Clock) -> Option<(String, Input)> {
+        if event.stream_id.category() != Order::CATEGORY {
+            return None;
+        }
+        let order_id = event.stream_id.as_str().strip_prefix("order-")?;
+        let decoded = match Order::decode_event(event.schema_version, &event.payload) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                tracing::error!(%error, position = %event.position, "an order event does not decode; the saga ignores it");
+                return None;
+            }
+        };
+        let input = match decoded {
+            orders::Event::OrderPlaced {
+                order_id,
+                customer_id,
+                lines,
+            } => Input::Started {
+                order_id,
+                customer_id,
+                lines,
+                deadline: clock.now()
+                    + chrono::Duration::from_std(self.timeout).unwrap_or(chrono::Duration::MAX),
+                correlation_id: event.metadata.correlation_id,
+            },
+            orders::Event::OrderCancelled { reason } => {
+                let own = saga::command_id::<Fulfilment>(order_id, "cancel-order");
+                if event.metadata.command_id == Some(own) {
+                    return None;
+                }
+                Input::CancelRequested { reason }
+            }
+            orders::Event::OrderConfirmed { .. } => return None,
+        };
+        Some((order_id.to_owned(), input))
+    }
+
+    async fn execute(
+        &self,
+        state: &Fulfilment,
+        command_id: Uuid,
+        issued: &Issued<Command>,
+    ) -> Result<Input, Error> {
+        let order_id = state.order_id.clone();
+        let options = CommandOptions {
+            command_id,
+            expected_version: None,
+            metadata: Metadata {
+                correlation_id: state.correlation_id,
+                ..Metadata::default()
+            },
+        };
+        let locks = &*self.locks;
+        let outcome = match &issued.command {
+            Command::Reserve { sku, quantity } => {
+                let command = inventory::Command::Reserve {
+                    order_id: order_id.clone(),
+                    quantity: *quantity,
+                };
+                match run(&self.stock, locks, sku, command, &options).await? {
+                    Ok(stock) => match stock.reservation(&order_id) {
+                        Some(reservation) => Outcome::Reserved {
+                            quantity: reservation.quantity,
+                            unit_price: reservation.unit_price,
+                        },
+                        // Taken and already given back: only a compensation does that,
+                        // after this answer was recorded. Report what was asked.
+                        None => Outcome::Reserved {
+                            quantity: *quantity,
+                            unit_price: stock.unit_price(),
+                        },
+                    },
+                    Err(error) => rejected(error),
+                }
+            }
+            Command::Release { sku } => {
+                let command = inventory::Command::Release {
+                    order_id: order_id.clone(),
+                };
+                match run(&self.stock, locks, sku, command, &options).await? {
+                    Ok(_) | Err(inventory::Error::NoReservation { .. }) => Outcome::Done,
+                    Err(error) => rejected(error),
+                }
+            }
+            Command::ConfirmReservation { sku } => {
+                let command = inventory::Command::ConfirmReservation {
+                    order_id: order_id.clone(),
+                };
+                match run(&self.stock, locks, sku, command, &options).await? {
+                    Ok(_) => Outcome::Done,
+                    Err(error) => rejected(error),
+                }
+            }
+            Command::Charge { amount } => {
+                if let Some(delay) = self.faults.charge_delay_for(&order_id) {
+                    tokio::time::sleep(delay).await;
+                }
+                let command = payments::Command::Charge {
+                    order_id: order_id.clone(),
+                    amount: *amount,
+                };
+                match run(&self.accounts, locks, &state.customer_id, command, &options).await? {
+                    Ok(_) => Outcome::Done,
+                    Err(error) => rejected(error),
+                }
+            }
+            Command::Refund => {
+                let command = payments::Command::Refund {
+                    order_id: order_id.clone(),
+                };
+                match run(&self.accounts, locks, &state.customer_id, command, &options).await? {
+                    Ok(_)
+                    | Err(
+                        payments::Error::NotCharged { .. }
+                        | payments::Error::AlreadyRefunded { .. },
+                    ) => Outcome::Done,
+                    Err(error) => rejected(error),
+                }
+            }
+            Command::ConfirmOrder { total } => {
+                let command = orders::Command::ConfirmOrder { total: *total };
+                match run(&self.orders, locks, &order_id, command, &options).await? {
+                    Ok(_) => Outcome::Done,
+                    Err(error) => rejected(error),
+                }
+            }
+            Command::CancelOrder { reason } => {
+                let command = orders::Command::CancelOrder {
+                    reason: reason.clone(),
+                };
+                match run(&self.orders, locks, &order_id, command, &options).await? {
+                    // Refused: the order is settled already (the customer cancelled).
+                    Ok(_) | Err(_) => Outcome::Done,
+                }
+            }
+        };
+        Ok(Input::Answered {
+            key: issued.key.clone(),
+            outcome,
+        })
+    }
+}
