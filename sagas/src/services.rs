@@ -24,7 +24,7 @@ use crate::fulfilment::{Command, Fulfilment, Input, Outcome};
 use crate::saga::{self, Issued};
 
 /// Faults the driver injects on purpose, to see deadlines and compensation happen.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Faults {
     /// Delay the charge of some orders by this long...
     pub charge_delay: Duration,

@@ -11,6 +11,11 @@
 //! status and `/readyz` reports it (degraded while NATS is away, never unready). On
 //! shutdown it stops after the HTTP server has drained and before the store closes.
 //! Without a URL the relay is off, and the server says so at start.
+//!
+//! The fulfilment saga runs inside the server too: it follows the log, and every order
+//! placed is reserved, charged and confirmed, or compensated and cancelled (see the
+//! `sagas` crate). `--saga-timeout` sets its deadline. It stops after the HTTP server
+//! has drained; an order in flight goes on at the next start.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 #[command(after_help = "\
 Settings: a flag wins over its ANNALS_* environment variable, which wins over the
 --config file, which wins over the default. The TOML file may set data_dir, listen,
-max_body_bytes, shutdown_timeout_secs and nats_url.
+max_body_bytes, shutdown_timeout_secs, nats_url and saga_timeout_secs.
 
 Example:
   annals serve --data-dir ./annals-data --listen 127.0.0.1:8080
@@ -49,6 +54,22 @@ pub struct ServeArgs {
     /// inside the server [default: the relay is off].
     #[arg(long, env = "ANNALS_NATS_URL", value_name = "URL")]
     nats_url: Option<String>,
+    /// How long the fulfilment saga waits for an order to be reserved and charged
+    /// before it cancels it, in seconds [default: 30].
+    #[arg(long, env = "ANNALS_SAGA_TIMEOUT_SECS", value_name = "SECONDS")]
+    saga_timeout: Option<u64>,
+    /// Fault injection: delay the charge of some orders by this many milliseconds.
+    #[arg(
+        long,
+        env = "ANNALS_FAULT_CHARGE_DELAY_MS",
+        value_name = "MS",
+        hide = true
+    )]
+    fault_charge_delay_ms: Option<u64>,
+    /// Fault injection: the share of orders whose charge is delayed, in percent.
+    #[arg(long, env = "ANNALS_FAULT_CHARGE_DELAY_PERCENT", value_name = "PERCENT", hide = true,
+        value_parser = clap::value_parser!(u8).range(0..=100))]
+    fault_charge_delay_percent: Option<u8>,
     /// A TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "ANNALS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -63,6 +84,7 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     shutdown_timeout_secs: Option<u64>,
     nats_url: Option<String>,
+    saga_timeout_secs: Option<u64>,
 }
 
 /// The settings in force.
@@ -78,6 +100,10 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Where the outbox relay publishes; `None`: the relay is off.
     pub nats_url: Option<String>,
+    /// The fulfilment saga's deadline.
+    pub saga_timeout: Duration,
+    /// Faults the saga injects on purpose (tests, demos).
+    pub faults: sagas::Faults,
 }
 
 impl ServeArgs {
@@ -107,6 +133,13 @@ impl ServeArgs {
                     .unwrap_or(30),
             ),
             nats_url: self.nats_url.or(file.nats_url),
+            saga_timeout: Duration::from_secs(
+                self.saga_timeout.or(file.saga_timeout_secs).unwrap_or(30),
+            ),
+            faults: sagas::Faults {
+                charge_delay: Duration::from_millis(self.fault_charge_delay_ms.unwrap_or(0)),
+                charge_delay_percent: self.fault_charge_delay_percent.unwrap_or(0),
+            },
         })
     }
 }
@@ -169,17 +202,36 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             return Err(error);
         }
     };
-    let relay_status = relay.as_ref().map(|relay| relay.status.clone());
+    let config = ApiConfig {
+        max_body_bytes: settings.max_body_bytes,
+        ..ApiConfig::default()
+    };
+    let mut state = AppState::new(store.clone(), config).with_projections(projections);
+    if let Some(relay) = &relay {
+        state = state.with_relay(relay.status.clone());
+    }
+    // The fulfilment saga queues its commands on the API's per-stream locks.
+    let services =
+        sagas::FulfilmentServices::new(store.clone(), state.stream_locks(), settings.saga_timeout)
+            .with_faults(settings.faults.clone());
+    let driver = match sagas::Driver::start(
+        store.clone(),
+        std::sync::Arc::new(services),
+        std::sync::Arc::new(sagas::SystemClock),
+        sagas::DriverConfig::default(),
+    ) {
+        Ok(driver) => driver,
+        Err(error) => {
+            store.close().await;
+            return Err(error).context("cannot start the fulfilment saga");
+        }
+    };
+    tracing::info!(timeout = ?settings.saga_timeout, "fulfilment saga on");
     let runner_stop = shutdown.child_token();
     let runner = tokio::spawn(runner.run(runner_stop.clone()));
-    let result = serve_store(
-        &settings,
-        store.clone(),
-        projections,
-        relay_status,
-        shutdown,
-    )
-    .await;
+    let result = serve_state(&settings, state, shutdown).await;
+    driver.stop().await;
+    tracing::info!("fulfilment saga stopped");
     runner_stop.cancel();
     if let Err(error) = runner.await {
         tracing::error!(%error, "the projection runner panicked");
@@ -254,21 +306,11 @@ fn start_relay(settings: &Settings, store: &EventStore) -> anyhow::Result<Option
     }))
 }
 
-async fn serve_store(
+async fn serve_state(
     settings: &Settings,
-    store: EventStore,
-    projections: api::read_models::Projections,
-    relay: Option<StatusHandle>,
+    state: AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let config = ApiConfig {
-        max_body_bytes: settings.max_body_bytes,
-        ..ApiConfig::default()
-    };
-    let mut state = AppState::new(store, config).with_projections(projections);
-    if let Some(relay) = relay {
-        state = state.with_relay(relay);
-    }
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;

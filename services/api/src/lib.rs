@@ -208,6 +208,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(commands::place_order))
         .routes(routes!(queries::get_order))
         .routes(routes!(commands::cancel_order))
+        .routes(routes!(queries::get_fulfilment))
         .routes(routes!(queries::read_stream))
         .routes(routes!(queries::read_log))
         .routes(routes!(queries::follow_log))

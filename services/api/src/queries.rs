@@ -503,3 +503,39 @@ fn error_event(error: ApiError) -> Event {
         .event("error")
         .data(serde_json::to_string(&error.problem()).unwrap_or_default())
 }
+
+/// One order's fulfilment saga: its state, the steps it took (every recorded input,
+/// in order), the commands and the deadline it waits for.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sagas/fulfilment/{order_id}",
+    tag = "orders",
+    params(("order_id" = String, Path, description = "The order (a UUID)")),
+    responses(
+        (status = 200, description = "The saga: saga, id, stream, version, finished, \
+            state (phase, reserved, charged, cancel_reason, deadline, ...), \
+            pending_commands, pending_deadlines, steps", body = Object,
+            headers(("ETag" = String, description = "The saga stream's version, quoted"))),
+        (status = 400, description = "Bad order id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No saga for this order (yet)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn get_fulfilment(
+    State(state): State<AppState>,
+    OrderPath(order_id): OrderPath,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let store = state.store().clone();
+    let id = order_id.clone();
+    let view = blocking(move || sagas::view::load::<sagas::Fulfilment>(&store, &id)).await?;
+    match view {
+        Some(view) => {
+            let version = view.version.unwrap_or(Version(0));
+            Ok(entity_response(&headers, version, &view))
+        }
+        None => Err(ApiError::not_found(
+            "unknown-saga",
+            format!("no fulfilment saga has started for order {order_id}"),
+        )),
+    }
+}
