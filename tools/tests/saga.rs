@@ -1,0 +1,508 @@
+//! The fulfilment saga's invariants, end to end against the real `annals serve`: 500
+//! orders from 50 customers competing for scarce stock of 10 skus, with random funds,
+//! random cancels and a few deadlines (some charges are held up past the deadline by
+//! the server's fault injection). Once every saga has finished:
+//!
+//! - every order is `confirmed` or `cancelled`;
+//! - for every sku, stock confirmed to orders + available = restocked, nothing reserved;
+//! - for every account, balance = deposits - charges of confirmed orders (refunds
+//!   balance the rest), and no order was charged twice;
+//! - a confirmed order was charged its total, the total of its lines at the sku prices.
+//!
+//! The second test runs the same workload while the server is killed with SIGKILL at
+//! random moments (at least 5 times) and restarted on the same data directory; clients
+//! retry with the same `Idempotency-Key`, as a real client would.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use eventstore::{Aggregate, Direction, EventStore, Repository, StoreConfig, Version};
+use serde_json::{Value, json};
+
+const SKUS: usize = 10;
+const CUSTOMERS: usize = 50;
+const ORDERS: usize = 500;
+const CLIENTS: usize = 16;
+
+/// A small deterministic generator (xorshift), seeded per test and printed.
+#[derive(Debug, Clone)]
+struct Random(u64);
+
+impl Random {
+    fn seeded(name: &str) -> Random {
+        let seed = std::env::var("SAGA_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        println!("{name}: seed {seed} (SAGA_SEED={seed} repeats it)");
+        Random(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// `annals serve` as a child process on a fixed loopback port.
+struct Server {
+    child: Child,
+    data: PathBuf,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    fn start(data: &Path, port: u16) -> Server {
+        let child = Command::new(env!("CARGO_BIN_EXE_annals"))
+            .args(["serve", "--data-dir"])
+            .arg(data)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            // Deadlines: 10% of charges are held up for 3 s, past the 2 s deadline.
+            .args(["--saga-timeout", "2"])
+            .args(["--fault-charge-delay-ms", "3000"])
+            .args(["--fault-charge-delay-percent", "10"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("annals serve starts");
+        Server {
+            child,
+            data: data.to_path_buf(),
+            port,
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn wait_ready(&mut self, client: &reqwest::Client) {
+        let started = Instant::now();
+        loop {
+            if let Ok(response) = client.get(format!("{}/healthz", self.base())).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("annals serve exited at start: {status}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "annals serve did not answer /healthz within a minute"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill9(mut self) -> PathBuf {
+        self.child.kill().expect("SIGKILL annals serve");
+        self.child.wait().unwrap();
+        self.data.clone()
+    }
+
+    fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM runs");
+        assert!(status.success());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "annals serve exited with {status} after SIGTERM"
+                );
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "annals serve did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A client that retries through server restarts: same request, same key.
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    /// POSTs until the server answers (any status), retrying connection failures.
+    async fn post(&self, path: &str, body: &Value, key: &str) -> (u16, Value) {
+        let started = Instant::now();
+        loop {
+            let sent = self
+                .http
+                .post(format!("{}{path}", self.base))
+                .header("Idempotency-Key", key)
+                .json(body)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            match sent {
+                Ok(response) if response.status().as_u16() != 503 => {
+                    let status = response.status().as_u16();
+                    let body = response.json().await.unwrap_or(Value::Null);
+                    return (status, body);
+                }
+                _ => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(120),
+                        "POST {path} never got through"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, Value)> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.json().await.ok()?))
+    }
+}
+
+/// What the workload did, to check the outcome against.
+#[derive(Debug, Default)]
+struct Ledger {
+    restocked: BTreeMap<String, u64>,
+    deposits: BTreeMap<String, u64>,
+    orders: Vec<String>,
+}
+
+async fn setup(client: &Client, random: &mut Random) -> Ledger {
+    let mut ledger = Ledger::default();
+    for s in 0..SKUS {
+        let sku = format!("sku{s}");
+        let price = 50 + random.below(450);
+        let body = json!({"sku": sku, "name": format!("Thing {s}"), "unit_price": price});
+        let (status, body) = client
+            .post("/api/v1/inventory/skus", &body, &format!("register-{sku}"))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        // Scarce: about half of what the orders will ask for.
+        let quantity = 40 + random.below(40);
+        let (status, body) = client
+            .post(
+                &format!("/api/v1/inventory/skus/{sku}/restock"),
+                &json!({ "quantity": quantity }),
+                &format!("restock-{sku}"),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        ledger.restocked.insert(sku, quantity);
+    }
+    for c in 0..CUSTOMERS {
+        let customer = format!("customer{c}");
+        if c % 10 == 9 {
+            continue; // No account: every order of theirs is refused payment.
+        }
+        let (status, body) = client
+            .post(
+                "/api/v1/payments/accounts",
+                &json!({ "customer_id": customer }),
+                &format!("open-{customer}"),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let amount = random.below(12_000);
+        ledger.deposits.insert(customer.clone(), amount);
+        if amount > 0 {
+            let (status, body) = client
+                .post(
+                    &format!("/api/v1/payments/accounts/{customer}/deposits"),
+                    &json!({ "amount": amount }),
+                    &format!("deposit-{customer}"),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    ledger
+}
+
+/// Places `ORDERS` orders from `CLIENTS` concurrent clients; some are cancelled soon
+/// after.
+async fn place_orders(client: &Client, random: &mut Random, run: u64) -> Vec<String> {
+    let mut plans: Vec<Vec<(Value, Option<u64>)>> = vec![Vec::new(); CLIENTS];
+    for i in 0..ORDERS {
+        let customer = format!("customer{}", random.below(CUSTOMERS as u64));
+        let mut skus: Vec<u64> = (0..SKUS as u64).collect();
+        let lines: Vec<Value> = (0..1 + random.below(3))
+            .map(|_| {
+                let sku = skus.remove(random.below(skus.len() as u64) as usize);
+                json!({"sku": format!("sku{sku}"), "quantity": 1 + random.below(4)})
+            })
+            .collect();
+        let cancel_after_ms = (random.below(10) == 0).then(|| random.below(30));
+        plans[i % CLIENTS].push((
+            json!({"customer_id": customer, "lines": lines}),
+            cancel_after_ms,
+        ));
+    }
+    let mut tasks = Vec::new();
+    for (c, plan) in plans.into_iter().enumerate() {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut placed = Vec::new();
+            for (n, (order, cancel_after_ms)) in plan.into_iter().enumerate() {
+                let key = format!("order-{run}-{c}-{n}");
+                let (status, body) = client.post("/api/v1/orders", &order, &key).await;
+                assert_eq!(status, 201, "{body}");
+                let order_id = body["order_id"].as_str().unwrap().to_owned();
+                if let Some(after) = cancel_after_ms {
+                    tokio::time::sleep(Duration::from_millis(after)).await;
+                    let (status, body) = client
+                        .post(
+                            &format!("/api/v1/orders/{order_id}/cancel"),
+                            &json!({"reason": "changed my mind"}),
+                            &format!("cancel-{key}"),
+                        )
+                        .await;
+                    // Too late is fine: the order was settled first.
+                    assert!(
+                        [200, 409, 422].contains(&status),
+                        "cancel answered {status}: {body}"
+                    );
+                }
+                placed.push(order_id);
+            }
+            placed
+        }));
+    }
+    let mut orders = Vec::new();
+    for task in tasks {
+        orders.extend(task.await.unwrap());
+    }
+    orders
+}
+
+/// Waits until every order's saga has finished (polling the API).
+async fn wait_for_quiescence(client: &Client, orders: &[String]) {
+    let started = Instant::now();
+    let mut waiting: Vec<&String> = orders.iter().collect();
+    while !waiting.is_empty() {
+        let mut still = Vec::new();
+        for order in waiting {
+            let finished = client
+                .get(&format!("/api/v1/sagas/fulfilment/{order}"))
+                .await
+                .is_some_and(|(status, saga)| status == 200 && saga["finished"] == true);
+            if !finished {
+                still.push(order);
+            }
+        }
+        waiting = still;
+        if let Some(order) = waiting.first() {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "{} sagas never finished, e.g. {order}: {:?}",
+                waiting.len(),
+                client
+                    .get(&format!("/api/v1/sagas/fulfilment/{order}"))
+                    .await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Opens the stopped server's store and checks every invariant.
+async fn check_invariants(data: &Path, ledger: &Ledger) -> BTreeMap<String, usize> {
+    let store = EventStore::open(data, StoreConfig::default()).expect("the store opens");
+    let report = store.verify().expect("the log verifies");
+    assert!(report.events > 0);
+    let orders = Repository::<orders::Order>::new(store.clone());
+    let stock = Repository::<inventory::Stock>::new(store.clone());
+    let accounts = Repository::<payments::Account>::new(store.clone());
+
+    let mut prices = BTreeMap::new();
+    for sku in ledger.restocked.keys() {
+        prices.insert(sku.clone(), stock.load(sku).unwrap().state.unit_price());
+    }
+    let mut shipped: BTreeMap<String, u64> = BTreeMap::new();
+    let mut spent: BTreeMap<String, u64> = BTreeMap::new();
+    let mut outcomes: HashMap<String, (String, orders::Order)> = HashMap::new();
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    for order_id in &ledger.orders {
+        let order = orders.load(order_id).unwrap().state;
+        match order.status() {
+            orders::OrderStatus::Confirmed => {
+                *tally.entry("confirmed".into()).or_default() += 1;
+                let total: u64 = order
+                    .lines()
+                    .iter()
+                    .map(|line| line.quantity * prices[&line.sku])
+                    .sum();
+                assert_eq!(order.total(), Some(total), "order {order_id}'s total");
+                for line in order.lines() {
+                    *shipped.entry(line.sku.clone()).or_default() += line.quantity;
+                }
+                *spent.entry(order.customer_id().to_owned()).or_default() += total;
+            }
+            orders::OrderStatus::Cancelled => {
+                let reason = order.cancel_reason().unwrap_or_default();
+                let why = [
+                    "insufficient stock",
+                    "payment refused",
+                    "deadline",
+                    "changed my mind",
+                ]
+                .into_iter()
+                .find(|why| reason.contains(why))
+                .unwrap_or_else(|| panic!("order {order_id}: unexpected reason {reason:?}"));
+                *tally.entry(format!("cancelled: {why}")).or_default() += 1;
+            }
+            status => panic!("order {order_id} ended {status}"),
+        }
+        outcomes.insert(order_id.clone(), (order.customer_id().to_owned(), order));
+    }
+
+    for (sku, restocked) in &ledger.restocked {
+        let level = stock.load(sku).unwrap().state;
+        let shipped = shipped.get(sku).copied().unwrap_or(0);
+        assert_eq!(level.reserved(), 0, "{sku}: a reservation was left behind");
+        assert_eq!(
+            shipped + level.available(),
+            *restocked,
+            "{sku}: confirmed {shipped} + available {} != restocked {restocked}",
+            level.available()
+        );
+    }
+
+    for (customer, deposits) in &ledger.deposits {
+        let account = accounts.load(customer).unwrap().state;
+        let spent = spent.get(customer).copied().unwrap_or(0);
+        assert_eq!(
+            account.balance(),
+            deposits - spent,
+            "{customer}: balance != deposits {deposits} - confirmed charges {spent}"
+        );
+        for (order_id, charge) in account.charges() {
+            let (_, order) = &outcomes[order_id];
+            match order.status() {
+                orders::OrderStatus::Confirmed => {
+                    assert!(!charge.refunded, "confirmed order {order_id} was refunded");
+                    assert_eq!(Some(charge.amount), order.total());
+                }
+                _ => assert!(
+                    charge.refunded,
+                    "cancelled order {order_id} kept its charge"
+                ),
+            }
+        }
+        // No order charged twice: one Charged event per order in the account's stream.
+        let stream = Repository::<payments::Account>::stream_id(customer).unwrap();
+        let mut charged: HashMap<String, u32> = HashMap::new();
+        let events = store
+            .read_stream(&stream, Version(0), Direction::Forward, 100_000)
+            .unwrap();
+        for event in events {
+            let event =
+                payments::Account::decode_event(event.schema_version, &event.payload).unwrap();
+            if let payments::Event::Charged { order_id, .. } = event {
+                let count = charged.entry(order_id.clone()).or_default();
+                *count += 1;
+                assert_eq!(*count, 1, "order {order_id} charged twice");
+            }
+        }
+    }
+    store.close().await;
+    tally
+}
+
+async fn run(name: &str, kills: bool) {
+    let mut random = Random::seeded(name);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let http = reqwest::Client::new();
+    let mut server = Server::start(&data, port);
+    server.wait_ready(&http).await;
+    let client = Client {
+        http: http.clone(),
+        base: server.base(),
+    };
+    let mut ledger = setup(&client, &mut random).await;
+
+    let placing = {
+        let client = client.clone();
+        let mut random = Random(random.below(u64::MAX) | 1);
+        tokio::spawn(async move { place_orders(&client, &mut random, 0).await })
+    };
+    let mut killed = 0;
+    if kills {
+        while !placing.is_finished() || killed < 5 {
+            tokio::time::sleep(Duration::from_millis(150 + random.below(600))).await;
+            let data = server.kill9();
+            killed += 1;
+            server = Server::start(&data, port);
+            server.wait_ready(&http).await;
+        }
+    }
+    ledger.orders = placing.await.unwrap();
+    assert_eq!(ledger.orders.len(), ORDERS);
+    if kills {
+        // One more kill while the sagas finish their work.
+        tokio::time::sleep(Duration::from_millis(random.below(300))).await;
+        let data = server.kill9();
+        killed += 1;
+        server = Server::start(&data, port);
+        server.wait_ready(&http).await;
+    }
+    wait_for_quiescence(&client, &ledger.orders).await;
+    server.terminate();
+    let tally = check_invariants(&data, &ledger).await;
+    println!("{name}: {tally:?}, {killed} kills");
+    // The workload exercises every path.
+    for outcome in [
+        "confirmed",
+        "cancelled: insufficient stock",
+        "cancelled: payment refused",
+        "cancelled: deadline",
+    ] {
+        assert!(tally.contains_key(outcome), "no order {outcome}: {tally:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scarce_stock_random_funds_and_cancels_keep_every_invariant() {
+    run("saga invariants", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_invariant_holds_while_the_server_is_killed_and_restarted() {
+    run("saga invariants under kill -9", true).await;
+}
