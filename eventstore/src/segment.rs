@@ -233,6 +233,8 @@ pub struct LogCursor {
     /// File offset of `buffer[0]`.
     buffer_start: u64,
     max_record_bytes: usize,
+    /// How much the next read asks for.
+    chunk: usize,
 }
 
 /// How far a cursor may read: the end of what is durable.
@@ -246,7 +248,12 @@ pub struct DurableEnd {
     pub active_len: u64,
 }
 
+/// The largest read a cursor makes at once.
 const READ_CHUNK: usize = 256 * 1024;
+/// A cursor's first read. Reads double from here up to [`READ_CHUNK`]: a stream read
+/// that visits one commit here and one there reads a few KiB per commit, a scan of the
+/// log soon reads 256 KiB at a time.
+const FIRST_CHUNK: usize = 8 * 1024;
 
 impl LogCursor {
     /// A cursor at the record starting at byte `offset` of segment `segment`, which has
@@ -267,6 +274,7 @@ impl LogCursor {
             buffer: Vec::new(),
             buffer_start: offset,
             max_record_bytes,
+            chunk: FIRST_CHUNK,
         }
     }
 
@@ -367,7 +375,8 @@ impl LogCursor {
         }
         let file = self.file.as_mut().expect("opened above");
         let read_from = self.buffer_start + self.buffer.len() as u64;
-        let want = (end.saturating_sub(read_from)).min(READ_CHUNK.max(self.buffer.len()) as u64);
+        let want = (end.saturating_sub(read_from)).min(self.chunk.max(self.buffer.len()) as u64);
+        self.chunk = (self.chunk * 2).min(READ_CHUNK);
         if want == 0 {
             return Ok(false);
         }
