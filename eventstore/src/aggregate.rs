@@ -7,7 +7,9 @@
 //! bounded number of times. Event ids are derived from the command id, so a command sent
 //! twice is recognised by the store and has one effect.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -107,6 +109,8 @@ pub enum ExecuteError<E> {
 #[derive(Debug, Clone)]
 pub struct Repository<A> {
     store: EventStore,
+    /// Recently decided states, if enabled ([`Repository::with_cache`]).
+    cache: Option<Arc<StateCache<A>>>,
     /// A snapshot is saved each time a stream crosses a multiple of this many events.
     snapshot_every: u64,
     /// How many times a command is decided again after a version conflict.
@@ -120,6 +124,7 @@ impl<A: Aggregate> Repository<A> {
     pub fn new(store: EventStore) -> Self {
         Repository {
             store,
+            cache: None,
             snapshot_every: 100,
             max_conflict_retries: 8,
             _aggregate: PhantomData,
@@ -129,6 +134,19 @@ impl<A: Aggregate> Repository<A> {
     /// The same repository with another snapshot interval (0: never).
     pub fn with_snapshot_every(mut self, events: u64) -> Self {
         self.snapshot_every = events;
+        self
+    }
+
+    /// The same repository, keeping the state of up to `streams` recently commanded
+    /// aggregates in memory. A cached state is used only while the stream's head is
+    /// still its version (checked before every decision), and the append that follows
+    /// expects that version: a stale entry can cost a retry, never a wrong decision.
+    /// Commands with an expected version (`If-Match`) always load.
+    pub fn with_cache(mut self, streams: usize) -> Self {
+        self.cache = Some(Arc::new(StateCache {
+            states: Mutex::new(HashMap::new()),
+            capacity: streams.max(1),
+        }));
         self
     }
 
@@ -187,7 +205,10 @@ impl<A: Aggregate> Repository<A> {
         // a refusal, a version mismatch, or an append whose ids are partly stored. A
         // retry that decides the same events is recognised by the store itself.
         loop {
-            let loaded = self.load_stream(&stream)?;
+            let loaded = match self.cached(&stream, options)? {
+                Some(loaded) => loaded,
+                None => self.load_stream(&stream)?,
+            };
             if let Some(expected) = options.expected_version
                 && loaded.version != Some(expected)
             {
@@ -245,6 +266,9 @@ impl<A: Aggregate> Repository<A> {
                         .iter()
                         .fold(loaded.state, |state, event| state.evolve(event));
                     self.maybe_snapshot(&stream, &state, loaded.version, outcome.last_version);
+                    if let Some(cache) = &self.cache {
+                        cache.put(&stream, &state, outcome.last_version);
+                    }
                     return Ok(Committed {
                         stream,
                         outcome,
@@ -264,6 +288,29 @@ impl<A: Aggregate> Repository<A> {
                 }
                 Err(error) => return Err(error.into()),
             }
+        }
+    }
+
+    /// The cached state of `stream`, if caching is on, the command may use it, and the
+    /// stream has not moved since.
+    fn cached(
+        &self,
+        stream: &StreamId,
+        options: &CommandOptions,
+    ) -> Result<Option<Loaded<A>>, Error> {
+        let Some(cache) = &self.cache else {
+            return Ok(None);
+        };
+        if options.expected_version.is_some() {
+            return Ok(None);
+        }
+        let Some(cached) = cache.get(stream) else {
+            return Ok(None);
+        };
+        if self.store.stream_head(stream)? == cached.version {
+            Ok(Some(cached))
+        } else {
+            Ok(None)
         }
     }
 
@@ -350,4 +397,35 @@ fn decode_snapshot<A: Aggregate>(bytes: &[u8]) -> Option<A> {
         return None;
     }
     postcard::from_bytes(state).ok()
+}
+
+/// States of recently commanded aggregates, by stream.
+#[derive(Debug)]
+struct StateCache<A> {
+    states: Mutex<HashMap<StreamId, Loaded<A>>>,
+    capacity: usize,
+}
+
+impl<A: Clone> StateCache<A> {
+    fn get(&self, stream: &StreamId) -> Option<Loaded<A>> {
+        let states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        states.get(stream).cloned()
+    }
+
+    fn put(&self, stream: &StreamId, state: &A, version: Version) {
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        if states.len() >= self.capacity && !states.contains_key(stream) {
+            // Full: make room by dropping some entry (a miss only costs a load).
+            if let Some(victim) = states.keys().next().cloned() {
+                states.remove(&victim);
+            }
+        }
+        states.insert(
+            stream.clone(),
+            Loaded {
+                state: state.clone(),
+                version: Some(version),
+            },
+        );
+    }
 }

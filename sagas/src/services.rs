@@ -23,6 +23,9 @@ use crate::driver::Dispatcher;
 use crate::fulfilment::{Command, Fulfilment, Input, Outcome};
 use crate::saga::{self, Issued};
 
+/// How many aggregates of each kind the saga keeps in memory between its commands.
+const STATE_CACHE: usize = 16_384;
+
 /// Faults the driver injects on purpose, to see deadlines and compensation happen.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Faults {
@@ -59,9 +62,15 @@ impl FulfilmentServices {
     /// is cancelled.
     pub fn new(store: EventStore, locks: Arc<KeyedLocks>, timeout: Duration) -> Self {
         FulfilmentServices {
-            stock: Repository::new(store.clone()).with_conflict_retries(32),
-            accounts: Repository::new(store.clone()).with_conflict_retries(32),
-            orders: Repository::new(store).with_conflict_retries(32),
+            stock: Repository::new(store.clone())
+                .with_conflict_retries(32)
+                .with_cache(STATE_CACHE),
+            accounts: Repository::new(store.clone())
+                .with_conflict_retries(32)
+                .with_cache(STATE_CACHE),
+            orders: Repository::new(store)
+                .with_conflict_retries(32)
+                .with_cache(STATE_CACHE),
             locks,
             timeout,
             faults: Faults::default(),

@@ -259,3 +259,38 @@ async fn concurrent_commands_on_one_aggregate_all_commit() {
         (TASKS * (TASKS + 1) / 2, Some(Version(TASKS - 1)))
     );
 }
+
+#[tokio::test]
+async fn a_cached_state_is_never_used_once_the_stream_moved() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path(), StoreConfig::default());
+    // No conflict retries: a stale cached state would show as a conflict.
+    let cached = Repository::<Counter>::new(store.clone())
+        .with_cache(16)
+        .with_conflict_retries(0);
+    let other = Repository::<Counter>::new(store.clone());
+    let first = cached
+        .execute("c", &increment(1), &command(Uuid::now_v7()))
+        .await
+        .unwrap();
+    assert_eq!(first.state.count, 1);
+    // Another writer moves the stream behind the cache's back.
+    other
+        .execute("c", &increment(10), &command(Uuid::now_v7()))
+        .await
+        .unwrap();
+    let third = cached
+        .execute("c", &increment(100), &command(Uuid::now_v7()))
+        .await
+        .expect("the moved stream is loaded again, not decided on the cached state");
+    assert_eq!(third.state.count, 111);
+    assert_eq!(third.outcome.last_version, Version(2));
+    // And the cached state that follows is used: it is the head now.
+    let fourth = cached
+        .execute("c", &increment(1000), &command(Uuid::now_v7()))
+        .await
+        .unwrap();
+    assert_eq!(fourth.state.count, 1111);
+    assert_eq!(replay(&store, "c"), (1111, Some(Version(3))));
+    store.close().await;
+}
