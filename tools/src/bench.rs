@@ -34,6 +34,9 @@ pub enum BenchCommand {
     /// Seed a domain workload (skus, accounts, orders placed, confirmed and cancelled)
     /// and time a rebuild of every read model from it: events/s.
     Rebuild(RebuildArgs),
+    /// The fulfilment saga end to end, in process: orders placed -> reserved, charged,
+    /// confirmed; completed orders/s and placed-to-confirmed latency.
+    Saga(crate::bench_saga::SagaArgs),
 }
 
 /// Which streams the writers append to.
@@ -115,18 +118,19 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             BenchCommand::Relay(args) => relay(args).await,
             BenchCommand::Rebuild(args) => rebuild(args).await,
             BenchCommand::Http(args) => crate::bench_http::run(args).await,
+            BenchCommand::Saga(args) => crate::bench_saga::run(args).await,
         }
     })
 }
 
 /// A data directory: the one given, or a temporary one that lives as long as this.
-struct BenchDir {
+pub(crate) struct BenchDir {
     path: PathBuf,
     _temp: Option<tempfile::TempDir>,
 }
 
 impl BenchDir {
-    fn new(given: Option<PathBuf>) -> anyhow::Result<Self> {
+    pub(crate) fn new(given: Option<PathBuf>) -> anyhow::Result<Self> {
         Ok(match given {
             Some(path) => BenchDir { path, _temp: None },
             None => {
@@ -142,7 +146,7 @@ impl BenchDir {
         })
     }
 
-    fn open(&self) -> anyhow::Result<EventStore> {
+    pub(crate) fn open(&self) -> anyhow::Result<EventStore> {
         EventStore::open(&self.path, StoreConfig::default())
             .with_context(|| format!("cannot open {}", self.path.display()))
     }
@@ -152,7 +156,7 @@ fn payload(bytes: usize, seed: u64) -> Vec<u8> {
     (0..bytes).map(|i| (seed as usize + i) as u8).collect()
 }
 
-fn millis(micros: u64) -> f64 {
+pub(crate) fn millis(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
 
@@ -674,27 +678,27 @@ async fn append_domain<A: eventstore::Aggregate>(
     Ok(())
 }
 
-fn sku_id(sku: u64) -> String {
+pub(crate) fn sku_id(sku: u64) -> String {
     format!("sku-{sku:05}")
 }
 
-fn sku_price(sku: u64) -> u64 {
+pub(crate) fn sku_price(sku: u64) -> u64 {
     100 + (sku * 37) % 5_000
 }
 
-fn customer_id(customer: u64) -> String {
+pub(crate) fn customer_id(customer: u64) -> String {
     format!("customer-{customer:06}")
 }
 
 /// xorshift64*: the workload's choices, the same for every run.
-struct Choices(u64);
+pub(crate) struct Choices(pub(crate) u64);
 
 impl Choices {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Choices(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    fn below(&mut self, bound: u64) -> u64 {
+    pub(crate) fn below(&mut self, bound: u64) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_http;
+mod bench_saga;
 mod exit;
 mod outbox;
 mod progress;
@@ -31,6 +32,7 @@ Examples:
   annals serve --data-dir ./annals-data --listen 127.0.0.1:8080
   annals bench append --writers 64 --events-per-commit 1 --events 50000
   annals bench replay --events 1000000
+  annals bench saga --orders 20000
   annals verify --data-dir ./annals-data
   annals audit --nats-url nats://127.0.0.1:4222 --data-dir ./annals-data
   annals restore --nats-url nats://127.0.0.1:4222 --stream ANNALS --data-dir ./restored
