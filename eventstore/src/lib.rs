@@ -35,7 +35,7 @@ mod writer;
 pub use aggregate::{Aggregate, CommandOptions, Committed, ExecuteError, Loaded, Repository};
 pub use envelope::{Metadata, NewEvent, RecordedEvent, StoredEvent};
 pub use error::Error;
-pub use locks::{KeyGuard, KeyedLocks};
 pub use ids::{EventId, ExpectedVersion, Position, StreamId, Version};
+pub use locks::{KeyGuard, KeyedLocks};
 pub use readmodel::{Model, ModelBatch, ReadModels};
 pub use store::{AppendOutcome, Direction, EventStore, StoreConfig, Subscription, VerifyReport};
