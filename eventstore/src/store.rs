@@ -397,7 +397,29 @@ impl EventStore {
         config: StoreConfig,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<EventStore, Error> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::open_inner(dir.as_ref(), config, false, progress)
+    }
+
+    /// [`EventStore::open_with_progress`], but the derived index is emptied first (every
+    /// sled tree: stream and id indexes, heads, checkpoints, snapshots, read models), so
+    /// it is rebuilt from the whole log while `progress(bytes_done, bytes_total)` is
+    /// called. The lock is taken before anything is cleared and held throughout, so no
+    /// other process sees the index half rebuilt. Nothing in the log changes.
+    pub fn open_rebuilding_index(
+        dir: impl AsRef<Path>,
+        config: StoreConfig,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<EventStore, Error> {
+        Self::open_inner(dir.as_ref(), config, true, progress)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        config: StoreConfig,
+        rebuild_index: bool,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<EventStore, Error> {
+        let dir = dir.to_path_buf();
         if !dir.is_dir() {
             if !config.create_if_missing {
                 return Err(Error::MissingDataDir(dir));
@@ -421,6 +443,9 @@ impl EventStore {
             });
         }
         let index = Index::open(&dir.join("index"), config.index_cache_bytes)?;
+        if rebuild_index {
+            index.clear()?;
+        }
         let recovered = recover(&log_dir, &segments, &index, &config, progress)?;
         let heads = index.all_heads()?;
         let stored_ids = index.all_event_ids()?;
