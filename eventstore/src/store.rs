@@ -397,7 +397,30 @@ impl EventStore {
         config: StoreConfig,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<EventStore, Error> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::open_inner(dir.as_ref(), config, false, progress)
+    }
+
+    /// [`EventStore::open_with_progress`], but the derived index is deleted first (the
+    /// whole `index/` sled database: stream and id indexes, heads, checkpoints, snapshots,
+    /// read models), so it is rebuilt from the whole log while
+    /// `progress(bytes_done, bytes_total)` is called. The lock is taken before anything
+    /// is deleted and held throughout, so no other process sees the index half rebuilt.
+    /// Nothing in the log changes.
+    pub fn open_rebuilding_index(
+        dir: impl AsRef<Path>,
+        config: StoreConfig,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<EventStore, Error> {
+        Self::open_inner(dir.as_ref(), config, true, progress)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        config: StoreConfig,
+        rebuild_index: bool,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<EventStore, Error> {
+        let dir = dir.to_path_buf();
         if !dir.is_dir() {
             if !config.create_if_missing {
                 return Err(Error::MissingDataDir(dir));
@@ -420,7 +443,14 @@ impl EventStore {
                 reason: "the first segment does not start at position 0".into(),
             });
         }
-        let index = Index::open(&dir.join("index"), config.index_cache_bytes)?;
+        let index_dir = dir.join("index");
+        if rebuild_index && index_dir.exists() {
+            // Deleting the files is much faster than emptying sled's trees key by key,
+            // and safe under the lock: a crash now leaves a missing or partial index,
+            // which the next open rebuilds anyway.
+            std::fs::remove_dir_all(&index_dir).map_err(Error::io(&index_dir))?;
+        }
+        let index = Index::open(&index_dir, config.index_cache_bytes)?;
         let recovered = recover(&log_dir, &segments, &index, &config, progress)?;
         let heads = index.all_heads()?;
         let stored_ids = index.all_event_ids()?;
@@ -1062,6 +1092,16 @@ struct Recovered {
     last_hash: [u8; 32],
 }
 
+/// Appends recovery puts in one index batch (one entry of the sparse position map): about
+/// what a busy group commit holds, so a read from any position skips as few records as
+/// after normal operation.
+const RECOVERY_COMMITS_PER_BATCH: usize = 64;
+
+/// Appends recovery indexes per sled round. sled costs microseconds per key written and a
+/// stream gets one run (one key) per round, so larger rounds write far fewer keys; this
+/// bounds the memory a round holds.
+const RECOVERY_COMMITS_PER_ROUND: usize = 1 << 16;
+
 /// Brings the index up to the end of the log, starting from its high-water mark (or from
 /// scratch if it has none or it does not match the log), and cuts a torn tail.
 fn recover(
@@ -1114,7 +1154,8 @@ fn recover(
         let mut committed_offset = offset;
         let mut committed_position = next_position;
         let mut committed_hash = last_hash;
-        let mut batches = Vec::new();
+        let mut batches: Vec<IndexBatch> = Vec::new();
+        let mut pending_commits = 0usize;
         let mut commit: Option<IndexedCommit> = None;
         let mut damage = None;
         while offset < data.len() {
@@ -1173,17 +1214,27 @@ fn recover(
                     offset: offset as u64,
                     last_hash,
                 };
-                batches.push(IndexBatch {
-                    start: (done.location.first_position, first, done.location.offset),
-                    commits: vec![done],
-                    end,
-                });
+                // Consecutive appends share a batch, as a group commit's do: one entry of
+                // the sparse position map per batch, not per append.
+                match batches.last_mut() {
+                    Some(batch) if batch.commits.len() < RECOVERY_COMMITS_PER_BATCH => {
+                        batch.commits.push(done);
+                        batch.end = end;
+                    }
+                    _ => batches.push(IndexBatch {
+                        start: (done.location.first_position, first, done.location.offset),
+                        commits: vec![done],
+                        end,
+                    }),
+                }
+                pending_commits += 1;
                 committed_offset = offset;
                 committed_position = next_position;
                 committed_hash = last_hash;
-                if batches.len() >= 4096 {
+                if pending_commits >= RECOVERY_COMMITS_PER_ROUND {
                     index.apply(&batches)?;
                     batches.clear();
+                    pending_commits = 0;
                     progress(done_bytes + offset as u64, total_bytes);
                 }
             }

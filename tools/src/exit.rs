@@ -1,4 +1,8 @@
 //! Exit codes that scripts can rely on, and the one line an error prints.
+//!
+//! Errors of the store and the outbox are mapped by their type; the command line's own
+//! refusals are a [`Failure`], whose variant picks the code. Every error prints as one
+//! line (`error: ` and its causes joined by `: `), never a panic or a backtrace.
 
 use std::process::ExitCode;
 
@@ -6,31 +10,105 @@ use eventstore::Error;
 
 /// Something unexpected; the message says what.
 pub const UNEXPECTED: u8 = 1;
-/// The data directory does not exist.
+/// Bad usage: a malformed argument (a timestamp, an event id, a stream id), an unknown
+/// stream category, a destination that is not empty. clap's own usage errors exit 2 too.
+pub const USAGE: u8 = 2;
+/// The data directory does not exist, or is not an Annals data directory (no `log/`).
 pub const MISSING_DATA_DIR: u8 = 3;
 /// Another process holds the data directory.
 pub const LOCKED: u8 = 4;
-/// The log is damaged, or verification found a bad record (or audit a divergence).
+/// The log is damaged, or verification found a bad record (or audit a divergence, or an
+/// import a damaged export file).
 pub const CORRUPT: u8 = 5;
 /// NATS could not be reached or is not set up for the outbox (no JetStream, a missing or
 /// incompatible stream).
 pub const NATS: u8 = 6;
+/// What was asked for does not exist: a stream with no events, an unknown event id, a
+/// version beyond a stream's head.
+pub const NOT_FOUND: u8 = 7;
+/// The server given with `--server` could not be reached or answered with an error.
+pub const SERVER: u8 = 8;
+
+/// The exit codes, as `annals --help` and the README list them.
+pub const SUMMARY: &str = "\
+Exit codes: 0 ok, 1 unexpected error, 2 bad usage (a malformed argument such as a
+timestamp, an unknown stream category, a non-empty import destination), 3 data directory
+missing or not an Annals data directory, 4 data directory locked by another process
+(a server: stop it, or use --server URL), 5 corrupt log, failed verification, audit or
+damaged export file, 6 NATS unreachable or not set up for the outbox, 7 not found
+(stream, event, version), 8 the --server could not be reached or answered an error.";
+
+/// A refusal of the command line itself; the variant is the exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad usage (exit 2).
+    Usage(String),
+    /// Not an Annals data directory (exit 3).
+    NotADataDir(String),
+    /// Damaged input (exit 5).
+    Corrupt(String),
+    /// Not found (exit 7).
+    NotFound(String),
+    /// The `--server` failed (exit 8).
+    Server(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Usage(message)
+            | Failure::NotADataDir(message)
+            | Failure::Corrupt(message)
+            | Failure::NotFound(message)
+            | Failure::Server(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl Failure {
+    fn code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => USAGE,
+            Failure::NotADataDir(_) => MISSING_DATA_DIR,
+            Failure::Corrupt(_) => CORRUPT,
+            Failure::NotFound(_) => NOT_FOUND,
+            Failure::Server(_) => SERVER,
+        }
+    }
+}
+
+/// What to do about a locked data directory, appended to its message.
+const LOCKED_HINT: &str = "the read-only commands (inspect, replay stream) can go through \
+     the running server instead: pass --server URL (e.g. --server http://127.0.0.1:8080)";
 
 /// Prints `error` as one line (with its causes) and picks the exit code.
 pub fn report(error: &anyhow::Error) -> ExitCode {
+    let failure = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<Failure>());
     let store_error = error
         .chain()
         .find_map(|cause| cause.downcast_ref::<Error>());
     let outbox_error = error
         .chain()
         .find_map(|cause| cause.downcast_ref::<outbox::Error>());
-    let code = match (outbox_error, store_error) {
-        (Some(outbox_error), _) => outbox_code(outbox_error),
-        (None, Some(store_error)) => store_code(store_error),
-        (None, None) => UNEXPECTED,
+    let code = match (failure, outbox_error, store_error) {
+        (Some(failure), _, _) => failure.code(),
+        (None, Some(outbox_error), _) => outbox_code(outbox_error),
+        (None, None, Some(store_error)) => store_code(store_error),
+        (None, None, None) => UNEXPECTED,
     };
     let message: Vec<String> = error.chain().map(ToString::to_string).collect();
-    eprintln!("error: {}", message.join(": "));
+    let mut line = message.join(": ");
+    if code == LOCKED {
+        line.push_str("; ");
+        line.push_str(LOCKED_HINT);
+    }
+    // One line, whatever the causes hold.
+    let line = line.replace(['\n', '\r'], " ");
+    eprintln!("error: {line}");
     ExitCode::from(code)
 }
 
@@ -39,6 +117,7 @@ fn store_code(error: &Error) -> u8 {
         Error::MissingDataDir(_) => MISSING_DATA_DIR,
         Error::Locked { .. } => LOCKED,
         Error::Corrupt { .. } => CORRUPT,
+        Error::InvalidStreamId { .. } | Error::InvalidEventId { .. } => USAGE,
         _ => UNEXPECTED,
     }
 }

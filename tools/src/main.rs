@@ -11,17 +11,23 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_http;
 mod bench_saga;
+mod data_dir;
 mod exit;
+mod export;
+mod inspect;
 mod outbox;
+mod output;
 mod progress;
 mod projections;
+mod replay;
 mod serve;
+mod source;
 mod verify;
 
 /// Annals: a durable, append-only event store with CQRS read models, sagas and an
 /// outbox to NATS.
 #[derive(Debug, Parser)]
-#[command(name = "annals", version, propagate_version = true, after_help = EXAMPLES)]
+#[command(name = "annals", version, propagate_version = true, after_help = after_help())]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,36 +36,58 @@ struct Cli {
 const EXAMPLES: &str = "\
 Examples:
   annals serve --data-dir ./annals-data --listen 127.0.0.1:8080
-  annals bench append --writers 64 --events-per-commit 1 --events 50000
+  annals inspect streams --category order                # offline: the server stopped
+  annals inspect log --from 0 --limit 20 --server http://127.0.0.1:8080
+  annals inspect tail --server http://127.0.0.1:8080      # follow the log live
+  annals replay stream order-42 --as-of 2026-11-05T10:05:00Z
+  annals replay all --data-dir ./annals-data              # rebuild indexes and read models
+  annals export --data-dir ./annals-data --to annals.ndjson
+  annals import annals.ndjson --data-dir ./restored
+  annals verify --data-dir ./annals-data
   annals bench replay --events 1000000
   annals bench saga --orders 20000
-  annals verify --data-dir ./annals-data
   annals audit --nats-url nats://127.0.0.1:4222 --data-dir ./annals-data
   annals restore --nats-url nats://127.0.0.1:4222 --stream ANNALS --data-dir ./restored
 
-Exit codes: 0 ok, 1 unexpected error, 2 bad usage, 3 data directory missing,
-4 data directory locked by another process, 5 corrupt log or failed verification
-(or audit), 6 NATS unreachable or not set up for the outbox.";
+Offline commands need the data directory to themselves: stop the server first. The
+read-only ones (inspect, replay stream) can go through a running server with --server URL.
+--json prints JSON for scripts (NDJSON, one object per line, for lists of events or
+streams). Every command has its own --help with examples.";
+
+fn after_help() -> String {
+    format!("{EXAMPLES}\n\n{}", exit::SUMMARY)
+}
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Measure the store: append throughput and latency, replay speed, contention.
+    /// Serve the HTTP API (commands, queries, the live log) over a data directory.
+    Serve(serve::ServeArgs),
+    /// Look at streams, the log and events, payloads decoded to JSON.
     #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    Inspect(inspect::InspectCommand),
+    /// Rebuild state from the log: one aggregate at a point in time, or every index
+    /// and read model.
+    #[command(subcommand)]
+    Replay(replay::ReplayCommand),
+    /// Write the whole log to a lossless NDJSON file (docs/EXPORT.md).
+    Export(export::ExportArgs),
+    /// Load an export into a new data directory, reproducing the log exactly.
+    Import(export::ImportArgs),
     /// Check every record of a data directory: checksums, positions, hash chain.
     Verify(verify::VerifyArgs),
+    /// The read models: list them (version, checkpoint, lag, state) or rebuild one.
+    #[command(subcommand)]
+    Projections(projections::ProjectionsCommand),
+    /// The outbox relay: its saved progress in a stopped data directory.
+    #[command(subcommand)]
+    Outbox(outbox::OutboxCommand),
     /// Rebuild an empty data directory from the JetStream copy of the log.
     Restore(outbox::RestoreArgs),
     /// Compare a data directory's log with its JetStream copy, event by event.
     Audit(outbox::AuditArgs),
-    /// The outbox relay: its saved progress in a stopped data directory.
+    /// Measure the store: append throughput and latency, replay speed, contention.
     #[command(subcommand)]
-    Outbox(outbox::OutboxCommand),
-    /// The read models: list them (version, checkpoint, lag, state) or rebuild one.
-    #[command(subcommand)]
-    Projections(projections::ProjectionsCommand),
-    /// Serve the HTTP API (commands, queries, the live log) over a data directory.
-    Serve(serve::ServeArgs),
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +112,10 @@ fn main() -> ExitCode {
         Command::Outbox(command) => outbox::run(command),
         Command::Projections(command) => projections::run(command),
         Command::Serve(args) => serve::run_blocking(args),
+        Command::Inspect(command) => inspect::run(command),
+        Command::Replay(command) => replay::run(command),
+        Command::Export(args) => export::export(args),
+        Command::Import(args) => export::import(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -75,13 +75,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Opens an existing data directory for reading.
-fn open_existing(dir: &PathBuf) -> anyhow::Result<EventStore> {
-    let config = StoreConfig {
-        create_if_missing: false,
-        preallocate_segments: false,
-        ..StoreConfig::default()
-    };
-    EventStore::open(dir, config).with_context(|| format!("cannot open {}", dir.display()))
+fn open_existing(dir: &std::path::Path) -> anyhow::Result<EventStore> {
+    crate::data_dir::open_existing(dir)
 }
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {

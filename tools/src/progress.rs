@@ -15,3 +15,17 @@ pub fn bar(total: u64, unit: &str) -> ProgressBar {
     );
     bar
 }
+
+/// A bar counting bytes up to `total` (set later with `set_length` if unknown), with
+/// rate and ETA.
+pub fn bytes_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta})",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}

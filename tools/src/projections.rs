@@ -7,7 +7,7 @@ use ::projections::offline::{self, RebuildReport};
 use ::projections::{Projection, RunnerConfig, State, Status};
 use anyhow::{Context, bail};
 use api::read_models::{ACCOUNTS, INVENTORY, ORDERS, SALES};
-use eventstore::{EventStore, StoreConfig};
+use eventstore::EventStore;
 
 use crate::progress;
 
@@ -60,15 +60,8 @@ pub fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
     })
 }
 
-fn open(data_dir: &PathBuf) -> anyhow::Result<EventStore> {
-    let config = StoreConfig {
-        create_if_missing: false,
-        // Reading a store is no reason to zero-fill its active segment.
-        preallocate_segments: false,
-        ..StoreConfig::default()
-    };
-    EventStore::open(data_dir, config)
-        .with_context(|| format!("cannot open {}", data_dir.display()))
+fn open(data_dir: &std::path::Path) -> anyhow::Result<EventStore> {
+    crate::data_dir::open_existing(data_dir)
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {

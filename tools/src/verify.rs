@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use eventstore::{EventStore, StoreConfig};
 
 use crate::progress;
 
@@ -20,14 +19,7 @@ pub struct VerifyArgs {
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
-    let config = StoreConfig {
-        create_if_missing: false,
-        // Checking a log is no reason to zero-fill its active segment.
-        preallocate_segments: false,
-        ..StoreConfig::default()
-    };
-    let store = EventStore::open(&args.data_dir, config)
-        .with_context(|| format!("cannot open {}", args.data_dir.display()))?;
+    let store = crate::data_dir::open_existing(&args.data_dir)?;
     let bar = progress::bar(store.next_position().0, "events");
     bar.set_message("verifying");
     let report = store.verify_with_progress(&mut |done, _| bar.set_position(done));

@@ -228,6 +228,29 @@ impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
     }
 }
 
+/// The `{event_id}` of a path: a UUID v7.
+#[derive(Debug)]
+pub(crate) struct EventIdPath(pub eventstore::EventId);
+
+impl<S: Send + Sync> FromRequestParts<S> for EventIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let text = path_segment(parts, state).await?;
+        text.parse::<eventstore::EventId>()
+            .map(EventIdPath)
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "invalid-event-id",
+                    format!(
+                        "invalid event id {:?}: event ids are UUID v7",
+                        text.chars().take(64).collect::<String>()
+                    ),
+                )
+            })
+    }
+}
+
 /// The one value of a header, as visible ASCII; `None` when absent.
 fn single_header<'a>(
     headers: &'a HeaderMap,

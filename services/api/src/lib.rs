@@ -210,6 +210,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(commands::cancel_order))
         .routes(routes!(queries::get_fulfilment))
         .routes(routes!(queries::read_stream))
+        .routes(routes!(queries::list_streams))
+        .routes(routes!(queries::get_event))
         .routes(routes!(queries::read_log))
         .routes(routes!(queries::follow_log))
         .routes(routes!(health::healthz))

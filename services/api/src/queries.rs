@@ -20,7 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::events::EventView;
 use crate::extract::{
-    CustomerPath, OrderPath, QueryParams, SkuPath, StreamPath, etag, if_none_match,
+    CustomerPath, EventIdPath, OrderPath, QueryParams, SkuPath, StreamPath, etag, if_none_match,
 };
 use crate::problem::{ApiError, Problem};
 
@@ -126,6 +126,31 @@ pub struct LogPage {
     pub next_from: u64,
     /// The position the next appended event will get: the end of the log now.
     pub next_position: u64,
+}
+
+/// The streams of the log, by name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamList {
+    /// Each stream with its last version, sorted by name.
+    pub streams: Vec<StreamHead>,
+}
+
+/// One stream and its last version.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamHead {
+    /// The stream.
+    pub stream: String,
+    /// Its last version (its event count minus one).
+    pub last_version: u64,
+}
+
+/// Which streams to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StreamsQuery {
+    /// Only streams of this category (the part of the id before the first `-`).
+    category: Option<String>,
 }
 
 /// Where a page starts and how long it is.
@@ -384,6 +409,61 @@ pub(crate) async fn read_stream(
         next_from,
     })
     .into_response())
+}
+
+/// Every stream with its last version, optionally of one category only.
+#[utoipa::path(
+    get,
+    path = "/api/v1/streams",
+    tag = "log",
+    params(StreamsQuery),
+    responses(
+        (status = 200, description = "The streams, sorted by name", body = StreamList),
+        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn list_streams(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<StreamsQuery>,
+) -> Result<Response, ApiError> {
+    let store = state.store().clone();
+    let heads = blocking(move || store.streams(query.category.as_deref())).await?;
+    Ok(axum::Json(StreamList {
+        streams: heads
+            .into_iter()
+            .map(|(stream, version)| StreamHead {
+                stream: stream.to_string(),
+                last_version: version.0,
+            })
+            .collect(),
+    })
+    .into_response())
+}
+
+/// One event, by its id.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/{event_id}",
+    tag = "log",
+    params(("event_id" = String, Path, description = "The event id (a UUID v7)")),
+    responses(
+        (status = 200, description = "The event", body = EventView),
+        (status = 400, description = "Bad event id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn get_event(
+    State(state): State<AppState>,
+    EventIdPath(id): EventIdPath,
+) -> Result<Response, ApiError> {
+    let store = state.store().clone();
+    match blocking(move || store.read_event(&id)).await? {
+        Some(event) => Ok(axum::Json(EventView::of(&event)).into_response()),
+        None => Err(ApiError::not_found(
+            "unknown-event",
+            format!("no event has the id {id}"),
+        )),
+    }
 }
 
 /// Events of the whole log, in position order, from a position.

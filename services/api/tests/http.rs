@@ -380,6 +380,24 @@ mod happy_paths {
         let missing = server.get("/api/v1/streams/stock-pear").await;
         crate::support::expect_problem(missing, 404, "unknown stream").await;
 
+        // The streams, by category, and one event by its id.
+        let streams = server.get_json("/api/v1/streams?category=stock").await;
+        assert_eq!(
+            streams,
+            json!({"streams": [{"stream": "stock-apple", "last_version": 1}]})
+        );
+        let all = server.get_json("/api/v1/streams").await;
+        assert_eq!(all["streams"].as_array().unwrap().len(), 3);
+        let id = events[4]["id"].as_str().unwrap();
+        let event = server.get_json(&format!("/api/v1/events/{id}")).await;
+        assert_eq!(&event, &events[4]);
+        let unknown = server
+            .get("/api/v1/events/01900000-0000-7000-8000-000000000000")
+            .await;
+        crate::support::expect_problem(unknown, 404, "unknown event").await;
+        let malformed = server.get("/api/v1/events/not-a-uuid").await;
+        crate::support::expect_problem(malformed, 400, "malformed event id").await;
+
         server.stop().await;
     }
 
@@ -1321,6 +1339,8 @@ mod openapi {
         ("get", "/api/v1/orders/{order_id}"),
         ("post", "/api/v1/orders/{order_id}/cancel"),
         ("get", "/api/v1/streams/{stream_id}"),
+        ("get", "/api/v1/streams"),
+        ("get", "/api/v1/events/{event_id}"),
         ("get", "/api/v1/log"),
         ("get", "/api/v1/log/live"),
         ("get", "/healthz"),

@@ -1,11 +1,18 @@
 //! End-to-end tests of the `annals` binary: real processes, real data directories.
 
+mod errors;
+mod export;
+mod inspect;
+mod replay;
+mod server;
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
 use eventstore::{EventStore, ExpectedVersion, NewEvent, StoreConfig, StreamId};
 
-fn annals(args: &[&str], cwd: &Path) -> Output {
+pub fn annals(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_annals"))
         .args(args)
         .current_dir(cwd)
@@ -13,11 +20,11 @@ fn annals(args: &[&str], cwd: &Path) -> Output {
         .expect("the annals binary runs")
 }
 
-fn stdout(output: &Output) -> String {
+pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn stderr(output: &Output) -> String {
+pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
@@ -30,7 +37,7 @@ fn small_segments() -> StoreConfig {
 }
 
 /// Writes `events` single-event appends to a fresh store in `dir`.
-fn seed(dir: &Path, events: u64) {
+pub fn seed(dir: &Path, events: u64) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let store = EventStore::open(dir, small_segments()).unwrap();
@@ -56,10 +63,38 @@ fn help_lists_every_command_with_a_summary() {
     let output = annals(&["--help"], temp.path());
     assert!(output.status.success());
     let help = stdout(&output);
-    for command in ["bench", "verify"] {
+    for command in [
+        "serve",
+        "inspect",
+        "replay",
+        "export",
+        "import",
+        "verify",
+        "projections",
+        "bench",
+    ] {
         assert!(help.contains(command), "--help lacks {command}:\n{help}");
     }
     assert!(help.contains("Exit codes"));
+    assert!(help.contains("7 not found"), "{help}");
+    assert!(
+        help.contains("annals replay stream order-42 --as-of"),
+        "{help}"
+    );
+    for (command, summary) in [
+        (&["inspect", "--help"][..], "tail"),
+        (&["replay", "--help"][..], "all"),
+        (&["replay", "stream", "--help"][..], "Examples:"),
+        (&["export", "--help"][..], "docs/EXPORT.md"),
+    ] {
+        let output = annals(command, temp.path());
+        assert!(output.status.success());
+        assert!(
+            stdout(&output).contains(summary),
+            "{command:?}: {}",
+            stdout(&output)
+        );
+    }
 }
 
 #[test]

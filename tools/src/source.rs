@@ -1,0 +1,519 @@
+//! Where the read-only commands (`inspect`, `replay stream`) read from: a data directory
+//! no server holds, or a running server's HTTP API (`--server URL`). Both give the same
+//! [`EventJson`] (the API's event view), so the output does not depend on the source.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use eventstore::{Direction, EventId, EventStore, Position, RecordedEvent, StreamId, Version};
+use serde::{Deserialize, Serialize};
+
+use crate::data_dir;
+use crate::exit::Failure;
+
+/// Events read per store read or per HTTP page (the API's largest page).
+const PAGE_EVENTS: usize = 1000;
+
+/// How long connecting to a server may take, and how long a non-live request may take.
+const SERVER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where to read: `--data-dir` or `--server`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    /// The data directory, read directly; it must not be held by a running server
+    /// (use --server then).
+    #[arg(
+        long,
+        env = "ANNALS_DATA_DIR",
+        default_value = "./annals-data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+    /// Read through a running server's HTTP API instead of the data directory, e.g.
+    /// http://127.0.0.1:8080.
+    #[arg(long, env = "ANNALS_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+}
+
+/// One recorded event as JSON: the same shape as the HTTP API's event view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventJson {
+    /// The event id.
+    pub id: String,
+    /// Its stream.
+    pub stream: String,
+    /// Its version in the stream.
+    pub version: u64,
+    /// Its position in the log.
+    pub position: u64,
+    /// Its type name.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The schema version of its payload.
+    pub schema_version: u32,
+    /// RFC 3339, UTC, microseconds.
+    pub recorded_at: String,
+    /// Correlation, causation, trace, principal, command id (absent members: not set).
+    pub metadata: serde_json::Value,
+    /// The payload: decoded JSON, or a hex string.
+    pub payload: serde_json::Value,
+    /// `json` or `hex`.
+    pub payload_encoding: String,
+}
+
+impl EventJson {
+    /// The view of a recorded event, payload decoded by the domain crate owning it.
+    pub fn of(event: &RecordedEvent) -> Self {
+        let view = api::events::EventView::of(event);
+        EventJson {
+            id: view.id,
+            stream: view.stream,
+            version: view.version,
+            position: view.position,
+            event_type: view.event_type,
+            schema_version: view.schema_version,
+            recorded_at: view.recorded_at,
+            metadata: serde_json::to_value(view.metadata).unwrap_or_default(),
+            payload: view.payload,
+            payload_encoding: view.payload_encoding.to_owned(),
+        }
+    }
+}
+
+/// An event for a replay: its view, and its raw payload when read from the log itself.
+#[derive(Debug, Clone)]
+pub struct SourcedEvent {
+    /// The view.
+    pub view: EventJson,
+    /// The postcard payload (local reads only; a server sends the decoded view).
+    pub raw: Option<Vec<u8>>,
+}
+
+/// A data directory or a server.
+#[derive(Debug)]
+pub enum Source {
+    /// The store, opened by this process.
+    Local(EventStore),
+    /// A running server.
+    Remote(Server),
+}
+
+impl Source {
+    /// Opens the source the arguments name.
+    pub fn open(args: &SourceArgs) -> anyhow::Result<Source> {
+        match &args.server {
+            Some(url) => Ok(Source::Remote(Server::new(url)?)),
+            None => Ok(Source::Local(data_dir::open_existing(&args.data_dir)?)),
+        }
+    }
+
+    /// Releases the data directory.
+    pub async fn close(self) {
+        if let Source::Local(store) = self {
+            store.close().await;
+        }
+    }
+
+    /// Streams of `category` (all for `None`) with their last versions, by name.
+    pub async fn streams(&self, category: Option<&str>) -> anyhow::Result<Vec<(String, u64)>> {
+        match self {
+            Source::Local(store) => Ok(store
+                .streams(category)?
+                .into_iter()
+                .map(|(stream, version)| (stream.to_string(), version.0))
+                .collect()),
+            Source::Remote(server) => server.streams(category).await,
+        }
+    }
+
+    /// Up to `limit` events of `stream` from version `from` (all for `None`), and the
+    /// stream's last version. A stream with no events is [`Failure::NotFound`].
+    pub async fn stream(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        limit: Option<u64>,
+    ) -> anyhow::Result<(u64, Vec<SourcedEvent>)> {
+        let limit = limit.unwrap_or(u64::MAX);
+        let mut events = Vec::new();
+        let mut next = from;
+        let head = match self {
+            Source::Local(store) => {
+                let Some(head) = store.stream_head(stream)? else {
+                    return Err(unknown_stream(stream));
+                };
+                while (events.len() as u64) < limit && next <= head.0 {
+                    let want = (limit - events.len() as u64).min(PAGE_EVENTS as u64) as usize;
+                    let page =
+                        store.read_stream(stream, Version(next), Direction::Forward, want)?;
+                    let Some(last) = page.last() else { break };
+                    next = last.version.0 + 1;
+                    events.extend(page.into_iter().map(|event| SourcedEvent {
+                        view: EventJson::of(&event),
+                        raw: Some(event.payload),
+                    }));
+                }
+                head.0
+            }
+            Source::Remote(server) => loop {
+                let want = (limit - events.len() as u64).min(PAGE_EVENTS as u64);
+                let page = server.stream_page(stream, next, want.max(1)).await?;
+                let done = page.events.is_empty()
+                    || page.next_from > page.last_version
+                    || events.len() as u64 + page.events.len() as u64 >= limit;
+                next = page.next_from;
+                events.extend(
+                    page.events
+                        .into_iter()
+                        .map(|view| SourcedEvent { view, raw: None }),
+                );
+                if done {
+                    events.truncate(limit.min(usize::MAX as u64) as usize);
+                    break page.last_version;
+                }
+            },
+        };
+        Ok((head, events))
+    }
+
+    /// Up to `limit` events of the log from position `from`, calling `visit` on each.
+    pub async fn log(
+        &self,
+        from: u64,
+        limit: u64,
+        visit: &mut dyn FnMut(EventJson) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut next = from;
+        let mut seen = 0u64;
+        while seen < limit {
+            let want = (limit - seen).min(PAGE_EVENTS as u64) as usize;
+            let page: Vec<EventJson> = match self {
+                Source::Local(store) => store
+                    .read_all(Position(next), want)?
+                    .iter()
+                    .map(EventJson::of)
+                    .collect(),
+                Source::Remote(server) => server.log_page(next, want).await?.events,
+            };
+            let Some(last) = page.last() else { break };
+            next = last.position + 1;
+            seen += page.len() as u64;
+            for event in page {
+                visit(event)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The event with this id; [`Failure::NotFound`] if there is none.
+    pub async fn event(&self, id: &str) -> anyhow::Result<EventJson> {
+        let parsed: EventId = id.parse().map_err(|_| {
+            Failure::Usage(format!(
+                "invalid event id {:?}: event ids are UUID v7, e.g. 0193a4e2-7c1d-7b3e-9f00-1234567890ab",
+                id.chars().take(64).collect::<String>()
+            ))
+        })?;
+        match self {
+            Source::Local(store) => match store.read_event(&parsed)? {
+                Some(event) => Ok(EventJson::of(&event)),
+                None => Err(Failure::NotFound(format!("no event has the id {parsed}")).into()),
+            },
+            Source::Remote(server) => server.event(&parsed).await,
+        }
+    }
+
+    /// Follows the log from `from` (the end of the log for `None`), calling `visit` on
+    /// each event until it returns false or the source ends.
+    pub async fn tail(
+        &self,
+        from: Option<u64>,
+        visit: &mut dyn FnMut(EventJson) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Source::Local(store) => {
+                let end = store.next_position().0;
+                let from = from.unwrap_or(end);
+                if from > end {
+                    return Err(Failure::Usage(format!(
+                        "--from {from} is beyond the end of the log ({end})"
+                    ))
+                    .into());
+                }
+                let mut subscription = store.subscribe(Position(from));
+                while let Some(event) = subscription.next().await {
+                    if !visit(EventJson::of(&event?))? {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            Source::Remote(server) => server.tail(from, visit).await,
+        }
+    }
+}
+
+fn unknown_stream(stream: &StreamId) -> anyhow::Error {
+    Failure::NotFound(format!(
+        "stream {stream} has no events (list them with `annals inspect streams`)"
+    ))
+    .into()
+}
+
+/// A page of one stream, as the API sends it.
+#[derive(Debug, Deserialize)]
+pub struct StreamPage {
+    /// The stream's last version.
+    pub last_version: u64,
+    /// The events.
+    pub events: Vec<EventJson>,
+    /// The `from` of the next page.
+    pub next_from: u64,
+}
+
+/// A page of the log, as the API sends it.
+#[derive(Debug, Deserialize)]
+pub struct LogPage {
+    /// The events.
+    pub events: Vec<EventJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamList {
+    streams: Vec<StreamHead>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamHead {
+    stream: String,
+    last_version: u64,
+}
+
+/// A running `annals serve`, through its HTTP API.
+#[derive(Debug)]
+pub struct Server {
+    base: reqwest::Url,
+    client: reqwest::Client,
+}
+
+impl Server {
+    /// A client of the server at `url` (`http://host:port`).
+    pub fn new(url: &str) -> anyhow::Result<Server> {
+        let base = reqwest::Url::parse(url)
+            .ok()
+            .filter(|base| matches!(base.scheme(), "http" | "https") && base.has_host())
+            .ok_or_else(|| {
+                Failure::Usage(format!(
+                    "invalid --server {url:?}: expected an http URL such as http://127.0.0.1:8080"
+                ))
+            })?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(SERVER_TIMEOUT)
+            .build()
+            .context("cannot make an HTTP client")?;
+        Ok(Server { base, client })
+    }
+
+    /// The URL of `segments` under the server's base, each segment percent-encoded.
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> reqwest::Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty();
+            for segment in segments {
+                path.push(segment);
+            }
+        }
+        if !query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (name, value) in query {
+                pairs.append_pair(name, value);
+            }
+        }
+        url
+    }
+
+    async fn send(&self, url: reqwest::Url, live: bool) -> anyhow::Result<reqwest::Response> {
+        let mut request = self.client.get(url.clone());
+        if !live {
+            request = request.timeout(SERVER_TIMEOUT);
+        }
+        let response = request.send().await.map_err(|error| {
+            Failure::Server(format!(
+                "cannot reach the server at {}: {}",
+                self.base,
+                causes(&error)
+            ))
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let detail = response
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|problem| problem["detail"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| status.to_string());
+        Err(match status.as_u16() {
+            404 => Failure::NotFound(detail),
+            400 => Failure::Usage(detail),
+            _ => Failure::Server(format!(
+                "the server answered {status} to GET {url}: {detail}"
+            )),
+        }
+        .into())
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, url: reqwest::Url) -> anyhow::Result<T> {
+        let response = self.send(url.clone(), false).await?;
+        response.json::<T>().await.map_err(|error| {
+            Failure::Server(format!(
+                "the server's answer to GET {url} is not what annals expects: {}",
+                causes(&error)
+            ))
+            .into()
+        })
+    }
+
+    async fn streams(&self, category: Option<&str>) -> anyhow::Result<Vec<(String, u64)>> {
+        let query: Vec<(&str, String)> = category
+            .map(|category| ("category", category.to_owned()))
+            .into_iter()
+            .collect();
+        let list: StreamList = self
+            .get(self.url(&["api", "v1", "streams"], &query))
+            .await?;
+        Ok(list
+            .streams
+            .into_iter()
+            .map(|head| (head.stream, head.last_version))
+            .collect())
+    }
+
+    async fn stream_page(
+        &self,
+        stream: &StreamId,
+        from: u64,
+        limit: u64,
+    ) -> anyhow::Result<StreamPage> {
+        let query = [("from", from.to_string()), ("limit", limit.to_string())];
+        let url = self.url(&["api", "v1", "streams", stream.as_str()], &query);
+        self.get(url)
+            .await
+            .map_err(|error| match error.downcast_ref::<Failure>() {
+                Some(Failure::NotFound(_)) => unknown_stream(stream),
+                _ => error,
+            })
+    }
+
+    async fn log_page(&self, from: u64, limit: usize) -> anyhow::Result<LogPage> {
+        let query = [("from", from.to_string()), ("limit", limit.to_string())];
+        self.get(self.url(&["api", "v1", "log"], &query)).await
+    }
+
+    async fn event(&self, id: &EventId) -> anyhow::Result<EventJson> {
+        self.get(self.url(&["api", "v1", "events", &id.to_string()], &[]))
+            .await
+    }
+
+    /// Reads the server's live log (Server-Sent Events) until `visit` returns false or
+    /// the server ends the stream.
+    async fn tail(
+        &self,
+        from: Option<u64>,
+        visit: &mut dyn FnMut(EventJson) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        let query: Vec<(&str, String)> = from
+            .map(|from| ("from", from.to_string()))
+            .into_iter()
+            .collect();
+        let url = self.url(&["api", "v1", "log", "live"], &query);
+        let mut response = self.send(url, true).await?;
+        let mut buffer: Vec<u8> = Vec::new();
+        loop {
+            let chunk = response.chunk().await.map_err(|error| {
+                Failure::Server(format!(
+                    "the live log from {} broke off: {}",
+                    self.base,
+                    causes(&error)
+                ))
+            })?;
+            let Some(chunk) = chunk else {
+                return Ok(());
+            };
+            buffer.extend_from_slice(&chunk);
+            // An event ends with a blank line.
+            while let Some(end) = find_blank_line(&buffer) {
+                let block: Vec<u8> = buffer.drain(..end.1).collect();
+                let text = String::from_utf8_lossy(&block[..end.0]).into_owned();
+                if let Some(event) = parse_sse_event(&text)?
+                    && !visit(event)?
+                {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Where the first blank line of `buffer` is: (end of the event's text, end of the blank
+/// line).
+fn find_blank_line(buffer: &[u8]) -> Option<(usize, usize)> {
+    let lf = buffer
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|at| (at, at + 2));
+    let crlf = buffer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| (at, at + 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// One Server-Sent Event: an event's JSON (`None` for a comment or keep-alive), or the
+/// problem of an `error` event as a failure.
+fn parse_sse_event(text: &str) -> anyhow::Result<Option<EventJson>> {
+    let mut kind = "message";
+    let mut data = String::new();
+    for line in text.lines() {
+        if let Some(value) = line.strip_prefix("event:") {
+            kind = value.trim();
+        } else if let Some(value) = line.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(value.strip_prefix(' ').unwrap_or(value));
+        }
+    }
+    if data.is_empty() {
+        return Ok(None);
+    }
+    if kind == "error" {
+        let detail = serde_json::from_str::<serde_json::Value>(&data)
+            .ok()
+            .and_then(|problem| problem["detail"].as_str().map(str::to_owned))
+            .unwrap_or(data);
+        return Err(Failure::Server(format!("the server ended the live log: {detail}")).into());
+    }
+    serde_json::from_str(&data).map(Some).map_err(|error| {
+        Failure::Server(format!(
+            "the server sent an event annals cannot read: {error}"
+        ))
+        .into()
+    })
+}
+
+/// An error and its causes, on one line.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
