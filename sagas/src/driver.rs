@@ -24,7 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eventstore::{
-    Direction, Error, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent, Version,
+    Direction, Error, EventId, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
+    RecordedEvent, Version,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -161,7 +162,8 @@ struct Shared<S: Saga, D> {
 
 /// An instance as the follower sees it.
 struct Running<I> {
-    inputs: mpsc::UnboundedSender<I>,
+    /// Inputs routed from the log, with the id of the event each came from.
+    inputs: mpsc::UnboundedSender<(I, EventId)>,
     /// The first position routed to it: the checkpoint may not pass it.
     first: Position,
     /// Tells this instance from an earlier one of the same id that just finished.
@@ -209,10 +211,10 @@ async fn follow<S: Saga, D: Dispatcher<S>>(shared: Arc<Shared<S, D>>, from: Posi
                 };
                 let delivered = running
                     .get(&id)
-                    .is_some_and(|instance| instance.inputs.send(input.clone()).is_ok());
+                    .is_some_and(|instance| instance.inputs.send((input.clone(), event.id)).is_ok());
                 if !delivered {
                     let (inputs, receiver) = mpsc::unbounded_channel();
-                    let _ = inputs.send(input);
+                    let _ = inputs.send((input, event.id));
                     generation += 1;
                     let instance = Running { inputs, first: event.position, generation };
                     if let Some(old) = running.insert(id.clone(), instance) {
@@ -300,7 +302,7 @@ pub struct Recorded<S: Saga> {
 async fn run_instance<S: Saga, D: Dispatcher<S>>(
     shared: Arc<Shared<S, D>>,
     id: String,
-    mut inputs: mpsc::UnboundedReceiver<S::Input>,
+    mut inputs: mpsc::UnboundedReceiver<(S::Input, EventId)>,
     (done, generation): (mpsc::UnboundedSender<(String, u64)>, u64),
 ) {
     let (answers_tx, mut answers) = mpsc::unbounded_channel::<S::Input>();
@@ -329,16 +331,19 @@ async fn run_instance<S: Saga, D: Dispatcher<S>>(
         arm(&shared, deadline.clone(), &answers_tx, &mut work);
     }
     while !instance.is_done() {
-        let input = tokio::select! {
+        let (input, cause) = tokio::select! {
             () = shared.shutdown.cancelled() => return,
-            Some(input) = answers.recv() => input,
+            Some(input) = answers.recv() => (input, None),
             input = inputs.recv() => match input {
-                Some(input) => input,
+                Some((input, cause)) => (input, Some(cause)),
                 // The follower stopped.
                 None => return,
             },
         };
-        let Some(recorded) = record(&shared, &instance, &input).await else {
+        if instance.is_stale_deadline(&input) {
+            continue;
+        }
+        let Some(recorded) = record(&shared, &instance, &input, cause).await else {
             return;
         };
         if recorded.duplicate {
@@ -362,10 +367,11 @@ async fn record<S: Saga, D: Dispatcher<S>>(
     shared: &Shared<S, D>,
     instance: &Instance<S>,
     input: &S::Input,
+    cause: Option<EventId>,
 ) -> Option<eventstore::AppendOutcome> {
     let mut attempt = 0;
     loop {
-        let result = encode::<S>(instance, input);
+        let result = encode::<S>(instance, input, cause);
         let result = match result {
             Ok((stream, event)) => {
                 let expected = match instance.version {
@@ -388,9 +394,12 @@ async fn record<S: Saga, D: Dispatcher<S>>(
     }
 }
 
+/// The record of `input`; an input routed from the log names that event as its cause
+/// (which is how [`rebuild_checkpoint`] finds where an unfinished instance began).
 fn encode<S: Saga>(
     instance: &Instance<S>,
     input: &S::Input,
+    cause: Option<EventId>,
 ) -> Result<(eventstore::StreamId, NewEvent), Error> {
     let stream = saga::stream_id::<S>(&instance.id)?;
     let payload = postcard::to_allocvec(input).map_err(|source| Error::Codec {
@@ -398,7 +407,11 @@ fn encode<S: Saga>(
         source,
     })?;
     let event = NewEvent::new(S::input_type(input), payload)
-        .with_id(saga::input_id::<S>(&instance.id, input));
+        .with_id(saga::input_id::<S>(&instance.id, input))
+        .with_metadata(Metadata {
+            causation_id: cause.map(|id| id.as_uuid()),
+            ..Metadata::default()
+        });
     Ok((stream, event))
 }
 
@@ -463,4 +476,56 @@ async fn pause<S: Saga, D>(shared: &Shared<S, D>, error: &Error, attempt: u32) -
         () = shared.shutdown.cancelled() => false,
         () = tokio::time::sleep(wait) => true,
     }
+}
+
+/// What [`rebuild_checkpoint`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CheckpointRebuild {
+    /// Saga instances recorded.
+    pub instances: u64,
+    /// Of those, the ones not finished: they resume at the next start.
+    pub unfinished: u64,
+    /// Deadlines armed and not passed: re-armed at the next start.
+    pub pending_deadlines: u64,
+    /// The checkpoint saved: where the driver reads the log from at the next start.
+    pub checkpoint: Position,
+}
+
+/// Derives saga `S`'s checkpoint from the log and saves it: the position of the event
+/// that started the earliest unfinished instance, or the end of the log if all are
+/// finished. The deadlines themselves live in the saga streams; the next start re-arms
+/// them. Calls `progress` with each instance read.
+pub fn rebuild_checkpoint<S: Saga>(
+    store: &EventStore,
+    progress: &dyn Fn(u64),
+) -> Result<CheckpointRebuild, Error> {
+    let prefix = format!("saga-{}-", S::NAME);
+    let mut rebuild = CheckpointRebuild {
+        checkpoint: store.next_position(),
+        ..CheckpointRebuild::default()
+    };
+    for (stream, _) in store.streams(Some("saga"))? {
+        let Some(id) = stream.as_str().strip_prefix(&prefix) else {
+            continue;
+        };
+        let (instance, recorded) = load::<S>(store, id)?;
+        rebuild.instances += 1;
+        progress(rebuild.instances);
+        if instance.is_done() {
+            continue;
+        }
+        rebuild.unfinished += 1;
+        rebuild.pending_deadlines += instance.deadlines.len() as u64;
+        // The event that started it; without a recorded cause, from the beginning.
+        let started = match recorded.first().and_then(|r| r.event.metadata.causation_id) {
+            Some(cause) => match store.read_event(&EventId::from_uuid(cause)?)? {
+                Some(event) => event.position,
+                None => Position(0),
+            },
+            None => Position(0),
+        };
+        rebuild.checkpoint = rebuild.checkpoint.min(started);
+    }
+    store.save_checkpoint(&checkpoint_name::<S>(), rebuild.checkpoint)?;
+    Ok(rebuild)
 }

@@ -462,4 +462,19 @@ impl Saga for Fulfilment {
     fn is_finished(&self) -> bool {
         matches!(self.phase, Phase::Confirmed | Phase::Cancelled)
     }
+
+    fn awaits_deadline(&self, key: &str) -> bool {
+        key == DEADLINE && self.deadline.is_some()
+    }
+}
+
+/// A recorded input as JSON, for the log views (`GET /api/v1/log`, `annals inspect`).
+pub fn input_to_json(payload: &[u8]) -> Result<serde_json::Value, eventstore::Error> {
+    let input: Input =
+        postcard::from_bytes(payload).map_err(|source| eventstore::Error::Codec {
+            what: "fulfilment saga input",
+            source,
+        })?;
+    Ok(serde_json::to_value(input)
+        .expect("a saga input always converts to JSON: derived Serialize, no maps"))
 }

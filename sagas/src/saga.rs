@@ -44,6 +44,13 @@ pub trait Saga: Default + Clone + std::fmt::Debug + Serialize + Send + Sync + 's
 
     /// True once the saga has nothing left to do: the driver lets it go.
     fn is_finished(&self) -> bool;
+
+    /// Whether the deadline `key`, once armed, still matters. One that no longer does
+    /// is disarmed: it will not be told.
+    fn awaits_deadline(&self, key: &str) -> bool {
+        let _ = key;
+        true
+    }
 }
 
 /// What one input did: the new state, commands to issue, deadlines to arm.
@@ -183,7 +190,15 @@ impl<S: Saga> Instance<S> {
         if self.state.is_finished() {
             self.deadlines.clear();
         }
+        let state = &self.state;
+        self.deadlines.retain(|key, _| state.awaits_deadline(key));
         step
+    }
+
+    /// Whether `input` is a deadline passing that this instance no longer awaits (it
+    /// was disarmed, or it passed before): such an input is dropped, not recorded.
+    pub fn is_stale_deadline(&self, input: &S::Input) -> bool {
+        matches!(S::answers(input), Answers::Deadline(key) if !self.deadlines.contains_key(key))
     }
 
     /// True once the saga is finished and waits for no command.

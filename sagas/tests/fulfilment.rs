@@ -400,3 +400,30 @@ fn the_recorded_input_format_is_stable() {
         ]
     );
 }
+
+#[test]
+fn the_deadline_is_disarmed_once_the_charge_went_through() {
+    let inputs = [
+        started(&[("apple", 2)]),
+        reserved("apple", 2, 120),
+        done("charge"),
+    ];
+    let instance = Instance::<Fulfilment>::replay(
+        "o-1",
+        inputs
+            .iter()
+            .enumerate()
+            .map(|(i, input)| (eventstore::Version(i as u64), input)),
+    );
+    assert!(instance.deadlines.is_empty(), "{:?}", instance.deadlines);
+    assert!(instance.is_stale_deadline(&deadline()));
+    // While charging, it is armed.
+    let instance = Instance::<Fulfilment>::replay(
+        "o-1",
+        inputs[..2]
+            .iter()
+            .enumerate()
+            .map(|(i, input)| (eventstore::Version(i as u64), input)),
+    );
+    assert!(!instance.is_stale_deadline(&deadline()));
+}
