@@ -29,3 +29,11 @@ pub fn bytes_bar() -> ProgressBar {
     );
     bar
 }
+
+/// A counter of `unit`s for work whose total is not known, with its rate.
+pub fn counter(unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    let template = format!("{{spinner}} {{msg}}: {{human_pos}} {unit} ({{per_sec}})");
+    bar.set_style(ProgressStyle::with_template(&template).expect("a valid template"));
+    bar
+}

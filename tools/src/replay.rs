@@ -4,8 +4,9 @@
 //!   was at a version, a log position or a moment ("what did order X look like at
 //!   10:05"). The aggregate is chosen by the stream's category ([`AGGREGATES`]).
 //! - `replay all` rebuilds every structure derived from the log in a stopped data
-//!   directory: the sled indexes, the read models, and (once sagas land) the saga
-//!   deadlines ([`rebuild_saga_deadlines`]).
+//!   directory: the sled indexes, the read models, and the saga checkpoint
+//!   ([`rebuild_sagas`]; the deadlines live in the saga streams and are re-armed from
+//!   them when the server starts).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -106,14 +107,13 @@ pub fn run(command: ReplayCommand) -> anyhow::Result<()> {
 /// Folds a stream's events into its aggregate's state, as JSON.
 type Fold = fn(&[SourcedEvent]) -> anyhow::Result<serde_json::Value>;
 
-/// The aggregates `replay stream` can fold, by stream category (the stream id is
-/// `<category>-<id>`). A new event-sourced type is one more line here, e.g. the
-/// fulfilment saga's `(sagas::Fulfilment::CATEGORY, fold::<sagas::Fulfilment>)` for
-/// `saga-fulfilment-<order>` streams.
+/// The aggregates (and sagas) `replay stream` can fold, by stream category (the stream
+/// id is `<category>-<id>`). A new event-sourced type is one more line here.
 const AGGREGATES: &[(&str, Fold)] = &[
     (orders::Order::CATEGORY, fold::<orders::Order>),
     (inventory::Stock::CATEGORY, fold::<inventory::Stock>),
     (payments::Account::CATEGORY, fold::<payments::Account>),
+    ("saga-fulfilment", fold_saga::<sagas::Fulfilment>),
 ];
 
 /// The fold for `stream`, chosen by its category.
@@ -153,6 +153,17 @@ fn fold<A: Aggregate>(events: &[SourcedEvent]) -> anyhow::Result<serde_json::Val
 /// The domain event: from the raw payload (a local read), else from the JSON a server
 /// decoded, else from its hex.
 fn decode<A: Aggregate>(event: &SourcedEvent) -> anyhow::Result<A::Event> {
+    decode_with(event, |schema_version, raw| {
+        A::decode_event(schema_version, raw).map_err(anyhow::Error::from)
+    })
+}
+
+/// An event's payload as `T`: decoded from postcard by `from_raw` (a local read, or a
+/// server's hex), or from the JSON a server decoded.
+fn decode_with<T: serde::de::DeserializeOwned>(
+    event: &SourcedEvent,
+    from_raw: impl Fn(u32, &[u8]) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let view = &event.view;
     let context = || {
         format!(
@@ -161,15 +172,38 @@ fn decode<A: Aggregate>(event: &SourcedEvent) -> anyhow::Result<A::Event> {
         )
     };
     if let Some(raw) = &event.raw {
-        return A::decode_event(view.schema_version, raw).with_context(context);
+        return from_raw(view.schema_version, raw).with_context(context);
     }
     match (&view.payload, view.payload_encoding.as_str()) {
         (serde_json::Value::String(hex), "hex") => {
             let raw = from_hex(hex).with_context(context)?;
-            A::decode_event(view.schema_version, &raw).with_context(context)
+            from_raw(view.schema_version, &raw).with_context(context)
         }
         (payload, _) => serde_json::from_value(payload.clone()).with_context(context),
     }
+}
+
+/// Folds a saga stream's recorded inputs into the saga instance: its state, and the
+/// commands and deadlines it was waiting for at that point.
+fn fold_saga<S: sagas::Saga>(events: &[SourcedEvent]) -> anyhow::Result<serde_json::Value> {
+    let mut inputs = Vec::with_capacity(events.len());
+    for event in events {
+        let input: S::Input = decode_with(event, |_, raw| {
+            postcard::from_bytes(raw).context("not a saga input")
+        })?;
+        inputs.push((eventstore::Version(event.view.version), input));
+    }
+    let id = events
+        .first()
+        .map_or("", |event| event.view.stream.as_str());
+    let instance =
+        sagas::Instance::<S>::replay(id, inputs.iter().map(|(version, input)| (*version, input)));
+    Ok(serde_json::json!({
+        "finished": instance.is_done(),
+        "state": instance.state,
+        "pending_commands": instance.outstanding,
+        "pending_deadlines": instance.deadlines.values().collect::<Vec<_>>(),
+    }))
 }
 
 fn from_hex(text: &str) -> anyhow::Result<Vec<u8>> {
@@ -353,8 +387,8 @@ struct AllReport {
     read_models: Vec<RebuiltModel>,
     /// Seconds spent rebuilding the read models.
     read_models_seconds: f64,
-    /// Saga deadlines re-armed; null while no saga is registered.
-    saga_deadlines: Option<u64>,
+    /// The fulfilment saga: instances, unfinished ones, pending deadlines, checkpoint.
+    sagas: sagas::driver::CheckpointRebuild,
     /// Seconds in all.
     seconds: f64,
     /// Events per second over the whole rebuild.
@@ -409,7 +443,7 @@ async fn all(args: AllArgs) -> anyhow::Result<()> {
 
     let result = rebuild_derived(&store, &args).await;
     store.close().await;
-    let (events, streams, models, read_models_seconds, saga_deadlines) = result?;
+    let (events, streams, models, read_models_seconds, sagas) = result?;
     let seconds = started.elapsed().as_secs_f64();
     let report = AllReport {
         events,
@@ -427,7 +461,7 @@ async fn all(args: AllArgs) -> anyhow::Result<()> {
             })
             .collect(),
         read_models_seconds,
-        saga_deadlines,
+        sagas,
         seconds,
         events_per_second: events as f64 / seconds.max(1e-9),
     };
@@ -453,10 +487,13 @@ async fn all(args: AllArgs) -> anyhow::Result<()> {
         report.events,
         report.read_models_seconds
     );
-    match report.saga_deadlines {
-        Some(deadlines) => println!("saga deadlines: {deadlines} re-armed"),
-        None => println!("saga deadlines: none (no saga is registered)"),
-    }
+    println!(
+        "sagas: {} fulfilment instances, {} unfinished with {} deadlines pending (they resume when the server starts, from position {})",
+        report.sagas.instances,
+        report.sagas.unfinished,
+        report.sagas.pending_deadlines,
+        report.sagas.checkpoint
+    );
     println!(
         "rebuilt in {:.2} s = {:.0} events/s",
         report.seconds, report.events_per_second
@@ -464,7 +501,13 @@ async fn all(args: AllArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Derived = (u64, usize, RebuildReport, f64, Option<u64>);
+type Derived = (
+    u64,
+    usize,
+    RebuildReport,
+    f64,
+    sagas::driver::CheckpointRebuild,
+);
 
 /// Steps 2 and 3 of `replay all`, on the store with its index rebuilt.
 async fn rebuild_derived(store: &EventStore, args: &AllArgs) -> anyhow::Result<Derived> {
@@ -491,16 +534,27 @@ async fn rebuild_derived(store: &EventStore, args: &AllArgs) -> anyhow::Result<D
     bar.finish_and_clear();
     let read_models_seconds = started.elapsed().as_secs_f64();
 
-    // 3. The saga deadlines.
-    let saga_deadlines = rebuild_saga_deadlines(store, args.no_progress)?;
-    Ok((events, streams, models, read_models_seconds, saga_deadlines))
+    // 3. The sagas.
+    let sagas = rebuild_sagas(store, args.no_progress).await?;
+    Ok((events, streams, models, read_models_seconds, sagas))
 }
 
-/// Re-arms the durable saga deadlines from the log, returning how many, or `None` while
-/// no saga is registered. This is the hook for the fulfilment saga (`sagas` crate): its
-/// deadlines are derived from the `saga-fulfilment-<order>` streams and are rebuilt here,
-/// after the index and the read models, on the same open store.
-fn rebuild_saga_deadlines(store: &EventStore, no_progress: bool) -> anyhow::Result<Option<u64>> {
-    let _ = (store, no_progress);
-    Ok(None)
+/// The fulfilment saga's checkpoint, derived from its streams: where its driver reads
+/// the log from at the next start, so that every unfinished instance resumes (issuing
+/// its unanswered commands again) and re-arms its deadlines, which are recorded in its
+/// stream.
+async fn rebuild_sagas(
+    store: &EventStore,
+    no_progress: bool,
+) -> anyhow::Result<sagas::driver::CheckpointRebuild> {
+    let bar = bar_or_hidden(no_progress, || progress::counter("sagas"));
+    bar.set_message("reading the saga streams");
+    let (store, counter) = (store.clone(), bar.clone());
+    let rebuilt = tokio::task::spawn_blocking(move || {
+        sagas::driver::rebuild_checkpoint::<sagas::Fulfilment>(&store, &|n| counter.set_position(n))
+    })
+    .await?
+    .context("the saga checkpoint could not be rebuilt")?;
+    bar.finish_and_clear();
+    Ok(rebuilt)
 }

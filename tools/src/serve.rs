@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// before it cancels it, in seconds [default: 30].
     #[arg(long, env = "ANNALS_SAGA_TIMEOUT_SECS", value_name = "SECONDS")]
     saga_timeout: Option<u64>,
+    /// Run without the fulfilment saga: orders placed stay pending (e.g. to serve a
+    /// copy of a data directory for inspection without acting on it).
+    #[arg(long, env = "ANNALS_NO_SAGA")]
+    no_saga: bool,
     /// Fault injection: delay the charge of some orders by this many milliseconds.
     #[arg(
         long,
@@ -100,6 +104,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Where the outbox relay publishes; `None`: the relay is off.
     pub nats_url: Option<String>,
+    /// Whether the fulfilment saga runs.
+    pub saga: bool,
     /// The fulfilment saga's deadline.
     pub saga_timeout: Duration,
     /// Faults the saga injects on purpose (tests, demos).
@@ -133,6 +139,7 @@ impl ServeArgs {
                     .unwrap_or(30),
             ),
             nats_url: self.nats_url.or(file.nats_url),
+            saga: !self.no_saga,
             saga_timeout: Duration::from_secs(
                 self.saga_timeout.or(file.saga_timeout_secs).unwrap_or(30),
             ),
@@ -214,24 +221,34 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let services =
         sagas::FulfilmentServices::new(store.clone(), state.stream_locks(), settings.saga_timeout)
             .with_faults(settings.faults.clone());
-    let driver = match sagas::Driver::start(
-        store.clone(),
-        std::sync::Arc::new(services),
-        std::sync::Arc::new(sagas::SystemClock),
-        sagas::DriverConfig::default(),
-    ) {
-        Ok(driver) => driver,
-        Err(error) => {
-            store.close().await;
-            return Err(error).context("cannot start the fulfilment saga");
+    let driver = if settings.saga {
+        let started = sagas::Driver::start(
+            store.clone(),
+            std::sync::Arc::new(services),
+            std::sync::Arc::new(sagas::SystemClock),
+            sagas::DriverConfig::default(),
+        );
+        match started {
+            Ok(driver) => {
+                tracing::info!(timeout = ?settings.saga_timeout, "fulfilment saga on");
+                Some(driver)
+            }
+            Err(error) => {
+                store.close().await;
+                return Err(error).context("cannot start the fulfilment saga");
+            }
         }
+    } else {
+        tracing::info!("fulfilment saga off (--no-saga): orders placed stay pending");
+        None
     };
-    tracing::info!(timeout = ?settings.saga_timeout, "fulfilment saga on");
     let runner_stop = shutdown.child_token();
     let runner = tokio::spawn(runner.run(runner_stop.clone()));
     let result = serve_state(&settings, state, shutdown).await;
-    driver.stop().await;
-    tracing::info!("fulfilment saga stopped");
+    if let Some(driver) = driver {
+        driver.stop().await;
+        tracing::info!("fulfilment saga stopped");
+    }
     runner_stop.cancel();
     if let Err(error) = runner.await {
         tracing::error!(%error, "the projection runner panicked");

@@ -92,6 +92,9 @@ fn decode_payload(event: &RecordedEvent) -> Option<serde_json::Value> {
         "account" => payments::event_to_json(schema, payload),
         "order" => orders::event_to_json(schema, payload),
         crate::idempotency::CATEGORY => crate::idempotency::event_to_json(schema, payload),
+        "saga" if event.stream_id.as_str().starts_with("saga-fulfilment-") => {
+            sagas::fulfilment::input_to_json(payload)
+        }
         _ => return None,
     };
     decoded.ok()

@@ -1329,6 +1329,7 @@ mod openapi {
 
     /// Every route of the API, as (method, path template).
     const ROUTES: &[(&str, &str)] = &[
+        ("get", "/api/v1/sagas/fulfilment/{order_id}"),
         ("post", "/api/v1/inventory/skus"),
         ("get", "/api/v1/inventory/skus/{sku}"),
         ("post", "/api/v1/inventory/skus/{sku}/restock"),

@@ -202,7 +202,11 @@ fn all_rebuilds_the_index_and_the_read_models_and_reports_them() {
     assert_eq!(report["events"], 12);
     assert_eq!(report["streams"], 5);
     assert!(report["log_bytes"].as_u64().unwrap() > 0);
-    assert_eq!(report["saga_deadlines"], Value::Null);
+    assert_eq!(report["sagas"]["instances"], 0);
+    assert_eq!(
+        report["sagas"]["checkpoint"], 12,
+        "no saga waits: the end of the log"
+    );
     let names: Vec<&str> = report["read_models"]
         .as_array()
         .unwrap()
@@ -229,7 +233,7 @@ fn all_rebuilds_the_index_and_the_read_models_and_reports_them() {
     let text = annals_ok(&["replay", "all", "--data-dir", dir], temp.path());
     assert!(text.contains("index: 12 events in 5 streams"), "{text}");
     assert!(text.contains("read models: orders v"), "{text}");
-    assert!(text.contains("saga deadlines: none"), "{text}");
+    assert!(text.contains("sagas: 0 fulfilment instances"), "{text}");
     // And the log is untouched.
     let verified: Value = serde_json::from_str(&annals_ok(
         &["verify", "--json", "--data-dir", dir],

@@ -282,10 +282,17 @@ pub struct Server {
 
 impl Server {
     /// Starts `annals serve` over `data_dir` on a port the OS picks, and returns once it
-    /// has said where it listens (it listens before saying so).
+    /// has said where it listens (it listens before saying so). The saga is off: the
+    /// server must not act on the seeded orders the tests compare against.
     pub fn start(data_dir: &Path) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_annals"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--no-saga",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
