@@ -27,7 +27,7 @@ pub struct SagaArgs {
     #[arg(long, default_value_t = 20_000)]
     orders: u64,
     /// Orders placed and not yet confirmed, at most.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 64)]
     in_flight: usize,
     /// Skus to spread the orders over (each stocked for every order).
     #[arg(long, default_value_t = 1_000)]
