@@ -1,0 +1,191 @@
+//! The driver over a real store on disk, on a manual clock: a deadline is stored when
+//! scheduled, re-armed by the next driver after a stop, fired once, and a command that
+//! was in flight at the stop is issued again without a second effect.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventstore::{CommandOptions, EventStore, KeyedLocks, Repository, StoreConfig};
+use sagas::fulfilment::Phase;
+use sagas::view::SagaView;
+use sagas::{Driver, DriverConfig, Faults, Fulfilment, FulfilmentServices, ManualClock};
+use uuid::Uuid;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn open(dir: &Path) -> EventStore {
+    EventStore::open(dir, StoreConfig::default()).expect("the store opens")
+}
+
+fn start(store: &EventStore, clock: &ManualClock, faults: Faults) -> Driver {
+    let services = FulfilmentServices::new(store.clone(), Arc::new(KeyedLocks::default()), TIMEOUT)
+        .with_faults(faults);
+    Driver::start(
+        store.clone(),
+        Arc::new(services),
+        Arc::new(clock.clone()),
+        DriverConfig::default(),
+    )
+    .expect("the driver starts")
+}
+
+async fn command<A: eventstore::Aggregate>(store: &EventStore, id: &str, command: A::Command) {
+    let options = CommandOptions {
+        command_id: Uuid::now_v7(),
+        ..CommandOptions::default()
+    };
+    Repository::<A>::new(store.clone())
+        .execute(id, &command, &options)
+        .await
+        .expect("the command commits");
+}
+
+/// The saga of `order` once `done` holds (polling, up to 20 s).
+async fn saga_when(
+    store: &EventStore,
+    order: &str,
+    what: &str,
+    done: impl Fn(&SagaView<Fulfilment>) -> bool,
+) -> SagaView<Fulfilment> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(view) = sagas::view::load::<Fulfilment>(store, order).unwrap()
+            && done(&view)
+        {
+            return view;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the saga of {order} never got {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn deadlines_fired(view: &SagaView<Fulfilment>) -> usize {
+    view.steps
+        .iter()
+        .filter(|step| step.event_type == "FulfilmentDeadlinePassed")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_survives_a_restart_and_fires_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let clock = ManualClock::new(chrono::Utc::now());
+    command::<inventory::Stock>(
+        &store,
+        "apple",
+        inventory::Command::RegisterSku {
+            sku: "apple".into(),
+            name: "Apple".into(),
+            unit_price: 120,
+        },
+    )
+    .await;
+    command::<inventory::Stock>(
+        &store,
+        "apple",
+        inventory::Command::Restock { quantity: 10 },
+    )
+    .await;
+    command::<payments::Account>(
+        &store,
+        "alice",
+        payments::Command::OpenAccount {
+            customer_id: "alice".into(),
+        },
+    )
+    .await;
+    command::<payments::Account>(
+        &store,
+        "alice",
+        payments::Command::Deposit { amount: 1_000 },
+    )
+    .await;
+
+    // Every charge is held up: the saga sits in `charging` with its deadline armed.
+    let slow = Faults {
+        charge_delay: Duration::from_millis(600),
+        charge_delay_percent: 100,
+    };
+    let driver = start(&store, &clock, slow.clone());
+    command::<orders::Order>(
+        &store,
+        "o-1",
+        orders::Command::PlaceOrder {
+            order_id: "o-1".into(),
+            customer_id: "alice".into(),
+            lines: vec![orders::OrderLine {
+                sku: "apple".into(),
+                quantity: 2,
+            }],
+        },
+    )
+    .await;
+    let charging = saga_when(&store, "o-1", "charging", |v| {
+        v.state.phase == Phase::Charging
+    })
+    .await;
+    // Stored when scheduled: the deadline is in the saga's stream.
+    assert_eq!(charging.pending_deadlines.len(), 1);
+    let at = charging.pending_deadlines[0].at;
+    assert_eq!(charging.state.deadline, Some(at));
+    // Stopped while the charge is held up: the charge never ran.
+    driver.stop().await;
+    assert_eq!(
+        Repository::<payments::Account>::new(store.clone())
+            .load("alice")
+            .unwrap()
+            .state
+            .balance(),
+        1_000
+    );
+
+    // The clock passes the deadline while no driver runs; the next one re-arms it and it
+    // fires at once, while the re-issued charge is held up again.
+    clock.advance(chrono::Duration::seconds(31));
+    let driver = start(&store, &clock, slow);
+    let done = saga_when(&store, "o-1", "finished", |v| v.finished).await;
+    assert_eq!(done.state.phase, Phase::Cancelled, "{:?}", done.state);
+    assert_eq!(deadlines_fired(&done), 1);
+    assert_eq!(
+        done.state.cancel_reason.as_deref(),
+        Some("the order was not fulfilled before its deadline")
+    );
+    driver.stop().await;
+
+    // The re-issued charge went through after the deadline: refunded, charged once.
+    let account = Repository::<payments::Account>::new(store.clone())
+        .load("alice")
+        .unwrap()
+        .state;
+    assert_eq!(account.balance(), 1_000);
+    let charge = account.charge("o-1").expect("charged");
+    assert!(charge.refunded);
+    let order = Repository::<orders::Order>::new(store.clone())
+        .load("o-1")
+        .unwrap()
+        .state;
+    assert_eq!(order.status(), orders::OrderStatus::Cancelled);
+    let stock = Repository::<inventory::Stock>::new(store.clone())
+        .load("apple")
+        .unwrap()
+        .state;
+    assert_eq!((stock.available(), stock.reserved()), (10, 0));
+
+    // A third start, later still: nothing fires again, nothing is recorded.
+    clock.advance(chrono::Duration::seconds(60));
+    let before = done.version;
+    let driver = start(&store, &clock, Faults::default());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    driver.stop().await;
+    let after = sagas::view::load::<Fulfilment>(&store, "o-1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.version, before);
+    assert_eq!(deadlines_fired(&after), 1);
+    store.close().await;
+}
