@@ -2,11 +2,15 @@
 //! on the router): every route's happy path, bad input on every command route, generated
 //! input, concurrency, restart and idempotency.
 
+mod common;
+
 mod support {
     use std::path::Path;
 
     use api::{ApiConfig, AppState, Problem};
-    use eventstore::{EventStore, StoreConfig};
+    use eventstore::EventStore;
+
+    use crate::common::Serving;
     use serde_json::Value;
     use tokio::task::JoinHandle;
     use tokio_util::sync::CancellationToken;
@@ -17,18 +21,12 @@ mod support {
         pub client: reqwest::Client,
         pub store: EventStore,
         pub state: AppState,
-        shutdown: CancellationToken,
-        task: JoinHandle<std::io::Result<()>>,
+        serving: Serving,
         /// The outbox relay running beside the server, if any: its stop token and task.
         relay: Option<(CancellationToken, JoinHandle<Result<(), outbox::Error>>)>,
     }
 
-    pub fn store_config() -> StoreConfig {
-        StoreConfig {
-            segment_bytes: 4 << 20,
-            ..StoreConfig::default()
-        }
-    }
+    pub use crate::common::store_config;
 
     impl TestServer {
         pub async fn start(dir: &Path) -> Self {
@@ -50,11 +48,7 @@ mod support {
             config: ApiConfig,
             relay: Option<outbox::RelayConfig>,
         ) -> Self {
-            let dir = dir.to_path_buf();
-            let store = tokio::task::spawn_blocking(move || EventStore::open(dir, store_config()))
-                .await
-                .unwrap()
-                .expect("the store opens");
+            let store = crate::common::open_store(dir).await;
             let mut state = AppState::new(store.clone(), config);
             let relay = relay.map(|relay_config| {
                 let relay = outbox::Relay::new(store.clone(), relay_config).expect("the relay");
@@ -62,35 +56,20 @@ mod support {
                 let stop = CancellationToken::new();
                 (stop.clone(), tokio::spawn(relay.run(stop)))
             });
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let base = format!("http://{}", listener.local_addr().unwrap());
-            let shutdown = state.shutdown_token();
-            let stop = shutdown.clone();
-            let app = api::app(state.clone());
-            let task = tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-            });
+            let serving = Serving::start(state.clone()).await;
             TestServer {
-                base,
+                base: serving.base.clone(),
                 client: reqwest::Client::new(),
                 store,
                 state,
-                shutdown,
-                task,
+                serving,
                 relay,
             }
         }
 
         /// Graceful shutdown, then the relay stops, then the store closes.
         pub async fn stop(self) {
-            self.shutdown.cancel();
-            tokio::time::timeout(std::time::Duration::from_secs(20), self.task)
-                .await
-                .expect("the server drains")
-                .unwrap()
-                .unwrap();
+            self.serving.drain().await;
             if let Some((stop, task)) = self.relay {
                 stop.cancel();
                 tokio::time::timeout(std::time::Duration::from_secs(20), task)

@@ -7,70 +7,44 @@ use std::time::Duration;
 
 use api::read_models::Projections;
 use api::{ApiConfig, AppState};
-use eventstore::{EventStore, StoreConfig};
+use eventstore::EventStore;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+mod common;
 
 /// A server on a free loopback port over a store in `dir`, with the read models.
 struct TestServer {
     base: String,
     client: reqwest::Client,
     store: EventStore,
-    shutdown: CancellationToken,
+    serving: common::Serving,
     runner_stop: CancellationToken,
-    task: JoinHandle<std::io::Result<()>>,
     runner: JoinHandle<()>,
 }
 
 impl TestServer {
     async fn start(dir: &Path, config: ApiConfig) -> Self {
-        let dir = dir.to_path_buf();
-        let store = tokio::task::spawn_blocking(move || {
-            EventStore::open(
-                dir,
-                StoreConfig {
-                    segment_bytes: 4 << 20,
-                    ..StoreConfig::default()
-                },
-            )
-        })
-        .await
-        .unwrap()
-        .expect("the store opens");
+        let store = common::open_store(dir).await;
         let (projections, runner) =
             Projections::start(&store, projections::RunnerConfig::default()).unwrap();
         let runner_stop = CancellationToken::new();
         let runner = tokio::spawn(runner.run(runner_stop.clone()));
         let state = AppState::new(store.clone(), config).with_projections(projections);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = state.shutdown_token();
-        let stop = shutdown.clone();
-        let app = api::app(state);
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        });
+        let serving = common::Serving::start(state).await;
         TestServer {
-            base,
+            base: serving.base.clone(),
             client: reqwest::Client::new(),
             store,
-            shutdown,
+            serving,
             runner_stop,
-            task,
             runner,
         }
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("the server drains")
-            .unwrap()
-            .unwrap();
+        self.serving.drain().await;
         self.runner_stop.cancel();
         tokio::time::timeout(Duration::from_secs(20), self.runner)
             .await
@@ -353,16 +327,17 @@ async fn a_position_not_applied_in_time_is_a_503_with_the_checkpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_projections_the_routes_are_503() {
     let dir = tempfile::tempdir().unwrap();
-    let store = EventStore::open(dir.path(), StoreConfig::default()).unwrap();
-    let app = api::app(AppState::new(store.clone(), ApiConfig::default()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let store = common::open_store(dir.path()).await;
+    let serving = common::Serving::start(AppState::new(store.clone(), ApiConfig::default())).await;
     let client = reqwest::Client::new();
     for path in ["/api/v1/projections", "/api/v1/inventory/skus"] {
-        let response = client.get(format!("{base}{path}")).send().await.unwrap();
+        let response = client
+            .get(format!("{}{path}", serving.base))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status().as_u16(), 503, "{path}");
     }
-    task.abort();
+    serving.drain().await;
     store.close().await;
 }

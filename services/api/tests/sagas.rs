@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::{ApiConfig, AppState};
-use eventstore::{EventStore, StoreConfig};
+use eventstore::EventStore;
 use sagas::{Driver, DriverConfig, Faults, FulfilmentServices, ManualClock};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+mod common;
 
 struct TestServer {
     base: String,
@@ -21,25 +21,12 @@ struct TestServer {
     store: EventStore,
     clock: ManualClock,
     driver: Driver,
-    shutdown: CancellationToken,
-    task: JoinHandle<std::io::Result<()>>,
+    serving: common::Serving,
 }
 
 impl TestServer {
     async fn start(dir: &Path, faults: Faults) -> Self {
-        let dir = dir.to_path_buf();
-        let store = tokio::task::spawn_blocking(move || {
-            EventStore::open(
-                dir,
-                StoreConfig {
-                    segment_bytes: 4 << 20,
-                    ..StoreConfig::default()
-                },
-            )
-        })
-        .await
-        .unwrap()
-        .expect("the store opens");
+        let store = common::open_store(dir).await;
         let state = AppState::new(store.clone(), ApiConfig::default());
         let clock = ManualClock::new(chrono::Utc::now());
         let services = FulfilmentServices::new(store.clone(), state.stream_locks(), TIMEOUT)
@@ -51,34 +38,19 @@ impl TestServer {
             DriverConfig::default(),
         )
         .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = state.shutdown_token();
-        let stop = shutdown.clone();
-        let app = api::app(state);
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        });
+        let serving = common::Serving::start(state).await;
         TestServer {
-            base,
+            base: serving.base.clone(),
             client: reqwest::Client::new(),
             store,
             clock,
             driver,
-            shutdown,
-            task,
+            serving,
         }
     }
 
     async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("the server drains")
-            .unwrap()
-            .unwrap();
+        self.serving.drain().await;
         self.driver.stop().await;
         self.store.close().await;
     }

@@ -1,0 +1,66 @@
+//! What the API's test binaries share: a store on disk, and the app serving it on a
+//! free loopback port with a graceful shutdown.
+
+use std::path::Path;
+use std::time::Duration;
+
+use api::AppState;
+use eventstore::{EventStore, StoreConfig};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The store settings of the API tests: small segments, so tests roll them.
+pub fn store_config() -> StoreConfig {
+    StoreConfig {
+        segment_bytes: 4 << 20,
+        ..StoreConfig::default()
+    }
+}
+
+/// Opens (or creates) the store in `dir`.
+pub async fn open_store(dir: &Path) -> EventStore {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || EventStore::open(dir, store_config()))
+        .await
+        .unwrap()
+        .expect("the store opens")
+}
+
+/// `api::app(state)` serving on a free loopback port.
+pub struct Serving {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Serving {
+    /// Binds a free port and serves `state` there until [`Serving::drain`].
+    pub async fn start(state: AppState) -> Serving {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = state.shutdown_token();
+        let stop = shutdown.clone();
+        let app = api::app(state);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+        Serving {
+            base,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests finish (within 20 s), and returns.
+    pub async fn drain(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("the server drains")
+            .unwrap()
+            .unwrap();
+    }
+}
