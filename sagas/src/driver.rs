@@ -349,12 +349,12 @@ async fn run_instance<S: Saga, D: Dispatcher<S>>(
         if recorded.duplicate {
             continue;
         }
-        let step = instance.apply(&input);
+        let (commands, deadlines) = instance.apply(&input);
         instance.version = Some(recorded.last_version);
-        for issued in step.commands {
+        for issued in commands {
             issue(&shared, &instance, issued, &answers_tx, &mut work);
         }
-        for deadline in step.deadlines {
+        for deadline in deadlines {
             arm(&shared, deadline, &answers_tx, &mut work);
         }
     }

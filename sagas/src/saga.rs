@@ -165,9 +165,10 @@ impl<S: Saga> Instance<S> {
         instance
     }
 
-    /// Handles one (recorded) input: the new commands and deadlines, which are also
-    /// remembered as outstanding until an input answers them.
-    pub fn apply(&mut self, input: &S::Input) -> Step<S> {
+    /// Handles one (recorded) input: the commands to issue and the deadlines to arm,
+    /// which are also remembered until an input answers them (a deadline only while the
+    /// saga still awaits it).
+    pub fn apply(&mut self, input: &S::Input) -> (Vec<Issued<S::Command>>, Vec<Deadline>) {
         match S::answers(input) {
             Answers::Command(key) => {
                 self.outstanding.remove(key);
@@ -177,13 +178,17 @@ impl<S: Saga> Instance<S> {
             }
             Answers::Nothing => {}
         }
-        let step = self.state.clone().handle(input);
-        self.state = step.state.clone();
-        for issued in &step.commands {
+        let Step {
+            state,
+            commands,
+            mut deadlines,
+        } = std::mem::take(&mut self.state).handle(input);
+        self.state = state;
+        for issued in &commands {
             self.outstanding
                 .insert(issued.key.clone(), issued.command.clone());
         }
-        for deadline in &step.deadlines {
+        for deadline in &deadlines {
             self.deadlines
                 .insert(deadline.key.clone(), deadline.clone());
         }
@@ -192,7 +197,8 @@ impl<S: Saga> Instance<S> {
         }
         let state = &self.state;
         self.deadlines.retain(|key, _| state.awaits_deadline(key));
-        step
+        deadlines.retain(|deadline| self.deadlines.contains_key(&deadline.key));
+        (commands, deadlines)
     }
 
     /// Whether `input` is a deadline passing that this instance no longer awaits (it
