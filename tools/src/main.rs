@@ -9,8 +9,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
-mod bench_http;
-mod bench_saga;
 mod data_dir;
 mod exit;
 mod export;

@@ -43,7 +43,7 @@ struct HttpReport {
     max_ms: f64,
 }
 
-pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
+pub(super) async fn run(args: HttpArgs) -> anyhow::Result<()> {
     if args.connections == 0 || args.entities == 0 {
         bail!("--connections and --entities must be at least 1");
     }

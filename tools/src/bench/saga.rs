@@ -19,7 +19,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::bench::{BenchDir, Choices, customer_id, millis, sku_id, sku_price};
+use super::workload::{Choices, customer_id, sku_id, sku_price};
+use super::{BenchDir, millis};
 
 #[derive(Debug, clap::Args)]
 pub struct SagaArgs {
@@ -62,7 +63,7 @@ struct SagaReport {
     max_ms: f64,
 }
 
-pub async fn run(args: SagaArgs) -> anyhow::Result<()> {
+pub(super) async fn run(args: SagaArgs) -> anyhow::Result<()> {
     if args.orders == 0 || args.in_flight == 0 || args.skus < 3 || args.customers == 0 {
         bail!("--orders, --in-flight and --customers must be at least 1, --skus at least 3");
     }
