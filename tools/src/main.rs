@@ -1,8 +1,11 @@
 //! `annals`: the command line of the Annals event store.
 //!
-//! Every subcommand is a module with a clap `Args` struct and a `run` function; this file
-//! only parses the command line and turns errors into one clear line and an exit code
-//! (see [`exit`]).
+//! Every subcommand is a module with a clap `Args` struct and a `run` function, named
+//! after its command unless that name is a crate's: `annals projections` lives in
+//! [`read_model_commands`] and `annals outbox`, `restore` and `audit` in [`relay_commands`],
+//! so `projections::` and `outbox::` always mean the crates. `annals bench` has a module
+//! per benchmark under [`bench`]. This file only parses the command line and turns errors
+//! into one clear line and an exit code (see [`exit`]).
 
 use std::process::ExitCode;
 
@@ -13,10 +16,10 @@ mod data_dir;
 mod exit;
 mod export;
 mod inspect;
-mod outbox;
 mod output;
 mod progress;
-mod projections;
+mod read_model_commands;
+mod relay_commands;
 mod replay;
 mod serve;
 mod source;
@@ -75,14 +78,14 @@ enum Command {
     Verify(verify::VerifyArgs),
     /// The read models: list them (version, checkpoint, lag, state) or rebuild one.
     #[command(subcommand)]
-    Projections(projections::ProjectionsCommand),
+    Projections(read_model_commands::ProjectionsCommand),
     /// The outbox relay: its saved progress in a stopped data directory.
     #[command(subcommand)]
-    Outbox(outbox::OutboxCommand),
+    Outbox(relay_commands::OutboxCommand),
     /// Rebuild an empty data directory from the JetStream copy of the log.
-    Restore(outbox::RestoreArgs),
+    Restore(relay_commands::RestoreArgs),
     /// Compare a data directory's log with its JetStream copy, event by event.
-    Audit(outbox::AuditArgs),
+    Audit(relay_commands::AuditArgs),
     /// Measure the store: append throughput and latency, replay speed, contention.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -105,10 +108,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench(command) => bench::run(command),
         Command::Verify(args) => verify::run(args),
-        Command::Restore(args) => outbox::restore(args),
-        Command::Audit(args) => outbox::audit(args),
-        Command::Outbox(command) => outbox::run(command),
-        Command::Projections(command) => projections::run(command),
+        Command::Restore(args) => relay_commands::restore(args),
+        Command::Audit(args) => relay_commands::audit(args),
+        Command::Outbox(command) => relay_commands::run(command),
+        Command::Projections(command) => read_model_commands::run(command),
         Command::Serve(args) => serve::run_blocking(args),
         Command::Inspect(command) => inspect::run(command),
         Command::Replay(command) => replay::run(command),

@@ -20,10 +20,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ::outbox::{Relay, RelayConfig, StatusHandle};
 use anyhow::Context;
 use api::{ApiConfig, AppState};
 use eventstore::{EventStore, StoreConfig};
+use outbox::{Relay, RelayConfig, StatusHandle};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -266,7 +266,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
 struct RunningRelay {
     status: StatusHandle,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), ::outbox::Error>>,
+    task: tokio::task::JoinHandle<Result<(), outbox::Error>>,
     /// How long the relay may take to stop: its own grace for pending acknowledgements,
     /// plus a margin.
     stop_timeout: Duration,
@@ -311,7 +311,7 @@ fn start_relay(settings: &Settings, store: &EventStore) -> anyhow::Result<Option
         result
     });
     tracing::info!(
-        nats_url = %::outbox::config::redact(url),
+        nats_url = %outbox::config::redact(url),
         %stream,
         "outbox relay on"
     );

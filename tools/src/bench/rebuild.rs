@@ -92,7 +92,7 @@ pub(super) async fn run(args: RebuildArgs) -> anyhow::Result<()> {
     let reader = store.clone();
     let rebuilt = tokio::task::spawn_blocking(move || {
         let all = api::read_models::projections();
-        let report = crate::projections::rebuild_with_progress(&reader, &all, &bar);
+        let report = crate::read_model_commands::rebuild_with_progress(&reader, &all, &bar);
         bar.finish_and_clear();
         report.map(|report| (report, all.len()))
     })
@@ -145,7 +145,7 @@ async fn live_lag(store: &EventStore, args: &RebuildArgs) -> anyhow::Result<Opti
         return Ok(None);
     }
     let (projections, runner) =
-        api::read_models::Projections::start(store, ::projections::RunnerConfig::default())?;
+        api::read_models::Projections::start(store, projections::RunnerConfig::default())?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(runner.run(shutdown.clone()));
     let head = store.next_position().0;

@@ -87,7 +87,7 @@ struct RelayReport {
 /// Waits until the relay's checkpoint reaches `target`, polling (a waiter woken by every
 /// acknowledgement would take CPU from the relay it measures); fails if it stalls.
 async fn wait_relayed(
-    status: &::outbox::StatusHandle,
+    status: &outbox::StatusHandle,
     target: u64,
     bar: Option<&indicatif::ProgressBar>,
 ) -> anyhow::Result<()> {
@@ -129,19 +129,19 @@ pub(super) async fn run(args: RelayArgs) -> anyhow::Result<()> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.subsec_nanos())
     );
-    let config = ::outbox::RelayConfig {
+    let config = outbox::RelayConfig {
         stream: format!("ANNALS_BENCH_{unique}"),
         subject_prefix: format!("annals.bench_{unique}"),
         checkpoint_name: format!("bench-relay-{unique}"),
         storage: match args.storage {
-            BenchStorage::File => ::outbox::Storage::File,
-            BenchStorage::Memory => ::outbox::Storage::Memory,
+            BenchStorage::File => outbox::Storage::File,
+            BenchStorage::Memory => outbox::Storage::Memory,
         },
         max_acks_in_flight: args.max_acks_in_flight,
         duplicate_window: Duration::from_millis(args.duplicate_window_ms),
-        ..::outbox::RelayConfig::new(args.nats_url.clone())
+        ..outbox::RelayConfig::new(args.nats_url.clone())
     };
-    let relay = ::outbox::Relay::new(store.clone(), config.clone())?;
+    let relay = outbox::Relay::new(store.clone(), config.clone())?;
     // Connect, create the stream: fail fast with a clear error, outside the timing.
     relay
         .check()
@@ -177,7 +177,7 @@ pub(super) async fn run(args: RelayArgs) -> anyhow::Result<()> {
     shutdown.cancel();
     let stopped = task.await;
     if !args.keep_stream
-        && let Ok(client) = ::outbox::connect(
+        && let Ok(client) = outbox::connect(
             &args.nats_url,
             Duration::from_secs(5),
             Duration::from_secs(5),
@@ -244,7 +244,7 @@ pub(super) async fn run(args: RelayArgs) -> anyhow::Result<()> {
 /// the rate achieved.
 async fn relay_lag(
     store: &EventStore,
-    status: &::outbox::StatusHandle,
+    status: &outbox::StatusHandle,
     rate: u64,
     seconds: f64,
     payload_bytes: usize,
