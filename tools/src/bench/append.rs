@@ -53,6 +53,8 @@ struct AppendReport {
     events_per_commit: usize,
     payload_bytes: usize,
     streams: &'static str,
+    /// Events this run appended: the data directory may hold older ones, which neither
+    /// count nor make the rate.
     events: u64,
     commits: u64,
     seconds: f64,
@@ -66,68 +68,7 @@ struct AppendReport {
 }
 
 pub(super) async fn run(args: AppendArgs) -> anyhow::Result<()> {
-    if args.writers == 0 || args.events_per_commit == 0 {
-        bail!("--writers and --events-per-commit must be at least 1");
-    }
-    let dir = BenchDir::new(args.data_dir.clone())?;
-    let store = dir.open()?;
-    let commits_total = args.events.div_ceil(args.events_per_commit as u64);
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(args.writers);
-    for writer in 0..args.writers {
-        let store = store.clone();
-        let commits = commits_total / args.writers as u64
-            + u64::from((writer as u64) < commits_total % args.writers as u64);
-        let stream = match args.streams {
-            Streams::Own => StreamId::new(format!("bench-{writer}"))?,
-            Streams::Same => StreamId::new("bench-shared")?,
-        };
-        let (per_commit, bytes) = (args.events_per_commit, args.payload_bytes);
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Histogram::<u64>::new(3).expect("valid precision");
-            for commit in 0..commits {
-                let events = (0..per_commit)
-                    .map(|i| NewEvent::new("BenchEvent", payload(bytes, commit + i as u64)))
-                    .collect();
-                let begun = Instant::now();
-                store.append(&stream, ExpectedVersion::Any, events).await?;
-                latencies.record(begun.elapsed().as_micros() as u64)?;
-            }
-            anyhow::Ok(latencies)
-        }));
-    }
-    let mut latencies = Histogram::<u64>::new(3).expect("valid precision");
-    for task in tasks {
-        latencies.add(task.await??)?;
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let events = store.next_position().0;
-    // The index is written off the acknowledgement path and may lag; time until it has
-    // caught up too, for the rate the whole store sustains.
-    let waiter = store.clone();
-    tokio::task::spawn_blocking(move || waiter.wait_for_index()).await??;
-    let indexed_seconds = started.elapsed().as_secs_f64();
-    store.close().await;
-    let report = AppendReport {
-        bench: "append",
-        writers: args.writers,
-        events_per_commit: args.events_per_commit,
-        payload_bytes: args.payload_bytes,
-        streams: match args.streams {
-            Streams::Same => "same",
-            Streams::Own => "own",
-        },
-        events,
-        commits: latencies.len(),
-        seconds,
-        events_per_second: events as f64 / seconds,
-        indexed_events_per_second: events as f64 / indexed_seconds,
-        commits_per_second: latencies.len() as f64 / seconds,
-        p50_commit_ms: millis(latencies.value_at_quantile(0.50)),
-        p99_commit_ms: millis(latencies.value_at_quantile(0.99)),
-        p999_commit_ms: millis(latencies.value_at_quantile(0.999)),
-        max_commit_ms: millis(latencies.max()),
-    };
+    let report = measure(&args).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -149,4 +90,116 @@ pub(super) async fn run(args: AppendArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+async fn measure(args: &AppendArgs) -> anyhow::Result<AppendReport> {
+    if args.writers == 0 || args.events_per_commit == 0 {
+        bail!("--writers and --events-per-commit must be at least 1");
+    }
+    let dir = BenchDir::new(args.data_dir.clone())?;
+    let store = dir.open()?;
+    let commits_total = args.events.div_ceil(args.events_per_commit as u64);
+    // When --events is not a multiple of --events-per-commit, the last commit of writer 0
+    // (which has the most commits) is short, so that exactly --events are appended.
+    let short_by = commits_total * args.events_per_commit as u64 - args.events;
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.writers);
+    for writer in 0..args.writers {
+        let store = store.clone();
+        let commits = commits_total / args.writers as u64
+            + u64::from((writer as u64) < commits_total % args.writers as u64);
+        let stream = match args.streams {
+            Streams::Own => StreamId::new(format!("bench-{writer}"))?,
+            Streams::Same => StreamId::new("bench-shared")?,
+        };
+        let (per_commit, bytes) = (args.events_per_commit as u64, args.payload_bytes);
+        let last_commit_short_by = if writer == 0 { short_by } else { 0 };
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Histogram::<u64>::new(3).expect("valid precision");
+            let mut appended = 0u64;
+            for commit in 0..commits {
+                let size = if commit + 1 == commits {
+                    per_commit - last_commit_short_by
+                } else {
+                    per_commit
+                };
+                let events: Vec<NewEvent> = (0..size)
+                    .map(|i| NewEvent::new("BenchEvent", payload(bytes, commit + i)))
+                    .collect();
+                let begun = Instant::now();
+                store.append(&stream, ExpectedVersion::Any, events).await?;
+                latencies.record(begun.elapsed().as_micros() as u64)?;
+                appended += size;
+            }
+            anyhow::Ok((latencies, appended))
+        }));
+    }
+    let mut latencies = Histogram::<u64>::new(3).expect("valid precision");
+    // Only the events this run appended: the data directory may hold others already.
+    let mut events = 0u64;
+    for task in tasks {
+        let (task_latencies, appended) = task.await??;
+        latencies.add(task_latencies)?;
+        events += appended;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // The index is written off the acknowledgement path and may lag; time until it has
+    // caught up too, for the rate the whole store sustains.
+    let waiter = store.clone();
+    tokio::task::spawn_blocking(move || waiter.wait_for_index()).await??;
+    let indexed_seconds = started.elapsed().as_secs_f64();
+    store.close().await;
+    Ok(AppendReport {
+        bench: "append",
+        writers: args.writers,
+        events_per_commit: args.events_per_commit,
+        payload_bytes: args.payload_bytes,
+        streams: match args.streams {
+            Streams::Same => "same",
+            Streams::Own => "own",
+        },
+        events,
+        commits: latencies.len(),
+        seconds,
+        events_per_second: events as f64 / seconds,
+        indexed_events_per_second: events as f64 / indexed_seconds,
+        commits_per_second: latencies.len() as f64 / seconds,
+        p50_commit_ms: millis(latencies.value_at_quantile(0.50)),
+        p99_commit_ms: millis(latencies.value_at_quantile(0.99)),
+        p999_commit_ms: millis(latencies.value_at_quantile(0.999)),
+        max_commit_ms: millis(latencies.max()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(data_dir: &std::path::Path, events: u64, events_per_commit: usize) -> AppendArgs {
+        AppendArgs {
+            writers: 2,
+            events_per_commit,
+            events,
+            payload_bytes: 16,
+            streams: Streams::Own,
+            data_dir: Some(data_dir.to_path_buf()),
+            json: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_only_the_events_it_appended() {
+        let temp = tempfile::tempdir().unwrap();
+        let first = measure(&args(temp.path(), 30, 3)).await.unwrap();
+        assert_eq!((first.events, first.commits), (30, 10));
+        // A second run on the same directory: 7 events in commits of 3 (3, 3 and 1).
+        let second = measure(&args(temp.path(), 7, 3)).await.unwrap();
+        assert_eq!((second.events, second.commits), (7, 3));
+        let store = BenchDir::new(Some(temp.path().to_path_buf()))
+            .unwrap()
+            .open()
+            .unwrap();
+        assert_eq!(store.next_position().0, 37, "both runs are in the log");
+        store.close().await;
+    }
 }

@@ -41,9 +41,36 @@ struct ContendReport {
 }
 
 pub(super) async fn run(args: ContendArgs) -> anyhow::Result<()> {
+    let report = measure(&args).await?;
+    let unique = report.versions_unique_and_contiguous;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "contend: {} writers on one stream for {:.1} s: {} commits ({:.0}/s), {} conflicts ({:.0}/s); versions unique and contiguous: {}",
+            report.writers,
+            report.seconds,
+            report.commits,
+            report.commits_per_second,
+            report.conflicts,
+            report.conflicts_per_second,
+            if unique { "yes" } else { "NO" }
+        );
+    }
+    if !unique {
+        bail!("a version was assigned twice or skipped");
+    }
+    Ok(())
+}
+
+async fn measure(args: &ContendArgs) -> anyhow::Result<ContendReport> {
     let dir = BenchDir::new(args.data_dir.clone())?;
     let store = dir.open()?;
     let stream = StreamId::new("contended-1")?;
+    // A data directory given with --data-dir may hold the stream from an earlier run:
+    // this run's commits start after its head.
+    let head_before = store.stream_head(&stream)?;
+    let first_version = head_before.map_or(0, |head| head.0 + 1);
     let commits = Arc::new(AtomicU64::new(0));
     let conflicts = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
@@ -53,7 +80,7 @@ pub(super) async fn run(args: ContendArgs) -> anyhow::Result<()> {
         let (store, stream) = (store.clone(), stream.clone());
         let (commits, conflicts) = (commits.clone(), conflicts.clone());
         tasks.push(tokio::spawn(async move {
-            let mut believed: Option<Version> = None;
+            let mut believed: Option<Version> = head_before;
             let mut sequence = 0u64;
             while Instant::now() < deadline {
                 let expected = believed.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
@@ -82,17 +109,23 @@ pub(super) async fn run(args: ContendArgs) -> anyhow::Result<()> {
         commits.load(Ordering::Relaxed),
         conflicts.load(Ordering::Relaxed),
     );
-    // Read the stream back: every version exactly once, 0..commits, one event each.
+    // Read this run's part of the stream back: every version exactly once, one event
+    // each, from the first this run could take to one before the head.
     let reader = store.clone();
     let events = tokio::task::spawn_blocking(move || {
-        reader.read_stream(&stream, Version(0), Direction::Forward, usize::MAX)
+        reader.read_stream(
+            &stream,
+            Version(first_version),
+            Direction::Forward,
+            usize::MAX,
+        )
     })
     .await??;
     let unique = events.len() as u64 == commits
         && events
             .iter()
             .enumerate()
-            .all(|(i, event)| event.version.0 == i as u64)
+            .all(|(i, event)| event.version.0 == first_version + i as u64)
         && events
             .iter()
             .map(|event| &event.payload)
@@ -100,7 +133,7 @@ pub(super) async fn run(args: ContendArgs) -> anyhow::Result<()> {
             .len() as u64
             == commits;
     store.close().await;
-    let report = ContendReport {
+    Ok(ContendReport {
         bench: "contend",
         writers: args.writers,
         seconds,
@@ -109,23 +142,26 @@ pub(super) async fn run(args: ContendArgs) -> anyhow::Result<()> {
         commits_per_second: commits as f64 / seconds,
         conflicts_per_second: conflicts as f64 / seconds,
         versions_unique_and_contiguous: unique,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!(
-            "contend: {} writers on one stream for {:.1} s: {} commits ({:.0}/s), {} conflicts ({:.0}/s); versions unique and contiguous: {}",
-            report.writers,
-            report.seconds,
-            report.commits,
-            report.commits_per_second,
-            report.conflicts,
-            report.conflicts_per_second,
-            if unique { "yes" } else { "NO" }
-        );
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn checks_only_its_own_versions_on_a_reused_directory() {
+        let temp = tempfile::tempdir().unwrap();
+        let args = ContendArgs {
+            writers: 4,
+            duration: 0.2,
+            data_dir: Some(temp.path().to_path_buf()),
+            json: true,
+        };
+        for run in 0..2 {
+            let report = measure(&args).await.unwrap();
+            assert!(report.commits > 0, "run {run}");
+            assert!(report.versions_unique_and_contiguous, "run {run}");
+        }
     }
-    if !unique {
-        bail!("a version was assigned twice or skipped");
-    }
-    Ok(())
 }
