@@ -581,7 +581,7 @@ struct Follow {
 fn error_event(error: ApiError) -> Event {
     Event::default()
         .event("error")
-        .data(serde_json::to_string(&error.problem()).unwrap_or_default())
+        .data(String::from_utf8_lossy(&error.body()))
 }
 
 /// One order's fulfilment saga: its state, the steps it took (every recorded input,
