@@ -1,5 +1,6 @@
-//! The read-model routes: queries of the projections of [`crate::read_models`]
-//! (a customer's orders, stock per sku, the sales report), their status, and rebuilds.
+//! The `read models` routes: queries of the read models of [`crate::read_models`]
+//! (a customer's orders, stock per sku, the sales report), the projections' status, and
+//! rebuilds.
 //!
 //! Every query is read-your-writes on request: `?min_position=N` (or the header
 //! `Annals-Min-Position: N`), with `N` the `position` a command answered, waits until the
@@ -21,6 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::extract::{CustomerPath, MAX_ID_BYTES, QueryParams, check_entity_id};
 use crate::problem::{ApiError, CheckpointProblem, Problem, projections_not_running};
+use crate::queries::page_limit;
 use crate::read_models::{
     CustomerOrders, INVENTORY, ORDERS, Projections, SALES, SalesReport, SkuPage,
 };
@@ -155,19 +157,6 @@ fn min_position(query: Option<u64>, headers: &HeaderMap) -> Result<Option<u64>, 
                     "Annals-Min-Position must be a log position (a whole number)",
                 )
             }),
-    }
-}
-
-/// The page length asked for, checked against the configured bound.
-fn page_limit(state: &AppState, limit: Option<usize>) -> Result<usize, ApiError> {
-    let max = state.config().max_page_events;
-    match limit {
-        None => Ok(state.config().default_page_events.clamp(1, max)),
-        Some(limit) if (1..=max).contains(&limit) => Ok(limit),
-        Some(limit) => Err(ApiError::bad_request(
-            "invalid-query",
-            format!("limit must be between 1 and {max}, not {limit}"),
-        )),
     }
 }
 
