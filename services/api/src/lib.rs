@@ -10,7 +10,8 @@
 //!   without it a version conflict is retried a bounded number of times, then it is a 409;
 //! - `Idempotency-Key` makes any `POST` safe to retry ([`idempotency`]);
 //! - every error is `application/problem+json` ([`problem`]), and bad input is a 4xx:
-//!   nothing a client sends makes a 500 or a panic.
+//!   nothing a client sends makes a 500 or a panic; the document declares the problem
+//!   responses once ([`responses`]) and every handler names the ones it answers.
 //!
 //! The handlers live in `src/routes/`, one module per tag of the OpenAPI document
 //! (`inventory`, `payments`, `orders`, `log`, `read_models`, `operations`); what they
@@ -41,6 +42,7 @@ pub mod idempotency;
 pub mod problem;
 mod queries;
 pub mod read_models;
+pub mod responses;
 mod routes;
 
 pub use problem::{ApiError, Problem};
@@ -242,6 +244,7 @@ fn document() -> utoipa::openapi::OpenApi {
                 If-Match makes a command conditional (412); Idempotency-Key makes a POST \
                 safe to retry. Errors are application/problem+json (RFC 9457)."
         ),
+        components(schemas(problem::Problem, problem::CheckpointProblem)),
         tags(
             (name = "inventory", description = "Skus and their stock (stream stock-<sku>)"),
             (name = "payments", description = "Customer accounts (stream account-<customer>)"),

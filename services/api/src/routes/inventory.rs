@@ -13,8 +13,9 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::commands::{CommandAccepted, CommandHeaders, CommandRequest, Reply, run};
 use crate::extract::{JsonBody, SkuPath, check_entity_id};
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
 use crate::queries::{entity_response, load};
+use crate::responses::{BadRequest, CommandProblems, Conflict, NotModified, UnknownSku};
 
 /// `POST /api/v1/inventory/skus`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -81,12 +82,7 @@ pub struct ReservationView {
         (status = 201, description = "Registered", body = CommandAccepted,
             headers(("ETag" = String, description = "The stream version, quoted"),
                     ("Location" = String, description = "The sku's URL"))),
-        (status = 400, description = "Malformed body, bad sku or header", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already registered", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Domain rule or reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        CommandProblems, Conflict,
     )
 )]
 pub(crate) async fn register_sku(
@@ -122,13 +118,7 @@ pub(crate) async fn register_sku(
     responses(
         (status = 200, description = "Restocked", body = CommandAccepted,
             headers(("ETag" = String, description = "The stream version, quoted"))),
-        (status = 400, description = "Malformed body, bad sku or header", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown sku", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Conflict that outlasted the retries", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Domain rule or reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        CommandProblems, UnknownSku, Conflict,
     )
 )]
 pub(crate) async fn restock(
@@ -160,9 +150,7 @@ pub(crate) async fn restock(
     responses(
         (status = 200, description = "The sku", body = SkuView,
             headers(("ETag" = String, description = "The stream version, quoted"))),
-        (status = 304, description = "Unchanged since the If-None-Match version"),
-        (status = 400, description = "Bad sku", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown sku", body = Problem, content_type = "application/problem+json"),
+        NotModified, BadRequest, UnknownSku,
     )
 )]
 pub(crate) async fn get_sku(

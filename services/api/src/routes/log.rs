@@ -16,8 +16,9 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::events::EventView;
 use crate::extract::{EventIdPath, QueryParams, StreamPath};
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
 use crate::queries::{blocking, page_limit};
+use crate::responses::{BadRequest, UnknownEvent, UnknownStream};
 
 /// A page of one stream.
 #[derive(Debug, Serialize, ToSchema)]
@@ -97,8 +98,7 @@ pub(crate) struct LiveQuery {
     params(("stream_id" = String, Path, description = "The stream, e.g. order-<uuid>"), PageQuery),
     responses(
         (status = 200, description = "A page of the stream", body = StreamPage),
-        (status = 400, description = "Bad stream id or query", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "The stream has no events", body = Problem, content_type = "application/problem+json"),
+        BadRequest, UnknownStream,
     )
 )]
 pub(crate) async fn read_stream(
@@ -142,7 +142,7 @@ pub(crate) async fn read_stream(
     params(StreamsQuery),
     responses(
         (status = 200, description = "The streams, sorted by name", body = StreamList),
-        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
+        BadRequest,
     )
 )]
 pub(crate) async fn list_streams(
@@ -171,8 +171,7 @@ pub(crate) async fn list_streams(
     params(("event_id" = String, Path, description = "The event id (a UUID v7)")),
     responses(
         (status = 200, description = "The event", body = EventView),
-        (status = 400, description = "Bad event id", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such event", body = Problem, content_type = "application/problem+json"),
+        BadRequest, UnknownEvent,
     )
 )]
 pub(crate) async fn get_event(
@@ -197,7 +196,7 @@ pub(crate) async fn get_event(
     params(PageQuery),
     responses(
         (status = 200, description = "A page of the log", body = LogPage),
-        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
+        BadRequest,
     )
 )]
 pub(crate) async fn read_log(
@@ -231,7 +230,7 @@ pub(crate) async fn read_log(
     params(LiveQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position")),
     responses(
         (status = 200, description = "The log, live", content_type = "text/event-stream", body = EventView),
-        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
+        BadRequest,
     )
 )]
 pub(crate) async fn follow_log(

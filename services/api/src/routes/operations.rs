@@ -18,7 +18,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
+use crate::responses::NotReady;
 
 /// The answer of `/healthz`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -66,7 +67,7 @@ pub(crate) async fn healthz() -> Json<Health> {
     tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "Not ready, and why", body = Problem, content_type = "application/problem+json"),
+        NotReady,
     )
 )]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {

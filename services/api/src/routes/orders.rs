@@ -13,8 +13,11 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::commands::{CommandAccepted, CommandHeaders, CommandRequest, Reply, run};
 use crate::extract::{JsonBody, OrderPath, check_entity_id};
-use crate::problem::{ApiError, Problem, idempotency_key_reused};
+use crate::problem::{ApiError, idempotency_key_reused};
 use crate::queries::{blocking, entity_response, load};
+use crate::responses::{
+    BadRequest, CommandProblems, Conflict, NotModified, UnknownOrder, UnknownSaga,
+};
 
 /// `POST /api/v1/orders`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -100,11 +103,7 @@ pub struct OrderLineView {
         (status = 201, description = "Placed", body = OrderAccepted,
             headers(("ETag" = String, description = "The stream version, quoted"),
                     ("Location" = String, description = "The order's URL"))),
-        (status = 400, description = "Malformed body, bad id or header", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Domain rule or reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        CommandProblems,
     )
 )]
 pub(crate) async fn place_order(
@@ -168,13 +167,7 @@ pub(crate) async fn place_order(
     responses(
         (status = 200, description = "Cancelled", body = CommandAccepted,
             headers(("ETag" = String, description = "The stream version, quoted"))),
-        (status = 400, description = "Malformed body, bad order id or header", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown order", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not pending, or a conflict that outlasted the retries", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Domain rule or reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        CommandProblems, UnknownOrder, Conflict,
     )
 )]
 pub(crate) async fn cancel_order(
@@ -206,9 +199,7 @@ pub(crate) async fn cancel_order(
     responses(
         (status = 200, description = "The order", body = OrderView,
             headers(("ETag" = String, description = "The stream version, quoted"))),
-        (status = 304, description = "Unchanged since the If-None-Match version"),
-        (status = 400, description = "Bad order id", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown order", body = Problem, content_type = "application/problem+json"),
+        NotModified, BadRequest, UnknownOrder,
     )
 )]
 pub(crate) async fn get_order(
@@ -256,8 +247,7 @@ pub(crate) async fn get_order(
             state (phase, reserved, charged, cancel_reason, deadline, ...), \
             pending_commands, pending_deadlines, steps", body = Object,
             headers(("ETag" = String, description = "The saga stream's version, quoted"))),
-        (status = 400, description = "Bad order id", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No saga for this order (yet)", body = Problem, content_type = "application/problem+json"),
+        BadRequest, UnknownSaga,
     )
 )]
 pub(crate) async fn get_fulfilment(

@@ -12,8 +12,9 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::commands::{CommandAccepted, CommandHeaders, CommandRequest, Reply, run};
 use crate::extract::{CustomerPath, JsonBody, check_entity_id};
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
 use crate::queries::{entity_response, load};
+use crate::responses::{BadRequest, CommandProblems, Conflict, NotModified, UnknownAccount};
 
 /// `POST /api/v1/payments/accounts`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -66,12 +67,7 @@ pub struct ChargeView {
         (status = 201, description = "Opened", body = CommandAccepted,
             headers(("ETag" = String, description = "The stream version, quoted"),
                     ("Location" = String, description = "The account's URL"))),
-        (status = 400, description = "Malformed body, bad customer id or header", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already open", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Domain rule or reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        CommandProblems, Conflict,
     )
 )]
 pub(crate) async fn open_account(
@@ -105,13 +101,7 @@ pub(crate) async fn open_account(
     responses(
         (status = 200, description = "Deposited", body = CommandAccepted,
             headers(("ETag" = String, description = "The stream version, quoted"))),
-        (status = 400, description = "Malformed body, bad customer id or header", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Conflict that outlasted the retries", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match does not match", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Domain rule or reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        CommandProblems, UnknownAccount, Conflict,
     )
 )]
 pub(crate) async fn deposit(
@@ -143,9 +133,7 @@ pub(crate) async fn deposit(
     responses(
         (status = 200, description = "The account", body = AccountView,
             headers(("ETag" = String, description = "The stream version, quoted"))),
-        (status = 304, description = "Unchanged since the If-None-Match version"),
-        (status = 400, description = "Bad customer id", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such account", body = Problem, content_type = "application/problem+json"),
+        NotModified, BadRequest, UnknownAccount,
     )
 )]
 pub(crate) async fn get_account(

@@ -21,10 +21,13 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::extract::{CustomerPath, MAX_ID_BYTES, QueryParams, check_entity_id};
-use crate::problem::{ApiError, CheckpointProblem, Problem, projections_not_running};
+use crate::problem::{ApiError, projections_not_running};
 use crate::queries::page_limit;
 use crate::read_models::{
     CustomerOrders, INVENTORY, ORDERS, Projections, SALES, SalesReport, SkuPage,
+};
+use crate::responses::{
+    BadRequest, ProjectionsUnavailable, ReadModelUnavailable, UnknownProjection,
 };
 
 /// The read-your-writes header: the position a query must see.
@@ -195,8 +198,7 @@ async fn query<T: Serialize + Send + 'static>(
     ),
     responses(
         (status = 200, description = "A page of the customer's orders; `after` is an order number", body = CustomerOrders),
-        (status = 400, description = "Bad customer id or query", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Not applied in time (with the checkpoint), faulted or not running", body = CheckpointProblem, content_type = "application/problem+json"),
+        BadRequest, ReadModelUnavailable,
     )
 )]
 pub(crate) async fn customer_orders(
@@ -243,8 +245,7 @@ fn check_after(after: Option<&str>) -> Result<(), ApiError> {
     ),
     responses(
         (status = 200, description = "A page of skus", body = SkuPage),
-        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Not applied in time (with the checkpoint), faulted or not running", body = CheckpointProblem, content_type = "application/problem+json"),
+        BadRequest, ReadModelUnavailable,
     )
 )]
 pub(crate) async fn list_skus(
@@ -272,8 +273,7 @@ pub(crate) async fn list_skus(
     ),
     responses(
         (status = 200, description = "A page of the sales report", body = SalesReport),
-        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Not applied in time (with the checkpoint), faulted or not running", body = CheckpointProblem, content_type = "application/problem+json"),
+        BadRequest, ReadModelUnavailable,
     )
 )]
 pub(crate) async fn sales_report(
@@ -297,7 +297,7 @@ pub(crate) async fn sales_report(
     tag = "read models",
     responses(
         (status = 200, description = "The projections", body = ProjectionList),
-        (status = 503, description = "The server runs no projections", body = Problem, content_type = "application/problem+json"),
+        ProjectionsUnavailable,
     )
 )]
 pub(crate) async fn list_projections(
@@ -322,8 +322,7 @@ pub(crate) async fn list_projections(
     params(("name" = String, Path, description = "The projection")),
     responses(
         (status = 202, description = "The rebuild started", body = RebuildStarted),
-        (status = 404, description = "No such projection", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The projections are not running", body = Problem, content_type = "application/problem+json"),
+        UnknownProjection, ProjectionsUnavailable,
     )
 )]
 pub(crate) async fn rebuild(
