@@ -10,10 +10,15 @@
 //!   without it a version conflict is retried a bounded number of times, then it is a 409;
 //! - `Idempotency-Key` makes any `POST` safe to retry ([`idempotency`]);
 //! - every error is `application/problem+json` ([`problem`]), and bad input is a 4xx:
-//!   nothing a client sends makes a 500 or a panic.
+//!   nothing a client sends makes a 500 or a panic; the document declares the problem
+//!   responses once ([`responses`]) and every handler names the ones it answers.
 //!
-//! The OpenAPI document is generated from the handlers ([`openapi`]) and served at
-//! `/api/v1/openapi.json`.
+//! The handlers live in `src/routes/`, one module per tag of the OpenAPI document
+//! (`inventory`, `payments`, `orders`, `log`, `read_models`, `operations`); what they
+//! share lives beside it: `commands` (If-Match, Idempotency-Key, the repository, the
+//! answer), `queries` (blocking reads, ETags, page lengths), `extract` (input checks),
+//! [`problem`] (the one error type). The OpenAPI document is generated from the
+//! handlers ([`openapi`]) and served at `/api/v1/openapi.json`.
 //!
 //! When the server runs the outbox relay ([`AppState::with_relay`]), `GET /api/v1/outbox`
 //! reports it and `/readyz` says whether it is healthy or degraded; a degraded relay
@@ -33,16 +38,15 @@ use utoipa_axum::routes;
 mod commands;
 pub mod events;
 mod extract;
-mod health;
 pub mod idempotency;
 pub mod problem;
-mod projection_routes;
 mod queries;
 pub mod read_models;
-mod relay;
+pub mod responses;
+mod routes;
 
 pub use problem::{ApiError, Problem};
-pub use relay::{OutboxHealth, OutboxStatus, RelayReport};
+pub use routes::operations::{OutboxHealth, OutboxStatus, RelayReport};
 
 /// The limits of the API. Every limit is here, with the reason it exists.
 #[derive(Debug, Clone)]
@@ -196,33 +200,35 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().into_openapi()
 }
 
-/// Every route, registered once for both the router and the OpenAPI document.
+/// Every route, registered once for both the router and the OpenAPI document, grouped
+/// by tag (each group is one module of [`routes`]).
 fn routes() -> OpenApiRouter<AppState> {
+    use routes::{inventory, log, operations, orders, payments, read_models};
     OpenApiRouter::with_openapi(document())
-        .routes(routes!(commands::register_sku))
-        .routes(routes!(queries::get_sku))
-        .routes(routes!(commands::restock))
-        .routes(routes!(commands::open_account))
-        .routes(routes!(queries::get_account))
-        .routes(routes!(commands::deposit))
-        .routes(routes!(commands::place_order))
-        .routes(routes!(queries::get_order))
-        .routes(routes!(commands::cancel_order))
-        .routes(routes!(queries::get_fulfilment))
-        .routes(routes!(queries::read_stream))
-        .routes(routes!(queries::list_streams))
-        .routes(routes!(queries::get_event))
-        .routes(routes!(queries::read_log))
-        .routes(routes!(queries::follow_log))
-        .routes(routes!(health::healthz))
-        .routes(routes!(health::readyz))
-        .routes(routes!(relay::outbox_status))
-        .routes(routes!(projection_routes::customer_orders))
-        .routes(routes!(projection_routes::list_skus))
-        .routes(routes!(projection_routes::sales_report))
-        .routes(routes!(projection_routes::list_projections))
-        .routes(routes!(projection_routes::rebuild))
-        .routes(routes!(health::openapi_json))
+        .routes(routes!(inventory::register_sku))
+        .routes(routes!(inventory::get_sku))
+        .routes(routes!(inventory::restock))
+        .routes(routes!(payments::open_account))
+        .routes(routes!(payments::get_account))
+        .routes(routes!(payments::deposit))
+        .routes(routes!(orders::place_order))
+        .routes(routes!(orders::get_order))
+        .routes(routes!(orders::cancel_order))
+        .routes(routes!(orders::get_fulfilment))
+        .routes(routes!(log::read_stream))
+        .routes(routes!(log::list_streams))
+        .routes(routes!(log::get_event))
+        .routes(routes!(log::read_log))
+        .routes(routes!(log::follow_log))
+        .routes(routes!(read_models::customer_orders))
+        .routes(routes!(read_models::list_skus))
+        .routes(routes!(read_models::sales_report))
+        .routes(routes!(read_models::list_projections))
+        .routes(routes!(read_models::rebuild))
+        .routes(routes!(operations::healthz))
+        .routes(routes!(operations::readyz))
+        .routes(routes!(operations::outbox_status))
+        .routes(routes!(operations::openapi_json))
 }
 
 /// The document's header: title, version, description, tags.
@@ -238,6 +244,7 @@ fn document() -> utoipa::openapi::OpenApi {
                 If-Match makes a command conditional (412); Idempotency-Key makes a POST \
                 safe to retry. Errors are application/problem+json (RFC 9457)."
         ),
+        components(schemas(problem::Problem, problem::CheckpointProblem)),
         tags(
             (name = "inventory", description = "Skus and their stock (stream stock-<sku>)"),
             (name = "payments", description = "Customer accounts (stream account-<customer>)"),

@@ -4,11 +4,15 @@
 //! A problem's `type` is `urn:annals:problem:<slug>`, one slug per kind of failure
 //! (`insufficient-stock`, `version-conflict`, ...), so clients can branch on it without
 //! parsing `detail`. A 500 says little to the client and everything to the log.
+//!
+//! Store errors ([`eventstore::Error`]), read-model errors ([`projections::Error`]) and
+//! domain errors map onto [`ApiError`] here, so every handler returns
+//! `Result<_, ApiError>`.
 
 use std::any::Any;
 use std::fmt;
 
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -18,6 +22,9 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// The prefix of every problem `type`.
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:annals:problem:";
+
+/// The header of a read-model query that waited in vain: the read model's checkpoint.
+pub const CHECKPOINT_HEADER: &str = "annals-checkpoint";
 
 /// An RFC 9457 problem details body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -33,6 +40,23 @@ pub struct Problem {
     pub detail: String,
 }
 
+/// The problem of a read-your-writes wait that ran out (a 503): a [`Problem`] with the
+/// read model's checkpoint as an extension member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointProblem {
+    /// `urn:annals:problem:projection-lagging`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// A short summary.
+    pub title: String,
+    /// 503.
+    pub status: u16,
+    /// What went wrong.
+    pub detail: String,
+    /// The read model has applied every event before this position.
+    pub checkpoint: u64,
+}
+
 /// An error answer: a status, a problem body and, rarely, extra headers. Boxed, so
 /// that `Result<_, ApiError>` stays small on the happy path.
 #[derive(Debug)]
@@ -44,6 +68,8 @@ struct Details {
     slug: &'static str,
     title: &'static str,
     detail: String,
+    /// The `checkpoint` extension member of a read-your-writes wait that ran out.
+    checkpoint: Option<u64>,
     headers: HeaderMap,
 }
 
@@ -60,6 +86,7 @@ impl ApiError {
             slug,
             title,
             detail: detail.into(),
+            checkpoint: None,
             headers: HeaderMap::new(),
         }))
     }
@@ -92,6 +119,13 @@ impl ApiError {
         self
     }
 
+    /// The same error with the `checkpoint` extension member: the read model has applied
+    /// every event before this position.
+    pub fn with_checkpoint(mut self, checkpoint: u64) -> Self {
+        self.0.checkpoint = Some(checkpoint);
+        self
+    }
+
     /// The status code.
     pub fn status(&self) -> StatusCode {
         self.0.status
@@ -106,6 +140,22 @@ impl ApiError {
             status: details.status.as_u16(),
             detail: details.detail.clone(),
         }
+    }
+
+    /// The body as JSON: the problem, with the checkpoint when there is one.
+    pub(crate) fn body(&self) -> Vec<u8> {
+        let problem = self.problem();
+        let body = match self.0.checkpoint {
+            None => serde_json::to_vec(&problem),
+            Some(checkpoint) => serde_json::to_vec(&CheckpointProblem {
+                problem_type: problem.problem_type,
+                title: problem.title,
+                status: problem.status,
+                detail: problem.detail,
+                checkpoint,
+            }),
+        };
+        body.unwrap_or_default()
     }
 }
 
@@ -124,7 +174,7 @@ impl fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let body = self.body();
         let mut response = (self.0.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
@@ -165,6 +215,45 @@ impl From<eventstore::Error> for ApiError {
             _ => ApiError::internal(&error),
         }
     }
+}
+
+impl From<projections::Error> for ApiError {
+    fn from(error: projections::Error) -> Self {
+        use projections::Error as E;
+        let unavailable = |slug: &'static str, detail: String| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                slug,
+                "Service unavailable",
+                detail,
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+        };
+        match error {
+            E::Timeout { checkpoint, .. } => unavailable("projection-lagging", error.to_string())
+                .with_checkpoint(checkpoint.0)
+                .with_header(
+                    HeaderName::from_static(CHECKPOINT_HEADER),
+                    HeaderValue::from(checkpoint.0),
+                ),
+            E::Faulted { .. } => unavailable("projection-faulted", error.to_string()),
+            E::NotBuilt(_) => unavailable("projection-not-built", error.to_string()),
+            E::Stopped => unavailable("projections-stopped", error.to_string()),
+            E::UnknownProjection(_) => ApiError::not_found("unknown-projection", error.to_string()),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+/// 503: the server runs no read models.
+pub(crate) fn projections_not_running() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "projections-not-running",
+        "Service unavailable",
+        "this server runs no read models",
+    )
+    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
 }
 
 /// 422: an idempotency key came back with another request.

@@ -1,5 +1,6 @@
-//! The read-model routes: queries of the projections of [`crate::read_models`]
-//! (a customer's orders, stock per sku, the sales report), their status, and rebuilds.
+//! The `read models` routes: queries of the read models of [`crate::read_models`]
+//! (a customer's orders, stock per sku, the sales report), the projections' status, and
+//! rebuilds.
 //!
 //! Every query is read-your-writes on request: `?min_position=N` (or the header
 //! `Annals-Min-Position: N`), with `N` the `position` a command answered, waits until the
@@ -11,7 +12,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eventstore::Position;
 use projections::{Error, State as RunState, Status};
@@ -20,16 +21,17 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::extract::{CustomerPath, MAX_ID_BYTES, QueryParams, check_entity_id};
-use crate::problem::{ApiError, PROBLEM_JSON, Problem};
+use crate::problem::{ApiError, projections_not_running};
+use crate::queries::page_limit;
 use crate::read_models::{
     CustomerOrders, INVENTORY, ORDERS, Projections, SALES, SalesReport, SkuPage,
+};
+use crate::responses::{
+    BadRequest, ProjectionsUnavailable, ReadModelUnavailable, UnknownProjection,
 };
 
 /// The read-your-writes header: the position a query must see.
 pub const MIN_POSITION_HEADER: &str = "annals-min-position";
-
-/// The header of a 503 that waited in vain: the read model's checkpoint.
-pub const CHECKPOINT_HEADER: &str = "annals-checkpoint";
 
 /// A page of a read model, read-your-writes on request.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -43,22 +45,6 @@ pub(crate) struct ReadModelQuery {
     /// Wait until the read model has applied the event at this position (the `position`
     /// a command answered). Same as the `Annals-Min-Position` header.
     min_position: Option<u64>,
-}
-
-/// A 503 problem for a read-your-writes wait that ran out, with the checkpoint.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CheckpointProblem {
-    /// `urn:annals:problem:projection-lagging`.
-    #[serde(rename = "type")]
-    pub problem_type: String,
-    /// A short summary.
-    pub title: String,
-    /// 503.
-    pub status: u16,
-    /// What went wrong.
-    pub detail: String,
-    /// The read model has applied every event before this position.
-    pub checkpoint: u64,
 }
 
 /// One projection's status.
@@ -149,83 +135,11 @@ impl ProjectionView {
     }
 }
 
-/// An error answer of these routes: a problem, boxed (a timeout's carries the checkpoint).
-#[derive(Debug)]
-pub(crate) struct Rejected(Box<Response>);
-
-impl Rejected {
-    fn from_response(response: Response) -> Self {
-        Rejected(Box::new(response))
-    }
-}
-
-impl IntoResponse for Rejected {
-    fn into_response(self) -> Response {
-        *self.0
-    }
-}
-
-impl From<ApiError> for Rejected {
-    fn from(error: ApiError) -> Self {
-        Rejected(Box::new(error.into_response()))
-    }
-}
-
-impl From<Error> for Rejected {
-    fn from(error: Error) -> Self {
-        Rejected(Box::new(projection_error(error)))
-    }
-}
-
-/// The error of a projection as an HTTP answer.
-pub(crate) fn projection_error(error: Error) -> Response {
-    match error {
-        Error::Timeout { checkpoint, .. } => {
-            let body = CheckpointProblem {
-                problem_type: format!("{}projection-lagging", crate::problem::PROBLEM_TYPE_PREFIX),
-                title: "Service unavailable".to_owned(),
-                status: StatusCode::SERVICE_UNAVAILABLE.as_u16(),
-                detail: error.to_string(),
-                checkpoint: checkpoint.0,
-            };
-            let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-            let headers = response.headers_mut();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            headers.insert(
-                HeaderName::from_static(CHECKPOINT_HEADER),
-                HeaderValue::from(checkpoint.0),
-            );
-            response
-        }
-        Error::Faulted { .. } => unavailable("projection-faulted", error.to_string()),
-        Error::NotBuilt(_) => unavailable("projection-not-built", error.to_string()),
-        Error::Stopped => unavailable("projections-stopped", error.to_string()),
-        Error::UnknownProjection(_) => {
-            ApiError::not_found("unknown-projection", error.to_string()).into_response()
-        }
-        other => ApiError::internal(&other).into_response(),
-    }
-}
-
-fn unavailable(slug: &'static str, detail: String) -> Response {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        slug,
-        "Service unavailable",
-        detail,
-    )
-    .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-    .into_response()
-}
-
-fn projections(state: &AppState) -> Result<Projections, Rejected> {
-    state.projections().cloned().ok_or_else(|| {
-        Rejected::from_response(unavailable(
-            "projections-not-running",
-            "this server runs no read models".to_owned(),
-        ))
-    })
+fn projections(state: &AppState) -> Result<Projections, ApiError> {
+    state
+        .projections()
+        .cloned()
+        .ok_or_else(projections_not_running)
 }
 
 /// The position to wait for: the query's `min_position`, else the header's.
@@ -249,19 +163,6 @@ fn min_position(query: Option<u64>, headers: &HeaderMap) -> Result<Option<u64>, 
     }
 }
 
-/// The page length asked for, checked against the configured bound.
-fn page_limit(state: &AppState, limit: Option<usize>) -> Result<usize, ApiError> {
-    let max = state.config().max_page_events;
-    match limit {
-        None => Ok(state.config().default_page_events.clamp(1, max)),
-        Some(limit) if (1..=max).contains(&limit) => Ok(limit),
-        Some(limit) => Err(ApiError::bad_request(
-            "invalid-query",
-            format!("limit must be between 1 and {max}, not {limit}"),
-        )),
-    }
-}
-
 /// Checks the query, waits for `min_position` on `model`, then runs `read` on the
 /// blocking pool.
 async fn query<T: Serialize + Send + 'static>(
@@ -270,7 +171,7 @@ async fn query<T: Serialize + Send + 'static>(
     headers: &HeaderMap,
     wanted: Option<u64>,
     read: impl FnOnce(&Projections) -> Result<T, Error> + Send + 'static,
-) -> Result<Response, Rejected> {
+) -> Result<Response, ApiError> {
     let wanted = min_position(wanted, headers)?;
     let projections = projections(state)?;
     if let Some(wanted) = wanted {
@@ -297,8 +198,7 @@ async fn query<T: Serialize + Send + 'static>(
     ),
     responses(
         (status = 200, description = "A page of the customer's orders; `after` is an order number", body = CustomerOrders),
-        (status = 400, description = "Bad customer id or query", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Not applied in time (with the checkpoint), faulted or not running", body = CheckpointProblem, content_type = "application/problem+json"),
+        BadRequest, ReadModelUnavailable,
     )
 )]
 pub(crate) async fn customer_orders(
@@ -306,7 +206,7 @@ pub(crate) async fn customer_orders(
     CustomerPath(customer_id): CustomerPath,
     headers: HeaderMap,
     QueryParams(params): QueryParams<ReadModelQuery>,
-) -> Result<Response, Rejected> {
+) -> Result<Response, ApiError> {
     let limit = page_limit(&state, params.limit)?;
     let after = match params.after.as_deref() {
         None => None,
@@ -345,15 +245,14 @@ fn check_after(after: Option<&str>) -> Result<(), ApiError> {
     ),
     responses(
         (status = 200, description = "A page of skus", body = SkuPage),
-        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Not applied in time (with the checkpoint), faulted or not running", body = CheckpointProblem, content_type = "application/problem+json"),
+        BadRequest, ReadModelUnavailable,
     )
 )]
 pub(crate) async fn list_skus(
     State(state): State<AppState>,
     headers: HeaderMap,
     QueryParams(params): QueryParams<ReadModelQuery>,
-) -> Result<Response, Rejected> {
+) -> Result<Response, ApiError> {
     let limit = page_limit(&state, params.limit)?;
     check_after(params.after.as_deref())?;
     let after = params.after;
@@ -374,15 +273,14 @@ pub(crate) async fn list_skus(
     ),
     responses(
         (status = 200, description = "A page of the sales report", body = SalesReport),
-        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Not applied in time (with the checkpoint), faulted or not running", body = CheckpointProblem, content_type = "application/problem+json"),
+        BadRequest, ReadModelUnavailable,
     )
 )]
 pub(crate) async fn sales_report(
     State(state): State<AppState>,
     headers: HeaderMap,
     QueryParams(params): QueryParams<ReadModelQuery>,
-) -> Result<Response, Rejected> {
+) -> Result<Response, ApiError> {
     let limit = page_limit(&state, params.limit)?;
     check_after(params.after.as_deref())?;
     let after = params.after;
@@ -399,12 +297,12 @@ pub(crate) async fn sales_report(
     tag = "read models",
     responses(
         (status = 200, description = "The projections", body = ProjectionList),
-        (status = 503, description = "The server runs no projections", body = Problem, content_type = "application/problem+json"),
+        ProjectionsUnavailable,
     )
 )]
 pub(crate) async fn list_projections(
     State(state): State<AppState>,
-) -> Result<Json<ProjectionList>, Rejected> {
+) -> Result<Json<ProjectionList>, ApiError> {
     let projections = projections(&state)?;
     Ok(Json(ProjectionList {
         projections: projections
@@ -424,14 +322,13 @@ pub(crate) async fn list_projections(
     params(("name" = String, Path, description = "The projection")),
     responses(
         (status = 202, description = "The rebuild started", body = RebuildStarted),
-        (status = 404, description = "No such projection", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The projections are not running", body = Problem, content_type = "application/problem+json"),
+        UnknownProjection, ProjectionsUnavailable,
     )
 )]
 pub(crate) async fn rebuild(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Response, Rejected> {
+) -> Result<Response, ApiError> {
     let projections = projections(&state)?;
     let rebuild = projections.rebuild(&name).await?;
     let started = RebuildStarted {

@@ -1,18 +1,129 @@
-//! The outbox relay route: `GET /api/v1/outbox`, and the relay's health as `/readyz`
-//! reports it.
+//! The `operations` routes: liveness, readiness, the outbox relay's status and the
+//! OpenAPI document.
 //!
 //! The relay itself runs in the server (`annals serve --nats-url`); the API only reads
-//! the [`outbox::StatusHandle`] given to [`AppState::with_relay`].
+//! the [`outbox::StatusHandle`] given to [`AppState::with_relay`], for
+//! `GET /api/v1/outbox` and for the `outbox` member of `/readyz`.
+
+use std::sync::LazyLock;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use eventstore::Position;
-use outbox::{BreakerState, Health, RelayState, RelayStatus};
+use outbox::{BreakerState, Health as RelayHealth, RelayState, RelayStatus};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::problem::ApiError;
+use crate::responses::NotReady;
+
+/// The answer of `/healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `alive`.
+    pub status: &'static str,
+}
+
+/// The answer of `/readyz` when ready.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// Always `ready`.
+    pub status: &'static str,
+    /// The position the next appended event will get.
+    pub next_position: u64,
+    /// The first position the index does not cover yet.
+    pub indexed_position: u64,
+    /// Durable events not indexed yet.
+    pub index_lag: u64,
+    /// The outbox relay's health, when this server runs one. A `degraded` relay (NATS
+    /// away: the backlog waits in the log) or a `stopped` one leaves the server ready:
+    /// commands and queries do not need NATS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxHealth>,
+}
+
+/// The process is alive and answering.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "Alive", body = Health))
+)]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health { status: "alive" })
+}
+
+/// The server can take traffic: not shutting down, the store's writer running, the
+/// index within the configured lag of the log. The outbox relay, when the server runs
+/// one, is reported (`outbox`) but does not decide: a relay degraded because NATS is away
+/// still answers 200.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        NotReady,
+    )
+)]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
+    let not_ready = |detail: String| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "Not ready",
+            detail,
+        )
+    };
+    if state.shutdown_token().is_cancelled() {
+        return Err(not_ready("the server is shutting down".into()));
+    }
+    let store = state.store();
+    if !store.writer_alive() {
+        return Err(not_ready("the event store's writer has stopped".into()));
+    }
+    let next_position = store.next_position().0;
+    let indexed_position = store.indexed_position().0;
+    let index_lag = next_position.saturating_sub(indexed_position);
+    let max_lag = state.config().max_ready_index_lag;
+    if index_lag > max_lag {
+        return Err(not_ready(format!(
+            "the index lags the log by {index_lag} events (more than {max_lag})"
+        )));
+    }
+    Ok(Json(Readiness {
+        status: "ready",
+        next_position,
+        indexed_position,
+        index_lag,
+        outbox: health(&state),
+    }))
+}
+
+/// This API's OpenAPI document, generated from the code.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json"))
+)]
+pub(crate) async fn openapi_json() -> Response {
+    static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+        crate::openapi()
+            .to_pretty_json()
+            .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"))
+    });
+    let mut response = DOCUMENT.as_str().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
 
 /// The answer of `GET /api/v1/outbox`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -41,18 +152,18 @@ pub struct OutboxHealth {
     pub reason: Option<String>,
 }
 
-impl From<Health> for OutboxHealth {
-    fn from(health: Health) -> Self {
+impl From<RelayHealth> for OutboxHealth {
+    fn from(health: RelayHealth) -> Self {
         match health {
-            Health::Healthy => OutboxHealth {
+            RelayHealth::Healthy => OutboxHealth {
                 status: "healthy",
                 reason: None,
             },
-            Health::Degraded { reason } => OutboxHealth {
+            RelayHealth::Degraded { reason } => OutboxHealth {
                 status: "degraded",
                 reason: Some(reason),
             },
-            Health::Stopped => OutboxHealth {
+            RelayHealth::Stopped => OutboxHealth {
                 status: "stopped",
                 reason: None,
             },

@@ -1,0 +1,307 @@
+//! The `log` routes: one stream or the whole log page by page, the list of streams,
+//! one event by id, and the log followed live as Server-Sent Events.
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use eventstore::{Direction, Position, Subscription, Version};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::events::EventView;
+use crate::extract::{EventIdPath, QueryParams, StreamPath};
+use crate::problem::ApiError;
+use crate::queries::{blocking, page_limit};
+use crate::responses::{BadRequest, UnknownEvent, UnknownStream};
+
+/// A page of one stream.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamPage {
+    /// The stream.
+    pub stream: String,
+    /// The stream's last version now.
+    pub last_version: u64,
+    /// The events, oldest first.
+    pub events: Vec<EventView>,
+    /// The `from` of the next page.
+    pub next_from: u64,
+}
+
+/// A page of the log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogPage {
+    /// The events, in position order.
+    pub events: Vec<EventView>,
+    /// The `from` of the next page.
+    pub next_from: u64,
+    /// The position the next appended event will get: the end of the log now.
+    pub next_position: u64,
+}
+
+/// The streams of the log, by name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamList {
+    /// Each stream with its last version, sorted by name.
+    pub streams: Vec<StreamHead>,
+}
+
+/// One stream and its last version.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamHead {
+    /// The stream.
+    pub stream: String,
+    /// Its last version (its event count minus one).
+    pub last_version: u64,
+}
+
+/// Which streams to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StreamsQuery {
+    /// Only streams of this category (the part of the id before the first `-`).
+    category: Option<String>,
+}
+
+/// Where a page starts and how long it is.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageQuery {
+    /// The first version (streams) or position (log) to return; 0 by default.
+    from: Option<u64>,
+    /// How many events at most: 1 to 1000, 100 by default.
+    limit: Option<usize>,
+}
+
+/// Where to start following the log.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LiveQuery {
+    /// The first position to send; by default the end of the log (new events only).
+    /// A `Last-Event-ID` header (a position) resumes after it instead.
+    from: Option<u64>,
+}
+
+/// Events of one stream, oldest first, from a version.
+#[utoipa::path(
+    get,
+    path = "/api/v1/streams/{stream_id}",
+    tag = "log",
+    params(("stream_id" = String, Path, description = "The stream, e.g. order-<uuid>"), PageQuery),
+    responses(
+        (status = 200, description = "A page of the stream", body = StreamPage),
+        BadRequest, UnknownStream,
+    )
+)]
+pub(crate) async fn read_stream(
+    State(state): State<AppState>,
+    StreamPath(stream): StreamPath,
+    QueryParams(query): QueryParams<PageQuery>,
+) -> Result<Response, ApiError> {
+    let limit = page_limit(&state, query.limit)?;
+    let from = query.from.unwrap_or(0);
+    let store = state.store().clone();
+    let read_stream = stream.clone();
+    let (head, events) = blocking(move || {
+        let Some(head) = store.stream_head(&read_stream)? else {
+            return Ok((None, Vec::new()));
+        };
+        let events = store.read_stream(&read_stream, Version(from), Direction::Forward, limit)?;
+        Ok((Some(head), events))
+    })
+    .await?;
+    let Some(head) = head else {
+        return Err(ApiError::not_found(
+            "unknown-stream",
+            format!("stream {stream} has no events"),
+        ));
+    };
+    let next_from = events.last().map_or(from, |event| event.version.0 + 1);
+    Ok(axum::Json(StreamPage {
+        stream: stream.to_string(),
+        last_version: head.0,
+        events: events.iter().map(EventView::of).collect(),
+        next_from,
+    })
+    .into_response())
+}
+
+/// Every stream with its last version, optionally of one category only.
+#[utoipa::path(
+    get,
+    path = "/api/v1/streams",
+    tag = "log",
+    params(StreamsQuery),
+    responses(
+        (status = 200, description = "The streams, sorted by name", body = StreamList),
+        BadRequest,
+    )
+)]
+pub(crate) async fn list_streams(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<StreamsQuery>,
+) -> Result<Response, ApiError> {
+    let store = state.store().clone();
+    let heads = blocking(move || store.streams(query.category.as_deref())).await?;
+    Ok(axum::Json(StreamList {
+        streams: heads
+            .into_iter()
+            .map(|(stream, version)| StreamHead {
+                stream: stream.to_string(),
+                last_version: version.0,
+            })
+            .collect(),
+    })
+    .into_response())
+}
+
+/// One event, by its id.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/{event_id}",
+    tag = "log",
+    params(("event_id" = String, Path, description = "The event id (a UUID v7)")),
+    responses(
+        (status = 200, description = "The event", body = EventView),
+        BadRequest, UnknownEvent,
+    )
+)]
+pub(crate) async fn get_event(
+    State(state): State<AppState>,
+    EventIdPath(id): EventIdPath,
+) -> Result<Response, ApiError> {
+    let store = state.store().clone();
+    match blocking(move || store.read_event(&id)).await? {
+        Some(event) => Ok(axum::Json(EventView::of(&event)).into_response()),
+        None => Err(ApiError::not_found(
+            "unknown-event",
+            format!("no event has the id {id}"),
+        )),
+    }
+}
+
+/// Events of the whole log, in position order, from a position.
+#[utoipa::path(
+    get,
+    path = "/api/v1/log",
+    tag = "log",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of the log", body = LogPage),
+        BadRequest,
+    )
+)]
+pub(crate) async fn read_log(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<PageQuery>,
+) -> Result<Response, ApiError> {
+    let limit = page_limit(&state, query.limit)?;
+    let from = query.from.unwrap_or(0);
+    let store = state.store().clone();
+    let (events, next_position) = blocking(move || {
+        let next_position = store.next_position();
+        Ok((store.read_all(Position(from), limit)?, next_position))
+    })
+    .await?;
+    let next_from = events.last().map_or(from, |event| event.position.0 + 1);
+    Ok(axum::Json(LogPage {
+        events: events.iter().map(EventView::of).collect(),
+        next_from,
+        next_position: next_position.0,
+    })
+    .into_response())
+}
+
+/// The log as it grows, as Server-Sent Events: each event's `id` is its position and
+/// its `data` the event as JSON. Events already in the log from `from` come first, then
+/// new ones as they become durable. An `error` event (a problem) ends the stream.
+#[utoipa::path(
+    get,
+    path = "/api/v1/log/live",
+    tag = "log",
+    params(LiveQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position")),
+    responses(
+        (status = 200, description = "The log, live", content_type = "text/event-stream", body = EventView),
+        BadRequest,
+    )
+)]
+pub(crate) async fn follow_log(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    QueryParams(query): QueryParams<LiveQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid-header",
+                        "Last-Event-ID must be a log position (a whole number)",
+                    )
+                })?,
+        ),
+    };
+    let end = state.store().next_position();
+    let from = match (last_event_id, query.from) {
+        (Some(last), _) => last.saturating_add(1),
+        (None, Some(from)) => from,
+        (None, None) => end.0,
+    };
+    if from > end.0 {
+        return Err(ApiError::bad_request(
+            "invalid-query",
+            format!("from {from} is beyond the end of the log ({end})"),
+        ));
+    }
+    let follow = Follow {
+        subscription: state.store().subscribe(Position(from)),
+        shutdown: state.shutdown_token(),
+        done: false,
+    };
+    let events = futures_util::stream::unfold(follow, |mut follow| async move {
+        if follow.done {
+            return None;
+        }
+        let next = tokio::select! {
+            _ = follow.shutdown.cancelled() => return None,
+            next = follow.subscription.next() => next?,
+        };
+        let event = match next {
+            Ok(event) => Event::default()
+                .id(event.position.to_string())
+                .json_data(EventView::of(&event))
+                .unwrap_or_else(|error| error_event(ApiError::internal(&error))),
+            Err(error) => {
+                follow.done = true;
+                error_event(ApiError::from(error))
+            }
+        };
+        Some((Ok(event), follow))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// One live subscriber: the store's subscription and the server's shutdown signal.
+struct Follow {
+    subscription: Subscription,
+    shutdown: CancellationToken,
+    done: bool,
+}
+
+fn error_event(error: ApiError) -> Event {
+    Event::default()
+        .event("error")
+        .data(String::from_utf8_lossy(&error.body()))
+}

@@ -1,0 +1,174 @@
+//! The `payments` routes: open a customer's account, deposit into it, read it (stream
+//! `account-<customer_id>`).
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::commands::{CommandAccepted, CommandHeaders, CommandRequest, Reply, run};
+use crate::extract::{CustomerPath, JsonBody, check_entity_id};
+use crate::problem::ApiError;
+use crate::queries::{entity_response, load};
+use crate::responses::{BadRequest, CommandProblems, Conflict, NotModified, UnknownAccount};
+
+/// `POST /api/v1/payments/accounts`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAccount {
+    /// The customer: 1 to 64 ASCII letters, digits, `.`, `_`, `-`.
+    #[schema(example = "alice", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    pub customer_id: String,
+}
+
+/// `POST /api/v1/payments/accounts/{customer_id}/deposits`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deposit {
+    /// The amount in minor currency units (cents); above 0.
+    #[schema(example = 5000)]
+    pub amount: u64,
+}
+
+/// A customer's account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountView {
+    /// The customer.
+    pub customer_id: String,
+    /// The balance, in minor units.
+    pub balance: u64,
+    /// Charges by order id.
+    pub charges: BTreeMap<String, ChargeView>,
+    /// The stream version this state is folded to (also the `ETag`).
+    pub version: u64,
+}
+
+/// One order's charge.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChargeView {
+    /// The amount charged, in minor units.
+    pub amount: u64,
+    /// Whether it was refunded.
+    pub refunded: bool,
+}
+
+/// Open a customer's account.
+#[utoipa::path(
+    post,
+    path = "/api/v1/payments/accounts",
+    tag = "payments",
+    request_body = OpenAccount,
+    params(CommandHeaders),
+    responses(
+        (status = 201, description = "Opened", body = CommandAccepted,
+            headers(("ETag" = String, description = "The stream version, quoted"),
+                    ("Location" = String, description = "The account's URL"))),
+        CommandProblems, Conflict,
+    )
+)]
+pub(crate) async fn open_account(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<OpenAccount>,
+) -> Result<Response, ApiError> {
+    check_entity_id("customer id", &body.customer_id)?;
+    let request = CommandRequest::new("open_account", &uri, &headers, &body)?;
+    run(&state, request, |context| async move {
+        let command = payments::Command::OpenAccount {
+            customer_id: body.customer_id.clone(),
+        };
+        let committed = context
+            .execute(&context.state.inner.accounts, &body.customer_id, &command)
+            .await?;
+        Ok(Reply::accepted(StatusCode::CREATED, &committed)?
+            .with_location(format!("/api/v1/payments/accounts/{}", body.customer_id)))
+    })
+    .await
+}
+
+/// Deposit money into an account.
+#[utoipa::path(
+    post,
+    path = "/api/v1/payments/accounts/{customer_id}/deposits",
+    tag = "payments",
+    request_body = Deposit,
+    params(("customer_id" = String, Path, description = "The customer"), CommandHeaders),
+    responses(
+        (status = 200, description = "Deposited", body = CommandAccepted,
+            headers(("ETag" = String, description = "The stream version, quoted"))),
+        CommandProblems, UnknownAccount, Conflict,
+    )
+)]
+pub(crate) async fn deposit(
+    State(state): State<AppState>,
+    CustomerPath(customer_id): CustomerPath,
+    uri: Uri,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<Deposit>,
+) -> Result<Response, ApiError> {
+    let request = CommandRequest::new("deposit", &uri, &headers, &body)?;
+    run(&state, request, |context| async move {
+        let command = payments::Command::Deposit {
+            amount: body.amount,
+        };
+        let committed = context
+            .execute(&context.state.inner.accounts, &customer_id, &command)
+            .await?;
+        Reply::accepted(StatusCode::OK, &committed)
+    })
+    .await
+}
+
+/// One customer's account.
+#[utoipa::path(
+    get,
+    path = "/api/v1/payments/accounts/{customer_id}",
+    tag = "payments",
+    params(("customer_id" = String, Path, description = "The customer")),
+    responses(
+        (status = 200, description = "The account", body = AccountView,
+            headers(("ETag" = String, description = "The stream version, quoted"))),
+        NotModified, BadRequest, UnknownAccount,
+    )
+)]
+pub(crate) async fn get_account(
+    State(state): State<AppState>,
+    CustomerPath(customer_id): CustomerPath,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let loaded = load(&state.inner.accounts, customer_id.clone()).await?;
+    let unknown = || {
+        ApiError::not_found(
+            "unknown-account",
+            format!("customer {customer_id:?} has no account"),
+        )
+    };
+    let (account, Some(version)) = (loaded.state, loaded.version) else {
+        return Err(unknown());
+    };
+    if !account.is_open() {
+        return Err(unknown());
+    }
+    let view = AccountView {
+        customer_id: account.customer_id().to_owned(),
+        balance: account.balance(),
+        charges: account
+            .charges()
+            .iter()
+            .map(|(order, charge)| {
+                let view = ChargeView {
+                    amount: charge.amount,
+                    refunded: charge.refunded,
+                };
+                (order.clone(), view)
+            })
+            .collect(),
+        version: version.0,
+    };
+    Ok(entity_response(&headers, version, &view))
+}
