@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::index::IndexBatch;
+use crate::derived::index::IndexBatch;
 use crate::shared::Shared;
 
 /// Applies group commits to the index as the writer hands them over, several at a time

@@ -10,8 +10,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::StoreConfig;
+use crate::derived::index::Index;
 use crate::error::{Error, PositionText};
-use crate::index::Index;
 use crate::indexer::run_indexer;
 use crate::lock_file::lock_dir;
 use crate::reads::RecentCommits;

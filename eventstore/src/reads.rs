@@ -8,10 +8,10 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::derived::index::{CommitLocation, IndexedCommit};
 use crate::envelope::RecordedEvent;
 use crate::error::Error;
 use crate::ids::{EventId, Position, StreamId, Version};
-use crate::index::{CommitLocation, IndexedCommit};
 use crate::segment::{DurableEnd, LogCursor};
 use crate::shared::Shared;
 use crate::store::{Direction, EventStore};

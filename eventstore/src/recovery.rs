@@ -5,9 +5,9 @@
 use std::path::Path;
 
 use crate::config::StoreConfig;
+use crate::derived::index::{CommitLocation, HighWater, Index, IndexBatch, IndexedCommit};
 use crate::error::{Error, PositionText};
 use crate::ids::{EventId, Position, StreamId};
-use crate::index::{CommitLocation, HighWater, Index, IndexBatch, IndexedCommit};
 use crate::segment;
 
 /// Where the log ends after recovery.

@@ -1,6 +1,6 @@
 //! The files of the log: creating a segment, zero-filling (preallocating) one, and syncing
-//! the log directory. Together with the reads in `segment` (`list_segments`,
-//! `read_segment`, `LogCursor`) this is all the file IO under the log.
+//! the log directory. With the reads in `segment` (`list_segments`, `read_segment`,
+//! `LogCursor`) and recovery's cut of a torn tail, this is all the file IO under the log.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -11,8 +11,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::StoreConfig;
+use crate::derived::index::Index;
 use crate::error::Error;
-use crate::index::Index;
 use crate::reads::RecentCommits;
 use crate::segment::DurableEnd;
 

@@ -179,7 +179,7 @@ impl EventStore {
         Ok(answer)
     }
 
-    /// The read-model storage of this store (see [`crate::readmodel`]).
+    /// The read-model storage of this store (see [`crate::derived::readmodel`]).
     pub fn read_models(&self) -> Result<crate::ReadModels, Error> {
         crate::ReadModels::new(self.shared.index.db().clone())
     }
@@ -230,7 +230,7 @@ impl EventStore {
     /// The latest snapshot of `stream`, as `(version, state bytes)`. A snapshot is
     /// derived data: it is ignored if the stream is not at least at its version.
     pub fn load_snapshot(&self, stream: &StreamId) -> Result<Option<(Version, Vec<u8>)>, Error> {
-        crate::snapshot::load(&self.shared.index, stream, self.stream_head(stream)?)
+        crate::derived::snapshot::load(&self.shared.index, stream, self.stream_head(stream)?)
     }
 
     /// Stores `state` as the snapshot of `stream` at `version`.
@@ -240,7 +240,7 @@ impl EventStore {
         version: Version,
         state: &[u8],
     ) -> Result<(), Error> {
-        crate::snapshot::save(&self.shared.index, stream, version, state)
+        crate::derived::snapshot::save(&self.shared.index, stream, version, state)
     }
 
     /// Stops the writer after the batch in progress, lets the indexer finish, flushes the

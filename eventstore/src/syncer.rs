@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use crate::derived::index::IndexBatch;
 use crate::error::Error;
-use crate::index::IndexBatch;
 use crate::segment::DurableEnd;
 use crate::shared::Shared;
 use crate::store::AppendOutcome;

@@ -30,10 +30,10 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::derived::index::{CommitLocation, HighWater, IndexBatch, IndexedCommit};
 use crate::envelope::{NewEvent, StoredEvent};
 use crate::error::Error;
 use crate::ids::{EventId, ExpectedVersion, Position, StreamId, Version};
-use crate::index::{CommitLocation, HighWater, IndexBatch, IndexedCommit};
 use crate::segment::{self, DurableEnd, FLAG_COMMIT_END};
 use crate::segment_files::{create_segment, open_segment, sync_dir, zero_fill};
 use crate::shared::Shared;
