@@ -6,6 +6,13 @@
 //! append with `Exact(version)`, and on a version conflict reload and decide again, a
 //! bounded number of times. Event ids are derived from the command id, so a command sent
 //! twice is recognised by the store and has one effect.
+//!
+//! A repository is also the per-stream command queue: [`Repository::execute`] waits for
+//! its stream's entry in the repository's [`KeyedLocks`] before it loads, so commands on
+//! one aggregate through one repository (and its clones) run one after another instead
+//! of spending their conflict retries on each other. Writers that share a repository
+//! share the queue without taking any lock themselves; conflict retries are left for
+//! writers outside it.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -18,6 +25,7 @@ use uuid::Uuid;
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::error::Error;
 use crate::ids::{EventId, ExpectedVersion, StreamId, Version};
+use crate::locks::KeyedLocks;
 use crate::store::{AppendOutcome, Direction, EventStore};
 
 /// A consistency boundary: state folded from its own stream's events.
@@ -115,6 +123,8 @@ pub struct Repository<A> {
     snapshot_every: u64,
     /// How many times a command is decided again after a version conflict.
     max_conflict_retries: u32,
+    /// The per-stream command queue, shared by every clone of this repository.
+    queue: Arc<KeyedLocks>,
     _aggregate: PhantomData<fn() -> A>,
 }
 
@@ -127,6 +137,7 @@ impl<A: Aggregate> Repository<A> {
             cache: None,
             snapshot_every: 100,
             max_conflict_retries: 8,
+            queue: Arc::default(),
             _aggregate: PhantomData,
         }
     }
@@ -189,8 +200,9 @@ impl<A: Aggregate> Repository<A> {
         }
     }
 
-    /// Runs `command` on the aggregate `id`: load, decide, append. On a version conflict
-    /// (without `expected_version`) it reloads and decides again.
+    /// Runs `command` on the aggregate `id`: waits for its turn in the stream's queue,
+    /// then loads, decides and appends. On a version conflict (with a writer outside
+    /// this repository; without `expected_version`) it reloads and decides again.
     pub async fn execute(
         &self,
         id: &str,
@@ -198,6 +210,7 @@ impl<A: Aggregate> Repository<A> {
         options: &CommandOptions,
     ) -> Result<Committed<A>, ExecuteError<A::Error>> {
         let stream = Self::stream_id(id)?;
+        let _queued = self.queue.lock(stream.as_str()).await;
         let mut attempt = 0;
         // A command sent again (same command id) must get its first outcome, not a
         // refusal from the state it already changed. Checking for that up front would

@@ -3,10 +3,25 @@
 //! Every state change is an event appended to one log of segment files (`segment`),
 //! written by a single writer thread with group commit and `fdatasync` before any append
 //! is acknowledged (`writer`). Everything else is derived from the log and kept in sled
-//! (`index`): stream positions, heads, event ids, a sparse position map, snapshots. On
+//! (`derived`): stream positions, heads, event ids, a sparse position map, checkpoints,
+//! snapshots, read models. On
 //! open the store cuts a torn tail, refuses corruption, and brings the index up to the
-//! end of the log (`store`). Aggregates run on top through the [`Repository`]
+//! end of the log (`open`, `recovery`). Aggregates run on top through the [`Repository`]
 //! (`aggregate`).
+//!
+//! The modules, by concern:
+//! - the handle: `store` ([`EventStore`]: append, import, close), `config`
+//!   ([`StoreConfig`]), `shared` (the state its threads share);
+//! - the write path: `writer` (group commit), `syncer` (`fdatasync`, then acknowledge),
+//!   `indexer` (sled, off the acknowledgement path);
+//! - the files: `segment` (record format, parsing, the read cursor), `segment_files`
+//!   (creating, preallocating and syncing segment files), `lock_file` (`LOCK`);
+//! - opening: `open` (the sequence), `recovery` (torn tail, corruption, index catch-up);
+//! - reading: `reads` (streams and the log, with the overlay of commits not yet indexed),
+//!   `subscription` (catch-up, then live), `verify` (the whole log, checked);
+//! - derived storage in sled: `derived` (`index`, `snapshot`, `readmodel`), the only
+//!   module that imports sled;
+//! - commands: `aggregate` ([`Repository`]), `locks` ([`KeyedLocks`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), eventstore::Error> {
@@ -21,21 +36,33 @@
 //! ```
 
 pub mod aggregate;
+mod config;
+pub mod derived;
 pub mod envelope;
 pub mod error;
 pub mod ids;
-pub mod index;
+mod indexer;
+mod lock_file;
 pub mod locks;
-pub mod readmodel;
+mod open;
+mod reads;
+mod recovery;
 pub mod segment;
-pub mod snapshot;
+mod segment_files;
+mod shared;
 pub mod store;
+mod subscription;
+mod syncer;
+mod verify;
 mod writer;
 
 pub use aggregate::{Aggregate, CommandOptions, Committed, ExecuteError, Loaded, Repository};
+pub use config::StoreConfig;
+pub use derived::readmodel::{Model, ModelBatch, ReadModels};
 pub use envelope::{Metadata, NewEvent, RecordedEvent, StoredEvent};
 pub use error::Error;
 pub use ids::{EventId, ExpectedVersion, Position, StreamId, Version};
 pub use locks::{KeyGuard, KeyedLocks};
-pub use readmodel::{Model, ModelBatch, ReadModels};
-pub use store::{AppendOutcome, Direction, EventStore, StoreConfig, Subscription, VerifyReport};
+pub use store::{AppendOutcome, Direction, EventStore};
+pub use subscription::Subscription;
+pub use verify::VerifyReport;

@@ -2,8 +2,9 @@
 //! waits for them, so the map holds only the names in use right now.
 //!
 //! Commands on one stream that queue on its lock run one after another instead of
-//! spending their conflict retries on each other: the HTTP API and the saga driver
-//! share one [`KeyedLocks`] for the streams they both write.
+//! spending their conflict retries on each other: every [`crate::Repository`] owns one
+//! [`KeyedLocks`] as its per-stream command queue. The HTTP API also uses one for its
+//! idempotency keys.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

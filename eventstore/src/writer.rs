@@ -12,26 +12,33 @@
 //!    encode its records into the batch buffer, chaining hashes, the last record flagged
 //!    as the end of the append.
 //! 3. Roll to a new segment first if the active one is full.
-//! 4. `write_all` the buffer, then `fdatasync`. On any I/O error the writer fails every
-//!    append of the batch and stops: after a failed fsync the page cache cannot be trusted,
-//!    so the store must be reopened (and recovery re-reads what is really on disk).
-//! 5. Publish the new durable end (readers and subscribers may now see the batch), answer
-//!    every caller, and hand the batch's index entries to the indexer thread.
+//! 4. `write_all` the buffer and hand the batch to the syncer thread (`syncer`), which
+//!    runs one `fdatasync` for every batch waiting, while the writer goes on with the
+//!    next. On any I/O error the writer fails every append of the batch and stops: after
+//!    a failed fsync the page cache cannot be trusted, so the store must be reopened (and
+//!    recovery re-reads what is really on disk).
+//! 5. The syncer publishes the new durable end (readers and subscribers may now see the
+//!    batch), answers every caller, and hands the batch's index entries to the indexer
+//!    thread (`indexer`).
+//!
+//! The segment files themselves are created, preallocated and synced in `segment_files`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::derived::index::{CommitLocation, HighWater, IndexBatch, IndexedCommit};
 use crate::envelope::{NewEvent, StoredEvent};
 use crate::error::Error;
 use crate::ids::{EventId, ExpectedVersion, Position, StreamId, Version};
-use crate::index::{CommitLocation, HighWater, IndexBatch, IndexedCommit};
 use crate::segment::{self, DurableEnd, FLAG_COMMIT_END};
-use crate::store::{AppendOutcome, Shared};
+use crate::segment_files::{create_segment, open_segment, sync_dir, zero_fill};
+use crate::shared::Shared;
+use crate::store::AppendOutcome;
+use crate::syncer::Handoff;
 
 /// One append waiting for the writer.
 #[derive(Debug)]
@@ -537,85 +544,6 @@ impl Writer {
     }
 }
 
-/// A caller waiting for its answer, and the answer it gets once the batch is durable.
-type Answer = (
-    oneshot::Sender<Result<AppendOutcome, Error>>,
-    Result<AppendOutcome, Error>,
-);
-
-/// One written batch on its way to durability: the file to sync, where the log will end
-/// once synced, the answers to send then, and the index entries to hand on.
-#[derive(Debug)]
-pub struct Handoff {
-    file: Option<(Arc<File>, std::path::PathBuf)>,
-    end: DurableEnd,
-    answers: Vec<Answer>,
-    index: Option<IndexBatch>,
-}
-
-/// The second half of the pipeline: while the writer encodes and writes the next batch,
-/// this thread makes the previous ones durable with one `fdatasync` for all the batches
-/// waiting, then publishes the new durable end, answers the callers and feeds the
-/// indexer. Nobody hears of an append before the sync that covers it returns.
-pub(crate) fn run_syncer(
-    shared: Arc<Shared>,
-    inbox: std::sync::mpsc::Receiver<Handoff>,
-    indexer: std::sync::mpsc::Sender<IndexBatch>,
-) {
-    while let Ok(first) = inbox.recv() {
-        let mut group = vec![first];
-        while let Ok(next) = inbox.try_recv() {
-            group.push(next);
-        }
-        // Sync each file written (two only when the writer rolled to a new segment).
-        let mut synced: Vec<&std::path::Path> = Vec::new();
-        let mut failure = None;
-        for (file, path) in group
-            .iter()
-            .rev()
-            .filter_map(|handoff| handoff.file.as_ref())
-        {
-            if synced.contains(&path.as_path()) {
-                continue;
-            }
-            if let Err(error) = file.sync_data() {
-                failure = Some(Error::io(path)(error));
-                break;
-            }
-            synced.push(path);
-        }
-        if let Some(error) = failure {
-            let reason = error.to_string();
-            tracing::error!(%error, "fdatasync failed; the writer stops and the store must be reopened");
-            shared.fail(reason.clone());
-            for handoff in group {
-                for (reply, _) in handoff.answers {
-                    let _ = reply.send(Err(Error::WriterStopped(reason.clone())));
-                }
-            }
-            while let Ok(handoff) = inbox.recv() {
-                for (reply, _) in handoff.answers {
-                    let _ = reply.send(Err(Error::WriterStopped(reason.clone())));
-                }
-            }
-            return;
-        }
-        for batch in group.iter().filter_map(|handoff| handoff.index.as_ref()) {
-            shared.remember_commits(&batch.commits);
-        }
-        let end = group.last().expect("one handoff at least").end;
-        shared.publish_durable(end);
-        for handoff in group {
-            for (reply, answer) in handoff.answers {
-                let _ = reply.send(answer);
-            }
-            if let Some(batch) = handoff.index {
-                let _ = indexer.send(batch);
-            }
-        }
-    }
-}
-
 fn describe_expected(expected: ExpectedVersion) -> String {
     match expected {
         ExpectedVersion::Any => "any version".into(),
@@ -623,49 +551,4 @@ fn describe_expected(expected: ExpectedVersion) -> String {
         ExpectedVersion::StreamExists => "an existing stream".into(),
         ExpectedVersion::Exact(version) => format!("version {version}"),
     }
-}
-
-/// Opens a segment file for reading and writing.
-fn open_segment(path: &Path) -> Result<File, Error> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(Error::io(path))
-}
-
-/// Extends `file` with zeros up to `bytes` and syncs it: the blocks are then allocated,
-/// and later writes over them need no metadata journal commit on `fdatasync`.
-pub(crate) fn zero_fill(file: &File, path: &Path, bytes: u64) -> Result<(), Error> {
-    let mut at = file.metadata().map_err(Error::io(path))?.len();
-    let zeros = vec![0u8; 1 << 20];
-    while at < bytes {
-        let chunk = (bytes - at).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..chunk], at)
-            .map_err(Error::io(path))?;
-        at += chunk as u64;
-    }
-    file.sync_all().map_err(Error::io(path))
-}
-
-/// Creates an empty segment file and makes its directory entry durable.
-pub(crate) fn create_segment(log_dir: &Path, first_position: u64) -> Result<File, Error> {
-    let path = log_dir.join(segment::segment_file_name(first_position));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .read(true)
-        .open(&path)
-        .map_err(Error::io(&path))?;
-    file.sync_all().map_err(Error::io(&path))?;
-    sync_dir(log_dir)?;
-    Ok(file)
-}
-
-/// fsyncs a directory, so that files created or resized in it survive a crash.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(dir))
 }

@@ -1,30 +1,25 @@
 //! How the fulfilment saga reaches orders, inventory and payments: which log events
 //! start or cancel it, and how each of its commands runs on the aggregates.
 //!
-//! Commands run through the aggregates' [`Repository`] with the saga's deterministic
-//! command id, queued on the same per-stream locks as the HTTP API. Domain refusals
+//! Commands run through the shared [`Repositories`] with the saga's deterministic
+//! command id: handed the same repositories as the HTTP API, the saga queues on the same
+//! per-stream queues. Domain refusals
 //! become [`Outcome::Rejected`] with the aggregate's own words; refusals that mean
 //! "already done" (a release of nothing, a refund of nothing) are [`Outcome::Done`].
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use eventstore::{
-    Aggregate, CommandOptions, Error, EventStore, ExecuteError, KeyedLocks, Metadata,
-    RecordedEvent, Repository,
+    Aggregate, CommandOptions, Error, ExecuteError, Metadata, RecordedEvent, Repository,
 };
-use inventory::Stock;
 use orders::Order;
-use payments::Account;
+use repositories::Repositories;
 use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::driver::Dispatcher;
 use crate::fulfilment::{Command, Fulfilment, Input, Outcome};
 use crate::saga::{self, Issued};
-
-/// How many aggregates of each kind the saga keeps in memory between its commands.
-const STATE_CACHE: usize = 16_384;
 
 /// Faults the driver injects on purpose, to see deadlines and compensation happen.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -49,29 +44,17 @@ impl Faults {
 /// The fulfilment saga's view of the world.
 #[derive(Debug, Clone)]
 pub struct FulfilmentServices {
-    stock: Repository<Stock>,
-    accounts: Repository<Account>,
-    orders: Repository<Order>,
-    locks: Arc<KeyedLocks>,
+    repositories: Repositories,
     timeout: Duration,
     faults: Faults,
 }
 
 impl FulfilmentServices {
-    /// Services over `store`, queuing on `locks`; an order not charged within `timeout`
-    /// is cancelled.
-    pub fn new(store: EventStore, locks: Arc<KeyedLocks>, timeout: Duration) -> Self {
+    /// Services running their commands through `repositories` (share them with the
+    /// other writers of the process); an order not charged within `timeout` is cancelled.
+    pub fn new(repositories: Repositories, timeout: Duration) -> Self {
         FulfilmentServices {
-            stock: Repository::new(store.clone())
-                .with_conflict_retries(32)
-                .with_cache(STATE_CACHE),
-            accounts: Repository::new(store.clone())
-                .with_conflict_retries(32)
-                .with_cache(STATE_CACHE),
-            orders: Repository::new(store)
-                .with_conflict_retries(32)
-                .with_cache(STATE_CACHE),
-            locks,
+            repositories,
             timeout,
             faults: Faults::default(),
         }
@@ -84,16 +67,13 @@ impl FulfilmentServices {
     }
 }
 
-/// Runs a command on one aggregate, queued on its stream's lock.
+/// Runs a command on one aggregate (queued on its stream by the repository).
 async fn run<A: Aggregate>(
     repository: &Repository<A>,
-    locks: &KeyedLocks,
     id: &str,
     command: A::Command,
     options: &CommandOptions,
 ) -> Result<Result<A, A::Error>, Error> {
-    let stream = Repository::<A>::stream_id(id)?;
-    let _queued = locks.lock(stream.as_str()).await;
     match repository.execute(id, &command, options).await {
         Ok(committed) => Ok(Ok(committed.state)),
         Err(ExecuteError::Rejected(rejection)) => Ok(Err(rejection)),
@@ -162,14 +142,13 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                 ..Metadata::default()
             },
         };
-        let locks = &*self.locks;
         let outcome = match &issued.command {
             Command::Reserve { sku, quantity } => {
                 let command = inventory::Command::Reserve {
                     order_id: order_id.clone(),
                     quantity: *quantity,
                 };
-                match run(&self.stock, locks, sku, command, &options).await? {
+                match run(&self.repositories.stock, sku, command, &options).await? {
                     Ok(stock) => match stock.reservation(&order_id) {
                         Some(reservation) => Outcome::Reserved {
                             quantity: reservation.quantity,
@@ -189,7 +168,7 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                 let command = inventory::Command::Release {
                     order_id: order_id.clone(),
                 };
-                match run(&self.stock, locks, sku, command, &options).await? {
+                match run(&self.repositories.stock, sku, command, &options).await? {
                     Ok(_) | Err(inventory::Error::NoReservation { .. }) => Outcome::Done,
                     Err(error) => rejected(error),
                 }
@@ -198,7 +177,7 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                 let command = inventory::Command::ConfirmReservation {
                     order_id: order_id.clone(),
                 };
-                match run(&self.stock, locks, sku, command, &options).await? {
+                match run(&self.repositories.stock, sku, command, &options).await? {
                     Ok(_) => Outcome::Done,
                     Err(error) => rejected(error),
                 }
@@ -211,7 +190,14 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                     order_id: order_id.clone(),
                     amount: *amount,
                 };
-                match run(&self.accounts, locks, &state.customer_id, command, &options).await? {
+                match run(
+                    &self.repositories.accounts,
+                    &state.customer_id,
+                    command,
+                    &options,
+                )
+                .await?
+                {
                     Ok(_) => Outcome::Done,
                     Err(error) => rejected(error),
                 }
@@ -220,7 +206,14 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                 let command = payments::Command::Refund {
                     order_id: order_id.clone(),
                 };
-                match run(&self.accounts, locks, &state.customer_id, command, &options).await? {
+                match run(
+                    &self.repositories.accounts,
+                    &state.customer_id,
+                    command,
+                    &options,
+                )
+                .await?
+                {
                     Ok(_)
                     | Err(
                         payments::Error::NotCharged { .. }
@@ -231,7 +224,7 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
             }
             Command::ConfirmOrder { total } => {
                 let command = orders::Command::ConfirmOrder { total: *total };
-                match run(&self.orders, locks, &order_id, command, &options).await? {
+                match run(&self.repositories.orders, &order_id, command, &options).await? {
                     Ok(_) => Outcome::Done,
                     Err(error) => rejected(error),
                 }
@@ -240,7 +233,7 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                 let command = orders::Command::CancelOrder {
                     reason: reason.clone(),
                 };
-                match run(&self.orders, locks, &order_id, command, &options).await? {
+                match run(&self.repositories.orders, &order_id, command, &options).await? {
                     // Refused: the order is settled already (the customer cancelled).
                     Ok(_) | Err(_) => Outcome::Done,
                 }

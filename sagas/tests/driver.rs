@@ -6,7 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventstore::{CommandOptions, EventStore, KeyedLocks, Repository, StoreConfig};
+use eventstore::{CommandOptions, EventStore, Repository, StoreConfig};
+use repositories::Repositories;
 use sagas::fulfilment::Phase;
 use sagas::view::SagaView;
 use sagas::{Driver, DriverConfig, Faults, Fulfilment, FulfilmentServices, ManualClock};
@@ -19,8 +20,8 @@ fn open(dir: &Path) -> EventStore {
 }
 
 fn start(store: &EventStore, clock: &ManualClock, faults: Faults) -> Driver {
-    let services = FulfilmentServices::new(store.clone(), Arc::new(KeyedLocks::default()), TIMEOUT)
-        .with_faults(faults);
+    let services =
+        FulfilmentServices::new(Repositories::new(store.clone()), TIMEOUT).with_faults(faults);
     Driver::start(
         store.clone(),
         Arc::new(services),

@@ -213,14 +213,16 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         max_body_bytes: settings.max_body_bytes,
         ..ApiConfig::default()
     };
-    let mut state = AppState::new(store.clone(), config).with_projections(projections);
+    // One repository per aggregate for the whole process: the API and the saga share
+    // them, so their commands on one aggregate queue on its stream.
+    let repositories = repositories::Repositories::new(store.clone());
+    let mut state = AppState::sharing(store.clone(), repositories.clone(), config)
+        .with_projections(projections);
     if let Some(relay) = &relay {
         state = state.with_relay(relay.status.clone());
     }
-    // The fulfilment saga queues its commands on the API's per-stream locks.
-    let services =
-        sagas::FulfilmentServices::new(store.clone(), state.stream_locks(), settings.saga_timeout)
-            .with_faults(settings.faults.clone());
+    let services = sagas::FulfilmentServices::new(repositories, settings.saga_timeout)
+        .with_faults(settings.faults.clone());
     let driver = if settings.saga {
         let started = sagas::Driver::start(
             store.clone(),

@@ -229,11 +229,13 @@ async fn concurrent_commands_on_one_aggregate_all_commit() {
     let dir = TempDir::new().unwrap();
     let store = open(dir.path(), StoreConfig::default());
     // Each conflict means another command committed, so with 16 contenders 15 retries
-    // always suffice (the default bound of 8 need not).
+    // always suffice (the default bound of 8 need not). One repository per task: each
+    // has its own queue, so the commands really race and conflict.
     let counters = Repository::<Counter>::new(store.clone()).with_conflict_retries(TASKS as u32);
     let mut tasks = Vec::new();
     for by in 1..=TASKS {
-        let counters = counters.clone();
+        let counters =
+            Repository::<Counter>::new(store.clone()).with_conflict_retries(TASKS as u32);
         tasks.push(tokio::spawn(async move {
             counters
                 .execute("hot", &increment(by), &command(Uuid::now_v7()))
@@ -258,6 +260,35 @@ async fn concurrent_commands_on_one_aggregate_all_commit() {
         replay(&store, "hot"),
         (TASKS * (TASKS + 1) / 2, Some(Version(TASKS - 1)))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_through_one_repository_queue_on_their_stream() {
+    const TASKS: u64 = 16;
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path(), StoreConfig::default());
+    // No conflict retries: commands through clones of one repository take turns on the
+    // stream's queue, so none of them may meet a conflict.
+    let counters = Repository::<Counter>::new(store.clone()).with_conflict_retries(0);
+    let mut tasks = Vec::new();
+    for by in 1..=TASKS {
+        let counters = counters.clone();
+        tasks.push(tokio::spawn(async move {
+            counters
+                .execute("queued", &increment(by), &command(Uuid::now_v7()))
+                .await
+        }));
+    }
+    for task in tasks {
+        task.await
+            .unwrap()
+            .expect("a queued command never conflicts with its own repository");
+    }
+    assert_eq!(
+        replay(&store, "queued"),
+        (TASKS * (TASKS + 1) / 2, Some(Version(TASKS - 1)))
+    );
+    store.close().await;
 }
 
 #[tokio::test]

@@ -72,8 +72,8 @@ pub(crate) struct CommandContext {
 }
 
 impl CommandContext {
-    /// Runs `command` on the aggregate `id`: one command per stream at a time in this
-    /// process; store and domain errors become problems.
+    /// Runs `command` on the aggregate `id` (queued on its stream by the repository);
+    /// store and domain errors become problems.
     pub(crate) async fn execute<A>(
         &self,
         repository: &Repository<A>,
@@ -85,7 +85,6 @@ impl CommandContext {
         A::Error: DomainError,
     {
         let stream = Repository::<A>::stream_id(id)?;
-        let _queued = self.state.inner.stream_locks.lock(stream.as_str()).await;
         match repository.execute(id, command, &self.options).await {
             Ok(committed) => Ok(committed),
             Err(ExecuteError::Rejected(error)) => Err(ApiError::from(&error)),

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use eventstore::{EventStore, Repository};
+use repositories::Repositories;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -62,9 +63,6 @@ pub struct ApiConfig {
     /// `/readyz` answers 503 when the index lags the durable log by more events than
     /// this: reads would wait for the index to catch up.
     pub max_ready_index_lag: u64,
-    /// How many times a command is decided again after a version conflict with a
-    /// writer outside this API (commands of this API on one aggregate queue up instead).
-    pub conflict_retries: u32,
     /// How long a read-model query with `min_position` waits for the projection to
     /// apply it before answering 503 with the checkpoint.
     pub projection_wait_timeout: std::time::Duration,
@@ -77,7 +75,6 @@ impl Default for ApiConfig {
             default_page_events: 100,
             max_page_events: 1000,
             max_ready_index_lag: 100_000,
-            conflict_retries: 8,
             projection_wait_timeout: std::time::Duration::from_secs(5),
         }
     }
@@ -100,9 +97,6 @@ struct Shared {
     accounts: Repository<payments::Account>,
     orders: Repository<orders::Order>,
     config: ApiConfig,
-    /// Commands of this API on one stream run one at a time, so concurrent clients of
-    /// one aggregate queue up instead of spending their conflict retries.
-    stream_locks: Arc<eventstore::KeyedLocks>,
     /// Requests with one idempotency key run one at a time, so the second sees the
     /// first's record.
     key_locks: eventstore::KeyedLocks,
@@ -112,19 +106,22 @@ struct Shared {
 }
 
 impl AppState {
-    /// The state of an API over `store`.
+    /// The state of an API over `store`, with repositories of its own.
     pub fn new(store: EventStore, config: ApiConfig) -> Self {
+        Self::sharing(store.clone(), Repositories::new(store), config)
+    }
+
+    /// The state of an API over `store` whose commands run through `repositories`: hand
+    /// the same repositories to the other writers of the process (the saga), so that
+    /// commands on one aggregate queue on its stream instead of racing.
+    pub fn sharing(store: EventStore, repositories: Repositories, config: ApiConfig) -> Self {
         AppState {
             inner: Arc::new(Shared {
-                stock: Repository::new(store.clone())
-                    .with_conflict_retries(config.conflict_retries),
-                accounts: Repository::new(store.clone())
-                    .with_conflict_retries(config.conflict_retries),
-                orders: Repository::new(store.clone())
-                    .with_conflict_retries(config.conflict_retries),
+                stock: repositories.stock,
+                accounts: repositories.accounts,
+                orders: repositories.orders,
                 store,
                 config,
-                stream_locks: Arc::default(),
                 key_locks: eventstore::KeyedLocks::default(),
                 shutdown: CancellationToken::new(),
             }),
@@ -157,12 +154,6 @@ impl AppState {
     /// The status of the outbox relay running in this server, if any.
     pub fn relay(&self) -> Option<&outbox::StatusHandle> {
         self.relay.as_deref()
-    }
-
-    /// The per-stream command queues of this API; a saga driver in the same process
-    /// queues its commands on them too, so the two never race on one aggregate.
-    pub fn stream_locks(&self) -> Arc<eventstore::KeyedLocks> {
-        self.inner.stream_locks.clone()
     }
 
     /// The store behind the API.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use api::{ApiConfig, AppState};
 use eventstore::EventStore;
+use repositories::Repositories;
 use sagas::{Driver, DriverConfig, Faults, FulfilmentServices, ManualClock};
 use serde_json::{Value, json};
 
@@ -27,10 +28,10 @@ struct TestServer {
 impl TestServer {
     async fn start(dir: &Path, faults: Faults) -> Self {
         let store = common::open_store(dir).await;
-        let state = AppState::new(store.clone(), ApiConfig::default());
+        let repositories = Repositories::new(store.clone());
+        let state = AppState::sharing(store.clone(), repositories.clone(), ApiConfig::default());
         let clock = ManualClock::new(chrono::Utc::now());
-        let services = FulfilmentServices::new(store.clone(), state.stream_locks(), TIMEOUT)
-            .with_faults(faults);
+        let services = FulfilmentServices::new(repositories, TIMEOUT).with_faults(faults);
         let driver = Driver::start(
             store.clone(),
             Arc::new(services),

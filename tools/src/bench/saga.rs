@@ -73,8 +73,10 @@ pub(super) async fn run(args: SagaArgs) -> anyhow::Result<()> {
         bail!("the data directory is not empty: use a fresh one");
     }
     seed(&store, &args).await?;
-    let locks = Arc::new(eventstore::KeyedLocks::default());
-    let services = sagas::FulfilmentServices::new(store.clone(), locks, Duration::from_secs(30));
+    let services = sagas::FulfilmentServices::new(
+        repositories::Repositories::new(store.clone()),
+        Duration::from_secs(30),
+    );
     let driver = sagas::Driver::start(
         store.clone(),
         Arc::new(services),

@@ -13,9 +13,9 @@
 
 use std::ops::Bound;
 
+use crate::derived::index::be_u64;
 use crate::error::Error;
 use crate::ids::Position;
-use crate::index::be_u64;
 
 const CHECKPOINT_KEY: &[u8] = b"\xff\xffcheckpoint";
 

@@ -3,9 +3,9 @@
 //! kept in sled: losing one costs a longer load, never correctness, so one that does not
 //! fit the stream (a version past its head, after an index rebuild) is ignored.
 
+use crate::derived::index::{Index, be_u64};
 use crate::error::Error;
 use crate::ids::{StreamId, Version};
-use crate::index::{Index, be_u64};
 
 /// Stores `state` as the snapshot of `stream` at `version`, replacing an older one.
 pub fn save(index: &Index, stream: &StreamId, version: Version, state: &[u8]) -> Result<(), Error> {

@@ -1,0 +1,291 @@
+//! Recovery at open: check the index's high-water mark against the log, walk the log from
+//! there to its end (checksums, positions, hash chain), index what the index lacks, and
+//! cut a torn tail or refuse corruption (docs/ARCHITECTURE.md, "Opening and recovery").
+
+use std::path::Path;
+
+use crate::config::StoreConfig;
+use crate::derived::index::{CommitLocation, HighWater, Index, IndexBatch, IndexedCommit};
+use crate::error::{Error, PositionText};
+use crate::ids::{EventId, Position, StreamId};
+use crate::segment;
+
+/// Where the log ends after recovery.
+pub(crate) struct Recovered {
+    pub(crate) next_position: u64,
+    pub(crate) end_offset: u64,
+    pub(crate) last_hash: [u8; 32],
+}
+
+/// Appends recovery puts in one index batch (one entry of the sparse position map): about
+/// what a busy group commit holds, so a read from any position skips as few records as
+/// after normal operation.
+const RECOVERY_COMMITS_PER_BATCH: usize = 64;
+
+/// Appends recovery indexes per sled round. sled costs microseconds per key written and a
+/// stream gets one run (one key) per round, so larger rounds write far fewer keys; this
+/// bounds the memory a round holds.
+const RECOVERY_COMMITS_PER_ROUND: usize = 1 << 16;
+
+/// Brings the index up to the end of the log, starting from its high-water mark (or from
+/// scratch if it has none or it does not match the log), and cuts a torn tail.
+pub(crate) fn recover(
+    log_dir: &Path,
+    segments: &[u64],
+    index: &Index,
+    config: &StoreConfig,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Recovered, Error> {
+    let mut start = index.high_water()?.unwrap_or(HighWater::START);
+    if !high_water_matches_log(log_dir, segments, &start, config)? {
+        tracing::warn!("the index does not match the log; rebuilding it from the start");
+        index.clear()?;
+        start = HighWater::START;
+    }
+    let total_bytes: u64 = segments
+        .iter()
+        .filter(|&&first| first >= start.segment)
+        .map(|first| {
+            std::fs::metadata(log_dir.join(segment::segment_file_name(*first)))
+                .map_or(0, |m| m.len())
+        })
+        .sum::<u64>()
+        .saturating_sub(start.offset);
+    let mut done_bytes = 0u64;
+
+    let mut next_position = start.next_position;
+    let mut last_hash = start.last_hash;
+    let mut end_offset = start.offset;
+    let first_segment_index = segments.partition_point(|&first| first < start.segment);
+    for (i, &first) in segments.iter().enumerate().skip(first_segment_index) {
+        let path = log_dir.join(segment::segment_file_name(first));
+        let is_last = i + 1 == segments.len();
+        if first != start.segment && first != next_position {
+            return Err(Error::Corrupt {
+                segment: path,
+                offset: 0,
+                after: PositionText(next_position.checked_sub(1).map(Position)),
+                reason: format!(
+                    "segment starts at position {first}, but the log continues at {next_position}: a segment is missing or misnamed"
+                ),
+            });
+        }
+        let data = segment::read_segment(&path)?;
+        let mut offset = if first == start.segment {
+            start.offset as usize
+        } else {
+            0
+        };
+        let mut committed_offset = offset;
+        let mut committed_position = next_position;
+        let mut committed_hash = last_hash;
+        let mut batches: Vec<IndexBatch> = Vec::new();
+        let mut pending_commits = 0usize;
+        let mut commit: Option<IndexedCommit> = None;
+        let mut damage = None;
+        while offset < data.len() {
+            let record = match segment::parse_record(&data[offset..], config.max_event_bytes) {
+                Ok(record) => record,
+                Err(found) => {
+                    damage = Some(found);
+                    break;
+                }
+            };
+            let event = &record.event;
+            let corrupt = |reason: String| Error::Corrupt {
+                segment: path.clone(),
+                offset: offset as u64,
+                after: PositionText(next_position.checked_sub(1).map(Position)),
+                reason,
+            };
+            if event.position != next_position {
+                return Err(corrupt(format!(
+                    "expected position {next_position}, found {}",
+                    event.position
+                )));
+            }
+            if record.prev_hash != &last_hash {
+                return Err(corrupt("hash chain broken".into()));
+            }
+            let stream = StreamId::new(event.stream_id).map_err(|e| corrupt(e.to_string()))?;
+            let id = EventId::from_uuid(uuid::Uuid::from_bytes(event.id))
+                .map_err(|e| corrupt(e.to_string()))?;
+            let entry = commit.get_or_insert_with(|| IndexedCommit {
+                stream: stream.clone(),
+                first_version: event.version,
+                location: CommitLocation {
+                    first_position: event.position,
+                    count: 0,
+                    segment: first,
+                    offset: offset as u64,
+                },
+                event_ids: Vec::new(),
+            });
+            if entry.stream != stream
+                || entry.first_version + entry.event_ids.len() as u64 != event.version
+            {
+                return Err(corrupt("an append mixes streams or skips a version".into()));
+            }
+            entry.event_ids.push(id);
+            entry.location.count += 1;
+            last_hash = record.hash();
+            next_position += 1;
+            offset += record.len;
+            if record.ends_commit() {
+                let done = commit.take().expect("started above");
+                let end = HighWater {
+                    next_position,
+                    segment: first,
+                    offset: offset as u64,
+                    last_hash,
+                };
+                // Consecutive appends share a batch, as a group commit's do: one entry of
+                // the sparse position map per batch, not per append.
+                match batches.last_mut() {
+                    Some(batch) if batch.commits.len() < RECOVERY_COMMITS_PER_BATCH => {
+                        batch.commits.push(done);
+                        batch.end = end;
+                    }
+                    _ => batches.push(IndexBatch {
+                        start: (done.location.first_position, first, done.location.offset),
+                        commits: vec![done],
+                        end,
+                    }),
+                }
+                pending_commits += 1;
+                committed_offset = offset;
+                committed_position = next_position;
+                committed_hash = last_hash;
+                if pending_commits >= RECOVERY_COMMITS_PER_ROUND {
+                    index.apply(&batches)?;
+                    batches.clear();
+                    pending_commits = 0;
+                    progress(done_bytes + offset as u64, total_bytes);
+                }
+            }
+        }
+        index.apply(&batches)?;
+        done_bytes += data.len() as u64;
+        progress(done_bytes, total_bytes);
+
+        // Zeros after the last record are unwritten preallocation, not data.
+        let data_end = data
+            .iter()
+            .rposition(|byte| *byte != 0)
+            .map_or(0, |last| last + 1);
+        if damage.is_some() && offset >= data_end {
+            damage = None;
+        }
+        // A record that fails its checksum and runs on into those zeros is a write cut
+        // short: in a preallocated file the last written byte, not the file's length,
+        // shows where writing stopped, so this is the `PastEnd` of a short file.
+        if let Some(segment::Damage::Checksum) = damage
+            && let Some(header) = data.get(offset..offset + segment::HEADER_BYTES)
+            && offset
+                + segment::HEADER_BYTES
+                + u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize
+                > data_end
+        {
+            damage = Some(segment::Damage::PastEnd);
+        }
+        let tail_is_clean = damage.is_none() && committed_offset >= data_end;
+        if !tail_is_clean {
+            let reason = match &damage {
+                Some(damage) => damage.to_string(),
+                None => "the segment ends inside an append".into(),
+            };
+            let torn = is_last
+                && segment::is_torn_tail(
+                    &data[..data_end],
+                    committed_offset,
+                    offset,
+                    damage.as_ref(),
+                    config.max_unsynced_bytes(),
+                );
+            if !torn {
+                return Err(Error::Corrupt {
+                    segment: path,
+                    offset: if damage.is_some() {
+                        offset as u64
+                    } else {
+                        committed_offset as u64
+                    },
+                    after: PositionText(committed_position.checked_sub(1).map(Position)),
+                    reason,
+                });
+            }
+            tracing::warn!(
+                segment = %path.display(),
+                cut_bytes = data_end - committed_offset,
+                %reason,
+                "cutting a torn tail left by a crash (never acknowledged)"
+            );
+        }
+        if is_last && config.preallocate_segments {
+            // Keep the active segment's preallocated space: zero what was torn instead
+            // of cutting the file.
+            if committed_offset < data_end {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(Error::io(&path))?;
+                let zeros = vec![0u8; data_end - committed_offset];
+                std::os::unix::fs::FileExt::write_all_at(&file, &zeros, committed_offset as u64)
+                    .and_then(|()| file.sync_all())
+                    .map_err(Error::io(&path))?;
+            }
+        } else if committed_offset < data.len() {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(Error::io(&path))?;
+            file.set_len(committed_offset as u64)
+                .map_err(Error::io(&path))?;
+            file.sync_all().map_err(Error::io(&path))?;
+        }
+        next_position = committed_position;
+        last_hash = committed_hash;
+        end_offset = committed_offset as u64;
+    }
+    Ok(Recovered {
+        next_position,
+        end_offset,
+        last_hash,
+    })
+}
+
+/// Whether the index's high-water mark points at a record boundary of this log with the
+/// hash it remembers. An index from another log (or an older copy of this one that the
+/// log has since lost) does not, and is rebuilt.
+fn high_water_matches_log(
+    log_dir: &Path,
+    segments: &[u64],
+    high_water: &HighWater,
+    config: &StoreConfig,
+) -> Result<bool, Error> {
+    if *high_water == HighWater::START {
+        return Ok(true);
+    }
+    if segments.binary_search(&high_water.segment).is_err() {
+        return Ok(false);
+    }
+    let path = log_dir.join(segment::segment_file_name(high_water.segment));
+    let data = segment::read_segment(&path)?;
+    let offset = high_water.offset as usize;
+    if offset > data.len() {
+        return Ok(false);
+    }
+    if offset == data.len() {
+        // The next record, if any, starts the next segment; recovery checks its link.
+        return Ok(true);
+    }
+    Ok(
+        match segment::parse_record(&data[offset..], config.max_event_bytes) {
+            Ok(record) => {
+                record.event.position == high_water.next_position
+                    && record.prev_hash == &high_water.last_hash
+            }
+            Err(_) => true, // A torn tail right at the mark: recovery cuts it.
+        },
+    )
+}

@@ -1,0 +1,106 @@
+//! [`Shared`]: the state the store's handles, the writer, the syncer, the indexer and the
+//! subscriptions share: the durable end of the log, the segment list, how far the index
+//! has caught up, why the writer stopped, and the data directory's lock.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Condvar, Mutex, RwLock};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::StoreConfig;
+use crate::derived::index::Index;
+use crate::error::Error;
+use crate::reads::RecentCommits;
+use crate::segment::DurableEnd;
+
+/// State shared by the handles, the writer, the indexer and the subscriptions.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) log_dir: PathBuf,
+    pub(crate) config: StoreConfig,
+    pub(crate) index: Index,
+    pub(crate) durable: watch::Sender<DurableEnd>,
+    /// The next position the index has not written, with a condvar for readers waiting.
+    pub(crate) indexed: Mutex<u64>,
+    pub(crate) indexed_changed: Condvar,
+    pub(crate) segments: RwLock<Vec<u64>>,
+    /// Durable commits the indexer has not written yet, by stream.
+    pub(crate) recent_commits: Mutex<RecentCommits>,
+    /// Readers blocked until the index catches up; while there are none the indexer
+    /// gathers larger rounds, which cost sled far less per event.
+    pub(crate) readers_waiting: AtomicUsize,
+    pub(crate) writer_failure: Mutex<Option<String>>,
+    pub(crate) closed: CancellationToken,
+    /// The data directory's lock, released by `close` (or when the last handle goes).
+    pub(crate) lock: Mutex<Option<File>>,
+}
+
+impl Shared {
+    pub(crate) fn publish_durable(&self, end: DurableEnd) {
+        self.durable.send_replace(end);
+    }
+
+    pub(crate) fn durable_end(&self) -> DurableEnd {
+        *self.durable.borrow()
+    }
+
+    pub(crate) fn add_segment(&self, first: u64) {
+        self.segments.write().expect("not poisoned").push(first);
+    }
+
+    /// Why the writer stopped, if it did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.writer_failure.lock().expect("not poisoned").clone()
+    }
+
+    /// Records why the writer stopped and wakes everyone waiting on it.
+    pub(crate) fn fail(&self, reason: String) {
+        self.writer_failure
+            .lock()
+            .expect("not poisoned")
+            .get_or_insert(reason);
+        self.indexed_changed.notify_all();
+    }
+
+    /// The error for an append that can no longer be written.
+    pub(crate) fn stopped_error(&self) -> Error {
+        Error::WriterStopped(
+            self.failure()
+                .unwrap_or_else(|| "the store was closed".into()),
+        )
+    }
+
+    /// Blocks while more than `max_index_lag` events before `next_position` are not yet
+    /// indexed (returns at once if the store has failed).
+    pub(crate) fn wait_index_lag(&self, next_position: u64) {
+        let mut indexed = self.indexed.lock().expect("not poisoned");
+        while next_position.saturating_sub(*indexed) > self.config.max_index_lag
+            && self.failure().is_none()
+        {
+            indexed = self
+                .indexed_changed
+                .wait_timeout(indexed, std::time::Duration::from_millis(100))
+                .expect("not poisoned")
+                .0;
+        }
+    }
+
+    pub(crate) fn indexed_position(&self) -> u64 {
+        *self.indexed.lock().expect("not poisoned")
+    }
+
+    pub(crate) fn set_indexed(&self, next_position: u64) {
+        *self.indexed.lock().expect("not poisoned") = next_position;
+        self.indexed_changed.notify_all();
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let _ = self.index.flush();
+    }
+}

@@ -1,0 +1,94 @@
+//! The syncer thread, the second half of the write pipeline: while the writer encodes and
+//! writes the next batch, the syncer makes the batches written so far durable with one
+//! `fdatasync`, then publishes the new durable end, answers the callers and hands the
+//! index entries to the indexer.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::derived::index::IndexBatch;
+use crate::error::Error;
+use crate::segment::DurableEnd;
+use crate::shared::Shared;
+use crate::store::AppendOutcome;
+
+/// A caller waiting for its answer, and the answer it gets once the batch is durable.
+pub(crate) type Answer = (
+    oneshot::Sender<Result<AppendOutcome, Error>>,
+    Result<AppendOutcome, Error>,
+);
+
+/// One written batch on its way to durability: the file to sync, where the log will end
+/// once synced, the answers to send then, and the index entries to hand on.
+#[derive(Debug)]
+pub struct Handoff {
+    pub(crate) file: Option<(Arc<File>, std::path::PathBuf)>,
+    pub(crate) end: DurableEnd,
+    pub(crate) answers: Vec<Answer>,
+    pub(crate) index: Option<IndexBatch>,
+}
+
+/// The second half of the pipeline: while the writer encodes and writes the next batch,
+/// this thread makes the previous ones durable with one `fdatasync` for all the batches
+/// waiting, then publishes the new durable end, answers the callers and feeds the
+/// indexer. Nobody hears of an append before the sync that covers it returns.
+pub(crate) fn run_syncer(
+    shared: Arc<Shared>,
+    inbox: std::sync::mpsc::Receiver<Handoff>,
+    indexer: std::sync::mpsc::Sender<IndexBatch>,
+) {
+    while let Ok(first) = inbox.recv() {
+        let mut group = vec![first];
+        while let Ok(next) = inbox.try_recv() {
+            group.push(next);
+        }
+        // Sync each file written (two only when the writer rolled to a new segment).
+        let mut synced: Vec<&std::path::Path> = Vec::new();
+        let mut failure = None;
+        for (file, path) in group
+            .iter()
+            .rev()
+            .filter_map(|handoff| handoff.file.as_ref())
+        {
+            if synced.contains(&path.as_path()) {
+                continue;
+            }
+            if let Err(error) = file.sync_data() {
+                failure = Some(Error::io(path)(error));
+                break;
+            }
+            synced.push(path);
+        }
+        if let Some(error) = failure {
+            let reason = error.to_string();
+            tracing::error!(%error, "fdatasync failed; the writer stops and the store must be reopened");
+            shared.fail(reason.clone());
+            for handoff in group {
+                for (reply, _) in handoff.answers {
+                    let _ = reply.send(Err(Error::WriterStopped(reason.clone())));
+                }
+            }
+            while let Ok(handoff) = inbox.recv() {
+                for (reply, _) in handoff.answers {
+                    let _ = reply.send(Err(Error::WriterStopped(reason.clone())));
+                }
+            }
+            return;
+        }
+        for batch in group.iter().filter_map(|handoff| handoff.index.as_ref()) {
+            shared.remember_commits(&batch.commits);
+        }
+        let end = group.last().expect("one handoff at least").end;
+        shared.publish_durable(end);
+        for handoff in group {
+            for (reply, answer) in handoff.answers {
+                let _ = reply.send(answer);
+            }
+            if let Some(batch) = handoff.index {
+                let _ = indexer.send(batch);
+            }
+        }
+    }
+}
