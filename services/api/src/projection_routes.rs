@@ -1,4 +1,4 @@
-//! The read-model routes: queries of the projections of [`crate::read_models`]
+//! The read-model routes: queries of the read models of [`read_models`]
 //! (a customer's orders, stock per sku, the sales report), their status, and rebuilds.
 //!
 //! Every query is read-your-writes on request: `?min_position=N` (or the header
@@ -15,15 +15,13 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eventstore::Position;
 use projections::{Error, State as RunState, Status};
+use read_models::{CustomerOrders, INVENTORY, ORDERS, ReadSide, SALES, SalesReport, SkuPage};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::extract::{CustomerPath, MAX_ID_BYTES, QueryParams, check_entity_id};
 use crate::problem::{ApiError, PROBLEM_JSON, Problem};
-use crate::read_models::{
-    CustomerOrders, INVENTORY, ORDERS, Projections, SALES, SalesReport, SkuPage,
-};
 
 /// The read-your-writes header: the position a query must see.
 pub const MIN_POSITION_HEADER: &str = "annals-min-position";
@@ -219,7 +217,7 @@ fn unavailable(slug: &'static str, detail: String) -> Response {
     .into_response()
 }
 
-fn projections(state: &AppState) -> Result<Projections, Rejected> {
+fn projections(state: &AppState) -> Result<ReadSide, Rejected> {
     state.projections().cloned().ok_or_else(|| {
         Rejected::from_response(unavailable(
             "projections-not-running",
@@ -269,7 +267,7 @@ async fn query<T: Serialize + Send + 'static>(
     model: &'static str,
     headers: &HeaderMap,
     wanted: Option<u64>,
-    read: impl FnOnce(&Projections) -> Result<T, Error> + Send + 'static,
+    read: impl FnOnce(&ReadSide) -> Result<T, Error> + Send + 'static,
 ) -> Result<Response, Rejected> {
     let wanted = min_position(wanted, headers)?;
     let projections = projections(state)?;
