@@ -10,6 +10,7 @@
 //! its keys few (aggregate per sku, per customer, per bucket) rather than one per event.
 
 use std::any::Any;
+use std::sync::Arc;
 
 use hashbrown::HashMap;
 use hashbrown::hash_map::EntryRef;
@@ -19,6 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApplyError, Error};
+use crate::memory::Tables;
 
 /// A value a read model stores: any serde type (encoded with postcard, so the encoding
 /// is deterministic as long as the type holds no `HashMap`).
@@ -49,11 +51,28 @@ struct Table<V> {
     entries: HashMap<Vec<u8>, Slot<V>>,
 }
 
+/// Where the changed keys of a batch go: a [`ModelBatch`] for the store, or the writes
+/// of a [`crate::MemoryModel`].
+pub(crate) trait Sink {
+    fn put(&mut self, table: &str, key: &[u8], value: &[u8]);
+    fn delete(&mut self, table: &str, key: &[u8]);
+}
+
+impl Sink for ModelBatch {
+    fn put(&mut self, table: &str, key: &[u8], value: &[u8]) {
+        ModelBatch::put(self, table, key, value);
+    }
+
+    fn delete(&mut self, table: &str, key: &[u8]) {
+        ModelBatch::delete(self, table, key);
+    }
+}
+
 /// A table of any value type, for the list of tables a batch holds.
 trait AnyTable: Send {
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// Adds the table's dirty entries to `batch`; returns how many.
-    fn write(&self, table: &'static str, batch: &mut ModelBatch) -> Result<usize, ApplyError>;
+    fn write(&self, table: &'static str, batch: &mut dyn Sink) -> Result<usize, ApplyError>;
 }
 
 impl<V: Value> AnyTable for Table<V> {
@@ -61,7 +80,7 @@ impl<V: Value> AnyTable for Table<V> {
         self
     }
 
-    fn write(&self, table: &'static str, batch: &mut ModelBatch) -> Result<usize, ApplyError> {
+    fn write(&self, table: &'static str, batch: &mut dyn Sink) -> Result<usize, ApplyError> {
         let mut written = 0;
         let mut buffer = Vec::new();
         for (key, slot) in &self.entries {
@@ -85,19 +104,31 @@ impl<V: Value> AnyTable for Table<V> {
     }
 }
 
+/// What the reads of a batch fall through to.
+enum Base {
+    /// The stored model: the runner and offline rebuilds.
+    Stored(Model),
+    /// A model in memory: tests of a projection's change logic ([`crate::MemoryModel`]).
+    Memory(Arc<Tables>),
+}
+
 /// The changes of one batch of events to one read model: typed tables in memory over
 /// the stored model. Reads fall through to the model on a miss; writes stay in memory
 /// until the runner turns them into one atomic write with the checkpoint.
 pub struct Changes {
-    model: Model,
+    base: Base,
     tables: Vec<(&'static str, Box<dyn AnyTable>)>,
     entries: usize,
 }
 
 impl std::fmt::Debug for Changes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let model = match &self.base {
+            Base::Stored(model) => model.name(),
+            Base::Memory(_) => "(in memory)",
+        };
         f.debug_struct("Changes")
-            .field("model", &self.model.name())
+            .field("model", &model)
             .field(
                 "tables",
                 &self.tables.iter().map(|t| t.0).collect::<Vec<_>>(),
@@ -111,15 +142,27 @@ impl Changes {
     /// No changes yet, over `model`.
     pub fn new(model: Model) -> Self {
         Changes {
-            model,
+            base: Base::Stored(model),
             tables: Vec::new(),
             entries: 0,
         }
     }
 
-    /// The model the changes apply to.
-    pub fn model(&self) -> &Model {
-        &self.model
+    /// No changes yet, over tables in memory.
+    pub(crate) fn in_memory(tables: Arc<Tables>) -> Self {
+        Changes {
+            base: Base::Memory(tables),
+            tables: Vec::new(),
+            entries: 0,
+        }
+    }
+
+    /// The stored model the changes apply to (`None` for a [`crate::MemoryModel`]).
+    pub fn model(&self) -> Option<&Model> {
+        match &self.base {
+            Base::Stored(model) => Some(model),
+            Base::Memory(_) => None,
+        }
     }
 
     /// How many keys the batch holds in memory (read or written): what bounds its size.
@@ -206,12 +249,18 @@ impl Changes {
         name: &'static str,
         key: &[u8],
     ) -> Result<&mut Slot<V>, ApplyError> {
-        let (tables, model, entries) = (&mut self.tables, &self.model, &mut self.entries);
+        let (tables, base, entries) = (&mut self.tables, &self.base, &mut self.entries);
         let table = table_of::<V>(tables, name)?;
         match table.entries.entry_ref(key) {
             EntryRef::Occupied(found) => Ok(found.into_mut()),
             EntryRef::Vacant(missing) => {
-                let (value, stored) = match model.get(name, key)? {
+                let bytes = match base {
+                    Base::Stored(model) => model.get(name, key)?,
+                    Base::Memory(memory) => {
+                        memory.get(name).and_then(|rows| rows.get(key)).cloned()
+                    }
+                };
+                let (value, stored) = match bytes {
                     Some(bytes) => (
                         Some(
                             postcard::from_bytes(&bytes).map_err(|source| ApplyError::Value {
@@ -235,8 +284,13 @@ impl Changes {
 
     /// Adds the changed keys to `batch`, for [`Model::apply`].
     pub(crate) fn write(&self, batch: &mut ModelBatch) -> Result<(), ApplyError> {
+        self.write_to(batch)
+    }
+
+    /// Hands the changed keys to `sink`.
+    pub(crate) fn write_to(&self, sink: &mut dyn Sink) -> Result<(), ApplyError> {
         for (name, table) in &self.tables {
-            table.write(name, batch)?;
+            table.write(name, sink)?;
         }
         Ok(())
     }
@@ -245,7 +299,10 @@ impl Changes {
     fn into_batch(self) -> Result<(Model, ModelBatch), ApplyError> {
         let mut batch = ModelBatch::default();
         self.write(&mut batch)?;
-        Ok((self.model, batch))
+        let Base::Stored(model) = self.base else {
+            panic!("into_batch is for changes over a stored model");
+        };
+        Ok((model, batch))
     }
 }
 
@@ -300,7 +357,7 @@ pub fn scan<V: Value>(
         .collect()
 }
 
-fn decode<V: Value>(table: &str, bytes: &[u8]) -> Result<V, Error> {
+pub(crate) fn decode<V: Value>(table: &str, bytes: &[u8]) -> Result<V, Error> {
     postcard::from_bytes(bytes).map_err(|source| Error::Value {
         table: table.to_owned(),
         source,

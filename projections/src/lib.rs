@@ -13,6 +13,8 @@
 //!   [`Handle::rebuild`], or offline with [`offline::rebuild`].
 //! - Read-your-writes: [`Handle::wait_for`] resolves once a projection has applied a
 //!   given position, or times out naming its checkpoint.
+//! - A projection's change logic can be tested without a store: [`MemoryModel`] applies
+//!   events to tables in memory, as the runner would, and gives the rows back.
 //!
 //! Read models are derived data, never a source of truth: dropping them costs a rebuild.
 //!
@@ -34,12 +36,14 @@
 mod catch_up;
 pub mod changes;
 pub mod error;
+pub mod memory;
 pub mod offline;
 pub mod projection;
 pub mod runner;
 
 pub use changes::{Changes, Value, read, scan};
 pub use error::{ApplyError, Error, Fault};
+pub use memory::MemoryModel;
 pub use projection::Projection;
 pub use runner::{
     Handle, MAX_VERSION, Rebuild, RebuildStatus, Runner, RunnerConfig, State, Status,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use ::projections::offline::{self, RebuildReport};
 use ::projections::{Projection, RunnerConfig, State, Status};
 use anyhow::{Context, bail};
-use api::read_models::{ACCOUNTS, INVENTORY, ORDERS, SALES};
 use eventstore::EventStore;
+use read_models::{ACCOUNTS, INVENTORY, ORDERS, SALES};
 
 use crate::progress;
 
@@ -66,7 +66,7 @@ fn open(data_dir: &std::path::Path) -> anyhow::Result<EventStore> {
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
     let store = open(&args.data_dir)?;
-    let statuses = offline::statuses(&store, &api::read_models::projections(), PROBE_EVENTS);
+    let statuses = offline::statuses(&store, &read_models::projections(), PROBE_EVENTS);
     store.close().await;
     let statuses = statuses?;
     if args.json {
@@ -121,7 +121,7 @@ fn state(status: &Status) -> String {
 }
 
 async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
-    let all = api::read_models::projections();
+    let all = read_models::projections();
     let chosen: Vec<Arc<dyn Projection>> = if args.name == "all" {
         all
     } else {

@@ -524,7 +524,7 @@ async fn rebuild_derived(store: &EventStore, args: &AllArgs) -> anyhow::Result<D
     let reader = store.clone();
     let models_bar = bar.clone();
     let models = tokio::task::spawn_blocking(move || {
-        let all: Vec<Arc<dyn Projection>> = api::read_models::projections();
+        let all: Vec<Arc<dyn Projection>> = read_models::projections();
         offline::rebuild(&reader, &all, &RunnerConfig::default(), &|done, _| {
             models_bar.set_position(done)
         })

@@ -193,7 +193,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     // The read models follow the log in a task of their own; they stop before the store
     // closes.
     let (projections, runner) =
-        match api::read_models::Projections::start(&store, projections::RunnerConfig::default()) {
+        match read_models::ReadSide::start(&store, projections::RunnerConfig::default()) {
             Ok(started) => started,
             Err(error) => {
                 store.close().await;

@@ -42,7 +42,6 @@ mod extract;
 pub mod idempotency;
 pub mod problem;
 mod queries;
-pub mod read_models;
 pub mod responses;
 mod routes;
 
@@ -87,7 +86,7 @@ pub struct AppState {
     /// The outbox relay running in this server, if any ([`AppState::with_relay`]).
     relay: Option<Arc<outbox::StatusHandle>>,
     /// The read models running in this server, if any ([`AppState::with_projections`]).
-    projections: Option<read_models::Projections>,
+    projections: Option<read_models::ReadSide>,
 }
 
 #[derive(Debug)]
@@ -141,13 +140,13 @@ impl AppState {
     /// The same state, answering the read-model routes (`/api/v1/customers/{id}/orders`,
     /// `/api/v1/inventory/skus`, `/api/v1/reports/sales`, `/api/v1/projections`) from
     /// `projections`, whose runner runs elsewhere (a task of the server).
-    pub fn with_projections(mut self, projections: read_models::Projections) -> Self {
+    pub fn with_projections(mut self, projections: read_models::ReadSide) -> Self {
         self.projections = Some(projections);
         self
     }
 
     /// The read models of this server, if any.
-    pub fn projections(&self) -> Option<&read_models::Projections> {
+    pub fn projections(&self) -> Option<&read_models::ReadSide> {
         self.projections.as_ref()
     }
 

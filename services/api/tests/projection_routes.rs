@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use api::read_models::Projections;
 use api::{ApiConfig, AppState};
 use eventstore::EventStore;
+use read_models::ReadSide;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +28,7 @@ impl TestServer {
     async fn start(dir: &Path, config: ApiConfig) -> Self {
         let store = common::open_store(dir).await;
         let (projections, runner) =
-            Projections::start(&store, projections::RunnerConfig::default()).unwrap();
+            ReadSide::start(&store, projections::RunnerConfig::default()).unwrap();
         let runner_stop = CancellationToken::new();
         let runner = tokio::spawn(runner.run(runner_stop.clone()));
         let state = AppState::new(store.clone(), config).with_projections(projections);

@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 /// One line of an order: so many units of one sku.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderLine {
     /// The sku; not blank, at most one line per sku in an order.
     pub sku: String,

@@ -91,7 +91,7 @@ pub(super) async fn run(args: RebuildArgs) -> anyhow::Result<()> {
     bar.set_message("rebuilding");
     let reader = store.clone();
     let rebuilt = tokio::task::spawn_blocking(move || {
-        let all = api::read_models::projections();
+        let all = read_models::projections();
         let report = crate::read_model_commands::rebuild_with_progress(&reader, &all, &bar);
         bar.finish_and_clear();
         report.map(|report| (report, all.len()))
@@ -145,7 +145,7 @@ async fn live_lag(store: &EventStore, args: &RebuildArgs) -> anyhow::Result<Opti
         return Ok(None);
     }
     let (projections, runner) =
-        api::read_models::Projections::start(store, projections::RunnerConfig::default())?;
+        read_models::ReadSide::start(store, projections::RunnerConfig::default())?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(runner.run(shutdown.clone()));
     let head = store.next_position().0;
@@ -175,13 +175,13 @@ async fn live_lag(store: &EventStore, args: &RebuildArgs) -> anyhow::Result<Opti
                     })?;
                     let stream =
                         StreamId::for_entity("account", &customer_id(choices.below(customers)))?;
-                    (api::read_models::ACCOUNTS, stream, event)
+                    (read_models::ACCOUNTS, stream, event)
                 } else {
                     let event = domain_event::<inventory::Stock>(&inventory::Event::Restocked {
                         quantity: 1 + choices.below(10),
                     })?;
                     let stream = StreamId::for_entity("stock", &sku_id(choices.below(skus)))?;
-                    (api::read_models::INVENTORY, stream, event)
+                    (read_models::INVENTORY, stream, event)
                 };
                 let outcome = store
                     .append(&stream, ExpectedVersion::Any, vec![event])

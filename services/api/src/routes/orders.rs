@@ -74,22 +74,13 @@ pub struct OrderView {
     /// `pending`, `confirmed` or `cancelled`.
     pub status: String,
     /// What was ordered.
-    pub lines: Vec<OrderLineView>,
+    pub lines: Vec<orders::OrderLine>,
     /// The amount charged once confirmed, in minor units.
     pub total: Option<u64>,
     /// Why it was cancelled, once cancelled.
     pub cancel_reason: Option<String>,
     /// The stream version this state is folded to (also the `ETag`).
     pub version: u64,
-}
-
-/// One line of an order.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct OrderLineView {
-    /// The sku.
-    pub sku: String,
-    /// How many units.
-    pub quantity: u64,
 }
 
 /// Place an order; the server chooses its id (a UUID v7).
@@ -220,14 +211,7 @@ pub(crate) async fn get_order(
         order_id: order.order_id().to_owned(),
         customer_id: order.customer_id().to_owned(),
         status: order.status().to_string(),
-        lines: order
-            .lines()
-            .iter()
-            .map(|line| OrderLineView {
-                sku: line.sku.clone(),
-                quantity: line.quantity,
-            })
-            .collect(),
+        lines: order.lines().to_vec(),
         total: order.total(),
         cancel_reason: order.cancel_reason().map(str::to_owned),
         version: version.0,

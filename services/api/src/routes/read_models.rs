@@ -1,4 +1,4 @@
-//! The `read models` routes: queries of the read models of [`crate::read_models`]
+//! The `read models` routes: queries of the read models of [`read_models`]
 //! (a customer's orders, stock per sku, the sales report), the projections' status, and
 //! rebuilds.
 //!
@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eventstore::Position;
 use projections::{Error, State as RunState, Status};
+use read_models::{CustomerOrders, INVENTORY, ORDERS, ReadSide, SALES, SalesReport, SkuPage};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -23,9 +24,6 @@ use crate::AppState;
 use crate::extract::{CustomerPath, MAX_ID_BYTES, QueryParams, check_entity_id};
 use crate::problem::{ApiError, projections_not_running};
 use crate::queries::page_limit;
-use crate::read_models::{
-    CustomerOrders, INVENTORY, ORDERS, Projections, SALES, SalesReport, SkuPage,
-};
 use crate::responses::{
     BadRequest, ProjectionsUnavailable, ReadModelUnavailable, UnknownProjection,
 };
@@ -135,7 +133,7 @@ impl ProjectionView {
     }
 }
 
-fn projections(state: &AppState) -> Result<Projections, ApiError> {
+fn projections(state: &AppState) -> Result<ReadSide, ApiError> {
     state
         .projections()
         .cloned()
@@ -170,7 +168,7 @@ async fn query<T: Serialize + Send + 'static>(
     model: &'static str,
     headers: &HeaderMap,
     wanted: Option<u64>,
-    read: impl FnOnce(&Projections) -> Result<T, Error> + Send + 'static,
+    read: impl FnOnce(&ReadSide) -> Result<T, Error> + Send + 'static,
 ) -> Result<Response, ApiError> {
     let wanted = min_position(wanted, headers)?;
     let projections = projections(state)?;

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use api::read_models::{ACCOUNTS, INVENTORY, ORDERS, OrderStatus, Projections, SALES, SkuSales};
 use eventstore::{
     Aggregate, CommandOptions, EventStore, ExecuteError, ExpectedVersion, NewEvent, Position,
     Repository, StoreConfig, StreamId,
 };
+use orders::OrderStatus;
 use projections::{Error, RunnerConfig, State};
+use read_models::{ACCOUNTS, INVENTORY, ORDERS, ReadSide, SALES, SkuSales};
 use tokio_util::sync::CancellationToken;
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -57,7 +58,7 @@ impl Random {
 /// A store, the domain's projections running over it, and repositories.
 struct Domain {
     store: EventStore,
-    projections: Projections,
+    projections: ReadSide,
     shutdown: CancellationToken,
     runner: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -76,7 +77,7 @@ impl Domain {
     fn start() -> Domain {
         let dir = tempfile::tempdir().unwrap();
         let store = EventStore::open(dir.path(), StoreConfig::default()).unwrap();
-        let (projections, runner) = Projections::start(&store, small_batches()).unwrap();
+        let (projections, runner) = ReadSide::start(&store, small_batches()).unwrap();
         let shutdown = CancellationToken::new();
         let runner = tokio::spawn(runner.run(shutdown.clone()));
         Domain {
@@ -413,17 +414,11 @@ fn assert_agrees_with_the_log(domain: &Domain, skus: u64, customers: u64) {
                 .load(&summary.order_id)
                 .unwrap()
                 .state;
-            let status = match order.status() {
-                orders::OrderStatus::Pending => OrderStatus::Pending,
-                orders::OrderStatus::Confirmed => OrderStatus::Confirmed,
-                orders::OrderStatus::Cancelled => OrderStatus::Cancelled,
-                orders::OrderStatus::None => panic!("a summary of an order never placed"),
-            };
-            assert_eq!(summary.status, status, "order {}", summary.order_id);
+            assert_eq!(summary.status, order.status(), "order {}", summary.order_id);
             assert_eq!(summary.total, order.total());
             assert_eq!(summary.cancel_reason.as_deref(), order.cancel_reason());
             assert_eq!(summary.customer_id, *customer_id);
-            assert_eq!(summary.lines.len(), order.lines().len());
+            assert_eq!(summary.lines, order.lines());
         }
     }
     // Sales: each confirmed reservation's quantity at its reservation's price.

@@ -1,0 +1,105 @@
+//! The read models of the reference domain: their projections and their queries.
+//!
+//! | read model | module | from | answers |
+//! | --- | --- | --- | --- |
+//! | `orders` | [`order_summaries`] | `order-*` | order summaries (status, lines, total, cancel reason), per customer, paged |
+//! | `inventory` | [`stock_levels`] | `stock-*` | stock per sku: on hand, reserved, available; paged by sku |
+//! | `accounts` | [`balances`] | `account-*` | balance per customer, with deposits, charges and refunds |
+//! | `sales` | [`sales`] | `stock-*` | per-sku sales of confirmed orders: quantity, revenue, orders; and the grand total |
+//!
+//! Words, as the whole workspace uses them: a **projection** is the runtime's part (the
+//! [`projections::Projection`] trait and the runner that feeds it the log); a **read
+//! model** is one of the domain's projections here with its stored tables and its query
+//! functions; the **model store** ([`eventstore::ReadModels`], [`eventstore::Model`]) is
+//! where read models are kept in sled; a **view** is a JSON shape of the HTTP API.
+//!
+//! The keys are chosen for rebuild speed: sled costs microseconds per key written, and a
+//! batch writes each key once, so each read model keeps few keys per batch (see each
+//! module). The modules are named after what they hold, not after the domain crates, so
+//! that `orders` always means the domain crate.
+//!
+//! [`ReadSide::start`] builds the runner over all four; the handle answers the queries
+//! used by `GET /api/v1/customers/{customer_id}/orders`, `GET /api/v1/inventory/skus` and
+//! `GET /api/v1/reports/sales`, reports status, starts rebuilds and waits for positions
+//! (read-your-writes). The offline CLI (`annals projections`, `annals replay all`) uses
+//! [`projections()`] with [`projections::offline`].
+
+use std::sync::Arc;
+
+use eventstore::{Aggregate, Model, StoredEvent};
+use projections::{ApplyError, Error, Projection};
+
+pub mod balances;
+#[cfg(test)]
+mod check;
+pub mod order_summaries;
+mod read_side;
+pub mod sales;
+pub mod stock_levels;
+
+pub use balances::{AccountBalance, AccountPage, AccountsProjection, account, accounts};
+pub use order_summaries::{
+    CustomerOrders, ORDERS_PER_CHUNK, OrderSummary, OrdersProjection, customer_orders,
+};
+pub use read_side::ReadSide;
+pub use sales::{SalesProjection, SalesReport, SalesTotals, SkuSales, sales};
+pub use stock_levels::{InventoryProjection, SkuLevel, SkuPage, sku, skus};
+
+/// The order summaries, per customer.
+pub const ORDERS: &str = "orders";
+/// Stock levels per sku.
+pub const INVENTORY: &str = "inventory";
+/// Account balances per customer.
+pub const ACCOUNTS: &str = "accounts";
+/// Sales of confirmed orders per sku.
+pub const SALES: &str = "sales";
+
+/// The projection of every read model of the reference domain.
+pub fn projections() -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(OrdersProjection),
+        Arc::new(InventoryProjection),
+        Arc::new(AccountsProjection),
+        Arc::new(SalesProjection),
+    ]
+}
+
+/// The id of the entity of `stream_id` if the stream is of `category` (`order-42` is
+/// order `42`).
+fn entity<'a>(stream_id: &'a str, category: &str) -> Option<&'a str> {
+    stream_id.strip_prefix(category)?.strip_prefix('-')
+}
+
+fn decode<A: Aggregate>(event: &StoredEvent<'_>) -> Result<A::Event, ApplyError> {
+    A::decode_event(event.schema_version, event.payload).map_err(|error| ApplyError::Decode {
+        event_type: event.event_type.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+/// Up to `limit` values of a table keyed by text, after `after`, and the key to pass
+/// for the next page if there is one.
+fn page<V: projections::Value>(
+    model: &Model,
+    table: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<V>, Option<String>), Error> {
+    let mut entries = projections::scan::<V>(
+        model,
+        table,
+        b"",
+        after.map(str::as_bytes),
+        limit.saturating_add(1),
+    )?;
+    let more = entries.len() > limit;
+    entries.truncate(limit);
+    let next_after = match entries.last() {
+        Some((key, _)) if more => Some(String::from_utf8_lossy(key).into_owned()),
+        _ => None,
+    };
+    Ok((
+        entries.into_iter().map(|(_, value)| value).collect(),
+        next_after,
+    ))
+}

@@ -1,0 +1,112 @@
+//! [`ReadSide`]: the domain's read models as the HTTP handlers and the CLI use them: the
+//! runner over every read model, typed queries, status, rebuilds and read-your-writes.
+
+use std::time::Duration;
+
+use eventstore::{EventStore, Position};
+use projections::{Error, Handle, Rebuild, Runner, RunnerConfig, Status};
+
+use crate::{
+    ACCOUNTS, AccountBalance, AccountPage, CustomerOrders, INVENTORY, ORDERS, SALES, SalesReport,
+    SkuLevel, SkuPage, account, accounts, customer_orders, sales, sku, skus,
+};
+
+/// The domain's read models, as the HTTP handlers and the CLI use them: a cheap-to-clone
+/// handle over the runner of every read model.
+#[derive(Debug, Clone)]
+pub struct ReadSide {
+    handle: Handle,
+}
+
+impl ReadSide {
+    /// Prepares the runner of every read model over `store` (spawn
+    /// `runner.run(shutdown)`) and the handle to query them.
+    pub fn start(store: &EventStore, config: RunnerConfig) -> Result<(ReadSide, Runner), Error> {
+        let (runner, handle) = Runner::new(store, crate::projections(), config)?;
+        Ok((ReadSide { handle }, runner))
+    }
+
+    /// The runner's handle, for what this type does not wrap.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// The status of every projection (`GET /api/v1/projections`).
+    pub fn status(&self) -> Vec<Status> {
+        self.handle.status()
+    }
+
+    /// Starts a blue-green rebuild of `name`
+    /// (`POST /api/v1/projections/{name}/rebuild`).
+    pub async fn rebuild(&self, name: &str) -> Result<Rebuild, Error> {
+        self.handle.rebuild(name).await
+    }
+
+    /// Starts a faulted projection again from its checkpoint.
+    pub async fn retry(&self, name: &str) -> Result<(), Error> {
+        self.handle.retry(name).await
+    }
+
+    /// Read-your-writes across every read model: resolves once all have applied the
+    /// event at `min_position`, or fails with [`Error::Timeout`] (503 and the checkpoint)
+    /// or [`Error::Faulted`].
+    pub async fn wait_for(&self, min_position: Position, timeout: Duration) -> Result<(), Error> {
+        self.handle.wait_for_all(min_position, timeout).await
+    }
+
+    /// Read-your-writes for one read model (the one a query reads).
+    pub async fn wait_for_model(
+        &self,
+        name: &str,
+        min_position: Position,
+        timeout: Duration,
+    ) -> Result<Position, Error> {
+        self.handle.wait_for(name, min_position, timeout).await
+    }
+
+    /// `GET /api/v1/customers/{customer_id}/orders`: see [`crate::customer_orders`].
+    pub fn customer_orders(
+        &self,
+        customer_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<CustomerOrders, Error> {
+        self.handle.read(ORDERS, |model| {
+            customer_orders(model, customer_id, after, limit)
+        })
+    }
+
+    /// `GET /api/v1/inventory/skus`: see [`crate::skus`].
+    pub fn skus(&self, after: Option<&str>, limit: usize) -> Result<SkuPage, Error> {
+        self.handle
+            .read(INVENTORY, |model| skus(model, after, limit))
+    }
+
+    /// The stock of one sku, see [`crate::sku`].
+    pub fn sku(&self, sku_id: &str) -> Result<Option<SkuLevel>, Error> {
+        self.handle.read(INVENTORY, |model| sku(model, sku_id))
+    }
+
+    /// One customer's account, see [`crate::account`].
+    pub fn account(&self, customer_id: &str) -> Result<Option<AccountBalance>, Error> {
+        self.handle
+            .read(ACCOUNTS, |model| account(model, customer_id))
+    }
+
+    /// A page of accounts, see [`crate::accounts`].
+    pub fn accounts(&self, after: Option<&str>, limit: usize) -> Result<AccountPage, Error> {
+        self.handle
+            .read(ACCOUNTS, |model| accounts(model, after, limit))
+    }
+
+    /// `GET /api/v1/reports/sales`: see [`crate::sales`].
+    pub fn sales(&self, after: Option<&str>, limit: usize) -> Result<SalesReport, Error> {
+        self.handle.read(SALES, |model| sales(model, after, limit))
+    }
+
+    /// A digest of the active model of `name` (tables only, not the checkpoint), to
+    /// compare two builds byte for byte.
+    pub fn digest(&self, name: &str) -> Result<String, Error> {
+        self.handle.read(name, |model| Ok(model.digest()?))
+    }
+}
