@@ -21,6 +21,7 @@
 //! ```
 
 pub mod aggregate;
+pub mod chain;
 pub mod envelope;
 pub mod error;
 pub mod ids;
@@ -33,6 +34,7 @@ pub mod store;
 mod writer;
 
 pub use aggregate::{Aggregate, CommandOptions, Committed, ExecuteError, Loaded, Repository};
+pub use chain::ChainHash;
 pub use envelope::{Metadata, NewEvent, RecordedEvent, StoredEvent};
 pub use error::Error;
 pub use ids::{EventId, ExpectedVersion, Position, StreamId, Version};
