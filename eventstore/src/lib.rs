@@ -36,6 +36,7 @@
 //! ```
 
 pub mod aggregate;
+pub mod chain;
 mod config;
 pub mod derived;
 pub mod envelope;
@@ -57,6 +58,7 @@ mod verify;
 mod writer;
 
 pub use aggregate::{Aggregate, CommandOptions, Committed, ExecuteError, Loaded, Repository};
+pub use chain::ChainHash;
 pub use config::StoreConfig;
 pub use derived::readmodel::{Model, ModelBatch, ReadModels};
 pub use envelope::{Metadata, NewEvent, RecordedEvent, StoredEvent};

@@ -1,5 +1,11 @@
 //! Audit: compare the local log with the JetStream copy, event by event, and report the
 //! first divergence or how far the two are identical.
+//!
+//! Besides every field of every event, the audit checks the copy's hash chain (each
+//! message's `Annals-Prev-Hash` and `Annals-Hash` against the log's chain; messages of an
+//! older release without them are counted) and its end: a copy that ends before the
+//! relay's checkpoint lost acknowledged messages ([`Divergence::Lost`]); one that ends
+//! after it only lags ([`AuditReport::copy_behind`]).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -10,7 +16,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::nats::{self, CopyReader};
-use crate::restore::server_url;
+use crate::restore::{CopyChain, server_url};
 
 /// The limits of an audit.
 #[derive(Debug, Clone)]
@@ -21,6 +27,8 @@ pub struct AuditOptions {
     pub idle_timeout: Duration,
     /// Local events read at a time.
     pub read_batch: usize,
+    /// The relay's checkpoint name in the store: the copy must reach the checkpoint.
+    pub checkpoint_name: String,
 }
 
 impl Default for AuditOptions {
@@ -29,6 +37,7 @@ impl Default for AuditOptions {
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             read_batch: 4096,
+            checkpoint_name: crate::RelayConfig::new("nats://127.0.0.1").checkpoint_name,
         }
     }
 }
@@ -62,6 +71,27 @@ pub enum Divergence {
         /// The fields that differ (`id`, `stream_id`, `version`, `event_type`,
         /// `schema_version`, `recorded_at`, `metadata`, `payload`, `last_in_commit`).
         fields: Vec<&'static str>,
+    },
+    /// The copy's message at `position` carries a chain hash other than the log's there:
+    /// its `Annals-Hash`/`Annals-Prev-Hash` header was altered, or it lacks them after
+    /// messages that have them.
+    BrokenChain {
+        /// The position.
+        position: Position,
+        /// The message's stream sequence.
+        sequence: u64,
+        /// How the chain breaks.
+        reason: String,
+    },
+    /// The copy ends at `position` (it holds everything before, identical), below the
+    /// relay's checkpoint: JetStream acknowledged the events from `position` on and no
+    /// longer holds them (a nats-server that lost its last messages, or messages deleted
+    /// at its end). A relay started on this log republishes them.
+    Lost {
+        /// The first position missing from the end of the copy.
+        position: Position,
+        /// The relay's checkpoint: every position before it was acknowledged.
+        checkpoint: Position,
     },
     /// A message of the copy is not an Annals event.
     Malformed {
@@ -102,6 +132,22 @@ impl std::fmt::Display for Divergence {
                 "the event at position {position} differs in the copy (message {sequence}): {}",
                 fields.join(", ")
             ),
+            Divergence::BrokenChain {
+                position,
+                sequence,
+                reason,
+            } => write!(
+                f,
+                "the hash chain of the copy breaks at position {position} (message {sequence}): {reason}"
+            ),
+            Divergence::Lost {
+                position,
+                checkpoint,
+            } => write!(
+                f,
+                "positions {position} to {} are missing from the end of the copy, though JetStream acknowledged them (relay checkpoint {checkpoint}): NATS lost them or they were deleted; a relay started on this log republishes them",
+                checkpoint.0.saturating_sub(1)
+            ),
             Divergence::Malformed { sequence, reason } => {
                 write!(
                     f,
@@ -127,6 +173,11 @@ pub struct AuditReport {
     pub divergence: Option<Divergence>,
     /// With no divergence: log events the copy does not hold yet (the relay's backlog).
     pub copy_behind: u64,
+    /// The relay's checkpoint saved in the store, if any.
+    pub relay_checkpoint: Option<Position>,
+    /// Messages without chain headers (published by a release before them), checked
+    /// field by field only.
+    pub unhashed_messages: u64,
 }
 
 impl AuditReport {
@@ -144,8 +195,10 @@ impl AuditReport {
         match &self.divergence {
             Some(divergence) => format!("diverged: {divergence}; {through}"),
             None if self.copy_behind > 0 => format!(
-                "{through}; the copy is {} events behind the log (log head {})",
-                self.copy_behind, self.log_head
+                "{through}; the copy lacks the log's last {} events, from position {} (the relay has not published them yet; log head {})",
+                self.copy_behind,
+                self.log_head.0 - self.copy_behind,
+                self.log_head
             ),
             None => format!("{through}; the copy holds the whole log"),
         }
@@ -238,7 +291,10 @@ pub async fn audit(
         identical_through: None,
         divergence: None,
         copy_behind: 0,
+        relay_checkpoint: store.load_checkpoint(&options.checkpoint_name)?,
+        unhashed_messages: 0,
     };
+    let mut chain = CopyChain::default();
     let mut expected = Position(0);
     let mut last_sequence_seen = 0;
     if state.messages > 0 {
@@ -271,14 +327,34 @@ pub async fn audit(
                     }),
                     Some(local_event) => {
                         let fields = differences(&local_event, &copy);
-                        if fields.is_empty() {
-                            None
-                        } else {
+                        if !fields.is_empty() {
                             Some(Divergence::Different {
                                 position: copy.position,
                                 sequence: message.sequence,
                                 fields,
                             })
+                        } else {
+                            match message.chain {
+                                Err(error) => Some(Divergence::Malformed {
+                                    sequence: message.sequence,
+                                    reason: error.to_string(),
+                                }),
+                                Ok(carried) => {
+                                    match chain.check(&local_event, carried, message.sequence) {
+                                        Ok(_) => None,
+                                        Err(Error::ChainBroken {
+                                            position,
+                                            sequence,
+                                            reason,
+                                        }) => Some(Divergence::BrokenChain {
+                                            position,
+                                            sequence,
+                                            reason,
+                                        }),
+                                        Err(other) => return Err(other),
+                                    }
+                                }
+                            }
                         }
                     }
                 },
@@ -293,12 +369,22 @@ pub async fn audit(
             }
         }
     }
+    report.unhashed_messages = chain.unhashed;
     if report.divergence.is_none() && expected < log_head {
         if last_sequence_seen < state.last_sequence {
             // The stream once held later messages, and they are gone.
             report.divergence = Some(Divergence::Missing {
                 position: expected,
                 sequence: None,
+            });
+        } else if let Some(checkpoint) = report.relay_checkpoint
+            && checkpoint > expected
+        {
+            // JetStream acknowledged them, and the stream forgot them with their
+            // sequences: what a nats-server that lost its last messages looks like.
+            report.divergence = Some(Divergence::Lost {
+                position: expected,
+                checkpoint,
             });
         } else {
             report.copy_behind = log_head.0 - expected.0;

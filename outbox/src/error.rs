@@ -127,6 +127,36 @@ pub enum Error {
         sequence: u64,
     },
 
+    /// A message of the copy does not carry the chain hash its place in the log gives
+    /// (restore, audit): its event was altered after publishing, its `Annals-Hash` or
+    /// `Annals-Prev-Hash` is wrong, or a message before it was altered or removed. The
+    /// copy cannot rebuild a node as it is: audit it against a healthy node, and restore
+    /// from another copy.
+    #[error(
+        "the JetStream copy's hash chain breaks at position {position} (message {sequence}): {reason}"
+    )]
+    ChainBroken {
+        /// The first position whose message fails the check.
+        position: Position,
+        /// The message's stream sequence.
+        sequence: u64,
+        /// How it fails.
+        reason: String,
+    },
+
+    /// `restore --expect-head` was not met: the copy ends before the expected position,
+    /// or the chain hash there is another. The data directory holds the events read so
+    /// far and must not be used: restore into a new directory from a complete copy.
+    #[error("the restore did not reach the expected head {position}:{hash}: {reason}")]
+    ExpectedHeadNotMet {
+        /// The expected head position.
+        position: Position,
+        /// The expected chain hash there.
+        hash: eventstore::ChainHash,
+        /// What the copy holds instead.
+        reason: String,
+    },
+
     /// The local store failed (I/O, corruption, a version conflict on import, closed).
     /// See the inner error; it says how to handle it.
     #[error(transparent)]

@@ -7,7 +7,9 @@
 //!   (the subject routes; it is not needed to rebuild the event);
 //! - body: the event's payload bytes, unchanged;
 //! - headers: `Nats-Msg-Id` (the event id) and the `Annals-*` headers below, which carry
-//!   every other field of the [`RecordedEvent`], so that [`decode`] rebuilds it exactly.
+//!   every other field of the [`RecordedEvent`], so that [`decode`] rebuilds it exactly,
+//!   and `Annals-Prev-Hash` / `Annals-Hash`, the record's place in the log's hash chain
+//!   ([`Chain`]), so that a copy verifies itself message by message.
 //!
 //! Text values (stream id, event type, principal, traceparent) are written
 //! [percent-encoded](encode_text): NATS header values cannot hold line breaks, and header
@@ -17,7 +19,7 @@ use async_nats::HeaderMap;
 use async_nats::header::{HeaderName, NATS_MESSAGE_ID};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
-use eventstore::{EventId, Metadata, Position, RecordedEvent, StreamId, Version};
+use eventstore::{ChainHash, EventId, Metadata, Position, RecordedEvent, StreamId, Version};
 use uuid::Uuid;
 
 /// The version of this message format, in the `Annals-Format` header. A consumer that
@@ -50,6 +52,12 @@ pub const CAUSATION_ID: HeaderName = HeaderName::from_static("Annals-Causation-I
 pub const COMMAND_ID: HeaderName = HeaderName::from_static("Annals-Command-Id");
 /// `Annals-Principal`: percent-encoded; absent when the event has none.
 pub const PRINCIPAL: HeaderName = HeaderName::from_static("Annals-Principal");
+/// `Annals-Prev-Hash`: the chain hash of the log's record before this one (64 hex
+/// digits; zeros before position 0).
+pub const PREV_HASH: HeaderName = HeaderName::from_static("Annals-Prev-Hash");
+/// `Annals-Hash`: this record's chain hash, BLAKE3 of its record body, which holds the
+/// previous hash (64 hex digits). The last message's is the log's head hash.
+pub const HASH: HeaderName = HeaderName::from_static("Annals-Hash");
 /// `traceparent`: the W3C trace context, under its standard name so that tracing-aware
 /// consumers pick it up; percent-encoded like the other texts; absent when none.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -131,6 +139,67 @@ pub fn headers(event: &RecordedEvent) -> HeaderMap {
         }
     }
     headers
+}
+
+/// A record's place in the log's hash chain: the hash before it and its own.
+///
+/// A reader checks a copy message by message: each message's `prev` is the `hash` of the
+/// message before it (a missing, repeated or reordered message breaks that link), and
+/// its `hash` is [`ChainHash::of_record`]`(prev, event)` (an altered field or body, or a
+/// wrong hash, breaks that one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chain {
+    /// The chain hash of the record before.
+    pub prev: ChainHash,
+    /// This record's chain hash.
+    pub hash: ChainHash,
+}
+
+impl Chain {
+    /// The chain of `event` after a record whose hash is `prev`.
+    pub fn after(prev: ChainHash, event: &RecordedEvent) -> Result<Chain, eventstore::Error> {
+        Ok(Chain {
+            prev,
+            hash: ChainHash::of_record(&prev, event)?,
+        })
+    }
+
+    /// Whether `hash` is the chain hash of `event` after `prev`.
+    pub fn holds_for(&self, event: &RecordedEvent) -> bool {
+        ChainHash::of_record(&self.prev, event).is_ok_and(|hash| hash == self.hash)
+    }
+}
+
+/// The headers of `event` with its place in the hash chain: what the relay publishes.
+pub fn chained_headers(event: &RecordedEvent, chain: &Chain) -> HeaderMap {
+    let mut headers = headers(event);
+    headers.insert(PREV_HASH, chain.prev.to_string());
+    headers.insert(HASH, chain.hash.to_string());
+    headers
+}
+
+/// The chain headers of a message: `None` when it has neither (a message of a release
+/// before the headers existed), an error when it has one only or a malformed one.
+pub fn chain(headers: Option<&HeaderMap>) -> Result<Option<Chain>, DecodeError> {
+    let Some(headers) = headers else {
+        return Ok(None);
+    };
+    let parse = |name: HeaderName| -> Result<Option<ChainHash>, DecodeError> {
+        let label = name_of(&name);
+        optional(headers, name)
+            .map(|text| {
+                text.parse::<ChainHash>()
+                    .map_err(|error| DecodeError(format!("{label}: {error}")))
+            })
+            .transpose()
+    };
+    match (parse(PREV_HASH)?, parse(HASH)?) {
+        (Some(prev), Some(hash)) => Ok(Some(Chain { prev, hash })),
+        (None, None) => Ok(None),
+        _ => Err(DecodeError(
+            "the message carries one of Annals-Prev-Hash and Annals-Hash without the other".into(),
+        )),
+    }
 }
 
 /// The body of `event`: its payload bytes.
@@ -358,6 +427,48 @@ mod tests {
         }
         assert_eq!(headers.len(), 13);
         assert_eq!(FORMAT_TEXT, FORMAT_VERSION.to_string());
+
+        let chain = Chain::after(ChainHash::GENESIS, &event).unwrap();
+        let chained = chained_headers(&event, &chain);
+        assert_eq!(chained.len(), 15);
+        assert_eq!(
+            chained.get(PREV_HASH).map(|v| v.as_str()),
+            Some("0".repeat(64).as_str())
+        );
+        assert_eq!(
+            chained.get(HASH).map(|v| v.as_str()),
+            Some(chain.hash.to_string().as_str())
+        );
+        // The hash is BLAKE3 of the record body (flags, previous hash, postcard event):
+        // pinned, because consumers check it.
+        assert_eq!(
+            chain.hash.to_string(),
+            "1a73394ac4fdb8fd6e73cdb8b6fe92c6b0a75ce272abd0d05496e7c4540af2f6"
+        );
+    }
+
+    #[test]
+    fn the_chain_headers_round_trip_and_catch_an_altered_event() {
+        let event = event();
+        let prev: ChainHash = "ab".repeat(32).parse().unwrap();
+        let chain = Chain::after(prev, &event).unwrap();
+        let headers = chained_headers(&event, &chain);
+        assert_eq!(super::chain(Some(&headers)), Ok(Some(chain)));
+        assert!(chain.holds_for(&event));
+        let mut altered = event.clone();
+        altered.payload.push(0);
+        assert!(!chain.holds_for(&altered));
+        let mut reordered = event.clone();
+        reordered.position = Position(1235);
+        assert!(!chain.holds_for(&reordered));
+        // Messages of an older release carry neither header: accepted as unhashed.
+        assert_eq!(super::chain(Some(&super::headers(&event))), Ok(None));
+        assert_eq!(super::chain(None), Ok(None));
+        let mut half = super::headers(&event);
+        half.insert(HASH, chain.hash.to_string());
+        assert!(super::chain(Some(&half)).is_err());
+        half.insert(PREV_HASH, "not hex");
+        assert!(super::chain(Some(&half)).is_err());
     }
 
     #[test]

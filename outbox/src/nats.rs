@@ -310,6 +310,9 @@ pub(crate) struct CopyEnd {
     pub last_sequence: u64,
     /// The event in the last message the stream still holds, if it holds any.
     pub last_event: Option<RecordedEvent>,
+    /// That message's place in the hash chain (`None`: no message, or one published by a
+    /// release before the chain headers).
+    pub last_chain: Option<message::Chain>,
 }
 
 /// Reads the stream's state and the position of its last message.
@@ -324,6 +327,7 @@ pub(crate) async fn copy_end(stream: &mut stream::Stream) -> Result<CopyEnd, Err
         return Ok(CopyEnd {
             last_sequence: state.last_sequence,
             last_event: None,
+            last_chain: None,
         });
     }
     let last = match stream.get_raw_message(state.last_sequence).await {
@@ -371,38 +375,34 @@ pub(crate) async fn copy_end(stream: &mut stream::Stream) -> Result<CopyEnd, Err
                     return Ok(CopyEnd {
                         last_sequence: state.last_sequence,
                         last_event: None,
+                        last_chain: None,
                     });
                 }
             }
         }
         Err(error) => return Err(Error::nats("get of the stream's last message", error)),
     };
-    let event = message::decode(Some(&last.headers), &last.payload).map_err(|error| {
-        Error::MalformedMessage {
-            sequence: last.sequence,
-            reason: error.to_string(),
-        }
-    })?;
+    let malformed = |error: message::DecodeError| Error::MalformedMessage {
+        sequence: last.sequence,
+        reason: error.to_string(),
+    };
+    let event = message::decode(Some(&last.headers), &last.payload).map_err(malformed)?;
+    let chain = message::chain(Some(&last.headers)).map_err(malformed)?;
     Ok(CopyEnd {
         last_sequence: state.last_sequence,
         last_event: Some(event),
+        last_chain: chain,
     })
 }
 
-/// Where the relay resumes: after the last event the stream holds, never before the
-/// checkpoint (so a crash between publish and checkpoint cannot duplicate, however long
-/// the relay was down, and a copy that lost its tail does not get events twice). A
-/// stream that never held a message gets the whole log, so a new stream is a full copy.
-pub fn resume_position(
-    last_sequence: u64,
-    last_position: Option<Position>,
-    checkpoint: Position,
-) -> Position {
-    match last_position {
-        _ if last_sequence == 0 => Position(0),
-        Some(last) => last.next().max(checkpoint),
-        None => checkpoint,
-    }
+/// Where the relay resumes: right after the last event the stream holds, whatever the
+/// checkpoint says. So a crash between publish and checkpoint never duplicates, however
+/// long the relay was down, and a copy that lost its tail (a nats-server that lost
+/// acknowledged messages, or messages deleted at its end) gets the missing events again:
+/// the relay never leaves a gap. A stream that holds no message (new, wiped or purged)
+/// gets the whole log, so the copy always starts at position 0.
+pub fn resume_position(last_position: Option<Position>) -> Position {
+    last_position.map_or(Position(0), Position::next)
 }
 
 /// One message of the copy.
@@ -414,6 +414,9 @@ pub(crate) struct CopiedMessage {
     pub pending: u64,
     /// The event, or why the message is not one.
     pub event: Result<RecordedEvent, message::DecodeError>,
+    /// Its place in the hash chain (`None`: a message of a release before the chain
+    /// headers), or why its chain headers are malformed.
+    pub chain: Result<Option<message::Chain>, message::DecodeError>,
 }
 
 /// The copy, read in stream order with an ordered consumer (no acks, recreated by the
@@ -471,10 +474,12 @@ impl CopyReader {
             .map_err(|error| Error::nats("read of the stream", error))?;
         let (sequence, pending) = (info.stream_sequence, info.pending);
         let event = message::decode(message.headers.as_ref(), &message.payload);
+        let chain = message::chain(message.headers.as_ref());
         Ok(CopiedMessage {
             sequence,
             pending,
             event,
+            chain,
         })
     }
 }
@@ -496,21 +501,14 @@ mod tests {
     }
 
     #[test]
-    fn the_relay_resumes_after_the_copy_never_before_the_checkpoint() {
-        // A new stream gets the whole log.
-        assert_eq!(resume_position(0, None, Position(50)), Position(0));
-        // Published but not checkpointed: resume after the copy.
-        assert_eq!(
-            resume_position(90, Some(Position(89)), Position(40)),
-            Position(90)
-        );
-        // The copy lost its tail (or it was deleted): do not publish twice.
-        assert_eq!(
-            resume_position(90, Some(Position(30)), Position(40)),
-            Position(40)
-        );
-        // Every message gone (purged): the checkpoint.
-        assert_eq!(resume_position(90, None, Position(40)), Position(40));
+    fn the_relay_resumes_right_after_the_copy() {
+        // A new, wiped or purged stream gets the whole log.
+        assert_eq!(resume_position(None), Position(0));
+        // Published but not checkpointed: resume after the copy, no duplicate.
+        assert_eq!(resume_position(Some(Position(89))), Position(90));
+        // The copy lost its tail below the checkpoint: republish from where it ends, no
+        // gap.
+        assert_eq!(resume_position(Some(Position(30))), Position(31));
     }
 
     #[test]

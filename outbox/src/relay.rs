@@ -10,6 +10,14 @@
 //! failure ends the session; the relay backs off (or the breaker opens) and the next
 //! session finds out from the stream itself what got there. Acknowledgements are taken in
 //! order, and the checkpoint moves over acknowledged events only.
+//!
+//! The relay resumes right after the stream's last message, **never leaving a gap**: if
+//! that is below the checkpoint (NATS lost acknowledged messages on power loss, or they
+//! were deleted at the end), it republishes the missing range from the log and logs it at
+//! warn. Every message carries its record's chain hash (`Annals-Prev-Hash`,
+//! `Annals-Hash`), continued from the stream's last message (checked against its event)
+//! or, when that message has none (an older release) or the stream is empty, computed
+//! from the log.
 
 use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
@@ -20,7 +28,7 @@ use async_nats::connection::State;
 use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
-use eventstore::{EventStore, Position, RecordedEvent};
+use eventstore::{ChainHash, EventStore, Position, RecordedEvent};
 use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -29,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::breaker::{Breaker, BreakerState};
 use crate::config::RelayConfig;
 use crate::error::Error;
-use crate::message;
+use crate::message::{self, Chain};
 use crate::nats::{self, CopyEnd};
 use crate::status::{RelayState, RelayStatus, StatusHandle};
 
@@ -108,11 +116,7 @@ impl Relay {
             last_sequence: end.last_sequence,
             copy_last_position: end.last_event.as_ref().map(|event| event.position),
             checkpoint: self.checkpoint,
-            resume_at: nats::resume_position(
-                end.last_sequence,
-                end.last_event.as_ref().map(|event| event.position),
-                self.checkpoint,
-            ),
+            resume_at: nats::resume_position(end.last_event.as_ref().map(|event| event.position)),
             log_head: self.store.next_position(),
         })
     }
@@ -134,6 +138,7 @@ impl Relay {
             ),
             client: None,
             acked: self.checkpoint,
+            acked_hash: None,
             saved: self.checkpoint,
             last_save: Instant::now(),
         };
@@ -152,11 +157,22 @@ impl Relay {
 }
 
 /// Checks that the copy continues this log: its last event is the log's event at that
-/// position, exactly.
+/// position, exactly, and its chain hash (if it carries one) is that event's.
 fn check_copy_continues_log(store: &EventStore, end: &CopyEnd) -> Result<(), Error> {
     let Some(copied) = &end.last_event else {
         return Ok(());
     };
+    if let Some(chain) = &end.last_chain
+        && !chain.holds_for(copied)
+    {
+        return Err(Error::CopyDiverged {
+            position: copied.position,
+            reason: format!(
+                "the copy's last message (sequence {}) carries an Annals-Hash that is not its event's",
+                end.last_sequence
+            ),
+        });
+    }
     let position = copied.position;
     let head = store.next_position();
     if position >= head {
@@ -194,6 +210,7 @@ type AckFuture = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> +
 struct InFlight {
     position: Position,
     sequence: u64,
+    hash: ChainHash,
     ack: PublishAckFuture,
 }
 
@@ -201,6 +218,7 @@ struct InFlight {
 struct Awaited {
     position: Position,
     sequence: u64,
+    hash: ChainHash,
     ack: AckFuture,
 }
 
@@ -209,6 +227,7 @@ impl From<InFlight> for Awaited {
         Awaited {
             position: in_flight.position,
             sequence: in_flight.sequence,
+            hash: in_flight.hash,
             ack: in_flight.ack.into_future(),
         }
     }
@@ -223,6 +242,9 @@ struct Worker<'a> {
     client: Option<Client>,
     /// The next position to publish: JetStream acknowledged every event before it.
     acked: Position,
+    /// The chain hash of the record before `acked`, once known: saves walking the log
+    /// when the copy's last message carries no hash.
+    acked_hash: Option<ChainHash>,
     /// The checkpoint last saved.
     saved: Position,
     last_save: Instant,
@@ -356,19 +378,21 @@ impl Worker<'_> {
         let end = nats::copy_end(&mut stream).await?;
         check_copy_continues_log(self.store, &end)?;
         let copy_last = end.last_event.as_ref().map(|event| event.position);
-        let resume = nats::resume_position(end.last_sequence, copy_last, self.acked);
-        if let Some(last) = copy_last
-            && last.next() < self.acked
-        {
-            tracing::warn!(
-                copy_ends_at = %last,
-                checkpoint = %self.acked,
-                "outbox relay: the JetStream copy ends before the checkpoint (NATS lost acknowledged messages, or they were deleted); resuming at the checkpoint, audit will show the gap"
-            );
-        }
+        let resume = nats::resume_position(copy_last);
         if resume < self.acked {
-            tracing::info!(stream = %config.stream, "outbox relay: the stream is new; publishing the whole log into it");
+            if end.last_sequence == 0 {
+                tracing::info!(stream = %config.stream, "outbox relay: the stream is new; publishing the whole log into it");
+            } else {
+                tracing::warn!(
+                    stream = %config.stream,
+                    copy_ends_at = ?copy_last,
+                    checkpoint = %self.acked,
+                    missing = self.acked.0 - resume.0,
+                    "outbox relay: the JetStream copy ends before the checkpoint (NATS lost acknowledged messages, or they were deleted); republishing the missing events from the log"
+                );
+            }
         }
+        let mut prev_hash = self.hash_before(resume, &end).await?;
         self.acked = resume;
         let connected = self.connected();
         let acked = self.acked;
@@ -406,13 +430,13 @@ impl Worker<'_> {
                 }
                 ack = async { (&mut awaited.as_mut().expect("guarded").ack).await }, if awaited.is_some() => {
                     let done = awaited.take().expect("guarded");
-                    self.acknowledged(done.position, done.sequence, ack)?;
+                    self.acknowledged(done.position, done.sequence, done.hash, ack)?;
                     // Take the acknowledgements that are already in, without a round
                     // through the select for each.
                     while let Some(next) = queue.pop_front() {
                         let mut next = Awaited::from(next);
                         match (&mut next.ack).now_or_never() {
-                            Some(ack) => self.acknowledged(next.position, next.sequence, ack)?,
+                            Some(ack) => self.acknowledged(next.position, next.sequence, next.hash, ack)?,
                             None => {
                                 awaited = Some(next);
                                 break;
@@ -435,9 +459,11 @@ impl Worker<'_> {
                             None => return Err(Error::StoreClosed),
                         };
                         let position = next.position;
-                        let ack = publish(&jetstream, &config.subject_prefix, next, expected_sequence).await?;
+                        let chain = Chain::after(prev_hash, &next)?;
+                        let ack = publish(&jetstream, &config.subject_prefix, next, &chain, expected_sequence).await?;
+                        prev_hash = chain.hash;
                         expected_sequence += 1;
-                        queue.push_back(InFlight { position, sequence: expected_sequence, ack });
+                        queue.push_back(InFlight { position, sequence: expected_sequence, hash: chain.hash, ack });
                         in_flight += 1;
                         if in_flight < config.max_acks_in_flight {
                             event = subscription.next().now_or_never();
@@ -459,11 +485,42 @@ impl Worker<'_> {
         }
     }
 
+    /// The chain hash of the record before `resume`: the hash of the copy's last message
+    /// when it carries one (checked against its event already), the one remembered from
+    /// the last acknowledgement, or else computed from the log (a copy made by a release
+    /// before the chain headers; once per process).
+    async fn hash_before(&mut self, resume: Position, end: &CopyEnd) -> Result<ChainHash, Error> {
+        if resume == Position(0) {
+            return Ok(ChainHash::GENESIS);
+        }
+        if let (Some(chain), Some(event)) = (&end.last_chain, &end.last_event)
+            && event.position.next() == resume
+        {
+            return Ok(chain.hash);
+        }
+        if let Some(hash) = self.acked_hash
+            && self.acked == resume
+        {
+            return Ok(hash);
+        }
+        tracing::info!(
+            %resume,
+            "outbox relay: the copy's last message carries no chain hash (published by an older release); computing the chain from the log"
+        );
+        let store = self.store.clone();
+        let hash = tokio::task::spawn_blocking(move || chain_hash_before(&store, resume))
+            .await
+            .map_err(|error| Error::nats("chain hash task", error))??;
+        self.acked_hash = Some(hash);
+        Ok(hash)
+    }
+
     /// Takes one acknowledgement, in order.
     fn acknowledged(
         &mut self,
         position: Position,
         sequence: u64,
+        hash: ChainHash,
         ack: Result<PublishAck, PublishError>,
     ) -> Result<(), Error> {
         let ack = ack.map_err(|error| match error.kind() {
@@ -474,7 +531,19 @@ impl Worker<'_> {
             PublishErrorKind::StreamNotFound => Error::nats("publish", "no stream takes the subject (NATS restarting, or the stream was deleted)"),
             _ => Error::nats("publish acknowledgement", error),
         })?;
-        if !ack.duplicate && ack.sequence != sequence {
+        if ack.duplicate {
+            // The relay publishes only what the stream does not hold, so the stream's
+            // duplicate window remembers an event id whose message is gone (lost or
+            // deleted within the window). Retried until the window has passed.
+            return Err(Error::nats(
+                "publish",
+                format!(
+                    "the stream took position {position} as a duplicate of message {}, which it no longer holds; retrying after its duplicate window",
+                    ack.sequence
+                ),
+            ));
+        }
+        if ack.sequence != sequence {
             return Err(Error::nats(
                 "publish",
                 format!(
@@ -484,6 +553,7 @@ impl Worker<'_> {
             ));
         }
         self.acked = position.next();
+        self.acked_hash = Some(hash);
         self.succeeded();
         let acked = self.acked;
         self.status.send_modify(|status| {
@@ -499,16 +569,26 @@ impl Worker<'_> {
         let deadline = Instant::now() + self.config.shutdown_grace;
         let pending = awaited
             .into_iter()
-            .map(|awaited| (awaited.position, awaited.sequence, awaited.ack))
-            .chain(
-                queue
-                    .into_iter()
-                    .map(|next| (next.position, next.sequence, next.ack.into_future())),
-            );
-        for (position, sequence, ack) in pending {
+            .map(|awaited| {
+                (
+                    awaited.position,
+                    awaited.sequence,
+                    awaited.hash,
+                    awaited.ack,
+                )
+            })
+            .chain(queue.into_iter().map(|next| {
+                (
+                    next.position,
+                    next.sequence,
+                    next.hash,
+                    next.ack.into_future(),
+                )
+            }));
+        for (position, sequence, hash, ack) in pending {
             match tokio::time::timeout_at(deadline, ack).await {
                 Ok(ack) => {
-                    if self.acknowledged(position, sequence, ack).is_err() {
+                    if self.acknowledged(position, sequence, hash, ack).is_err() {
                         break;
                     }
                 }
@@ -518,16 +598,43 @@ impl Worker<'_> {
     }
 }
 
-/// Sends one event; returns the future of its acknowledgement.
+/// The chain hash of the log's record before `position`, walking the log from its start.
+pub(crate) fn chain_hash_before(
+    store: &EventStore,
+    position: Position,
+) -> Result<ChainHash, Error> {
+    const BATCH: usize = 4096;
+    let mut hash = ChainHash::GENESIS;
+    let mut next = Position(0);
+    while next < position {
+        let limit = BATCH.min((position.0 - next.0) as usize);
+        let events = store.read_all(next, limit)?;
+        if events.is_empty() {
+            return Err(Error::CopyDiverged {
+                position: next,
+                reason: format!("the log ends before position {position}"),
+            });
+        }
+        for event in &events {
+            hash = ChainHash::of_record(&hash, event)?;
+        }
+        next = Position(next.0 + events.len() as u64);
+    }
+    Ok(hash)
+}
+
+/// Sends one event with its place in the chain; returns the future of its
+/// acknowledgement.
 async fn publish(
     jetstream: &async_nats::jetstream::Context,
     prefix: &str,
     event: RecordedEvent,
+    chain: &Chain,
     expected_last_sequence: u64,
 ) -> Result<PublishAckFuture, Error> {
     let position = event.position;
     let subject = message::subject(prefix, &event);
-    let headers = message::headers(&event);
+    let headers = message::chained_headers(&event, chain);
     let size = event.payload.len();
     let publish = PublishMessage::build()
         .headers(headers)

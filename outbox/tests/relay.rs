@@ -11,6 +11,11 @@
 //!   breaker opens; NATS restarted: the backlog drains by itself, nothing lost.
 //! - `restore`: a restore reproduces the log (same events, same head hash, verify
 //!   passes); audit finds an altered, a removed and a repeated message.
+//! - `chain`: every message carries its chain hash; restore and audit name the first
+//!   break (altered body, wrong hash, forged event, reorder, stripped headers); restore
+//!   stops at an expected head or fails; a copy without the headers is still accepted.
+//! - `tail`: a copy that lost its last messages fails the audit at the first missing
+//!   position, and a restarted relay republishes the lost range (no gap, no duplicate).
 //! - `bad_input`: a malformed URL, nobody listening, no JetStream, an incompatible
 //!   stream, a missing stream, a foreign message: each a typed error, no panic.
 
@@ -19,6 +24,8 @@ mod common;
 
 #[path = "relay/bad_input.rs"]
 mod bad_input;
+#[path = "relay/chain.rs"]
+mod chain;
 #[path = "relay/delivery.rs"]
 mod delivery;
 #[path = "relay/kill.rs"]
@@ -27,3 +34,5 @@ mod kill;
 mod outage;
 #[path = "relay/restore.rs"]
 mod restore;
+#[path = "relay/tail.rs"]
+mod tail;

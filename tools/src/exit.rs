@@ -128,6 +128,8 @@ fn outbox_code(error: &outbox::Error) -> u8 {
         Outbox::Store(inner) => store_code(inner),
         Outbox::CopyDiverged { .. }
         | Outbox::NotContiguous { .. }
+        | Outbox::ChainBroken { .. }
+        | Outbox::ExpectedHeadNotMet { .. }
         | Outbox::MalformedMessage { .. } => CORRUPT,
         Outbox::StoreClosed => UNEXPECTED,
         _ => NATS,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ::outbox::{AuditOptions, Divergence, RestoreOptions};
 use anyhow::Context;
-use eventstore::{EventStore, Position, StoreConfig};
+use eventstore::{ChainHash, EventStore, Position, StoreConfig};
 
 use crate::progress;
 
@@ -25,9 +25,28 @@ pub struct RestoreArgs {
     /// restore is checked and continued).
     #[arg(long)]
     data_dir: PathBuf,
+    /// Stop at this head, `POSITION:HASH` (the original's last position and head hash,
+    /// as `annals verify` reports them), and fail unless the copy reaches it with that
+    /// hash.
+    #[arg(long, value_parser = parse_head)]
+    expect_head: Option<(Position, ChainHash)>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// `POSITION:HASH`, as `--expect-head` takes it.
+fn parse_head(text: &str) -> Result<(Position, ChainHash), String> {
+    let (position, hash) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not POSITION:HASH"))?;
+    let position = position
+        .parse::<u64>()
+        .map_err(|_| format!("{position:?} is not a position"))?;
+    let hash = hash
+        .parse::<ChainHash>()
+        .map_err(|error| error.to_string())?;
+    Ok((Position(position), hash))
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,6 +60,10 @@ pub struct AuditArgs {
     /// The JetStream stream holding the copy.
     #[arg(long, env = "ANNALS_NATS_STREAM", default_value = "ANNALS")]
     stream: String,
+    /// Accept a copy that only lags: it lacks the log's last events, but none the
+    /// relay's checkpoint says JetStream acknowledged.
+    #[arg(long)]
+    allow_backlog: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -88,6 +111,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         bar.set_message(format!("restoring from {}", args.stream));
         let options = RestoreOptions {
             request_timeout: NATS_TIMEOUT,
+            expect_head: args.expect_head,
             ..RestoreOptions::default()
         };
         let result = ::outbox::restore(&client, &args.stream, &store, &options, &mut |done, total| {
@@ -102,7 +126,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
         } else {
             println!(
-                "restored {} events from stream {} into {} ({} messages read, {} already there{}); verified {} events, head hash {}",
+                "restored {} events from stream {} into {} ({} messages read, {} already there{}); verified {} events, head {}:{}",
                 report.imported,
                 report.stream,
                 args.data_dir.display(),
@@ -117,7 +141,14 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
                     String::new()
                 },
                 report.verified_events,
+                report.next_position.0.saturating_sub(1),
                 report.head_hash
+            );
+        }
+        if report.unhashed_messages > 0 {
+            eprintln!(
+                "warning: {} messages of the copy carry no chain hash (published by an older release); they were checked by position and by the final verification only",
+                report.unhashed_messages
             );
         }
         Ok(())
@@ -140,14 +171,33 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<()> {
         } else {
             println!("{}: {}", report.stream, report.summary());
         }
+        if report.unhashed_messages > 0 {
+            eprintln!(
+                "warning: {} messages of the copy carry no chain hash (published by an older release); they were compared field by field only",
+                report.unhashed_messages
+            );
+        }
         match report.divergence {
+            None if report.copy_behind > 0 && !args.allow_backlog => {
+                let position = Position(report.log_head.0 - report.copy_behind);
+                Err(::outbox::Error::CopyDiverged {
+                    position,
+                    reason: format!(
+                        "the copy lacks the log's last {} events, from position {position}; the relay has not published them yet (start it, or pass --allow-backlog)",
+                        report.copy_behind
+                    ),
+                }
+                .into())
+            }
             None => Ok(()),
             Some(divergence) => {
                 // Exit as a failed verification does.
                 let position = match &divergence {
                     Divergence::Missing { position, .. }
                     | Divergence::Extra { position, .. }
-                    | Divergence::Different { position, .. } => *position,
+                    | Divergence::Different { position, .. }
+                    | Divergence::BrokenChain { position, .. }
+                    | Divergence::Lost { position, .. } => *position,
                     Divergence::Malformed { .. } => {
                         report.identical_through.map_or(Position(0), Position::next)
                     }
@@ -194,4 +244,25 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expected_head_is_a_position_and_a_chain_hash() {
+        let hash = "1a73394ac4fdb8fd6e73cdb8b6fe92c6b0a75ce272abd0d05496e7c4540af2f6";
+        let (position, parsed) = parse_head(&format!("1799:{hash}")).unwrap();
+        assert_eq!(position, Position(1799));
+        assert_eq!(parsed.to_string(), hash);
+        for bad in [
+            "1799".to_owned(),
+            format!("x:{hash}"),
+            "1799:abc".to_owned(),
+            format!("-1:{hash}"),
+        ] {
+            assert!(parse_head(&bad).is_err(), "{bad}");
+        }
+    }
 }
