@@ -274,6 +274,29 @@ mod tests {
         assert!(EventId::from_uuid(first.as_uuid()).is_ok());
     }
 
+    /// Golden values. Changing them breaks retries across an upgrade: a command retried
+    /// after the upgrade would get other event ids, the store would not recognise it as a
+    /// re-send, and its events would be appended twice.
+    #[test]
+    fn derived_event_ids_are_pinned() {
+        let v7_command: Uuid = "0193a4e2-7c1d-7b3e-9f00-0000000000c1".parse().unwrap();
+        // A v5 command id, as the API derives from an Idempotency-Key.
+        let v5_command: Uuid = "2c279423-5ad3-5198-8e04-5884e143962e".parse().unwrap();
+        let derived = |command, index| EventId::derived(command, index).to_string();
+        assert_eq!(
+            derived(v7_command, 0),
+            "0193a4e2-7c1d-7162-b8e7-06d7df771ff4"
+        );
+        assert_eq!(
+            derived(v7_command, 1),
+            "0193a4e2-7c1d-7e21-9ebd-aa15b86bd32e"
+        );
+        assert_eq!(
+            derived(v5_command, 0),
+            "2c675c0d-968d-7eca-92fd-f7e7b23911bf"
+        );
+    }
+
     #[test]
     fn non_v7_event_ids_are_refused() {
         assert!(EventId::from_uuid(Uuid::nil()).is_err());

@@ -212,3 +212,47 @@ impl<S: Saga> Instance<S> {
         self.state.is_finished() && self.outstanding.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{command_id, input_id};
+    use crate::fulfilment::{Fulfilment, Input};
+
+    const ORDER: &str = "0193a4e2-7c1d-7b3e-9f00-0000000000c1";
+
+    /// Golden values. Changing them breaks retries across an upgrade: a saga resumed by
+    /// the new version would issue its unanswered commands with other ids (the store
+    /// would not recognise them, and a charge could land twice) and record its inputs
+    /// again under other ids.
+    #[test]
+    fn command_ids_are_pinned() {
+        // UUID v5 in the URL namespace of "annals:saga/fulfilment/<order>/command/<key>".
+        assert_eq!(
+            command_id::<Fulfilment>(ORDER, "charge").to_string(),
+            "c6bccc91-1783-51ea-88b7-828b7e3f8f7b"
+        );
+        assert_eq!(
+            command_id::<Fulfilment>(ORDER, "reserve:apple").to_string(),
+            "cd3a2bdd-90c0-5536-9073-ad4bcfb6e9f7"
+        );
+    }
+
+    /// Golden values, for the same reason as [`command_ids_are_pinned`].
+    #[test]
+    fn input_ids_are_pinned() {
+        let cancel = Input::CancelRequested {
+            reason: "changed my mind".into(),
+        };
+        assert_eq!(
+            input_id::<Fulfilment>(ORDER, &cancel).to_string(),
+            "f878d3e6-0a9a-7f07-abbd-f6d925dfc67b"
+        );
+        let deadline = Input::DeadlinePassed {
+            key: crate::fulfilment::DEADLINE.into(),
+        };
+        assert_eq!(
+            input_id::<Fulfilment>(ORDER, &deadline).to_string(),
+            "a433ad56-5fe2-71bc-a8fa-61fd9176eb35"
+        );
+    }
+}

@@ -181,7 +181,17 @@ async fn a_deadline_survives_a_restart_and_fires_once() {
     clock.advance(chrono::Duration::seconds(60));
     let before = done.version;
     let driver = start(&store, &clock, Faults::default());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Not a sleep: wait until this driver has read the whole log and no instance of it
+    // runs, so that anything it would fire or record has had its chance.
+    let head = store.next_position();
+    let mut status = driver.watch();
+    tokio::time::timeout(
+        TIMEOUT,
+        status.wait_for(|status| status.read_to >= head && status.active == 0),
+    )
+    .await
+    .expect("the third driver reads the log within the timeout")
+    .expect("the driver runs");
     driver.stop().await;
     let after = sagas::view::load::<Fulfilment>(&store, "o-1")
         .unwrap()

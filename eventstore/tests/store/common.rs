@@ -3,13 +3,9 @@
 //! never a way to wait for something to happen).
 
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
-use std::time::Duration;
 
 use eventstore::{Error, EventStore, NewEvent, Position, RecordedEvent, StoreConfig, StreamId};
-
-/// How long an await that must finish may take before the test fails.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+pub use test_support::{SPAWNING, within};
 
 /// A stream id the test knows to be valid.
 pub fn stream(name: &str) -> StreamId {
@@ -30,16 +26,10 @@ pub fn segments_of(bytes: u64) -> StoreConfig {
     }
 }
 
-/// Taken exclusively while a test spawns a child process, shared while a test opens a
-/// store. Spawning forks this process, and until the child's `exec` it holds a copy of
-/// every file this process has open, locks included (an `flock` belongs to the open file,
-/// not to the process): a store closed and reopened in that moment would find the lock
-/// of its own closed self still held and fail with `Error::Locked`.
-pub static SPAWNING: RwLock<()> = RwLock::new(());
-
-/// `EventStore::open`, never while a child process is being spawned.
+/// `EventStore::open`, never while a child process is being spawned (see
+/// `test_support::SPAWNING`).
 pub fn try_open(dir: &Path, config: StoreConfig) -> Result<EventStore, Error> {
-    let _not_spawning = SPAWNING.read().unwrap_or_else(PoisonError::into_inner);
+    let _not_spawning = test_support::not_spawning();
     EventStore::open(dir, config)
 }
 
@@ -63,14 +53,6 @@ pub fn read_everything(store: &EventStore) -> Vec<RecordedEvent> {
     store
         .read_all(Position(0), usize::MAX)
         .unwrap_or_else(|error| panic!("reading the whole log failed: {error}"))
-}
-
-/// Awaits `future`, failing the test if it takes longer than [`PATIENCE`].
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(PATIENCE, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("{what} did not finish within {PATIENCE:?}"),
-    }
 }
 
 /// The segment files of the store in `dir`, oldest first.

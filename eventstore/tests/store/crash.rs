@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use eventstore::{Direction, EventId, EventStore, Position, RecordedEvent, StoreConfig, Version};
 use tempfile::TempDir;
+use test_support::Random;
 use uuid::Uuid;
 
 use crate::common::{SPAWNING, assert_log_is_contiguous, try_open};
@@ -25,18 +26,6 @@ fn config() -> StoreConfig {
     StoreConfig {
         segment_bytes: 256 << 10,
         ..StoreConfig::default()
-    }
-}
-
-/// xorshift64: the kill times, from a seed printed so a failing run can be repeated.
-struct Random(u64);
-
-impl Random {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
     }
 }
 
@@ -211,18 +200,8 @@ fn check_after_crash(store: &EventStore, acks: &[Ack], this_round: &[Ack]) -> us
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_appends_survive_sigkill_and_no_append_is_half_there() {
-    let seed = std::env::var("ANNALS_CRASH_SEED")
-        .ok()
-        .and_then(|seed| seed.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("crash test seed: ANNALS_CRASH_SEED={seed}");
-    let mut random = Random(seed);
+    // The kill times, from a seed printed so that a failing run can be repeated.
+    let mut random = Random::seeded("crash test");
     let dir = TempDir::new().unwrap();
     let started = Instant::now();
     let mut acks: Vec<Ack> = Vec::new();

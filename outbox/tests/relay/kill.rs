@@ -11,6 +11,7 @@ use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use test_support::Random;
 
 use crate::common::{
     NatsServer, SPAWNING, assert_exact_copy, open_store, read_copy, relay_config, start_relay,
@@ -21,18 +22,6 @@ const ROUNDS: u64 = 6;
 const STREAM: &str = "KILLED";
 /// The stream's duplicate window; the long downtimes exceed it.
 const DUPLICATE_WINDOW: Duration = Duration::from_millis(1000);
-
-/// xorshift64: the kill moments, from a seed printed so a failing run can be repeated.
-struct Random(u64);
-
-impl Random {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
-}
 
 fn spawn_child(dir: &std::path::Path, url: &str) -> Child {
     let _spawning = SPAWNING.write().unwrap_or_else(PoisonError::into_inner);
@@ -61,13 +50,9 @@ async fn stream_messages(jetstream: &jetstream::Context) -> u64 {
 async fn a_relay_killed_at_random_moments_neither_duplicates_nor_loses() {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("kill test seed: {seed}");
-    let mut random = Random(seed);
+    // The kill moments, from a seed printed so that a failing run can be repeated
+    // (ANNALS_TEST_SEED).
+    let mut random = Random::seeded("relay kill test");
     let client = async_nats::connect(server.url()).await.unwrap();
     let jetstream = jetstream::new(client);
     for round in 0..ROUNDS {

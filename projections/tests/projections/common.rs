@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 use eventstore::{
     AppendOutcome, EventStore, ExpectedVersion, Model, NewEvent, Position, RecordedEvent,
@@ -15,26 +14,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::tally::{self, Open, Sale, Tally, Totals};
 
-/// How long an await that must finish may take before the test fails.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+pub use test_support::{PATIENCE, Random, SPAWNING, within};
 
-/// Taken exclusively while a test spawns a child process, shared while a test opens a
-/// store: a child forked in between would hold a copy of the store's lock until it execs.
-pub static SPAWNING: RwLock<()> = RwLock::new(());
-
-/// Opens the store in `dir` (never while a child is being spawned).
+/// Opens the store in `dir` (never while a child is being spawned; see
+/// `test_support::SPAWNING`).
 pub fn open(dir: &Path) -> EventStore {
-    let _not_spawning = SPAWNING.read().unwrap_or_else(PoisonError::into_inner);
+    let _not_spawning = test_support::not_spawning();
     EventStore::open(dir, StoreConfig::default())
         .unwrap_or_else(|error| panic!("opening {} failed: {error}", dir.display()))
-}
-
-/// Awaits `future`, failing the test if it takes longer than [`PATIENCE`].
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(PATIENCE, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("{what} did not finish within {PATIENCE:?}"),
-    }
 }
 
 /// Small batches, so that tests cross many batch boundaries.
@@ -84,34 +71,6 @@ impl Running {
                 .unwrap_or_else(|error| panic!("the tally did not reach {head}: {error}"));
         }
     }
-}
-
-/// xorshift64*: the workloads' choices, from a seed printed by each test.
-pub struct Random(pub u64);
-
-impl Random {
-    pub fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound
-    }
-}
-
-/// A seed from the clock, printed so that a failing run can be repeated.
-pub fn seed(test: &str) -> u64 {
-    let seed = std::env::var("PROJECTIONS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("after 1970")
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("{test}: seed {seed} (PROJECTIONS_SEED={seed} repeats it)");
-    seed
 }
 
 /// Appends one sale event to `sale-<sku>`.

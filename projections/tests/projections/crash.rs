@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use eventstore::Position;
 
-use crate::common::{Random, SPAWNING, assert_exact, open, read_log, seed};
+use crate::common::{Random, SPAWNING, assert_exact, open, read_log};
 use crate::tally;
 
 const ROUNDS: usize = 12;
@@ -98,7 +98,7 @@ async fn check_models(dir: &Path, round: usize) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_are_exact_after_kills_during_live_projection_and_rebuilds() {
-    let mut random = Random(seed("crash"));
+    let mut random = Random::seeded("crash");
     let dir = tempfile::tempdir().unwrap();
     let mut version = 1;
     let mut interrupted_rebuilds = 0;

@@ -9,8 +9,8 @@ use eventstore::Position;
 use projections::{Error, Projection, State, offline};
 
 use crate::common::{
-    PATIENCE, Random, Running, append_raw, assert_exact, open, read_log, seed, small_batches,
-    within, workload,
+    PATIENCE, Random, Running, append_raw, assert_exact, open, read_log, small_batches, within,
+    workload,
 };
 use crate::tally::{self, Tally};
 
@@ -27,7 +27,7 @@ async fn wait_for_fault(running: &Running, head: Position) -> projections::Fault
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_faults_the_projection_at_its_position() {
-    let mut random = Random(seed("poison"));
+    let mut random = Random::seeded("poison");
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let running = Running::start(&store, 1, small_batches());

@@ -8,14 +8,12 @@ use std::time::Duration;
 use eventstore::Position;
 use projections::Error;
 
-use crate::common::{
-    PATIENCE, Random, Running, append, open, seed, small_batches, within, workload,
-};
+use crate::common::{PATIENCE, Random, Running, append, open, small_batches, within, workload};
 use crate::tally::{self, Open, Sale, Totals};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_for_a_writes_position_always_shows_the_write() {
-    let mut random = Random(seed("read your writes"));
+    let mut random = Random::seeded("read your writes");
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let running = Running::start(&store, 1, small_batches());
@@ -23,7 +21,7 @@ async fn waiting_for_a_writes_position_always_shows_the_write() {
     let others: Vec<_> = (0..3)
         .map(|writer| {
             let (store, writing) = (store.clone(), writing.clone());
-            let mut random = Random(random.below(u64::MAX) | 1);
+            let mut random = random.split();
             tokio::spawn(async move {
                 let mut round = 0;
                 while writing.load(Ordering::Relaxed) {
@@ -97,7 +95,7 @@ async fn waiting_for_a_writes_position_always_shows_the_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_that_runs_out_names_the_checkpoint() {
-    let mut random = Random(seed("timeout"));
+    let mut random = Random::seeded("timeout");
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let running = Running::start(&store, 1, small_batches());

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::common::{
-    Random, Running, assert_exact, open, read_log, seed, small_batches, within, workload,
+    Random, Running, assert_exact, open, read_log, small_batches, within, workload,
 };
 use crate::tally::{self, Tally};
 
@@ -21,7 +21,7 @@ fn digest(running: &Running) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_reproduces_the_live_model_byte_for_byte() {
-    let mut random = Random(seed("live vs rebuilt"));
+    let mut random = Random::seeded("live vs rebuilt");
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let running = Running::start(&store, 1, small_batches());
@@ -82,7 +82,7 @@ async fn a_rebuild_reproduces_the_live_model_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_under_write_load_serves_the_old_model_and_loses_no_event() {
-    let mut random = Random(seed("rebuild under load"));
+    let mut random = Random::seeded("rebuild under load");
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let config = RunnerConfig {
@@ -97,7 +97,7 @@ async fn a_rebuild_under_write_load_serves_the_old_model_and_loses_no_event() {
     let writers: Vec<_> = (0..4)
         .map(|writer| {
             let (store, writing) = (store.clone(), writing.clone());
-            let mut random = Random(random.below(u64::MAX) | 1);
+            let mut random = random.split();
             tokio::spawn(async move {
                 let mut round = 0;
                 while writing.load(Ordering::Relaxed) {
@@ -183,7 +183,7 @@ async fn a_rebuild_under_write_load_serves_the_old_model_and_loses_no_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_bump_rebuilds_beside_the_old_version_at_start() {
-    let mut random = Random(seed("version bump"));
+    let mut random = Random::seeded("version bump");
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let running = Running::start(&store, 1, small_batches());

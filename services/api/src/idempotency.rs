@@ -174,6 +174,31 @@ mod tests {
         assert_ne!(command_id("k-1"), command_id("k-2"));
     }
 
+    /// Golden values. Changing them breaks retries across an upgrade: a request retried
+    /// with its `Idempotency-Key` after the upgrade would find no record (another stream),
+    /// run as another command (another command id, so other event ids the store does not
+    /// recognise), or be refused as another request (another fingerprint).
+    #[test]
+    fn keys_streams_command_ids_and_fingerprints_are_pinned() {
+        let key = "order-0-3-7";
+        assert_eq!(
+            stream_of(key).as_str(),
+            "idempotency-a81aee8edbb33a6c5988482d37e87695bbfbb142be79c1683fd1acba85f9fb4c"
+        );
+        // UUID v5 in the namespace 6a1f0c2e-5b7d-4e39-9c84-2d1f7a3b5e60.
+        assert_eq!(
+            command_id(key).to_string(),
+            "2c279423-5ad3-5198-8e04-5884e143962e"
+        );
+        let body =
+            serde_json::json!({"customer_id": "alice", "lines": [{"sku": "apple", "quantity": 3}]});
+        let fingerprint = fingerprint("place_order", "/api/v1/orders", None, &body);
+        assert_eq!(
+            blake3::Hash::from(fingerprint).to_hex().as_str(),
+            "bff88ae3a4bd112f663025f97611ac8b539fb9661d8084adaaf82f88bf366bd2"
+        );
+    }
+
     #[test]
     fn fingerprints_tell_requests_apart() {
         let body = serde_json::json!({"quantity": 5});

@@ -16,44 +16,10 @@ use eventstore::{
 use orders::OrderStatus;
 use projections::{Error, RunnerConfig, State};
 use read_models::{ACCOUNTS, INVENTORY, ORDERS, ReadSide, SALES, SkuSales};
+use test_support::{PATIENCE, Random, within};
 use tokio_util::sync::CancellationToken;
 
-const PATIENCE: Duration = Duration::from_secs(60);
 const ALL: [&str; 4] = [ORDERS, INVENTORY, ACCOUNTS, SALES];
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(PATIENCE, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("{what} did not finish within {PATIENCE:?}"),
-    }
-}
-
-/// xorshift64*, seeded from the clock (printed) or `READ_MODELS_SEED`.
-struct Random(u64);
-
-impl Random {
-    fn seeded(test: &str) -> Random {
-        let seed = std::env::var("READ_MODELS_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
-        eprintln!("{test}: seed {seed} (READ_MODELS_SEED={seed} repeats it)");
-        Random(seed)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound
-    }
-}
 
 /// A store, the domain's projections running over it, and repositories.
 struct Domain {
@@ -505,7 +471,7 @@ async fn a_rebuild_under_write_load_keeps_answering_and_loses_nothing() {
     let writers: Vec<_> = (0..3)
         .map(|writer| {
             let (store, writing) = (domain.store.clone(), writing.clone());
-            let mut random = Random(random.below(u64::MAX) | 1);
+            let mut random = random.split();
             tokio::spawn(async move {
                 let mut round = 0;
                 while writing.load(Ordering::Relaxed) {

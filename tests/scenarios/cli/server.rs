@@ -2,17 +2,25 @@
 //! directory is locked by it.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde_json::Value;
+use test_support::AnnalsServer;
 
-use crate::support::{Server, annals_fails, annals_ok, event_id, golden, ndjson, seeded};
+use crate::support::{annals_fails, annals_ok, event_id, golden, ndjson, seeded};
+
+/// A real `annals serve` over `data`. The saga is off: the server must not act on the
+/// seeded orders the tests compare against.
+fn serve(data: &std::path::Path) -> AnnalsServer {
+    AnnalsServer::start_in(data, &["--no-saga"])
+}
 
 #[test]
 fn inspect_and_replay_through_a_running_server_match_the_offline_output() {
     let (temp, data) = seeded();
-    let server = Server::start(&data);
-    let url = server.url.as_str();
+    let server = serve(&data);
+    let url = server.url();
+    let url = url.as_str();
     let dir = data.to_str().unwrap();
 
     // Offline, the directory is held: the message says what to do.
@@ -127,16 +135,15 @@ fn inspect_and_replay_through_a_running_server_match_the_offline_output() {
 #[test]
 fn tail_through_a_server_prints_the_backlog_then_new_events_live() {
     let (_temp, data) = seeded();
-    let server = Server::start(&data);
-    let mut tail = Command::new(env!("CARGO_BIN_EXE_annals"))
-        .args([
-            "inspect", "tail", "--from", "0", "--limit", "13", "--json", "--server",
-        ])
-        .arg(&server.url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let server = serve(&data);
+    let mut tail = test_support::annals_command();
+    tail.args([
+        "inspect", "tail", "--from", "0", "--limit", "13", "--json", "--server",
+    ])
+    .arg(server.url())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut tail = test_support::spawn(&mut tail).unwrap();
     let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
     // The twelve events already in the log: the tail is connected and caught up.
     for position in 0..12u64 {
@@ -150,7 +157,7 @@ fn tail_through_a_server_prints_the_backlog_then_new_events_live() {
         reqwest::Client::new()
             .post(format!(
                 "{}/api/v1/inventory/skus/apple/restock",
-                server.url
+                server.url()
             ))
             .json(&serde_json::json!({"quantity": 5}))
             .send()

@@ -2,16 +2,16 @@
 
 use std::path::Path;
 
-use eventstore::{EventStore, Position, RecordedEvent, Repository};
+use eventstore::{Position, RecordedEvent, Repository};
 use serde_json::Value;
 
-use crate::support::{annals_fails, annals_ok, history, seed_history, small_segments};
+use crate::support::{annals_fails, annals_ok, history, open_store, seed_history};
 
 /// Every event of the log in `dir`.
 fn read_log(dir: &Path) -> Vec<RecordedEvent> {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let store = EventStore::open(dir, small_segments()).unwrap();
+        let store = open_store(dir);
         let events = store.read_all(Position(0), usize::MAX).unwrap();
         store.close().await;
         events
@@ -24,7 +24,7 @@ fn seed_history_and_commands(dir: &Path) {
     seed_history(dir);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let store = EventStore::open(dir, small_segments()).unwrap();
+        let store = open_store(dir);
         let repository = Repository::<orders::Order>::new(store.clone());
         for n in 0..150u32 {
             let id = format!("r{n}");

@@ -7,141 +7,49 @@
 //! - for every sku, stock confirmed to orders + available = restocked, nothing reserved;
 //! - for every account, balance = deposits - charges of confirmed orders (refunds
 //!   balance the rest), and no order was charged twice;
-//! - a confirmed order was charged its total, the total of its lines at the sku prices.
+//! - a confirmed order was charged its total, the total of its lines at the sku prices;
+//! - every cancel the API acknowledged (200) ended its order `cancelled`, with the
+//!   customer's reason.
 //!
 //! The second test runs the same workload while the server is killed with SIGKILL at
 //! random moments (at least 5 times) and restarted on the same data directory; clients
 //! retry with the same `Idempotency-Key`, as a real client would.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use eventstore::{Aggregate, Direction, EventStore, Repository, StoreConfig, Version};
 use serde_json::{Value, json};
+use test_support::{AnnalsServer, Random};
 
 const SKUS: usize = 10;
 const CUSTOMERS: usize = 50;
 const ORDERS: usize = 500;
 const CLIENTS: usize = 16;
+/// The reason of every customer cancel; the saga's own cancels give other reasons.
+const CUSTOMER_REASON: &str = "changed my mind";
 
-/// A small deterministic generator (xorshift), seeded per test and printed.
-#[derive(Debug, Clone)]
-struct Random(u64);
-
-impl Random {
-    fn seeded(name: &str) -> Random {
-        let seed = std::env::var("SAGA_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-                    | 1
-            });
-        println!("{name}: seed {seed} (SAGA_SEED={seed} repeats it)");
-        Random(seed)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
+/// `annals serve` over `data` with the saga on. Deadlines: 10% of charges are held up
+/// for 6 s, far past the 2 s deadline, so that a deadline wins even on a loaded machine.
+fn serve(data: &Path) -> AnnalsServer {
+    AnnalsServer::start_in(
+        data,
+        &[
+            "--saga-timeout",
+            "2",
+            "--fault-charge-delay-ms",
+            "6000",
+            "--fault-charge-delay-percent",
+            "10",
+        ],
+    )
 }
 
-/// `annals serve` as a child process on a fixed loopback port.
-struct Server {
-    child: Child,
-    data: PathBuf,
-    port: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Server {
-    fn start(data: &Path, port: u16) -> Server {
-        let child = Command::new(env!("CARGO_BIN_EXE_annals"))
-            .args(["serve", "--data-dir"])
-            .arg(data)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            // Deadlines: 10% of charges are held up for 3 s, past the 2 s deadline.
-            .args(["--saga-timeout", "2"])
-            .args(["--fault-charge-delay-ms", "3000"])
-            .args(["--fault-charge-delay-percent", "10"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("annals serve starts");
-        Server {
-            child,
-            data: data.to_path_buf(),
-            port,
-        }
-    }
-
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn wait_ready(&mut self, client: &reqwest::Client) {
-        let started = Instant::now();
-        loop {
-            if let Ok(response) = client.get(format!("{}/healthz", self.base())).send().await
-                && response.status().is_success()
-            {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("annals serve exited at start: {status}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "annals serve did not answer /healthz within a minute"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn kill9(mut self) -> PathBuf {
-        self.child.kill().expect("SIGKILL annals serve");
-        self.child.wait().unwrap();
-        self.data.clone()
-    }
-
-    fn terminate(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM runs");
-        assert!(status.success());
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "annals serve exited with {status} after SIGTERM"
-                );
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "annals serve did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+/// Runs `f` (which blocks: starting or restarting a server) without holding up the
+/// runtime's other tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
 }
 
 /// A client that retries through server restarts: same request, same key.
@@ -200,6 +108,15 @@ struct Ledger {
     restocked: BTreeMap<String, u64>,
     deposits: BTreeMap<String, u64>,
     orders: Vec<String>,
+    /// The orders whose customer cancel was acknowledged (answered 200).
+    acknowledged_cancels: Vec<String>,
+}
+
+/// What the clients did: the orders placed, and those whose cancel was acknowledged.
+#[derive(Debug, Default)]
+struct Placed {
+    orders: Vec<String>,
+    acknowledged_cancels: Vec<String>,
 }
 
 async fn setup(client: &Client, random: &mut Random) -> Ledger {
@@ -255,7 +172,7 @@ async fn setup(client: &Client, random: &mut Random) -> Ledger {
 
 /// Places `ORDERS` orders from `CLIENTS` concurrent clients; some are cancelled soon
 /// after.
-async fn place_orders(client: &Client, random: &mut Random, run: u64) -> Vec<String> {
+async fn place_orders(client: &Client, random: &mut Random, run: u64) -> Placed {
     let mut plans: Vec<Vec<(Value, Option<u64>)>> = vec![Vec::new(); CLIENTS];
     for i in 0..ORDERS {
         let customer = format!("customer{}", random.below(CUSTOMERS as u64));
@@ -276,7 +193,7 @@ async fn place_orders(client: &Client, random: &mut Random, run: u64) -> Vec<Str
     for (c, plan) in plans.into_iter().enumerate() {
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
-            let mut placed = Vec::new();
+            let mut placed = Placed::default();
             for (n, (order, cancel_after_ms)) in plan.into_iter().enumerate() {
                 let key = format!("order-{run}-{c}-{n}");
                 let (status, body) = client.post("/api/v1/orders", &order, &key).await;
@@ -287,7 +204,7 @@ async fn place_orders(client: &Client, random: &mut Random, run: u64) -> Vec<Str
                     let (status, body) = client
                         .post(
                             &format!("/api/v1/orders/{order_id}/cancel"),
-                            &json!({"reason": "changed my mind"}),
+                            &json!({ "reason": CUSTOMER_REASON }),
                             &format!("cancel-{key}"),
                         )
                         .await;
@@ -296,17 +213,24 @@ async fn place_orders(client: &Client, random: &mut Random, run: u64) -> Vec<Str
                         [200, 409, 422].contains(&status),
                         "cancel answered {status}: {body}"
                     );
+                    if status == 200 {
+                        placed.acknowledged_cancels.push(order_id.clone());
+                    }
                 }
-                placed.push(order_id);
+                placed.orders.push(order_id);
             }
             placed
         }));
     }
-    let mut orders = Vec::new();
+    let mut placed = Placed::default();
     for task in tasks {
-        orders.extend(task.await.unwrap());
+        let of_one_client = task.await.unwrap();
+        placed.orders.extend(of_one_client.orders);
+        placed
+            .acknowledged_cancels
+            .extend(of_one_client.acknowledged_cancels);
     }
-    orders
+    placed
 }
 
 /// Waits until every order's saga has finished (polling the API).
@@ -341,7 +265,10 @@ async fn wait_for_quiescence(client: &Client, orders: &[String]) {
 
 /// Opens the stopped server's store and checks every invariant.
 async fn check_invariants(data: &Path, ledger: &Ledger) -> BTreeMap<String, usize> {
-    let store = EventStore::open(data, StoreConfig::default()).expect("the store opens");
+    let store = {
+        let _not_spawning = test_support::not_spawning();
+        EventStore::open(data, StoreConfig::default()).expect("the store opens")
+    };
     let report = store.verify().expect("the log verifies");
     assert!(report.events > 0);
     let orders = Repository::<orders::Order>::new(store.clone());
@@ -378,7 +305,7 @@ async fn check_invariants(data: &Path, ledger: &Ledger) -> BTreeMap<String, usiz
                     "insufficient stock",
                     "payment refused",
                     "deadline",
-                    "changed my mind",
+                    CUSTOMER_REASON,
                 ]
                 .into_iter()
                 .find(|why| reason.contains(why))
@@ -388,6 +315,26 @@ async fn check_invariants(data: &Path, ledger: &Ledger) -> BTreeMap<String, usiz
             status => panic!("order {order_id} ended {status}"),
         }
         outcomes.insert(order_id.clone(), (order.customer_id().to_owned(), order));
+    }
+
+    // An acknowledged cancel is final. The order aggregate cancels only a pending order and
+    // confirms only a pending order, so a confirmation that won first would have refused
+    // the cancel (409), never acknowledged it: every acknowledged cancel must have ended
+    // its order, with the customer's reason (not a saga cancel that came first, which
+    // would have refused it too).
+    for order_id in &ledger.acknowledged_cancels {
+        let (_, order) = &outcomes[order_id];
+        assert_eq!(
+            order.status(),
+            orders::OrderStatus::Cancelled,
+            "order {order_id}: its cancel was acknowledged, yet it ended {}",
+            order.status()
+        );
+        assert_eq!(
+            order.cancel_reason(),
+            Some(CUSTOMER_REASON),
+            "order {order_id}: its cancel was acknowledged, yet another reason ended it"
+        );
     }
 
     for (sku, restocked) in &ledger.restocked {
@@ -445,11 +392,18 @@ async fn check_invariants(data: &Path, ledger: &Ledger) -> BTreeMap<String, usiz
 
 /// `annals replay all --json` on a stopped data directory.
 fn replay_all(data: &Path) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_annals"))
-        .args(["replay", "all", "--no-progress", "--json", "--data-dir"])
-        .arg(data)
-        .output()
-        .expect("annals replay all runs");
+    let data = data.to_str().expect("a UTF-8 path");
+    let output = test_support::run_annals(
+        &[
+            "replay",
+            "all",
+            "--no-progress",
+            "--json",
+            "--data-dir",
+            data,
+        ],
+        Path::new("."),
+    );
     assert!(
         output.status.success(),
         "replay all failed: {}",
@@ -462,39 +416,37 @@ async fn run(name: &str, kills: bool) {
     let mut random = Random::seeded(name);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
-    let http = reqwest::Client::new();
-    let mut server = Server::start(&data, port);
-    server.wait_ready(&http).await;
+    let mut server = blocking(|| serve(&data));
     let client = Client {
-        http: http.clone(),
-        base: server.base(),
+        http: reqwest::Client::new(),
+        base: server.url(),
     };
     let mut ledger = setup(&client, &mut random).await;
 
     let placing = {
         let client = client.clone();
-        let mut random = Random(random.below(u64::MAX) | 1);
+        let mut random = random.split();
         tokio::spawn(async move { place_orders(&client, &mut random, 0).await })
     };
     let mut killed = 0;
     if kills {
         while !placing.is_finished() || killed < 5 {
             tokio::time::sleep(Duration::from_millis(150 + random.below(600))).await;
-            let data = server.kill9();
+            server.kill();
             killed += 1;
-            server = Server::start(&data, port);
-            server.wait_ready(&http).await;
+            blocking(|| server.restart());
         }
     }
-    ledger.orders = placing.await.unwrap();
+    let placed = placing.await.unwrap();
+    ledger.orders = placed.orders;
+    ledger.acknowledged_cancels = placed.acknowledged_cancels;
     assert_eq!(ledger.orders.len(), ORDERS);
     if kills {
         // One more kill while the sagas finish their work; then every derived structure
         // (index, read models, the saga checkpoint) is rebuilt from the log before the
         // restart, and the unfinished sagas must still resume from it.
         tokio::time::sleep(Duration::from_millis(random.below(300))).await;
-        let data = server.kill9();
+        server.kill();
         killed += 1;
         let rebuilt = replay_all(&data);
         println!(
@@ -502,11 +454,10 @@ async fn run(name: &str, kills: bool) {
             rebuilt["sagas"]
         );
         assert!(rebuilt["sagas"]["instances"].as_u64().unwrap() > 0);
-        server = Server::start(&data, port);
-        server.wait_ready(&http).await;
+        blocking(|| server.restart());
     }
     wait_for_quiescence(&client, &ledger.orders).await;
-    server.terminate();
+    blocking(|| server.terminate());
     let tally = check_invariants(&data, &ledger).await;
     let rebuilt = replay_all(&data);
     assert_eq!(rebuilt["sagas"]["instances"], ORDERS, "{rebuilt}");
@@ -515,7 +466,10 @@ async fn run(name: &str, kills: bool) {
         rebuilt["sagas"]["checkpoint"], rebuilt["events"],
         "{rebuilt}"
     );
-    println!("{name}: {tally:?}, {killed} kills");
+    println!(
+        "{name}: {tally:?}, {killed} kills, {} acknowledged cancels",
+        ledger.acknowledged_cancels.len()
+    );
     // The workload exercises every path.
     for outcome in [
         "confirmed",

@@ -1,14 +1,13 @@
-//! A known history on disk (fixed ids and times, so outputs are golden), golden-file
-//! comparison, and a real `annals serve` on a free port.
+//! What the scenarios share: a known history on disk (fixed ids and times, so outputs are
+//! golden), golden-file comparison, and running `annals` to check what it printed.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 
 use chrono::{DateTime, TimeZone, Utc};
 use eventstore::{
-    Aggregate, EventId, EventStore, Metadata, Position, RecordedEvent, StoreConfig, StreamId,
-    Version,
+    Aggregate, EventId, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
+    StoreConfig, StreamId, Version,
 };
 use uuid::Uuid;
 
@@ -175,6 +174,7 @@ pub fn history() -> Vec<RecordedEvent> {
         .collect()
 }
 
+/// Small segments without preallocation, so that a few hundred events roll them.
 pub fn small_segments() -> StoreConfig {
     StoreConfig {
         segment_bytes: 16 * 1024,
@@ -188,10 +188,40 @@ pub fn small_segments() -> StoreConfig {
 pub fn seed_history(dir: &Path) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let store = EventStore::open(dir, small_segments()).unwrap();
+        let store = open_store(dir);
         store.import(history()).await.unwrap();
         store.close().await;
     });
+}
+
+/// Writes `events` single-event appends to streams `order-0` to `order-6` of a new data
+/// directory `dir`.
+pub fn seed(dir: &Path, events: u64) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = open_store(dir);
+        for i in 0..events {
+            let stream = StreamId::new(format!("order-{}", i % 7)).unwrap();
+            let payload = format!("payload number {i}").into_bytes();
+            store
+                .append(
+                    &stream,
+                    ExpectedVersion::Any,
+                    vec![NewEvent::new("OrderPlaced", payload)],
+                )
+                .await
+                .unwrap();
+        }
+        store.close().await;
+    });
+}
+
+/// Opens (or creates) the store in `dir` with [`small_segments`], never while a child
+/// process is being spawned (see `test_support::SPAWNING`).
+pub fn open_store(dir: &Path) -> EventStore {
+    let _not_spawning = test_support::not_spawning();
+    EventStore::open(dir, small_segments())
+        .unwrap_or_else(|error| panic!("opening {} failed: {error}", dir.display()))
 }
 
 /// A data directory with the known history, in a temporary directory.
@@ -204,7 +234,17 @@ pub fn seeded() -> (tempfile::TempDir, PathBuf) {
 
 /// Runs `annals` with `args` in `cwd`.
 pub fn annals(args: &[&str], cwd: &Path) -> Output {
-    crate::annals(args, cwd)
+    test_support::run_annals(args, cwd)
+}
+
+/// What `output` printed on stdout.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// What `output` printed on stderr.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Runs `annals`, expecting success, and returns its stdout.
@@ -213,16 +253,16 @@ pub fn annals_ok(args: &[&str], cwd: &Path) -> String {
     assert!(
         output.status.success(),
         "annals {args:?} failed: {}",
-        crate::stderr(&output)
+        stderr(&output)
     );
-    crate::stdout(&output)
+    stdout(&output)
 }
 
 /// Expects `annals args` to fail with `code` and one line on stderr containing each of
 /// `needles`; returns that line.
 pub fn annals_fails(args: &[&str], cwd: &Path, code: i32, needles: &[&str]) -> String {
     let output = annals(args, cwd);
-    let message = crate::stderr(&output);
+    let message = stderr(&output);
     assert_eq!(
         output.status.code(),
         Some(code),
@@ -248,16 +288,24 @@ pub fn ndjson(text: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Compares `actual` with `tests/golden/<name>`; with `UPDATE_GOLDEN=1` rewrites it.
+/// Compares `actual` with `tests/golden/<name>`. Only `UPDATE_GOLDEN=1`, exactly, rewrites
+/// the file instead (and says so): any other value is refused, so that `UPDATE_GOLDEN=0`
+/// or a stray variable can never turn every comparison into a pass.
 pub fn golden(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
         .join("golden")
         .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
+    match std::env::var_os("UPDATE_GOLDEN") {
+        None => {}
+        Some(value) if value == "1" => {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, actual).unwrap();
+            eprintln!("UPDATE_GOLDEN=1: rewrote {}", path.display());
+            return;
+        }
+        Some(value) => panic!(
+            "UPDATE_GOLDEN={value:?}: only UPDATE_GOLDEN=1 rewrites golden files; unset it to compare"
+        ),
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
         panic!(
@@ -271,72 +319,6 @@ pub fn golden(name: &str, actual: &str) {
         "output differs from {} (UPDATE_GOLDEN=1 rewrites it after a deliberate change)",
         path.display()
     );
-}
-
-/// A real `annals serve` on a free port, killed on drop.
-pub struct Server {
-    child: Child,
-    /// `http://127.0.0.1:<port>`.
-    pub url: String,
-}
-
-impl Server {
-    /// Starts `annals serve` over `data_dir` on a port the OS picks, and returns once it
-    /// has said where it listens (it listens before saying so). The saga is off: the
-    /// server must not act on the seeded orders the tests compare against.
-    pub fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_annals"))
-            .args([
-                "serve",
-                "--no-saga",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("annals serve starts");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let address = loop {
-            let Some(Ok(line)) = lines.next() else {
-                let status = child.wait().unwrap();
-                panic!("annals serve exited ({status}) before it listened");
-            };
-            if line.contains("annals serving") {
-                let address = line
-                    .split("address=")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .unwrap_or_else(|| panic!("no address in {line:?}"))
-                    .to_owned();
-                break address;
-            }
-        };
-        // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.by_ref() {});
-        Server {
-            child,
-            url: format!("http://{address}"),
-        }
-    }
-
-    /// The server's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Lower-case hex.

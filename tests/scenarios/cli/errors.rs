@@ -67,7 +67,7 @@ fn an_empty_directory_exits_3_and_stays_empty() {
 #[test]
 fn a_locked_directory_exits_4_naming_the_pid_and_the_server_option() {
     let (temp, data) = seeded();
-    let _held = eventstore::EventStore::open(&data, crate::support::small_segments()).unwrap();
+    let _held = crate::support::open_store(&data);
     let pid = format!("pid {}", std::process::id());
     run_all(
         data.to_str().unwrap(),
@@ -81,7 +81,7 @@ fn a_locked_directory_exits_4_naming_the_pid_and_the_server_option() {
 fn a_corrupt_log_exits_5() {
     let temp = tempfile::tempdir().unwrap();
     let data = temp.path().join("data");
-    crate::seed(&data, 300);
+    crate::support::seed(&data, 300);
     let first = data.join("log").join(format!("{:020}.seg", 0));
     let mut bytes = std::fs::read(&first).unwrap();
     let middle = bytes.len() / 2;
@@ -185,7 +185,7 @@ fn bad_timestamps_ids_and_categories_exit_2() {
         annals_fails(&args, temp.path(), 2, &[needle]);
     }
     // Conflicting cuts are refused by the parser, with its usual exit code.
-    let output = crate::annals(
+    let output = crate::support::annals(
         &[
             "replay",
             "stream",

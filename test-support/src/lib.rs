@@ -1,0 +1,70 @@
+//! What the tests of Annals share, in one place instead of a copy per test file: a seeded
+//! random generator that prints its seed and replays from `ANNALS_TEST_SEED`
+//! ([`Random`]), time limits that turn a hang into a failure ([`within`]), free loopback
+//! ports, the lock that keeps child processes from inheriting a store's lock
+//! ([`SPAWNING`]), and two real servers that clean up on `Drop`: [`NatsServer`] and
+//! [`AnnalsServer`] (the `annals` binary found, and built when needed, by
+//! [`annals_binary`]).
+//!
+//! A dev-dependency only: no crate's library or binary links it.
+
+mod annals;
+mod nats;
+mod random;
+
+use std::future::Future;
+use std::io;
+use std::net::TcpListener;
+use std::process::{Child, Command};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+pub use annals::{AnnalsServer, annals_binary, annals_command, run_annals};
+pub use nats::{NatsServer, nats_server_binary};
+pub use random::{Random, SEED_VARIABLE};
+
+/// How long an await that must finish may take before the test fails: a safety net that
+/// turns a hang into a failure, never a way to wait for something to happen.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Awaits `future`, failing the test (naming `what`) if it takes longer than
+/// [`PATIENCE`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    within_limit(PATIENCE, what, future).await
+}
+
+/// Awaits `future`, failing the test (naming `what`) if it takes longer than `limit`.
+pub async fn within_limit<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what} did not finish within {limit:?}"),
+    }
+}
+
+/// A loopback port that was free a moment ago (bound and released). Another process can
+/// take it before the caller binds it: servers started on it retry on another port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Held for writing while a child process is spawned, for reading while a store opens.
+/// Spawning forks this process, and until the child's `exec` it holds a copy of every
+/// file this process has open, locks included (an `flock` belongs to the open file, not
+/// to the process): a store closed and reopened in that moment would find the lock of its
+/// own closed self still held and fail with `Locked`. One lock per test binary, shared by
+/// every harness here.
+pub static SPAWNING: RwLock<()> = RwLock::new(());
+
+/// Spawns `command`, never while a store of this process is being opened.
+pub fn spawn(command: &mut Command) -> io::Result<Child> {
+    let _spawning = SPAWNING.write().unwrap_or_else(PoisonError::into_inner);
+    command.spawn()
+}
+
+/// A guard to hold while opening a store: no child is spawned meanwhile.
+pub fn not_spawning() -> RwLockReadGuard<'static, ()> {
+    SPAWNING.read().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,16 @@
+//! The scenario suite: black-box tests of Annals from outside, driving the real `annals`
+//! binary (built by `test-support` when needed), a real HTTP server and real files
+//! together. One test binary, one module per scenario:
+//!
+//! - `cli`: every command of the `annals` binary (a module per command) on a known
+//!   history, against golden outputs in `tests/golden/` (`UPDATE_GOLDEN=1` rewrites them),
+//!   offline and through a running `annals serve`; every operator error's exit code; the
+//!   benchmarks' smoke tests.
+//! - `saga`: the fulfilment saga's invariants over 500 orders against a real server, with
+//!   and without kill -9; every acknowledged cancel checked against the order's outcome.
+//!
+//! `support` holds the known history, golden-file comparison and the `annals` runners.
+
+mod cli;
+mod saga;
+mod support;
