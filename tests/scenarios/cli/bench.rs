@@ -70,7 +70,10 @@ fn bench_append_reports_what_it_wrote() {
 
     // Again, on the directory it filled: it appends (and commits) what was asked again.
     let again = bench_append(&data, temp.path());
-    assert_eq!(again["events"], 600, "only this run's events count: {again}");
+    assert_eq!(
+        again["events"], 600,
+        "only this run's events count: {again}"
+    );
     assert_eq!(again["commits"], 200, "{again}");
     rate(&again, "events_per_second");
     assert_eq!(verified_events(&data, temp.path()), 1200);
