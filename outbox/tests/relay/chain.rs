@@ -12,10 +12,10 @@ use bytes::Bytes;
 use eventstore::{ChainHash, EventStore, Position};
 use futures_util::StreamExt;
 use outbox::message::{self, HASH, PREV_HASH};
-use outbox::{AuditOptions, Divergence, RestoreOptions};
+use outbox::{Divergence, RestoreOptions};
 
 use crate::common::{
-    NatsServer, open_store, relay_config, start_relay, whole_log, within, workload,
+    NatsServer, audit, open_store, relay_config, start_relay, whole_log, within, workload,
 };
 
 /// Every message of `stream` as published: (sequence, subject, headers, body).
@@ -111,19 +111,6 @@ async fn restore(
     )
     .await;
     (result, store, dir)
-}
-
-async fn audit(url: &str, stream: &str, store: &EventStore) -> outbox::AuditReport {
-    let client = outbox::connect(url, Duration::from_secs(2), Duration::from_secs(2))
-        .await
-        .unwrap();
-    within(
-        Duration::from_secs(30),
-        "the audit",
-        outbox::audit(&client, stream, store, &AuditOptions::default()),
-    )
-    .await
-    .expect("the audit runs")
 }
 
 fn chain_break(result: Result<outbox::RestoreReport, outbox::Error>) -> (Position, u64) {

@@ -10,7 +10,7 @@ use eventstore::{
     EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, StoreConfig, StreamId,
 };
 use futures_util::StreamExt;
-use outbox::{Relay, RelayConfig, StatusHandle, Storage};
+use outbox::{AuditOptions, Relay, RelayConfig, StatusHandle, Storage};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -217,4 +217,18 @@ pub fn whole_log(store: &EventStore) -> Vec<RecordedEvent> {
     store
         .read_all(Position(0), usize::MAX)
         .expect("read the log")
+}
+
+/// Audits the JetStream copy `stream` against `store` with the default options.
+pub async fn audit(url: &str, stream: &str, store: &EventStore) -> outbox::AuditReport {
+    let client = outbox::connect(url, Duration::from_secs(2), Duration::from_secs(2))
+        .await
+        .unwrap();
+    within(
+        Duration::from_secs(30),
+        "the audit",
+        outbox::audit(&client, stream, store, &AuditOptions::default()),
+    )
+    .await
+    .expect("the audit runs")
 }

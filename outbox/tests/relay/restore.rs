@@ -7,24 +7,12 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use eventstore::{EventStore, Position};
-use outbox::{AuditOptions, Divergence, RestoreOptions};
+use outbox::{Divergence, RestoreOptions};
 
 use crate::common::{
-    NatsServer, open_store, read_copy, relay_config, start_relay, whole_log, within, workload,
+    NatsServer, audit, open_store, read_copy, relay_config, start_relay, whole_log, within,
+    workload,
 };
-
-async fn audit(url: &str, stream: &str, store: &EventStore) -> outbox::AuditReport {
-    let client = outbox::connect(url, Duration::from_secs(2), Duration::from_secs(2))
-        .await
-        .unwrap();
-    within(
-        Duration::from_secs(30),
-        "the audit",
-        outbox::audit(&client, stream, store, &AuditOptions::default()),
-    )
-    .await
-    .expect("the audit runs")
-}
 
 async fn restore(
     url: &str,

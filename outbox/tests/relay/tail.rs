@@ -12,27 +12,14 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
-use eventstore::{EventStore, Position};
+use eventstore::Position;
 use futures_util::StreamExt;
-use outbox::{AuditOptions, Divergence};
+use outbox::Divergence;
 
 use crate::common::{
-    NatsServer, assert_exact_copy, open_store, read_copy, relay_config, start_relay, whole_log,
-    within, workload,
+    NatsServer, assert_exact_copy, audit, open_store, read_copy, relay_config, start_relay,
+    whole_log, within, workload,
 };
-
-async fn audit(url: &str, stream: &str, store: &EventStore) -> outbox::AuditReport {
-    let client = outbox::connect(url, Duration::from_secs(2), Duration::from_secs(2))
-        .await
-        .unwrap();
-    within(
-        Duration::from_secs(30),
-        "the audit",
-        outbox::audit(&client, stream, store, &AuditOptions::default()),
-    )
-    .await
-    .expect("the audit runs")
-}
 
 /// Recreates the stream `name` with its configuration and only its first `keep` messages,
 /// byte for byte: what a nats-server that lost the rest on power loss holds.
