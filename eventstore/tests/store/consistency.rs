@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-use eventstore::{Direction, ExpectedVersion, Position, RecordedEvent, StoreConfig, Version};
+use eventstore::segment;
+use eventstore::{
+    Direction, Error, ExpectedVersion, Position, RecordedEvent, StoreConfig, StoredEvent, Version,
+};
 use tempfile::TempDir;
 
 use crate::common::{assert_log_is_contiguous, event, open, read_everything, reopen, stream};
@@ -113,6 +116,78 @@ async fn an_index_ahead_of_a_restored_older_log_is_rebuilt_from_the_log() {
         assert_eq!(events.len(), OLD + 1);
         assert_log_is_contiguous(&events);
         store.verify().unwrap();
+        store.close().await;
+    }
+}
+
+/// Writes a log of one segment whose appends (one event each) carry these stream
+/// versions, chained and checksummed as the writer would write them.
+fn write_log(dir: &Path, versions: &[(&str, u64)]) {
+    let log_dir = dir.join("log");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let mut bytes = Vec::new();
+    let mut prev_hash = segment::GENESIS_HASH;
+    for (position, (name, version)) in versions.iter().enumerate() {
+        let new = event(format!("crafted {position}"));
+        let id = stream(name);
+        let stored = StoredEvent::of(&new, &id, Version(*version), Position(position as u64), 0);
+        prev_hash =
+            segment::encode_record(&mut bytes, segment::FLAG_COMMIT_END, &prev_hash, &stored)
+                .unwrap();
+    }
+    std::fs::write(log_dir.join(segment::segment_file_name(0)), bytes).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_passes_a_log_whose_versions_are_contiguous() {
+    let dir = TempDir::new().unwrap();
+    write_log(
+        dir.path(),
+        &[
+            ("even-a", 0),
+            ("even-b", 0),
+            ("even-a", 1),
+            ("even-a", 2),
+            ("even-b", 1),
+        ],
+    );
+    let store = open(dir.path(), StoreConfig::default());
+    let report = store.verify().unwrap();
+    assert_eq!(report.events, 5);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_names_the_stream_and_position_of_a_skipped_or_reused_version() {
+    let cases: [(&[(&str, u64)], &str); 2] = [
+        (
+            &[("gap-a", 0), ("gap-b", 0), ("gap-a", 1), ("gap-a", 3)],
+            "skipped",
+        ),
+        (
+            &[("gap-a", 0), ("gap-a", 1), ("gap-b", 0), ("gap-a", 1)],
+            "reused",
+        ),
+    ];
+    for (versions, what) in cases {
+        let dir = TempDir::new().unwrap();
+        write_log(dir.path(), versions);
+        let store = open(dir.path(), StoreConfig::default());
+        match store.verify() {
+            Err(Error::Corrupt {
+                segment: path,
+                after,
+                reason,
+                ..
+            }) => {
+                assert!(path.ends_with(segment::segment_file_name(0)), "{path:?}");
+                assert_eq!(after.0, Some(Position(2)), "{reason}");
+                assert!(reason.contains("stream gap-a"), "{reason}");
+                assert!(reason.contains("position 3"), "{reason}");
+                assert!(reason.contains(what), "{reason}");
+            }
+            other => panic!("verify must refuse a {what} version, got {other:?}"),
+        }
         store.close().await;
     }
 }
