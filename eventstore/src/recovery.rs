@@ -8,7 +8,7 @@ use crate::config::StoreConfig;
 use crate::derived::index::{CommitLocation, HighWater, Index, IndexBatch, IndexedCommit};
 use crate::error::{Error, PositionText};
 use crate::ids::{EventId, Position, StreamId};
-use crate::segment;
+use crate::segment::{self, DurableEnd, LogCursor};
 
 /// Where the log ends after recovery.
 pub(crate) struct Recovered {
@@ -37,8 +37,11 @@ pub(crate) fn recover(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Recovered, Error> {
     let mut start = index.high_water()?.unwrap_or(HighWater::START);
-    if !high_water_matches_log(log_dir, segments, &start, config)? {
-        tracing::warn!("the index does not match the log; rebuilding it from the start");
+    if let Some(why) = high_water_unproven(log_dir, segments, index, &start, config)? {
+        tracing::warn!(
+            %why,
+            "the index's high-water mark is not provably on the log; rebuilding the index from the log"
+        );
         index.clear()?;
         start = HighWater::START;
     }
@@ -254,38 +257,95 @@ pub(crate) fn recover(
     })
 }
 
-/// Whether the index's high-water mark points at a record boundary of this log with the
-/// hash it remembers. An index from another log (or an older copy of this one that the
-/// log has since lost) does not, and is rebuilt.
-fn high_water_matches_log(
+/// Why the index's high-water mark is not provably on this log, or `None` when it is.
+///
+/// The mark says "the log holds positions up to `next_position - 1`, that last record
+/// ends at byte `offset` of segment `segment`, and its hash is `last_hash`". It is proven
+/// by reading the log from the index's last group-commit start up to the mark (at most one
+/// group commit of records): every record must be there and whole, the positions must run
+/// on to the mark, the walk must end exactly at the mark's byte place, and the last record
+/// must carry the remembered hash. Anything else (a read error, a missing segment, damage,
+/// zeros, a mark past the log's end, a different hash) means the index describes another
+/// log or a longer copy of this one (a `log/` restored from an older backup beside a newer
+/// `index/`): trusting it would leave the writer appending at the index's position, after
+/// a hole. Such an index is rebuilt from the log.
+fn high_water_unproven(
     log_dir: &Path,
     segments: &[u64],
+    index: &Index,
     high_water: &HighWater,
     config: &StoreConfig,
-) -> Result<bool, Error> {
+) -> Result<Option<String>, Error> {
     if *high_water == HighWater::START {
-        return Ok(true);
+        return Ok(None);
     }
+    let Some(last_position) = high_water.next_position.checked_sub(1) else {
+        return Ok(Some(
+            "its high-water mark is at position 0 but not at the start of the log".into(),
+        ));
+    };
     if segments.binary_search(&high_water.segment).is_err() {
-        return Ok(false);
+        return Ok(Some(format!(
+            "its high-water mark lies in segment {}, which the log does not have",
+            segment::segment_file_name(high_water.segment)
+        )));
     }
-    let path = log_dir.join(segment::segment_file_name(high_water.segment));
-    let data = segment::read_segment(&path)?;
-    let offset = high_water.offset as usize;
-    if offset > data.len() {
-        return Ok(false);
-    }
-    if offset == data.len() {
-        // The next record, if any, starts the next segment; recovery checks its link.
-        return Ok(true);
-    }
-    Ok(
-        match segment::parse_record(&data[offset..], config.max_event_bytes) {
-            Ok(record) => {
-                record.event.position == high_water.next_position
-                    && record.prev_hash == &high_water.last_hash
+    let Some((first_position, first_segment, first_offset)) =
+        index.batch_start_before(last_position)?
+    else {
+        return Ok(Some(format!(
+            "it has no commit location at or before position {last_position}"
+        )));
+    };
+    // Read as far as the mark and no further: the mark's segment counts as ending there.
+    let mark = DurableEnd {
+        next_position: high_water.next_position,
+        active_segment: high_water.segment,
+        active_len: high_water.offset,
+    };
+    let mut cursor = LogCursor::at(
+        log_dir.to_path_buf(),
+        first_segment,
+        first_offset,
+        first_position,
+        config.max_event_bytes,
+    );
+    let mut last_hash = None;
+    loop {
+        let read = cursor.read_with(&mark, usize::MAX, |record, _, _| {
+            last_hash = Some(record.hash());
+            Ok(())
+        });
+        match read {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(error) => {
+                return Ok(Some(format!(
+                    "the log does not hold its high-water mark (position {last_position}): {error}"
+                )));
             }
-            Err(_) => true, // A torn tail right at the mark: recovery cuts it.
-        },
-    )
+        }
+    }
+    if cursor.next_position() != high_water.next_position {
+        return Ok(Some(format!(
+            "it remembers positions up to {last_position}, but the log ends at position {}",
+            cursor.next_position()
+        )));
+    }
+    // A mark at the very start of a segment follows the end of the segment before it.
+    let (segment_at, offset_at) = cursor.place();
+    let at_mark = (segment_at, offset_at) == (high_water.segment, high_water.offset)
+        || (high_water.offset == 0 && high_water.segment == high_water.next_position);
+    if !at_mark {
+        return Ok(Some(format!(
+            "position {last_position} ends at byte {offset_at} of segment {}, not where the index says",
+            segment::segment_file_name(segment_at)
+        )));
+    }
+    if last_hash != Some(high_water.last_hash) {
+        return Ok(Some(format!(
+            "the record at position {last_position} does not carry the hash the index remembers"
+        )));
+    }
+    Ok(None)
 }

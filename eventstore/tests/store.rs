@@ -6,6 +6,8 @@
 //!   again; every acknowledged append must survive, and no append may be half there.
 //! - `corruption`: damaged, torn and padded segments, a missing or locked data directory,
 //!   and malformed appends each get their typed error or their clean recovery.
+//! - `consistency`: an index ahead of a restored older log is rebuilt from the log, and
+//!   `verify` refuses stream versions that skip or repeat.
 //! - `subscription`: catch-up then live with no gap or duplicate, and backpressure that
 //!   slows only the slow subscriber.
 //! - `basics`: expected versions, atomic appends, durable dedup, paging, categories,
@@ -17,6 +19,8 @@ mod common;
 
 #[path = "store/basics.rs"]
 mod basics;
+#[path = "store/consistency.rs"]
+mod consistency;
 #[path = "store/corruption.rs"]
 mod corruption;
 #[path = "store/crash.rs"]
