@@ -2,10 +2,12 @@
 //! (the format is docs/EXPORT.md). An import into an empty data directory reproduces the
 //! log exactly: the same ids, positions, versions, times, metadata, payload bytes and
 //! append boundaries, hence the same hash chain, which the import checks against the
-//! head hash the export recorded.
+//! head hash the export recorded. The import is staged beside the target and moved into
+//! place only once every check passed; it reads within bounds taken from `StoreConfig`
+//! (the longest line, the largest append), so a hostile file cannot make it grow.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -64,13 +66,14 @@ Examples:
   annals import annals.ndjson --data-dir ./restored
   gunzip -c annals.ndjson.gz | annals import - --data-dir ./restored
 
-The data directory must be new or hold no events. After the import the whole log is
-verified and its head hash compared with the one the export recorded.")]
+The data directory must be new, empty, or hold no events. The import is written into a
+temporary directory beside it, verified whole, its head hash compared with the one the
+export recorded, and only then moved into place: a refused file leaves nothing behind.")]
 pub struct ImportArgs {
     /// The export file to read (`-`: standard input).
     #[arg(value_name = "FILE")]
     file: PathBuf,
-    /// The data directory to fill: new (it is created) or without events.
+    /// The data directory to fill: new (it is created), empty, or without events.
     #[arg(long, value_name = "DIR")]
     data_dir: PathBuf,
     /// Draw no progress bars.
@@ -335,6 +338,8 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let config = StoreConfig::default();
+        let limits = Limits::of(&config);
         let source: Box<dyn BufRead> = if args.file.as_os_str() == "-" {
             Box::new(BufReader::new(std::io::stdin().lock()))
         } else {
@@ -342,13 +347,16 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot open the export {}", args.file.display()))?;
             Box::new(BufReader::with_capacity(1 << 20, file))
         };
-        let mut lines = source.lines().enumerate();
+        let mut lines = Lines::new(source, limits.max_line_bytes);
         let header = read_header(&mut lines, &args.file)?;
-        let store = EventStore::open(&args.data_dir, StoreConfig::default())
-            .with_context(|| format!("cannot open {}", args.data_dir.display()))?;
-        let result = import_into(&store, &header, &mut lines, &args).await;
+        let target = Target::check(&args.data_dir).await?;
+        let staging = Staging::create(&target)?;
+        let store = EventStore::open(&staging.path, config)
+            .with_context(|| format!("cannot open {}", staging.path.display()))?;
+        let result = import_into(&store, &header, &mut lines, &args, &limits).await;
         store.close().await;
         let report = result?;
+        staging.commit(&target)?;
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -361,18 +369,111 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
     })
 }
 
-type Lines<'a> = std::iter::Enumerate<std::io::Lines<Box<dyn BufRead + 'a>>>;
+/// Bytes of an event line beyond what its record holds: member names, quotes, the id and
+/// metadata UUIDs, numbers, the time, `true`. Under 1 KiB in fact; this leaves room.
+const LINE_FIXED_BYTES: usize = 4096;
+/// The most line bytes one byte of a record can become: a string byte escaped as
+/// `\u00XX` (a 4-byte character written as a surrogate pair is 12 bytes for 4); a
+/// payload byte is 2 hex digits.
+const LINE_BYTES_PER_RECORD_BYTE: usize = 6;
+/// The least a record takes beyond its payload, stream id and type name: the length and
+/// checksum (8), flags (1), the previous hash (32), the event id (16).
+const RECORD_FIXED_BYTES: usize = 57;
+
+/// The bounds an import reads within, from the store's own limits.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// The longest line a valid export can hold: every variable part of a line (stream,
+    /// type, metadata strings, payload) is a part of one record of at most
+    /// `max_event_bytes`, each of whose bytes becomes at most
+    /// [`LINE_BYTES_PER_RECORD_BYTE`] line bytes, plus [`LINE_FIXED_BYTES`].
+    max_line_bytes: usize,
+    /// The largest append the store accepts (`max_append_bytes`): a commit whose records
+    /// add up to more, counting each at least [`RECORD_FIXED_BYTES`] plus its payload,
+    /// stream id and type name, would be refused, so it is refused as soon as it passes.
+    max_append_bytes: usize,
+}
+
+impl Limits {
+    fn of(config: &StoreConfig) -> Self {
+        Limits {
+            max_line_bytes: config.max_event_bytes * LINE_BYTES_PER_RECORD_BYTE + LINE_FIXED_BYTES,
+            max_append_bytes: config.max_append_bytes,
+        }
+    }
+}
+
+/// The least bytes `event` takes in the log.
+fn least_record_bytes(event: &RecordedEvent) -> usize {
+    RECORD_FIXED_BYTES
+        + event.payload.len()
+        + event.stream_id.as_str().len()
+        + event.event_type.len()
+}
+
+/// The lines of an export, each read into a buffer of bounded size: a longer line is an
+/// error found after reading one byte more than the bound, never the whole line.
+struct Lines<'a> {
+    source: Box<dyn BufRead + 'a>,
+    max_line_bytes: usize,
+    /// The 0-based number of the next line.
+    next: usize,
+    buffer: Vec<u8>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(source: Box<dyn BufRead + 'a>, max_line_bytes: usize) -> Self {
+        Lines {
+            source,
+            max_line_bytes,
+            next: 0,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next line without its line end, and its 0-based number; `None` at the end.
+    fn next_line(&mut self, file: &Path) -> anyhow::Result<Option<(usize, &str)>> {
+        self.buffer.clear();
+        let limit = self.max_line_bytes as u64 + 1;
+        let read = (&mut self.source)
+            .take(limit)
+            .read_until(b'\n', &mut self.buffer)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        if read == 0 {
+            return Ok(None);
+        }
+        let number = self.next;
+        self.next += 1;
+        if self.buffer.last() == Some(&b'\n') {
+            self.buffer.pop();
+            if self.buffer.last() == Some(&b'\r') {
+                self.buffer.pop();
+            }
+        } else if self.buffer.len() > self.max_line_bytes {
+            return Err(damaged(
+                file,
+                number,
+                format!(
+                    "the line is longer than {} bytes, more than the largest event can take",
+                    self.max_line_bytes
+                ),
+            ));
+        }
+        let line = std::str::from_utf8(&self.buffer)
+            .map_err(|_| damaged(file, number, "the line is not UTF-8"))?;
+        Ok(Some((number, line)))
+    }
+}
 
 fn damaged(file: &Path, line: usize, reason: impl std::fmt::Display) -> anyhow::Error {
     Failure::Corrupt(format!("{} line {}: {reason}", file.display(), line + 1)).into()
 }
 
 fn read_header(lines: &mut Lines<'_>, file: &Path) -> anyhow::Result<Header> {
-    let Some((number, line)) = lines.next() else {
+    let Some((number, line)) = lines.next_line(file)? else {
         return Err(damaged(file, 0, "the file is empty, not an Annals export"));
     };
-    let line = line.with_context(|| format!("cannot read {}", file.display()))?;
-    let header: Header = serde_json::from_str(&line)
+    let header: Header = serde_json::from_str(line)
         .ok()
         .filter(|header: &Header| header.format == FORMAT)
         .ok_or_else(|| damaged(file, number, "not an Annals export header"))?;
@@ -387,30 +488,163 @@ fn read_header(lines: &mut Lines<'_>, file: &Path) -> anyhow::Result<Header> {
     Ok(header)
 }
 
+/// The data directory an import fills, as it was found.
+struct Target {
+    dir: PathBuf,
+    /// Its parent, where the import is staged (the same file system, so a rename moves it).
+    parent: PathBuf,
+    name: std::ffi::OsString,
+    state: TargetState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetState {
+    /// It does not exist: the staged directory is renamed to it.
+    Missing,
+    /// An empty directory: the staged directory is renamed over it (`rename` replaces an
+    /// empty directory in one step).
+    Empty,
+    /// A data directory without events: it is moved aside, the staged directory renamed
+    /// to its name, and then it is removed.
+    Eventless,
+}
+
+impl Target {
+    /// Finds what `dir` is; one that holds events (or other files) is bad usage.
+    async fn check(dir: &Path) -> anyhow::Result<Target> {
+        let name = dir
+            .file_name()
+            .filter(|name| *name != "." && *name != "..")
+            .ok_or_else(|| {
+                Failure::Usage(format!(
+                    "--data-dir {} names no directory to create; give a path ending in a name",
+                    dir.display()
+                ))
+            })?
+            .to_owned();
+        let parent = match dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let state = if !dir.exists() {
+            TargetState::Missing
+        } else if !dir.is_dir() {
+            return Err(Failure::Usage(format!("{} is not a directory", dir.display())).into());
+        } else if std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_none()
+        {
+            TargetState::Empty
+        } else if !dir.join("log").is_dir() {
+            return Err(Failure::Usage(format!(
+                "{} is neither empty nor an Annals data directory; import into a new or \
+                 empty data directory",
+                dir.display()
+            ))
+            .into());
+        } else {
+            let store = data_dir::open_existing(dir)?;
+            let existing = store.next_position().0;
+            store.close().await;
+            if existing > 0 {
+                return Err(Failure::Usage(format!(
+                    "{} already holds {existing} events; import into a new or empty data \
+                     directory",
+                    dir.display()
+                ))
+                .into());
+            }
+            TargetState::Eventless
+        };
+        Ok(Target {
+            dir: dir.to_path_buf(),
+            parent,
+            name,
+            state,
+        })
+    }
+
+    /// A path beside the target: `.<name>.<what>-<pid>`.
+    fn beside(&self, what: &str) -> PathBuf {
+        let mut name = std::ffi::OsString::from(".");
+        name.push(&self.name);
+        name.push(format!(".{what}-{}", std::process::id()));
+        self.parent.join(name)
+    }
+}
+
+/// The directory an import is written into, beside its target; removed on drop unless it
+/// was moved into place.
+struct Staging {
+    path: PathBuf,
+    committed: bool,
+}
+
+impl Staging {
+    fn create(target: &Target) -> anyhow::Result<Staging> {
+        std::fs::create_dir_all(&target.parent)
+            .with_context(|| format!("cannot create {}", target.parent.display()))?;
+        let path = target.beside("import");
+        std::fs::create_dir(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Staging {
+            path,
+            committed: false,
+        })
+    }
+
+    /// Moves the staged data directory into place and makes the move durable.
+    fn commit(mut self, target: &Target) -> anyhow::Result<()> {
+        let rename = |from: &Path, to: &Path| {
+            std::fs::rename(from, to)
+                .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))
+        };
+        match target.state {
+            TargetState::Missing | TargetState::Empty => rename(&self.path, &target.dir)?,
+            TargetState::Eventless => {
+                let aside = target.beside("replaced");
+                rename(&target.dir, &aside)?;
+                if let Err(error) = rename(&self.path, &target.dir) {
+                    let _ = std::fs::rename(&aside, &target.dir);
+                    return Err(error);
+                }
+                std::fs::remove_dir_all(&aside)
+                    .with_context(|| format!("cannot remove {}", aside.display()))?;
+            }
+        }
+        self.committed = true;
+        File::open(&target.parent)
+            .and_then(|parent| parent.sync_all())
+            .with_context(|| format!("cannot sync {}", target.parent.display()))
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
 async fn import_into(
     store: &EventStore,
     header: &Header,
     lines: &mut Lines<'_>,
     args: &ImportArgs,
+    limits: &Limits,
 ) -> anyhow::Result<ImportReport> {
     let started = Instant::now();
-    let existing = store.next_position().0;
-    if existing > 0 {
-        return Err(Failure::Usage(format!(
-            "{} already holds {existing} events; import into a new or empty data directory",
-            args.data_dir.display()
-        ))
-        .into());
-    }
     let importing = bar(args.no_progress, header.events, "importing");
     let mut batch: Vec<RecordedEvent> = Vec::with_capacity(IMPORT_BATCH_EVENTS);
     let mut expected = 0u64;
-    for (number, line) in lines {
-        let line = line.with_context(|| format!("cannot read {}", args.file.display()))?;
+    // The line where the open commit started, and the least bytes it takes so far.
+    let mut commit: Option<(usize, usize)> = None;
+    while let Some((number, line)) = lines.next_line(&args.file)? {
         if line.is_empty() {
             continue;
         }
-        let event = serde_json::from_str::<ExportedEvent>(&line)
+        let event = serde_json::from_str::<ExportedEvent>(line)
             .map_err(|error| error.to_string())
             .and_then(ExportedEvent::into_recorded)
             .map_err(|reason| damaged(&args.file, number, reason))?;
@@ -422,7 +656,23 @@ async fn import_into(
             ));
         }
         expected += 1;
+        let (started_at, bytes) = commit.get_or_insert((number, 0));
+        *bytes += least_record_bytes(&event);
+        if *bytes > limits.max_append_bytes {
+            return Err(damaged(
+                &args.file,
+                *started_at,
+                format!(
+                    "the commit that starts here never ends within the largest append the \
+                     store accepts ({} bytes)",
+                    limits.max_append_bytes
+                ),
+            ));
+        }
         let ends_append = event.last_in_commit;
+        if ends_append {
+            commit = None;
+        }
         batch.push(event);
         if ends_append && batch.len() >= IMPORT_BATCH_EVENTS {
             store

@@ -234,3 +234,232 @@ fn import_refuses_a_damaged_truncated_or_foreign_file_and_a_non_empty_directory(
         &["not an Annals export"],
     );
 }
+
+/// What is in `dir`, by name, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// An export of the seeded log, its text, and the temporary directory holding both.
+fn seeded_export() -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let (temp, data) = crate::support::seeded();
+    let file = temp.path().join("annals.ndjson");
+    annals_ok(
+        &[
+            "export",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--to",
+            file.to_str().unwrap(),
+        ],
+        temp.path(),
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    (temp, file, text)
+}
+
+#[test]
+fn an_import_whose_head_hash_differs_leaves_no_directory_and_no_temporary_one_behind() {
+    let (temp, _, text) = seeded_export();
+    let work = temp.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let changed = work.join("changed.ndjson");
+    std::fs::write(
+        &changed,
+        text.replace("\"payload\":\"deadbeef\"", "\"payload\":\"deadbeee\""),
+    )
+    .unwrap();
+    let before = entries(&work);
+
+    // Into a directory that does not exist: it still does not.
+    let missing = work.join("copy");
+    annals_fails(
+        &[
+            "import",
+            changed.to_str().unwrap(),
+            "--data-dir",
+            missing.to_str().unwrap(),
+        ],
+        temp.path(),
+        5,
+        &["head hash"],
+    );
+    assert!(!missing.exists(), "the failed import left {missing:?}");
+    assert_eq!(entries(&work), before, "nothing left beside the target");
+
+    // Into an existing empty directory: it stays empty.
+    let empty = work.join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let before = entries(&work);
+    annals_fails(
+        &[
+            "import",
+            changed.to_str().unwrap(),
+            "--data-dir",
+            empty.to_str().unwrap(),
+        ],
+        temp.path(),
+        5,
+        &["head hash"],
+    );
+    assert_eq!(
+        entries(&empty),
+        Vec::<String>::new(),
+        "the target stays empty"
+    );
+    assert_eq!(entries(&work), before, "nothing left beside the target");
+
+    // The unchanged file goes into the same empty directory.
+    let original = work.join("original.ndjson");
+    std::fs::write(&original, &text).unwrap();
+    let before = entries(&work);
+    annals_ok(
+        &[
+            "import",
+            original.to_str().unwrap(),
+            "--data-dir",
+            empty.to_str().unwrap(),
+        ],
+        temp.path(),
+    );
+    assert_eq!(read_log(&empty).len(), 12);
+    assert_eq!(entries(&work), before, "no temporary directory left");
+}
+
+/// An export header announcing `events` events, then `body`.
+fn with_header(text: &str, body: &[u8]) -> Vec<u8> {
+    let mut bytes = text.lines().next().unwrap().as_bytes().to_vec();
+    bytes.push(b'\n');
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// A line of 64 MiB: far beyond the longest line the largest event can make.
+const LONG_LINE_BYTES: usize = 64 << 20;
+
+#[test]
+fn an_over_long_line_is_refused_naming_its_line_without_reading_it_whole() {
+    let (temp, _, text) = seeded_export();
+    let events: Vec<&str> = text.lines().skip(1).take(2).collect();
+    let mut body = format!("{}\n{}\n", events[0], events[1]).into_bytes();
+    body.extend(std::iter::repeat_n(b'x', LONG_LINE_BYTES));
+    body.push(b'\n');
+    let long = temp.path().join("long.ndjson");
+    std::fs::write(&long, with_header(&text, &body)).unwrap();
+    let target = temp.path().join("copy");
+    annals_fails(
+        &[
+            "import",
+            long.to_str().unwrap(),
+            "--data-dir",
+            target.to_str().unwrap(),
+        ],
+        temp.path(),
+        5,
+        &["line 4", "longer than"],
+    );
+    assert!(!target.exists());
+}
+
+/// The peak resident memory of a running process, in bytes (Linux's `VmHWM`).
+fn peak_memory(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[test]
+fn an_over_long_line_on_standard_input_does_not_use_memory_proportional_to_it() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let (temp, _, text) = seeded_export();
+    let target = temp.path().join("copy");
+    let mut command = test_support::annals_command();
+    command
+        .args(["import", "-", "--data-dir", target.to_str().unwrap()])
+        .current_dir(temp.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = test_support::spawn(&mut command).unwrap();
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    // The line never ends while the child runs: a reader that keeps the whole line holds
+    // all of it now, while one with a bounded buffer has already given up. Writes fail
+    // with a broken pipe once it has.
+    let _ = stdin.write_all(&with_header(&text, b""));
+    let chunk = vec![b'x'; 1 << 20];
+    let mut peak = 0;
+    for _ in 0..LONG_LINE_BYTES / chunk.len() {
+        if stdin.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    for _ in 0..100 {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        peak = peak.max(peak_memory(pid).unwrap_or(0));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        peak < 32 << 20,
+        "the import held {} MiB for a {} MiB line",
+        peak >> 20,
+        LONG_LINE_BYTES >> 20
+    );
+    assert_eq!(output.status.code(), Some(5), "{message}");
+    assert!(
+        message.contains("line 2") && message.contains("longer than"),
+        "{message}"
+    );
+    assert!(!target.exists());
+}
+
+#[test]
+fn a_commit_that_never_ends_is_refused_naming_the_line_where_it_started() {
+    let (temp, _, text) = seeded_export();
+    let events: Vec<&str> = text.lines().skip(1).collect();
+    // The first two events as they are, then one append of a stream that never ends:
+    // each event is cut from its commit (`last_in_commit` false) and continues the same
+    // stream, with payloads large enough that the append soon outgrows the largest one
+    // the store accepts.
+    let mut body = format!("{}\n{}\n", events[0], events[1]);
+    let first: serde_json::Value = serde_json::from_str(events[2]).unwrap();
+    let payload = "ab".repeat(64 << 10);
+    for n in 0..200u64 {
+        let mut event = first.clone();
+        event["position"] = (2 + n).into();
+        event["version"] = (first["version"].as_u64().unwrap() + n).into();
+        event["id"] = uuid::Uuid::now_v7().to_string().into();
+        event["payload"] = payload.clone().into();
+        event["last_in_commit"] = false.into();
+        body.push_str(&event.to_string());
+        body.push('\n');
+    }
+    let endless = temp.path().join("endless.ndjson");
+    std::fs::write(&endless, with_header(&text, body.as_bytes())).unwrap();
+    let target = temp.path().join("copy");
+    annals_fails(
+        &[
+            "import",
+            endless.to_str().unwrap(),
+            "--data-dir",
+            target.to_str().unwrap(),
+        ],
+        temp.path(),
+        5,
+        &["line 4", "never ends"],
+    );
+    assert!(!target.exists());
+}
