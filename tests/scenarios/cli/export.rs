@@ -142,18 +142,7 @@ fn export_then_import_reproduces_the_log_event_by_event_and_its_hash_chain() {
 #[test]
 fn import_refuses_a_damaged_truncated_or_foreign_file_and_a_non_empty_directory() {
     let (temp, data) = crate::support::seeded();
-    let file = temp.path().join("annals.ndjson");
-    annals_ok(
-        &[
-            "export",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--to",
-            file.to_str().unwrap(),
-        ],
-        temp.path(),
-    );
-    let text = std::fs::read_to_string(&file).unwrap();
+    let (file, text) = export_of(&data, temp.path());
     let target = |name: &str| temp.path().join(name).to_str().unwrap().to_owned();
 
     // Into a directory that holds events: bad usage.
@@ -248,7 +237,13 @@ fn entries(dir: &Path) -> Vec<String> {
 /// An export of the seeded log, its text, and the temporary directory holding both.
 fn seeded_export() -> (tempfile::TempDir, std::path::PathBuf, String) {
     let (temp, data) = crate::support::seeded();
-    let file = temp.path().join("annals.ndjson");
+    let (file, text) = export_of(&data, temp.path());
+    (temp, file, text)
+}
+
+/// Exports the log of `data` to `annals.ndjson` in `dir`; the file and its text.
+fn export_of(data: &std::path::Path, dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let file = dir.join("annals.ndjson");
     annals_ok(
         &[
             "export",
@@ -257,10 +252,10 @@ fn seeded_export() -> (tempfile::TempDir, std::path::PathBuf, String) {
             "--to",
             file.to_str().unwrap(),
         ],
-        temp.path(),
+        dir,
     );
     let text = std::fs::read_to_string(&file).unwrap();
-    (temp, file, text)
+    (file, text)
 }
 
 #[test]
