@@ -35,7 +35,7 @@ impl ChainHash {
             0
         };
         let mut buffer = Vec::with_capacity(segment::HEADER_BYTES + 96 + event.payload.len());
-        segment::encode_record(&mut buffer, flags, &prev.0, &event.to_stored()).map(ChainHash)
+        segment::encode_record(&mut buffer, flags, &prev.0, &event.to_stored(), 0).map(ChainHash)
     }
 }
 

@@ -10,11 +10,12 @@ pub struct StoreConfig {
     /// Largest encoded record (event plus envelope). Bounds memory per event and the
     /// damage a corrupt length field can claim.
     pub max_event_bytes: usize,
-    /// Largest encoded append. An append is written in one batch, so this also bounds
-    /// how much can be written but not yet synced.
+    /// Largest encoded append. An append is written in one batch, in one segment.
     pub max_append_bytes: usize,
     /// A group commit stops taking appends past this many bytes, which bounds the latency
-    /// one batch adds and the size of a torn tail.
+    /// one batch adds. (It does not bound what a crash can leave unsynced: the writer runs
+    /// up to 64 batches ahead of the syncer. Recovery needs no such bound; see
+    /// `segment::judge_tail`.)
     pub max_batch_bytes: usize,
     /// A segment is closed once it reaches this size; the next append starts a new one.
     pub segment_bytes: u64,
@@ -52,12 +53,5 @@ impl Default for StoreConfig {
             index_cache_bytes: 64 << 20,
             subscription_buffer: 1024,
         }
-    }
-}
-
-impl StoreConfig {
-    /// The most bytes that can be written but not synced: one batch plus its last append.
-    pub fn max_unsynced_bytes(&self) -> usize {
-        self.max_batch_bytes + self.max_append_bytes
     }
 }

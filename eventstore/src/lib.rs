@@ -54,6 +54,7 @@ mod shared;
 pub mod store;
 mod subscription;
 mod syncer;
+mod tail;
 mod verify;
 mod writer;
 

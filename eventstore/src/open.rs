@@ -141,6 +141,8 @@ impl EventStore {
                 segment_len: recovered.end_offset,
                 next_position: recovered.next_position,
                 last_hash: recovered.last_hash,
+                format: recovered.format,
+                header_on_disk: recovered.header_on_disk,
             },
             heads,
             seen,

@@ -15,6 +15,11 @@ pub(crate) struct Recovered {
     pub(crate) next_position: u64,
     pub(crate) end_offset: u64,
     pub(crate) last_hash: [u8; 32],
+    /// The last segment's format.
+    pub(crate) format: segment::Format,
+    /// Whether the last segment's format-2 header is on disk (a new segment's header is
+    /// written with its first records, so a crash can leave a segment of zeros).
+    pub(crate) header_on_disk: bool,
 }
 
 /// Appends recovery puts in one index batch (one entry of the sparse position map): about
@@ -59,6 +64,8 @@ pub(crate) fn recover(
     let mut next_position = start.next_position;
     let mut last_hash = start.last_hash;
     let mut end_offset = start.offset;
+    let mut last_format = segment::Format::V2;
+    let mut header_on_disk = false;
     let first_segment_index = segments.partition_point(|&first| first < start.segment);
     for (i, &first) in segments.iter().enumerate().skip(first_segment_index) {
         let path = log_dir.join(segment::segment_file_name(first));
@@ -74,11 +81,18 @@ pub(crate) fn recover(
             });
         }
         let data = segment::read_segment(&path)?;
+        let format = segment::detect_format(&data).map_err(|reason| Error::Corrupt {
+            segment: path.clone(),
+            offset: 0,
+            after: PositionText(next_position.checked_sub(1).map(Position)),
+            reason,
+        })?;
         let mut offset = if first == start.segment {
-            start.offset as usize
+            (start.offset as usize).max(format.data_start())
         } else {
-            0
+            format.data_start()
         };
+        let mut proven_synced = 0u64;
         let mut committed_offset = offset;
         let mut committed_position = next_position;
         let mut committed_hash = last_hash;
@@ -87,13 +101,14 @@ pub(crate) fn recover(
         let mut commit: Option<IndexedCommit> = None;
         let mut damage = None;
         while offset < data.len() {
-            let record = match segment::parse_record(&data[offset..], config.max_event_bytes) {
-                Ok(record) => record,
-                Err(found) => {
-                    damage = Some(found);
-                    break;
-                }
-            };
+            let record =
+                match segment::parse_record(&data[offset..], config.max_event_bytes, format) {
+                    Ok(record) => record,
+                    Err(found) => {
+                        damage = Some(found);
+                        break;
+                    }
+                };
             let event = &record.event;
             let corrupt = |reason: String| Error::Corrupt {
                 segment: path.clone(),
@@ -131,6 +146,7 @@ pub(crate) fn recover(
             }
             entry.event_ids.push(id);
             entry.location.count += 1;
+            proven_synced = proven_synced.max(record.synced_to);
             last_hash = record.hash();
             next_position += 1;
             offset += record.len;
@@ -179,33 +195,28 @@ pub(crate) fn recover(
         if damage.is_some() && offset >= data_end {
             damage = None;
         }
-        // A record that fails its checksum and runs on into those zeros is a write cut
-        // short: in a preallocated file the last written byte, not the file's length,
-        // shows where writing stopped, so this is the `PastEnd` of a short file.
-        if let Some(segment::Damage::Checksum) = damage
-            && let Some(header) = data.get(offset..offset + segment::HEADER_BYTES)
-            && offset
-                + segment::HEADER_BYTES
-                + u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize
-                > data_end
-        {
-            damage = Some(segment::Damage::PastEnd);
-        }
         let tail_is_clean = damage.is_none() && committed_offset >= data_end;
         if !tail_is_clean {
             let reason = match &damage {
                 Some(damage) => damage.to_string(),
                 None => "the segment ends inside an append".into(),
             };
-            let torn = is_last
-                && segment::is_torn_tail(
-                    &data[..data_end],
-                    committed_offset,
-                    offset,
-                    damage.as_ref(),
-                    config.max_unsynced_bytes(),
-                );
-            if !torn {
+            // Only the last segment can hold unsynced bytes: the writer syncs a segment
+            // whole before it starts the next.
+            let verdict = if is_last {
+                segment::judge_tail(&segment::Tail {
+                    data: &data[..data_end.max(committed_offset)],
+                    format,
+                    committed: committed_offset,
+                    damage_at: offset,
+                    damage: damage.as_ref(),
+                    proven_synced,
+                    max_record_bytes: config.max_event_bytes,
+                })
+            } else {
+                Err("a sealed segment is always synced whole".into())
+            };
+            if let Err(why) = verdict {
                 return Err(Error::Corrupt {
                     segment: path,
                     offset: if damage.is_some() {
@@ -214,7 +225,7 @@ pub(crate) fn recover(
                         committed_offset as u64
                     },
                     after: PositionText(committed_position.checked_sub(1).map(Position)),
-                    reason,
+                    reason: format!("{reason}; {why}"),
                 });
             }
             tracing::warn!(
@@ -249,11 +260,16 @@ pub(crate) fn recover(
         next_position = committed_position;
         last_hash = committed_hash;
         end_offset = committed_offset as u64;
+        last_format = format;
+        header_on_disk = format == segment::Format::V2
+            && data.get(..segment::SEGMENT_HEADER_BYTES) == Some(&segment::segment_header()[..]);
     }
     Ok(Recovered {
         next_position,
         end_offset,
         last_hash,
+        format: last_format,
+        header_on_disk,
     })
 }
 

@@ -89,6 +89,21 @@ pub struct Writer {
     /// The next segment, being zero-filled in the background.
     spare: Option<std::thread::JoinHandle<Result<std::path::PathBuf, Error>>>,
     buffer: Vec<u8>,
+    /// What the active segment needs before the next batch: a roll (it is format 1), or
+    /// its format-2 header.
+    prepare: Prepare,
+    /// The `synced_to` mark of the records being staged.
+    synced_to: u32,
+}
+
+/// What the active segment needs before the writer appends to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prepare {
+    Nothing,
+    /// Write the segment header first (with the batch, synced by the same `fdatasync`).
+    Header,
+    /// The segment is format 1: seal it and start a format-2 segment.
+    Roll,
 }
 
 /// What staging one append produced.
@@ -110,6 +125,10 @@ pub(crate) struct LogEnd {
     pub next_position: u64,
     /// The hash of the last record.
     pub last_hash: [u8; 32],
+    /// The last segment's format: the writer appends only to format 2.
+    pub format: segment::Format,
+    /// Whether that segment's format-2 header is on disk already.
+    pub header_on_disk: bool,
 }
 
 impl Writer {
@@ -133,6 +152,12 @@ impl Writer {
             seen,
             spare: None,
             buffer: Vec::with_capacity(1 << 20),
+            prepare: match (end.format, end.header_on_disk) {
+                (segment::Format::V1, _) if end.segment_len > 0 => Prepare::Roll,
+                (_, false) => Prepare::Header,
+                _ => Prepare::Nothing,
+            },
+            synced_to: 0,
         }
     }
 
@@ -224,9 +249,25 @@ impl Writer {
     /// error here is an I/O error that stops the writer; the requests left in `batch`
     /// are then failed by the caller.
     fn write_batch(&mut self, batch: &mut Vec<AppendRequest>) -> Result<Handoff, Error> {
-        if self.segment_len >= self.shared.config.segment_bytes {
+        if self.segment_len >= self.shared.config.segment_bytes || self.prepare == Prepare::Roll {
             self.roll_segment()?;
         }
+        if self.prepare == Prepare::Header {
+            let path = self.segment_path();
+            self.file
+                .write_all_at(&segment::segment_header(), 0)
+                .map_err(Error::io(&path))?;
+            self.segment_len = self.segment_len.max(segment::SEGMENT_HEADER_BYTES as u64);
+            self.prepare = Prepare::Nothing;
+        }
+        // What this batch's records promise is durable: the syncer publishes the durable
+        // end only after the fdatasync that covers it returns.
+        let durable = self.shared.durable_end();
+        self.synced_to = if durable.active_segment == self.segment {
+            u32::try_from(durable.active_len).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
         self.buffer.clear();
         let start = (self.next_position, self.segment, self.segment_len);
         let staged: Vec<Staged> = batch.iter().map(|request| self.stage(request)).collect();
@@ -310,6 +351,7 @@ impl Writer {
         self.file = Arc::new(file);
         self.segment = first;
         self.segment_len = 0;
+        self.prepare = Prepare::Header;
         self.shared.add_segment(first);
         tracing::debug!(segment = first, "rolled to a new segment");
         Ok(())
@@ -399,7 +441,8 @@ impl Writer {
                 Position(self.next_position + i as u64),
                 recorded_at,
             );
-            let encoded = segment::encode_record(&mut self.buffer, flags, &hash, &stored);
+            let encoded =
+                segment::encode_record(&mut self.buffer, flags, &hash, &stored, self.synced_to);
             let size = self.buffer.len() - record_start;
             let failure = match encoded {
                 Err(error) => Some(error),

@@ -13,6 +13,8 @@
 //! - `basics`: expected versions, atomic appends, durable dedup, paging, categories,
 //!   lookups by id, concurrent appends and reads across many segments.
 //! - `repository`: a counter aggregate through `Repository`.
+//! - `tail`: the end of the active segment after a crash: a torn write of any size is
+//!   cut, damage to synced records (even next to the end) is refused untouched.
 
 #[path = "store/common.rs"]
 mod common;
@@ -31,3 +33,5 @@ mod model;
 mod repository;
 #[path = "store/subscription.rs"]
 mod subscription;
+#[path = "store/tail.rs"]
+mod tail;

@@ -125,14 +125,14 @@ async fn an_index_ahead_of_a_restored_older_log_is_rebuilt_from_the_log() {
 fn write_log(dir: &Path, versions: &[(&str, u64)]) {
     let log_dir = dir.join("log");
     std::fs::create_dir_all(&log_dir).unwrap();
-    let mut bytes = Vec::new();
+    let mut bytes = segment::segment_header().to_vec();
     let mut prev_hash = segment::GENESIS_HASH;
     for (position, (name, version)) in versions.iter().enumerate() {
         let new = event(format!("crafted {position}"));
         let id = stream(name);
         let stored = StoredEvent::of(&new, &id, Version(*version), Position(position as u64), 0);
         prev_hash =
-            segment::encode_record(&mut bytes, segment::FLAG_COMMIT_END, &prev_hash, &stored)
+            segment::encode_record(&mut bytes, segment::FLAG_COMMIT_END, &prev_hash, &stored, 0)
                 .unwrap();
     }
     std::fs::write(log_dir.join(segment::segment_file_name(0)), bytes).unwrap();
@@ -191,3 +191,4 @@ async fn verify_names_the_stream_and_position_of_a_skipped_or_reused_version() {
         store.close().await;
     }
 }
+

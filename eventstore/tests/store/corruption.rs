@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use eventstore::segment::parse_record;
+use eventstore::segment::{detect_format, parse_record};
 use eventstore::{
     Direction, Error, EventId, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
     StoreConfig, StreamId, Version,
@@ -50,9 +50,10 @@ async fn filled_store() -> (TempDir, Vec<RecordedEvent>) {
 /// first bytes that are no record (the zeros of a preallocated segment).
 fn records(path: &Path) -> Vec<(usize, usize)> {
     let data = std::fs::read(path).unwrap();
-    let mut offset = 0;
+    let format = detect_format(&data).unwrap();
+    let mut offset = format.data_start();
     let mut found = Vec::new();
-    while let Ok(record) = parse_record(&data[offset..], 1 << 20) {
+    while let Ok(record) = parse_record(&data[offset..], 1 << 20, format) {
         found.push((offset, record.len));
         offset += record.len;
     }
