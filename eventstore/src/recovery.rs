@@ -327,9 +327,36 @@ fn high_water_unproven(
         config.max_event_bytes,
     );
     let mut last_hash = None;
+    // The writer trusts the index's stream heads and event ids. sled writes the heads and
+    // ids of a round before its high-water mark, and recovers a prefix of its writes, so
+    // if the last round's heads and ids are there, so are all before: check those.
+    let mut derived_mismatch = None;
     loop {
         let read = cursor.read_with(&mark, usize::MAX, |record, _, _| {
             last_hash = Some(record.hash());
+            let event = &record.event;
+            if derived_mismatch.is_some() {
+                return Ok(());
+            }
+            let id = EventId::from_uuid(uuid::Uuid::from_bytes(event.id));
+            let stream = StreamId::new(event.stream_id);
+            let (Ok(id), Ok(stream)) = (id, stream) else {
+                return Ok(());
+            };
+            if index.event_position(&id)? != Some(event.position) {
+                derived_mismatch = Some(format!(
+                    "it does not hold the id of the event at position {}",
+                    event.position
+                ));
+            } else if index
+                .head(&stream)?
+                .is_none_or(|head| head.0 < event.version)
+            {
+                derived_mismatch = Some(format!(
+                    "its head of stream {stream} is behind version {} at position {}",
+                    event.version, event.position
+                ));
+            }
             Ok(())
         });
         match read {
@@ -363,5 +390,5 @@ fn high_water_unproven(
             "the record at position {last_position} does not carry the hash the index remembers"
         )));
     }
-    Ok(None)
+    Ok(derived_mismatch)
 }
