@@ -43,6 +43,7 @@ pub mod envelope;
 pub mod error;
 pub mod ids;
 mod indexer;
+pub mod io;
 mod lock_file;
 pub mod locks;
 mod open;

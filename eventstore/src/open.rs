@@ -13,6 +13,8 @@ use crate::config::StoreConfig;
 use crate::derived::index::Index;
 use crate::error::{Error, PositionText};
 use crate::indexer::run_indexer;
+use crate::io::LogFs;
+use crate::io::real::RealFs;
 use crate::lock_file::lock_dir;
 use crate::reads::RecentCommits;
 use crate::recovery::recover;
@@ -31,6 +33,17 @@ impl EventStore {
         Self::open_with_progress(dir, config, &mut |_, _| {})
     }
 
+    /// [`EventStore::open`] with the log's files behind `log` instead of `dir/log`: the
+    /// simulated disk of the storage tests (`io::sim`), or any other [`LogFs`]. The lock
+    /// and the index stay in `dir`.
+    pub fn open_with_log_fs(
+        dir: impl AsRef<Path>,
+        config: StoreConfig,
+        log: Arc<dyn LogFs>,
+    ) -> Result<EventStore, Error> {
+        Self::open_inner(dir.as_ref(), config, false, Some(log), &mut |_, _| {})
+    }
+
     /// [`EventStore::open`], calling `progress(bytes_done, bytes_total)` while the index
     /// catches up with the log (which, for a missing index, is a rebuild of all of it).
     pub fn open_with_progress(
@@ -38,7 +51,7 @@ impl EventStore {
         config: StoreConfig,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<EventStore, Error> {
-        Self::open_inner(dir.as_ref(), config, false, progress)
+        Self::open_inner(dir.as_ref(), config, false, None, progress)
     }
 
     /// [`EventStore::open_with_progress`], but the derived index is deleted first (the
@@ -52,13 +65,14 @@ impl EventStore {
         config: StoreConfig,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<EventStore, Error> {
-        Self::open_inner(dir.as_ref(), config, true, progress)
+        Self::open_inner(dir.as_ref(), config, true, None, progress)
     }
 
     fn open_inner(
         dir: &Path,
         config: StoreConfig,
         rebuild_index: bool,
+        log_fs: Option<Arc<dyn LogFs>>,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<EventStore, Error> {
         let dir = dir.to_path_buf();
@@ -70,15 +84,21 @@ impl EventStore {
         }
         let lock = lock_dir(&dir)?;
         let log_dir = dir.join("log");
-        std::fs::create_dir_all(&log_dir).map_err(Error::io(&log_dir))?;
-        let mut segments = segment::list_segments(&log_dir)?;
+        let fs = match log_fs {
+            Some(fs) => fs,
+            None => {
+                std::fs::create_dir_all(&log_dir).map_err(Error::io(&log_dir))?;
+                Arc::new(RealFs::new(&log_dir)) as Arc<dyn LogFs>
+            }
+        };
+        let mut segments = segment::list_segments(fs.as_ref())?;
         if segments.is_empty() {
-            segment_files::create_segment(&log_dir, 0)?;
+            segment_files::create_segment(fs.as_ref(), 0)?;
             segments.push(0);
         }
         if segments[0] != 0 {
             return Err(Error::Corrupt {
-                segment: log_dir.join(segment::segment_file_name(segments[0])),
+                segment: fs.path(&segment::segment_file_name(segments[0])),
                 offset: 0,
                 after: PositionText(None),
                 reason: "the first segment does not start at position 0".into(),
@@ -92,7 +112,7 @@ impl EventStore {
             std::fs::remove_dir_all(&index_dir).map_err(Error::io(&index_dir))?;
         }
         let index = Index::open(&index_dir, config.index_cache_bytes)?;
-        let recovered = recover(&log_dir, &segments, &index, &config, progress)?;
+        let recovered = recover(&fs, &segments, &index, &config, progress)?;
         let heads = index.all_heads()?;
         let stored_ids = index.all_event_ids()?;
         let mut seen = fastbloom::BloomFilter::with_false_pos(0.001)
@@ -110,7 +130,7 @@ impl EventStore {
         let (durable, _) = watch::channel(durable_end);
         let shared = Arc::new(Shared {
             dir,
-            log_dir: log_dir.clone(),
+            fs: fs.clone(),
             index,
             durable,
             indexed: Mutex::new(recovered.next_position),
@@ -124,18 +144,14 @@ impl EventStore {
             config,
         });
 
-        let segment_path = log_dir.join(segment::segment_file_name(last_segment));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&segment_path)
-            .map_err(Error::io(&segment_path))?;
+        let segment_path = fs.path(&segment::segment_file_name(last_segment));
+        let file = segment_files::open_segment(fs.as_ref(), last_segment)?;
         if shared.config.preallocate_segments {
-            segment_files::zero_fill(&file, &segment_path, shared.config.segment_bytes)?;
+            segment_files::zero_fill(file.as_ref(), &segment_path, shared.config.segment_bytes)?;
         }
         let writer = Writer::new(
             shared.clone(),
-            Arc::new(file),
+            file,
             writer::LogEnd {
                 segment: last_segment,
                 segment_len: recovered.end_offset,

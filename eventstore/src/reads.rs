@@ -162,7 +162,7 @@ impl Shared {
             (start_position, offset) = (batch_position, batch_offset);
         }
         let mut cursor = LogCursor::at(
-            self.log_dir.clone(),
+            self.fs.clone(),
             segment,
             offset,
             start_position,
@@ -270,7 +270,7 @@ impl EventStore {
 
     fn cursor_at_commit(&self, location: &CommitLocation) -> LogCursor {
         LogCursor::at(
-            self.shared.log_dir.clone(),
+            self.shared.fs.clone(),
             location.segment,
             location.offset,
             location.first_position,

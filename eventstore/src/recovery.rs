@@ -2,13 +2,15 @@
 //! there to its end (checksums, positions, hash chain), index what the index lacks, and
 //! cut a torn tail or refuse corruption (docs/ARCHITECTURE.md, "Opening and recovery").
 
-use std::path::Path;
+use std::sync::Arc;
 
 use crate::config::StoreConfig;
 use crate::derived::index::{CommitLocation, HighWater, Index, IndexBatch, IndexedCommit};
 use crate::error::{Error, PositionText};
 use crate::ids::{EventId, Position, StreamId};
+use crate::io::LogFs;
 use crate::segment::{self, DurableEnd, LogCursor};
+use crate::segment_files;
 
 /// Where the log ends after recovery.
 pub(crate) struct Recovered {
@@ -35,14 +37,14 @@ const RECOVERY_COMMITS_PER_ROUND: usize = 1 << 16;
 /// Brings the index up to the end of the log, starting from its high-water mark (or from
 /// scratch if it has none or it does not match the log), and cuts a torn tail.
 pub(crate) fn recover(
-    log_dir: &Path,
+    fs: &Arc<dyn LogFs>,
     segments: &[u64],
     index: &Index,
     config: &StoreConfig,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Recovered, Error> {
     let mut start = index.high_water()?.unwrap_or(HighWater::START);
-    if let Some(why) = high_water_unproven(log_dir, segments, index, &start, config)? {
+    if let Some(why) = high_water_unproven(fs, segments, index, &start, config)? {
         tracing::warn!(
             %why,
             "the index's high-water mark is not provably on the log; rebuilding the index from the log"
@@ -54,8 +56,9 @@ pub(crate) fn recover(
         .iter()
         .filter(|&&first| first >= start.segment)
         .map(|first| {
-            std::fs::metadata(log_dir.join(segment::segment_file_name(*first)))
-                .map_or(0, |m| m.len())
+            fs.open(&segment::segment_file_name(*first))
+                .and_then(|file| file.len())
+                .unwrap_or(0)
         })
         .sum::<u64>()
         .saturating_sub(start.offset);
@@ -68,7 +71,7 @@ pub(crate) fn recover(
     let mut header_on_disk = false;
     let first_segment_index = segments.partition_point(|&first| first < start.segment);
     for (i, &first) in segments.iter().enumerate().skip(first_segment_index) {
-        let path = log_dir.join(segment::segment_file_name(first));
+        let path = fs.path(&segment::segment_file_name(first));
         let is_last = i + 1 == segments.len();
         if first != start.segment && first != next_position {
             return Err(Error::Corrupt {
@@ -80,7 +83,7 @@ pub(crate) fn recover(
                 ),
             });
         }
-        let data = segment::read_segment(&path)?;
+        let data = segment::read_segment(fs.as_ref(), first)?;
         let format = segment::detect_format(&data).map_err(|reason| Error::Corrupt {
             segment: path.clone(),
             offset: 0,
@@ -239,20 +242,14 @@ pub(crate) fn recover(
             // Keep the active segment's preallocated space: zero what was torn instead
             // of cutting the file.
             if committed_offset < data_end {
-                let file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(Error::io(&path))?;
+                let file = segment_files::open_segment(fs.as_ref(), first)?;
                 let zeros = vec![0u8; data_end - committed_offset];
-                std::os::unix::fs::FileExt::write_all_at(&file, &zeros, committed_offset as u64)
+                file.write_all_at(&zeros, committed_offset as u64)
                     .and_then(|()| file.sync_all())
                     .map_err(Error::io(&path))?;
             }
         } else if committed_offset < data.len() {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(Error::io(&path))?;
+            let file = segment_files::open_segment(fs.as_ref(), first)?;
             file.set_len(committed_offset as u64)
                 .map_err(Error::io(&path))?;
             file.sync_all().map_err(Error::io(&path))?;
@@ -286,7 +283,7 @@ pub(crate) fn recover(
 /// `index/`): trusting it would leave the writer appending at the index's position, after
 /// a hole. Such an index is rebuilt from the log.
 fn high_water_unproven(
-    log_dir: &Path,
+    fs: &Arc<dyn LogFs>,
     segments: &[u64],
     index: &Index,
     high_water: &HighWater,
@@ -320,7 +317,7 @@ fn high_water_unproven(
         active_len: high_water.offset,
     };
     let mut cursor = LogCursor::at(
-        log_dir.to_path_buf(),
+        fs.clone(),
         first_segment,
         first_offset,
         first_position,

@@ -28,13 +28,13 @@
 //! record of one append; an append's records are all in one segment, and recovery drops
 //! the records of an append whose last record is missing, so appends are all-or-nothing.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::envelope::StoredEvent;
 use crate::error::{Error, PositionText};
 use crate::ids::Position;
+use crate::io::{LogFile, LogFs};
 
 pub use crate::tail::{Tail, judge_tail};
 
@@ -63,18 +63,16 @@ pub fn segment_file_name(first_position: u64) -> String {
 }
 
 /// The segments in `log_dir`, by first position, oldest first.
-pub fn list_segments(log_dir: &Path) -> Result<Vec<u64>, Error> {
+pub fn list_segments(fs: &dyn LogFs) -> Result<Vec<u64>, Error> {
     let mut segments = Vec::new();
-    for entry in std::fs::read_dir(log_dir).map_err(Error::io(log_dir))? {
-        let entry = entry.map_err(Error::io(log_dir))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+    let names = fs.list().map_err(Error::io(&fs.path("")))?;
+    for name in &names {
         if let Some(stem) = name.strip_suffix(".seg") {
             match stem.parse::<u64>() {
                 Ok(first) if stem.len() == 20 => segments.push(first),
                 _ => {
                     return Err(Error::Corrupt {
-                        segment: entry.path(),
+                        segment: fs.path(name),
                         offset: 0,
                         after: PositionText(None),
                         reason: "a segment file name is not a 20-digit position".into(),
@@ -285,19 +283,20 @@ pub fn parse_record(
 }
 
 /// Reads a whole segment file.
-pub fn read_segment(path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(Error::io(path))
+pub fn read_segment(fs: &dyn LogFs, first_position: u64) -> Result<Vec<u8>, Error> {
+    let name = segment_file_name(first_position);
+    fs.read_all(&name).map_err(Error::io(&fs.path(&name)))
 }
 
 /// A forward reader over the log that keeps its place: the file, the byte offset and the
 /// position of the next record. Used by subscriptions, log reads and index catch-up.
 #[derive(Debug)]
 pub struct LogCursor {
-    log_dir: PathBuf,
+    fs: Arc<dyn LogFs>,
     segment: u64,
     offset: u64,
     next_position: u64,
-    file: Option<File>,
+    file: Option<Arc<dyn LogFile>>,
     buffer: Vec<u8>,
     /// File offset of `buffer[0]`.
     buffer_start: u64,
@@ -319,6 +318,20 @@ pub struct DurableEnd {
     pub active_len: u64,
 }
 
+/// Reads into `buf` at `offset` until it is full or the file ends; how many bytes it read.
+fn read_up_to(file: &dyn LogFile, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(read) => got += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(got)
+}
+
 /// The largest read a cursor makes at once.
 const READ_CHUNK: usize = 256 * 1024;
 /// A cursor's first read. Reads double from here up to [`READ_CHUNK`]: a stream read
@@ -330,14 +343,14 @@ impl LogCursor {
     /// A cursor at the record starting at byte `offset` of segment `segment`, which has
     /// position `next_position`.
     pub fn at(
-        log_dir: PathBuf,
+        fs: Arc<dyn LogFs>,
         segment: u64,
         offset: u64,
         next_position: u64,
         max_record_bytes: usize,
     ) -> Self {
         LogCursor {
-            log_dir,
+            fs,
             segment,
             offset,
             next_position,
@@ -361,7 +374,7 @@ impl LogCursor {
     }
 
     fn segment_path(&self) -> PathBuf {
-        self.log_dir.join(segment_file_name(self.segment))
+        self.fs.path(&segment_file_name(self.segment))
     }
 
     /// Calls `visit` with each durable record from the cursor on, its segment file and its
@@ -449,10 +462,12 @@ impl LogCursor {
     fn fill_more(&mut self, end: u64) -> Result<bool, Error> {
         let path = self.segment_path();
         if self.file.is_none() {
-            let file = File::open(&path).map_err(Error::io(&path))?;
-            let mut first = [0u8; SEGMENT_HEADER_BYTES];
-            let got = std::os::unix::fs::FileExt::read_at(&file, &mut first, 0)
+            let file = self
+                .fs
+                .open(&segment_file_name(self.segment))
                 .map_err(Error::io(&path))?;
+            let mut first = [0u8; SEGMENT_HEADER_BYTES];
+            let got = read_up_to(file.as_ref(), &mut first, 0).map_err(Error::io(&path))?;
             self.format = detect_format(&first[..got]).map_err(|reason| Error::Corrupt {
                 segment: path.clone(),
                 offset: 0,
@@ -461,20 +476,24 @@ impl LogCursor {
             })?;
             self.file = Some(file);
         }
-        let file = self.file.as_mut().expect("opened above");
+        let file = self.file.clone().expect("opened above");
         let read_from = self.buffer_start + self.buffer.len() as u64;
         let want = (end.saturating_sub(read_from)).min(self.chunk.max(self.buffer.len()) as u64);
         self.chunk = (self.chunk * 2).min(READ_CHUNK);
         if want == 0 {
             return Ok(false);
         }
-        file.seek(SeekFrom::Start(read_from))
-            .map_err(Error::io(&path))?;
         let old_len = self.buffer.len();
-        let got = file
-            .take(want)
-            .read_to_end(&mut self.buffer)
-            .map_err(Error::io(&path))?;
+        self.buffer.resize(old_len + want as usize, 0);
+        let read = read_up_to(file.as_ref(), &mut self.buffer[old_len..], read_from);
+        let got = match read {
+            Ok(got) => got,
+            Err(error) => {
+                self.buffer.truncate(old_len);
+                return Err(Error::io(&path)(error));
+            }
+        };
+        self.buffer.truncate(old_len + got);
         Ok(self.buffer.len() > old_len && got > 0)
     }
 }

@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Condvar, Mutex, RwLock};
 
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::StoreConfig;
 use crate::derived::index::Index;
 use crate::error::Error;
+use crate::io::LogFs;
 use crate::reads::RecentCommits;
 use crate::segment::DurableEnd;
 
@@ -20,7 +22,8 @@ use crate::segment::DurableEnd;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) dir: PathBuf,
-    pub(crate) log_dir: PathBuf,
+    /// The log directory's files, through the IO seam.
+    pub(crate) fs: Arc<dyn LogFs>,
     pub(crate) config: StoreConfig,
     pub(crate) index: Index,
     pub(crate) durable: watch::Sender<DurableEnd>,

@@ -3,13 +3,13 @@
 //! `fdatasync`, then publishes the new durable end, answers the callers and hands the
 //! index entries to the indexer.
 
-use std::fs::File;
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
 use crate::derived::index::IndexBatch;
 use crate::error::Error;
+use crate::io::LogFile;
 use crate::segment::DurableEnd;
 use crate::shared::Shared;
 use crate::store::AppendOutcome;
@@ -24,7 +24,7 @@ pub(crate) type Answer = (
 /// once synced, the answers to send then, and the index entries to hand on.
 #[derive(Debug)]
 pub struct Handoff {
-    pub(crate) file: Option<(Arc<File>, std::path::PathBuf)>,
+    pub(crate) file: Option<(Arc<dyn LogFile>, std::path::PathBuf)>,
     pub(crate) end: DurableEnd,
     pub(crate) answers: Vec<Answer>,
     pub(crate) index: Option<IndexBatch>,

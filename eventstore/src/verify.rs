@@ -45,7 +45,7 @@ impl EventStore {
     ) -> Result<VerifyReport, Error> {
         let durable = self.shared.durable_end();
         let mut cursor = LogCursor::at(
-            self.shared.log_dir.clone(),
+            self.shared.fs.clone(),
             0,
             0,
             0,
@@ -106,10 +106,7 @@ impl EventStore {
         if commit_open {
             let (segment, offset) = cursor.place();
             return Err(Error::Corrupt {
-                segment: self
-                    .shared
-                    .log_dir
-                    .join(segment::segment_file_name(segment)),
+                segment: self.shared.fs.path(&segment::segment_file_name(segment)),
                 offset,
                 after: PositionText(report.events.checked_sub(1).map(Position)),
                 reason: "the log ends inside an append".into(),

@@ -24,8 +24,6 @@
 //! The segment files themselves are created, preallocated and synced in `segment_files`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -34,11 +32,15 @@ use crate::derived::index::{CommitLocation, HighWater, IndexBatch, IndexedCommit
 use crate::envelope::{NewEvent, StoredEvent};
 use crate::error::Error;
 use crate::ids::{EventId, ExpectedVersion, Position, StreamId, Version};
+use crate::io::LogFile;
 use crate::segment::{self, DurableEnd, FLAG_COMMIT_END};
 use crate::segment_files::{create_segment, open_segment, sync_dir, zero_fill};
 use crate::shared::Shared;
 use crate::store::AppendOutcome;
 use crate::syncer::Handoff;
+
+/// The name of the next segment while it is being zero-filled.
+const SPARE: &str = "spare.tmp";
 
 /// One append waiting for the writer.
 #[derive(Debug)]
@@ -73,7 +75,7 @@ struct RecentEvent {
 #[derive(Debug)]
 pub struct Writer {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) file: Arc<File>,
+    pub(crate) file: Arc<dyn LogFile>,
     pub(crate) segment: u64,
     pub(crate) segment_len: u64,
     pub(crate) next_position: u64,
@@ -87,7 +89,7 @@ pub struct Writer {
     /// index is consulted only for the rare possible duplicate.
     seen: fastbloom::BloomFilter,
     /// The next segment, being zero-filled in the background.
-    spare: Option<std::thread::JoinHandle<Result<std::path::PathBuf, Error>>>,
+    spare: Option<std::thread::JoinHandle<Result<(), Error>>>,
     buffer: Vec<u8>,
     /// What the active segment needs before the next batch: a roll (it is format 1), or
     /// its format-2 header.
@@ -134,7 +136,7 @@ pub(crate) struct LogEnd {
 impl Writer {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        file: Arc<File>,
+        file: Arc<dyn LogFile>,
         end: LogEnd,
         heads: HashMap<StreamId, u64>,
         seen: fastbloom::BloomFilter,
@@ -315,8 +317,8 @@ impl Writer {
 
     fn segment_path(&self) -> std::path::PathBuf {
         self.shared
-            .log_dir
-            .join(segment::segment_file_name(self.segment))
+            .fs
+            .path(&segment::segment_file_name(self.segment))
     }
 
     /// Starts a new segment named after the next position; the old one is already synced.
@@ -331,24 +333,26 @@ impl Writer {
             .map_err(Error::io(&path))?;
         let file = match self.spare.take() {
             Some(spare) if spare.is_finished() => match spare.join() {
-                Ok(Ok(spare_path)) => {
-                    let path = self.shared.log_dir.join(segment::segment_file_name(first));
-                    std::fs::rename(&spare_path, &path).map_err(Error::io(&path))?;
-                    sync_dir(&self.shared.log_dir)?;
-                    open_segment(&path)?
+                Ok(Ok(())) => {
+                    let fs = self.shared.fs.as_ref();
+                    let name = segment::segment_file_name(first);
+                    fs.rename(SPARE, &name)
+                        .map_err(Error::io(&fs.path(&name)))?;
+                    sync_dir(fs)?;
+                    open_segment(fs, first)?
                 }
-                _ => create_segment(&self.shared.log_dir, first)?,
+                _ => create_segment(self.shared.fs.as_ref(), first)?,
             },
             // Not ready (the writer outran it) or not wanted: a plain file will do.
             unfinished => {
                 self.spare = unfinished;
-                create_segment(&self.shared.log_dir, first)?
+                create_segment(self.shared.fs.as_ref(), first)?
             }
         };
         if self.spare.is_none() {
             self.spare = self.prepare_spare();
         }
-        self.file = Arc::new(file);
+        self.file = file;
         self.segment = first;
         self.segment_len = 0;
         self.prepare = Prepare::Header;
@@ -358,23 +362,20 @@ impl Writer {
     }
 
     /// Starts zero-filling the next segment in the background, if preallocation is on.
-    fn prepare_spare(&self) -> Option<std::thread::JoinHandle<Result<std::path::PathBuf, Error>>> {
+    fn prepare_spare(&self) -> Option<std::thread::JoinHandle<Result<(), Error>>> {
         if !self.shared.config.preallocate_segments {
             return None;
         }
-        let path = self.shared.log_dir.join("spare.tmp");
+        let fs = self.shared.fs.clone();
         let bytes = self.shared.config.segment_bytes;
         std::thread::Builder::new()
             .name("annals-preallocate".into())
             .spawn(move || {
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(true)
-                    .write(true)
-                    .open(&path)
-                    .map_err(Error::io(&path))?;
-                zero_fill(&file, &path, bytes)?;
-                Ok(path)
+                let path = fs.path(SPARE);
+                let file = fs.create(SPARE).map_err(Error::io(&path))?;
+                // Start from nothing: a spare left by a crash may be partly filled.
+                file.set_len(0).map_err(Error::io(&path))?;
+                zero_fill(file.as_ref(), &path, bytes)
             })
             .ok()
     }
