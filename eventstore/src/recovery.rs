@@ -254,6 +254,19 @@ pub(crate) fn recover(
                 .map_err(Error::io(&path))?;
             file.sync_all().map_err(Error::io(&path))?;
         }
+        let kept_end = committed_offset.min(data.len());
+        if is_last && (kept_end as u64) > proven_synced {
+            // What this open keeps of the last segment becomes the durable end the
+            // writer's first records will claim, but it may be only in the page cache
+            // (written by a process that died before its sync), or in pages a failed
+            // fsync left marked clean, which a plain fsync would not write. Write those
+            // bytes again and sync them, so the claim holds.
+            let from = proven_synced as usize;
+            let file = segment_files::open_segment(fs.as_ref(), first)?;
+            file.write_all_at(&data[from..kept_end], from as u64)
+                .and_then(|()| file.sync_all())
+                .map_err(Error::io(&path))?;
+        }
         next_position = committed_position;
         last_hash = committed_hash;
         end_offset = committed_offset as u64;
