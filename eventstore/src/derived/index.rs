@@ -240,11 +240,12 @@ impl Index {
                 });
             }
             Err(error) => {
+                // Nanoseconds: two broken indexes within a second must not collide.
                 let aside = path.with_extension(format!(
                     "broken-{}",
                     std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs())
+                        .map_or(0, |d| d.as_nanos())
                 ));
                 tracing::warn!(%error, aside = %aside.display(), "index will not open; moving it aside and rebuilding from the log");
                 std::fs::rename(path, &aside).map_err(Error::io(path))?;

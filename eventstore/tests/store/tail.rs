@@ -27,17 +27,16 @@ fn records(path: &Path) -> Vec<(usize, usize, u64, [u8; 32])> {
 }
 
 /// A closed store of `count` events appended one after another (each acknowledged before
-/// the next), the last with `last_payload`, its log and its only segment.
-async fn store_of(
-    count: usize,
-    last_payload: Option<Vec<u8>>,
-) -> (TempDir, Vec<RecordedEvent>, PathBuf) {
+/// the next), the one at `nul_at` with a payload of 2,000 NUL bytes (a sku named with NUL
+/// characters), its log and its only segment.
+async fn store_of(count: usize, nul_at: Option<usize>) -> (TempDir, Vec<RecordedEvent>, PathBuf) {
     let dir = TempDir::new().unwrap();
     let store = open(dir.path(), StoreConfig::default());
     for i in 0..count {
-        let new = match (&last_payload, i + 1 == count) {
-            (Some(payload), true) => NewEvent::new("SkuNamed", payload.clone()),
-            _ => event(i),
+        let new = if nul_at == Some(i) {
+            NewEvent::new("SkuNamed", vec![0; 2000])
+        } else {
+            event(i)
         };
         store
             .append(
@@ -94,7 +93,10 @@ async fn a_flipped_length_bit_in_the_last_mib_is_corruption_and_nothing_is_cut()
         "the damage lies within the last MiB"
     );
     let mut data = std::fs::read(&segment).unwrap();
-    data[offset + 1] ^= 0x40; // The length now runs far past the data's end.
+    // The length now claims 512 KiB more: past the data's end, under the record limit.
+    data[offset + 2] ^= 0x08;
+    let claimed = u32::from_le_bytes(data[offset..offset + 4].try_into().unwrap()) as usize;
+    assert!(offset + claimed > end && claimed < 1 << 20);
     std::fs::write(&segment, data).unwrap();
     std::fs::remove_dir_all(dir.path().join("index")).unwrap();
     assert_refused(dir.path(), &segment, offset, 999);
@@ -104,7 +106,7 @@ async fn a_flipped_length_bit_in_the_last_mib_is_corruption_and_nothing_is_cut()
 async fn damage_followed_by_a_sku_of_nul_characters_is_corruption() {
     // A client can put a block of zeros into the log; it must not pass for a lost write.
     for damage in ["length", "payload"] {
-        let (dir, _, segment) = store_of(300, Some(vec![0; 2000])).await;
+        let (dir, _, segment) = store_of(300, Some(295)).await;
         let records = records(&segment);
         let (offset, len, ..) = records[290];
         let mut data = std::fs::read(&segment).unwrap();
