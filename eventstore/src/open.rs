@@ -113,6 +113,10 @@ impl EventStore {
         }
         let index = Index::open(&index_dir, config.index_cache_bytes)?;
         let recovered = recover(&fs, &segments, &index, &config, progress)?;
+        // A segment's name may still be only in the page cache (a process died before its
+        // directory sync, or the sync failed): make the directory durable before the
+        // writer appends acknowledged events to a file a power loss could unname.
+        segment_files::sync_dir(fs.as_ref())?;
         let heads = index.all_heads()?;
         let stored_ids = index.all_event_ids()?;
         let mut seen = fastbloom::BloomFilter::with_false_pos(0.001)
