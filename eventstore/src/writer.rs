@@ -323,6 +323,20 @@ impl Writer {
 
     /// Starts a new segment named after the next position; the old one is already synced.
     fn roll_segment(&mut self) -> Result<(), Error> {
+        // Everything written to the full segment must be durable before it is sealed:
+        // recovery never looks at a sealed segment's tail again, and after a failed
+        // fdatasync the kernel marks the failed pages clean, so the sealing fsync below
+        // would return Ok without writing them. So wait for the syncer, and stop if it
+        // failed.
+        while self.shared.durable_end().next_position < self.next_position {
+            if let Some(reason) = self.shared.failure() {
+                return Err(Error::WriterStopped(reason));
+            }
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+        if let Some(reason) = self.shared.failure() {
+            return Err(Error::WriterStopped(reason));
+        }
         let first = self.next_position;
         // Seal the full segment at its exact length (dropping preallocated zeros), so
         // that a sealed segment is all records.
