@@ -20,7 +20,7 @@ pub(crate) fn open_segment(fs: &dyn LogFs, first_position: u64) -> Result<Arc<dy
 /// and later writes over them need no metadata journal commit on `fdatasync`.
 pub(crate) fn zero_fill(file: &dyn LogFile, path: &Path, bytes: u64) -> Result<(), Error> {
     let mut at = file.len().map_err(Error::io(path))?;
-    let zeros = vec![0u8; 1 << 20];
+    let zeros = vec![0u8; bytes.saturating_sub(at).min(1 << 20) as usize];
     while at < bytes {
         let chunk = (bytes - at).min(zeros.len() as u64) as usize;
         file.write_all_at(&zeros[..chunk], at)

@@ -87,8 +87,10 @@ pub fn judge_tail(tail: &Tail<'_>) -> Result<(), String> {
             if tail.format == Format::V1 || matches!(tail.damage, Some(Damage::HeaderChecksum)) =>
         {
             let header_end = tail.damage_at + header_bytes;
-            let lost = (tail.damage_at..header_end)
-                .any(|at| data.get(at) == Some(&0) && zero_to_sector_end(at, usize::MAX));
+            // Past the data is zeros: the data ends at its last non-zero byte.
+            let lost = (tail.damage_at..header_end).any(|at| {
+                data.get(at).is_none_or(|byte| *byte == 0) && zero_to_sector_end(at, usize::MAX)
+            });
             if lost {
                 Ok(())
             } else {
@@ -96,8 +98,11 @@ pub fn judge_tail(tail: &Tail<'_>) -> Result<(), String> {
             }
         }
         Some(Damage::Checksum) => {
-            let header = &data[tail.damage_at..tail.damage_at + header_bytes];
-            let body_len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+            let mut len_bytes = [0u8; 4];
+            for (i, byte) in len_bytes.iter_mut().enumerate() {
+                *byte = data.get(tail.damage_at + i).copied().unwrap_or(0);
+            }
+            let body_len = u32::from_le_bytes(len_bytes) as usize;
             let body_start = tail.damage_at + header_bytes;
             let record_end = body_start + body_len;
             // A lost or torn sector leaves the record's piece of it ending in zeros.
@@ -222,6 +227,20 @@ mod tests {
         let damage = parse_record(&torn[at..], 1 << 20, Format::V2).unwrap_err();
         assert_eq!(damage, Damage::Checksum);
         assert_eq!(judge_tail(&tail(&torn, at, Some(&damage))), Ok(()));
+    }
+
+    #[test]
+    fn a_header_cut_by_the_end_of_the_data_is_a_torn_tail() {
+        // The sector after the header's first bytes was lost, and nothing follows: the
+        // data (which ends at its last non-zero byte) ends inside the header.
+        let data = segment_of(10, &[5; 200], |_| 0);
+        let at = offsets(&data)[6];
+        let cut = &data[..at + 3];
+        assert_eq!(
+            judge_tail(&tail(cut, at, Some(&Damage::HeaderChecksum))),
+            Ok(())
+        );
+        assert_eq!(judge_tail(&tail(cut, at, Some(&Damage::Checksum))), Ok(()));
     }
 
     #[test]
