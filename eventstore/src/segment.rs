@@ -123,22 +123,28 @@ pub fn segment_header() -> [u8; SEGMENT_HEADER_BYTES] {
 }
 
 /// The format of a segment from its first bytes (at least [`SEGMENT_HEADER_BYTES`] of them
-/// when the file has that many). A segment that begins with zeros is format 2 (an empty
-/// new segment, or one whose header has not reached the disk yet: the writer writes the
-/// header with the segment's first records); a segment that begins with the magic but an
-/// unknown version or a bad header checksum is an error.
+/// when the file has that many). A segment that begins with zeros, or with the start of
+/// the header and then zeros, is format 2 (an empty new segment, or one whose header has
+/// not wholly reached the disk: the writer writes the header with the segment's first
+/// records, and writes it again at open when it is not whole); a segment that begins with
+/// the magic but an unknown version or a bad header checksum is an error.
 pub fn detect_format(first_bytes: &[u8]) -> Result<Format, String> {
     let head = &first_bytes[..first_bytes.len().min(SEGMENT_HEADER_BYTES)];
-    if head.iter().all(|byte| *byte == 0) {
+    let expected = segment_header();
+    // The header, or the start of it followed by zeros (a write torn inside it, or never
+    // made), or nothing: format 2.
+    let whole = head
+        .iter()
+        .zip(&expected)
+        .take_while(|(a, b)| a == b)
+        .count();
+    if head[whole..].iter().all(|byte| *byte == 0) {
         return Ok(Format::V2);
     }
     if !head.starts_with(&SEGMENT_MAGIC) {
         return Ok(Format::V1);
     }
-    if head != segment_header() {
-        return Err("the segment header is damaged or of an unknown version".into());
-    }
-    Ok(Format::V2)
+    Err("the segment header is damaged or of an unknown version".into())
 }
 
 /// Appends one encoded format-2 record to `buf` and returns the hash of its body.
@@ -618,6 +624,12 @@ mod tests {
         let mut wrong_version = segment_header();
         wrong_version[8] = 3;
         assert!(detect_format(&wrong_version).is_err());
+        // A header write torn after 3 or 10 bytes.
+        let mut torn = [0u8; 16];
+        torn[..3].copy_from_slice(&segment_header()[..3]);
+        assert_eq!(detect_format(&torn), Ok(Format::V2));
+        torn[..10].copy_from_slice(&segment_header()[..10]);
+        assert_eq!(detect_format(&torn), Ok(Format::V2));
     }
 
     #[test]
