@@ -1,10 +1,15 @@
 //! The IO seam under the log: every byte the log reads or writes, and every directory
 //! operation on `log/`, goes through [`LogFs`] (the log directory) and [`LogFile`] (one
-//! open file in it). The implementation is [`real::RealFs`]: `std::fs` over a directory
-//! path, positional IO (`pread`/`pwrite`), `fdatasync`/`fsync`, and `fsync` of the
-//! directory.
+//! open file in it). Two implementations:
 //!
-//! The contract every implementation keeps, and the one the store may rely on:
+//! - [`real::RealFs`]: `std::fs` over a directory path, positional IO
+//!   (`pread`/`pwrite`), `fdatasync`/`fsync`, and `fsync` of the directory;
+//! - `sim::SimDisk` (tests and the `sim` cargo feature): a disk in memory, deterministic
+//!   from a seed, that loses unsynced writes at a simulated power loss, tears sectors,
+//!   damages synced data and fails writes and syncs on request. Its module doc states the
+//!   fault model exactly; recovery's argument in docs/ARCHITECTURE.md relies on it.
+//!
+//! The contract both keep, and the one the store may rely on:
 //! - reads see the latest writes (of any handle of the same file), synced or not;
 //! - a write, or a length change, is durable only once a `sync_data`/`sync_all` of that
 //!   file has returned `Ok` after it;
@@ -23,6 +28,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod real;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 
 /// One open file of the log directory, for reading and writing at explicit offsets.
 /// Handles are shared between threads (the writer writes, the syncer syncs).
