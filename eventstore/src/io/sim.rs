@@ -19,18 +19,22 @@
 //!    see at once and are *volatile* until a successful `sync_dir`. Creating an existing
 //!    name opens it and changes nothing.
 //! 4. **Power loss** ([`SimDisk::power_loss`]). A keep-probability `p` is drawn (0 with
-//!    probability 1/8, 1 with probability 1/8, otherwise uniform in [0, 1)). Then, in a
-//!    seeded order: each file's length change is kept (new length) or dropped (durable
-//!    length) with probability `p`; each volatile sector of each file is independently
-//!    kept (its current bytes; zeros past the current length) or dropped (its durable
-//!    bytes; zeros past the durable length), so the kept sectors form any subset, as if
-//!    written in any order; then, with probability 1/2 when at least one sector was kept,
-//!    one kept sector is **torn**: its first `k` bytes are the new ones and the rest the
-//!    old ones, `k` uniform in 1..=511. Each unsynced directory operation is replayed in
-//!    order onto the durable names and kept with probability `p` (one whose file is no
+//!    probability 1/8, 1 with probability 1/8, otherwise uniform in [0, 1)). Then each
+//!    file's length change is kept (new length) or dropped (durable length) with
+//!    probability `p`; each volatile sector of each file is independently kept (its
+//!    current bytes; zeros past the current length) or dropped (its durable bytes; zeros
+//!    past the durable length) with probability `p`, so the kept sectors form any subset,
+//!    as if written in any order; then, in each file with a kept sector, with probability
+//!    1/2 one kept sector is **torn** (so at most one torn sector per file): its first `k`
+//!    bytes are the new ones and the rest the old ones, `k` uniform in 1..=511. Each unsynced directory operation is replayed
+//!    in order onto the durable names and kept with probability `p` (one whose file is no
 //!    longer under the name it used is skipped), so a renamed file may come back under
 //!    its old name and a created one may vanish. Afterwards every file's durable and
 //!    current bytes are the surviving ones, and a file left without a name is gone.
+//!    Each of these choices is a draw keyed by the power loss's salt and by what it
+//!    decides (the file's first name and how many files had that name before, the sector
+//!    index; or the directory operation and how many identical ones came before it), so
+//!    the fate of one file does not depend on what other files, or other threads, did.
 //! 5. **The process dies** at a power loss or a [`SimDisk::process_crash`]: every file
 //!    handle and every `SimDisk` handle from before fails every call with an error, so a
 //!    thread of the dead store cannot touch the disk of the next one. [`SimDisk::restart`]
@@ -50,8 +54,9 @@
 //!    again), so they stay volatile and a power loss may still drop them. The length is
 //!    made durable by the next successful sync.
 //!
-//! The random choices use only the seed and the order of calls, never time or thread
-//! identity: the same calls in the same order give the same disk.
+//! The random choices use only the seed, the order of the calls that draw (power losses
+//! and random damage) and the keys above, never time or thread identity: the same calls
+//! in the same order give the same disk.
 //!
 //! ```
 //! use eventstore::io::LogFs;
@@ -145,9 +150,9 @@ pub struct PowerLoss {
     pub kept_sectors: usize,
     /// Volatile sectors dropped.
     pub dropped_sectors: usize,
-    /// The torn sector, if any: file name (`None` if the file lost its name), sector
-    /// index, and how many of its first bytes are new.
-    pub torn: Option<(Option<String>, u64, usize)>,
+    /// The torn sectors, at most one per file: file name (`None` if the file lost its
+    /// name), sector index, and how many of its first bytes are new.
+    pub torn: Vec<(Option<String>, u64, usize)>,
     /// Unsynced directory operations kept.
     pub kept_dir_ops: usize,
     /// Unsynced directory operations dropped (or skipped as no longer applicable).
@@ -183,6 +188,7 @@ impl SimDisk {
                 names: BTreeMap::new(),
                 durable_names: BTreeMap::new(),
                 dir_ops: Vec::new(),
+                created: BTreeMap::new(),
                 faults: Vec::new(),
             })),
             process: 0,

@@ -23,6 +23,8 @@ pub(super) struct Disk {
     pub(super) durable_names: BTreeMap<String, u64>,
     /// Directory operations since then, in order.
     pub(super) dir_ops: Vec<DirOp>,
+    /// How many files each name has been given at creation, for `Inode::origin`.
+    pub(super) created: BTreeMap<String, u64>,
     /// Failures asked for, each used by the first call it matches.
     pub(super) faults: Vec<Fault>,
 }
@@ -30,6 +32,10 @@ pub(super) struct Disk {
 /// One file, named or not.
 #[derive(Default)]
 pub(super) struct Inode {
+    /// Who the file is, whatever threads did in between: a hash of the name it was
+    /// created with and how many files that name was given before. A power loss decides
+    /// the fate of a sector from this, the sector index and the power loss's salt.
+    pub(super) origin: u64,
     /// What the platter holds: what a power loss certainly leaves.
     pub(super) durable: Vec<u8>,
     /// What reads see.
@@ -80,6 +86,29 @@ pub(super) fn not_found(name: &str) -> io::Error {
         format!("simulated disk: no file named {name:?}"),
     )
 }
+
+/// FNV-1a, 64 bits: a stable hash of a name.
+pub(super) fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A random draw decided by `salt` and `key` alone, whatever else was drawn before.
+fn keyed(salt: u64, key: [u64; 3]) -> SimRng {
+    let state = key
+        .iter()
+        .fold(salt, |state, part| SimRng::new(state ^ part).next_u64());
+    SimRng::new(state)
+}
+
+/// What a keyed draw decides.
+const LENGTH: u64 = 1;
+const KEEP: u64 = 2;
+const TEAR: u64 = 3;
+const TEAR_RANK: u64 = 4;
+const TEAR_BYTES: u64 = 5;
+const DIR_OP: u64 = 6;
 
 /// The sectors that bytes `from..to` touch.
 pub(super) fn sectors(from: u64, to: u64) -> std::ops::Range<u64> {
@@ -203,47 +232,56 @@ impl Disk {
         self.inodes.retain(|number, _| named.contains(number));
     }
 
-    /// Cuts the power, as the module doc of `sim` says, and ends the process.
+    /// Cuts the power, as the module doc of `sim` says, and ends the process. Each
+    /// decision is a keyed draw (the power loss's salt with the file's origin and the
+    /// sector, or with the directory operation), so one file's fate does not depend on
+    /// how many volatile sectors other files had or in which order threads wrote them.
     pub(super) fn power_loss(&mut self) -> PowerLoss {
         let keep_probability = match self.rng.below(8) {
             0 => 0.0,
             1 => 1.0,
             _ => self.rng.unit(),
         };
+        let salt = self.rng.next_u64();
         let mut report = PowerLoss {
             keep_probability,
             kept_sectors: 0,
             dropped_sectors: 0,
-            torn: None,
+            torn: Vec::new(),
             kept_dir_ops: 0,
             dropped_dir_ops: 0,
         };
-        // Files: what survives of each one's volatile length and sectors.
-        let mut kept = Vec::new();
+        // Files: what survives of each one's volatile length and sectors, and in each
+        // file whose draw says so, its kept sector of lowest rank torn.
+        let mut torn = Vec::new();
         for (&number, inode) in &mut self.inodes {
             let volatile: BTreeSet<u64> = inode.dirty.union(&inode.failed).copied().collect();
             if volatile.is_empty() && inode.current.len() == inode.durable.len() {
                 continue;
             }
-            let length = if inode.current.len() == inode.durable.len()
-                || self.rng.chance(keep_probability)
-            {
+            let keep_length = keyed(salt, [inode.origin, LENGTH, 0]).chance(keep_probability);
+            let length = if keep_length {
                 inode.current.len()
             } else {
                 inode.durable.len()
             };
             let mut survived = inode.durable.clone();
             survived.resize(length, 0);
+            let mut lowest: Option<(u64, u64)> = None;
             for sector in volatile {
-                if !self.rng.chance(keep_probability) {
+                if !keyed(salt, [inode.origin, KEEP, sector]).chance(keep_probability) {
                     report.dropped_sectors += 1;
                     continue;
                 }
                 report.kept_sectors += 1;
-                kept.push((number, sector));
                 let start = (sector * SECTOR) as usize;
                 let end = (start + SECTOR as usize).min(length);
                 if start < end {
+                    // Only a sector the surviving length still holds can show a tear.
+                    let rank = keyed(salt, [inode.origin, TEAR_RANK, sector]).next_u64();
+                    if lowest.is_none_or(|(_, lowest_rank)| rank < lowest_rank) {
+                        lowest = Some((sector, rank));
+                    }
                     let written = inode.current.len().clamp(start, end);
                     if written > start {
                         survived[start..written].copy_from_slice(&inode.current[start..written]);
@@ -251,22 +289,21 @@ impl Disk {
                     survived[written..end].fill(0);
                 }
             }
-            inode.current = survived;
-        }
-        let mut torn = None;
-        if !kept.is_empty() && self.rng.chance(0.5) {
-            let (number, sector) = kept[self.rng.below(kept.len() as u64) as usize];
-            let new_bytes = 1 + self.rng.below(SECTOR - 1) as usize;
-            let inode = self.inodes.get_mut(&number).expect("a kept sector's file");
-            let start = (sector * SECTOR) as usize;
-            let end = (start + SECTOR as usize).min(inode.current.len());
-            let from = (start + new_bytes).min(end);
-            let old_end = inode.durable.len().clamp(from, end);
-            if old_end > from {
-                inode.current[from..old_end].copy_from_slice(&inode.durable[from..old_end]);
+            let tear = keyed(salt, [inode.origin, TEAR, 0]).chance(0.5);
+            if let (Some((sector, _)), true) = (lowest, tear) {
+                let new_bytes =
+                    1 + keyed(salt, [inode.origin, TEAR_BYTES, sector]).below(SECTOR - 1) as usize;
+                let start = (sector * SECTOR) as usize;
+                let end = (start + SECTOR as usize).min(survived.len());
+                let from = (start + new_bytes).min(end);
+                let old_end = inode.durable.len().clamp(from, end);
+                if old_end > from {
+                    survived[from..old_end].copy_from_slice(&inode.durable[from..old_end]);
+                }
+                survived[old_end..end].fill(0);
+                torn.push((number, sector, new_bytes));
             }
-            inode.current[old_end..end].fill(0);
-            torn = Some((number, sector, new_bytes));
+            inode.current = survived;
         }
         for inode in self.inodes.values_mut() {
             inode.durable.clone_from(&inode.current);
@@ -274,10 +311,19 @@ impl Disk {
             inode.failed.clear();
         }
         // The directory: unsynced operations replayed onto the durable names, each kept
-        // or dropped.
+        // or dropped by a draw keyed on what it did and how often the same was done before.
         let mut names = self.durable_names.clone();
+        let mut seen: BTreeMap<String, u64> = BTreeMap::new();
         for op in std::mem::take(&mut self.dir_ops) {
-            if !self.rng.chance(keep_probability) {
+            let description = match &op {
+                DirOp::Create { name, .. } => format!("create {name}"),
+                DirOp::Rename { from, to, .. } => format!("rename {from} {to}"),
+                DirOp::Remove { name, .. } => format!("remove {name}"),
+            };
+            let occurrence = seen.entry(description.clone()).or_default();
+            *occurrence += 1;
+            let key = [name_hash(&description), DIR_OP, *occurrence];
+            if !keyed(salt, key).chance(keep_probability) {
                 report.dropped_dir_ops += 1;
                 continue;
             }
@@ -304,13 +350,16 @@ impl Disk {
                 report.dropped_dir_ops += 1;
             }
         }
-        report.torn = torn.map(|(number, sector, new_bytes)| {
-            let name = names
-                .iter()
-                .find(|(_, inode)| **inode == number)
-                .map(|(name, _)| name.clone());
-            (name, sector, new_bytes)
-        });
+        report.torn = torn
+            .into_iter()
+            .map(|(number, sector, new_bytes)| {
+                let name = names
+                    .iter()
+                    .find(|(_, inode)| **inode == number)
+                    .map(|(name, _)| name.clone());
+                (name, sector, new_bytes)
+            })
+            .collect();
         self.names.clone_from(&names);
         self.durable_names = names;
         self.end_process();

@@ -6,7 +6,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::disk::{DirOp, Disk, Inode, lock, sectors};
+use super::disk::{DirOp, Disk, Inode, lock, name_hash, sectors};
 use super::{SECTOR, SimDisk, SimOp};
 use crate::io::{LogFile, LogFs};
 
@@ -52,7 +52,16 @@ impl LogFs for SimDisk {
             None => {
                 let inode = disk.next_inode;
                 disk.next_inode += 1;
-                disk.inodes.insert(inode, Inode::default());
+                let count = disk.created.entry(name.to_owned()).or_default();
+                let origin = name_hash(name) ^ count.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                *count += 1;
+                disk.inodes.insert(
+                    inode,
+                    Inode {
+                        origin,
+                        ..Inode::default()
+                    },
+                );
                 disk.names.insert(name.to_owned(), inode);
                 disk.dir_ops.push(DirOp::Create {
                     name: name.to_owned(),
