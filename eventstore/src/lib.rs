@@ -15,7 +15,9 @@
 //! - the write path: `writer` (group commit), `syncer` (`fdatasync`, then acknowledge),
 //!   `indexer` (sled, off the acknowledgement path);
 //! - the files: `segment` (record format, parsing, the read cursor), `segment_files`
-//!   (creating, preallocating and syncing segment files), `lock_file` (`LOCK`);
+//!   (creating, preallocating and syncing segment files), `lock_file` (`LOCK`), `io`
+//!   (the IO seam under the log: [`io::LogFs`] and [`io::LogFile`], real over `std::fs`,
+//!   and with the `sim` feature a simulated disk with power loss and faults for tests);
 //! - opening: `open` (the sequence), `recovery` (torn tail, corruption, index catch-up);
 //! - reading: `reads` (streams and the log, with the overlay of commits not yet indexed),
 //!   `subscription` (catch-up, then live), `verify` (the whole log, checked);

@@ -28,6 +28,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod real;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 
 /// One open file of the log directory, for reading and writing at explicit offsets.
 /// Handles are shared between threads (the writer writes, the syncer syncs).
