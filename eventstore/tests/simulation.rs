@@ -7,9 +7,11 @@
 //! open (`Corrupt`) only after synced data was damaged, and must then leave the disk
 //! untouched.
 //!
-//! One documented ambiguity is allowed, and counted: a lost sector of synced data in the
-//! last segment past every `synced_to` proof looks exactly like a torn write
-//! (docs/ARCHITECTURE.md, "Torn tail or corruption: the argument").
+//! One documented ambiguity is allowed, and counted: damage to synced data in the last
+//! segment past every `synced_to` proof can look exactly like a torn write (a lost sector
+//! always; a flipped bit when the damaged record has a sector piece ending in a zero
+//! byte), and is then cut (docs/ARCHITECTURE.md, "Torn tail or corruption: the
+//! argument"). Damage anywhere else that cuts an acknowledged event fails the seed.
 //!
 //! `cargo test -p eventstore --test simulation` runs 5,000 seeds; `-- --seeds N` runs N,
 //! `-- --first S` starts at seed S, and `ANNALS_SIM_SEED=S` replays one seed (a failing
@@ -414,9 +416,7 @@ fn check(
     }
     let ambiguous = if cut.is_empty() {
         false
-    } else if damage
-        .is_some_and(|(name, offset, zeroed)| *zeroed && unproven_tail(before_open, name, *offset))
-    {
+    } else if damage.is_some_and(|(name, offset, _)| unproven_tail(before_open, name, *offset)) {
         true
     } else {
         cut.sort_unstable();
