@@ -13,6 +13,8 @@
 //! - `basics`: expected versions, atomic appends, durable dedup, paging, categories,
 //!   lookups by id, concurrent appends and reads across many segments.
 //! - `repository`: a counter aggregate through `Repository`.
+//! - `memory`: the writer's bounded memory (the growing id filter, the stream-head cache)
+//!   still gives exact answers.
 
 #[path = "store/common.rs"]
 mod common;
@@ -25,6 +27,8 @@ mod consistency;
 mod corruption;
 #[path = "store/crash.rs"]
 mod crash;
+#[path = "store/memory.rs"]
+mod memory;
 #[path = "store/model.rs"]
 mod model;
 #[path = "store/repository.rs"]

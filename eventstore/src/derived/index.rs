@@ -447,30 +447,25 @@ impl Index {
         )
     }
 
-    /// Every event id in the index, for the writer's filter of ids it has seen.
-    pub fn all_event_ids(&self) -> Result<Vec<[u8; 16]>, Error> {
-        let mut ids = Vec::new();
-        for entry in self.events.iter() {
-            let (bucket, run) = entry?;
-            for record in run.chunks_exact(ID_ENTRY_BYTES) {
-                let mut id = [0u8; 16];
-                id[..6].copy_from_slice(&bucket);
-                id[6..].copy_from_slice(&record[..10]);
-                ids.push(id);
-            }
-        }
-        Ok(ids)
-    }
-
-    /// Loads every stream head, for the writer's version checks.
-    pub fn all_heads(&self) -> Result<HashMap<StreamId, u64>, Error> {
-        let mut heads = HashMap::with_capacity(self.heads.len());
-        for entry in self.heads.iter() {
-            let (key, value) = entry?;
-            let id = std::str::from_utf8(&key).unwrap_or_default();
-            heads.insert(StreamId::new(id)?, be_u64(&value));
-        }
-        Ok(heads)
+    /// Every event id in the index, in key order, for the writer's filter of ids it has
+    /// seen. The ids are read from sled one run at a time as the iterator goes, so the
+    /// whole set is never in memory.
+    pub fn event_ids(&self) -> impl Iterator<Item = Result<[u8; 16], Error>> + '_ {
+        self.events.iter().flat_map(|entry| {
+            let ids: Vec<Result<[u8; 16], Error>> = match entry {
+                Err(error) => vec![Err(error.into())],
+                Ok((bucket, run)) => run
+                    .chunks_exact(ID_ENTRY_BYTES)
+                    .map(|record| {
+                        let mut id = [0u8; 16];
+                        id[..6].copy_from_slice(&bucket);
+                        id[6..].copy_from_slice(&record[..10]);
+                        Ok(id)
+                    })
+                    .collect(),
+            };
+            ids
+        })
     }
 
     /// Writes sled's buffers to disk (sled's own flush: not an fsync; the log is the
