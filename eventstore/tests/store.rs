@@ -14,7 +14,7 @@
 //!   lookups by id, concurrent appends and reads across many segments.
 //! - `repository`: a counter aggregate through `Repository`.
 //! - `memory`: the writer's bounded memory (the growing id filter, the stream-head cache)
-//!   still gives exact answers.
+//!   still gives exact answers; the stream list page by page.
 
 #[path = "store/common.rs"]
 mod common;

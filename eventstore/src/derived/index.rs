@@ -390,15 +390,30 @@ impl Index {
             .map(|v| Version(be_u64(&v))))
     }
 
-    /// Every stream head whose id starts with `prefix`.
-    pub fn heads_with_prefix(&self, prefix: &str) -> Result<Vec<(StreamId, Version)>, Error> {
-        let mut heads = Vec::new();
-        for entry in self.heads.scan_prefix(prefix.as_bytes()) {
-            let (key, value) = entry?;
-            let id = std::str::from_utf8(&key).unwrap_or_default();
-            heads.push((StreamId::new(id)?, Version(be_u64(&value))));
-        }
-        Ok(heads)
+    /// The stream heads whose ids start with `prefix` and sort after `after` (all of
+    /// them for `None`), in id order, read from sled as the iterator goes.
+    pub fn heads_after<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<(StreamId, Version), Error>> + 'a {
+        use std::ops::Bound;
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.as_bytes().to_vec()),
+            _ => Bound::Included(prefix.as_bytes().to_vec()),
+        };
+        self.heads
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take_while(move |entry| {
+                entry
+                    .as_ref()
+                    .map_or(true, |(key, _)| key.starts_with(prefix.as_bytes()))
+            })
+            .map(|entry| {
+                let (key, value) = entry?;
+                let id = std::str::from_utf8(&key).unwrap_or_default();
+                Ok((StreamId::new(id)?, Version(be_u64(&value))))
+            })
     }
 
     /// The commits of `stream` that hold versions `from..=to`, oldest first.

@@ -1,7 +1,7 @@
 //! What the writer keeps in bounded memory still gives exact answers: the id filter that
 //! grows with the log (re-sent ids are recognised far beyond its initial capacity, across
-//! reopens), and the bounded cache of stream heads (evicted heads still enforce expected
-//! versions).
+//! reopens), the bounded cache of stream heads (evicted heads still enforce expected
+//! versions), and the stream list read page by page.
 
 use std::collections::HashSet;
 
@@ -204,6 +204,57 @@ async fn evicted_stream_heads_still_enforce_expected_versions() {
         assert_eq!(
             store.stream_head(&stream(&format!("head-{n}"))).unwrap(),
             Some(Version(*head))
+        );
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_list_pages_through_every_stream_exactly_once() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path(), StoreConfig::default());
+    let mut names = Vec::new();
+    for category in ["alpha", "alphabet", "beta"] {
+        for n in 0..7 {
+            let name = stream(&format!("{category}-{n}"));
+            store
+                .append(&name, ExpectedVersion::Any, vec![event(n)])
+                .await
+                .unwrap();
+            names.push(name);
+        }
+    }
+    // A stream named like the category alone belongs to it too.
+    store
+        .append(&stream("alpha"), ExpectedVersion::Any, vec![event("bare")])
+        .await
+        .unwrap();
+    names.push(stream("alpha"));
+    for (category, limit) in [(None, 1), (None, 4), (Some("alpha"), 3), (Some("beta"), 7)] {
+        let mut listed = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let (page, more) = store
+                .streams_page(category, after.as_deref(), limit)
+                .unwrap();
+            assert!(page.len() <= limit);
+            listed.extend(page.iter().map(|(name, _)| name.clone()));
+            if !more {
+                break;
+            }
+            after = Some(page.last().expect("a page before more").0.to_string());
+        }
+        let mut expected: Vec<StreamId> = names
+            .iter()
+            .filter(|name| category.is_none_or(|category| name.category() == category))
+            .cloned()
+            .collect();
+        expected.sort();
+        assert_eq!(listed, expected, "category {category:?}, pages of {limit}");
+        assert_eq!(
+            store.streams(category).unwrap().len(),
+            expected.len(),
+            "the whole list agrees"
         );
     }
     store.close().await;
