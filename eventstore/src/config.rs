@@ -36,6 +36,13 @@ pub struct StoreConfig {
     pub index_cache_bytes: u64,
     /// Events buffered per subscriber; a slow subscriber waits, alone, beyond it.
     pub subscription_buffer: usize,
+    /// Stream heads the writer caches beyond those not yet indexed (which it always
+    /// keeps); a head not cached is read from the index. Bounds the writer's memory
+    /// whatever the number of streams.
+    pub stream_head_cache: usize,
+    /// Ids the writer's id filter has room for at open, at least: it is sized for twice
+    /// the log's events, never less than this, and grows as the log does.
+    pub id_filter_floor: u64,
 }
 
 impl Default for StoreConfig {
@@ -52,6 +59,8 @@ impl Default for StoreConfig {
             index_linger: std::time::Duration::from_millis(5),
             index_cache_bytes: 64 << 20,
             subscription_buffer: 1024,
+            stream_head_cache: 100_000,
+            id_filter_floor: 1_000_000,
         }
     }
 }

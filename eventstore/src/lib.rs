@@ -13,7 +13,9 @@
 //! - the handle: `store` ([`EventStore`]: append, import, close), `config`
 //!   ([`StoreConfig`]), `shared` (the state its threads share);
 //! - the write path: `writer` (group commit), `syncer` (`fdatasync`, then acknowledge),
-//!   `indexer` (sled, off the acknowledgement path);
+//!   `indexer` (sled, off the acknowledgement path); what the writer keeps in bounded
+//!   memory: `id_filter` (the scalable Bloom filter of stored ids), `stream_heads`
+//!   (unindexed heads and a cache of the others);
 //! - the files: `segment` (record format, parsing, the read cursor), `segment_files`
 //!   (creating, preallocating and syncing segment files), `lock_file` (`LOCK`), `io`
 //!   (the IO seam under the log: [`io::LogFs`] and [`io::LogFile`], real over `std::fs`,
@@ -43,6 +45,7 @@ mod config;
 pub mod derived;
 pub mod envelope;
 pub mod error;
+mod id_filter;
 pub mod ids;
 mod indexer;
 pub mod io;
@@ -55,6 +58,7 @@ pub mod segment;
 mod segment_files;
 mod shared;
 pub mod store;
+mod stream_heads;
 mod subscription;
 mod syncer;
 mod tail;

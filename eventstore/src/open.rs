@@ -1,6 +1,7 @@
 //! Opening a data directory: take the lock, recover the log and bring the index up to its
-//! end (`recovery`), load what the writer keeps in memory (stream heads, the id filter),
-//! and start the writer, syncer and indexer threads.
+//! end (`recovery`), fill the writer's id filter from the index (streamed, never all ids
+//! at once; stream heads are not loaded but read on demand, see `stream_heads`), and
+//! start the writer, syncer and indexer threads.
 
 use std::path::Path;
 use std::sync::atomic::AtomicUsize;
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::StoreConfig;
 use crate::derived::index::Index;
 use crate::error::{Error, PositionText};
+use crate::id_filter::IdFilter;
 use crate::indexer::run_indexer;
 use crate::io::LogFs;
 use crate::io::real::RealFs;
@@ -22,8 +24,13 @@ use crate::segment::{self, DurableEnd};
 use crate::segment_files;
 use crate::shared::Shared;
 use crate::store::{EventStore, Threads};
+use crate::stream_heads::StreamHeads;
 use crate::syncer;
 use crate::writer::{self, Writer};
+
+/// The most the writer's id filter may answer "maybe" for a new id: a false "maybe" costs
+/// one index lookup on the writer thread.
+const ID_FILTER_FALSE_POSITIVES: f64 = 0.001;
 
 impl EventStore {
     /// Opens (or creates) the store in `dir`: takes the lock, recovers the log (cutting a
@@ -117,13 +124,22 @@ impl EventStore {
         // directory sync, or the sync failed): make the directory durable before the
         // writer appends acknowledged events to a file a power loss could unname.
         segment_files::sync_dir(fs.as_ref())?;
-        let heads = index.all_heads()?;
-        let stored_ids = index.all_event_ids()?;
-        let mut seen = fastbloom::BloomFilter::with_false_pos(0.001)
-            .expected_items((stored_ids.len() * 2).max(4_000_000));
-        for id in &stored_ids {
-            seen.insert(id);
+        // The writer's id filter, sized for twice the events the log holds (each has one
+        // id), so that the log can double before the filter adds a stage. The ids stream
+        // from the index into it, one run at a time: none are collected on the way.
+        let mut seen = IdFilter::new(
+            recovered
+                .next_position
+                .saturating_mul(2)
+                .max(config.id_filter_floor),
+            ID_FILTER_FALSE_POSITIVES,
+        );
+        for id in index.event_ids() {
+            seen.insert(&id?);
         }
+        // No stream heads are loaded: the writer reads them from the index as it needs
+        // them and keeps a bounded number (`stream_heads`).
+        let heads = StreamHeads::new(config.stream_head_cache);
 
         let last_segment = *segments.last().expect("at least one segment");
         let durable_end = DurableEnd {

@@ -319,19 +319,45 @@ impl EventStore {
         }
     }
 
-    /// Streams whose category is `category` (all streams for `None`), with their heads.
+    /// Streams whose category is `category` (all streams for `None`), with their heads,
+    /// in id order. Every one of them: a list that may be long is better read by
+    /// [`EventStore::streams_page`].
     pub fn streams(&self, category: Option<&str>) -> Result<Vec<(StreamId, Version)>, Error> {
         self.wait_for_index()?;
-        match category {
-            None => self.shared.index.heads_with_prefix(""),
-            Some(category) => Ok(self
-                .shared
-                .index
-                .heads_with_prefix(category)?
-                .into_iter()
-                .filter(|(stream, _)| stream.category() == category)
-                .collect()),
-        }
+        self.stream_heads_after(category, None).collect()
+    }
+
+    /// One page of [`EventStore::streams`]: up to `limit` streams of `category` whose ids
+    /// sort after `after` (from the first for `None`), in id order, and whether more
+    /// follow. Pass the last stream of a page as `after` for the next one.
+    pub fn streams_page(
+        &self,
+        category: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(StreamId, Version)>, bool), Error> {
+        self.wait_for_index()?;
+        let mut page = self
+            .stream_heads_after(category, after)
+            .take(limit.saturating_add(1))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let more = page.len() > limit;
+        page.truncate(limit);
+        Ok((page, more))
+    }
+
+    fn stream_heads_after<'a>(
+        &'a self,
+        category: Option<&'a str>,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<(StreamId, Version), Error>> + 'a {
+        self.shared
+            .index
+            .heads_after(category.unwrap_or(""), after)
+            .filter(move |entry| match (entry, category) {
+                (Ok((stream, _)), Some(category)) => stream.category() == category,
+                _ => true,
+            })
     }
 }
 

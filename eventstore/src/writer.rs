@@ -8,7 +8,8 @@
 //!    append until the batch reaches `max_batch_bytes`.
 //! 2. For each append in order: validate it; if its event ids are already stored, answer
 //!    with the original result (durable dedup); check the expected version against the
-//!    stream heads held in memory (which include the earlier appends of this batch);
+//!    writer's stream heads (which include the earlier appends of this batch; see
+//!    `stream_heads` for what is kept in memory and what is read from the index);
 //!    encode its records into the batch buffer, chaining hashes, the last record flagged
 //!    as the end of the append.
 //! 3. Roll to a new segment first if the active one is full.
@@ -31,12 +32,14 @@ use tokio::sync::{mpsc, oneshot};
 use crate::derived::index::{CommitLocation, HighWater, IndexBatch, IndexedCommit};
 use crate::envelope::{NewEvent, StoredEvent};
 use crate::error::Error;
+use crate::id_filter::IdFilter;
 use crate::ids::{EventId, ExpectedVersion, Position, StreamId, Version};
 use crate::io::LogFile;
 use crate::segment::{self, DurableEnd, FLAG_COMMIT_END};
 use crate::segment_files::{create_segment, open_segment, sync_dir, zero_fill};
 use crate::shared::Shared;
 use crate::store::AppendOutcome;
+use crate::stream_heads::StreamHeads;
 use crate::syncer::Handoff;
 
 /// The name of the next segment while it is being zero-filled.
@@ -80,14 +83,15 @@ pub struct Writer {
     pub(crate) segment_len: u64,
     pub(crate) next_position: u64,
     pub(crate) last_hash: [u8; 32],
-    /// Last version of every stream.
-    pub(crate) heads: HashMap<StreamId, u64>,
+    /// Stream heads for the version check: every one not yet indexed, a bounded cache
+    /// of the others, the rest read from the index on demand.
+    pub(crate) heads: StreamHeads,
     /// Event ids committed but perhaps not yet in the index, and when they leave.
     recent: HashMap<EventId, RecentEvent>,
     recent_order: VecDeque<(u64, EventId)>,
     /// Every event id stored, approximately: a miss here proves an id is new, so the
-    /// index is consulted only for the rare possible duplicate.
-    seen: fastbloom::BloomFilter,
+    /// index is consulted only for the rare possible duplicate. It grows with the log.
+    seen: IdFilter,
     /// The next segment, being zero-filled in the background.
     spare: Option<std::thread::JoinHandle<Result<(), Error>>>,
     buffer: Vec<u8>,
@@ -138,8 +142,8 @@ impl Writer {
         shared: Arc<Shared>,
         file: Arc<dyn LogFile>,
         end: LogEnd,
-        heads: HashMap<StreamId, u64>,
-        seen: fastbloom::BloomFilter,
+        heads: StreamHeads,
+        seen: IdFilter,
     ) -> Self {
         Writer {
             shared,
@@ -420,7 +424,10 @@ impl Writer {
         if maybe_seen && let Some(original) = self.find_original(request)? {
             return Ok(Staged::Answered(Ok(original)));
         }
-        let current = self.heads.get(&request.stream).copied().map(Version);
+        let current = self
+            .heads
+            .get(&request.stream, &self.shared.index)?
+            .map(Version);
         if !request.expected.admits(current) {
             return Err(Error::VersionConflict {
                 stream: request.stream.clone(),
@@ -493,7 +500,8 @@ impl Writer {
         self.last_hash = hash;
         self.next_position += count;
         let last_version = first_version + count - 1;
-        self.heads.insert(request.stream.clone(), last_version);
+        self.heads
+            .set(&request.stream, last_version, first_position + count);
         for (i, event) in events.iter().enumerate() {
             self.seen.insert(event.id.as_uuid().as_bytes());
             let position = first_position + i as u64;
@@ -589,9 +597,10 @@ impl Writer {
         }))
     }
 
-    /// Drops recent ids the index now holds.
+    /// Drops recent ids the index now holds, and lets go of heads it holds.
     fn forget_indexed(&mut self) {
         let indexed = self.shared.indexed_position();
+        self.heads.forget_indexed(indexed);
         while let Some(&(position, id)) = self.recent_order.front() {
             if position >= indexed {
                 break;

@@ -15,6 +15,8 @@
 //! - `repository`: a counter aggregate through `Repository`.
 //! - `tail`: the end of the active segment after a crash: a torn write of any size is
 //!   cut, damage to synced records (even next to the end) is refused untouched.
+//! - `memory`: the writer's bounded memory (the growing id filter, the stream-head cache)
+//!   still gives exact answers; the stream list page by page.
 
 #[path = "store/common.rs"]
 mod common;
@@ -27,6 +29,8 @@ mod consistency;
 mod corruption;
 #[path = "store/crash.rs"]
 mod crash;
+#[path = "store/memory.rs"]
+mod memory;
 #[path = "store/model.rs"]
 mod model;
 #[path = "store/repository.rs"]

@@ -281,6 +281,8 @@ pub struct LogPage {
 #[derive(Debug, Deserialize)]
 struct StreamList {
     streams: Vec<StreamHead>,
+    /// The `after` of the next page; absent on the last page.
+    next_after: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -375,19 +377,40 @@ impl Server {
         })
     }
 
+    /// Every stream, following the server's pages.
     async fn streams(&self, category: Option<&str>) -> anyhow::Result<Vec<(String, u64)>> {
-        let query: Vec<(&str, String)> = category
-            .map(|category| ("category", category.to_owned()))
-            .into_iter()
-            .collect();
-        let list: StreamList = self
-            .get(self.url(&["api", "v1", "streams"], &query))
-            .await?;
-        Ok(list
-            .streams
-            .into_iter()
-            .map(|head| (head.stream, head.last_version))
-            .collect())
+        let mut streams = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut query: Vec<(&str, String)> = Vec::new();
+            if let Some(category) = category {
+                query.push(("category", category.to_owned()));
+            }
+            if let Some(after) = &after {
+                query.push(("after", after.clone()));
+            }
+            let page: StreamList = self
+                .get(self.url(&["api", "v1", "streams"], &query))
+                .await?;
+            streams.extend(
+                page.streams
+                    .into_iter()
+                    .map(|head| (head.stream, head.last_version)),
+            );
+            match page.next_after {
+                // Pages move forward in name order; a server that says otherwise would
+                // have this loop forever.
+                Some(next) if after.as_ref().is_some_and(|after| &next <= after) => {
+                    return Err(Failure::Server(format!(
+                        "the server's stream list does not move forward: after {after:?} it gave {next:?}",
+                        after = after.as_deref().unwrap_or_default()
+                    ))
+                    .into());
+                }
+                Some(next) => after = Some(next),
+                None => return Ok(streams),
+            }
+        }
     }
 
     async fn stream_page(

@@ -391,15 +391,30 @@ impl Index {
             .map(|v| Version(be_u64(&v))))
     }
 
-    /// Every stream head whose id starts with `prefix`.
-    pub fn heads_with_prefix(&self, prefix: &str) -> Result<Vec<(StreamId, Version)>, Error> {
-        let mut heads = Vec::new();
-        for entry in self.heads.scan_prefix(prefix.as_bytes()) {
-            let (key, value) = entry?;
-            let id = std::str::from_utf8(&key).unwrap_or_default();
-            heads.push((StreamId::new(id)?, Version(be_u64(&value))));
-        }
-        Ok(heads)
+    /// The stream heads whose ids start with `prefix` and sort after `after` (all of
+    /// them for `None`), in id order, read from sled as the iterator goes.
+    pub fn heads_after<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<(StreamId, Version), Error>> + 'a {
+        use std::ops::Bound;
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.as_bytes().to_vec()),
+            _ => Bound::Included(prefix.as_bytes().to_vec()),
+        };
+        self.heads
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take_while(move |entry| {
+                entry
+                    .as_ref()
+                    .map_or(true, |(key, _)| key.starts_with(prefix.as_bytes()))
+            })
+            .map(|entry| {
+                let (key, value) = entry?;
+                let id = std::str::from_utf8(&key).unwrap_or_default();
+                Ok((StreamId::new(id)?, Version(be_u64(&value))))
+            })
     }
 
     /// The commits of `stream` that hold versions `from..=to`, oldest first.
@@ -448,30 +463,25 @@ impl Index {
         )
     }
 
-    /// Every event id in the index, for the writer's filter of ids it has seen.
-    pub fn all_event_ids(&self) -> Result<Vec<[u8; 16]>, Error> {
-        let mut ids = Vec::new();
-        for entry in self.events.iter() {
-            let (bucket, run) = entry?;
-            for record in run.chunks_exact(ID_ENTRY_BYTES) {
-                let mut id = [0u8; 16];
-                id[..6].copy_from_slice(&bucket);
-                id[6..].copy_from_slice(&record[..10]);
-                ids.push(id);
-            }
-        }
-        Ok(ids)
-    }
-
-    /// Loads every stream head, for the writer's version checks.
-    pub fn all_heads(&self) -> Result<HashMap<StreamId, u64>, Error> {
-        let mut heads = HashMap::with_capacity(self.heads.len());
-        for entry in self.heads.iter() {
-            let (key, value) = entry?;
-            let id = std::str::from_utf8(&key).unwrap_or_default();
-            heads.insert(StreamId::new(id)?, be_u64(&value));
-        }
-        Ok(heads)
+    /// Every event id in the index, in key order, for the writer's filter of ids it has
+    /// seen. The ids are read from sled one run at a time as the iterator goes, so the
+    /// whole set is never in memory.
+    pub fn event_ids(&self) -> impl Iterator<Item = Result<[u8; 16], Error>> + '_ {
+        self.events.iter().flat_map(|entry| {
+            let ids: Vec<Result<[u8; 16], Error>> = match entry {
+                Err(error) => vec![Err(error.into())],
+                Ok((bucket, run)) => run
+                    .chunks_exact(ID_ENTRY_BYTES)
+                    .map(|record| {
+                        let mut id = [0u8; 16];
+                        id[..6].copy_from_slice(&bucket);
+                        id[6..].copy_from_slice(&record[..10]);
+                        Ok(id)
+                    })
+                    .collect(),
+            };
+            ids
+        })
     }
 
     /// Writes sled's buffers to disk (sled's own flush: not an fsync; the log is the

@@ -363,7 +363,7 @@ mod happy_paths {
         let streams = server.get_json("/api/v1/streams?category=stock").await;
         assert_eq!(
             streams,
-            json!({"streams": [{"stream": "stock-apple", "last_version": 1}]})
+            json!({"streams": [{"stream": "stock-apple", "last_version": 1}], "next_after": null})
         );
         let all = server.get_json("/api/v1/streams").await;
         assert_eq!(all["streams"].as_array().unwrap().len(), 3);
@@ -377,6 +377,78 @@ mod happy_paths {
         let malformed = server.get("/api/v1/events/not-a-uuid").await;
         crate::support::expect_problem(malformed, 400, "malformed event id").await;
 
+        server.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_stream_list_pages_through_every_stream_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start(dir.path()).await;
+        let mut names = Vec::new();
+        for n in 0..25 {
+            let category = ["ledger", "note", "ledgerbook"][n % 3];
+            let name = format!("{category}-{n:02}");
+            server
+                .store
+                .append(
+                    &eventstore::StreamId::new(name.as_str()).unwrap(),
+                    eventstore::ExpectedVersion::NoStream,
+                    vec![eventstore::NewEvent::new("Noted", vec![n as u8 + 1])],
+                )
+                .await
+                .unwrap();
+            names.push(name);
+        }
+        for (category, limit) in [
+            (None, 1),
+            (None, 7),
+            (Some("ledger"), 4),
+            (Some("note"), 100),
+        ] {
+            let mut listed: Vec<String> = Vec::new();
+            let mut after: Option<String> = None;
+            let mut pages = 0;
+            loop {
+                let mut url = format!("/api/v1/streams?limit={limit}");
+                if let Some(category) = category {
+                    url.push_str(&format!("&category={category}"));
+                }
+                if let Some(after) = &after {
+                    url.push_str(&format!("&after={after}"));
+                }
+                let page = server.get_json(&url).await;
+                let streams = page["streams"].as_array().unwrap();
+                assert!(streams.len() <= limit, "{page}");
+                listed.extend(
+                    streams
+                        .iter()
+                        .map(|head| head["stream"].as_str().unwrap().to_owned()),
+                );
+                pages += 1;
+                match page["next_after"].as_str() {
+                    Some(next) => after = Some(next.to_owned()),
+                    None => break,
+                }
+            }
+            let mut expected: Vec<String> = names
+                .iter()
+                .filter(|name| {
+                    category.is_none_or(|category| name.split('-').next() == Some(category))
+                })
+                .cloned()
+                .collect();
+            expected.sort();
+            assert_eq!(listed, expected, "category {category:?}, pages of {limit}");
+            assert_eq!(pages, expected.len().div_ceil(limit).max(1));
+        }
+        // The default page is 100 streams; the limit is checked like the other lists'.
+        let all = server.get_json("/api/v1/streams").await;
+        assert_eq!(all["streams"].as_array().unwrap().len(), 25);
+        assert_eq!(all["next_after"], serde_json::Value::Null);
+        let too_long = server.get("/api/v1/streams?limit=0").await;
+        assert_eq!(too_long.status().as_u16(), 400);
+        let bad_after = server.get("/api/v1/streams?after=%20x").await;
+        assert_eq!(bad_after.status().as_u16(), 400);
         server.stop().await;
     }
 

@@ -112,3 +112,59 @@ fn bench_contend_never_assigns_a_version_twice() {
     assert_eq!(report["versions_unique_and_contiguous"], true);
     assert!(report["commits"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn bench_scale_measures_a_seeded_log_in_a_fresh_process() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let output = annals(
+        &[
+            "bench",
+            "scale",
+            "--events",
+            "3000",
+            "--events-per-stream",
+            "50",
+            "--w1-events",
+            "640",
+            "--json",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        temp.path(),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    // The child opened exactly the seeded log.
+    assert_eq!(report["events"], 3000, "{report}");
+    assert_eq!(report["seeded_streams"], 60, "{report}");
+    for field in [
+        "w1_events_per_second",
+        "empty_w1_events_per_second",
+        "w1_ratio",
+        "rss_after_open_mib",
+        "peak_rss_after_open_mib",
+        "rss_after_w1_mib",
+        "empty_rss_after_open_mib",
+        "seed_seconds",
+    ] {
+        rate(&report, field);
+    }
+    for field in ["open_seconds", "empty_open_seconds"] {
+        let seconds = report[field].as_f64().expect("a number");
+        assert!(seconds.is_finite() && seconds >= 0.0, "{field} in {report}");
+    }
+    let rss = rate(&report, "rss_after_open_mib");
+    let peak = rate(&report, "peak_rss_after_open_mib");
+    assert!(rss <= peak, "resident memory is at most its peak: {report}");
+    assert!(
+        peak < 1024.0,
+        "a child that opened 3,000 events holds less than 1 GiB: {report}"
+    );
+    let ratio = rate(&report, "w1_ratio");
+    let expected =
+        rate(&report, "w1_events_per_second") / rate(&report, "empty_w1_events_per_second");
+    assert!((ratio - expected).abs() < 1e-9, "{report}");
+    // The W1 load ran on the seeded log, in the child.
+    assert_eq!(verified_events(&data, temp.path()), 3640);
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::bail;
-use eventstore::{ExpectedVersion, NewEvent, StreamId};
+use eventstore::{EventStore, ExpectedVersion, NewEvent, StreamId};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -47,7 +47,7 @@ pub struct AppendArgs {
 }
 
 #[derive(Debug, Serialize)]
-struct AppendReport {
+pub(super) struct AppendReport {
     bench: &'static str,
     writers: usize,
     events_per_commit: usize,
@@ -58,7 +58,7 @@ struct AppendReport {
     events: u64,
     commits: u64,
     seconds: f64,
-    events_per_second: f64,
+    pub(super) events_per_second: f64,
     indexed_events_per_second: f64,
     commits_per_second: f64,
     p50_commit_ms: f64,
@@ -92,12 +92,38 @@ pub(super) async fn run(args: AppendArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl AppendArgs {
+    /// The W1 load of docs/BENCHMARKS.md: 64 writers, one event per commit, each writer
+    /// on its own stream, `events` events of `payload_bytes` bytes.
+    pub(super) fn w1(events: u64, payload_bytes: usize) -> AppendArgs {
+        AppendArgs {
+            writers: 64,
+            events_per_commit: 1,
+            events,
+            payload_bytes,
+            streams: Streams::Own,
+            data_dir: None,
+            json: true,
+        }
+    }
+}
+
 async fn measure(args: &AppendArgs) -> anyhow::Result<AppendReport> {
+    let dir = BenchDir::new(args.data_dir.clone())?;
+    let store = dir.open()?;
+    let report = measure_on(&store, args).await;
+    store.close().await;
+    report
+}
+
+/// Runs the load of `args` on an open store (whatever it holds already).
+pub(super) async fn measure_on(
+    store: &EventStore,
+    args: &AppendArgs,
+) -> anyhow::Result<AppendReport> {
     if args.writers == 0 || args.events_per_commit == 0 {
         bail!("--writers and --events-per-commit must be at least 1");
     }
-    let dir = BenchDir::new(args.data_dir.clone())?;
-    let store = dir.open()?;
     let commits_total = args.events.div_ceil(args.events_per_commit as u64);
     // When --events is not a multiple of --events-per-commit, the last commit of writer 0
     // (which has the most commits) is short, so that exactly --events are appended.
@@ -148,7 +174,6 @@ async fn measure(args: &AppendArgs) -> anyhow::Result<AppendReport> {
     let waiter = store.clone();
     tokio::task::spawn_blocking(move || waiter.wait_for_index()).await??;
     let indexed_seconds = started.elapsed().as_secs_f64();
-    store.close().await;
     Ok(AppendReport {
         bench: "append",
         writers: args.writers,

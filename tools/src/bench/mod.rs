@@ -18,6 +18,7 @@ mod rebuild;
 mod relay;
 mod replay;
 mod saga;
+mod scale;
 mod workload;
 
 #[derive(Debug, clap::Subcommand)]
@@ -41,6 +42,12 @@ pub enum BenchCommand {
     /// The fulfilment saga end to end, in process: orders placed -> reserved, charged,
     /// confirmed; completed orders/s and placed-to-confirmed latency.
     Saga(saga::SagaArgs),
+    /// Seed a large log, then measure in a fresh process: open time, resident memory
+    /// after open, and the W1 append rate on it against an empty log.
+    Scale(scale::ScaleArgs),
+    /// The measuring child process of `bench scale` (not for direct use).
+    #[command(hide = true)]
+    ScaleChild(scale::ScaleChildArgs),
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -57,6 +64,8 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             BenchCommand::Rebuild(args) => rebuild::run(args).await,
             BenchCommand::Http(args) => http::run(args).await,
             BenchCommand::Saga(args) => saga::run(args).await,
+            BenchCommand::Scale(args) => scale::run(args).await,
+            BenchCommand::ScaleChild(args) => scale::child(args).await,
         }
     })
 }

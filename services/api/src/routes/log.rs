@@ -1,5 +1,5 @@
-//! The `log` routes: one stream or the whole log page by page, the list of streams,
-//! one event by id, and the log followed live as Server-Sent Events.
+//! The `log` routes: one stream, the whole log and the list of streams, page by page;
+//! one event by id; and the log followed live as Server-Sent Events.
 
 use std::convert::Infallible;
 
@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use eventstore::{Direction, Position, Subscription, Version};
+use eventstore::{Direction, Position, StreamId, Subscription, Version};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -44,11 +44,13 @@ pub struct LogPage {
     pub next_position: u64,
 }
 
-/// The streams of the log, by name.
+/// A page of the streams of the log, by name.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StreamList {
     /// Each stream with its last version, sorted by name.
     pub streams: Vec<StreamHead>,
+    /// Pass as `after` for the next page; absent (null) on the last page.
+    pub next_after: Option<String>,
 }
 
 /// One stream and its last version.
@@ -60,13 +62,17 @@ pub struct StreamHead {
     pub last_version: u64,
 }
 
-/// Which streams to list.
+/// Which streams to list, and which page of them.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct StreamsQuery {
     /// Only streams of this category (the part of the id before the first `-`).
     category: Option<String>,
+    /// Start after this stream (the `next_after` of the previous page).
+    after: Option<String>,
+    /// How many streams at most: 1 to 1000, 100 by default.
+    limit: Option<usize>,
 }
 
 /// Where a page starts and how long it is.
@@ -134,14 +140,15 @@ pub(crate) async fn read_stream(
     .into_response())
 }
 
-/// Every stream with its last version, optionally of one category only.
+/// The streams with their last versions, page by page in name order, optionally of one
+/// category only. Follow `next_after` (as `after`) until it is null.
 #[utoipa::path(
     get,
     path = "/api/v1/streams",
     tag = "log",
     params(StreamsQuery),
     responses(
-        (status = 200, description = "The streams, sorted by name", body = StreamList),
+        (status = 200, description = "A page of the streams, sorted by name; `after` is a stream id", body = StreamList),
         BadRequest,
     )
 )]
@@ -149,8 +156,24 @@ pub(crate) async fn list_streams(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<StreamsQuery>,
 ) -> Result<Response, ApiError> {
+    let limit = page_limit(&state, query.limit)?;
+    if let Some(after) = &query.after {
+        StreamId::new(after.as_str()).map_err(|error| {
+            ApiError::bad_request(
+                "invalid-query",
+                format!("after is not a stream id: {error}"),
+            )
+        })?;
+    }
     let store = state.store().clone();
-    let heads = blocking(move || store.streams(query.category.as_deref())).await?;
+    let (heads, more) = blocking(move || {
+        store.streams_page(query.category.as_deref(), query.after.as_deref(), limit)
+    })
+    .await?;
+    let next_after = match heads.last() {
+        Some((stream, _)) if more => Some(stream.to_string()),
+        _ => None,
+    };
     Ok(axum::Json(StreamList {
         streams: heads
             .into_iter()
@@ -159,6 +182,7 @@ pub(crate) async fn list_streams(
                 last_version: version.0,
             })
             .collect(),
+        next_after,
     })
     .into_response())
 }
