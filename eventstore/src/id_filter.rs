@@ -49,7 +49,10 @@ impl IdFilter {
             "a false-positive rate is between 0 and 1"
         );
         IdFilter {
-            filters: vec![Stage::new(initial_capacity.max(1), target / 2.0)],
+            // Stages at target/4, target/8, ...: the nominal rates sum to half the target,
+            // leaving the other half as margin for how far a real Bloom filter strays
+            // from its nominal rate.
+            filters: vec![Stage::new(initial_capacity.max(1), target / 4.0)],
         }
     }
 
