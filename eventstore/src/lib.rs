@@ -11,7 +11,8 @@
 //!
 //! The modules, by concern:
 //! - the handle: `store` ([`EventStore`]: append, import, close), `config`
-//!   ([`StoreConfig`]), `shared` (the state its threads share);
+//!   ([`StoreConfig`]), `shared` (the state its threads share), `failed_dirs` (the data
+//!   directories whose writer failed in this process, reopened only by a fresh one);
 //! - the write path: `writer` (group commit), `syncer` (`fdatasync`, then acknowledge),
 //!   `indexer` (sled, off the acknowledgement path);
 //! - the files: `segment` (record format, parsing, the read cursor), `segment_files`
@@ -41,6 +42,7 @@ mod config;
 pub mod derived;
 pub mod envelope;
 pub mod error;
+mod failed_dirs;
 pub mod ids;
 mod indexer;
 mod lock_file;

@@ -26,7 +26,9 @@ use crate::writer::{self, Writer};
 impl EventStore {
     /// Opens (or creates) the store in `dir`: takes the lock, recovers the log (cutting a
     /// torn tail, refusing corruption), brings the index up to the end of the log, and
-    /// starts the writer and indexer threads.
+    /// starts the writer and indexer threads. A directory whose writer failed earlier in
+    /// this process is refused with [`Error::RestartRequired`]: only a fresh process
+    /// reopens it (see `failed_dirs`).
     pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<EventStore, Error> {
         Self::open_with_progress(dir, config, &mut |_, _| {})
     }
@@ -68,6 +70,7 @@ impl EventStore {
             }
             std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         }
+        crate::failed_dirs::refuse_if_failed(&dir)?;
         let lock = lock_dir(&dir)?;
         let log_dir = dir.join("log");
         std::fs::create_dir_all(&log_dir).map_err(Error::io(&log_dir))?;
@@ -118,7 +121,7 @@ impl EventStore {
             segments: RwLock::new(segments),
             readers_waiting: AtomicUsize::new(0),
             recent_commits: Mutex::new(RecentCommits::default()),
-            writer_failure: Mutex::new(None),
+            writer_failure: watch::channel(None).0,
             closed: CancellationToken::new(),
             lock: Mutex::new(Some(lock)),
             config,

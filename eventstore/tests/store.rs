@@ -13,6 +13,8 @@
 //! - `basics`: expected versions, atomic appends, durable dedup, paging, categories,
 //!   lookups by id, concurrent appends and reads across many segments.
 //! - `repository`: a counter aggregate through `Repository`.
+//! - `failure`: a real write error (a file-size limit, in a child process): the store
+//!   reports it, and the same process cannot reopen the directory; a new one can.
 
 #[path = "store/common.rs"]
 mod common;
@@ -25,6 +27,8 @@ mod consistency;
 mod corruption;
 #[path = "store/crash.rs"]
 mod crash;
+#[path = "store/failure.rs"]
+mod failure;
 #[path = "store/model.rs"]
 mod model;
 #[path = "store/repository.rs"]
