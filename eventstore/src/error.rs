@@ -123,9 +123,22 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// The writer stopped after an I/O failure, or the store was closed. Reopen the store.
+    /// The writer stopped after an I/O failure, or the store was closed. After a
+    /// failure, reopen the store from a fresh process ([`Error::RestartRequired`]).
     #[error("the store's writer has stopped ({0}); reopen the store")]
     WriterStopped(String),
+
+    /// A store's writer failed on this data directory earlier in this process (a write or
+    /// an `fdatasync` of the log failed). The page cache of this process may hold pages
+    /// the disk never got, so the directory is reopened only by a fresh process: restart
+    /// it (a server exits with its own code for this; its supervisor restarts it).
+    #[error("the store's writer failed on {} earlier in this process ({reason}); restart the process to reopen it (recovery then re-reads the disk)", dir.display())]
+    RestartRequired {
+        /// The data directory.
+        dir: PathBuf,
+        /// Why the writer failed.
+        reason: String,
+    },
 
     /// A read asked for a position the log does not hold.
     #[error("position {0} is beyond the end of the log")]

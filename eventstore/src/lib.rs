@@ -11,7 +11,8 @@
 //!
 //! The modules, by concern:
 //! - the handle: `store` ([`EventStore`]: append, import, close), `config`
-//!   ([`StoreConfig`]), `shared` (the state its threads share);
+//!   ([`StoreConfig`]), `shared` (the state its threads share), `failed_dirs` (the data
+//!   directories whose writer failed in this process, reopened only by a fresh one);
 //! - the write path: `writer` (group commit), `syncer` (`fdatasync`, then acknowledge),
 //!   `indexer` (sled, off the acknowledgement path); what the writer keeps in bounded
 //!   memory: `id_filter` (the scalable Bloom filter of stored ids), `stream_heads`
@@ -46,6 +47,7 @@ pub mod derived;
 pub mod envelope;
 pub mod error;
 mod id_filter;
+mod failed_dirs;
 pub mod ids;
 mod indexer;
 pub mod io;

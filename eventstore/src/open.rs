@@ -35,14 +35,17 @@ const ID_FILTER_FALSE_POSITIVES: f64 = 0.001;
 impl EventStore {
     /// Opens (or creates) the store in `dir`: takes the lock, recovers the log (cutting a
     /// torn tail, refusing corruption), brings the index up to the end of the log, and
-    /// starts the writer and indexer threads.
+    /// starts the writer and indexer threads. A directory whose writer failed earlier in
+    /// this process is refused with [`Error::RestartRequired`]: only a fresh process
+    /// reopens it (see `failed_dirs`).
     pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<EventStore, Error> {
         Self::open_with_progress(dir, config, &mut |_, _| {})
     }
 
     /// [`EventStore::open`] with the log's files behind `log` instead of `dir/log`: the
     /// simulated disk of the storage tests (`io::sim`), or any other [`LogFs`]. The lock
-    /// and the index stay in `dir`.
+    /// and the index stay in `dir`. A writer failure does not bar reopening here: a
+    /// simulated disk's `restart` stands for the fresh process.
     pub fn open_with_log_fs(
         dir: impl AsRef<Path>,
         config: StoreConfig,
@@ -88,6 +91,11 @@ impl EventStore {
                 return Err(Error::MissingDataDir(dir));
             }
             std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        }
+        // A log behind another `LogFs` (the simulated disk) has no page cache to distrust:
+        // its `restart` is the fresh process.
+        if log_fs.is_none() {
+            crate::failed_dirs::refuse_if_failed(&dir)?;
         }
         let lock = lock_dir(&dir)?;
         let log_dir = dir.join("log");
@@ -158,7 +166,7 @@ impl EventStore {
             segments: RwLock::new(segments),
             readers_waiting: AtomicUsize::new(0),
             recent_commits: Mutex::new(RecentCommits::default()),
-            writer_failure: Mutex::new(None),
+            writer_failure: watch::channel(None).0,
             closed: CancellationToken::new(),
             lock: Mutex::new(Some(lock)),
             config,

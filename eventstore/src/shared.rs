@@ -1,6 +1,12 @@
 //! [`Shared`]: the state the store's handles, the writer, the syncer, the indexer and the
 //! subscriptions share: the durable end of the log, the segment list, how far the index
 //! has caught up, why the writer stopped, and the data directory's lock.
+//!
+//! A failure of the writer, the syncer or the indexer goes through [`Shared::fail`]: it
+//! keeps the first reason, wakes the threads and readers waiting on the store, tells the
+//! watchers of [`EventStore::failed`](crate::EventStore::failed) (a server stops taking
+//! commands and exits), and records the data directory as failed in this process
+//! (`failed_dirs`), so that only a fresh process reopens it.
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -36,7 +42,9 @@ pub(crate) struct Shared {
     /// Readers blocked until the index catches up; while there are none the indexer
     /// gathers larger rounds, which cost sled far less per event.
     pub(crate) readers_waiting: AtomicUsize,
-    pub(crate) writer_failure: Mutex<Option<String>>,
+    /// Why the writer stopped after a failure (`None` while it runs, and after a plain
+    /// close). A watch, so a server can await it ([`crate::EventStore::failed`]).
+    pub(crate) writer_failure: watch::Sender<Option<String>>,
     pub(crate) closed: CancellationToken,
     /// The data directory's lock, released by `close` (or when the last handle goes).
     pub(crate) lock: Mutex<Option<File>>,
@@ -57,15 +65,21 @@ impl Shared {
 
     /// Why the writer stopped, if it did.
     pub(crate) fn failure(&self) -> Option<String> {
-        self.writer_failure.lock().expect("not poisoned").clone()
+        self.writer_failure.borrow().clone()
     }
 
-    /// Records why the writer stopped and wakes everyone waiting on it.
+    /// Records why the writer stopped (the first reason wins), marks the data directory
+    /// as failed in this process, and wakes everyone waiting on the store.
     pub(crate) fn fail(&self, reason: String) {
-        self.writer_failure
-            .lock()
-            .expect("not poisoned")
-            .get_or_insert(reason);
+        // The directory first: whoever sees the failure finds it refused already.
+        crate::failed_dirs::record(&self.dir, &reason);
+        self.writer_failure.send_if_modified(|failure| {
+            if failure.is_some() {
+                return false;
+            }
+            *failure = Some(reason);
+            true
+        });
         self.indexed_changed.notify_all();
     }
 

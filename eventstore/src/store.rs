@@ -197,24 +197,37 @@ impl EventStore {
     }
 
     fn stopped(&self) -> Error {
-        let reason = self
-            .shared
-            .writer_failure
-            .lock()
-            .expect("not poisoned")
-            .clone();
-        Error::WriterStopped(reason.unwrap_or_else(|| "the store was closed".into()))
+        self.shared.stopped_error()
     }
 
     /// Whether the writer is running (false after an I/O failure or close).
     pub fn writer_alive(&self) -> bool {
-        !self.inbox.is_closed()
-            && self
-                .shared
-                .writer_failure
-                .lock()
-                .expect("not poisoned")
-                .is_none()
+        !self.inbox.is_closed() && self.shared.failure().is_none()
+    }
+
+    /// Why the writer failed, if it did: a write or an `fdatasync` of the log (or a write
+    /// of the index) failed, every append since fails with [`Error::WriterStopped`], and
+    /// this data directory can be reopened only by a fresh process
+    /// ([`Error::RestartRequired`]). `None` while the writer runs and after a plain
+    /// [`EventStore::close`].
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure()
+    }
+
+    /// Waits until the writer fails and returns why (see [`EventStore::failure`]); returns
+    /// at once if it already has, and never if it does not. A server awaits this to stop
+    /// taking commands and exit, so that its supervisor restarts it.
+    pub async fn failed(&self) -> String {
+        let mut failure = self.shared.writer_failure.subscribe();
+        let reason = match failure.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone(),
+            // The sender lives as long as `self`: this cannot happen.
+            Err(_) => None,
+        };
+        match reason {
+            Some(reason) => reason,
+            None => std::future::pending().await,
+        }
     }
 
     /// The position the next append will get: every position before it is durable.

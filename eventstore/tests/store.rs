@@ -17,6 +17,8 @@
 //!   cut, damage to synced records (even next to the end) is refused untouched.
 //! - `memory`: the writer's bounded memory (the growing id filter, the stream-head cache)
 //!   still gives exact answers; the stream list page by page.
+//! - `failure`: a real write error (a file-size limit, in a child process): the store
+//!   reports it, and the same process cannot reopen the directory; a new one can.
 
 #[path = "store/common.rs"]
 mod common;
@@ -31,6 +33,8 @@ mod corruption;
 mod crash;
 #[path = "store/memory.rs"]
 mod memory;
+#[path = "store/failure.rs"]
+mod failure;
 #[path = "store/model.rs"]
 mod model;
 #[path = "store/repository.rs"]

@@ -8,9 +8,13 @@
 //!   benchmarks' smoke tests.
 //! - `saga`: the fulfilment saga's invariants over 500 orders against a real server, with
 //!   and without kill -9; every acknowledged cancel checked against the order's outcome.
+//! - `writer_failure`: a server whose disk fails (a file-size limit): commands and probes
+//!   answer 503 `store-failed`, it exits with code 75, and a new process holds every
+//!   acknowledged event.
 //!
 //! `support` holds the known history, golden-file comparison and the `annals` runners.
 
 mod cli;
 mod saga;
 mod support;
+mod writer_failure;

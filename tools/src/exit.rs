@@ -28,6 +28,11 @@ pub const NATS: u8 = 6;
 pub const NOT_FOUND: u8 = 7;
 /// The server given with `--server` could not be reached or answered with an error.
 pub const SERVER: u8 = 8;
+/// `annals serve`: the store's writer failed (a write or an `fdatasync` of the log
+/// failed), and the server stopped so that its supervisor restarts it: only a fresh
+/// process reopens the store. Check the disk, then start it again. 75 is `EX_TEMPFAIL`
+/// of sysexits.h: a temporary failure, worth a retry.
+pub const STORE_FAILED: u8 = 75;
 
 /// The exit codes, as `annals --help` and the README list them.
 pub const SUMMARY: &str = "\
@@ -36,7 +41,8 @@ timestamp, an unknown stream category, a non-empty import destination), 3 data d
 missing or not an Annals data directory, 4 data directory locked by another process
 (a server: stop it, or use --server URL), 5 corrupt log, failed verification, audit or
 damaged export file, 6 NATS unreachable or not set up for the outbox, 7 not found
-(stream, event, version), 8 the --server could not be reached or answered an error.";
+(stream, event, version), 8 the --server could not be reached or answered an error,
+75 (serve) the store failed to write or sync its log: the server stopped to be restarted.";
 
 /// A refusal of the command line itself; the variant is the exit code.
 #[derive(Debug)]
@@ -51,6 +57,8 @@ pub enum Failure {
     NotFound(String),
     /// The `--server` failed (exit 8).
     Server(String),
+    /// The store's writer failed; the process must be restarted (exit 75).
+    StoreFailed(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -60,7 +68,8 @@ impl std::fmt::Display for Failure {
             | Failure::NotADataDir(message)
             | Failure::Corrupt(message)
             | Failure::NotFound(message)
-            | Failure::Server(message) => f.write_str(message),
+            | Failure::Server(message)
+            | Failure::StoreFailed(message) => f.write_str(message),
         }
     }
 }
@@ -75,6 +84,7 @@ impl Failure {
             Failure::Corrupt(_) => CORRUPT,
             Failure::NotFound(_) => NOT_FOUND,
             Failure::Server(_) => SERVER,
+            Failure::StoreFailed(_) => STORE_FAILED,
         }
     }
 }
@@ -117,6 +127,7 @@ fn store_code(error: &Error) -> u8 {
         Error::MissingDataDir(_) => MISSING_DATA_DIR,
         Error::Locked { .. } => LOCKED,
         Error::Corrupt { .. } => CORRUPT,
+        Error::RestartRequired { .. } => STORE_FAILED,
         Error::InvalidStreamId { .. } | Error::InvalidEventId { .. } => USAGE,
         _ => UNEXPECTED,
     }

@@ -16,6 +16,13 @@
 //! placed is reserved, charged and confirmed, or compensated and cancelled (see the
 //! `sagas` crate). `--saga-timeout` sets its deadline. It stops after the HTTP server
 //! has drained; an order in flight goes on at the next start.
+//!
+//! If the store's writer fails (a write or an `fdatasync` of the log fails: a disk error,
+//! a full disk), the server stops taking commands at once (503 `store-failed`),
+//! `/readyz` and `/healthz` answer 503 naming the failure, reads go on, and after
+//! [`FAILURE_GRACE`] it drains and exits with code 75 ([`crate::exit::STORE_FAILED`]), so
+//! that its supervisor restarts it: only a fresh process reopens the store, and recovery
+//! then re-reads what the disk really holds (docs/OPERATIONS.md).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,6 +33,8 @@ use eventstore::{EventStore, StoreConfig};
 use outbox::{Relay, RelayConfig, StatusHandle};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+
+use crate::exit::Failure;
 
 /// Serve the HTTP API.
 #[derive(Debug, clap::Args)]
@@ -74,10 +83,23 @@ pub struct ServeArgs {
     #[arg(long, env = "ANNALS_FAULT_CHARGE_DELAY_PERCENT", value_name = "PERCENT", hide = true,
         value_parser = clap::value_parser!(u8).range(0..=100))]
     fault_charge_delay_percent: Option<u8>,
+    /// Tests: the size at which a segment of the log is closed, in bytes [default: 64
+    /// MiB].
+    #[arg(long, value_name = "BYTES", hide = true)]
+    segment_bytes: Option<u64>,
+    /// Tests: do not zero-fill segments ahead of writing (preallocation is on by default).
+    #[arg(long, hide = true)]
+    no_preallocate: bool,
     /// A TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "ANNALS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 }
+
+/// How long a server whose store's writer failed goes on answering (commands and the
+/// probes with 503 `store-failed`, reads as usual) before it drains and exits with
+/// [`crate::exit::STORE_FAILED`]: time for the answers in flight and for a readiness
+/// probe or two to see the failure.
+pub const FAILURE_GRACE: Duration = Duration::from_secs(2);
 
 /// The keys a `--config` file may hold.
 #[derive(Debug, Default, Deserialize)]
@@ -110,6 +132,10 @@ pub struct Settings {
     pub saga_timeout: Duration,
     /// Faults the saga injects on purpose (tests, demos).
     pub faults: sagas::Faults,
+    /// The store's segment size (tests); `None`: the store's default.
+    pub segment_bytes: Option<u64>,
+    /// Whether segments are zero-filled ahead of writing.
+    pub preallocate_segments: bool,
 }
 
 impl ServeArgs {
@@ -147,6 +173,8 @@ impl ServeArgs {
                 charge_delay: Duration::from_millis(self.fault_charge_delay_ms.unwrap_or(0)),
                 charge_delay_percent: self.fault_charge_delay_percent.unwrap_or(0),
             },
+            segment_bytes: self.segment_bytes,
+            preallocate_segments: !self.no_preallocate,
         })
     }
 }
@@ -166,7 +194,9 @@ pub fn run_blocking(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(run(args))
 }
 
-/// Runs the server until SIGTERM or SIGINT, then drains and closes the store.
+/// Runs the server until SIGTERM or SIGINT, then drains and closes the store; or until
+/// its store's writer fails, then drains, closes it and fails with
+/// [`Failure::StoreFailed`] (exit code 75).
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
     let shutdown = CancellationToken::new();
@@ -174,21 +204,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     serve(settings, shutdown).await
 }
 
-/// Serves with `settings` until `shutdown` is cancelled.
+/// Serves with `settings` until `shutdown` is cancelled, or until the store's writer
+/// fails (then it cancels `shutdown` itself, after [`FAILURE_GRACE`], and fails with
+/// [`Failure::StoreFailed`]).
 pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let data_dir = settings.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || {
-        EventStore::open(
-            &data_dir,
-            StoreConfig {
-                create_if_missing: true,
-                ..StoreConfig::default()
-            },
-        )
-    })
-    .await
-    .context("opening the store panicked")?
-    .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+    let defaults = StoreConfig::default();
+    let store_config = StoreConfig {
+        create_if_missing: true,
+        segment_bytes: settings.segment_bytes.unwrap_or(defaults.segment_bytes),
+        preallocate_segments: settings.preallocate_segments,
+        ..defaults
+    };
+    let store = tokio::task::spawn_blocking(move || EventStore::open(&data_dir, store_config))
+        .await
+        .context("opening the store panicked")?
+        .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
 
     // The read models follow the log in a task of their own; they stop before the store
     // closes.
@@ -246,7 +277,13 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     };
     let runner_stop = shutdown.child_token();
     let runner = tokio::spawn(runner.run(runner_stop.clone()));
+    let watch = tokio::spawn(stop_on_failure(
+        store.clone(),
+        settings.data_dir.clone(),
+        shutdown.clone(),
+    ));
     let result = serve_state(&settings, state, shutdown).await;
+    watch.abort();
     if let Some(driver) = driver {
         driver.stop().await;
         tracing::info!("fulfilment saga stopped");
@@ -261,7 +298,43 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     }
     store.close().await;
     tracing::info!("store closed");
+    if let Some(reason) = store.failure() {
+        if let Err(error) = &result {
+            tracing::error!(error = %format!("{error:#}"), "the HTTP server failed too");
+        }
+        return Err(Failure::StoreFailed(format!(
+            "the event store's writer failed ({reason}); exiting with code {} so that the \
+             supervisor restarts the server: only a fresh process reopens {}, and recovery \
+             re-reads the disk; check the disk first (dmesg, free space), see \
+             docs/OPERATIONS.md",
+            crate::exit::STORE_FAILED,
+            settings.data_dir.display()
+        ))
+        .into());
+    }
     result
+}
+
+/// Waits for the store's writer to fail; then says so in the log, lets the server answer
+/// for [`FAILURE_GRACE`] (commands and probes 503 `store-failed`, reads as usual) and
+/// begins the shutdown. Returns when `shutdown` is cancelled for another reason.
+async fn stop_on_failure(store: EventStore, data_dir: PathBuf, shutdown: CancellationToken) {
+    let reason = tokio::select! {
+        reason = store.failed() => reason,
+        () = shutdown.cancelled() => return,
+    };
+    tracing::error!(
+        %reason,
+        data_dir = %data_dir.display(),
+        grace = ?FAILURE_GRACE,
+        exit_code = crate::exit::STORE_FAILED,
+        "the event store's writer failed: no more commands are taken (503 store-failed), \
+         /readyz and /healthz answer 503; the server exits after the grace so that its \
+         supervisor restarts it (only a fresh process reopens the store); check the disk \
+         (dmesg, free space), then `annals verify` if in doubt"
+    );
+    tokio::time::sleep(FAILURE_GRACE).await;
+    shutdown.cancel();
 }
 
 /// The outbox relay running inside the server.
@@ -450,6 +523,16 @@ mod tests {
         let flagged = settings(&["--config", config, "--listen", "127.0.0.1:1"]).unwrap();
         assert_eq!(flagged.listen, "127.0.0.1:1");
         assert_eq!(flagged.data_dir, PathBuf::from("/srv/annals"));
+    }
+
+    #[test]
+    fn the_hidden_store_flags_reach_the_settings() {
+        let defaults = settings(&[]).unwrap();
+        assert_eq!(defaults.segment_bytes, None);
+        assert!(defaults.preallocate_segments);
+        let small = settings(&["--segment-bytes", "1048576", "--no-preallocate"]).unwrap();
+        assert_eq!(small.segment_bytes, Some(1 << 20));
+        assert!(!small.preallocate_segments);
     }
 
     #[test]

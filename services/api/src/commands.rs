@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::extract::{etag, idempotency_key, if_match, traceparent};
 use crate::idempotency;
-use crate::problem::{ApiError, DomainError, idempotency_key_reused};
+use crate::problem::{self, ApiError, DomainError, idempotency_key_reused};
 
 /// What a command recorded.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -214,7 +214,46 @@ impl Reply {
 /// Runs one command request: with an `Idempotency-Key`, answers a retry from the
 /// key's record (or refuses another request under the same key), else runs `command`
 /// and records its answer.
+///
+/// After the store's writer has failed, no command runs: every one is refused with a 503
+/// `store-failed` (the server is about to exit and be restarted), and so is the command
+/// whose append met the failure.
 pub(crate) async fn run<F, Fut>(
+    state: &AppState,
+    request: CommandRequest,
+    command: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(CommandContext) -> Fut,
+    Fut: Future<Output = Result<Reply, ApiError>>,
+{
+    if state.store().failure().is_some() {
+        return Err(refused_after_failure());
+    }
+    let result = run_command(state, request, command).await;
+    match result {
+        // A command that met the failure (its append, or its idempotency record, found
+        // the writer stopped) answers like every command after it.
+        Err(error)
+            if error.status() == StatusCode::SERVICE_UNAVAILABLE
+                && state.store().failure().is_some() =>
+        {
+            Err(refused_after_failure())
+        }
+        result => result,
+    }
+}
+
+/// The answer to a command once the store's writer has failed. The reason goes to the
+/// log and to `/readyz`; the client learns that the write did not happen.
+fn refused_after_failure() -> ApiError {
+    problem::store_failed(
+        "the event store failed to write to its disk and takes no more commands; \
+         this command was not recorded, and the server restarts: retry it later",
+    )
+}
+
+async fn run_command<F, Fut>(
     state: &AppState,
     request: CommandRequest,
     command: F,

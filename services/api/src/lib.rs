@@ -11,7 +11,9 @@
 //! - `Idempotency-Key` makes any `POST` safe to retry ([`idempotency`]);
 //! - every error is `application/problem+json` ([`problem`]), and bad input is a 4xx:
 //!   nothing a client sends makes a 500 or a panic; the document declares the problem
-//!   responses once ([`responses`]) and every handler names the ones it answers.
+//!   responses once ([`responses`]) and every handler names the ones it answers;
+//! - after the store's writer failed ([`eventstore::EventStore::failure`]) every command
+//!   answers 503 `store-failed` and both probes fail naming the failure; reads go on.
 //!
 //! The handlers live in `src/routes/`, one module per tag of the OpenAPI document
 //! (`inventory`, `payments`, `orders`, `log`, `read_models`, `operations`); what they

@@ -256,6 +256,27 @@ pub(crate) fn projections_not_running() -> ApiError {
     .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
 }
 
+/// How long a client should wait before retrying a command refused after a writer
+/// failure: about how long a supervisor takes to restart the server.
+const STORE_FAILED_RETRY_AFTER_SECS: &str = "5";
+
+/// 503 `store-failed`: the event store's writer failed (a write or an `fdatasync` of the
+/// log failed), so this server takes no more commands; `annals serve` exits (code 75) for
+/// its supervisor to restart it, and the restarted server re-reads the disk. `detail`
+/// says what failed.
+pub fn store_failed(detail: impl Into<String>) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store-failed",
+        "Service unavailable",
+        detail,
+    )
+    .with_header(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(STORE_FAILED_RETRY_AFTER_SECS),
+    )
+}
+
 /// 422: an idempotency key came back with another request.
 pub(crate) fn idempotency_key_reused() -> ApiError {
     ApiError::new(

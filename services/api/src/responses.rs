@@ -35,6 +35,11 @@ pub enum CommandProblems {
     /// reused Idempotency-Key (`idempotency-key-reused`).
     #[response(status = 422, content_type = "application/problem+json")]
     UnprocessableEntity(Problem),
+    /// The store takes no writes: its writer failed to write or sync the log
+    /// (`store-failed`, with `Retry-After`: the command was not recorded, and the server
+    /// exits to be restarted), or it is closing (`store-unavailable`).
+    #[response(status = 503, content_type = "application/problem+json")]
+    ServiceUnavailable(Problem),
 }
 
 /// Conflict: the entity exists already (`sku-already-registered`,
@@ -107,7 +112,15 @@ pub struct ReadModelUnavailable(pub CheckpointProblem);
 #[response(status = 503, content_type = "application/problem+json")]
 pub struct ProjectionsUnavailable(pub Problem);
 
-/// Not ready, and why (`not-ready`).
+/// Not ready, and why: `not-ready` (shutting down, the writer stopped, the index
+/// lagging), or `store-failed` (a write or sync of the log failed; `detail` names it, and
+/// the server is about to exit to be restarted).
 #[derive(Debug, IntoResponses)]
 #[response(status = 503, content_type = "application/problem+json")]
 pub struct NotReady(pub Problem);
+
+/// Not alive: the store's writer failed (`store-failed`, `detail` names it); the server
+/// is about to exit, and if it does not, it should be restarted.
+#[derive(Debug, IntoResponses)]
+#[response(status = 503, content_type = "application/problem+json")]
+pub struct StoreFailed(pub Problem);

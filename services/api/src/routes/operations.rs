@@ -1,6 +1,10 @@
 //! The `operations` routes: liveness, readiness, the outbox relay's status and the
 //! OpenAPI document.
 //!
+//! After a writer failure (`eventstore::EventStore::failure`) both probes answer 503
+//! `store-failed` with the reason: the process must be replaced, since only a fresh one
+//! reopens the store.
+//!
 //! The relay itself runs in the server (`annals serve --nats-url`); the API only reads
 //! the [`outbox::StatusHandle`] given to [`AppState::with_relay`], for
 //! `GET /api/v1/outbox` and for the `outbox` member of `/readyz`.
@@ -18,8 +22,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::problem::ApiError;
-use crate::responses::NotReady;
+use crate::problem::{self, ApiError};
+use crate::responses::{NotReady, StoreFailed};
 
 /// The answer of `/healthz`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -46,21 +50,36 @@ pub struct Readiness {
     pub outbox: Option<OutboxHealth>,
 }
 
-/// The process is alive and answering.
+/// The process is alive and answering, and its store's writer has not failed. After a
+/// failed write or sync of the log the process must be replaced (only a fresh process
+/// reopens the store): `annals serve` exits by itself, and this answers 503
+/// `store-failed` meanwhile, so that a liveness probe restarts a server that would not.
 #[utoipa::path(
     get,
     path = "/healthz",
     tag = "operations",
-    responses((status = 200, description = "Alive", body = Health))
+    responses((status = 200, description = "Alive", body = Health), StoreFailed)
 )]
-pub(crate) async fn healthz() -> Json<Health> {
-    Json(Health { status: "alive" })
+pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    if let Some(reason) = state.store().failure() {
+        return Err(store_failed_probe(&reason));
+    }
+    Ok(Json(Health { status: "alive" }))
+}
+
+/// The problem `/healthz` and `/readyz` answer after a writer failure, naming it.
+fn store_failed_probe(reason: &str) -> ApiError {
+    problem::store_failed(format!(
+        "the event store's writer failed ({reason}); the server takes no more commands and \
+         must be restarted: a fresh process re-reads the disk"
+    ))
 }
 
 /// The server can take traffic: not shutting down, the store's writer running, the
-/// index within the configured lag of the log. The outbox relay, when the server runs
-/// one, is reported (`outbox`) but does not decide: a relay degraded because NATS is away
-/// still answers 200.
+/// index within the configured lag of the log. After a writer failure it answers 503
+/// `store-failed`, naming the failure. The outbox relay, when the server runs one, is
+/// reported (`outbox`) but does not decide: a relay degraded because NATS is away still
+/// answers 200.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -79,10 +98,14 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Readine
             detail,
         )
     };
+    let store = state.store();
+    // First: a server shutting down after a failure still names the failure.
+    if let Some(reason) = store.failure() {
+        return Err(store_failed_probe(&reason));
+    }
     if state.shutdown_token().is_cancelled() {
         return Err(not_ready("the server is shutting down".into()));
     }
-    let store = state.store();
     if !store.writer_alive() {
         return Err(not_ready("the event store's writer has stopped".into()));
     }
