@@ -17,6 +17,8 @@
 //! - the files: `segment` (record format, parsing, the read cursor), `segment_files`
 //!   (creating, preallocating and syncing segment files), `lock_file` (`LOCK`);
 //! - opening: `open` (the sequence), `recovery` (torn tail, corruption, index catch-up);
+//! - repair: `repair` (the first damaged range of records, replaced from a copy only when
+//!   the copy's events chain onto the intact records around it and fill it exactly);
 //! - reading: `reads` (streams and the log, with the overlay of commits not yet indexed),
 //!   `subscription` (catch-up, then live), `verify` (the whole log, checked);
 //! - derived storage in sled: `derived` (`index`, `snapshot`, `readmodel`), the only
@@ -48,6 +50,7 @@ pub mod locks;
 mod open;
 mod reads;
 mod recovery;
+pub mod repair;
 pub mod segment;
 mod segment_files;
 mod shared;
