@@ -22,6 +22,8 @@
 //!   (the IO seam under the log: [`io::LogFs`] and [`io::LogFile`], real over `std::fs`,
 //!   and with the `sim` feature a simulated disk with power loss and faults for tests);
 //! - opening: `open` (the sequence), `recovery` (torn tail, corruption, index catch-up);
+//! - repair: `repair` (the first damaged range of records, replaced from a copy only when
+//!   the copy's events chain onto the intact records around it and fill it exactly);
 //! - reading: `reads` (streams and the log, with the overlay of commits not yet indexed),
 //!   `subscription` (catch-up, then live), `verify` (the whole log, checked);
 //! - derived storage in sled: `derived` (`index`, `snapshot`, `readmodel`), the only
@@ -46,8 +48,8 @@ mod config;
 pub mod derived;
 pub mod envelope;
 pub mod error;
-mod id_filter;
 mod failed_dirs;
+mod id_filter;
 pub mod ids;
 mod indexer;
 pub mod io;
@@ -56,6 +58,7 @@ pub mod locks;
 mod open;
 mod reads;
 mod recovery;
+pub mod repair;
 pub mod segment;
 mod segment_files;
 mod shared;

@@ -12,6 +12,8 @@
 //!   slows only the slow subscriber.
 //! - `basics`: expected versions, atomic appends, durable dedup, paging, categories,
 //!   lookups by id, concurrent appends and reads across many segments.
+//! - `repair`: the first damaged range found and replaced from a copy only when the
+//!   copy chains onto the intact records around it and fills it exactly; else refused.
 //! - `repository`: a counter aggregate through `Repository`.
 //! - `tail`: the end of the active segment after a crash: a torn write of any size is
 //!   cut, damage to synced records (even next to the end) is refused untouched.
@@ -31,12 +33,14 @@ mod consistency;
 mod corruption;
 #[path = "store/crash.rs"]
 mod crash;
-#[path = "store/memory.rs"]
-mod memory;
 #[path = "store/failure.rs"]
 mod failure;
+#[path = "store/memory.rs"]
+mod memory;
 #[path = "store/model.rs"]
 mod model;
+#[path = "store/repair.rs"]
+mod repair;
 #[path = "store/repository.rs"]
 mod repository;
 #[path = "store/subscription.rs"]

@@ -25,7 +25,8 @@
 //!
 //! [`restore()`] rebuilds an empty node from the copy (same ids, positions and hash chain,
 //! verified at the end); [`audit()`] compares a log with the copy and names the first
-//! divergence. Only the `eventstore` crate touches the log's files; this crate goes
+//! divergence; [`read_range()`] reads a range of positions, chain-checked, for `annals
+//! repair`. Only the `eventstore` crate touches the log's files; this crate goes
 //! through its API.
 
 pub mod audit;
@@ -34,6 +35,7 @@ pub mod config;
 pub mod error;
 pub mod message;
 pub mod nats;
+pub mod range;
 pub mod relay;
 pub mod restore;
 pub mod status;
@@ -43,6 +45,7 @@ pub use breaker::BreakerState;
 pub use config::{RelayConfig, Storage};
 pub use error::Error;
 pub use nats::connect;
+pub use range::{RangeOptions, RangeRead, read_range};
 pub use relay::{CheckReport, Relay};
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use status::{Health, OfflineStatus, RelayState, RelayStatus, StatusHandle, offline_status};

@@ -435,10 +435,29 @@ impl std::fmt::Debug for CopyReader {
 impl CopyReader {
     /// Starts reading `stream` from its first message.
     pub async fn open(stream: &stream::Stream, idle_timeout: Duration) -> Result<Self, Error> {
+        Self::open_with(stream, consumer::DeliverPolicy::All, idle_timeout).await
+    }
+
+    /// Starts reading `stream` at sequence `start_sequence` (or the first message after
+    /// it, if that one was deleted).
+    pub async fn open_at(
+        stream: &stream::Stream,
+        start_sequence: u64,
+        idle_timeout: Duration,
+    ) -> Result<Self, Error> {
+        let policy = consumer::DeliverPolicy::ByStartSequence { start_sequence };
+        Self::open_with(stream, policy, idle_timeout).await
+    }
+
+    async fn open_with(
+        stream: &stream::Stream,
+        deliver_policy: consumer::DeliverPolicy,
+        idle_timeout: Duration,
+    ) -> Result<Self, Error> {
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::All,
-                description: Some("annals restore/audit reader".into()),
+                deliver_policy,
+                description: Some("annals restore/audit/repair reader".into()),
                 ..Default::default()
             })
             .await

@@ -242,6 +242,15 @@ pub(crate) struct CopyChain {
 }
 
 impl CopyChain {
+    /// A chain that continues after the record at `last` with that chain hash (`None`:
+    /// from the start of the log).
+    pub fn continuing(last: Option<(Position, ChainHash)>) -> CopyChain {
+        CopyChain {
+            last,
+            ..CopyChain::default()
+        }
+    }
+
     /// Takes the next event of the copy (positions already checked to follow on) with the
     /// chain headers its message carried; returns its chain hash, or the first break.
     pub fn check(

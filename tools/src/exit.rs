@@ -17,8 +17,8 @@ pub const USAGE: u8 = 2;
 pub const MISSING_DATA_DIR: u8 = 3;
 /// Another process holds the data directory.
 pub const LOCKED: u8 = 4;
-/// The log is damaged, or verification found a bad record (or audit a divergence, or an
-/// import a damaged export file).
+/// The log is damaged, or verification found a bad record (or audit a divergence, repair
+/// a copy that does not fit the damage, or an import a damaged export file).
 pub const CORRUPT: u8 = 5;
 /// NATS could not be reached or is not set up for the outbox (no JetStream, a missing or
 /// incompatible stream).
@@ -39,8 +39,8 @@ pub const SUMMARY: &str = "\
 Exit codes: 0 ok, 1 unexpected error, 2 bad usage (a malformed argument such as a
 timestamp, an unknown stream category, a non-empty import destination), 3 data directory
 missing or not an Annals data directory, 4 data directory locked by another process
-(a server: stop it, or use --server URL), 5 corrupt log, failed verification, audit or
-damaged export file, 6 NATS unreachable or not set up for the outbox, 7 not found
+(a server: stop it, or use --server URL), 5 corrupt log, failed verification, audit,
+refused repair or damaged export file, 6 NATS unreachable or not set up for the outbox, 7 not found
 (stream, event, version), 8 the --server could not be reached or answered an error,
 75 (serve) the store failed to write or sync its log: the server stopped to be restarted.";
 

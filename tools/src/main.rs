@@ -20,6 +20,7 @@ mod output;
 mod progress;
 mod read_model_commands;
 mod relay_commands;
+mod repair;
 mod replay;
 mod serve;
 mod source;
@@ -49,6 +50,7 @@ Examples:
   annals bench saga --orders 20000
   annals audit --nats-url nats://127.0.0.1:4222 --data-dir ./annals-data
   annals restore --nats-url nats://127.0.0.1:4222 --stream ANNALS --data-dir ./restored
+  annals repair --nats-url nats://127.0.0.1:4222 --data-dir ./annals-data
 
 Offline commands need the data directory to themselves: stop the server first. The
 read-only ones (inspect, replay stream) can go through a running server with --server URL.
@@ -86,6 +88,9 @@ enum Command {
     Restore(relay_commands::RestoreArgs),
     /// Compare a data directory's log with its JetStream copy, event by event.
     Audit(relay_commands::AuditArgs),
+    /// Replace damaged records of a stopped data directory's log with the JetStream copy,
+    /// only where the copy chains exactly onto the intact records around them.
+    Repair(repair::RepairArgs),
     /// Measure the store: append throughput and latency, replay speed, contention.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -110,6 +115,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Restore(args) => relay_commands::restore(args),
         Command::Audit(args) => relay_commands::audit(args),
+        Command::Repair(args) => repair::run(args),
         Command::Outbox(command) => relay_commands::run(command),
         Command::Projections(command) => read_model_commands::run(command),
         Command::Serve(args) => serve::run_blocking(args),

@@ -5,6 +5,7 @@ mod bench;
 mod errors;
 mod export;
 mod inspect;
+mod repair;
 mod replay;
 mod server;
 mod verify;
@@ -25,6 +26,9 @@ fn help_lists_every_command_with_a_summary() {
         "import",
         "verify",
         "projections",
+        "restore",
+        "audit",
+        "repair",
         "bench",
     ] {
         assert!(help.contains(command), "--help lacks {command}:\n{help}");
