@@ -504,23 +504,28 @@ impl LogCursor {
     }
 }
 
+/// A small event for the unit tests of the record format and of `tail`.
+#[cfg(test)]
+pub(crate) fn test_event(position: u64, payload: &[u8]) -> StoredEvent<'_> {
+    StoredEvent {
+        id: [7; 16],
+        stream_id: "order-1",
+        version: position,
+        position,
+        event_type: "OrderPlaced",
+        schema_version: 1,
+        recorded_at_micros: 1_700_000_000_000_000,
+        metadata: crate::envelope::StoredMetadata::default(),
+        payload,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::StoredMetadata;
 
     fn event(position: u64, payload: &[u8]) -> StoredEvent<'_> {
-        StoredEvent {
-            id: [7; 16],
-            stream_id: "order-1",
-            version: position,
-            position,
-            event_type: "OrderPlaced",
-            schema_version: 1,
-            recorded_at_micros: 1_700_000_000_000_000,
-            metadata: StoredMetadata::default(),
-            payload,
-        }
+        test_event(position, payload)
     }
 
     #[test]

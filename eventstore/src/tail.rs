@@ -126,23 +126,13 @@ pub fn judge_tail(tail: &Tail<'_>) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::{StoredEvent, StoredMetadata};
+    use crate::envelope::StoredEvent;
     use crate::segment::{
         FLAG_COMMIT_END, GENESIS_HASH, SEGMENT_HEADER_BYTES, encode_record, segment_header,
     };
 
     fn event(position: u64, payload: &[u8]) -> StoredEvent<'_> {
-        StoredEvent {
-            id: [7; 16],
-            stream_id: "order-1",
-            version: position,
-            position,
-            event_type: "OrderPlaced",
-            schema_version: 1,
-            recorded_at_micros: 1_700_000_000_000_000,
-            metadata: StoredMetadata::default(),
-            payload,
-        }
+        crate::segment::test_event(position, payload)
     }
 
     /// A segment of `count` small records of `payload`, each claiming `synced_to`.

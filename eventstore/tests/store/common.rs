@@ -85,3 +85,49 @@ pub fn assert_log_is_contiguous(events: &[RecordedEvent]) {
         *next += 1;
     }
 }
+
+/// What [`filled_store`] writes: `appends` appends of 1 to `max_events` events each, over
+/// `streams` streams named `{prefix}-{n}`, each event's payload `{tag} {i}/{j}` padded with
+/// `pad` bytes; the store must then have at least `min_segments` segment files.
+pub struct Filling<'a> {
+    pub prefix: &'a str,
+    pub tag: &'a str,
+    pub appends: usize,
+    pub streams: usize,
+    pub max_events: usize,
+    pub pad: usize,
+    pub min_segments: usize,
+}
+
+/// A closed store filled as `filling` says, and its log.
+pub async fn filled_store(
+    config: StoreConfig,
+    filling: Filling<'_>,
+) -> (tempfile::TempDir, Vec<RecordedEvent>) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = open(dir.path(), config);
+    for i in 0..filling.appends {
+        let stream = stream(&format!("{}-{}", filling.prefix, i % filling.streams));
+        let batch = (0..1 + i % filling.max_events)
+            .map(|j| {
+                event(format!(
+                    "{} {i}/{j} {}",
+                    filling.tag,
+                    "x".repeat(filling.pad)
+                ))
+            })
+            .collect();
+        store
+            .append(&stream, eventstore::ExpectedVersion::Any, batch)
+            .await
+            .unwrap();
+    }
+    let log = read_everything(&store);
+    store.close().await;
+    drop(store);
+    assert!(
+        segment_files(dir.path()).len() >= filling.min_segments,
+        "the test needs sealed segments"
+    );
+    (dir, log)
+}

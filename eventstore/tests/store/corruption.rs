@@ -24,26 +24,16 @@ fn config() -> StoreConfig {
 
 /// A closed store of a few hundred events over several 64 KiB segments, and its log.
 async fn filled_store() -> (TempDir, Vec<RecordedEvent>) {
-    let dir = TempDir::new().unwrap();
-    let store = open(dir.path(), config());
-    for i in 0..400usize {
-        let stream = crate::common::stream(&format!("damage-{}", i % 5));
-        let batch = (0..1 + i % 4)
-            .map(|j| event(format!("{i}/{j} {}", "x".repeat(200))))
-            .collect();
-        store
-            .append(&stream, ExpectedVersion::Any, batch)
-            .await
-            .unwrap();
-    }
-    let log = read_everything(&store);
-    store.close().await;
-    drop(store);
-    assert!(
-        segment_files(dir.path()).len() >= 3,
-        "the test needs sealed segments"
-    );
-    (dir, log)
+    let filling = crate::common::Filling {
+        prefix: "damage",
+        tag: "",
+        appends: 400,
+        streams: 5,
+        max_events: 4,
+        pad: 200,
+        min_segments: 3,
+    };
+    crate::common::filled_store(config(), filling).await
 }
 
 /// The byte offset and length of every record of a segment file, up to its end or the

@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use eventstore::repair::{self, RangeEnd, Refusal, Repaired, Replacement};
-use eventstore::{Error, ExpectedVersion, Position, RecordedEvent, StoreConfig};
+use eventstore::{Error, Position, RecordedEvent, StoreConfig};
 use tempfile::TempDir;
 
-use crate::common::{event, open, read_everything, segment_files, segments_of};
+use crate::common::{Filling, open, read_everything, segment_files, segments_of};
 
 fn config() -> StoreConfig {
     segments_of(32 << 10)
@@ -17,26 +17,16 @@ fn config() -> StoreConfig {
 /// A closed store of single- and multi-event appends over several 32 KiB segments, and
 /// its log.
 async fn filled_store(tag: &str) -> (TempDir, Vec<RecordedEvent>) {
-    let dir = TempDir::new().unwrap();
-    let store = open(dir.path(), config());
-    for i in 0..300usize {
-        let stream = crate::common::stream(&format!("repair-{}", i % 4));
-        let batch = (0..1 + i % 3)
-            .map(|j| event(format!("{tag} {i}/{j} {}", "r".repeat(150))))
-            .collect();
-        store
-            .append(&stream, ExpectedVersion::Any, batch)
-            .await
-            .unwrap();
-    }
-    let log = read_everything(&store);
-    store.close().await;
-    drop(store);
-    assert!(
-        segment_files(dir.path()).len() >= 4,
-        "the test needs sealed segments"
-    );
-    (dir, log)
+    let filling = Filling {
+        prefix: "repair",
+        tag,
+        appends: 300,
+        streams: 4,
+        max_events: 3,
+        pad: 150,
+        min_segments: 4,
+    };
+    crate::common::filled_store(config(), filling).await
 }
 
 /// Replaces the first damaged range with the events of `copy`; `None` if nothing is
