@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::nats::{self, CopyReader};
-use crate::restore::{CopyChain, server_url};
+use crate::restore::CopyChain;
 
 /// The limits of an audit.
 #[derive(Debug, Clone)]
@@ -268,15 +268,7 @@ pub async fn audit(
     store: &EventStore,
     options: &AuditOptions,
 ) -> Result<AuditReport, Error> {
-    let jetstream = nats::context(client.clone(), options.request_timeout, 1024);
-    nats::check_jetstream(&jetstream, &server_url(client)).await?;
-    let mut nats_stream = nats::existing_stream(&jetstream, stream).await?;
-    let state = nats_stream
-        .info()
-        .await
-        .map_err(|error| Error::nats("stream info request", error))?
-        .state
-        .clone();
+    let (nats_stream, state) = nats::open_copy(client, stream, options.request_timeout).await?;
     let log_head = store.next_position();
     let mut local = LocalReader {
         store,

@@ -154,6 +154,25 @@ pub(crate) async fn existing_stream(
         })
 }
 
+/// The copy's stream, which must exist, and its state now: how restore, audit and repair
+/// start reading the copy.
+pub(crate) async fn open_copy(
+    client: &Client,
+    name: &str,
+    request_timeout: Duration,
+) -> Result<(stream::Stream, stream::State), Error> {
+    let jetstream = context(client.clone(), request_timeout, 1024);
+    check_jetstream(&jetstream, &crate::restore::server_url(client)).await?;
+    let mut nats_stream = existing_stream(&jetstream, name).await?;
+    let state = nats_stream
+        .info()
+        .await
+        .map_err(|error| Error::nats("stream info request", error))?
+        .state
+        .clone();
+    Ok((nats_stream, state))
+}
+
 /// The stream configuration the relay creates.
 pub(crate) fn stream_config(config: &RelayConfig) -> stream::Config {
     stream::Config {

@@ -20,7 +20,7 @@ use eventstore::{ChainHash, Position, RecordedEvent};
 use crate::error::Error;
 use crate::message;
 use crate::nats::{self, CopyReader};
-use crate::restore::{CopyChain, server_url};
+use crate::restore::CopyChain;
 
 /// The limits of a range read.
 #[derive(Debug, Clone)]
@@ -65,15 +65,7 @@ pub async fn read_range(
     options: &RangeOptions,
     visit: &mut (dyn FnMut(RecordedEvent) -> ControlFlow<()> + Send),
 ) -> Result<RangeRead, Error> {
-    let jetstream = nats::context(client.clone(), options.request_timeout, 1024);
-    nats::check_jetstream(&jetstream, &server_url(client)).await?;
-    let mut nats_stream = nats::existing_stream(&jetstream, stream).await?;
-    let state = nats_stream
-        .info()
-        .await
-        .map_err(|error| Error::nats("stream info request", error))?
-        .state
-        .clone();
+    let (nats_stream, state) = nats::open_copy(client, stream, options.request_timeout).await?;
     let Some(start) = start_sequence(&nats_stream, &state, first).await? else {
         return Ok(RangeRead::CopyEnded { last: None });
     };

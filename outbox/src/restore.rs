@@ -93,15 +93,8 @@ pub async fn restore(
     options: &RestoreOptions,
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<RestoreReport, Error> {
-    let jetstream = nats::context(client.clone(), options.request_timeout, 1024);
-    nats::check_jetstream(&jetstream, &server_url(client)).await?;
-    let mut nats_stream = nats::existing_stream(&jetstream, stream).await?;
-    let total = nats_stream
-        .info()
-        .await
-        .map_err(|error| Error::nats("stream info request", error))?
-        .state
-        .messages;
+    let (nats_stream, state) = nats::open_copy(client, stream, options.request_timeout).await?;
+    let total = state.messages;
     let local_next = store.next_position();
     let mut report = RestoreReport {
         stream: stream.to_owned(),
