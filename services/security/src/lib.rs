@@ -2,7 +2,7 @@
 //!
 //! - [`principal`]: the authenticated caller ([`Principal`]: subject, issuer, roles, the
 //!   customer a `customer` token acts for) and the [`Role`]s of the platform;
-//! - `auth`: verifying a bearer JWT into a [`Principal`] (HS256 secret, JWKS file, JWKS
+//! - [`auth`]: verifying a bearer JWT into a [`Principal`] (HS256 secret, JWKS file, JWKS
 //!   URL), and minting development tokens;
 //! - `policy`: the embedded Rego policy (regorus) that decides every request from the
 //!   principal, the action, the resource and the request;
@@ -11,6 +11,7 @@
 //! This crate knows nothing of HTTP frameworks: the API's gate (`api::gate`) reads the
 //! request, calls these in order and turns their errors into problem responses.
 
+pub mod auth;
 pub mod principal;
 
 pub use principal::{Principal, Role};
