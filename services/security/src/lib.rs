@@ -6,12 +6,13 @@
 //!   URL), and minting development tokens;
 //! - `policy`: the embedded Rego policy (regorus) that decides every request from the
 //!   principal, the action, the resource and the request;
-//! - `rate_limit`: a token bucket per principal (`sub`), with limits per role.
+//! - [`rate_limit`]: a token bucket per principal (`sub`), with limits per role.
 //!
 //! This crate knows nothing of HTTP frameworks: the API's gate (`api::gate`) reads the
 //! request, calls these in order and turns their errors into problem responses.
 
 pub mod auth;
 pub mod principal;
+pub mod rate_limit;
 
 pub use principal::{Principal, Role};

@@ -6,3 +6,4 @@ mod jwks_url;
 mod jwt;
 mod keys;
 mod mint;
+mod rate_limit;
