@@ -274,6 +274,7 @@ pub fn decode(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<RecordedEve
             traceparent: text(TRACEPARENT)?,
             principal: text(PRINCIPAL)?,
             command_id: uuid(COMMAND_ID)?,
+            ..Metadata::default()
         },
         payload: payload.to_vec(),
         last_in_commit,
@@ -370,6 +371,7 @@ mod tests {
                 traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
                 principal: Some(" alice\r\n%\"x\" ".into()),
                 command_id: None,
+                ..Metadata::default()
             },
             payload: vec![0, 1, 2, 255],
             last_in_commit: false,
