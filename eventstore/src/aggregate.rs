@@ -83,7 +83,8 @@ pub struct CommandOptions {
     pub command_id: Uuid,
     /// Run only if the aggregate is at this version (HTTP `If-Match`); no retry then.
     pub expected_version: Option<Version>,
-    /// Correlation, causation, trace and principal for the events.
+    /// Correlation, causation, trace and identity (principal, issuer, action, on behalf
+    /// of) for the events.
     pub metadata: Metadata,
 }
 
@@ -165,6 +166,11 @@ impl<A: Aggregate> Repository<A> {
     pub fn with_conflict_retries(mut self, retries: u32) -> Self {
         self.max_conflict_retries = retries;
         self
+    }
+
+    /// The store this repository reads and writes.
+    pub fn store(&self) -> &EventStore {
+        &self.store
     }
 
     /// The stream of the aggregate `id`.

@@ -3,7 +3,10 @@
 //!
 //! The stored form is postcard, which is not self-describing: the field order of
 //! [`StoredEvent`] is the on-disk format. Change it only by adding a new record format
-//! version, and keep the golden test in `segment.rs` passing for the old one.
+//! version, and keep the golden test in `segment.rs` passing for the old one. The
+//! identity fields added later ([`StoredIdentity`]: issuer, action, on behalf of) are not
+//! part of that layout: they follow it in the record body, announced by a flag bit, so
+//! an event without them is stored byte for byte as before (see `segment.rs`).
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -13,6 +16,10 @@ use crate::ids::{EventId, Position, StreamId, Version};
 
 /// Who and what caused an event; carried unchanged from the command to the log, the
 /// read models, the sagas and NATS.
+///
+/// Its serde form is JSON only (the export lines): the identity fields added with
+/// authentication are left out when not set, so an event without them exports exactly
+/// as before and an export written before them still imports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Metadata {
     /// The id shared by every event of one business transaction.
@@ -21,10 +28,22 @@ pub struct Metadata {
     pub causation_id: Option<Uuid>,
     /// W3C trace context of the request that wrote the event.
     pub traceparent: Option<String>,
-    /// The authenticated subject that issued the command.
+    /// The authenticated subject that issued the command (the token's `sub`; for a
+    /// command a service issues, the service's own name).
     pub principal: Option<String>,
     /// The id of the command that produced the event.
     pub command_id: Option<Uuid>,
+    /// Who vouched for `principal`: the issuer (`iss`) of the token that authenticated it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The policy action that caused the event, e.g. `orders.place` (for a saga's
+    /// command, the saga's step, e.g. `fulfilment.reserve`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// For a command a service issues for a user (the saga for the customer who placed
+    /// the order): that user's subject. `principal` is then the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
 }
 
 /// An event proposed for appending.
@@ -119,6 +138,11 @@ pub struct StoredEvent<'a> {
     /// Payload bytes.
     #[serde(borrow)]
     pub payload: &'a [u8],
+    /// Issuer, action and on-behalf-of. Not part of the postcard layout above: the record
+    /// stores it after the event, as a second postcard value, when it is not empty
+    /// (`segment::FLAG_IDENTITY`).
+    #[serde(skip)]
+    pub identity: StoredIdentity<'a>,
 }
 
 /// The on-disk form of [`Metadata`].
@@ -136,6 +160,37 @@ pub struct StoredMetadata<'a> {
     pub principal: Option<&'a str>,
     /// Command id bytes.
     pub command_id: Option<[u8; 16]>,
+}
+
+/// The on-disk form of the identity fields of [`Metadata`] that the original record
+/// layout has no place for. Field order is the file format.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredIdentity<'a> {
+    /// The principal's token issuer.
+    #[serde(borrow)]
+    pub issuer: Option<&'a str>,
+    /// The policy action.
+    #[serde(borrow)]
+    pub action: Option<&'a str>,
+    /// The user a service acted for.
+    #[serde(borrow)]
+    pub on_behalf_of: Option<&'a str>,
+}
+
+impl<'a> StoredIdentity<'a> {
+    /// The stored form of the identity fields of `metadata`.
+    pub fn of(metadata: &'a Metadata) -> Self {
+        StoredIdentity {
+            issuer: metadata.issuer.as_deref(),
+            action: metadata.action.as_deref(),
+            on_behalf_of: metadata.on_behalf_of.as_deref(),
+        }
+    }
+
+    /// True when no field is set: the record then stores no identity block at all.
+    pub fn is_empty(&self) -> bool {
+        self.issuer.is_none() && self.action.is_none() && self.on_behalf_of.is_none()
+    }
 }
 
 impl<'a> StoredMetadata<'a> {
@@ -170,6 +225,7 @@ impl<'a> StoredEvent<'a> {
             recorded_at_micros,
             metadata: StoredMetadata::of(&event.metadata),
             payload: &event.payload,
+            identity: StoredIdentity::of(&event.metadata),
         }
     }
 
@@ -193,6 +249,9 @@ impl<'a> StoredEvent<'a> {
                 traceparent: self.metadata.traceparent.map(str::to_owned),
                 principal: self.metadata.principal.map(str::to_owned),
                 command_id: self.metadata.command_id.map(Uuid::from_bytes),
+                issuer: self.identity.issuer.map(str::to_owned),
+                action: self.identity.action.map(str::to_owned),
+                on_behalf_of: self.identity.on_behalf_of.map(str::to_owned),
             },
             payload: self.payload.to_vec(),
             last_in_commit,
@@ -213,6 +272,7 @@ impl RecordedEvent {
             recorded_at_micros: self.recorded_at.timestamp_micros(),
             metadata: StoredMetadata::of(&self.metadata),
             payload: &self.payload,
+            identity: StoredIdentity::of(&self.metadata),
         }
     }
 }

@@ -74,7 +74,7 @@ pub use aggregate::{Aggregate, CommandOptions, Committed, ExecuteError, Loaded, 
 pub use chain::ChainHash;
 pub use config::StoreConfig;
 pub use derived::readmodel::{Model, ModelBatch, ReadModels};
-pub use envelope::{Metadata, NewEvent, RecordedEvent, StoredEvent};
+pub use envelope::{Metadata, NewEvent, RecordedEvent, StoredEvent, StoredIdentity};
 pub use error::Error;
 pub use ids::{EventId, ExpectedVersion, Position, StreamId, Version};
 pub use locks::{KeyGuard, KeyedLocks};

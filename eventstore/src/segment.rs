@@ -9,7 +9,7 @@
 //! segment  = "ANNALSEG" | version = 2: u32 LE | crc32(the 12 bytes before): u32 LE | record*
 //! record   = body_len: u32 LE | synced_to: u32 LE | crc32(body): u32 LE
 //!            | crc32(the 12 header bytes before): u32 LE | body
-//! body     = flags: u8 | prev_hash: [u8; 32] | postcard(StoredEvent)
+//! body     = flags: u8 | prev_hash: [u8; 32] | postcard(StoredEvent) [| postcard(StoredIdentity)]
 //! ```
 //!
 //! `synced_to` is a promise the writer makes: when it wrote this record, the first
@@ -27,6 +27,14 @@
 //! reordering or removing any record breaks every later link. `flags` bit 0 marks the last
 //! record of one append; an append's records are all in one segment, and recovery drops
 //! the records of an append whose last record is missing, so appends are all-or-nothing.
+//!
+//! `flags` bit 1 ([`FLAG_IDENTITY`]) says the body carries a second postcard value after
+//! the event, the identity block (`StoredIdentity`: issuer, action, on behalf of, each an
+//! optional string). The writer sets it exactly when one of them is set, so an event
+//! without them is stored byte for byte as before the block existed, in either format.
+//! A body is canonical or damaged: bytes after the event without the flag, bytes after
+//! the identity block, or the flag over an empty block are [`Damage::Undecodable`] (no
+//! writer makes them, and accepting them would let two bodies stand for one event).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,6 +62,9 @@ pub const SECTOR_BYTES: usize = 512;
 pub const BODY_PREFIX_BYTES: usize = 1 + 32;
 /// Flag: this record is the last of its append.
 pub const FLAG_COMMIT_END: u8 = 1;
+/// Flag: the body holds an identity block after the event (see the module documentation).
+/// [`encode_record`] sets and clears it itself, from the event.
+pub const FLAG_IDENTITY: u8 = 2;
 /// The hash before the first record of the log.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
@@ -149,7 +160,8 @@ pub fn detect_format(first_bytes: &[u8]) -> Result<Format, String> {
 
 /// Appends one encoded format-2 record to `buf` and returns the hash of its body.
 /// `synced_to` is how many bytes of the segment are durable as the record is written
-/// (0 claims nothing).
+/// (0 claims nothing). [`FLAG_IDENTITY`] in `flags` is ignored: it is set when the
+/// event's identity block is not empty, and only then.
 pub fn encode_record(
     buf: &mut Vec<u8>,
     flags: u8,
@@ -158,14 +170,23 @@ pub fn encode_record(
     synced_to: u32,
 ) -> Result<[u8; 32], Error> {
     let start = buf.len();
+    let has_identity = !event.identity.is_empty();
+    let flags = if has_identity {
+        flags | FLAG_IDENTITY
+    } else {
+        flags & !FLAG_IDENTITY
+    };
     buf.extend_from_slice(&[0; HEADER_BYTES]);
     buf.push(flags);
     buf.extend_from_slice(prev_hash);
-    let encoded = postcard::to_extend(event, std::mem::take(buf));
-    *buf = encoded.map_err(|source| Error::Codec {
+    let codec = |source| Error::Codec {
         what: "event record",
         source,
-    })?;
+    };
+    *buf = postcard::to_extend(event, std::mem::take(buf)).map_err(codec)?;
+    if has_identity {
+        *buf = postcard::to_extend(&event.identity, std::mem::take(buf)).map_err(codec)?;
+    }
     let body = &buf[start + HEADER_BYTES..];
     let body_len = u32::try_from(body.len()).expect("records are bounded by max_append_bytes");
     let crc = crc32fast::hash(body);
@@ -276,8 +297,7 @@ pub fn parse_record(
     }
     let flags = body[0];
     let prev_hash: &[u8; 32] = body[1..BODY_PREFIX_BYTES].try_into().expect("32 bytes");
-    let event = postcard::from_bytes::<StoredEvent<'_>>(&body[BODY_PREFIX_BYTES..])
-        .map_err(|error| Damage::Undecodable(error.to_string()))?;
+    let event = decode_body(flags, &body[BODY_PREFIX_BYTES..])?;
     Ok(Record {
         len: header_bytes + body_len_usize,
         flags,
@@ -286,6 +306,33 @@ pub fn parse_record(
         synced_to: u64::from(synced_to),
         event,
     })
+}
+
+/// The event of a record body after its prefix: the event, then the identity block when
+/// `flags` announces one, and nothing else.
+fn decode_body(flags: u8, bytes: &[u8]) -> Result<StoredEvent<'_>, Damage> {
+    let undecodable = |error: postcard::Error| Damage::Undecodable(error.to_string());
+    let (mut event, rest) =
+        postcard::take_from_bytes::<StoredEvent<'_>>(bytes).map_err(undecodable)?;
+    let rest = if flags & FLAG_IDENTITY != 0 {
+        let (identity, rest) = postcard::take_from_bytes(rest).map_err(undecodable)?;
+        event.identity = identity;
+        if event.identity.is_empty() {
+            return Err(Damage::Undecodable(
+                "the identity flag is set but the identity block is empty".into(),
+            ));
+        }
+        rest
+    } else {
+        rest
+    };
+    if !rest.is_empty() {
+        return Err(Damage::Undecodable(format!(
+            "{} bytes follow the event",
+            rest.len()
+        )));
+    }
+    Ok(event)
 }
 
 /// Reads a whole segment file.
@@ -517,6 +564,7 @@ pub(crate) fn test_event(position: u64, payload: &[u8]) -> StoredEvent<'_> {
         recorded_at_micros: 1_700_000_000_000_000,
         metadata: crate::envelope::StoredMetadata::default(),
         payload,
+        identity: crate::envelope::StoredIdentity::default(),
     }
 }
 
@@ -562,6 +610,10 @@ mod tests {
             .map(|at| u8::from_str_radix(&text[at..at + 2], 16).unwrap())
             .collect()
     }
+
+    /// The record header of the golden identity record: body length, synced-to mark,
+    /// body checksum, header checksum.
+    const GOLDEN_IDENTITY_HEADER: &str = "7500000000100000cedb9db4636c4fbf";
 
     /// The body every golden record holds: its hash is the chain hash, in both formats.
     const GOLDEN_BODY: &str = concat!(
@@ -619,6 +671,160 @@ mod tests {
             hash,
             "the chain hash does not depend on the format"
         );
+    }
+
+    /// The identity block: announced by flag bit 1 and appended after the event, so the
+    /// event part is byte for byte the golden body's.
+    const GOLDEN_IDENTITY_BODY: &str = concat!(
+        "03",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "07070707070707070707070707070707",
+        "076f726465722d31",
+        "05",
+        "05",
+        "0b4f72646572506c61636564",
+        "01",
+        "8080f28183898506",
+        "0000000000",
+        "026869",
+        "0106616e6e616c73",             // issuer: Some("annals")
+        "010c6f72646572732e706c616365", // action: Some("orders.place")
+        "0105616c696365"                // on_behalf_of: Some("alice")
+    );
+
+    fn with_identity(event: StoredEvent<'_>) -> StoredEvent<'_> {
+        StoredEvent {
+            identity: crate::envelope::StoredIdentity {
+                issuer: Some("annals"),
+                action: Some("orders.place"),
+                on_behalf_of: Some("alice"),
+            },
+            ..event
+        }
+    }
+
+    /// A record with the identity block, in both formats: these bytes must stay readable.
+    #[test]
+    fn golden_identity_record_bytes() {
+        let mut buf = Vec::new();
+        encode_record(
+            &mut buf,
+            FLAG_COMMIT_END,
+            &GENESIS_HASH,
+            &with_identity(event(5, b"hi")),
+            4096,
+        )
+        .unwrap();
+        let header = &hex(&buf)[..32];
+        assert_eq!(&header[..16], "7500000000100000", "body_len, synced_to");
+        assert_eq!(hex(&buf[HEADER_BYTES..]), GOLDEN_IDENTITY_BODY);
+        assert_eq!(header, GOLDEN_IDENTITY_HEADER);
+        let check = |record: Record<'_>| {
+            assert_eq!(record.flags, FLAG_COMMIT_END | FLAG_IDENTITY);
+            assert!(record.ends_commit());
+            assert_eq!(record.event.position, 5);
+            assert_eq!(record.event.payload, b"hi");
+            assert_eq!(record.event.identity.issuer, Some("annals"));
+            assert_eq!(record.event.identity.action, Some("orders.place"));
+            assert_eq!(record.event.identity.on_behalf_of, Some("alice"));
+        };
+        check(parse_record(&buf, 1 << 20, Format::V2).unwrap());
+        // The same body under a format-1 header: the old reader's path reads it too.
+        let body = unhex(GOLDEN_IDENTITY_BODY);
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        v1.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        v1.extend_from_slice(&body);
+        check(parse_record(&v1, 1 << 20, Format::V1).unwrap());
+        // Owned and back (with a real v7 id): the same bytes, the same chain hash.
+        let v7: uuid::Uuid = "0192f0c4-7d1e-7a3b-9c4d-5e6f708192a3".parse().unwrap();
+        let stored = StoredEvent {
+            id: *v7.as_bytes(),
+            ..with_identity(event(5, b"hi"))
+        };
+        let mut original = Vec::new();
+        encode_record(&mut original, FLAG_COMMIT_END, &GENESIS_HASH, &stored, 0).unwrap();
+        let recorded = parse_record(&original, 1 << 20, Format::V2)
+            .unwrap()
+            .event
+            .to_recorded(true)
+            .unwrap();
+        assert_eq!(recorded.metadata.issuer.as_deref(), Some("annals"));
+        assert_eq!(recorded.metadata.action.as_deref(), Some("orders.place"));
+        assert_eq!(recorded.metadata.on_behalf_of.as_deref(), Some("alice"));
+        let mut again = Vec::new();
+        encode_record(
+            &mut again,
+            FLAG_COMMIT_END,
+            &GENESIS_HASH,
+            &recorded.to_stored(),
+            0,
+        )
+        .unwrap();
+        assert_eq!(again, original);
+    }
+
+    /// The flag follows the event, whatever the caller passes: no identity, no block.
+    #[test]
+    fn the_identity_flag_is_set_exactly_when_there_is_an_identity() {
+        let mut plain = Vec::new();
+        encode_record(
+            &mut plain,
+            FLAG_COMMIT_END | FLAG_IDENTITY,
+            &GENESIS_HASH,
+            &event(5, b"hi"),
+            0,
+        )
+        .unwrap();
+        assert_eq!(hex(&plain[HEADER_BYTES..]), GOLDEN_BODY);
+        let only_action = StoredEvent {
+            identity: crate::envelope::StoredIdentity {
+                action: Some("fulfilment.reserve"),
+                ..Default::default()
+            },
+            ..event(5, b"hi")
+        };
+        let mut buf = Vec::new();
+        encode_record(&mut buf, 0, &GENESIS_HASH, &only_action, 0).unwrap();
+        let record = parse_record(&buf, 1 << 20, Format::V2).unwrap();
+        assert_eq!(record.flags, FLAG_IDENTITY);
+        assert_eq!(record.event.identity, only_action.identity);
+    }
+
+    /// A body is canonical: extra bytes, or a flag that announces nothing, are damage.
+    #[test]
+    fn a_body_that_is_not_canonical_is_damage() {
+        let record_of = |body: &[u8]| {
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+            bytes.extend_from_slice(body);
+            bytes
+        };
+        let undecodable = |body: Vec<u8>| {
+            matches!(
+                parse_record(&record_of(&body), 1 << 20, Format::V1),
+                Err(Damage::Undecodable(_))
+            )
+        };
+        // Bytes after the event without the flag.
+        let mut trailing = unhex(GOLDEN_BODY);
+        trailing.push(0);
+        assert!(undecodable(trailing));
+        // The identity block without the flag.
+        let mut unflagged = unhex(GOLDEN_IDENTITY_BODY);
+        unflagged[0] = FLAG_COMMIT_END;
+        assert!(undecodable(unflagged));
+        // The flag over an empty block, over no block, and bytes after the block.
+        let mut empty = unhex(GOLDEN_BODY);
+        empty[0] |= FLAG_IDENTITY;
+        assert!(undecodable(empty.clone()));
+        empty.extend_from_slice(&[0, 0, 0]);
+        assert!(undecodable(empty));
+        let mut after = unhex(GOLDEN_IDENTITY_BODY);
+        after.push(0);
+        assert!(undecodable(after));
+        assert!(!undecodable(unhex(GOLDEN_IDENTITY_BODY)));
     }
 
     #[test]

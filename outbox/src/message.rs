@@ -11,7 +11,8 @@
 //!   and `Annals-Prev-Hash` / `Annals-Hash`, the record's place in the log's hash chain
 //!   ([`Chain`]), so that a copy verifies itself message by message.
 //!
-//! Text values (stream id, event type, principal, traceparent) are written
+//! Text values (stream id, event type, principal, issuer, action, on behalf of,
+//! traceparent) are written
 //! [percent-encoded](encode_text): NATS header values cannot hold line breaks, and header
 //! parsers may trim surrounding white space.
 
@@ -50,8 +51,15 @@ pub const CORRELATION_ID: HeaderName = HeaderName::from_static("Annals-Correlati
 pub const CAUSATION_ID: HeaderName = HeaderName::from_static("Annals-Causation-Id");
 /// `Annals-Command-Id`: a UUID; absent when the event has none.
 pub const COMMAND_ID: HeaderName = HeaderName::from_static("Annals-Command-Id");
-/// `Annals-Principal`: percent-encoded; absent when the event has none.
+/// `Annals-Principal`: percent-encoded; absent when the event has none. The subject who
+/// caused the event, never a token.
 pub const PRINCIPAL: HeaderName = HeaderName::from_static("Annals-Principal");
+/// `Annals-Issuer`: the issuer of the principal's token, percent-encoded; absent when none.
+pub const ISSUER: HeaderName = HeaderName::from_static("Annals-Issuer");
+/// `Annals-Action`: the policy action that caused the event, percent-encoded; absent when none.
+pub const ACTION: HeaderName = HeaderName::from_static("Annals-Action");
+/// `Annals-On-Behalf-Of`: the user a service acted for, percent-encoded; absent when none.
+pub const ON_BEHALF_OF: HeaderName = HeaderName::from_static("Annals-On-Behalf-Of");
 /// `Annals-Prev-Hash`: the chain hash of the log's record before this one (64 hex
 /// digits; zeros before position 0).
 pub const PREV_HASH: HeaderName = HeaderName::from_static("Annals-Prev-Hash");
@@ -132,6 +140,9 @@ pub fn headers(event: &RecordedEvent) -> HeaderMap {
     }
     for (name, text) in [
         (PRINCIPAL, &metadata.principal),
+        (ISSUER, &metadata.issuer),
+        (ACTION, &metadata.action),
+        (ON_BEHALF_OF, &metadata.on_behalf_of),
         (TRACEPARENT, &metadata.traceparent),
     ] {
         if let Some(text) = text {
@@ -274,6 +285,9 @@ pub fn decode(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<RecordedEve
             traceparent: text(TRACEPARENT)?,
             principal: text(PRINCIPAL)?,
             command_id: uuid(COMMAND_ID)?,
+            issuer: text(ISSUER)?,
+            action: text(ACTION)?,
+            on_behalf_of: text(ON_BEHALF_OF)?,
         },
         payload: payload.to_vec(),
         last_in_commit,
@@ -370,6 +384,7 @@ mod tests {
                 traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
                 principal: Some(" alice\r\n%\"x\" ".into()),
                 command_id: None,
+                ..Metadata::default()
             },
             payload: vec![0, 1, 2, 255],
             last_in_commit: false,
@@ -389,6 +404,45 @@ mod tests {
             let back = decode(Some(&super::headers(&original)), &original.payload).unwrap();
             assert_eq!(back, original);
         }
+    }
+
+    /// The identity headers: text-encoded like the principal, each absent when not set,
+    /// and an event that has them round-trips exactly (restore reproduces the log).
+    #[test]
+    fn golden_identity_headers() {
+        let plain = event();
+        let mut event = plain.clone();
+        event.metadata.principal = Some("annals-fulfilment".into());
+        event.metadata.issuer = Some("https://id.example/realm 1".into());
+        event.metadata.action = Some("fulfilment.reserve".into());
+        event.metadata.on_behalf_of = Some("alice".into());
+        let headers = headers(&event);
+        let value = |name: HeaderName| headers.get(name).map(|v| v.as_str().to_owned());
+        assert_eq!(value(PRINCIPAL).as_deref(), Some("annals-fulfilment"));
+        assert_eq!(
+            value(ISSUER).as_deref(),
+            Some("https://id.example/realm%201")
+        );
+        assert_eq!(value(ACTION).as_deref(), Some("fulfilment.reserve"));
+        assert_eq!(value(ON_BEHALF_OF).as_deref(), Some("alice"));
+        assert_eq!(headers.len(), 16);
+        assert_eq!(decode(Some(&headers), &event.payload).unwrap(), event);
+        for only in 0..3 {
+            let mut partial = plain.clone();
+            match only {
+                0 => partial.metadata.issuer = Some(String::new()),
+                1 => partial.metadata.action = Some("orders.place".into()),
+                _ => partial.metadata.on_behalf_of = Some(" bob\n".into()),
+            }
+            let headers = super::headers(&partial);
+            assert_eq!(headers.len(), 14);
+            assert_eq!(decode(Some(&headers), &partial.payload).unwrap(), partial);
+        }
+        // No token ever: the headers hold nothing but the event's own fields.
+        assert!(headers.iter().all(|(name, _)| {
+            let name = name.to_string().to_ascii_lowercase();
+            !name.contains("authorization") && !name.contains("token")
+        }));
     }
 
     /// The wire format is a contract with consumers outside this code base
@@ -417,6 +471,9 @@ mod tests {
             (CAUSATION_ID, Some("00000000-0000-0000-0000-00000000002a")),
             (COMMAND_ID, None),
             (PRINCIPAL, Some("%20alice%0D%0A%25%22x%22%20")),
+            (ISSUER, None),
+            (ACTION, None),
+            (ON_BEHALF_OF, None),
             (
                 TRACEPARENT,
                 Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),

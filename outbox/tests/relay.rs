@@ -10,7 +10,8 @@
 //! - `outage`: NATS stopped under write load: appends go on, the backlog grows, the
 //!   breaker opens; NATS restarted: the backlog drains by itself, nothing lost.
 //! - `restore`: a restore reproduces the log (same events, same head hash, verify
-//!   passes); audit finds an altered, a removed and a repeated message.
+//!   passes); audit finds an altered, a removed and a repeated message; the principal,
+//!   issuer, action and on-behalf-of travel in the headers and come back exactly.
 //! - `chain`: every message carries its chain hash; restore and audit name the first
 //!   break (altered body, wrong hash, forged event, reorder, stripped headers); restore
 //!   stops at an expected head or fails; a copy without the headers is still accepted.

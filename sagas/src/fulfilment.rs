@@ -31,6 +31,14 @@ use crate::saga::{Answers, Deadline, Issued, Saga, Step};
 /// The key of the fulfilment deadline.
 pub const DEADLINE: &str = "fulfilment";
 
+/// The principal every command of the fulfilment saga is recorded under: the saga acts
+/// as itself, a service, and names the customer it acts for in `on_behalf_of`.
+pub const SERVICE_PRINCIPAL: &str = "annals-fulfilment";
+
+/// The issuer of [`SERVICE_PRINCIPAL`]: Annals itself (the saga runs inside the server
+/// and holds no token; no identity provider vouches for it).
+pub const SERVICE_ISSUER: &str = "annals";
+
 /// The state of one order's fulfilment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fulfilment {
@@ -188,6 +196,20 @@ pub enum Command {
 }
 
 impl Command {
+    /// The action the command's events record: `fulfilment.` and the step, one per
+    /// kind of command (the policy's vocabulary for what caused an event).
+    pub fn action(&self) -> &'static str {
+        match self {
+            Command::Reserve { .. } => "fulfilment.reserve",
+            Command::Release { .. } => "fulfilment.release",
+            Command::ConfirmReservation { .. } => "fulfilment.confirm-reservation",
+            Command::Charge { .. } => "fulfilment.charge",
+            Command::Refund => "fulfilment.refund",
+            Command::ConfirmOrder { .. } => "fulfilment.confirm-order",
+            Command::CancelOrder { .. } => "fulfilment.cancel-order",
+        }
+    }
+
     /// The command's key within the saga: one command per key, ever.
     pub fn key(&self) -> String {
         match self {

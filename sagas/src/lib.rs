@@ -9,7 +9,8 @@
 //!   and keeps deadlines durable (recorded, re-armed on start, fired once).
 //! - [`clock`]: the injected [`Clock`]; tests use [`ManualClock`].
 //! - [`fulfilment`]: the fulfilment saga (reserve, charge, confirm; or release, refund,
-//!   cancel), and [`services`]: how its commands reach inventory, payments and orders.
+//!   cancel), and [`services`]: how its commands reach inventory, payments and orders,
+//!   recorded as the saga's own principal on behalf of the customer who placed the order.
 //!
 //! ```
 //! use sagas::{Saga, fulfilment::{Command, Fulfilment, Input}};

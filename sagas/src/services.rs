@@ -6,11 +6,19 @@
 //! per-stream queues. Domain refusals
 //! become [`Outcome::Rejected`] with the aggregate's own words; refusals that mean
 //! "already done" (a release of nothing, a refund of nothing) are [`Outcome::Done`].
+//!
+//! Every command is recorded as the saga's own: principal [`SERVICE_PRINCIPAL`], issuer
+//! [`SERVICE_ISSUER`], the step's [`Command::action`], and `on_behalf_of` the principal
+//! of the order's `OrderPlaced` (none when that had none). That principal is read from
+//! the order's first event when a command runs rather than carried in the saga's
+//! recorded inputs, whose postcard layout is the format of every saga stream written so
+//! far: it comes out the same after a restart, and for sagas started before it existed.
 
 use std::time::Duration;
 
 use eventstore::{
-    Aggregate, CommandOptions, Error, ExecuteError, Metadata, RecordedEvent, Repository,
+    Aggregate, CommandOptions, Direction, Error, ExecuteError, Metadata, RecordedEvent, Repository,
+    Version,
 };
 use orders::Order;
 use repositories::Repositories;
@@ -18,7 +26,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::driver::Dispatcher;
-use crate::fulfilment::{Command, Fulfilment, Input, Outcome};
+use crate::fulfilment::{Command, Fulfilment, Input, Outcome, SERVICE_ISSUER, SERVICE_PRINCIPAL};
 use crate::saga::{self, Issued};
 
 /// Faults the driver injects on purpose, to see deadlines and compensation happen.
@@ -64,6 +72,23 @@ impl FulfilmentServices {
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
         self
+    }
+
+    /// Who placed the order `order_id`: the principal of its `OrderPlaced`, the first
+    /// event of its stream (`None` when it had none, or the stream does not start so).
+    fn placed_by(&self, order_id: &str) -> Result<Option<String>, Error> {
+        let stream = Repository::<Order>::stream_id(order_id)?;
+        let first = self.repositories.orders.store().read_stream(
+            &stream,
+            Version(0),
+            Direction::Forward,
+            1,
+        )?;
+        Ok(first
+            .into_iter()
+            .next()
+            .filter(|event| event.event_type == "OrderPlaced")
+            .and_then(|event| event.metadata.principal))
     }
 }
 
@@ -139,6 +164,10 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
             expected_version: None,
             metadata: Metadata {
                 correlation_id: state.correlation_id,
+                principal: Some(SERVICE_PRINCIPAL.to_owned()),
+                issuer: Some(SERVICE_ISSUER.to_owned()),
+                action: Some(issued.command.action().to_owned()),
+                on_behalf_of: self.placed_by(&order_id)?,
                 ..Metadata::default()
             },
         };

@@ -1,12 +1,13 @@
 //! The driver over a real store on disk, on a manual clock: a deadline is stored when
 //! scheduled, re-armed by the next driver after a stop, fired once, and a command that
-//! was in flight at the stop is issued again without a second effect.
+//! was in flight at the stop is issued again without a second effect. The saga's
+//! commands are recorded as its own, on behalf of whoever placed the order.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventstore::{CommandOptions, EventStore, Repository, StoreConfig};
+use eventstore::{CommandOptions, EventStore, Metadata, Position, Repository, StoreConfig};
 use repositories::Repositories;
 use sagas::fulfilment::Phase;
 use sagas::view::SagaView;
@@ -198,5 +199,116 @@ async fn a_deadline_survives_a_restart_and_fires_once() {
         .unwrap();
     assert_eq!(after.version, before);
     assert_eq!(deadlines_fired(&after), 1);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saga_acts_as_itself_on_behalf_of_who_placed_the_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let clock = ManualClock::new(chrono::Utc::now());
+    command::<inventory::Stock>(
+        &store,
+        "apple",
+        inventory::Command::RegisterSku {
+            sku: "apple".into(),
+            name: "Apple".into(),
+            unit_price: 120,
+        },
+    )
+    .await;
+    command::<inventory::Stock>(
+        &store,
+        "apple",
+        inventory::Command::Restock { quantity: 10 },
+    )
+    .await;
+    command::<payments::Account>(
+        &store,
+        "alice",
+        payments::Command::OpenAccount {
+            customer_id: "alice".into(),
+        },
+    )
+    .await;
+    command::<payments::Account>(
+        &store,
+        "alice",
+        payments::Command::Deposit { amount: 1_000 },
+    )
+    .await;
+    let driver = start(&store, &clock, Faults::default());
+    // o-1 placed by alice through the API (who and what recorded); o-2 with no principal.
+    for (order, principal) in [("o-1", Some("alice")), ("o-2", None)] {
+        let options = CommandOptions {
+            command_id: Uuid::now_v7(),
+            metadata: Metadata {
+                principal: principal.map(str::to_owned),
+                issuer: principal.map(|_| "https://id.example".to_owned()),
+                action: principal.map(|_| "orders.place".to_owned()),
+                ..Metadata::default()
+            },
+            ..CommandOptions::default()
+        };
+        let place = orders::Command::PlaceOrder {
+            order_id: order.into(),
+            customer_id: "alice".into(),
+            lines: vec![orders::OrderLine {
+                sku: "apple".into(),
+                quantity: 1,
+            }],
+        };
+        Repository::<orders::Order>::new(store.clone())
+            .execute(order, &place, &options)
+            .await
+            .expect("the order is placed");
+    }
+    for order in ["o-1", "o-2"] {
+        saga_when(&store, order, "confirmed", |v| {
+            v.state.phase == Phase::Confirmed
+        })
+        .await;
+    }
+    driver.stop().await;
+
+    let log = store.read_all(Position(0), usize::MAX).unwrap();
+    for (order, on_behalf_of) in [("o-1", Some("alice")), ("o-2", None)] {
+        for (key, action) in [
+            ("reserve:apple", "fulfilment.reserve"),
+            ("charge", "fulfilment.charge"),
+            ("confirm-order", "fulfilment.confirm-order"),
+            (
+                "confirm-reservation:apple",
+                "fulfilment.confirm-reservation",
+            ),
+        ] {
+            let command_id = sagas::saga::command_id::<Fulfilment>(order, key);
+            let event = log
+                .iter()
+                .find(|event| event.metadata.command_id == Some(command_id))
+                .unwrap_or_else(|| panic!("no event of {order}'s {key}"));
+            let metadata = &event.metadata;
+            assert_eq!(
+                metadata.principal.as_deref(),
+                Some(sagas::fulfilment::SERVICE_PRINCIPAL),
+                "{order} {key}"
+            );
+            assert_eq!(metadata.principal.as_deref(), Some("annals-fulfilment"));
+            assert_eq!(metadata.issuer.as_deref(), Some("annals"), "{order} {key}");
+            assert_eq!(metadata.action.as_deref(), Some(action), "{order} {key}");
+            assert_eq!(
+                metadata.on_behalf_of.as_deref(),
+                on_behalf_of,
+                "{order} {key}"
+            );
+        }
+    }
+    // The order itself keeps who placed it.
+    let placed = log
+        .iter()
+        .find(|event| event.stream_id.as_str() == "order-o-1")
+        .unwrap();
+    assert_eq!(placed.metadata.principal.as_deref(), Some("alice"));
+    assert_eq!(placed.metadata.on_behalf_of, None);
     store.close().await;
 }

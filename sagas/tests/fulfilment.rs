@@ -388,6 +388,38 @@ fn every_input_has_its_own_key_and_answers_what_it_should() {
     assert_eq!(Fulfilment::answers(&cancel("x")), Answers::Nothing);
 }
 
+/// Every kind of command, compensations included, names its own action: what its
+/// events record as the cause.
+#[test]
+fn every_command_names_its_action() {
+    let commands = [
+        (
+            Command::Reserve {
+                sku: "apple".into(),
+                quantity: 1,
+            },
+            "fulfilment.reserve",
+        ),
+        (release("apple"), "fulfilment.release"),
+        (
+            Command::ConfirmReservation {
+                sku: "apple".into(),
+            },
+            "fulfilment.confirm-reservation",
+        ),
+        (Command::Charge { amount: 1 }, "fulfilment.charge"),
+        (Command::Refund, "fulfilment.refund"),
+        (
+            Command::ConfirmOrder { total: 1 },
+            "fulfilment.confirm-order",
+        ),
+        (cancel_order("x"), "fulfilment.cancel-order"),
+    ];
+    for (command, action) in commands {
+        assert_eq!(command.action(), action, "{command:?}");
+    }
+}
+
 #[test]
 fn the_recorded_input_format_is_stable() {
     // postcard is not self-describing: these bytes are the stored format.

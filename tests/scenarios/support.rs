@@ -76,6 +76,7 @@ pub fn history() -> Vec<RecordedEvent> {
         traceparent: None,
         principal: Some("alice".into()),
         command_id: Some(Uuid::parse_str("0193a4e2-7c1d-7b3e-9f00-0000000000c1").unwrap()),
+        ..Metadata::default()
     };
     let mut placed_o2 = planned::<Order>(
         "order-o2",

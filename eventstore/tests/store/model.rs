@@ -309,6 +309,10 @@ fn new_events(payloads: &[Vec<u8>], with_metadata: bool) -> Vec<NewEvent> {
                     traceparent: Some(
                         "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
                     ),
+                    // Some with the identity block, some without: both record forms.
+                    issuer: (i % 2 == 0).then(|| "https://issuer.example".into()),
+                    action: (i % 3 == 0).then(|| "orders.place".into()),
+                    on_behalf_of: (i % 4 == 1).then(|| format!("customer {i}\n")),
                     ..Metadata::default()
                 })
             } else {

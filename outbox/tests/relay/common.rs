@@ -137,6 +137,9 @@ pub async fn workload(store: &EventStore, writers: u64, commits: u64) {
                             )),
                             principal: (commit % 3 != 0).then(|| format!("user {writer}\n")),
                             command_id: Some(command),
+                            issuer: (commit % 3 != 0).then(|| "https://issuer.example".into()),
+                            action: (i % 2 == 0).then(|| "orders.place".into()),
+                            on_behalf_of: (commit % 4 == 1).then(|| format!("customer {writer}")),
                         })
                     })
                     .collect();

@@ -1,12 +1,13 @@
 //! Restore and audit: the copy rebuilds a node whose log verifies and equals the original
 //! (same events, same head hash); audit says "identical" for a good copy and names the
-//! first divergence of an altered, a removed and a repeated message.
+//! first divergence of an altered, a removed and a repeated message. Who caused each
+//! event (principal, issuer, action, on behalf of) travels in the headers and comes back.
 
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
-use eventstore::{EventStore, Position};
+use eventstore::{EventStore, ExpectedVersion, Metadata, NewEvent, Position, StreamId};
 use outbox::{Divergence, RestoreOptions};
 
 use crate::common::{
@@ -219,4 +220,81 @@ async fn restore_rebuilds_the_log_and_audit_finds_every_kind_of_divergence() {
         "{}",
         report.summary()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_principal_travels_in_the_headers_and_restores_exactly() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let (original_dir, restored_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let original = open_store(original_dir.path());
+    let stream = StreamId::new("stock-apple").unwrap();
+    let by_the_saga = NewEvent::new("StockReserved", vec![1, 2, 3]).with_metadata(Metadata {
+        principal: Some("annals-fulfilment".into()),
+        issuer: Some("annals".into()),
+        action: Some("fulfilment.reserve".into()),
+        on_behalf_of: Some("alice".into()),
+        ..Metadata::default()
+    });
+    let by_a_clerk = NewEvent::new("StockRestocked", vec![4]).with_metadata(Metadata {
+        principal: Some("clerk 7".into()),
+        issuer: Some("https://id.example/realms/annals".into()),
+        action: Some("inventory.restock".into()),
+        ..Metadata::default()
+    });
+    original
+        .append(&stream, ExpectedVersion::Any, vec![by_the_saga, by_a_clerk])
+        .await
+        .unwrap();
+    let mut relay = start_relay(&original, relay_config(&url, "WHO"));
+    relay.wait_drained(&original, Duration::from_secs(30)).await;
+    relay.stop().await;
+
+    let client = async_nats::connect(&url).await.unwrap();
+    let copy = jetstream::new(client).get_stream("WHO").await.unwrap();
+    let first = copy.get_raw_message(1).await.unwrap();
+    let header = |name| {
+        first
+            .headers
+            .get(name)
+            .map(|value| value.as_str().to_owned())
+    };
+    assert_eq!(
+        header(outbox::message::PRINCIPAL).as_deref(),
+        Some("annals-fulfilment")
+    );
+    assert_eq!(header(outbox::message::ISSUER).as_deref(), Some("annals"));
+    assert_eq!(
+        header(outbox::message::ACTION).as_deref(),
+        Some("fulfilment.reserve")
+    );
+    assert_eq!(
+        header(outbox::message::ON_BEHALF_OF).as_deref(),
+        Some("alice")
+    );
+    let second = copy.get_raw_message(2).await.unwrap();
+    assert_eq!(
+        second
+            .headers
+            .get(outbox::message::ISSUER)
+            .map(|value| value.as_str()),
+        Some("https://id.example/realms/annals")
+    );
+    assert_eq!(second.headers.get(outbox::message::ON_BEHALF_OF), None);
+
+    let log = whole_log(&original);
+    let restored = open_store(restored_dir.path());
+    let report = restore(&url, "WHO", &restored).await.expect("the restore");
+    assert_eq!(report.imported, 2);
+    assert_eq!(
+        whole_log(&restored),
+        log,
+        "the same events, metadata included"
+    );
+    assert_eq!(
+        restored.verify().unwrap().head_hash,
+        original.verify().unwrap().head_hash
+    );
+    let audit = audit(&url, "WHO", &original).await;
+    assert_eq!(audit.divergence, None, "{}", audit.summary());
 }

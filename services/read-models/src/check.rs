@@ -88,5 +88,6 @@ fn stored(event: &Recorded, position: u64) -> StoredEvent<'_> {
         recorded_at_micros: 0,
         metadata: Default::default(),
         payload: &event.payload,
+        identity: Default::default(),
     }
 }
