@@ -4,6 +4,7 @@
 //! with their resource in [`crate::routes`].
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +17,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::extract::{etag, idempotency_key, if_match, traceparent};
+use crate::gate::{Caller, Identity};
 use crate::idempotency;
 use crate::problem::{self, ApiError, DomainError, idempotency_key_reused};
 
@@ -38,25 +40,60 @@ pub(crate) struct CommandRequest {
     key: Option<String>,
     traceparent: Option<String>,
     fingerprint: [u8; 32],
+    /// Who sent it, when the server authenticates requests.
+    caller: Option<Arc<Caller>>,
 }
 
 impl CommandRequest {
-    /// Reads the headers of a command on `route` (its template) and fingerprints it.
+    /// Reads the headers of a command on `route` (its template) sent by `identity` and
+    /// fingerprints it. The fingerprint of an authenticated request includes its
+    /// principal, so that nobody else can replay its answer under its idempotency key.
     pub(crate) fn new<T: Serialize>(
         route: &str,
         uri: &Uri,
         headers: &HeaderMap,
         body: &T,
+        identity: Identity,
     ) -> Result<Self, ApiError> {
         let if_match = if_match(headers)?;
         let key = idempotency_key(headers)?;
         let body = serde_json::to_value(body).map_err(|error| ApiError::internal(&error))?;
+        let mut fingerprint = idempotency::fingerprint(route, uri.path(), if_match, &body);
+        if let Some(caller) = &identity.0 {
+            let principal = &caller.principal;
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(&fingerprint);
+            for part in [
+                principal.issuer.as_deref().unwrap_or(""),
+                &principal.subject,
+            ] {
+                hasher.update(&(part.len() as u64).to_le_bytes());
+                hasher.update(part.as_bytes());
+            }
+            fingerprint = *hasher.finalize().as_bytes();
+        }
         Ok(CommandRequest {
-            fingerprint: idempotency::fingerprint(route, uri.path(), if_match, &body),
+            fingerprint,
             if_match,
             key,
             traceparent: traceparent(headers),
+            caller: identity.0,
         })
+    }
+
+    /// The metadata of the events of the command `command_id`: correlation, trace and,
+    /// when authenticated, who caused them (subject and issuer, never the token) and the
+    /// action the policy allowed.
+    fn metadata(&self, command_id: Uuid) -> Metadata {
+        let caller = self.caller.as_deref();
+        Metadata {
+            correlation_id: Some(command_id),
+            traceparent: self.traceparent.clone(),
+            principal: caller.map(|caller| caller.principal.subject.clone()),
+            issuer: caller.and_then(|caller| caller.principal.issuer.clone()),
+            action: caller.map(|caller| caller.action.to_owned()),
+            ..Metadata::default()
+        }
     }
 }
 
@@ -262,11 +299,7 @@ where
     F: FnOnce(CommandContext) -> Fut,
     Fut: Future<Output = Result<Reply, ApiError>>,
 {
-    let metadata = |command_id: Uuid| Metadata {
-        correlation_id: Some(command_id),
-        traceparent: request.traceparent.clone(),
-        ..Metadata::default()
-    };
+    let metadata = |command_id: Uuid| request.metadata(command_id);
     let Some(key) = request.key.clone() else {
         let command_id = Uuid::now_v7();
         let context = CommandContext {

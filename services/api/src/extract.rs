@@ -48,7 +48,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 }
 
 /// `application/json` or any `application/<something>+json`, parameters allowed.
-fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn check_json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let unsupported = |detail: String| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -97,7 +97,7 @@ fn body_rejection(rejection: BytesRejection, limit: usize) -> ApiError {
 
 /// A body that is not JSON is malformed; JSON of the wrong shape (types, missing or
 /// unknown fields) is invalid. Both are 400s: the request cannot be understood.
-fn json_error(error: &serde_json::Error) -> ApiError {
+pub(crate) fn json_error(error: &serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     match error.classify() {
         Category::Data => ApiError::bad_request("invalid-body", format!("invalid body: {error}")),

@@ -41,6 +41,7 @@ use utoipa_axum::routes;
 mod commands;
 pub mod events;
 mod extract;
+pub mod gate;
 pub mod idempotency;
 pub mod problem;
 mod queries;
@@ -89,6 +90,8 @@ pub struct AppState {
     relay: Option<Arc<outbox::StatusHandle>>,
     /// The read models running in this server, if any ([`AppState::with_projections`]).
     projections: Option<read_models::ReadSide>,
+    /// Authentication, policy and rate limits, if configured ([`AppState::with_security`]).
+    security: Option<gate::Security>,
 }
 
 #[derive(Debug)]
@@ -128,6 +131,7 @@ impl AppState {
             }),
             relay: None,
             projections: None,
+            security: None,
         }
     }
 
@@ -145,6 +149,18 @@ impl AppState {
     pub fn with_projections(mut self, projections: read_models::ReadSide) -> Self {
         self.projections = Some(projections);
         self
+    }
+
+    /// The same state, with every request passing the [`gate`]: a verified token, the
+    /// policy's allow, the principal's rate limit.
+    pub fn with_security(mut self, security: gate::Security) -> Self {
+        self.security = Some(security);
+        self
+    }
+
+    /// The gate's settings, if requests are authenticated.
+    pub fn security(&self) -> Option<&gate::Security> {
+        self.security.as_ref()
     }
 
     /// The read models of this server, if any.
@@ -177,7 +193,15 @@ impl AppState {
 /// The whole HTTP API over `state`.
 pub fn app(state: AppState) -> Router {
     let max_body_bytes = state.config().max_body_bytes;
-    let (router, _) = routes().split_for_parts();
+    let (mut router, _) = routes().split_for_parts();
+    if state.security().is_some() {
+        // A route layer runs only for matched routes, after routing, so the gate sees the
+        // route's template and parameters.
+        router = router.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            gate::check,
+        ));
+    }
     router
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::method_not_allowed)

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::commands::{CommandAccepted, CommandHeaders, CommandRequest, Reply, run};
 use crate::extract::{JsonBody, SkuPath, check_entity_id};
+use crate::gate::Identity;
 use crate::problem::ApiError;
 use crate::queries::{entity_response, load};
 use crate::responses::{BadRequest, CommandProblems, Conflict, NotModified, UnknownSku};
@@ -89,10 +90,11 @@ pub(crate) async fn register_sku(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
+    identity: Identity,
     JsonBody(body): JsonBody<RegisterSku>,
 ) -> Result<Response, ApiError> {
     check_entity_id("sku", &body.sku)?;
-    let request = CommandRequest::new("register_sku", &uri, &headers, &body)?;
+    let request = CommandRequest::new("register_sku", &uri, &headers, &body, identity)?;
     run(&state, request, |context| async move {
         let command = inventory::Command::RegisterSku {
             sku: body.sku.clone(),
@@ -126,9 +128,10 @@ pub(crate) async fn restock(
     SkuPath(sku): SkuPath,
     uri: Uri,
     headers: HeaderMap,
+    identity: Identity,
     JsonBody(body): JsonBody<Restock>,
 ) -> Result<Response, ApiError> {
-    let request = CommandRequest::new("restock", &uri, &headers, &body)?;
+    let request = CommandRequest::new("restock", &uri, &headers, &body, identity)?;
     run(&state, request, |context| async move {
         let command = inventory::Command::Restock {
             quantity: body.quantity,

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::commands::{CommandAccepted, CommandHeaders, CommandRequest, Reply, run};
 use crate::extract::{JsonBody, OrderPath, check_entity_id};
+use crate::gate::Identity;
 use crate::problem::{ApiError, idempotency_key_reused};
 use crate::queries::{blocking, entity_response, load};
 use crate::responses::{
@@ -101,13 +102,14 @@ pub(crate) async fn place_order(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
+    identity: Identity,
     JsonBody(body): JsonBody<PlaceOrder>,
 ) -> Result<Response, ApiError> {
     check_entity_id("customer id", &body.customer_id)?;
     for line in &body.lines {
         check_entity_id("sku", &line.sku)?;
     }
-    let request = CommandRequest::new("place_order", &uri, &headers, &body)?;
+    let request = CommandRequest::new("place_order", &uri, &headers, &body, identity)?;
     run(&state, request, |context| async move {
         // A keyed retry of an order placed before (the server stopped before it could
         // record the answer) must name the same order.
@@ -166,9 +168,10 @@ pub(crate) async fn cancel_order(
     OrderPath(order_id): OrderPath,
     uri: Uri,
     headers: HeaderMap,
+    identity: Identity,
     JsonBody(body): JsonBody<CancelOrder>,
 ) -> Result<Response, ApiError> {
-    let request = CommandRequest::new("cancel_order", &uri, &headers, &body)?;
+    let request = CommandRequest::new("cancel_order", &uri, &headers, &body, identity)?;
     run(&state, request, |context| async move {
         let command = orders::Command::CancelOrder {
             reason: body.reason,

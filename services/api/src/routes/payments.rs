@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::commands::{CommandAccepted, CommandHeaders, CommandRequest, Reply, run};
 use crate::extract::{CustomerPath, JsonBody, check_entity_id};
+use crate::gate::Identity;
 use crate::problem::ApiError;
 use crate::queries::{entity_response, load};
 use crate::responses::{BadRequest, CommandProblems, Conflict, NotModified, UnknownAccount};
@@ -74,10 +75,11 @@ pub(crate) async fn open_account(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
+    identity: Identity,
     JsonBody(body): JsonBody<OpenAccount>,
 ) -> Result<Response, ApiError> {
     check_entity_id("customer id", &body.customer_id)?;
-    let request = CommandRequest::new("open_account", &uri, &headers, &body)?;
+    let request = CommandRequest::new("open_account", &uri, &headers, &body, identity)?;
     run(&state, request, |context| async move {
         let command = payments::Command::OpenAccount {
             customer_id: body.customer_id.clone(),
@@ -109,9 +111,10 @@ pub(crate) async fn deposit(
     CustomerPath(customer_id): CustomerPath,
     uri: Uri,
     headers: HeaderMap,
+    identity: Identity,
     JsonBody(body): JsonBody<Deposit>,
 ) -> Result<Response, ApiError> {
-    let request = CommandRequest::new("deposit", &uri, &headers, &body)?;
+    let request = CommandRequest::new("deposit", &uri, &headers, &body, identity)?;
     run(&state, request, |context| async move {
         let command = payments::Command::Deposit {
             amount: body.amount,
