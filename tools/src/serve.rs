@@ -36,6 +36,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::exit::Failure;
 
+mod security;
+
+use security::SecurityFile;
+pub use security::{SecurityArgs, SecuritySettings};
+
 /// Serve the HTTP API.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -93,6 +98,9 @@ pub struct ServeArgs {
     /// A TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "ANNALS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Authentication, policy and rate limits.
+    #[command(flatten)]
+    security: SecurityArgs,
 }
 
 /// How long a server whose store's writer failed goes on answering (commands and the
@@ -136,14 +144,16 @@ pub struct Settings {
     pub segment_bytes: Option<u64>,
     /// Whether segments are zero-filled ahead of writing.
     pub preallocate_segments: bool,
+    /// Authentication, policy and rate limits.
+    pub security: SecuritySettings,
 }
 
 impl ServeArgs {
     /// Flags and environment over the config file over defaults.
     fn settings(self) -> anyhow::Result<Settings> {
-        let file = match &self.config {
+        let (file, security_file) = match &self.config {
             Some(path) => read_config(path)?,
-            None => FileConfig::default(),
+            None => Default::default(),
         };
         let defaults = ApiConfig::default();
         Ok(Settings {
@@ -175,14 +185,28 @@ impl ServeArgs {
             },
             segment_bytes: self.segment_bytes,
             preallocate_segments: !self.no_preallocate,
+            security: self.security.settings(security_file),
         })
     }
 }
 
-fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
+/// Reads a `--config` file: the security keys ([`SecurityFile`]) and the others, each
+/// refusing keys it does not know.
+fn read_config(path: &Path) -> anyhow::Result<(FileConfig, SecurityFile)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("bad config file {}", path.display()))
+    let bad = || format!("bad config file {}", path.display());
+    let mut table: toml::Table = toml::from_str(&text).with_context(bad)?;
+    let mut security = toml::Table::new();
+    for key in SecurityFile::KEYS {
+        if let Some(value) = table.remove(*key) {
+            security.insert((*key).to_owned(), value);
+        }
+    }
+    Ok((
+        table.try_into().with_context(bad)?,
+        security.try_into().with_context(bad)?,
+    ))
 }
 
 /// Runs the server on a runtime of its own until SIGTERM or SIGINT.
@@ -208,6 +232,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// fails (then it cancels `shutdown` itself, after [`FAILURE_GRACE`], and fails with
 /// [`Failure::StoreFailed`]).
 pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    security::check_exposure(&settings.listen, &settings.security)?;
+    let gate = security::gate(&settings.security).await?;
     let data_dir = settings.data_dir.clone();
     let defaults = StoreConfig::default();
     let store_config = StoreConfig {
@@ -251,6 +277,9 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         .with_projections(projections);
     if let Some(relay) = &relay {
         state = state.with_relay(relay.status.clone());
+    }
+    if let Some(gate) = gate {
+        state = state.with_security(gate);
     }
     let services = sagas::FulfilmentServices::new(repositories, settings.saga_timeout)
         .with_faults(settings.faults.clone());
