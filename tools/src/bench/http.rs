@@ -1,12 +1,25 @@
-//! `annals bench http`: a load generator for a running `annals serve`. It registers skus
-//! and opens accounts, then keeps `--connections` clients placing orders
-//! (`POST /api/v1/orders`, every one fsync'd before its response) for `--duration`
-//! seconds, and reports commands/s and latency percentiles.
+//! `annals bench http`: a load generator for `annals serve`. It registers skus and opens
+//! accounts, then keeps `--connections` clients placing orders (`POST /api/v1/orders`,
+//! every one fsync'd before its response) for `--duration` seconds, and reports
+//! commands/s and latency percentiles.
+//!
+//! Against a running server (`--url`), with `--token` (or `ANNALS_TOKEN`) when it
+//! demands one. With `--compare-security` it starts two servers of its own on
+//! temporary data directories, one without authentication and one with tokens, the
+//! default policy and a rate limit per principal, and measures them alternately for
+//! `--rounds` rounds: the throughput with security on as a share of the throughput
+//! with it off, in one run. There each connection orders for one customer with that
+//! customer's own token, so every request is authenticated, decided and counted
+//! against its principal's bucket.
 
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
+use security::Role;
+use security::auth::{MintClaims, mint};
 use serde::Serialize;
 use serde_json::json;
 
@@ -15,6 +28,10 @@ pub struct HttpArgs {
     /// The server's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// The bearer token to send (a token whose principal may register skus, open
+    /// accounts and place orders for any customer: an admin's).
+    #[arg(long, env = "ANNALS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Concurrent clients, each with its own keep-alive connection.
     #[arg(long, default_value_t = 64)]
     connections: usize,
@@ -24,12 +41,18 @@ pub struct HttpArgs {
     /// Skus and customers to seed (orders pick among them).
     #[arg(long, default_value_t = 50)]
     entities: usize,
+    /// Start two servers (security off, security on) and measure them alternately.
+    #[arg(long, conflicts_with_all = ["url", "token"])]
+    compare_security: bool,
+    /// With --compare-security: measurements of each server.
+    #[arg(long, default_value_t = 3, requires = "compare_security")]
+    rounds: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 struct HttpReport {
     bench: &'static str,
     connections: usize,
@@ -43,23 +66,109 @@ struct HttpReport {
     max_ms: f64,
 }
 
+#[derive(Debug, Serialize)]
+struct ComparisonReport {
+    bench: &'static str,
+    rounds: usize,
+    /// Every round without security, then every round with it.
+    off: Vec<HttpReport>,
+    on: Vec<HttpReport>,
+    median_off_per_second: f64,
+    median_on_per_second: f64,
+    /// `median_on / median_off`.
+    ratio: f64,
+}
+
+/// Who the load sends as: nobody, one token for everything, or (compare mode) an admin
+/// to seed and one customer token per customer.
+#[derive(Debug, Clone)]
+enum Tokens {
+    None,
+    One(String),
+    PerCustomer {
+        admin: String,
+        customers: Vec<String>,
+    },
+}
+
+impl Tokens {
+    fn seeding(&self) -> Option<&str> {
+        match self {
+            Tokens::None => None,
+            Tokens::One(token) => Some(token),
+            Tokens::PerCustomer { admin, .. } => Some(admin),
+        }
+    }
+}
+
 pub(super) async fn run(args: HttpArgs) -> anyhow::Result<()> {
     if args.connections == 0 || args.entities == 0 {
         bail!("--connections and --entities must be at least 1");
     }
-    let base = args.url.trim_end_matches('/').to_owned();
+    if args.compare_security {
+        return compare(&args).await;
+    }
+    let tokens = args.token.clone().map_or(Tokens::None, Tokens::One);
+    let report = load(&args, &args.url, &run_tag(), &tokens, false).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_report("http", &report);
+    }
+    if report.commands == 0 {
+        bail!("no command succeeded ({} errors)", report.errors);
+    }
+    Ok(())
+}
+
+fn print_report(label: &str, report: &HttpReport) {
+    println!(
+        "{label}: {} connections for {:.1} s: {} orders placed ({:.0}/s), {} errors; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        report.connections,
+        report.seconds,
+        report.commands,
+        report.commands_per_second,
+        report.errors,
+        report.p50_ms,
+        report.p99_ms,
+        report.p999_ms,
+        report.max_ms
+    );
+}
+
+/// A tag that keeps one run's skus and customers apart from earlier runs' (seeding is
+/// idempotent, so the bench can run again on the same server).
+fn run_tag() -> String {
+    uuid::Uuid::now_v7().simple().to_string()[24..].to_owned()
+}
+
+/// The customer `i` of the run `run_tag`.
+fn customer(run_tag: &str, i: usize) -> String {
+    format!("bench-{run_tag}-customer-{i}")
+}
+
+/// Seeds skus and accounts on `base`, then places orders from `--connections` clients
+/// for `--duration` seconds. With `fixed_customers`, connection `i` orders only for
+/// customer `i % entities` (with that customer's token, if there are such).
+async fn load(
+    args: &HttpArgs,
+    base: &str,
+    run_tag: &str,
+    tokens: &Tokens,
+    fixed_customers: bool,
+) -> anyhow::Result<HttpReport> {
+    let base = base.trim_end_matches('/').to_owned();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
         .build()?;
-    // Seeding is idempotent, so the bench can run again on the same server: a run tag
-    // keeps each run's skus and customers apart.
-    let run_tag = uuid::Uuid::now_v7().simple().to_string()[24..].to_owned();
+    let seeding = tokens.seeding();
     for i in 0..args.entities {
         let sku = format!("bench-{run_tag}-sku-{i}");
-        let customer = format!("bench-{run_tag}-customer-{i}");
+        let customer = customer(run_tag, i);
         post(
             &client,
             &format!("{base}/api/v1/inventory/skus"),
+            seeding,
             json!({"sku": sku, "name": "Bench item", "unit_price": 100 + i}),
         )
         .await
@@ -67,6 +176,7 @@ pub(super) async fn run(args: HttpArgs) -> anyhow::Result<()> {
         post(
             &client,
             &format!("{base}/api/v1/payments/accounts"),
+            seeding,
             json!({"customer_id": customer}),
         )
         .await?;
@@ -75,20 +185,35 @@ pub(super) async fn run(args: HttpArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.connections);
     for connection in 0..args.connections {
-        let (client, base, run_tag, entities) =
-            (client.clone(), base.clone(), run_tag.clone(), args.entities);
+        let (client, base, run_tag, entities) = (
+            client.clone(),
+            base.clone(),
+            run_tag.to_owned(),
+            args.entities,
+        );
+        let fixed = fixed_customers.then_some(connection % entities);
+        let token = match (tokens, fixed) {
+            (Tokens::None, _) => None,
+            (Tokens::One(token), _) => Some(token.clone()),
+            (Tokens::PerCustomer { customers, .. }, Some(customer)) => {
+                Some(customers[customer].clone())
+            }
+            (Tokens::PerCustomer { admin, .. }, None) => Some(admin.clone()),
+        };
         tasks.push(tokio::spawn(async move {
             let mut latencies = Histogram::<u64>::new(3).expect("valid precision");
             let mut errors = 0u64;
             let mut n = connection as u64;
             while Instant::now() < deadline {
                 n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let customer_index = fixed.unwrap_or(((n >> 33) % entities as u64) as usize);
                 let body = json!({
-                    "customer_id": format!("bench-{run_tag}-customer-{}", (n >> 33) % entities as u64),
+                    "customer_id": customer(&run_tag, customer_index),
                     "lines": [{"sku": format!("bench-{run_tag}-sku-{}", (n >> 17) % entities as u64), "quantity": 1 + (n >> 50) % 3}],
                 });
                 let begun = Instant::now();
-                match post(&client, &format!("{base}/api/v1/orders"), body).await {
+                let url = format!("{base}/api/v1/orders");
+                match post(&client, &url, token.as_deref(), body).await {
                     Ok(()) => latencies.record(begun.elapsed().as_micros() as u64)?,
                     Err(_) => errors += 1,
                 }
@@ -105,7 +230,7 @@ pub(super) async fn run(args: HttpArgs) -> anyhow::Result<()> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let ms = |micros: u64| micros as f64 / 1000.0;
-    let report = HttpReport {
+    Ok(HttpReport {
         bench: "http",
         connections: args.connections,
         seconds,
@@ -116,31 +241,162 @@ pub(super) async fn run(args: HttpArgs) -> anyhow::Result<()> {
         p99_ms: ms(latencies.value_at_quantile(0.99)),
         p999_ms: ms(latencies.value_at_quantile(0.999)),
         max_ms: ms(latencies.max()),
+    })
+}
+
+/// The comparison: two servers of this binary, security off and on, measured in turn.
+async fn compare(args: &HttpArgs) -> anyhow::Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("annals-bench-http-")
+        .tempdir_in(std::env::current_dir()?)
+        .context("cannot make a temporary directory here")?;
+    let secret = dir.path().join("jwt-secret");
+    let secret_bytes = uuid::Uuid::new_v4().simple().to_string().repeat(2);
+    std::fs::write(&secret, &secret_bytes).context("cannot write the bench's secret")?;
+    let off = Server::start(&dir.path().join("off"), &[]).await?;
+    let on = Server::start(
+        &dir.path().join("on"),
+        &[
+            "--auth-jwt-secret-file",
+            secret
+                .to_str()
+                .context("a temporary path that is not UTF-8")?,
+            // High enough never to refuse this load, so that what is measured is the
+            // cost of the check.
+            "--rate-limit",
+            "100000",
+        ],
+    )
+    .await?;
+    let mint_for = |sub: String, roles: Vec<Role>, customer_id: Option<String>| {
+        let claims = MintClaims {
+            sub,
+            roles,
+            customer_id,
+            issuer: None,
+            audience: None,
+        };
+        mint(secret_bytes.as_bytes(), &claims, Duration::from_secs(3600))
+            .context("cannot mint the bench's tokens")
+    };
+    let mut off_reports = Vec::new();
+    let mut on_reports = Vec::new();
+    for round in 0..args.rounds {
+        let report = load(args, &off.base, &run_tag(), &Tokens::None, true).await?;
+        if !args.json {
+            print_report(&format!("round {} security off", round + 1), &report);
+        }
+        off_reports.push(report);
+        // Each customer orders with a token of its own: a principal per customer.
+        let tag = run_tag();
+        let customers = (0..args.entities)
+            .map(|i| {
+                let id = customer(&tag, i);
+                mint_for(id.clone(), vec![Role::Customer], Some(id))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let tokens = Tokens::PerCustomer {
+            admin: mint_for("bench-admin".into(), vec![Role::Admin], None)?,
+            customers,
+        };
+        let report = load(args, &on.base, &tag, &tokens, true).await?;
+        if !args.json {
+            print_report(&format!("round {} security on ", round + 1), &report);
+        }
+        on_reports.push(report);
+    }
+    off.stop().await;
+    on.stop().await;
+    let median = |reports: &[HttpReport]| {
+        let mut rates: Vec<f64> = reports.iter().map(|r| r.commands_per_second).collect();
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    let report = ComparisonReport {
+        bench: "http-security",
+        rounds: args.rounds,
+        median_off_per_second: median(&off_reports),
+        median_on_per_second: median(&on_reports),
+        ratio: median(&on_reports) / median(&off_reports),
+        off: off_reports,
+        on: on_reports,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "http: {} connections for {:.1} s: {} orders placed ({:.0}/s), {} errors; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
-            report.connections,
-            report.seconds,
-            report.commands,
-            report.commands_per_second,
-            report.errors,
-            report.p50_ms,
-            report.p99_ms,
-            report.p999_ms,
-            report.max_ms
+            "security on / off: {:.0} / {:.0} orders/s (medians of {} rounds): {:.1}%",
+            report.median_on_per_second,
+            report.median_off_per_second,
+            report.rounds,
+            report.ratio * 100.0
         );
-    }
-    if report.commands == 0 {
-        bail!("no command succeeded ({errors} errors)");
     }
     Ok(())
 }
 
-async fn post(client: &reqwest::Client, url: &str, body: serde_json::Value) -> anyhow::Result<()> {
-    let response = client.post(url).json(&body).send().await?;
+/// An `annals serve` child process on a free loopback port.
+struct Server {
+    base: String,
+    child: tokio::process::Child,
+}
+
+impl Server {
+    async fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", &listen])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start annals serve")?;
+        let base = format!("http://{listen}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = client.get(format!("{base}/readyz")).send().await;
+            if matches!(&ready, Ok(response) if response.status().is_success()) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the server at {base} did not get ready within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Server { base, child })
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // SIGTERM: the server drains and closes its store.
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+    }
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> anyhow::Result<()> {
+    let mut request = client.post(url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await?;
     let status = response.status();
     if !status.is_success() {
         bail!(
