@@ -8,6 +8,9 @@
 //!   benchmarks' smoke tests.
 //! - `saga`: the fulfilment saga's invariants over 500 orders against a real server, with
 //!   and without kill -9; every acknowledged cancel checked against the order's outcome.
+//! - `security`: a server that demands tokens: minted tokens, the principal in the
+//!   order's events, the saga's commands and NATS, the CLI's 401/403, and the refusal to
+//!   serve a network address without authentication.
 //! - `writer_failure`: a server whose disk fails (a file-size limit): commands and probes
 //!   answer 503 `store-failed`, it exits with code 75, and a new process holds every
 //!   acknowledged event.
@@ -16,5 +19,6 @@
 
 mod cli;
 mod saga;
+mod security;
 mod support;
 mod writer_failure;
