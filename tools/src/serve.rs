@@ -10,7 +10,13 @@
 //! publishes every committed event to NATS JetStream, `GET /api/v1/outbox` shows its
 //! status and `/readyz` reports it (degraded while NATS is away, never unready). On
 //! shutdown it stops after the HTTP server has drained and before the store closes.
-//! Without a URL the relay is off, and the server says so at start.
+//! Without a URL the relay is off, and the server says so at start. `--nats-tls-ca`
+//! (and `--nats-tls-cert`/`--nats-tls-key` for a server that verifies clients) make the
+//! relay's connection TLS (see [`crate::tls::NatsTlsArgs`]).
+//!
+//! With `--tls-cert` and `--tls-key` (both or neither) the server speaks HTTPS only
+//! (rustls, [`crate::tls::TlsListener`]); the files are read before the store opens, and
+//! a bad one stops the start with an error naming it.
 //!
 //! The fulfilment saga runs inside the server too: it follows the log, and every order
 //! placed is reserved, charged and confirmed, or compensated and cancelled (see the
@@ -41,11 +47,14 @@ use crate::exit::Failure;
 #[command(after_help = "\
 Settings: a flag wins over its ANNALS_* environment variable, which wins over the
 --config file, which wins over the default. The TOML file may set data_dir, listen,
-max_body_bytes, shutdown_timeout_secs, nats_url and saga_timeout_secs.
+max_body_bytes, shutdown_timeout_secs, nats_url, saga_timeout_secs, tls_cert, tls_key,
+nats_tls_ca, nats_tls_cert and nats_tls_key.
 
 Example:
   annals serve --data-dir ./annals-data --listen 127.0.0.1:8080
-  annals serve --data-dir ./annals-data --nats-url nats://127.0.0.1:4222")]
+  annals serve --data-dir ./annals-data --nats-url nats://127.0.0.1:4222
+  annals serve --tls-cert server.pem --tls-key server-key.pem --listen 127.0.0.1:8443
+  annals serve --nats-url tls://nats.internal:4222 --nats-tls-ca nats-ca.pem")]
 pub struct ServeArgs {
     /// The data directory, created if missing [default: ./annals-data].
     #[arg(long, env = "ANNALS_DATA_DIR", value_name = "DIR")]
@@ -93,6 +102,16 @@ pub struct ServeArgs {
     /// A TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "ANNALS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key) [default: plain
+    /// HTTP].
+    #[arg(long, env = "ANNALS_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "ANNALS_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// TLS towards NATS for the outbox relay.
+    #[command(flatten)]
+    nats_tls: crate::tls::NatsTlsArgs,
 }
 
 /// How long a server whose store's writer failed goes on answering (commands and the
@@ -111,6 +130,11 @@ struct FileConfig {
     shutdown_timeout_secs: Option<u64>,
     nats_url: Option<String>,
     saga_timeout_secs: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    nats_tls_ca: Option<PathBuf>,
+    nats_tls_cert: Option<PathBuf>,
+    nats_tls_key: Option<PathBuf>,
 }
 
 /// The settings in force.
@@ -136,6 +160,10 @@ pub struct Settings {
     pub segment_bytes: Option<u64>,
     /// Whether segments are zero-filled ahead of writing.
     pub preallocate_segments: bool,
+    /// The certificate and key HTTPS is served with; `None`: plain HTTP.
+    pub tls: Option<crate::tls::ServerFiles>,
+    /// TLS towards NATS for the outbox relay.
+    pub nats_tls: outbox::NatsTls,
 }
 
 impl ServeArgs {
@@ -175,6 +203,16 @@ impl ServeArgs {
             },
             segment_bytes: self.segment_bytes,
             preallocate_segments: !self.no_preallocate,
+            tls: crate::tls::ServerFiles::pair(
+                self.tls_cert.or(file.tls_cert),
+                self.tls_key.or(file.tls_key),
+            )?,
+            nats_tls: crate::tls::NatsTlsArgs {
+                nats_tls_ca: self.nats_tls.nats_tls_ca.or(file.nats_tls_ca),
+                nats_tls_cert: self.nats_tls.nats_tls_cert.or(file.nats_tls_cert),
+                nats_tls_key: self.nats_tls.nats_tls_key.or(file.nats_tls_key),
+            }
+            .settings()?,
         })
     }
 }
@@ -208,6 +246,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// fails (then it cancels `shutdown` itself, after [`FAILURE_GRACE`], and fails with
 /// [`Failure::StoreFailed`]).
 pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A bad certificate or key stops the start before the store opens.
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(crate::tls::ServerFiles::server_config)
+        .transpose()?;
     let data_dir = settings.data_dir.clone();
     let defaults = StoreConfig::default();
     let store_config = StoreConfig {
@@ -282,7 +326,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         settings.data_dir.clone(),
         shutdown.clone(),
     ));
-    let result = serve_state(&settings, state, shutdown).await;
+    let result = serve_state(&settings, tls, state, shutdown).await;
     watch.abort();
     if let Some(driver) = driver {
         driver.stop().await;
@@ -370,7 +414,10 @@ fn start_relay(settings: &Settings, store: &EventStore) -> anyhow::Result<Option
         tracing::info!("outbox relay off (no --nats-url or ANNALS_NATS_URL)");
         return Ok(None);
     };
-    let config = RelayConfig::new(url.clone());
+    let config = RelayConfig {
+        tls: settings.nats_tls.clone(),
+        ..RelayConfig::new(url.clone())
+    };
     let stop_timeout = config.shutdown_grace + Duration::from_secs(5);
     let stream = config.stream.clone();
     let relay = Relay::new(store.clone(), config).context("cannot start the outbox relay")?;
@@ -398,8 +445,11 @@ fn start_relay(settings: &Settings, store: &EventStore) -> anyhow::Result<Option
     }))
 }
 
+/// Listens on `settings.listen`, with TLS if `tls` is given, and serves `state` until
+/// `shutdown` (then drains within the shutdown timeout).
 async fn serve_state(
     settings: &Settings,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     state: AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -407,8 +457,33 @@ async fn serve_state(
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address = listener.local_addr().context("no local address")?;
-    tracing::info!(%address, data_dir = %settings.data_dir.display(), "annals serving");
+    let data_dir = settings.data_dir.display();
+    match tls {
+        Some(config) => {
+            tracing::info!(%address, %data_dir, scheme = "https", "annals serving");
+            let listener = crate::tls::TlsListener::new(listener, config)
+                .context("cannot start the TLS listener")?;
+            drain(settings, listener, state, shutdown).await
+        }
+        None => {
+            tracing::info!(%address, %data_dir, scheme = "http", "annals serving");
+            drain(settings, listener, state, shutdown).await
+        }
+    }
+}
 
+/// Serves `state` on `listener` until `shutdown`, then lets in-flight requests finish
+/// within the shutdown timeout.
+async fn drain<L>(
+    settings: &Settings,
+    listener: L,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     // Live event streams end and /readyz turns 503 as soon as the shutdown begins.
     let api_shutdown = state.shutdown_token();
     let begin = shutdown.clone();
