@@ -152,13 +152,12 @@ pub fn client_config(ca_cert: Option<&Path>) -> anyhow::Result<rustls::ClientCon
             })?;
         }
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+    // No ALPN here: the HTTPS connector sets it (HTTP/1.1).
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("the ring provider offers no TLS version")?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+        .with_no_client_auth())
 }
 
 /// The `--nats-tls-*` flags of every command that connects to NATS.
