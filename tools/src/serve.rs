@@ -611,6 +611,65 @@ mod tests {
     }
 
     #[test]
+    fn tls_takes_a_certificate_and_its_key_from_flags_or_the_file() {
+        assert_eq!(settings(&[]).unwrap().tls, None);
+        let both = settings(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert_eq!(
+            both.tls,
+            Some(crate::tls::ServerFiles {
+                cert: PathBuf::from("c.pem"),
+                key: PathBuf::from("k.pem"),
+            })
+        );
+        // The variables would complete a half pair; check only where they are not set.
+        if std::env::var_os("ANNALS_TLS_KEY").is_none() {
+            let error = settings(&["--tls-cert", "c.pem"]).unwrap_err();
+            assert!(
+                format!("{error:#}").contains("needs --tls-key"),
+                "{error:#}"
+            );
+        }
+        if std::env::var_os("ANNALS_TLS_CERT").is_none() {
+            let error = settings(&["--tls-key", "k.pem"]).unwrap_err();
+            assert!(
+                format!("{error:#}").contains("needs --tls-cert"),
+                "{error:#}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("annals.toml");
+        std::fs::write(
+            &file,
+            "tls_cert = \"/etc/a.pem\"\ntls_key = \"/etc/a-key.pem\"\n",
+        )
+        .unwrap();
+        let from_file = settings(&["--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            from_file.tls.map(|tls| tls.key),
+            Some(PathBuf::from("/etc/a-key.pem"))
+        );
+    }
+
+    #[test]
+    fn the_nats_tls_files_are_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let flagged = settings(&["--nats-tls-ca", ca.to_str().unwrap()]).unwrap();
+        assert_eq!(flagged.nats_tls.ca.as_deref(), Some(ca.as_path()));
+        let missing = dir.path().join("missing.pem");
+        let error = settings(&["--nats-tls-ca", missing.to_str().unwrap()]).unwrap_err();
+        assert!(
+            format!("{error:#}").contains(&missing.display().to_string()),
+            "{error:#}"
+        );
+    }
+
+    #[test]
     fn unknown_keys_in_the_file_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("annals.toml");
