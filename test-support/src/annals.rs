@@ -155,6 +155,21 @@ impl AnnalsServer {
     pub fn start_https(pki: &TestPki, args: &[&str]) -> AnnalsServer {
         let scratch = tempfile::tempdir().expect("a temporary directory");
         let data_dir = scratch.path().join("data");
+        Self::start_https_with(pki, scratch, data_dir, args)
+    }
+
+    /// As [`start_https`](Self::start_https), over `data_dir` (created if missing).
+    pub fn start_https_in(pki: &TestPki, data_dir: &Path, args: &[&str]) -> AnnalsServer {
+        let scratch = tempfile::tempdir().expect("a temporary directory");
+        Self::start_https_with(pki, scratch, data_dir.to_path_buf(), args)
+    }
+
+    fn start_https_with(
+        pki: &TestPki,
+        scratch: TempDir,
+        data_dir: PathBuf,
+        args: &[&str],
+    ) -> AnnalsServer {
         let cert = pki.server_cert().display().to_string();
         let key = pki.server_key().display().to_string();
         let mut all = vec!["--tls-cert", &cert, "--tls-key", &key];
