@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::tls::NatsTls;
 
 /// Where JetStream keeps the stream's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -68,6 +69,8 @@ pub struct RelayConfig {
     /// On shutdown, how long to wait for the acknowledgements of publishes already sent,
     /// so that the checkpoint covers them.
     pub shutdown_grace: Duration,
+    /// TLS towards NATS: the CA to trust and a client certificate (see [`NatsTls`]).
+    pub tls: NatsTls,
 }
 
 impl RelayConfig {
@@ -92,12 +95,14 @@ impl RelayConfig {
             checkpoint_interval: Duration::from_secs(1),
             status_interval: Duration::from_millis(500),
             shutdown_grace: Duration::from_secs(5),
+            tls: NatsTls::default(),
         }
     }
 
     /// Checks every setting, so that a bad one is reported at start, not at first use.
     pub fn validate(&self) -> Result<(), Error> {
         validate_url(&self.nats_url)?;
+        self.tls.validate()?;
         validate_stream_name(&self.stream)?;
         validate_subject_prefix(&self.subject_prefix)?;
         let invalid = |what: &str| Err(Error::InvalidConfig(what.to_owned()));

@@ -26,7 +26,8 @@
 //! [`restore()`] rebuilds an empty node from the copy (same ids, positions and hash chain,
 //! verified at the end); [`audit()`] compares a log with the copy and names the first
 //! divergence; [`read_range()`] reads a range of positions, chain-checked, for `annals
-//! repair`. Only the `eventstore` crate touches the log's files; this crate goes
+//! repair`. Every NATS connection takes its TLS settings from one [`NatsTls`]. Only the
+//! `eventstore` crate touches the log's files; this crate goes
 //! through its API.
 
 pub mod audit;
@@ -39,6 +40,7 @@ pub mod range;
 pub mod relay;
 pub mod restore;
 pub mod status;
+pub mod tls;
 
 pub use audit::{AuditOptions, AuditReport, Divergence, audit};
 pub use breaker::BreakerState;
@@ -49,3 +51,4 @@ pub use range::{RangeOptions, RangeRead, read_range};
 pub use relay::{CheckReport, Relay};
 pub use restore::{RestoreOptions, RestoreReport, restore};
 pub use status::{Health, OfflineStatus, RelayState, RelayStatus, StatusHandle, offline_status};
+pub use tls::NatsTls;

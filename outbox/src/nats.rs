@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use crate::config::{RelayConfig, Storage, redact, validate_url};
 use crate::error::Error;
 use crate::message;
+use crate::tls::NatsTls;
 
 /// How many deleted messages at the end of the stream the relay steps back over, on
 /// servers that cannot look up the last message under a wildcard.
@@ -19,14 +20,16 @@ const MAX_BACKWARD_STEPS: u64 = 100_000;
 /// The JetStream error code for "stream not found".
 const STREAM_NOT_FOUND: u64 = 10059;
 
-/// Connects to NATS at `url` (one or more comma-separated addresses). Fails at once if
-/// no server answers; once connected, the client reconnects by itself after an outage.
+/// Connects to NATS at `url` (one or more comma-separated addresses) with the TLS
+/// settings `tls`. Fails at once if no server answers; once connected, the client
+/// reconnects by itself after an outage.
 pub async fn connect(
     url: &str,
+    tls: &NatsTls,
     connect_timeout: Duration,
     request_timeout: Duration,
 ) -> Result<Client, Error> {
-    connect_with(url, connect_timeout, request_timeout, |attempt| {
+    connect_with(url, tls, connect_timeout, request_timeout, |attempt| {
         // The client's own reconnect loop: quick at first, then every second, so that a
         // NATS that comes back is found within about a second.
         Duration::from_millis(50u64.saturating_mul(1 << attempt.min(5)).min(1000))
@@ -36,11 +39,13 @@ pub async fn connect(
 
 pub(crate) async fn connect_with(
     url: &str,
+    tls: &NatsTls,
     connect_timeout: Duration,
     request_timeout: Duration,
     reconnect_delay: impl Fn(usize) -> Duration + Send + Sync + 'static,
 ) -> Result<Client, Error> {
     validate_url(url)?;
+    tls.validate()?;
     let addresses: Vec<async_nats::ServerAddr> = url
         .split(',')
         .map(|part| part.trim().parse())
@@ -49,12 +54,14 @@ pub(crate) async fn connect_with(
             url: redact(url),
             reason: error.to_string(),
         })?;
-    let options = async_nats::ConnectOptions::new()
-        .name("annals-outbox")
-        .connection_timeout(connect_timeout)
-        .request_timeout(Some(request_timeout))
-        .max_reconnects(None)
-        .reconnect_delay_callback(reconnect_delay);
+    let options = tls.apply(
+        async_nats::ConnectOptions::new()
+            .name("annals-outbox")
+            .connection_timeout(connect_timeout)
+            .request_timeout(Some(request_timeout))
+            .max_reconnects(None)
+            .reconnect_delay_callback(reconnect_delay),
+    );
     // The client's own timeout covers the TCP connect and the handshake; this one bounds
     // everything, DNS included.
     let connecting = tokio::time::timeout(

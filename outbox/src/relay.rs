@@ -103,6 +103,7 @@ impl Relay {
         let config = &self.config;
         let client = nats::connect(
             &config.nats_url,
+            &config.tls,
             config.connect_timeout,
             config.request_timeout,
         )
@@ -351,6 +352,7 @@ impl Worker<'_> {
         let (min, max) = (config.backoff_min, config.backoff_max);
         let client = nats::connect_with(
             &config.nats_url,
+            &config.tls,
             config.connect_timeout,
             config.request_timeout,
             move |attempt| {

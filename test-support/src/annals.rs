@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::free_port;
+use crate::tls::TestPki;
 
 /// How long a server may take to start (or to recover its log) and answer `/readyz`.
 const START_PATIENCE: Duration = Duration::from_secs(60);
@@ -130,6 +131,8 @@ pub struct AnnalsServer {
     args: Vec<String>,
     /// Holds the server's log (and the data directory, when the server owns it).
     scratch: TempDir,
+    /// For a server that speaks HTTPS: the client configuration trusting its CA.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl AnnalsServer {
@@ -146,13 +149,51 @@ impl AnnalsServer {
         Self::start_with(scratch, data_dir.to_path_buf(), args)
     }
 
+    /// Starts `annals serve --tls-cert --tls-key <args>` with `pki`'s server
+    /// certificate, over a new data directory of its own: HTTPS only, and
+    /// [`url`](Self::url) is `https://127.0.0.1:<port>` (trust `pki.ca_cert()`).
+    pub fn start_https(pki: &TestPki, args: &[&str]) -> AnnalsServer {
+        let scratch = tempfile::tempdir().expect("a temporary directory");
+        let data_dir = scratch.path().join("data");
+        Self::start_https_with(pki, scratch, data_dir, args)
+    }
+
+    /// As [`start_https`](Self::start_https), over `data_dir` (created if missing).
+    pub fn start_https_in(pki: &TestPki, data_dir: &Path, args: &[&str]) -> AnnalsServer {
+        let scratch = tempfile::tempdir().expect("a temporary directory");
+        Self::start_https_with(pki, scratch, data_dir.to_path_buf(), args)
+    }
+
+    fn start_https_with(
+        pki: &TestPki,
+        scratch: TempDir,
+        data_dir: PathBuf,
+        args: &[&str],
+    ) -> AnnalsServer {
+        let cert = pki.server_cert().display().to_string();
+        let key = pki.server_key().display().to_string();
+        let mut all = vec!["--tls-cert", &cert, "--tls-key", &key];
+        all.extend_from_slice(args);
+        Self::start_configured(scratch, data_dir, &all, Some(pki.client_config()))
+    }
+
     fn start_with(scratch: TempDir, data_dir: PathBuf, args: &[&str]) -> AnnalsServer {
+        Self::start_configured(scratch, data_dir, args, None)
+    }
+
+    fn start_configured(
+        scratch: TempDir,
+        data_dir: PathBuf,
+        args: &[&str],
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> AnnalsServer {
         let mut server = AnnalsServer {
             child: None,
             port: 0,
             data_dir,
             args: args.iter().map(|arg| (*arg).to_owned()).collect(),
             scratch,
+            tls,
         };
         // A free port can be taken between our probe and the server's bind: try again.
         for _ in 0..5 {
@@ -167,9 +208,11 @@ impl AnnalsServer {
         );
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`, or `https://...` for a server started with
+    /// [`start_https`](Self::start_https).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The port it listens on (the same across restarts).
@@ -276,7 +319,11 @@ impl AnnalsServer {
         let address = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + START_PATIENCE;
         loop {
-            if http_status(address, "/readyz") == Some(200) {
+            let status = match &self.tls {
+                Some(config) => crate::tls::https_status(config, address, "/readyz"),
+                None => http_status(address, "/readyz"),
+            };
+            if status == Some(200) {
                 return true;
             }
             let exited = self

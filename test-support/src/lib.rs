@@ -4,13 +4,15 @@
 //! ports, the lock that keeps child processes from inheriting a store's lock
 //! ([`SPAWNING`]), and two real servers that clean up on `Drop`: [`NatsServer`] and
 //! [`AnnalsServer`] (the `annals` binary found, and built when needed, by
-//! [`annals_binary`]).
+//! [`annals_binary`]), either of them over TLS with certificates made at run time
+//! ([`tls::TestPki`]).
 //!
 //! A dev-dependency only: no crate's library or binary links it.
 
 mod annals;
 mod nats;
 mod random;
+pub mod tls;
 
 use std::future::Future;
 use std::io;

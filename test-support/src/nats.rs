@@ -1,5 +1,6 @@
 //! A real nats-server per test: `-a 127.0.0.1 -p <free port> [-js --store_dir <temp>]`,
-//! its own store directory and log, killed on `Drop`. No binary, no pass: the test fails
+//! its own store directory and log, killed on `Drop`; over TLS with certificates of a
+//! [`TestPki`] (`--tls`, and `--tlsverify` to require client certificates) if asked. No binary, no pass: the test fails
 //! (never skips) and says how to install one.
 
 use std::net::TcpStream;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::free_port;
+use crate::tls::TestPki;
 
 /// The nats-server binary: `NATS_SERVER_BIN`, else `nats-server` on PATH. Absent, the
 /// test fails (never skips) and says how to install it.
@@ -43,6 +45,16 @@ pub struct NatsServer {
     port: u16,
     jetstream: bool,
     dir: TempDir,
+    tls: Option<ServerTls>,
+}
+
+/// The certificate files of a TLS nats-server.
+#[derive(Debug, Clone)]
+struct ServerTls {
+    cert: PathBuf,
+    key: PathBuf,
+    /// With client verification: the CA that signs client certificates.
+    verify_clients_with: Option<PathBuf>,
 }
 
 impl NatsServer {
@@ -56,12 +68,40 @@ impl NatsServer {
         Self::start_with(false)
     }
 
+    /// A server with JetStream that speaks TLS only, with `pki`'s server certificate
+    /// (clients trust `pki.ca_cert()`); its [`url`](Self::url) is `tls://...`.
+    pub fn start_tls(pki: &TestPki) -> NatsServer {
+        Self::start_tls_with(pki, false)
+    }
+
+    /// As [`start_tls`](Self::start_tls), and clients must present a certificate signed
+    /// by `pki`'s CA (`--tlsverify`).
+    pub fn start_tls_verifying_clients(pki: &TestPki) -> NatsServer {
+        Self::start_tls_with(pki, true)
+    }
+
+    fn start_tls_with(pki: &TestPki, verify_clients: bool) -> NatsServer {
+        Self::start_configured(
+            true,
+            Some(ServerTls {
+                cert: pki.server_cert(),
+                key: pki.server_key(),
+                verify_clients_with: verify_clients.then(|| pki.ca_cert()),
+            }),
+        )
+    }
+
     fn start_with(jetstream: bool) -> NatsServer {
+        Self::start_configured(jetstream, None)
+    }
+
+    fn start_configured(jetstream: bool, tls: Option<ServerTls>) -> NatsServer {
         let mut server = NatsServer {
             child: None,
             port: 0,
             jetstream,
             dir: tempfile::tempdir().expect("a temporary directory"),
+            tls,
         };
         // A free port can be taken between our probe and the server's bind: try again.
         for _ in 0..5 {
@@ -76,9 +116,10 @@ impl NatsServer {
         );
     }
 
-    /// `nats://127.0.0.1:<port>`.
+    /// `nats://127.0.0.1:<port>`, or `tls://127.0.0.1:<port>` for a TLS server.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "tls" } else { "nats" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills the server (SIGKILL) and waits for it.
@@ -116,6 +157,21 @@ impl NatsServer {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().expect("a log file")))
             .stderr(Stdio::from(log));
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--tlscert")
+                .arg(&tls.cert)
+                .arg("--tlskey")
+                .arg(&tls.key);
+            match &tls.verify_clients_with {
+                Some(ca) => {
+                    command.arg("--tlsverify").arg("--tlscacert").arg(ca);
+                }
+                None => {
+                    command.arg("--tls");
+                }
+            }
+        }
         if self.jetstream {
             command
                 .arg("-js")

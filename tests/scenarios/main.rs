@@ -15,10 +15,15 @@
 //!   answer 503 `store-failed`, it exits with code 75, and a new process holds every
 //!   acknowledged event.
 //!
+//! - `tls`: HTTPS serving and the CLI over HTTPS, the relay and `annals audit` over TLS
+//!   to a nats-server (with and without client certificates), certificates made at run
+//!   time.
+//!
 //! `support` holds the known history, golden-file comparison and the `annals` runners.
 
 mod cli;
 mod saga;
 mod security;
 mod support;
+mod tls;
 mod writer_failure;

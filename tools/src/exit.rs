@@ -26,7 +26,8 @@ pub const NATS: u8 = 6;
 /// What was asked for does not exist: a stream with no events, an unknown event id, a
 /// version beyond a stream's head.
 pub const NOT_FOUND: u8 = 7;
-/// The server given with `--server` could not be reached or answered with an error.
+/// The server given with `--server` could not be reached or answered with an error
+/// (a refused token, 401, and a policy denial, 403, among them).
 pub const SERVER: u8 = 8;
 /// `annals serve`: the store's writer failed (a write or an `fdatasync` of the log
 /// failed), and the server stopped so that its supervisor restarts it: only a fresh
@@ -41,7 +42,8 @@ timestamp, an unknown stream category, a non-empty import destination), 3 data d
 missing or not an Annals data directory, 4 data directory locked by another process
 (a server: stop it, or use --server URL), 5 corrupt log, failed verification, audit,
 refused repair or damaged export file, 6 NATS unreachable or not set up for the outbox, 7 not found
-(stream, event, version), 8 the --server could not be reached or answered an error,
+(stream, event, version), 8 the --server could not be reached or answered an error
+(401: a missing or refused token, 403: denied by its policy),
 75 (serve) the store failed to write or sync its log: the server stopped to be restarted.";
 
 /// A refusal of the command line itself; the variant is the exit code.
@@ -57,6 +59,11 @@ pub enum Failure {
     NotFound(String),
     /// The `--server` failed (exit 8).
     Server(String),
+    /// The `--server` refused the token, or got none (401; exit 8): pass a valid one.
+    Unauthenticated(String),
+    /// The `--server`'s policy denies the request to the token's principal (403; exit
+    /// 8): use a token with another role, or ask for the permission.
+    Forbidden(String),
     /// The store's writer failed; the process must be restarted (exit 75).
     StoreFailed(String),
 }
@@ -69,6 +76,8 @@ impl std::fmt::Display for Failure {
             | Failure::Corrupt(message)
             | Failure::NotFound(message)
             | Failure::Server(message)
+            | Failure::Unauthenticated(message)
+            | Failure::Forbidden(message)
             | Failure::StoreFailed(message) => f.write_str(message),
         }
     }
@@ -83,7 +92,7 @@ impl Failure {
             Failure::NotADataDir(_) => MISSING_DATA_DIR,
             Failure::Corrupt(_) => CORRUPT,
             Failure::NotFound(_) => NOT_FOUND,
-            Failure::Server(_) => SERVER,
+            Failure::Server(_) | Failure::Unauthenticated(_) | Failure::Forbidden(_) => SERVER,
             Failure::StoreFailed(_) => STORE_FAILED,
         }
     }

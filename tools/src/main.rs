@@ -20,10 +20,12 @@ mod output;
 mod progress;
 mod read_model_commands;
 mod relay_commands;
+mod remote;
 mod repair;
 mod replay;
 mod serve;
 mod source;
+mod tls;
 mod verify;
 
 /// Annals: a durable, append-only event store with CQRS read models, sagas and an

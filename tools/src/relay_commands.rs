@@ -33,6 +33,9 @@ pub struct RestoreArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// TLS towards NATS.
+    #[command(flatten)]
+    nats_tls: crate::tls::NatsTlsArgs,
 }
 
 /// `POSITION:HASH`, as `--expect-head` takes it.
@@ -67,6 +70,9 @@ pub struct AuditArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// TLS towards NATS.
+    #[command(flatten)]
+    nats_tls: crate::tls::NatsTlsArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -104,7 +110,7 @@ fn open_existing(dir: &std::path::Path) -> anyhow::Result<EventStore> {
 
 pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let client = ::outbox::connect(&args.nats_url, NATS_TIMEOUT, NATS_TIMEOUT).await?;
+        let client = ::outbox::connect(&args.nats_url, &args.nats_tls.settings()?, NATS_TIMEOUT, NATS_TIMEOUT).await?;
         let store = EventStore::open(&args.data_dir, StoreConfig::default())
             .with_context(|| format!("cannot open {}", args.data_dir.display()))?;
         let bar = progress::bar(0, "events");
@@ -158,7 +164,7 @@ pub fn restore(args: RestoreArgs) -> anyhow::Result<()> {
 pub fn audit(args: AuditArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let store = open_existing(&args.data_dir)?;
-        let client = ::outbox::connect(&args.nats_url, NATS_TIMEOUT, NATS_TIMEOUT).await?;
+        let client = ::outbox::connect(&args.nats_url, &args.nats_tls.settings()?, NATS_TIMEOUT, NATS_TIMEOUT).await?;
         let options = AuditOptions {
             request_timeout: NATS_TIMEOUT,
             ..AuditOptions::default()

@@ -43,10 +43,14 @@ pub struct RepairArgs {
     /// The JetStream stream holding the copy.
     #[arg(long, env = "ANNALS_NATS_STREAM", default_value = "ANNALS")]
     stream: String,
+    /// TLS towards NATS.
+    #[command(flatten)]
+    nats_tls: crate::tls::NatsTlsArgs,
 }
 
 pub fn run(args: RepairArgs) -> anyhow::Result<()> {
     crate::data_dir::check_existing(&args.data_dir)?;
+    let nats_tls = args.nats_tls.settings()?;
     let config = crate::data_dir::offline_config();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -71,7 +75,7 @@ pub fn run(args: RepairArgs) -> anyhow::Result<()> {
             println!("damaged: {range}");
             if client.is_none() {
                 client =
-                    Some(::outbox::connect(&args.nats_url, NATS_TIMEOUT, NATS_TIMEOUT).await?);
+                    Some(::outbox::connect(&args.nats_url, &nats_tls, NATS_TIMEOUT, NATS_TIMEOUT).await?);
             }
             let client = client.as_ref().expect("connected above");
             let replacement = read_replacement(client, &args.stream, range.clone()).await?;

@@ -10,7 +10,13 @@
 //! publishes every committed event to NATS JetStream, `GET /api/v1/outbox` shows its
 //! status and `/readyz` reports it (degraded while NATS is away, never unready). On
 //! shutdown it stops after the HTTP server has drained and before the store closes.
-//! Without a URL the relay is off, and the server says so at start.
+//! Without a URL the relay is off, and the server says so at start. `--nats-tls-ca`
+//! (and `--nats-tls-cert`/`--nats-tls-key` for a server that verifies clients) make the
+//! relay's connection TLS (see [`crate::tls::NatsTlsArgs`]).
+//!
+//! With `--tls-cert` and `--tls-key` (both or neither) the server speaks HTTPS only
+//! (rustls, [`crate::tls::TlsListener`]); the files are read before the store opens, and
+//! a bad one stops the start with an error naming it.
 //!
 //! The fulfilment saga runs inside the server too: it follows the log, and every order
 //! placed is reserved, charged and confirmed, or compensated and cancelled (see the
@@ -46,11 +52,14 @@ pub use security::{SecurityArgs, SecuritySettings};
 #[command(after_help = "\
 Settings: a flag wins over its ANNALS_* environment variable, which wins over the
 --config file, which wins over the default. The TOML file may set data_dir, listen,
-max_body_bytes, shutdown_timeout_secs, nats_url and saga_timeout_secs.
+max_body_bytes, shutdown_timeout_secs, nats_url, saga_timeout_secs, tls_cert, tls_key,
+nats_tls_ca, nats_tls_cert and nats_tls_key.
 
 Example:
   annals serve --data-dir ./annals-data --listen 127.0.0.1:8080
-  annals serve --data-dir ./annals-data --nats-url nats://127.0.0.1:4222")]
+  annals serve --data-dir ./annals-data --nats-url nats://127.0.0.1:4222
+  annals serve --tls-cert server.pem --tls-key server-key.pem --listen 127.0.0.1:8443
+  annals serve --nats-url tls://nats.internal:4222 --nats-tls-ca nats-ca.pem")]
 pub struct ServeArgs {
     /// The data directory, created if missing [default: ./annals-data].
     #[arg(long, env = "ANNALS_DATA_DIR", value_name = "DIR")]
@@ -101,6 +110,16 @@ pub struct ServeArgs {
     /// Authentication, policy and rate limits.
     #[command(flatten)]
     security: SecurityArgs,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key) [default: plain
+    /// HTTP].
+    #[arg(long, env = "ANNALS_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "ANNALS_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// TLS towards NATS for the outbox relay.
+    #[command(flatten)]
+    nats_tls: crate::tls::NatsTlsArgs,
 }
 
 /// How long a server whose store's writer failed goes on answering (commands and the
@@ -119,6 +138,11 @@ struct FileConfig {
     shutdown_timeout_secs: Option<u64>,
     nats_url: Option<String>,
     saga_timeout_secs: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    nats_tls_ca: Option<PathBuf>,
+    nats_tls_cert: Option<PathBuf>,
+    nats_tls_key: Option<PathBuf>,
 }
 
 /// The settings in force.
@@ -146,6 +170,10 @@ pub struct Settings {
     pub preallocate_segments: bool,
     /// Authentication, policy and rate limits.
     pub security: SecuritySettings,
+    /// The certificate and key HTTPS is served with; `None`: plain HTTP.
+    pub tls: Option<crate::tls::ServerFiles>,
+    /// TLS towards NATS for the outbox relay.
+    pub nats_tls: outbox::NatsTls,
 }
 
 impl ServeArgs {
@@ -186,6 +214,16 @@ impl ServeArgs {
             segment_bytes: self.segment_bytes,
             preallocate_segments: !self.no_preallocate,
             security: self.security.settings(security_file),
+            tls: crate::tls::ServerFiles::pair(
+                self.tls_cert.or(file.tls_cert),
+                self.tls_key.or(file.tls_key),
+            )?,
+            nats_tls: crate::tls::NatsTlsArgs {
+                nats_tls_ca: self.nats_tls.nats_tls_ca.or(file.nats_tls_ca),
+                nats_tls_cert: self.nats_tls.nats_tls_cert.or(file.nats_tls_cert),
+                nats_tls_key: self.nats_tls.nats_tls_key.or(file.nats_tls_key),
+            }
+            .settings()?,
         })
     }
 }
@@ -234,6 +272,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     security::check_exposure(&settings.listen, &settings.security)?;
     let gate = security::gate(&settings.security).await?;
+    // A bad certificate or key stops the start before the store opens.
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(crate::tls::ServerFiles::server_config)
+        .transpose()?;
     let data_dir = settings.data_dir.clone();
     let defaults = StoreConfig::default();
     let store_config = StoreConfig {
@@ -311,7 +355,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         settings.data_dir.clone(),
         shutdown.clone(),
     ));
-    let result = serve_state(&settings, state, shutdown).await;
+    let result = serve_state(&settings, tls, state, shutdown).await;
     watch.abort();
     if let Some(driver) = driver {
         driver.stop().await;
@@ -399,7 +443,10 @@ fn start_relay(settings: &Settings, store: &EventStore) -> anyhow::Result<Option
         tracing::info!("outbox relay off (no --nats-url or ANNALS_NATS_URL)");
         return Ok(None);
     };
-    let config = RelayConfig::new(url.clone());
+    let config = RelayConfig {
+        tls: settings.nats_tls.clone(),
+        ..RelayConfig::new(url.clone())
+    };
     let stop_timeout = config.shutdown_grace + Duration::from_secs(5);
     let stream = config.stream.clone();
     let relay = Relay::new(store.clone(), config).context("cannot start the outbox relay")?;
@@ -427,8 +474,11 @@ fn start_relay(settings: &Settings, store: &EventStore) -> anyhow::Result<Option
     }))
 }
 
+/// Listens on `settings.listen`, with TLS if `tls` is given, and serves `state` until
+/// `shutdown` (then drains within the shutdown timeout).
 async fn serve_state(
     settings: &Settings,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     state: AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -436,8 +486,33 @@ async fn serve_state(
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address = listener.local_addr().context("no local address")?;
-    tracing::info!(%address, data_dir = %settings.data_dir.display(), "annals serving");
+    let data_dir = settings.data_dir.display();
+    match tls {
+        Some(config) => {
+            tracing::info!(%address, %data_dir, scheme = "https", "annals serving");
+            let listener = crate::tls::TlsListener::new(listener, config)
+                .context("cannot start the TLS listener")?;
+            drain(settings, listener, state, shutdown).await
+        }
+        None => {
+            tracing::info!(%address, %data_dir, scheme = "http", "annals serving");
+            drain(settings, listener, state, shutdown).await
+        }
+    }
+}
 
+/// Serves `state` on `listener` until `shutdown`, then lets in-flight requests finish
+/// within the shutdown timeout.
+async fn drain<L>(
+    settings: &Settings,
+    listener: L,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     // Live event streams end and /readyz turns 503 as soon as the shutdown begins.
     let api_shutdown = state.shutdown_token();
     let begin = shutdown.clone();
@@ -562,6 +637,65 @@ mod tests {
         let small = settings(&["--segment-bytes", "1048576", "--no-preallocate"]).unwrap();
         assert_eq!(small.segment_bytes, Some(1 << 20));
         assert!(!small.preallocate_segments);
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_and_its_key_from_flags_or_the_file() {
+        assert_eq!(settings(&[]).unwrap().tls, None);
+        let both = settings(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert_eq!(
+            both.tls,
+            Some(crate::tls::ServerFiles {
+                cert: PathBuf::from("c.pem"),
+                key: PathBuf::from("k.pem"),
+            })
+        );
+        // The variables would complete a half pair; check only where they are not set.
+        if std::env::var_os("ANNALS_TLS_KEY").is_none() {
+            let error = settings(&["--tls-cert", "c.pem"]).unwrap_err();
+            assert!(
+                format!("{error:#}").contains("needs --tls-key"),
+                "{error:#}"
+            );
+        }
+        if std::env::var_os("ANNALS_TLS_CERT").is_none() {
+            let error = settings(&["--tls-key", "k.pem"]).unwrap_err();
+            assert!(
+                format!("{error:#}").contains("needs --tls-cert"),
+                "{error:#}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("annals.toml");
+        std::fs::write(
+            &file,
+            "tls_cert = \"/etc/a.pem\"\ntls_key = \"/etc/a-key.pem\"\n",
+        )
+        .unwrap();
+        let from_file = settings(&["--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            from_file.tls.map(|tls| tls.key),
+            Some(PathBuf::from("/etc/a-key.pem"))
+        );
+    }
+
+    #[test]
+    fn the_nats_tls_files_are_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let flagged = settings(&["--nats-tls-ca", ca.to_str().unwrap()]).unwrap();
+        assert_eq!(flagged.nats_tls.ca.as_deref(), Some(ca.as_path()));
+        let missing = dir.path().join("missing.pem");
+        let error = settings(&["--nats-tls-ca", missing.to_str().unwrap()]).unwrap_err();
+        assert!(
+            format!("{error:#}").contains(&missing.display().to_string()),
+            "{error:#}"
+        );
     }
 
     #[test]

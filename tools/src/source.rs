@@ -1,11 +1,11 @@
 //! Where the read-only commands (`inspect`, `replay stream`) read from: a data directory
 //! no server holds, or a running server's HTTP API (`--server URL`). Both give the same
 //! [`EventJson`] (the API's event view), so the output does not depend on the source.
+//! The server is reached over HTTP or HTTPS with a bearer token (see [`crate::remote`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use eventstore::{Direction, EventId, EventStore, Position, RecordedEvent, StreamId, Version};
 use serde::{Deserialize, Serialize};
 
@@ -31,9 +31,12 @@ pub struct SourceArgs {
     )]
     pub data_dir: PathBuf,
     /// Read through a running server's HTTP API instead of the data directory, e.g.
-    /// http://127.0.0.1:8080.
+    /// http://127.0.0.1:8080 or https://annals.example:8443.
     #[arg(long, env = "ANNALS_SERVER", value_name = "URL")]
     pub server: Option<String>,
+    /// The token and CA the --server client uses.
+    #[command(flatten)]
+    pub client: crate::remote::ClientArgs,
 }
 
 /// One recorded event as JSON: the same shape as the HTTP API's event view.
@@ -96,14 +99,14 @@ pub enum Source {
     /// The store, opened by this process.
     Local(EventStore),
     /// A running server.
-    Remote(Server),
+    Remote(Box<Server>),
 }
 
 impl Source {
     /// Opens the source the arguments name.
     pub fn open(args: &SourceArgs) -> anyhow::Result<Source> {
         match &args.server {
-            Some(url) => Ok(Source::Remote(Server::new(url)?)),
+            Some(url) => Ok(Source::Remote(Box::new(Server::new(url, &args.client)?))),
             None => Ok(Source::Local(data_dir::open_existing(&args.data_dir)?)),
         }
     }
@@ -295,12 +298,13 @@ struct StreamHead {
 #[derive(Debug)]
 pub struct Server {
     base: reqwest::Url,
-    client: reqwest::Client,
+    client: crate::remote::Client,
 }
 
 impl Server {
-    /// A client of the server at `url` (`http://host:port`).
-    pub fn new(url: &str) -> anyhow::Result<Server> {
+    /// A client of the server at `url` (`http://host:port` or `https://host:port`),
+    /// with the token and CA of `client`.
+    pub fn new(url: &str, client: &crate::remote::ClientArgs) -> anyhow::Result<Server> {
         let base = reqwest::Url::parse(url)
             .ok()
             .filter(|base| matches!(base.scheme(), "http" | "https") && base.has_host())
@@ -309,10 +313,7 @@ impl Server {
                     "invalid --server {url:?}: expected an http URL such as http://127.0.0.1:8080"
                 ))
             })?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(SERVER_TIMEOUT)
-            .build()
-            .context("cannot make an HTTP client")?;
+        let client = crate::remote::Client::new(client, SERVER_TIMEOUT)?;
         Ok(Server { base, client })
     }
 
@@ -334,47 +335,40 @@ impl Server {
         url
     }
 
-    async fn send(&self, url: reqwest::Url, live: bool) -> anyhow::Result<reqwest::Response> {
-        let mut request = self.client.get(url.clone());
-        if !live {
-            request = request.timeout(SERVER_TIMEOUT);
-        }
-        let response = request.send().await.map_err(|error| {
-            Failure::Server(format!(
-                "cannot reach the server at {}: {}",
-                self.base,
-                causes(&error)
-            ))
-        })?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let detail = response
-            .json::<serde_json::Value>()
-            .await
-            .ok()
-            .and_then(|problem| problem["detail"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| status.to_string());
-        Err(match status.as_u16() {
-            404 => Failure::NotFound(detail),
-            400 => Failure::Usage(detail),
-            _ => Failure::Server(format!(
-                "the server answered {status} to GET {url}: {detail}"
-            )),
-        }
-        .into())
+    /// `GET url`; a refusal or an error status is a [`Failure`] (see
+    /// [`crate::remote::refusal`]).
+    async fn send(&self, url: reqwest::Url) -> anyhow::Result<crate::remote::Response> {
+        self.client.get(url.as_str()).await.map_err(|error| {
+            match error.downcast::<crate::remote::Unreachable>() {
+                Ok(unreachable) => Failure::Server(format!(
+                    "cannot reach the server at {}: {unreachable}",
+                    self.base
+                ))
+                .into(),
+                Err(other) => other,
+            }
+        })
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, url: reqwest::Url) -> anyhow::Result<T> {
-        let response = self.send(url.clone(), false).await?;
-        response.json::<T>().await.map_err(|error| {
-            Failure::Server(format!(
-                "the server's answer to GET {url} is not what annals expects: {}",
-                causes(&error)
-            ))
-            .into()
-        })
+        let answer = async {
+            let response = self.send(url.clone()).await?;
+            response.json::<T>().await.map_err(|error| {
+                Failure::Server(format!(
+                    "the server's answer to GET {url} is not what annals expects: {error:#}"
+                ))
+                .into()
+            })
+        };
+        tokio::time::timeout(SERVER_TIMEOUT, answer)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::Server(format!(
+                    "the server at {} did not answer GET {url} within {SERVER_TIMEOUT:?}",
+                    self.base
+                ))
+                .into())
+            })
     }
 
     /// Every stream, following the server's pages.
@@ -451,14 +445,13 @@ impl Server {
             .into_iter()
             .collect();
         let url = self.url(&["api", "v1", "log", "live"], &query);
-        let mut response = self.send(url, true).await?;
+        let mut response = self.send(url).await?;
         let mut buffer: Vec<u8> = Vec::new();
         loop {
             let chunk = response.chunk().await.map_err(|error| {
                 Failure::Server(format!(
-                    "the live log from {} broke off: {}",
-                    self.base,
-                    causes(&error)
+                    "the live log from {} broke off: {error:#}",
+                    self.base
                 ))
             })?;
             let Some(chunk) = chunk else {
@@ -530,7 +523,7 @@ fn parse_sse_event(text: &str) -> anyhow::Result<Option<EventJson>> {
 }
 
 /// An error and its causes, on one line.
-fn causes(error: &dyn std::error::Error) -> String {
+pub(crate) fn causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -15,7 +15,7 @@ async fn connect(url: &str) -> Result<async_nats::Client, Error> {
     within(
         Duration::from_secs(10),
         "connect",
-        outbox::connect(url, QUICK, QUICK),
+        outbox::connect(url, &outbox::NatsTls::default(), QUICK, QUICK),
     )
     .await
 }

@@ -96,9 +96,14 @@ async fn restore(
 ) {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());
-    let client = outbox::connect(url, Duration::from_secs(2), Duration::from_secs(2))
-        .await
-        .unwrap();
+    let client = outbox::connect(
+        url,
+        &outbox::NatsTls::default(),
+        Duration::from_secs(2),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
     let options = RestoreOptions {
         batch_events: 64,
         expect_head,

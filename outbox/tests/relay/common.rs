@@ -224,9 +224,14 @@ pub fn whole_log(store: &EventStore) -> Vec<RecordedEvent> {
 
 /// Audits the JetStream copy `stream` against `store` with the default options.
 pub async fn audit(url: &str, stream: &str, store: &EventStore) -> outbox::AuditReport {
-    let client = outbox::connect(url, Duration::from_secs(2), Duration::from_secs(2))
-        .await
-        .unwrap();
+    let client = outbox::connect(
+        url,
+        &outbox::NatsTls::default(),
+        Duration::from_secs(2),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
     within(
         Duration::from_secs(30),
         "the audit",

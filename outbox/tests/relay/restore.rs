@@ -20,9 +20,14 @@ async fn restore(
     stream: &str,
     store: &EventStore,
 ) -> Result<outbox::RestoreReport, outbox::Error> {
-    let client = outbox::connect(url, Duration::from_secs(2), Duration::from_secs(2))
-        .await
-        .unwrap();
+    let client = outbox::connect(
+        url,
+        &outbox::NatsTls::default(),
+        Duration::from_secs(2),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
     let mut calls = 0u64;
     let options = RestoreOptions {
         batch_events: 500,

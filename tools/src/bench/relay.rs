@@ -58,6 +58,9 @@ pub struct RelayArgs {
     /// Data directory (default: a fresh temporary directory, removed afterwards).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// TLS towards NATS.
+    #[command(flatten)]
+    nats_tls: crate::tls::NatsTlsArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -139,6 +142,7 @@ pub(super) async fn run(args: RelayArgs) -> anyhow::Result<()> {
         },
         max_acks_in_flight: args.max_acks_in_flight,
         duplicate_window: Duration::from_millis(args.duplicate_window_ms),
+        tls: args.nats_tls.settings()?,
         ..outbox::RelayConfig::new(args.nats_url.clone())
     };
     let relay = outbox::Relay::new(store.clone(), config.clone())?;
@@ -179,6 +183,7 @@ pub(super) async fn run(args: RelayArgs) -> anyhow::Result<()> {
     if !args.keep_stream
         && let Ok(client) = outbox::connect(
             &args.nats_url,
+            &config.tls,
             Duration::from_secs(5),
             Duration::from_secs(5),
         )

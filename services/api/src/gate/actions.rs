@@ -20,7 +20,7 @@ pub(crate) enum BodyResource {
 }
 
 /// One route's action.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct RouteAction {
     /// The route's method.
     pub(crate) method: Method,
@@ -50,8 +50,12 @@ const fn route(method: Method, path: &'static str, action: &'static str) -> Rout
 
 const fn public(path: &'static str, action: &'static str) -> RouteAction {
     RouteAction {
+        method: Method::GET,
+        path,
+        action,
         public: true,
-        ..route(Method::GET, path, action)
+        body: BodyResource::None,
+        order_owner: false,
     }
 }
 
