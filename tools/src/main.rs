@@ -26,6 +26,7 @@ mod replay;
 mod serve;
 mod source;
 mod tls;
+mod token;
 mod verify;
 
 /// Annals: a durable, append-only event store with CQRS read models, sagas and an
@@ -53,6 +54,7 @@ Examples:
   annals audit --nats-url nats://127.0.0.1:4222 --data-dir ./annals-data
   annals restore --nats-url nats://127.0.0.1:4222 --stream ANNALS --data-dir ./restored
   annals repair --nats-url nats://127.0.0.1:4222 --data-dir ./annals-data
+  annals token mint --secret-file jwt-secret --sub ops-1 --role operator --ttl 1h
 
 Offline commands need the data directory to themselves: stop the server first. The
 read-only ones (inspect, replay stream) can go through a running server with --server URL.
@@ -96,6 +98,9 @@ enum Command {
     /// Measure the store: append throughput and latency, replay speed, contention.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Mint development tokens signed with the server's HS256 secret file.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -123,6 +128,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run_blocking(args),
         Command::Inspect(command) => inspect::run(command),
         Command::Replay(command) => replay::run(command),
+        Command::Token(command) => token::run(command),
         Command::Export(args) => export::export(args),
         Command::Import(args) => export::import(args),
     };

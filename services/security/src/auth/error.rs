@@ -65,7 +65,7 @@ pub enum AuthSetupError {
     )]
     SeveralSources(String),
     /// A key file could not be read.
-    #[error("cannot read the {what} {}: {source}; check that the file exists and is readable by the server", path.display())]
+    #[error("cannot read the {what} {}: {source}; check that the file exists and is readable", path.display())]
     ReadFile {
         /// Which file: "JWT secret file" or "JWKS file".
         what: &'static str,

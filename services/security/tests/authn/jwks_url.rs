@@ -129,7 +129,6 @@ async fn an_unreachable_or_broken_jwks_url_is_a_setup_error() {
         "{error}"
     );
 
-    let url = provider.url.clone();
     drop(provider);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed = format!("http://{}/jwks.json", listener.local_addr().unwrap());
@@ -143,5 +142,4 @@ async fn an_unreachable_or_broken_jwks_url_is_a_setup_error() {
         matches!(&error, AuthSetupError::FetchJwks { url, .. } if *url == closed),
         "{error}"
     );
-    assert_ne!(url, closed);
 }
