@@ -120,7 +120,9 @@ pub struct ExportedEvent {
     /// When it was recorded: RFC 3339, UTC, exactly six fractional digits (the log keeps
     /// microseconds).
     pub recorded_at: String,
-    /// Correlation, causation, traceparent, principal, command id (null: not set).
+    /// Correlation, causation, traceparent, principal, command id (null: not set), and
+    /// issuer, action, on behalf of (absent: not set, so lines without them are as
+    /// before these members existed, and such older lines import).
     pub metadata: Metadata,
     /// The payload bytes as lower-case hex (the postcard encoding, exactly as stored).
     pub payload: String,

@@ -57,7 +57,8 @@ pub struct EventJson {
     pub schema_version: u32,
     /// RFC 3339, UTC, microseconds.
     pub recorded_at: String,
-    /// Correlation, causation, trace, principal, command id (absent members: not set).
+    /// Correlation, causation, trace, principal, command id, issuer, action, on behalf of
+    /// (absent members: not set).
     pub metadata: serde_json::Value,
     /// The payload: decoded JSON, or a hex string.
     pub payload: serde_json::Value,

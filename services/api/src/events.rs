@@ -24,7 +24,8 @@ pub struct EventView {
     pub schema_version: u32,
     /// When it was recorded (RFC 3339, UTC).
     pub recorded_at: String,
-    /// Correlation, causation, trace, principal and command id, where set.
+    /// Correlation, causation, trace, command id, and who caused it (principal, issuer,
+    /// action, on behalf of), where set.
     pub metadata: MetadataView,
     /// The payload: decoded JSON when `payload_encoding` is `json`, else a hex string.
     #[schema(value_type = Object)]
@@ -45,12 +46,21 @@ pub struct MetadataView {
     /// The W3C trace context of the request that wrote it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
-    /// Who issued the command.
+    /// Who issued the command: the token's subject, or a service's own name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub principal: Option<String>,
     /// The command that produced it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command_id: Option<String>,
+    /// The issuer of the principal's token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The policy action that caused it, e.g. `orders.place` or `fulfilment.reserve`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The user a service acted for (the customer whose order the saga fulfils).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
 }
 
 impl EventView {
@@ -77,6 +87,9 @@ impl EventView {
                 traceparent: metadata.traceparent.clone(),
                 principal: metadata.principal.clone(),
                 command_id: metadata.command_id.map(|id| id.to_string()),
+                issuer: metadata.issuer.clone(),
+                action: metadata.action.clone(),
+                on_behalf_of: metadata.on_behalf_of.clone(),
             },
             payload,
             payload_encoding,
@@ -109,4 +122,53 @@ pub fn hex(bytes: &[u8]) -> String {
             let _ = write!(text, "{byte:02x}");
             text
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use eventstore::{Metadata, NewEvent, StreamId};
+
+    use super::EventView;
+
+    fn recorded(metadata: Metadata) -> eventstore::RecordedEvent {
+        let event = NewEvent::new("OrderPlaced", vec![0xff]).with_metadata(metadata);
+        eventstore::RecordedEvent {
+            id: event.id,
+            stream_id: StreamId::new("other-1").unwrap(),
+            version: eventstore::Version(0),
+            position: eventstore::Position(0),
+            event_type: event.event_type,
+            schema_version: 1,
+            recorded_at: chrono::DateTime::UNIX_EPOCH,
+            metadata: event.metadata,
+            payload: event.payload,
+            last_in_commit: true,
+        }
+    }
+
+    /// Who caused an event is part of its JSON; members that are not set are absent.
+    #[test]
+    fn the_metadata_shows_who_caused_the_event() {
+        let view = EventView::of(&recorded(Metadata {
+            principal: Some("annals-fulfilment".into()),
+            issuer: Some("annals".into()),
+            action: Some("fulfilment.charge".into()),
+            on_behalf_of: Some("alice".into()),
+            ..Metadata::default()
+        }));
+        assert_eq!(
+            serde_json::to_value(&view.metadata).unwrap(),
+            serde_json::json!({
+                "principal": "annals-fulfilment",
+                "issuer": "annals",
+                "action": "fulfilment.charge",
+                "on_behalf_of": "alice",
+            })
+        );
+        let plain = EventView::of(&recorded(Metadata::default()));
+        assert_eq!(
+            serde_json::to_value(&plain.metadata).unwrap(),
+            serde_json::json!({})
+        );
+    }
 }

@@ -19,7 +19,8 @@ fn read_log(dir: &Path) -> Vec<RecordedEvent> {
 }
 
 /// The known history, then orders placed and cancelled through the aggregate
-/// repository (real appends: ids derived from command ids, times from the clock).
+/// repository (real appends: ids derived from command ids, times from the clock), some
+/// with who caused them (principal, issuer, action, on behalf of: the identity block).
 fn seed_history_and_commands(dir: &Path) {
     seed_history(dir);
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -30,6 +31,12 @@ fn seed_history_and_commands(dir: &Path) {
             let id = format!("r{n}");
             let options = eventstore::CommandOptions {
                 command_id: uuid::Uuid::now_v7(),
+                metadata: eventstore::Metadata {
+                    principal: (n % 2 == 0).then(|| format!("customer-{}", n % 7)),
+                    issuer: (n % 2 == 0).then(|| "https://id.example".into()),
+                    action: (n % 4 != 3).then(|| "orders.place".into()),
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             let place = orders::Command::PlaceOrder {
@@ -47,6 +54,13 @@ fn seed_history_and_commands(dir: &Path) {
                 };
                 let options = eventstore::CommandOptions {
                     command_id: uuid::Uuid::now_v7(),
+                    metadata: eventstore::Metadata {
+                        principal: Some("annals-fulfilment".into()),
+                        issuer: Some("annals".into()),
+                        action: Some("fulfilment.cancel-order".into()),
+                        on_behalf_of: Some(format!("customer-{}", n % 7)),
+                        ..Default::default()
+                    },
                     ..Default::default()
                 };
                 repository.execute(&id, &cancel, &options).await.unwrap();
@@ -107,6 +121,15 @@ fn export_then_import_reproduces_the_log_event_by_event_and_its_hash_chain() {
         })
     );
     assert_eq!(lines[10]["last_in_commit"], false, "o2's two-event append");
+    // Who caused an event: new members, present only when set (the line above, without
+    // them, is exactly the format before they existed, and such lines still import).
+    assert_eq!(lines[13]["type"], "OrderPlaced");
+    assert_eq!(lines[13]["metadata"]["principal"], "customer-0");
+    assert_eq!(lines[13]["metadata"]["issuer"], "https://id.example");
+    assert_eq!(lines[13]["metadata"]["action"], "orders.place");
+    assert!(lines[13]["metadata"].get("on_behalf_of").is_none());
+    assert_eq!(lines[14]["type"], "OrderCancelled");
+    assert_eq!(lines[14]["metadata"]["on_behalf_of"], "customer-0");
 
     let imported: Value = serde_json::from_str(&annals_ok(
         &[

@@ -1,5 +1,5 @@
 //! `annals inspect` over a data directory holding the known history: golden tables,
-//! parsed NDJSON.
+//! parsed NDJSON; and who caused an event (principal, issuer, action, on behalf of).
 
 use crate::support::{annals_ok, event_id, golden, history, ndjson, seeded};
 
@@ -138,6 +138,57 @@ fn event_shows_envelope_metadata_and_payload() {
     );
     assert_eq!(json["metadata"]["principal"], "alice");
     assert_eq!(json["payload"]["OrderPlaced"]["lines"][0]["sku"], "apple");
+}
+
+#[test]
+fn event_shows_who_caused_it() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let event = eventstore::NewEvent::new("StockReserved", vec![0xff]).with_metadata(
+        eventstore::Metadata {
+            principal: Some("annals-fulfilment".into()),
+            issuer: Some("annals".into()),
+            action: Some("fulfilment.reserve".into()),
+            on_behalf_of: Some("alice".into()),
+            ..eventstore::Metadata::default()
+        },
+    );
+    let id = event.id.to_string();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = crate::support::open_store(&data);
+        let stream = eventstore::StreamId::new("other-1").unwrap();
+        store
+            .append(&stream, eventstore::ExpectedVersion::Any, vec![event])
+            .await
+            .unwrap();
+        store.close().await;
+    });
+    let dir = data.to_str().unwrap();
+    let details = annals_ok(&["inspect", "event", &id, "--data-dir", dir], temp.path());
+    // Field by field, the names padded to one width: compared with the padding collapsed.
+    let words = details.split_whitespace().collect::<Vec<_>>().join(" ");
+    for field in [
+        "principal: annals-fulfilment",
+        "issuer: annals",
+        "action: fulfilment.reserve",
+        "on behalf of: alice",
+    ] {
+        assert!(words.contains(field), "{field:?} in\n{details}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&annals_ok(
+        &["inspect", "event", &id, "--json", "--data-dir", dir],
+        temp.path(),
+    ))
+    .unwrap();
+    assert_eq!(
+        json["metadata"],
+        serde_json::json!({
+            "principal": "annals-fulfilment",
+            "issuer": "annals",
+            "action": "fulfilment.reserve",
+            "on_behalf_of": "alice",
+        })
+    );
 }
 
 #[test]
