@@ -168,3 +168,22 @@ fn bench_scale_measures_a_seeded_log_in_a_fresh_process() {
     // The W1 load ran on the seeded log, in the child.
     assert_eq!(verified_events(&data, temp.path()), 3640);
 }
+
+#[test]
+fn bench_policy_decides_on_one_and_two_threads() {
+    let temp = tempfile::tempdir().unwrap();
+    let output = annals(
+        &["bench", "policy", "--decisions", "500", "--json"],
+        temp.path(),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert!(report["revision"].as_str().unwrap().starts_with("blake3:"));
+    let runs = report["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        assert_eq!(run["decisions"], 500);
+        rate(run, "decisions_per_second");
+        rate(run, "p99_micros");
+    }
+}

@@ -14,6 +14,7 @@ use eventstore::{EventStore, StoreConfig};
 mod append;
 mod contend;
 mod http;
+mod policy;
 mod rebuild;
 mod relay;
 mod replay;
@@ -36,6 +37,9 @@ pub enum BenchCommand {
     /// Place orders through a running `annals serve` from many connections:
     /// commands/s and latency percentiles.
     Http(http::HttpArgs),
+    /// Decisions of the policy gatekeeper over a mix of roles and actions, on one
+    /// thread and on two: decisions/s and latency percentiles.
+    Policy(policy::PolicyArgs),
     /// Seed a domain workload (skus, accounts, orders placed, confirmed and cancelled)
     /// and time a rebuild of every read model from it: events/s.
     Rebuild(rebuild::RebuildArgs),
@@ -63,6 +67,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             BenchCommand::Relay(args) => relay::run(args).await,
             BenchCommand::Rebuild(args) => rebuild::run(args).await,
             BenchCommand::Http(args) => http::run(args).await,
+            BenchCommand::Policy(args) => policy::run(args).await,
             BenchCommand::Saga(args) => saga::run(args).await,
             BenchCommand::Scale(args) => scale::run(args).await,
             BenchCommand::ScaleChild(args) => scale::child(args).await,
