@@ -191,7 +191,7 @@ async fn the_principal_travels_from_the_request_to_the_events_the_saga_and_nats(
     assert_eq!(placed_event["issuer"], ISSUER);
     assert_eq!(placed_event["action"], "orders.place");
     let confirmed = &events.last().unwrap()["metadata"];
-    assert_eq!(events.last().unwrap()["event_type"], "OrderConfirmed");
+    assert_eq!(events.last().unwrap()["type"], "OrderConfirmed");
     assert_eq!(confirmed["on_behalf_of"], "alice", "{confirmed}");
     assert_ne!(confirmed["principal"], "alice");
     assert!(confirmed["principal"].as_str().is_some(), "{confirmed}");
@@ -220,14 +220,14 @@ async fn the_principal_travels_from_the_request_to_the_events_the_saga_and_nats(
         &["inspect", "log", "--server", url],
         dir.path(),
         8,
-        &["401"],
+        &["requires a token", "ANNALS_TOKEN"],
     );
     assert!(message.contains("--token"), "{message}");
     let message = annals_fails(
         &["inspect", "log", "--server", url, "--token", &alice],
         dir.path(),
         8,
-        &["403", "log.read"],
+        &["policy denies", "log.read"],
     );
     assert!(
         !message.contains(&alice),

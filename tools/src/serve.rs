@@ -270,14 +270,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// fails (then it cancels `shutdown` itself, after [`FAILURE_GRACE`], and fails with
 /// [`Failure::StoreFailed`]).
 pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    security::check_exposure(&settings.listen, &settings.security)?;
-    let gate = security::gate(&settings.security).await?;
     // A bad certificate or key stops the start before the store opens.
     let tls = settings
         .tls
         .as_ref()
         .map(crate::tls::ServerFiles::server_config)
         .transpose()?;
+    security::check_exposure(&settings.listen, &settings.security)?;
+    let gate = security::gate(&settings.security).await?;
     let data_dir = settings.data_dir.clone();
     let defaults = StoreConfig::default();
     let store_config = StoreConfig {
