@@ -53,7 +53,13 @@ pub use security::{SecurityArgs, SecuritySettings};
 Settings: a flag wins over its ANNALS_* environment variable, which wins over the
 --config file, which wins over the default. The TOML file may set data_dir, listen,
 max_body_bytes, shutdown_timeout_secs, nats_url, saga_timeout_secs, tls_cert, tls_key,
-nats_tls_ca, nats_tls_cert and nats_tls_key.
+nats_tls_ca, nats_tls_cert, nats_tls_key, auth_jwt_secret_file, auth_jwks_file,
+auth_jwks_url, auth_issuer, auth_audience, policy_file, rate_limit, a [rate_limit_roles]
+table and insecure_no_auth.
+
+Without authentication the server listens on loopback only; a non-loopback --listen
+needs --auth-jwt-secret-file, --auth-jwks-file or --auth-jwks-url (or --insecure-no-auth).
+See docs/SECURITY.md.
 
 Example:
   annals serve --data-dir ./annals-data --listen 127.0.0.1:8080
@@ -696,6 +702,39 @@ mod tests {
             format!("{error:#}").contains(&missing.display().to_string()),
             "{error:#}"
         );
+    }
+
+    #[test]
+    fn the_security_keys_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("annals.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\nauth_jwt_secret_file = \"/etc/annals/secret\"\n\
+             auth_issuer = \"https://idp\"\nrate_limit = 20\n\
+             [rate_limit_roles]\nadmin = 100\n",
+        )
+        .unwrap();
+        let settings = settings(&["--config", file.to_str().unwrap()]).unwrap();
+        let security = &settings.security;
+        assert_eq!(
+            security.auth.jwt_secret_file.as_deref(),
+            Some(Path::new("/etc/annals/secret"))
+        );
+        assert_eq!(security.auth.issuer.as_deref(), Some("https://idp"));
+        assert_eq!(
+            security.rate_limits.default_per_second.map(|n| n.get()),
+            Some(20)
+        );
+        assert_eq!(
+            security
+                .rate_limits
+                .per_role
+                .get(&::security::Role::Admin)
+                .map(|n| n.get()),
+            Some(100)
+        );
+        assert_eq!(settings.listen, "0.0.0.0:9000");
     }
 
     #[test]
