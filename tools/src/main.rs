@@ -68,7 +68,7 @@ fn after_help() -> String {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the HTTP API (commands, queries, the live log) over a data directory.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Look at streams, the log and events, payloads decoded to JSON.
     #[command(subcommand)]
     Inspect(inspect::InspectCommand),
@@ -125,7 +125,7 @@ fn main() -> ExitCode {
         Command::Repair(args) => repair::run(args),
         Command::Outbox(command) => relay_commands::run(command),
         Command::Projections(command) => read_model_commands::run(command),
-        Command::Serve(args) => serve::run_blocking(args),
+        Command::Serve(args) => serve::run_blocking(*args),
         Command::Inspect(command) => inspect::run(command),
         Command::Replay(command) => replay::run(command),
         Command::Token(command) => token::run(command),
