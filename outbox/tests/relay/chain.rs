@@ -15,7 +15,7 @@ use outbox::message::{self, HASH, PREV_HASH};
 use outbox::{Divergence, RestoreOptions};
 
 use crate::common::{
-    NatsServer, audit, open_store, relay_config, start_relay, whole_log, within, workload,
+    NatsServer, audit, connect, open_store, relay_config, start_relay, whole_log, within, workload,
 };
 
 /// Every message of `stream` as published: (sequence, subject, headers, body).
@@ -96,14 +96,7 @@ async fn restore(
 ) {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path());
-    let client = outbox::connect(
-        url,
-        &outbox::NatsTls::default(),
-        Duration::from_secs(2),
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
+    let client = connect(url).await;
     let options = RestoreOptions {
         batch_events: 64,
         expect_head,

@@ -222,16 +222,21 @@ pub fn whole_log(store: &EventStore) -> Vec<RecordedEvent> {
         .expect("read the log")
 }
 
-/// Audits the JetStream copy `stream` against `store` with the default options.
-pub async fn audit(url: &str, stream: &str, store: &EventStore) -> outbox::AuditReport {
-    let client = outbox::connect(
+/// A client of the plain (no TLS) test server at `url`, for restore and audit.
+pub async fn connect(url: &str) -> async_nats::Client {
+    outbox::connect(
         url,
         &outbox::NatsTls::default(),
         Duration::from_secs(2),
         Duration::from_secs(2),
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// Audits the JetStream copy `stream` against `store` with the default options.
+pub async fn audit(url: &str, stream: &str, store: &EventStore) -> outbox::AuditReport {
+    let client = connect(url).await;
     within(
         Duration::from_secs(30),
         "the audit",

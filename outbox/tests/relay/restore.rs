@@ -11,8 +11,8 @@ use eventstore::{EventStore, ExpectedVersion, Metadata, NewEvent, Position, Stre
 use outbox::{Divergence, RestoreOptions};
 
 use crate::common::{
-    NatsServer, audit, open_store, read_copy, relay_config, start_relay, whole_log, within,
-    workload,
+    NatsServer, audit, connect, open_store, read_copy, relay_config, start_relay, whole_log,
+    within, workload,
 };
 
 async fn restore(
@@ -20,14 +20,7 @@ async fn restore(
     stream: &str,
     store: &EventStore,
 ) -> Result<outbox::RestoreReport, outbox::Error> {
-    let client = outbox::connect(
-        url,
-        &outbox::NatsTls::default(),
-        Duration::from_secs(2),
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
+    let client = connect(url).await;
     let mut calls = 0u64;
     let options = RestoreOptions {
         batch_events: 500,
