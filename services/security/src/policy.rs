@@ -18,12 +18,19 @@
 //! `principal` is null for an unauthenticated request; absent members are null.
 //!
 //! # Speed
-//! The policy is parsed and analysed once, when the [`Policy`] is made. regorus evaluates
-//! with `&mut self`, so a [`Policy`] keeps a small pool of prepared engines (clones of the
-//! prepared prototype): a decision takes one from the pool (or clones the prototype when
-//! all are busy), sets the input as a regorus value built directly (no JSON text in
-//! between), evaluates `data.annals.allow` and puts the engine back. The reason rule is
-//! evaluated only for denials. `annals bench policy` measures it.
+//! The policy is parsed and analysed once, when the [`Policy`] is made, and compiled to
+//! bytecode for regorus's virtual machine (RVM), which decides in a few microseconds
+//! where the tree-walking interpreter takes tens. Before the compiled form is trusted it
+//! must agree with the interpreter on a probe of inputs (every action, every role, no
+//! principal, a customer acting for itself and for another); a policy the compiler
+//! cannot take, or on which the two disagree, is decided by the interpreter instead, and
+//! the server says so when it starts ([`Policy::evaluator`]). Both need `&mut` to
+//! evaluate, so a [`Policy`] keeps a small pool of ready machines (or engines): a
+//! decision takes one (or makes one when all are busy), sets the input as a regorus
+//! value built directly (no JSON text in between), evaluates `data.annals.allow` and
+//! puts the machine back. The reason rule is evaluated only for denials. A compiled
+//! decision runs at most [`MAX_INSTRUCTIONS`] instructions: a policy that loops longer
+//! fails (and so denies). `annals bench policy` measures it.
 //!
 //! # Failing closed
 //! A decision that cannot be made (the policy fails while evaluating, or `allow` is not a
@@ -37,14 +44,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use regorus::{Engine, Value};
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::program::Program;
+use regorus::rvm::vm::RegoVM;
+use regorus::{CompiledPolicy, Engine, Value};
 use serde::Serialize;
 
-use crate::principal::Principal;
+use crate::principal::{Principal, Role};
 
 pub mod rego_tests;
 
@@ -267,10 +277,8 @@ pub struct PolicyCounts {
 
 /// A compiled policy, ready to decide; `Send + Sync`, share it through an `Arc`.
 pub struct Policy {
-    /// The prepared engine every pooled engine is cloned from.
-    prototype: Engine,
-    /// Idle prepared engines; a decision takes one and puts it back.
-    pool: Mutex<Vec<Engine>>,
+    /// What decides: the compiled program, or the interpreter.
+    evaluator: Evaluator,
     /// Whether the policy has the `reason` rule.
     has_reason: bool,
     /// Where the policy came from: `default` or the file's path.
@@ -282,11 +290,133 @@ pub struct Policy {
     errors: AtomicU64,
 }
 
+/// How decisions are evaluated (see "Speed" in the module doc).
+enum Evaluator {
+    /// The policy compiled to RVM bytecode; the pool holds machines with it loaded.
+    Compiled {
+        program: Arc<Program>,
+        compiled: CompiledPolicy,
+        pool: Pool<RegoVM>,
+    },
+    /// The tree-walking interpreter; the pool holds clones of the prepared prototype.
+    Interpreted {
+        prototype: Box<Engine>,
+        pool: Pool<Engine>,
+    },
+}
+
+/// The most instructions one compiled decision may run before it fails (and denies).
+pub const MAX_INSTRUCTIONS: usize = 1_000_000;
+
+/// Idle evaluators, taken by a decision and put back after it.
+struct Pool<T>(Mutex<Vec<T>>);
+
+impl<T> Pool<T> {
+    fn new() -> Self {
+        Pool(Mutex::new(Vec::new()))
+    }
+
+    fn take(&self, make: impl FnOnce() -> T) -> T {
+        let pooled = self.0.lock().map(|mut pool| pool.pop()).unwrap_or(None);
+        pooled.unwrap_or_else(make)
+    }
+
+    fn put(&self, idle: T) {
+        if let Ok(mut pool) = self.0.lock()
+            && pool.len() < POOL_LIMIT
+        {
+            pool.push(idle);
+        }
+    }
+}
+
+/// A rule's value, or why it could not be evaluated.
+type RuleResult = Result<Value, String>;
+
+impl Evaluator {
+    /// Compile `engine`'s policy for the RVM, with `entry_points` (each a rule path).
+    fn compile(engine: &Engine, entry_points: &[&str]) -> Result<Self, String> {
+        let mut engine = engine.clone();
+        let compiled = engine
+            .compile_with_entrypoint(&ALLOW_RULE.into())
+            .map_err(|error| format!("{error:#}"))?;
+        let program = Compiler::compile_from_policy(&compiled, entry_points)
+            .map_err(|error| format!("{error:#}"))?;
+        Ok(Evaluator::Compiled {
+            program,
+            compiled,
+            pool: Pool::new(),
+        })
+    }
+
+    /// Evaluate `rules` in order on one evaluator, with `input`; `next` says, from a
+    /// rule's result, whether to go on to the following rule.
+    fn evaluate(
+        &self,
+        input: Value,
+        rules: &[&str],
+        mut next: impl FnMut(&RuleResult) -> bool,
+    ) -> Vec<RuleResult> {
+        let mut results = Vec::with_capacity(rules.len());
+        let mut healthy = true;
+        match self {
+            Evaluator::Compiled {
+                program,
+                compiled,
+                pool,
+            } => {
+                let mut vm = pool.take(|| {
+                    let mut vm = RegoVM::new_with_policy(compiled.clone());
+                    vm.load_program(program.clone());
+                    vm.set_max_instructions(MAX_INSTRUCTIONS);
+                    vm
+                });
+                vm.set_input(input);
+                for rule in rules {
+                    let result = vm
+                        .execute_entry_point_by_name(rule)
+                        .map_err(|error| error.to_string());
+                    healthy &= result.is_ok();
+                    let go_on = next(&result);
+                    results.push(result);
+                    if !go_on {
+                        break;
+                    }
+                }
+                if healthy {
+                    pool.put(vm);
+                }
+            }
+            Evaluator::Interpreted { prototype, pool } => {
+                let mut engine = pool.take(|| Engine::clone(prototype));
+                engine.set_input(input);
+                for rule in rules {
+                    let result = engine
+                        .eval_rule((*rule).to_owned())
+                        .map_err(|error| format!("{error:#}"));
+                    healthy &= result.is_ok();
+                    let go_on = next(&result);
+                    results.push(result);
+                    if !go_on {
+                        break;
+                    }
+                }
+                // An engine that failed is dropped rather than trusted again.
+                if healthy {
+                    pool.put(engine);
+                }
+            }
+        }
+        results
+    }
+}
+
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Policy")
             .field("origin", &self.origin)
             .field("revision", &self.revision)
+            .field("evaluator", &self.evaluator())
             .field("has_reason", &self.has_reason)
             .field("counts", &self.counts())
             .finish_non_exhaustive()
@@ -316,6 +446,44 @@ impl Policy {
     /// A policy made of several Rego modules, each `(file name, text)`; `origin` names
     /// them in logs and errors. One of them must define `data.annals.allow`.
     pub fn from_sources(origin: &str, sources: &[(String, String)]) -> Result<Self, PolicyError> {
+        let interpreted = Self::interpreted(origin, sources)?;
+        let rules = interpreted.rules();
+        let Evaluator::Interpreted { prototype, .. } = &interpreted.evaluator else {
+            unreachable!("Policy::interpreted makes an interpreted policy");
+        };
+        let compiled = Evaluator::compile(prototype, rules).and_then(|evaluator| {
+            match probe_inputs().iter().find(|input| {
+                // Errors agree when both fail; their words differ.
+                interpreted.answer(input).map_err(drop)
+                    != evaluator_answer(&evaluator, rules, input).map_err(drop)
+            }) {
+                None => Ok(evaluator),
+                Some(input) => Err(format!(
+                    "the compiled policy and the interpreter disagree on {}",
+                    input.to_json()
+                )),
+            }
+        });
+        match compiled {
+            Ok(evaluator) => Ok(Policy {
+                evaluator,
+                ..interpreted
+            }),
+            Err(why) => {
+                tracing::warn!(
+                    target: "annals::policy",
+                    origin,
+                    why,
+                    "the policy is decided by the interpreter, not compiled: decisions are slower"
+                );
+                Ok(interpreted)
+            }
+        }
+    }
+
+    /// The policy decided by the interpreter alone (what [`Policy::from_sources`] falls
+    /// back to, and what the compiled form is checked against).
+    fn interpreted(origin: &str, sources: &[(String, String)]) -> Result<Self, PolicyError> {
         let load_error = |message: String| PolicyError::Load {
             origin: origin.to_owned(),
             message,
@@ -362,8 +530,10 @@ impl Policy {
         let has_reason = engine.eval_rule(REASON_RULE.to_owned()).is_ok();
 
         Ok(Policy {
-            pool: Mutex::new(Vec::new()),
-            prototype: engine,
+            evaluator: Evaluator::Interpreted {
+                prototype: Box::new(engine),
+                pool: Pool::new(),
+            },
             has_reason,
             origin: origin.to_owned(),
             revision,
@@ -383,18 +553,22 @@ impl Policy {
         &self.origin
     }
 
+    /// How decisions are evaluated: `compiled` (RVM bytecode) or `interpreted` (the
+    /// policy did not compile, or its compiled form disagreed with the interpreter).
+    pub fn evaluator(&self) -> &'static str {
+        match self.evaluator {
+            Evaluator::Compiled { .. } => "compiled",
+            Evaluator::Interpreted { .. } => "interpreted",
+        }
+    }
+
     /// Decide whether `input.principal` may take `input.action` on `input.resource`.
     ///
     /// Logs the decision (target `annals::policy`: info for a denial, debug for an
     /// allow) and counts it. An `Err` is a denial (fail closed): see the module doc.
     pub fn decide(&self, input: &PolicyInput<'_>) -> Result<Decision, PolicyError> {
         let started = Instant::now();
-        let mut engine = self.take_engine();
-        let outcome = self.evaluate(&mut engine, input);
-        if outcome.is_ok() {
-            // An engine that failed is dropped rather than trusted again.
-            self.put_engine(engine);
-        }
+        let outcome = self.answer(input);
         let elapsed = started.elapsed();
         let subject = input
             .principal
@@ -464,47 +638,107 @@ impl Policy {
         }
     }
 
-    /// Evaluate `allow` (and `reason` for a denial) on one engine.
-    fn evaluate(
-        &self,
-        engine: &mut Engine,
-        input: &PolicyInput<'_>,
-    ) -> Result<(bool, Option<String>), String> {
-        engine.set_input(input.to_value());
-        let allow = match engine.eval_rule(ALLOW_RULE.to_owned()) {
-            Ok(Value::Bool(allow)) => allow,
-            Ok(Value::Undefined) => false,
-            Ok(other) => return Err(format!("{ALLOW_RULE} is {other}, not a boolean")),
-            Err(error) => return Err(format!("{error:#}")),
-        };
-        if allow || !self.has_reason {
-            return Ok((allow, None));
+    /// The rules a decision may evaluate: `allow`, then `reason` if the policy has it.
+    fn rules(&self) -> &'static [&'static str] {
+        if self.has_reason {
+            &[ALLOW_RULE, REASON_RULE]
+        } else {
+            &[ALLOW_RULE]
         }
-        let reason = match engine.eval_rule(REASON_RULE.to_owned()) {
-            Ok(Value::String(reason)) => Some(reason.to_string()),
-            Ok(_) => None,
-            // The reason only explains a denial already made; its failure does not
-            // change the decision.
-            Err(error) => {
-                tracing::warn!(target: "annals::policy", error = %format!("{error:#}"), "the reason rule failed");
-                None
+    }
+
+    /// Evaluate `allow` (and `reason` for a denial) with this policy's evaluator.
+    fn answer(&self, input: &PolicyInput<'_>) -> Result<(bool, Option<String>), String> {
+        evaluator_answer(&self.evaluator, self.rules(), input)
+    }
+}
+
+/// Evaluate `rules` (`allow`, and `reason` for a denial when it is listed) on
+/// `evaluator`: whether allowed, and why not.
+fn evaluator_answer(
+    evaluator: &Evaluator,
+    rules: &[&str],
+    input: &PolicyInput<'_>,
+) -> Result<(bool, Option<String>), String> {
+    let mut results = evaluator
+        .evaluate(input.to_value(), rules, |allow| {
+            !matches!(allow, Ok(Value::Bool(true)))
+        })
+        .into_iter();
+    let allow = match results.next() {
+        Some(Ok(Value::Bool(allow))) => allow,
+        Some(Ok(Value::Undefined)) => false,
+        Some(Ok(other)) => return Err(format!("{ALLOW_RULE} is {other}, not a boolean")),
+        Some(Err(error)) => return Err(error),
+        None => return Err(format!("{ALLOW_RULE} was not evaluated")),
+    };
+    let reason = match results.next() {
+        Some(Ok(Value::String(reason))) => Some(reason.to_string()),
+        Some(Ok(_)) | None => None,
+        // The reason only explains a denial already made; its failure does not change
+        // the decision.
+        Some(Err(error)) => {
+            tracing::warn!(target: "annals::policy", error, "the reason rule failed");
+            None
+        }
+    };
+    Ok((allow, reason))
+}
+
+/// The inputs the compiled policy must decide as the interpreter does before it is
+/// used: every action, for no principal, each role alone (a customer with and without a
+/// customer id), a principal with every role, on a resource of the customer `c-1`, of
+/// `c-2` and of nobody.
+fn probe_inputs() -> &'static [PolicyInput<'static>] {
+    static PROBES: std::sync::OnceLock<Vec<PolicyInput<'static>>> = std::sync::OnceLock::new();
+    static PRINCIPALS: std::sync::OnceLock<Vec<Option<Principal>>> = std::sync::OnceLock::new();
+    PROBES.get_or_init(|| {
+        let principals = PRINCIPALS.get_or_init(|| {
+            let principal = |subject: &str, roles: &[Role], customer_id: Option<&str>| {
+                Some(Principal {
+                    subject: subject.to_owned(),
+                    issuer: Some("https://idp.example".to_owned()),
+                    roles: roles.to_vec(),
+                    customer_id: customer_id.map(str::to_owned),
+                })
+            };
+            vec![
+                None,
+                principal("alice", &[Role::Customer], Some("c-1")),
+                principal("nemo", &[Role::Customer], None),
+                principal("carol", &[Role::Clerk], None),
+                principal("oscar", &[Role::Operator], None),
+                principal("ada", &[Role::Admin], None),
+                principal(
+                    "all",
+                    &[Role::Customer, Role::Clerk, Role::Operator, Role::Admin],
+                    Some("c-1"),
+                ),
+            ]
+        });
+        let owners = [Some("c-1"), Some("c-2"), None];
+        let mut probes = Vec::new();
+        for action in ACTIONS {
+            for principal in principals {
+                for owner in owners {
+                    probes.push(PolicyInput {
+                        principal: principal.as_ref(),
+                        action,
+                        resource: Resource {
+                            customer_id: owner.map(str::to_owned),
+                            ..Resource::default()
+                        },
+                        request: RequestInfo {
+                            method: "GET",
+                            path: "/",
+                            intent: None,
+                        },
+                    });
+                }
             }
-        };
-        Ok((false, reason))
-    }
-
-    fn take_engine(&self) -> Engine {
-        let pooled = self.pool.lock().map(|mut pool| pool.pop()).unwrap_or(None);
-        pooled.unwrap_or_else(|| self.prototype.clone())
-    }
-
-    fn put_engine(&self, engine: Engine) {
-        if let Ok(mut pool) = self.pool.lock()
-            && pool.len() < POOL_LIMIT
-        {
-            pool.push(engine);
         }
-    }
+        probes
+    })
 }
 
 /// A regorus object from `(key, value)` pairs.
@@ -520,4 +754,68 @@ fn object<const N: usize>(members: [(&str, Value); N]) -> Value {
 /// A string, or null when absent.
 fn optional(text: Option<&str>) -> Value {
     text.map_or(Value::Null, Value::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The compiled default policy decides as the interpreter does on inputs beyond the
+    /// load-time probe: other resources, requests and principals with several roles.
+    #[test]
+    fn compiled_and_interpreted_default_policies_agree() {
+        let sources = [("policy/annals.rego".to_owned(), DEFAULT_POLICY.to_owned())];
+        let compiled = Policy::from_sources("default", &sources).unwrap();
+        let interpreted = Policy::interpreted("default", &sources).unwrap();
+        assert_eq!(compiled.evaluator(), "compiled");
+        assert_eq!(interpreted.evaluator(), "interpreted");
+        let principal = |roles: &[Role], customer_id: Option<&str>| Principal {
+            subject: "someone".to_owned(),
+            issuer: None,
+            roles: roles.to_vec(),
+            customer_id: customer_id.map(str::to_owned),
+        };
+        let principals = [
+            principal(&[], None),
+            principal(&[Role::Customer, Role::Clerk], Some("c-9")),
+            principal(&[Role::Operator, Role::Customer], None),
+            principal(&[Role::Clerk], Some("c-1")),
+        ];
+        let resources = [
+            Resource::default(),
+            Resource::customer("c-9"),
+            Resource {
+                sku: Some("sku-1".to_owned()),
+                order_id: Some("o-1".to_owned()),
+                stream: Some("order-o-1".to_owned()),
+                projection: Some("balances".to_owned()),
+                customer_id: Some("c-1".to_owned()),
+            },
+        ];
+        let mut compared = 0;
+        for action in ACTIONS.iter().chain(&["no.such.action"]) {
+            for principal in principals.iter().map(Some).chain([None]) {
+                for resource in &resources {
+                    let input = PolicyInput {
+                        principal,
+                        action,
+                        resource: resource.clone(),
+                        request: RequestInfo {
+                            method: "POST",
+                            path: "/api/v1/anything",
+                            intent: Some("batch"),
+                        },
+                    };
+                    assert_eq!(
+                        compiled.answer(&input),
+                        interpreted.answer(&input),
+                        "{}",
+                        input.to_json()
+                    );
+                    compared += 1;
+                }
+            }
+        }
+        assert_eq!(compared, (ACTIONS.len() + 1) * 5 * 3);
+    }
 }

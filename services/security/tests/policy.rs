@@ -302,6 +302,40 @@ mod load {
     }
 
     #[test]
+    fn the_default_policy_is_compiled() {
+        let policy = Policy::default_policy().unwrap();
+        assert_eq!(policy.evaluator(), "compiled");
+    }
+
+    #[test]
+    fn a_policy_the_compiler_cannot_take_is_interpreted_and_decides_alike() {
+        // The RVM compiler does not take `with` yet; the interpreter decides instead.
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "with.rego",
+            "package annals\nimport rego.v1\ndefault allow := false\n\
+             allow if { readable with input.action as \"log.read\" }\n\
+             readable if { input.action == \"log.read\"; input.principal != null }\n",
+        );
+        let policy = Policy::from_file(&path).unwrap();
+        assert_eq!(policy.evaluator(), "interpreted");
+        let oscar = principal("oscar", &[Role::Operator], None);
+        assert!(
+            policy
+                .decide(&input(Some(&oscar), "events.read", Resource::default()))
+                .unwrap()
+                .allow
+        );
+        assert!(
+            !policy
+                .decide(&input(None, "events.read", Resource::default()))
+                .unwrap()
+                .allow
+        );
+    }
+
+    #[test]
     fn a_policy_file_replaces_the_default() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(

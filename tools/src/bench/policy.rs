@@ -28,6 +28,8 @@ pub struct PolicyArgs {
 struct PolicyReport {
     bench: &'static str,
     revision: String,
+    /// `compiled` or `interpreted` (see `Policy::evaluator`).
+    evaluator: &'static str,
     inputs: usize,
     runs: Vec<PolicyRun>,
 }
@@ -53,8 +55,8 @@ pub(super) async fn run(args: PolicyArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "policy {} over {} distinct inputs:",
-            report.revision, report.inputs
+            "policy {} ({}) over {} distinct inputs:",
+            report.revision, report.evaluator, report.inputs
         );
         for run in &report.runs {
             println!(
@@ -119,6 +121,7 @@ fn measure(args: &PolicyArgs) -> anyhow::Result<PolicyReport> {
     Ok(PolicyReport {
         bench: "policy",
         revision: policy.revision().to_owned(),
+        evaluator: policy.evaluator(),
         inputs,
         runs,
     })

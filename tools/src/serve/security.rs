@@ -195,6 +195,7 @@ pub async fn gate(settings: &SecuritySettings) -> anyhow::Result<Option<api::gat
     };
     tracing::info!(
         revision = policy.revision(),
+        evaluator = policy.evaluator(),
         file = ?settings.policy_file,
         issuer = ?settings.auth.issuer,
         audience = ?settings.auth.audience,
