@@ -9,11 +9,14 @@
 //!
 //! Every command is recorded as the saga's own: principal [`SERVICE_PRINCIPAL`], issuer
 //! [`SERVICE_ISSUER`], the step's [`Command::action`], and `on_behalf_of` the principal
-//! of the order's `OrderPlaced` (none when that had none). That principal is read from
-//! the order's first event when a command runs rather than carried in the saga's
-//! recorded inputs, whose postcard layout is the format of every saga stream written so
-//! far: it comes out the same after a restart, and for sagas started before it existed.
+//! of the order's `OrderPlaced` (none when that had none). That principal is not carried
+//! in the saga's recorded inputs, whose postcard layout is the format of every saga
+//! stream written so far: its [`Dispatcher::route`] remembers it when it sees the
+//! `OrderPlaced` (in a bounded cache of [`PLACED_BY_CAPACITY`] orders), and a command of
+//! an order it does not remember (after a restart, or evicted) reads it from the order's
+//! first event. Either way it comes out the same, and for sagas started before it existed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use eventstore::{
@@ -49,12 +52,19 @@ impl Faults {
     }
 }
 
+/// How many orders' placers the services remember (about; older ones are evicted and
+/// read again from their order streams when needed).
+pub const PLACED_BY_CAPACITY: usize = 65_536;
+
 /// The fulfilment saga's view of the world.
 #[derive(Debug, Clone)]
 pub struct FulfilmentServices {
     repositories: Repositories,
     timeout: Duration,
     faults: Faults,
+    /// Who placed each order (the principal of its `OrderPlaced`), by order id, for the
+    /// orders seen placed lately.
+    placed_by: Arc<quick_cache::sync::Cache<String, Option<String>>>,
 }
 
 impl FulfilmentServices {
@@ -65,6 +75,7 @@ impl FulfilmentServices {
             repositories,
             timeout,
             faults: Faults::default(),
+            placed_by: Arc::new(quick_cache::sync::Cache::new(PLACED_BY_CAPACITY)),
         }
     }
 
@@ -76,7 +87,19 @@ impl FulfilmentServices {
 
     /// Who placed the order `order_id`: the principal of its `OrderPlaced`, the first
     /// event of its stream (`None` when it had none, or the stream does not start so).
+    /// Remembered from [`Dispatcher::route`], or read from the order's stream.
     fn placed_by(&self, order_id: &str) -> Result<Option<String>, Error> {
+        if let Some(principal) = self.placed_by.get(order_id) {
+            return Ok(principal);
+        }
+        let principal = self.read_placed_by(order_id)?;
+        self.placed_by
+            .insert(order_id.to_owned(), principal.clone());
+        Ok(principal)
+    }
+
+    /// [`FulfilmentServices::placed_by`], read from the order's first event.
+    fn read_placed_by(&self, order_id: &str) -> Result<Option<String>, Error> {
         let stream = Repository::<Order>::stream_id(order_id)?;
         let first = self.repositories.orders.store().read_stream(
             &stream,
@@ -132,14 +155,18 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                 order_id,
                 customer_id,
                 lines,
-            } => Input::Started {
-                order_id,
-                customer_id,
-                lines,
-                deadline: clock.now()
-                    + chrono::Duration::from_std(self.timeout).unwrap_or(chrono::Duration::MAX),
-                correlation_id: event.metadata.correlation_id,
-            },
+            } => {
+                self.placed_by
+                    .insert(order_id.clone(), event.metadata.principal.clone());
+                Input::Started {
+                    order_id,
+                    customer_id,
+                    lines,
+                    deadline: clock.now()
+                        + chrono::Duration::from_std(self.timeout).unwrap_or(chrono::Duration::MAX),
+                    correlation_id: event.metadata.correlation_id,
+                }
+            }
             orders::Event::OrderCancelled { reason } => {
                 let own = saga::command_id::<Fulfilment>(order_id, "cancel-order");
                 if event.metadata.command_id == Some(own) {
@@ -272,5 +299,53 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
             key: issued.key.clone(),
             outcome,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use eventstore::{EventStore, StoreConfig};
+
+    use super::*;
+
+    /// Services that never saw an order placed read who placed it from its stream.
+    #[tokio::test]
+    async fn who_placed_an_order_unseen_is_read_from_its_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(dir.path(), StoreConfig::default()).unwrap();
+        let repositories = Repositories::new(store.clone());
+        for (order, principal) in [("o-1", Some("alice")), ("o-2", None)] {
+            let options = CommandOptions {
+                command_id: Uuid::now_v7(),
+                metadata: Metadata {
+                    principal: principal.map(str::to_owned),
+                    ..Metadata::default()
+                },
+                ..CommandOptions::default()
+            };
+            let place = orders::Command::PlaceOrder {
+                order_id: order.into(),
+                customer_id: "c-1".into(),
+                lines: vec![orders::OrderLine {
+                    sku: "apple".into(),
+                    quantity: 1,
+                }],
+            };
+            repositories
+                .orders
+                .execute(order, &place, &options)
+                .await
+                .unwrap();
+        }
+        let services = FulfilmentServices::new(repositories, Duration::from_secs(30));
+        assert_eq!(services.placed_by("o-1").unwrap().as_deref(), Some("alice"));
+        assert_eq!(services.placed_by("o-2").unwrap(), None);
+        assert_eq!(services.placed_by("o-never").unwrap(), None);
+        // Remembered once read.
+        assert_eq!(
+            services.placed_by.get("o-1"),
+            Some(Some("alice".to_owned()))
+        );
+        store.close().await;
     }
 }

@@ -43,6 +43,71 @@ async fn command<A: eventstore::Aggregate>(store: &EventStore, id: &str, command
         .expect("the command commits");
 }
 
+/// The sku `apple` (10 in stock at 120) and the account of `alice` (1,000 in it).
+async fn seed(store: &EventStore) {
+    command::<inventory::Stock>(
+        store,
+        "apple",
+        inventory::Command::RegisterSku {
+            sku: "apple".into(),
+            name: "Apple".into(),
+            unit_price: 120,
+        },
+    )
+    .await;
+    command::<inventory::Stock>(store, "apple", inventory::Command::Restock { quantity: 10 }).await;
+    command::<payments::Account>(
+        store,
+        "alice",
+        payments::Command::OpenAccount {
+            customer_id: "alice".into(),
+        },
+    )
+    .await;
+    command::<payments::Account>(store, "alice", payments::Command::Deposit { amount: 1_000 })
+        .await;
+}
+
+/// Places `order` (one apple for alice) as `principal` through the API would: who, with
+/// which issuer and action; with no principal when `None`.
+async fn place(store: &EventStore, order: &str, principal: Option<&str>) {
+    let options = CommandOptions {
+        command_id: Uuid::now_v7(),
+        metadata: Metadata {
+            principal: principal.map(str::to_owned),
+            issuer: principal.map(|_| "https://id.example".to_owned()),
+            action: principal.map(|_| "orders.place".to_owned()),
+            ..Metadata::default()
+        },
+        ..CommandOptions::default()
+    };
+    let place = orders::Command::PlaceOrder {
+        order_id: order.into(),
+        customer_id: "alice".into(),
+        lines: vec![orders::OrderLine {
+            sku: "apple".into(),
+            quantity: 1,
+        }],
+    };
+    Repository::<orders::Order>::new(store.clone())
+        .execute(order, &place, &options)
+        .await
+        .expect("the order is placed");
+}
+
+/// The event of the saga command `key` of `order`.
+fn saga_command_event(
+    log: &[eventstore::RecordedEvent],
+    order: &str,
+    key: &str,
+) -> eventstore::RecordedEvent {
+    let command_id = sagas::saga::command_id::<Fulfilment>(order, key);
+    log.iter()
+        .find(|event| event.metadata.command_id == Some(command_id))
+        .unwrap_or_else(|| panic!("no event of {order}'s {key}"))
+        .clone()
+}
+
 /// The saga of `order` once `done` holds (polling, up to 20 s).
 async fn saga_when(
     store: &EventStore,
@@ -77,36 +142,7 @@ async fn a_deadline_survives_a_restart_and_fires_once() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let clock = ManualClock::new(chrono::Utc::now());
-    command::<inventory::Stock>(
-        &store,
-        "apple",
-        inventory::Command::RegisterSku {
-            sku: "apple".into(),
-            name: "Apple".into(),
-            unit_price: 120,
-        },
-    )
-    .await;
-    command::<inventory::Stock>(
-        &store,
-        "apple",
-        inventory::Command::Restock { quantity: 10 },
-    )
-    .await;
-    command::<payments::Account>(
-        &store,
-        "alice",
-        payments::Command::OpenAccount {
-            customer_id: "alice".into(),
-        },
-    )
-    .await;
-    command::<payments::Account>(
-        &store,
-        "alice",
-        payments::Command::Deposit { amount: 1_000 },
-    )
-    .await;
+    seed(&store).await;
 
     // Every charge is held up: the saga sits in `charging` with its deadline armed.
     let slow = Faults {
@@ -207,61 +243,11 @@ async fn the_saga_acts_as_itself_on_behalf_of_who_placed_the_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let clock = ManualClock::new(chrono::Utc::now());
-    command::<inventory::Stock>(
-        &store,
-        "apple",
-        inventory::Command::RegisterSku {
-            sku: "apple".into(),
-            name: "Apple".into(),
-            unit_price: 120,
-        },
-    )
-    .await;
-    command::<inventory::Stock>(
-        &store,
-        "apple",
-        inventory::Command::Restock { quantity: 10 },
-    )
-    .await;
-    command::<payments::Account>(
-        &store,
-        "alice",
-        payments::Command::OpenAccount {
-            customer_id: "alice".into(),
-        },
-    )
-    .await;
-    command::<payments::Account>(
-        &store,
-        "alice",
-        payments::Command::Deposit { amount: 1_000 },
-    )
-    .await;
+    seed(&store).await;
     let driver = start(&store, &clock, Faults::default());
     // o-1 placed by alice through the API (who and what recorded); o-2 with no principal.
     for (order, principal) in [("o-1", Some("alice")), ("o-2", None)] {
-        let options = CommandOptions {
-            command_id: Uuid::now_v7(),
-            metadata: Metadata {
-                principal: principal.map(str::to_owned),
-                issuer: principal.map(|_| "https://id.example".to_owned()),
-                action: principal.map(|_| "orders.place".to_owned()),
-                ..Metadata::default()
-            },
-            ..CommandOptions::default()
-        };
-        let place = orders::Command::PlaceOrder {
-            order_id: order.into(),
-            customer_id: "alice".into(),
-            lines: vec![orders::OrderLine {
-                sku: "apple".into(),
-                quantity: 1,
-            }],
-        };
-        Repository::<orders::Order>::new(store.clone())
-            .execute(order, &place, &options)
-            .await
-            .expect("the order is placed");
+        place(&store, order, principal).await;
     }
     for order in ["o-1", "o-2"] {
         saga_when(&store, order, "confirmed", |v| {
@@ -282,11 +268,7 @@ async fn the_saga_acts_as_itself_on_behalf_of_who_placed_the_order() {
                 "fulfilment.confirm-reservation",
             ),
         ] {
-            let command_id = sagas::saga::command_id::<Fulfilment>(order, key);
-            let event = log
-                .iter()
-                .find(|event| event.metadata.command_id == Some(command_id))
-                .unwrap_or_else(|| panic!("no event of {order}'s {key}"));
+            let event = saga_command_event(&log, order, key);
             let metadata = &event.metadata;
             assert_eq!(
                 metadata.principal.as_deref(),
@@ -310,5 +292,43 @@ async fn the_saga_acts_as_itself_on_behalf_of_who_placed_the_order() {
         .unwrap();
     assert_eq!(placed.metadata.principal.as_deref(), Some("alice"));
     assert_eq!(placed.metadata.on_behalf_of, None);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_placed_the_order_is_known_to_the_driver_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let clock = ManualClock::new(chrono::Utc::now());
+    seed(&store).await;
+    // The charge is held up: the first driver stops with the order reserved, uncharged.
+    let slow = Faults {
+        charge_delay: Duration::from_millis(600),
+        charge_delay_percent: 100,
+    };
+    let driver = start(&store, &clock, slow);
+    place(&store, "o-1", Some("alice")).await;
+    saga_when(&store, "o-1", "charging", |v| {
+        v.state.phase == Phase::Charging
+    })
+    .await;
+    driver.stop().await;
+
+    // A new driver, with new services that never saw the order placed, charges it.
+    let driver = start(&store, &clock, Faults::default());
+    saga_when(&store, "o-1", "confirmed", |v| {
+        v.state.phase == Phase::Confirmed
+    })
+    .await;
+    driver.stop().await;
+    let log = store.read_all(Position(0), usize::MAX).unwrap();
+    for key in ["reserve:apple", "charge", "confirm-order"] {
+        let event = saga_command_event(&log, "o-1", key);
+        assert_eq!(
+            event.metadata.on_behalf_of.as_deref(),
+            Some("alice"),
+            "{key}"
+        );
+    }
     store.close().await;
 }
