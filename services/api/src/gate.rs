@@ -342,6 +342,7 @@ fn forbidden(action: &str, principal: Option<&Principal>, reason: Option<&str>) 
         "Forbidden",
         format!("the policy denies {action} to {who}{reason}"),
     )
+    .with_action(action)
 }
 
 fn rate_limited(principal: &Principal, wait: std::time::Duration) -> ApiError {

@@ -68,8 +68,9 @@ struct Details {
     slug: &'static str,
     title: &'static str,
     detail: String,
-    /// The `checkpoint` extension member of a read-your-writes wait that ran out.
-    checkpoint: Option<u64>,
+    /// Extension members (RFC 9457 section 3.2): `checkpoint` of a read-your-writes
+    /// wait that ran out, `action` of a request the policy denied.
+    members: serde_json::Map<String, serde_json::Value>,
     headers: HeaderMap,
 }
 
@@ -86,7 +87,7 @@ impl ApiError {
             slug,
             title,
             detail: detail.into(),
-            checkpoint: None,
+            members: serde_json::Map::new(),
             headers: HeaderMap::new(),
         }))
     }
@@ -122,7 +123,16 @@ impl ApiError {
     /// The same error with the `checkpoint` extension member: the read model has applied
     /// every event before this position.
     pub fn with_checkpoint(mut self, checkpoint: u64) -> Self {
-        self.0.checkpoint = Some(checkpoint);
+        self.0
+            .members
+            .insert("checkpoint".to_owned(), checkpoint.into());
+        self
+    }
+
+    /// The same error with the `action` extension member: the policy action (one of
+    /// `security::policy::ACTIONS`) that was denied.
+    pub fn with_action(mut self, action: &str) -> Self {
+        self.0.members.insert("action".to_owned(), action.into());
         self
     }
 
@@ -142,20 +152,18 @@ impl ApiError {
         }
     }
 
-    /// The body as JSON: the problem, with the checkpoint when there is one.
+    /// The body as JSON: the problem, with its extension members.
     pub(crate) fn body(&self) -> Vec<u8> {
         let problem = self.problem();
-        let body = match self.0.checkpoint {
-            None => serde_json::to_vec(&problem),
-            Some(checkpoint) => serde_json::to_vec(&CheckpointProblem {
-                problem_type: problem.problem_type,
-                title: problem.title,
-                status: problem.status,
-                detail: problem.detail,
-                checkpoint,
-            }),
+        if self.0.members.is_empty() {
+            return serde_json::to_vec(&problem).unwrap_or_default();
+        }
+        let mut body = match serde_json::to_value(&problem) {
+            Ok(serde_json::Value::Object(body)) => body,
+            _ => serde_json::Map::new(),
         };
-        body.unwrap_or_default()
+        body.extend(self.0.members.clone());
+        serde_json::to_vec(&body).unwrap_or_default()
     }
 }
 

@@ -340,6 +340,8 @@ async fn every_route_and_role_meets_the_default_policy() {
             if letter == 'D' && status == 403 {
                 let detail = problem["detail"].as_str().unwrap_or_default();
                 assert!(detail.contains(action), "a 403 names the action: {detail}");
+                assert_eq!(problem["type"], "urn:annals:problem:forbidden", "{problem}");
+                assert_eq!(problem["action"], *action, "{problem}");
             }
         }
     }
