@@ -6,11 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use api::{ApiConfig, AppState};
-use eventstore::EventStore;
-use read_models::ReadSide;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 mod common;
 
@@ -18,39 +14,21 @@ mod common;
 struct TestServer {
     base: String,
     client: reqwest::Client,
-    store: EventStore,
-    serving: common::Serving,
-    runner_stop: CancellationToken,
-    runner: JoinHandle<()>,
+    server: common::ReadSideServing,
 }
 
 impl TestServer {
     async fn start(dir: &Path, config: ApiConfig) -> Self {
-        let store = common::open_store(dir).await;
-        let (projections, runner) =
-            ReadSide::start(&store, projections::RunnerConfig::default()).unwrap();
-        let runner_stop = CancellationToken::new();
-        let runner = tokio::spawn(runner.run(runner_stop.clone()));
-        let state = AppState::new(store.clone(), config).with_projections(projections);
-        let serving = common::Serving::start(state).await;
+        let server = common::ReadSideServing::start(dir, config, |state| state).await;
         TestServer {
-            base: serving.base.clone(),
+            base: server.base.clone(),
             client: reqwest::Client::new(),
-            store,
-            serving,
-            runner_stop,
-            runner,
+            server,
         }
     }
 
     async fn stop(self) {
-        self.serving.drain().await;
-        self.runner_stop.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.runner)
-            .await
-            .expect("the runner stops")
-            .unwrap();
-        self.store.close().await;
+        self.server.stop().await;
     }
 
     fn url(&self, path: &str) -> String {

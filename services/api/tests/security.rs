@@ -12,16 +12,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::{ApiConfig, AppState};
+use api::ApiConfig;
 use eventstore::EventStore;
-use read_models::ReadSide;
 use security::Role;
 use security::auth::{AuthConfig, Authenticator, MintClaims, mint};
 use security::policy::Policy;
 use security::rate_limit::{RateLimiter, RateLimits};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 mod common;
 
@@ -84,9 +81,7 @@ struct Secured {
     base: String,
     client: reqwest::Client,
     store: EventStore,
-    serving: common::Serving,
-    runner_stop: CancellationToken,
-    runner: JoinHandle<()>,
+    server: common::ReadSideServing,
     tokens: BTreeMap<Who, String>,
 }
 
@@ -117,15 +112,11 @@ impl Secured {
             Arc::new(Policy::default_policy().unwrap()),
             RateLimiter::new(limits),
         );
-        let store = common::open_store(&dir.join("data")).await;
-        let (projections, runner) =
-            ReadSide::start(&store, projections::RunnerConfig::default()).unwrap();
-        let runner_stop = CancellationToken::new();
-        let runner = tokio::spawn(runner.run(runner_stop.clone()));
-        let state = AppState::new(store.clone(), ApiConfig::default())
-            .with_projections(projections)
-            .with_security(security);
-        let serving = common::Serving::start(state).await;
+        let server =
+            common::ReadSideServing::start(&dir.join("data"), ApiConfig::default(), |state| {
+                state.with_security(security)
+            })
+            .await;
         let tokens = BTreeMap::from([
             (Who::Owner, token("alice", &[Role::Customer], Some("c-1"))),
             (
@@ -137,24 +128,16 @@ impl Secured {
             (Who::Admin, token("root", &[Role::Admin], None)),
         ]);
         Secured {
-            base: serving.base.clone(),
+            base: server.base.clone(),
             client: reqwest::Client::new(),
-            store,
-            serving,
-            runner_stop,
-            runner,
+            store: server.store.clone(),
+            server,
             tokens,
         }
     }
 
     async fn stop(self) {
-        self.serving.drain().await;
-        self.runner_stop.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.runner)
-            .await
-            .expect("the runner stops")
-            .unwrap();
-        self.store.close().await;
+        self.server.stop().await;
     }
 
     async fn send(&self, who: Who, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {

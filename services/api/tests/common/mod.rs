@@ -64,3 +64,53 @@ impl Serving {
             .unwrap();
     }
 }
+
+/// The app with the read models running, on a free loopback port: a store on disk, the
+/// projections runner, and the server. Not every test binary uses it.
+#[allow(dead_code)]
+pub struct ReadSideServing {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The store the server writes.
+    pub store: EventStore,
+    serving: Serving,
+    runner_stop: CancellationToken,
+    runner: JoinHandle<()>,
+}
+
+#[allow(dead_code)]
+impl ReadSideServing {
+    /// Opens the store in `dir`, starts the read models over it, and serves the app of
+    /// `config` with them, as `finish` makes it (e.g. with security).
+    pub async fn start(
+        dir: &Path,
+        config: api::ApiConfig,
+        finish: impl FnOnce(AppState) -> AppState,
+    ) -> ReadSideServing {
+        let store = open_store(dir).await;
+        let (projections, runner) =
+            read_models::ReadSide::start(&store, projections::RunnerConfig::default()).unwrap();
+        let runner_stop = CancellationToken::new();
+        let runner = tokio::spawn(runner.run(runner_stop.clone()));
+        let state = finish(AppState::new(store.clone(), config).with_projections(projections));
+        let serving = Serving::start(state).await;
+        ReadSideServing {
+            base: serving.base.clone(),
+            store,
+            serving,
+            runner_stop,
+            runner,
+        }
+    }
+
+    /// Drains the server, stops the runner (within 20 s) and closes the store.
+    pub async fn stop(self) {
+        self.serving.drain().await;
+        self.runner_stop.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.runner)
+            .await
+            .expect("the runner stops")
+            .unwrap();
+        self.store.close().await;
+    }
+}
