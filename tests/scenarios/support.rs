@@ -326,3 +326,30 @@ pub fn golden(name: &str, actual: &str) {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
+
+/// Polls `GET /api/v1/outbox` until `done` accepts it.
+pub fn wait_for_outbox(
+    server: &test_support::AnnalsServer,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) {
+    let status_url = format!("{}/api/v1/outbox", server.url());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(test_support::within(what, async {
+        let client = reqwest::Client::new();
+        loop {
+            let status: serde_json::Value = client
+                .get(&status_url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if done(&status) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }));
+}

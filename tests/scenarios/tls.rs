@@ -11,7 +11,7 @@ use std::time::Duration;
 use test_support::tls::TestPki;
 use test_support::{AnnalsServer, NatsServer, within};
 
-use crate::support::{annals, annals_fails, annals_ok, seed, seeded, stderr};
+use crate::support::{annals, annals_fails, annals_ok, seed, seeded, stderr, wait_for_outbox};
 
 fn path(file: &Path) -> String {
     file.display().to_string()
@@ -104,29 +104,6 @@ fn a_bad_certificate_or_key_stops_the_start_naming_the_file() {
         &["does not fit", &cert],
     );
     run(serve(&["--tls-cert", &cert]), &["needs --tls-key"]);
-}
-
-/// Polls `GET /api/v1/outbox` until `done` accepts it.
-fn wait_for_outbox(server: &AnnalsServer, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
-    let status_url = format!("{}/api/v1/outbox", server.url());
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(within(what, async {
-        let client = reqwest::Client::new();
-        loop {
-            let status: serde_json::Value = client
-                .get(&status_url)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if done(&status) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }));
 }
 
 /// Runs the relay of `annals serve --nats-url <nats> <tls>` over a seeded log until the

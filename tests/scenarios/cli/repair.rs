@@ -6,9 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use eventstore::{Position, RecordedEvent};
-use test_support::{AnnalsServer, NatsServer, within};
+use test_support::{AnnalsServer, NatsServer};
 
-use crate::support::{annals, annals_fails, annals_ok, open_store, seed, stderr, stdout};
+use crate::support::{
+    annals, annals_fails, annals_ok, open_store, seed, stderr, stdout, wait_for_outbox,
+};
 
 /// The whole log of the stopped data directory `dir`.
 fn read_log(dir: &Path) -> Vec<RecordedEvent> {
@@ -25,26 +27,10 @@ fn read_log(dir: &Path) -> Vec<RecordedEvent> {
 /// `events` of the log, then stops it.
 fn copy_with_the_relay(data: &Path, nats: &NatsServer, events: u64) {
     let mut server = AnnalsServer::start_in(data, &["--nats-url", &nats.url()]);
-    let status_url = format!("{}/api/v1/outbox", server.url());
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(within("the relay copying the log", async {
-        let client = reqwest::Client::new();
-        loop {
-            let status: serde_json::Value = client
-                .get(&status_url)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let relay = &status["relay"];
-            if relay["checkpoint"] == events && relay["backlog"] == 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }));
+    wait_for_outbox(&server, "the relay copying the log", |status| {
+        let relay = &status["relay"];
+        relay["checkpoint"] == events && relay["backlog"] == 0
+    });
     server.terminate();
 }
 
