@@ -355,10 +355,9 @@ impl Evaluator {
         &self,
         input: Value,
         rules: &[&str],
-        mut next: impl FnMut(&RuleResult) -> bool,
+        next: impl FnMut(&RuleResult) -> bool,
     ) -> Vec<RuleResult> {
-        let mut results = Vec::with_capacity(rules.len());
-        let mut healthy = true;
+        // An evaluator that failed is dropped rather than trusted again.
         match self {
             Evaluator::Compiled {
                 program,
@@ -372,43 +371,50 @@ impl Evaluator {
                     vm
                 });
                 vm.set_input(input);
-                for rule in rules {
-                    let result = vm
-                        .execute_entry_point_by_name(rule)
-                        .map_err(|error| error.to_string());
-                    healthy &= result.is_ok();
-                    let go_on = next(&result);
-                    results.push(result);
-                    if !go_on {
-                        break;
-                    }
-                }
+                let (results, healthy) = run_rules(rules, next, |rule| {
+                    vm.execute_entry_point_by_name(rule)
+                        .map_err(|error| error.to_string())
+                });
                 if healthy {
                     pool.put(vm);
                 }
+                results
             }
             Evaluator::Interpreted { prototype, pool } => {
                 let mut engine = pool.take(|| Engine::clone(prototype));
                 engine.set_input(input);
-                for rule in rules {
-                    let result = engine
-                        .eval_rule((*rule).to_owned())
-                        .map_err(|error| format!("{error:#}"));
-                    healthy &= result.is_ok();
-                    let go_on = next(&result);
-                    results.push(result);
-                    if !go_on {
-                        break;
-                    }
-                }
-                // An engine that failed is dropped rather than trusted again.
+                let (results, healthy) = run_rules(rules, next, |rule| {
+                    engine
+                        .eval_rule(rule.to_owned())
+                        .map_err(|error| format!("{error:#}"))
+                });
                 if healthy {
                     pool.put(engine);
                 }
+                results
             }
         }
-        results
     }
+}
+
+/// Evaluates `rules` in order with `eval` for as long as `next` says to go on, from each
+/// result: the results, and whether none of them failed.
+fn run_rules(
+    rules: &[&str],
+    mut next: impl FnMut(&RuleResult) -> bool,
+    mut eval: impl FnMut(&str) -> RuleResult,
+) -> (Vec<RuleResult>, bool) {
+    let mut results = Vec::with_capacity(rules.len());
+    for rule in rules {
+        let result = eval(rule);
+        let go_on = next(&result);
+        results.push(result);
+        if !go_on {
+            break;
+        }
+    }
+    let healthy = results.iter().all(Result::is_ok);
+    (results, healthy)
 }
 
 impl std::fmt::Debug for Policy {
