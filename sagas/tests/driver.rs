@@ -43,6 +43,14 @@ async fn command<A: eventstore::Aggregate>(store: &EventStore, id: &str, command
         .expect("the command commits");
 }
 
+/// Faults that hold up every charge for 600 ms.
+fn slow_charges() -> Faults {
+    Faults {
+        charge_delay: Duration::from_millis(600),
+        charge_delay_percent: 100,
+    }
+}
+
 /// The sku `apple` (10 in stock at 120) and the account of `alice` (1,000 in it).
 async fn seed(store: &EventStore) {
     command::<inventory::Stock>(
@@ -145,10 +153,7 @@ async fn a_deadline_survives_a_restart_and_fires_once() {
     seed(&store).await;
 
     // Every charge is held up: the saga sits in `charging` with its deadline armed.
-    let slow = Faults {
-        charge_delay: Duration::from_millis(600),
-        charge_delay_percent: 100,
-    };
+    let slow = slow_charges();
     let driver = start(&store, &clock, slow.clone());
     command::<orders::Order>(
         &store,
@@ -302,11 +307,7 @@ async fn who_placed_the_order_is_known_to_the_driver_after_a_restart() {
     let clock = ManualClock::new(chrono::Utc::now());
     seed(&store).await;
     // The charge is held up: the first driver stops with the order reserved, uncharged.
-    let slow = Faults {
-        charge_delay: Duration::from_millis(600),
-        charge_delay_percent: 100,
-    };
-    let driver = start(&store, &clock, slow);
+    let driver = start(&store, &clock, slow_charges());
     place(&store, "o-1", Some("alice")).await;
     saga_when(&store, "o-1", "charging", |v| {
         v.state.phase == Phase::Charging
