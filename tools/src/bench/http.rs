@@ -8,7 +8,9 @@
 //! temporary data directories, one without authentication and one with tokens, the
 //! default policy and a rate limit per principal, and measures them alternately for
 //! `--rounds` rounds: the throughput with security on as a share of the throughput
-//! with it off, in one run. There each connection orders for one customer with that
+//! with it off, in one run. The two take turns going first (ABBA), and after each
+//! measurement the bench waits for that server to settle (its sagas done, its read
+//! models caught up), so that neither measurement pays for the other's work. There each connection orders for one customer with that
 //! customer's own token, so every request is authenticated, decided and counted
 //! against its principal's bucket.
 
@@ -45,7 +47,7 @@ pub struct HttpArgs {
     #[arg(long, conflicts_with_all = ["url", "token"])]
     compare_security: bool,
     /// With --compare-security: measurements of each server.
-    #[arg(long, default_value_t = 3, requires = "compare_security")]
+    #[arg(long, default_value_t = 6, requires = "compare_security")]
     rounds: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
@@ -70,7 +72,8 @@ struct HttpReport {
 struct ComparisonReport {
     bench: &'static str,
     rounds: usize,
-    /// Every round without security, then every round with it.
+    /// Every round without security, then every round with it (measured alternately,
+    /// in ABBA order, each after the other server has settled).
     off: Vec<HttpReport>,
     on: Vec<HttpReport>,
     median_off_per_second: f64,
@@ -282,11 +285,6 @@ async fn compare(args: &HttpArgs) -> anyhow::Result<()> {
     let mut off_reports = Vec::new();
     let mut on_reports = Vec::new();
     for round in 0..args.rounds {
-        let report = load(args, &off.base, &run_tag(), &Tokens::None, true).await?;
-        if !args.json {
-            print_report(&format!("round {} security off", round + 1), &report);
-        }
-        off_reports.push(report);
         // Each customer orders with a token of its own: a principal per customer.
         let tag = run_tag();
         let customers = (0..args.entities)
@@ -299,11 +297,34 @@ async fn compare(args: &HttpArgs) -> anyhow::Result<()> {
             admin: mint_for("bench-admin".into(), vec![Role::Admin], None)?,
             customers,
         };
-        let report = load(args, &on.base, &tag, &tokens, true).await?;
-        if !args.json {
-            print_report(&format!("round {} security on ", round + 1), &report);
+        // Off first in odd rounds, on first in even ones, so that neither side is always
+        // measured second, on a disk still writing back what the other wrote.
+        let sides = [(false, off.base.as_str()), (true, on.base.as_str())];
+        let order = if round % 2 == 0 {
+            [sides[0], sides[1]]
+        } else {
+            [sides[1], sides[0]]
+        };
+        for (secured, base) in order {
+            let (run_tag, tokens) = if secured {
+                (tag.clone(), tokens.clone())
+            } else {
+                (run_tag(), Tokens::None)
+            };
+            let report = load(args, base, &run_tag, &tokens, true).await?;
+            if !args.json {
+                let label = if secured { "on " } else { "off" };
+                print_report(&format!("round {} security {label}", round + 1), &report);
+            }
+            // The orders' sagas and the read models finish their work before the next
+            // measurement, so that it does not pay for this one.
+            settle(base, tokens.seeding()).await?;
+            if secured {
+                on_reports.push(report);
+            } else {
+                off_reports.push(report);
+            }
         }
-        on_reports.push(report);
     }
     off.stop().await;
     on.stop().await;
@@ -333,6 +354,45 @@ async fn compare(args: &HttpArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Waits until the server at `base` is idle: its log head has not moved for half a
+/// second (the sagas of the orders placed are done) and every read model has caught up.
+async fn settle(base: &str, token: Option<&str>) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last_head = None;
+    loop {
+        if Instant::now() > deadline {
+            bail!("the server at {base} was still busy 120 s after the load stopped");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ready: serde_json::Value = client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let head = ready["next_position"].as_u64();
+        let mut projections = client.get(format!("{base}/api/v1/projections"));
+        if let Some(token) = token {
+            projections = projections.bearer_auth(token);
+        }
+        let projections: serde_json::Value = projections
+            .send()
+            .await?
+            .error_for_status()
+            .context("cannot read the projections' status")?
+            .json()
+            .await?;
+        let caught_up = projections["projections"]
+            .as_array()
+            .is_some_and(|list| list.iter().all(|projection| projection["lag"] == 0));
+        if head.is_some() && head == last_head && caught_up {
+            return Ok(());
+        }
+        last_head = head;
+    }
 }
 
 /// An `annals serve` child process on a free loopback port.
