@@ -19,9 +19,12 @@
 //!   to a nats-server (with and without client certificates), certificates made at run
 //!   time.
 //!
+//! - `deploy`: the Prometheus rules of `deploy/` checked and unit-tested with promtool.
+//!
 //! `support` holds the known history, golden-file comparison and the `annals` runners.
 
 mod cli;
+mod deploy;
 mod saga;
 mod security;
 mod support;
