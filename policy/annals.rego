@@ -37,7 +37,7 @@ clerk_actions := {
 
 operator_actions := {
 	"streams.read", "streams.list", "events.read", "log.read", "log.follow",
-	"sagas.read", "outbox.read", "projections.read", "projections.rebuild",
+	"sagas.read", "outbox.read", "operations.slo", "projections.read", "projections.rebuild",
 	"reports.sales", "inventory.read", "inventory.list", "orders.read",
 }
 

@@ -149,10 +149,12 @@ struct FileConfig {
     nats_tls_ca: Option<PathBuf>,
     nats_tls_cert: Option<PathBuf>,
     nats_tls_key: Option<PathBuf>,
+    /// The service level objectives (`[[slo]]` tables); none: the defaults.
+    slo: Option<Vec<slo::Objective>>,
 }
 
 /// The settings in force.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// The data directory.
     pub data_dir: PathBuf,
@@ -180,6 +182,8 @@ pub struct Settings {
     pub tls: Option<crate::tls::ServerFiles>,
     /// TLS towards NATS for the outbox relay.
     pub nats_tls: outbox::NatsTls,
+    /// The service level objectives measured (docs/OPERATIONS.md, "Watching Annals").
+    pub slos: Vec<slo::Objective>,
 }
 
 impl ServeArgs {
@@ -230,6 +234,16 @@ impl ServeArgs {
                 nats_tls_key: self.nats_tls.nats_tls_key.or(file.nats_tls_key),
             }
             .settings()?,
+            slos: match file.slo {
+                Some(objectives) => {
+                    // Checked now, so that a bad objective stops the start naming it.
+                    slo::Slos::new(objectives.clone()).map_err(|error| {
+                        anyhow::anyhow!("bad [[slo]] in the config file: {error}")
+                    })?;
+                    objectives
+                }
+                None => slo::Objective::defaults(),
+            },
         })
     }
 }
@@ -331,6 +345,11 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     if let Some(gate) = gate {
         state = state.with_security(gate);
     }
+    let slos = std::sync::Arc::new(
+        slo::Slos::new(settings.slos.clone())
+            .expect("the objectives were checked with the settings"),
+    );
+    state = state.with_slos(slos.clone());
     let services = sagas::FulfilmentServices::new(repositories, settings.saga_timeout)
         .with_faults(settings.faults.clone());
     let driver = if settings.saga {
@@ -356,6 +375,13 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     };
     let runner_stop = shutdown.child_token();
     let runner = tokio::spawn(runner.run(runner_stop.clone()));
+    // Read-model freshness, sampled once a second while the read models run.
+    tokio::spawn(api::slo::sample_freshness(
+        state.clone(),
+        slos,
+        Duration::from_secs(1),
+        runner_stop.clone(),
+    ));
     let watch = tokio::spawn(stop_on_failure(
         store.clone(),
         settings.data_dir.clone(),
@@ -633,6 +659,40 @@ mod tests {
         let flagged = settings(&["--config", config, "--listen", "127.0.0.1:1"]).unwrap();
         assert_eq!(flagged.listen, "127.0.0.1:1");
         assert_eq!(flagged.data_dir, PathBuf::from("/srv/annals"));
+    }
+
+    #[test]
+    fn objectives_come_from_slo_tables_or_are_the_defaults() {
+        assert_eq!(settings(&[]).unwrap().slos, slo::Objective::defaults());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("annals.toml");
+        std::fs::write(
+            &file,
+            "[[slo]]\nname = \"orders-fast\"\nsli = \"command_latency\"\ntarget = 0.95\nthreshold_ms = 20\n",
+        )
+        .unwrap();
+        let configured = settings(&["--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            configured.slos,
+            [slo::Objective {
+                name: "orders-fast".to_owned(),
+                sli: slo::Sli::CommandLatency,
+                target: 0.95,
+                threshold_ms: Some(20),
+            }]
+        );
+        std::fs::write(
+            &file,
+            "[[slo]]\nname = \"never\"\nsli = \"command_availability\"\ntarget = 1.5\n",
+        )
+        .unwrap();
+        let error = settings(&["--config", file.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("[[slo]]") && error.contains("never"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub mod problem;
 mod queries;
 pub mod responses;
 mod routes;
+pub mod slo;
 
 pub use problem::{ApiError, Problem};
 pub use routes::operations::{OutboxHealth, OutboxStatus, RelayReport};
@@ -92,6 +93,8 @@ pub struct AppState {
     projections: Option<read_models::ReadSide>,
     /// Authentication, policy and rate limits, if configured ([`AppState::with_security`]).
     security: Option<gate::Security>,
+    /// The service level objectives and their counts ([`AppState::with_slos`]).
+    slos: Arc<::slo::Slos>,
 }
 
 #[derive(Debug)]
@@ -132,6 +135,10 @@ impl AppState {
             relay: None,
             projections: None,
             security: None,
+            slos: Arc::new(
+                ::slo::Slos::new(::slo::Objective::defaults())
+                    .expect("the default objectives are valid"),
+            ),
         }
     }
 
@@ -156,6 +163,18 @@ impl AppState {
     pub fn with_security(mut self, security: gate::Security) -> Self {
         self.security = Some(security);
         self
+    }
+
+    /// The same state, measuring `slos` (the server's configured objectives) instead of
+    /// the default ones.
+    pub fn with_slos(mut self, slos: Arc<::slo::Slos>) -> Self {
+        self.slos = slos;
+        self
+    }
+
+    /// The service level objectives measured by this server.
+    pub fn slos(&self) -> &Arc<::slo::Slos> {
+        &self.slos
     }
 
     /// The gate's settings, if requests are authenticated.
@@ -202,6 +221,11 @@ pub fn app(state: AppState) -> Router {
             gate::check,
         ));
     }
+    // Outside the gate, so that its refusals (401, 403, 429) count as answered commands.
+    router = router.route_layer(axum::middleware::from_fn_with_state(
+        state.slos().clone(),
+        slo::record_commands,
+    ));
     router
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::method_not_allowed)
@@ -244,6 +268,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(operations::healthz))
         .routes(routes!(operations::readyz))
         .routes(routes!(operations::outbox_status))
+        .routes(routes!(slo::slo_report))
         .routes(routes!(operations::openapi_json))
 }
 

@@ -72,6 +72,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("projections.read", "UDDDAA"),
     ("projections.rebuild", "UDDDAA"),
     ("outbox.read", "UDDDAA"),
+    ("operations.slo", "UDDDAA"),
     ("operations.health", "AAAAAA"),
     ("operations.ready", "AAAAAA"),
     ("operations.openapi", "AAAAAA"),

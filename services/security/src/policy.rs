@@ -83,6 +83,7 @@ pub const ACTIONS: &[&str] = &[
     "projections.read",
     "projections.rebuild",
     "outbox.read",
+    "operations.slo",
     "operations.health",
     "operations.ready",
     "operations.openapi",

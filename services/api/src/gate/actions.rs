@@ -137,6 +137,7 @@ pub(crate) const ROUTES: &[RouteAction] = &[
         "projections.rebuild",
     ),
     route(Method::GET, "/api/v1/outbox", "outbox.read"),
+    route(Method::GET, "/api/v1/slo", "operations.slo"),
     public("/healthz", "operations.health"),
     public("/readyz", "operations.ready"),
     public("/api/v1/openapi.json", "operations.openapi"),

@@ -73,6 +73,8 @@ pub struct ReadSideServing {
     pub base: String,
     /// The store the server writes.
     pub store: EventStore,
+    /// The state the server serves.
+    pub state: AppState,
     serving: Serving,
     runner_stop: CancellationToken,
     runner: JoinHandle<()>,
@@ -93,10 +95,11 @@ impl ReadSideServing {
         let runner_stop = CancellationToken::new();
         let runner = tokio::spawn(runner.run(runner_stop.clone()));
         let state = finish(AppState::new(store.clone(), config).with_projections(projections));
-        let serving = Serving::start(state).await;
+        let serving = Serving::start(state.clone()).await;
         ReadSideServing {
             base: serving.base.clone(),
             store,
+            state,
             serving,
             runner_stop,
             runner,
