@@ -354,6 +354,9 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         tracing::info!("fulfilment saga off (--no-saga): orders placed stay pending");
         None
     };
+    if let Some(driver) = &driver {
+        state = state.with_saga(driver.watch());
+    }
     let runner_stop = shutdown.child_token();
     let runner = tokio::spawn(runner.run(runner_stop.clone()));
     let watch = tokio::spawn(stop_on_failure(

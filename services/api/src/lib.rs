@@ -25,6 +25,10 @@
 //! When the server runs the outbox relay ([`AppState::with_relay`]), `GET /api/v1/outbox`
 //! reports it and `/readyz` says whether it is healthy or degraded; a degraded relay
 //! (NATS away) never makes the server unready.
+//!
+//! `GET /metrics` answers the Prometheus text format ([`metrics`]): every request is
+//! counted and timed by its route template, and the gauges are read at scrape time from
+//! the store, the read models, the relay and the saga driver ([`AppState::with_saga`]).
 
 use std::sync::Arc;
 
@@ -43,6 +47,7 @@ pub mod events;
 mod extract;
 pub mod gate;
 pub mod idempotency;
+pub mod metrics;
 pub mod problem;
 mod queries;
 pub mod responses;
@@ -92,6 +97,11 @@ pub struct AppState {
     projections: Option<read_models::ReadSide>,
     /// Authentication, policy and rate limits, if configured ([`AppState::with_security`]).
     security: Option<gate::Security>,
+    /// The status of the saga driver running in this server, if any
+    /// ([`AppState::with_saga`]), for `/metrics`.
+    saga: Option<tokio::sync::watch::Receiver<sagas::DriverStatus>>,
+    /// More families for every scrape of `/metrics` ([`AppState::with_scrape_hook`]).
+    scrape_hook: Option<metrics::ScrapeHook>,
 }
 
 #[derive(Debug)]
@@ -132,6 +142,8 @@ impl AppState {
             relay: None,
             projections: None,
             security: None,
+            saga: None,
+            scrape_hook: None,
         }
     }
 
@@ -156,6 +168,34 @@ impl AppState {
     pub fn with_security(mut self, security: gate::Security) -> Self {
         self.security = Some(security);
         self
+    }
+
+    /// The same state, reporting the saga driver whose status `saga` receives
+    /// ([`sagas::Driver::watch`]) in `/metrics` (`annals_saga_instances`). The driver runs
+    /// elsewhere (a task of the server).
+    pub fn with_saga(mut self, saga: tokio::sync::watch::Receiver<sagas::DriverStatus>) -> Self {
+        self.saga = Some(saga);
+        self
+    }
+
+    /// The same state, with `hook` adding families to every scrape of `/metrics` (values
+    /// computed when scraped, such as objectives over the recorded counters).
+    pub fn with_scrape_hook(
+        mut self,
+        hook: impl Fn(&mut metrics::Exposition) + Send + Sync + 'static,
+    ) -> Self {
+        self.scrape_hook = Some(metrics::ScrapeHook(Arc::new(hook)));
+        self
+    }
+
+    /// The status of the saga driver running in this server, if any.
+    pub fn saga(&self) -> Option<&tokio::sync::watch::Receiver<sagas::DriverStatus>> {
+        self.saga.as_ref()
+    }
+
+    /// The hook adding families to `/metrics`, if any.
+    pub fn scrape_hook(&self) -> Option<&metrics::ScrapeHook> {
+        self.scrape_hook.as_ref()
     }
 
     /// The gate's settings, if requests are authenticated.
@@ -190,8 +230,10 @@ impl AppState {
     }
 }
 
-/// The whole HTTP API over `state`.
+/// The whole HTTP API over `state`. Installs the process's metrics recorder
+/// ([`metrics::install`]) if no app did before.
 pub fn app(state: AppState) -> Router {
+    metrics::install();
     let max_body_bytes = state.config().max_body_bytes;
     let (mut router, _) = routes().split_for_parts();
     if state.security().is_some() {
@@ -207,6 +249,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CatchPanicLayer::custom(problem::panicked))
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -245,6 +288,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(operations::readyz))
         .routes(routes!(operations::outbox_status))
         .routes(routes!(operations::openapi_json))
+        .routes(routes!(operations::metrics))
 }
 
 /// The document's header: title, version, description, tags.
@@ -267,7 +311,7 @@ fn document() -> utoipa::openapi::OpenApi {
             (name = "orders", description = "Orders (stream order-<uuid>)"),
             (name = "log", description = "Streams and the whole log, paged or live"),
             (name = "read models", description = "Projections: queries (read-your-writes with min_position), status and rebuilds"),
-            (name = "operations", description = "Health, readiness, the outbox relay and this document"),
+            (name = "operations", description = "Health, readiness, metrics, the outbox relay and this document"),
         )
     )]
     struct Document;

@@ -1399,6 +1399,7 @@ mod openapi {
         ("get", "/readyz"),
         ("get", "/api/v1/outbox"),
         ("get", "/api/v1/openapi.json"),
+        ("get", "/metrics"),
         ("get", "/api/v1/customers/{customer_id}/orders"),
         ("get", "/api/v1/inventory/skus"),
         ("get", "/api/v1/reports/sales"),
