@@ -51,13 +51,13 @@ clerk_denied := [
 	"payments.open", "payments.deposit", "payments.read", "orders.place", "orders.cancel",
 	"orders.read", "orders.list", "sagas.read", "streams.read", "streams.list", "events.read",
 	"log.read", "log.follow", "projections.read", "projections.rebuild", "outbox.read",
-	"operations.slo",
+	"operations.slo", "operations.metrics",
 ]
 
 operator_allowed := [
 	"streams.read", "streams.list", "events.read", "log.read", "log.follow", "sagas.read",
 	"outbox.read", "projections.read", "projections.rebuild", "reports.sales",
-	"inventory.read", "inventory.list", "orders.read", "operations.slo",
+	"inventory.read", "inventory.list", "orders.read", "operations.slo", "operations.metrics",
 ]
 
 operator_denied := [
@@ -68,7 +68,7 @@ operator_denied := [
 customer_denied := [
 	"inventory.register", "inventory.restock", "reports.sales", "streams.read", "streams.list",
 	"events.read", "log.read", "log.follow", "projections.read", "projections.rebuild",
-	"outbox.read", "operations.slo",
+	"outbox.read", "operations.slo", "operations.metrics",
 ]
 
 every_private_action := array.concat(clerk_allowed, clerk_denied)
@@ -215,4 +215,15 @@ test_roles_add_up if {
 
 test_allowed_has_no_reason if {
 	not annals.reason with input as req(ada_admin, "log.read", no_resource)
+}
+
+# Metrics (`GET /metrics`): operators and admins scrape, nobody else.
+
+test_metrics_for_operators_and_admins_only if {
+	annals.allow with input as req(oscar_operator, "operations.metrics", no_resource)
+	annals.allow with input as req(ada_admin, "operations.metrics", no_resource)
+	not annals.allow with input as req(carol_clerk, "operations.metrics", no_resource)
+	not annals.allow with input as req(alice, "operations.metrics", resource_of("c-1"))
+	not annals.allow with input as req(roleless, "operations.metrics", no_resource)
+	not annals.allow with input as req(null, "operations.metrics", no_resource)
 }

@@ -28,7 +28,9 @@
 //!   `subscription` (catch-up, then live), `verify` (the whole log, checked);
 //! - derived storage in sled: `derived` (`index`, `snapshot`, `readmodel`), the only
 //!   module that imports sled;
-//! - commands: `aggregate` ([`Repository`]), `locks` ([`KeyedLocks`]).
+//! - commands: `aggregate` ([`Repository`]), `locks` ([`KeyedLocks`]);
+//! - [`metrics`]: the write path's histograms (append acknowledgement, fsync, events per
+//!   group commit), recorded once per group commit through the `metrics` facade.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), eventstore::Error> {
@@ -55,6 +57,7 @@ mod indexer;
 pub mod io;
 mod lock_file;
 pub mod locks;
+pub mod metrics;
 mod open;
 mod reads;
 mod recovery;

@@ -90,6 +90,7 @@ impl EventStore {
             events,
             original: None,
             reply,
+            queued_at: std::time::Instant::now(),
         };
         if self
             .inbox
@@ -171,6 +172,7 @@ impl EventStore {
             events,
             original: Some((position, recorded_at)),
             reply,
+            queued_at: std::time::Instant::now(),
         };
         self.inbox
             .send(WriterMessage::Append(request))

@@ -1,9 +1,12 @@
 //! The syncer thread, the second half of the write pipeline: while the writer encodes and
 //! writes the next batch, the syncer makes the batches written so far durable with one
 //! `fdatasync`, then publishes the new durable end, answers the callers and hands the
-//! index entries to the indexer.
+//! index entries to the indexer. It also records the write path's metrics, once per
+//! group (`crate::metrics`): the time of the sync, the events it made durable, and each
+//! caller's time to its acknowledgement.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -14,10 +17,12 @@ use crate::segment::DurableEnd;
 use crate::shared::Shared;
 use crate::store::AppendOutcome;
 
-/// A caller waiting for its answer, and the answer it gets once the batch is durable.
+/// A caller waiting for its answer, the answer it gets once the batch is durable, and
+/// when it asked.
 pub(crate) type Answer = (
     oneshot::Sender<Result<AppendOutcome, Error>>,
     Result<AppendOutcome, Error>,
+    Instant,
 );
 
 /// One written batch on its way to durability: the file to sync, where the log will end
@@ -47,6 +52,7 @@ pub(crate) fn run_syncer(
         // Sync each file written (two only when the writer rolled to a new segment).
         let mut synced: Vec<&std::path::Path> = Vec::new();
         let mut failure = None;
+        let sync_started = Instant::now();
         for (file, path) in group
             .iter()
             .rev()
@@ -66,12 +72,12 @@ pub(crate) fn run_syncer(
             tracing::error!(%error, "fdatasync failed; the writer stops and the store must be reopened");
             shared.fail(reason.clone());
             for handoff in group {
-                for (reply, _) in handoff.answers {
+                for (reply, _, _) in handoff.answers {
                     let _ = reply.send(Err(Error::WriterStopped(reason.clone())));
                 }
             }
             while let Ok(handoff) = inbox.recv() {
-                for (reply, _) in handoff.answers {
+                for (reply, _, _) in handoff.answers {
                     let _ = reply.send(Err(Error::WriterStopped(reason.clone())));
                 }
             }
@@ -80,11 +86,20 @@ pub(crate) fn run_syncer(
         for batch in group.iter().filter_map(|handoff| handoff.index.as_ref()) {
             shared.remember_commits(&batch.commits);
         }
+        let sync_time = (!synced.is_empty()).then(|| sync_started.elapsed());
         let end = group.last().expect("one handoff at least").end;
+        let made_durable = end
+            .next_position
+            .saturating_sub(shared.durable_end().next_position);
         shared.publish_durable(end);
+        let mut metrics = crate::metrics::GroupCommit::start(sync_time, made_durable);
         for handoff in group {
-            for (reply, answer) in handoff.answers {
+            for (reply, answer, queued_at) in handoff.answers {
+                let acknowledged = answer.is_ok();
                 let _ = reply.send(answer);
+                if acknowledged {
+                    metrics.acknowledged(queued_at);
+                }
             }
             if let Some(batch) = handoff.index {
                 let _ = indexer.send(batch);

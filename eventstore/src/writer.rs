@@ -55,6 +55,9 @@ pub struct AppendRequest {
     /// recorded-at time (microseconds), so the log is reproduced byte for byte.
     pub original: Option<(Position, i64)>,
     pub reply: oneshot::Sender<Result<AppendOutcome, Error>>,
+    /// When the caller asked: the syncer reports the time to the acknowledgement
+    /// (`annals_append_duration_seconds`, see `crate::metrics`).
+    pub queued_at: std::time::Instant,
 }
 
 /// A message to the writer.
@@ -294,7 +297,7 @@ impl Writer {
                 }
                 Staged::Answered(answer) => answer,
             };
-            answers.push((request.reply, answer));
+            answers.push((request.reply, answer, request.queued_at));
         }
         self.forget_indexed();
         let wrote = !self.buffer.is_empty();

@@ -17,6 +17,11 @@
 //! an instance that has not finished yet (or the end of what was read, if none is
 //! running). On start the driver reads the log again from there; instances that
 //! finished meanwhile load, see they are done, and stop at once.
+//!
+//! Metrics: the status counts the running instances by phase ([`DriverStatus::phases`],
+//! read when `/metrics` is scraped), and every instance that finishes in this process
+//! records its duration, from its first record to its end, in the histogram
+//! [`SAGA_DURATION`] through the `metrics` facade (a no-op without a recorder).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -51,9 +56,19 @@ pub trait Dispatcher<S: Saga>: Send + Sync + 'static {
     ) -> impl Future<Output = Result<S::Input, Error>> + Send;
 }
 
-/// What the driver is doing, for `/readyz`, the API and tests.
+/// Histogram (labels `saga`, `outcome`): seconds from an instance's first record to its
+/// end; the outcome is its final [`Saga::phase`] (`confirmed`, `cancelled`).
+pub const SAGA_DURATION: &str = "annals_saga_duration_seconds";
+
+/// What the driver is doing, for `/readyz`, the API, `/metrics` and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DriverStatus {
+    /// The saga ([`Saga::NAME`]).
+    pub saga: &'static str,
+    /// Instances running now, by phase ([`Saga::phase`]): every phase of
+    /// [`Saga::PHASES`] from the start, and a phase once seen stays (at zero), so a
+    /// monitor's series do not come and go.
+    pub phases: BTreeMap<&'static str, u64>,
     /// The position the driver has read the log up to (exclusive).
     pub read_to: Position,
     /// The saved low-water mark: the driver restarts from here.
@@ -74,6 +89,10 @@ pub struct DriverConfig {
     /// The first wait before a failed record or command is tried again (it doubles, up
     /// to a second).
     pub retry_after: Duration,
+    /// Told of every instance that finishes in this process: its outcome (the final
+    /// [`Saga::phase`]) and how long it took from its first record (the server counts
+    /// it for the saga-completion objective).
+    pub on_finished: Option<OnFinished>,
 }
 
 impl Default for DriverConfig {
@@ -81,7 +100,18 @@ impl Default for DriverConfig {
         DriverConfig {
             checkpoint_every: Duration::from_millis(200),
             retry_after: Duration::from_millis(10),
+            on_finished: None,
         }
+    }
+}
+
+/// A function told of each finished saga instance: `(outcome, duration)`.
+#[derive(Clone)]
+pub struct OnFinished(pub Arc<dyn Fn(&'static str, Duration) + Send + Sync>);
+
+impl std::fmt::Debug for OnFinished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnFinished")
     }
 }
 
@@ -105,6 +135,8 @@ impl Driver {
             .load_checkpoint(&checkpoint_name::<S>())?
             .unwrap_or(Position(0));
         let (status_tx, status) = watch::channel(DriverStatus {
+            saga: S::NAME,
+            phases: S::PHASES.iter().map(|phase| (*phase, 0)).collect(),
             read_to: checkpoint,
             checkpoint,
             ..DriverStatus::default()
@@ -308,9 +340,12 @@ async fn run_instance<S: Saga, D: Dispatcher<S>>(
     let (answers_tx, mut answers) = mpsc::unbounded_channel::<S::Input>();
     // Commands and timers of this instance; dropped (aborted) when it stops.
     let mut work = JoinSet::new();
-    let mut instance = loop {
+    let (mut instance, began) = loop {
         match load::<S>(&shared.store, &id) {
-            Ok((instance, _)) => break instance,
+            Ok((instance, recorded)) => {
+                let began = recorded.first().map(|first| first.event.recorded_at);
+                break (instance, began.unwrap_or_else(chrono::Utc::now));
+            }
             Err(error) => {
                 if !pause(&shared, &error, 0).await {
                     return;
@@ -318,6 +353,9 @@ async fn run_instance<S: Saga, D: Dispatcher<S>>(
             }
         }
     };
+    let mut phase = PhaseCount::enter(&shared.status, instance.state.phase());
+    // Only an instance that finishes in this run reports its duration.
+    let mut progressed = false;
     for (key, command) in instance.outstanding.clone() {
         issue(
             &shared,
@@ -351,6 +389,8 @@ async fn run_instance<S: Saga, D: Dispatcher<S>>(
         }
         let (commands, deadlines) = instance.apply(&input);
         instance.version = Some(recorded.last_version);
+        phase.set(instance.state.phase());
+        progressed = true;
         for issued in commands {
             issue(&shared, &instance, issued, &answers_tx, &mut work);
         }
@@ -358,7 +398,54 @@ async fn run_instance<S: Saga, D: Dispatcher<S>>(
             arm(&shared, deadline, &answers_tx, &mut work);
         }
     }
+    if progressed {
+        let took = (chrono::Utc::now() - began).to_std().unwrap_or_default();
+        metrics::histogram!(SAGA_DURATION, "saga" => S::NAME, "outcome" => instance.state.phase())
+            .record(took);
+        if let Some(on_finished) = &shared.config.on_finished {
+            (on_finished.0)(instance.state.phase(), took);
+        }
+    }
+    drop(phase);
     let _ = done.send((id, generation));
+}
+
+/// A running instance's place in [`DriverStatus::phases`]: counted in its phase until it
+/// stops (finished, or the driver stopping).
+struct PhaseCount<'a> {
+    status: &'a watch::Sender<DriverStatus>,
+    phase: &'static str,
+}
+
+impl<'a> PhaseCount<'a> {
+    fn enter(status: &'a watch::Sender<DriverStatus>, phase: &'static str) -> Self {
+        status.send_modify(|s| *s.phases.entry(phase).or_default() += 1);
+        PhaseCount { status, phase }
+    }
+
+    /// Moves the instance to `phase`.
+    fn set(&mut self, phase: &'static str) {
+        if phase == self.phase {
+            return;
+        }
+        let old = std::mem::replace(&mut self.phase, phase);
+        self.status.send_modify(|s| {
+            leave(s, old);
+            *s.phases.entry(phase).or_default() += 1;
+        });
+    }
+}
+
+impl Drop for PhaseCount<'_> {
+    fn drop(&mut self) {
+        self.status.send_modify(|s| leave(s, self.phase));
+    }
+}
+
+fn leave(status: &mut DriverStatus, phase: &'static str) {
+    if let Some(count) = status.phases.get_mut(phase) {
+        *count = count.saturating_sub(1);
+    }
 }
 
 /// Appends `input` to the instance's stream, retrying while the store fails. `None`

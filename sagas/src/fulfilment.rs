@@ -100,6 +100,45 @@ pub enum Phase {
     Cancelled,
 }
 
+impl Phase {
+    /// Every phase, in order.
+    pub const ALL: [Phase; 8] = [
+        Phase::NotStarted,
+        Phase::Reserving,
+        Phase::Charging,
+        Phase::Confirming,
+        Phase::Finalising,
+        Phase::Confirmed,
+        Phase::Compensating,
+        Phase::Cancelled,
+    ];
+
+    /// The phase's name, as its JSON says it (`not_started`, `reserving`, ...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Phase::NotStarted => "not_started",
+            Phase::Reserving => "reserving",
+            Phase::Charging => "charging",
+            Phase::Confirming => "confirming",
+            Phase::Finalising => "finalising",
+            Phase::Confirmed => "confirmed",
+            Phase::Compensating => "compensating",
+            Phase::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The names of [`Phase::ALL`].
+const PHASE_NAMES: [&str; 8] = {
+    let mut names = [""; 8];
+    let mut index = 0;
+    while index < Phase::ALL.len() {
+        names[index] = Phase::ALL[index].name();
+        index += 1;
+    }
+    names
+};
+
 /// What the saga reacts to. Recorded in `saga-fulfilment-<order>` with postcard:
 /// append variants, never reorder them or their fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -487,6 +526,12 @@ impl Saga for Fulfilment {
 
     fn awaits_deadline(&self, key: &str) -> bool {
         key == DEADLINE && self.deadline.is_some()
+    }
+
+    const PHASES: &'static [&'static str] = &PHASE_NAMES;
+
+    fn phase(&self) -> &'static str {
+        self.phase.name()
     }
 }
 

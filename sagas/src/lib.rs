@@ -34,7 +34,7 @@ pub mod services;
 pub mod view;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use driver::{Dispatcher, Driver, DriverConfig, DriverStatus};
+pub use driver::{Dispatcher, Driver, DriverConfig, DriverStatus, OnFinished};
 pub use fulfilment::Fulfilment;
 pub use saga::{Deadline, Instance, Issued, Saga, Step};
 pub use services::{Faults, FulfilmentServices};

@@ -51,6 +51,21 @@ pub trait Saga: Default + Clone + std::fmt::Debug + Serialize + Send + Sync + 's
         let _ = key;
         true
     }
+
+    /// The names of the phases an instance goes through, for the driver's status
+    /// ([`crate::DriverStatus::phases`], metric `annals_saga_instances{phase}`): each is
+    /// reported from the start, at zero while no instance is in it.
+    const PHASES: &'static [&'static str] = &[];
+
+    /// The phase this state is in (one of [`Saga::PHASES`]); once finished, the name of
+    /// its outcome (the `outcome` label of `annals_saga_duration_seconds`).
+    fn phase(&self) -> &'static str {
+        if self.is_finished() {
+            "finished"
+        } else {
+            "running"
+        }
+    }
 }
 
 /// What one input did: the new state, commands to issue, deadlines to arm.

@@ -176,6 +176,22 @@ async fn a_deadline_survives_a_restart_and_fires_once() {
     assert_eq!(charging.pending_deadlines.len(), 1);
     let at = charging.pending_deadlines[0].at;
     assert_eq!(charging.state.deadline, Some(at));
+    // The status counts the instance in its phase (for `annals_saga_instances`).
+    let mut status = driver.watch();
+    let in_charging = tokio::time::timeout(
+        TIMEOUT,
+        status.wait_for(|status| status.phases.get("charging") == Some(&1)),
+    )
+    .await
+    .expect("the status shows the instance charging within the timeout")
+    .expect("the driver runs")
+    .clone();
+    assert_eq!(in_charging.saga, "fulfilment");
+    assert_eq!(
+        in_charging.phases.values().sum::<u64>(),
+        1,
+        "{in_charging:?}"
+    );
     // Stopped while the charge is held up: the charge never ran.
     driver.stop().await;
     assert_eq!(
@@ -234,6 +250,10 @@ async fn a_deadline_survives_a_restart_and_fires_once() {
     .await
     .expect("the third driver reads the log within the timeout")
     .expect("the driver runs");
+    // Every phase is reported, none with an instance in it.
+    let phases = driver.status().phases;
+    assert_eq!(phases.len(), Phase::ALL.len(), "{phases:?}");
+    assert!(phases.values().all(|count| *count == 0), "{phases:?}");
     driver.stop().await;
     let after = sagas::view::load::<Fulfilment>(&store, "o-1")
         .unwrap()

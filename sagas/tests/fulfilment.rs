@@ -459,3 +459,17 @@ fn the_deadline_is_disarmed_once_the_charge_went_through() {
     );
     assert!(!instance.is_stale_deadline(&deadline()));
 }
+
+#[test]
+fn phase_names_are_the_json_names_and_the_saga_lists_them_all() {
+    for phase in Phase::ALL {
+        assert_eq!(
+            serde_json::to_value(phase).unwrap(),
+            serde_json::Value::from(phase.name())
+        );
+    }
+    let names: Vec<&str> = Phase::ALL.iter().map(|phase| phase.name()).collect();
+    assert_eq!(Fulfilment::PHASES, names.as_slice());
+    let state = Fulfilment::default();
+    assert_eq!(state.phase(), "not_started");
+}

@@ -357,7 +357,21 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             store.clone(),
             std::sync::Arc::new(services),
             std::sync::Arc::new(sagas::SystemClock),
-            sagas::DriverConfig::default(),
+            sagas::DriverConfig {
+                // Each finished saga counts for the saga-completion objective.
+                on_finished: Some(sagas::OnFinished({
+                    let slos = slos.clone();
+                    std::sync::Arc::new(move |_outcome, took: Duration| {
+                        let millis = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+                        slos.record_duration(
+                            slo::Sli::SagaCompletion,
+                            api::slo::unix_now(),
+                            millis,
+                        );
+                    })
+                })),
+                ..sagas::DriverConfig::default()
+            },
         );
         match started {
             Ok(driver) => {
@@ -373,6 +387,9 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         tracing::info!("fulfilment saga off (--no-saga): orders placed stay pending");
         None
     };
+    if let Some(driver) = &driver {
+        state = state.with_saga(driver.watch());
+    }
     let runner_stop = shutdown.child_token();
     let runner = tokio::spawn(runner.run(runner_stop.clone()));
     // Read-model freshness, sampled once a second while the read models run.

@@ -25,6 +25,10 @@
 //! When the server runs the outbox relay ([`AppState::with_relay`]), `GET /api/v1/outbox`
 //! reports it and `/readyz` says whether it is healthy or degraded; a degraded relay
 //! (NATS away) never makes the server unready.
+//!
+//! `GET /metrics` answers the Prometheus text format ([`metrics`]): every request is
+//! counted and timed by its route template, and the gauges are read at scrape time from
+//! the store, the read models, the relay and the saga driver ([`AppState::with_saga`]).
 
 use std::sync::Arc;
 
@@ -43,6 +47,7 @@ pub mod events;
 mod extract;
 pub mod gate;
 pub mod idempotency;
+pub mod metrics;
 pub mod problem;
 mod queries;
 pub mod responses;
@@ -95,6 +100,11 @@ pub struct AppState {
     security: Option<gate::Security>,
     /// The service level objectives and their counts ([`AppState::with_slos`]).
     slos: Arc<::slo::Slos>,
+    /// The status of the saga driver running in this server, if any
+    /// ([`AppState::with_saga`]), for `/metrics`.
+    saga: Option<tokio::sync::watch::Receiver<sagas::DriverStatus>>,
+    /// More families for every scrape of `/metrics` ([`AppState::with_scrape_hook`]).
+    scrape_hook: Option<metrics::ScrapeHook>,
 }
 
 #[derive(Debug)]
@@ -139,6 +149,8 @@ impl AppState {
                 ::slo::Slos::new(::slo::Objective::defaults())
                     .expect("the default objectives are valid"),
             ),
+            saga: None,
+            scrape_hook: None,
         }
     }
 
@@ -177,6 +189,34 @@ impl AppState {
         &self.slos
     }
 
+    /// The same state, reporting the saga driver whose status `saga` receives
+    /// ([`sagas::Driver::watch`]) in `/metrics` (`annals_saga_instances`). The driver runs
+    /// elsewhere (a task of the server).
+    pub fn with_saga(mut self, saga: tokio::sync::watch::Receiver<sagas::DriverStatus>) -> Self {
+        self.saga = Some(saga);
+        self
+    }
+
+    /// The same state, with `hook` adding families to every scrape of `/metrics` (values
+    /// computed when scraped, such as objectives over the recorded counters).
+    pub fn with_scrape_hook(
+        mut self,
+        hook: impl Fn(&mut metrics::Exposition) + Send + Sync + 'static,
+    ) -> Self {
+        self.scrape_hook = Some(metrics::ScrapeHook(Arc::new(hook)));
+        self
+    }
+
+    /// The status of the saga driver running in this server, if any.
+    pub fn saga(&self) -> Option<&tokio::sync::watch::Receiver<sagas::DriverStatus>> {
+        self.saga.as_ref()
+    }
+
+    /// The hook adding families to `/metrics`, if any.
+    pub fn scrape_hook(&self) -> Option<&metrics::ScrapeHook> {
+        self.scrape_hook.as_ref()
+    }
+
     /// The gate's settings, if requests are authenticated.
     pub fn security(&self) -> Option<&gate::Security> {
         self.security.as_ref()
@@ -209,8 +249,10 @@ impl AppState {
     }
 }
 
-/// The whole HTTP API over `state`.
+/// The whole HTTP API over `state`. Installs the process's metrics recorder
+/// ([`metrics::install`]) if no app did before.
 pub fn app(state: AppState) -> Router {
+    metrics::install();
     let max_body_bytes = state.config().max_body_bytes;
     let (mut router, _) = routes().split_for_parts();
     if state.security().is_some() {
@@ -231,6 +273,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CatchPanicLayer::custom(problem::panicked))
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -270,6 +313,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(operations::outbox_status))
         .routes(routes!(slo::slo_report))
         .routes(routes!(operations::openapi_json))
+        .routes(routes!(operations::metrics))
 }
 
 /// The document's header: title, version, description, tags.
@@ -292,7 +336,7 @@ fn document() -> utoipa::openapi::OpenApi {
             (name = "orders", description = "Orders (stream order-<uuid>)"),
             (name = "log", description = "Streams and the whole log, paged or live"),
             (name = "read models", description = "Projections: queries (read-your-writes with min_position), status and rebuilds"),
-            (name = "operations", description = "Health, readiness, the outbox relay and this document"),
+            (name = "operations", description = "Health, readiness, metrics, the outbox relay and this document"),
         )
     )]
     struct Document;

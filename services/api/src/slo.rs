@@ -142,6 +142,39 @@ pub(crate) async fn slo_report(State(state): State<AppState>) -> Json<SloList> {
     Json(SloList::of(state.slos(), unix_now()))
 }
 
+/// Writes `annals_slo_error_budget_remaining_ratio{slo}` and
+/// `annals_slo_burn_rate{slo,window}` of `slos`, now, into a scrape of `/metrics`.
+pub(crate) fn write(slos: &Slos, exposition: &mut crate::metrics::Exposition) {
+    use crate::metrics::Kind;
+    let report = slos.report(unix_now());
+    exposition.family(
+        "annals_slo_error_budget_remaining_ratio",
+        Kind::Gauge,
+        "The share of each objective's 30-day error budget not yet spent (1: none spent).",
+    );
+    for objective in &report.objectives {
+        exposition.sample(
+            "annals_slo_error_budget_remaining_ratio",
+            &[("slo", &objective.name)],
+            objective.error_budget_remaining,
+        );
+    }
+    exposition.family(
+        "annals_slo_burn_rate",
+        Kind::Gauge,
+        "Each objective's error budget burn rate over a window (1: spent in exactly 30 days).",
+    );
+    for objective in &report.objectives {
+        for (window, rate) in &objective.burn_rates {
+            exposition.sample(
+                "annals_slo_burn_rate",
+                &[("slo", &objective.name), ("window", window)],
+                *rate,
+            );
+        }
+    }
+}
+
 /// Every objective of the server, as `GET /api/v1/slo` answers.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SloList {

@@ -1400,6 +1400,7 @@ mod openapi {
         ("get", "/api/v1/outbox"),
         ("get", "/api/v1/slo"),
         ("get", "/api/v1/openapi.json"),
+        ("get", "/metrics"),
         ("get", "/api/v1/customers/{customer_id}/orders"),
         ("get", "/api/v1/inventory/skus"),
         ("get", "/api/v1/reports/sales"),

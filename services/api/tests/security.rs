@@ -76,6 +76,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("operations.health", "AAAAAA"),
     ("operations.ready", "AAAAAA"),
     ("operations.openapi", "AAAAAA"),
+    ("operations.metrics", "UDDDAA"),
 ];
 
 struct Secured {

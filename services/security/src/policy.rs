@@ -87,6 +87,7 @@ pub const ACTIONS: &[&str] = &[
     "operations.health",
     "operations.ready",
     "operations.openapi",
+    "operations.metrics",
 ];
 
 /// The actions anyone may take, with or without a principal (health, readiness, the API

@@ -141,6 +141,7 @@ pub(crate) const ROUTES: &[RouteAction] = &[
     public("/healthz", "operations.health"),
     public("/readyz", "operations.ready"),
     public("/api/v1/openapi.json", "operations.openapi"),
+    route(Method::GET, "/metrics", "operations.metrics"),
 ];
 
 /// The action of the route `method path` (the matched template), if it has one.

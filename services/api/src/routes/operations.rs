@@ -1,5 +1,5 @@
-//! The `operations` routes: liveness, readiness, the outbox relay's status and the
-//! OpenAPI document.
+//! The `operations` routes: liveness, readiness, metrics (`/metrics`, rendered by
+//! [`crate::metrics`]), the outbox relay's status and the OpenAPI document.
 //!
 //! After a writer failure (`eventstore::EventStore::failure`) both probes answer 503
 //! `store-failed` with the reason: the process must be replaced, since only a fresh one
@@ -144,6 +144,27 @@ pub(crate) async fn openapi_json() -> Response {
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The metrics of this process in the Prometheus text format (version 0.0.4): requests by
+/// route, the store's write path, read models, the outbox relay, sagas and the process
+/// (docs/OPERATIONS.md, "Metrics"). With authentication on, it needs a token whose roles
+/// allow `operations.metrics` (operators and admins by default).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "The metrics, Prometheus text format 0.0.4", content_type = "text/plain; version=0.0.4", body = String))
+)]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    // The gauges read the store and the read models' status: cheap, in-memory reads.
+    let text = crate::metrics::render(&state);
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
 }

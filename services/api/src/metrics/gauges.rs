@@ -1,0 +1,139 @@
+//! The families read at scrape time from the status each part of the server keeps: the
+//! store's positions, the read models' status, the outbox relay's status and the saga
+//! driver's status. A part this server does not run (no relay, no saga) writes no
+//! family.
+
+use outbox::BreakerState;
+use projections::State;
+
+use super::exposition::{Exposition, Kind};
+use crate::AppState;
+
+/// Every state a projection reports, as the `state` label says it.
+const PROJECTION_STATES: [&str; 5] = ["catching_up", "live", "outdated", "faulted", "stopped"];
+
+/// Every state of the relay's circuit breaker, as the `state` label says it.
+const BREAKER_STATES: [(BreakerState, &str); 3] = [
+    (BreakerState::Closed, "closed"),
+    (BreakerState::Open, "open"),
+    (BreakerState::HalfOpen, "half_open"),
+];
+
+/// Writes every family this server's state has.
+pub(super) fn write(state: &AppState, out: &mut Exposition) {
+    store(state, out);
+    read_models(state, out);
+    relay(state, out);
+    saga(state, out);
+}
+
+fn store(state: &AppState, out: &mut Exposition) {
+    let store = state.store();
+    let next = store.next_position().0;
+    let indexed = store.indexed_position().0;
+    out.single(
+        "annals_log_next_position",
+        Kind::Gauge,
+        "The position the next appended event will get: durable events in the log.",
+        next as f64,
+    );
+    out.single(
+        "annals_index_lag_events",
+        Kind::Gauge,
+        "Durable events the index does not cover yet.",
+        next.saturating_sub(indexed) as f64,
+    );
+}
+
+fn read_models(state: &AppState, out: &mut Exposition) {
+    let Some(read_side) = state.projections() else {
+        return;
+    };
+    let statuses = read_side.status();
+    out.family(
+        "annals_projection_lag_events",
+        Kind::Gauge,
+        "Events of the log the projection's active read model has not applied yet.",
+    );
+    for status in &statuses {
+        out.sample(
+            "annals_projection_lag_events",
+            &[("projection", &status.name)],
+            status.lag as f64,
+        );
+    }
+    out.family(
+        "annals_projection_state",
+        Kind::Gauge,
+        "1 for the projection's current state (catching_up, live, outdated, faulted, stopped), 0 for the others.",
+    );
+    for status in &statuses {
+        let current = state_name(&status.state);
+        for name in PROJECTION_STATES {
+            let value = if name == current { 1.0 } else { 0.0 };
+            out.sample(
+                "annals_projection_state",
+                &[("projection", &status.name), ("state", name)],
+                value,
+            );
+        }
+    }
+}
+
+/// A projection state's label (the `state` member of its JSON status).
+fn state_name(state: &State) -> &'static str {
+    match state {
+        State::CatchingUp => "catching_up",
+        State::Live => "live",
+        State::Outdated => "outdated",
+        State::Faulted { .. } => "faulted",
+        State::Stopped => "stopped",
+    }
+}
+
+fn relay(state: &AppState, out: &mut Exposition) {
+    let Some(relay) = state.relay() else {
+        return;
+    };
+    let status = relay.current();
+    out.single(
+        "annals_relay_backlog_events",
+        Kind::Gauge,
+        "Events durable in the log and not yet acknowledged by JetStream.",
+        status.backlog as f64,
+    );
+    out.single(
+        "annals_relay_published_total",
+        Kind::Counter,
+        "Events the relay has published and JetStream acknowledged since the relay started.",
+        status.published as f64,
+    );
+    out.family(
+        "annals_relay_breaker_state",
+        Kind::Gauge,
+        "1 for the relay's circuit breaker state (closed, open, half_open), 0 for the others.",
+    );
+    for (breaker, name) in BREAKER_STATES {
+        let value = if breaker == status.breaker { 1.0 } else { 0.0 };
+        out.sample("annals_relay_breaker_state", &[("state", name)], value);
+    }
+}
+
+fn saga(state: &AppState, out: &mut Exposition) {
+    let Some(saga) = state.saga() else {
+        return;
+    };
+    let status = saga.borrow().clone();
+    out.family(
+        "annals_saga_instances",
+        Kind::Gauge,
+        "Saga instances running now in this process, by phase (finished ones are counted by annals_saga_duration_seconds).",
+    );
+    for (phase, count) in &status.phases {
+        out.sample(
+            "annals_saga_instances",
+            &[("saga", status.saga), ("phase", phase)],
+            *count as f64,
+        );
+    }
+}
