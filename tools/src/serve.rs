@@ -41,6 +41,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::exit::Failure;
+use crate::telemetry::LogFormat;
 
 mod security;
 
@@ -53,7 +54,7 @@ pub use security::{SecurityArgs, SecuritySettings};
 Settings: a flag wins over its ANNALS_* environment variable, which wins over the
 --config file, which wins over the default. The TOML file may set data_dir, listen,
 max_body_bytes, shutdown_timeout_secs, nats_url, saga_timeout_secs, tls_cert, tls_key,
-nats_tls_ca, nats_tls_cert, nats_tls_key, auth_jwt_secret_file, auth_jwks_file,
+nats_tls_ca, nats_tls_cert, nats_tls_key, log_format, auth_jwt_secret_file, auth_jwks_file,
 auth_jwks_url, auth_issuer, auth_audience, policy_file, rate_limit, a [rate_limit_roles]
 table and insecure_no_auth.
 
@@ -110,6 +111,10 @@ pub struct ServeArgs {
     /// Tests: do not zero-fill segments ahead of writing (preallocation is on by default).
     #[arg(long, hide = true)]
     no_preallocate: bool,
+    /// How log lines are written to stderr: `text`, or `json` (one object per line)
+    /// [default: text].
+    #[arg(long, env = "ANNALS_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     /// A TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "ANNALS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -149,6 +154,7 @@ struct FileConfig {
     nats_tls_ca: Option<PathBuf>,
     nats_tls_cert: Option<PathBuf>,
     nats_tls_key: Option<PathBuf>,
+    log_format: Option<LogFormat>,
 }
 
 /// The settings in force.
@@ -180,6 +186,8 @@ pub struct Settings {
     pub tls: Option<crate::tls::ServerFiles>,
     /// TLS towards NATS for the outbox relay.
     pub nats_tls: outbox::NatsTls,
+    /// How log lines are written.
+    pub log_format: LogFormat,
 }
 
 impl ServeArgs {
@@ -230,6 +238,7 @@ impl ServeArgs {
                 nats_tls_key: self.nats_tls.nats_tls_key.or(file.nats_tls_key),
             }
             .settings()?,
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
         })
     }
 }
@@ -253,20 +262,26 @@ fn read_config(path: &Path) -> anyhow::Result<(FileConfig, SecurityFile)> {
     ))
 }
 
-/// Runs the server on a runtime of its own until SIGTERM or SIGINT.
+/// Reads the settings, sets up the log subscriber in their format, and runs the server
+/// on a runtime of its own until SIGTERM or SIGINT.
 pub fn run_blocking(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.settings();
+    let log_format = settings
+        .as_ref()
+        .map_or_else(|_| LogFormat::default(), |s| s.log_format);
+    crate::telemetry::init("info", log_format);
+    let settings = settings?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(args))
+    runtime.block_on(run(settings))
 }
 
 /// Runs the server until SIGTERM or SIGINT, then drains and closes the store; or until
 /// its store's writer fails, then drains, closes it and fails with
 /// [`Failure::StoreFailed`] (exit code 75).
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = args.settings()?;
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     serve(settings, shutdown).await
@@ -735,6 +750,27 @@ mod tests {
             Some(100)
         );
         assert_eq!(settings.listen, "0.0.0.0:9000");
+    }
+
+    #[test]
+    fn the_log_format_comes_from_the_flag_or_the_file() {
+        if std::env::var_os("ANNALS_LOG_FORMAT").is_some() {
+            return;
+        }
+        assert_eq!(settings(&[]).unwrap().log_format, LogFormat::Text);
+        let json = settings(&["--log-format", "json"]).unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
+        assert!(settings(&["--log-format", "xml"]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("annals.toml");
+        std::fs::write(&file, "log_format = \"json\"\n").unwrap();
+        let config = file.to_str().unwrap();
+        assert_eq!(
+            settings(&["--config", config]).unwrap().log_format,
+            LogFormat::Json
+        );
+        let flagged = settings(&["--config", config, "--log-format", "text"]).unwrap();
+        assert_eq!(flagged.log_format, LogFormat::Text);
     }
 
     #[test]

@@ -25,6 +25,9 @@
 //! When the server runs the outbox relay ([`AppState::with_relay`]), `GET /api/v1/outbox`
 //! reports it and `/readyz` says whether it is healthy or degraded; a degraded relay
 //! (NATS away) never makes the server unready.
+//!
+//! Every request runs inside an `http.request` span and answers `X-Request-Id`
+//! ([`telemetry`]).
 
 use std::sync::Arc;
 
@@ -34,7 +37,6 @@ use eventstore::{EventStore, Repository};
 use repositories::Repositories;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -47,6 +49,7 @@ pub mod problem;
 mod queries;
 pub mod responses;
 mod routes;
+pub mod telemetry;
 
 pub use problem::{ApiError, Problem};
 pub use routes::operations::{OutboxHealth, OutboxStatus, RelayReport};
@@ -207,7 +210,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CatchPanicLayer::custom(problem::panicked))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(telemetry::observe))
         .with_state(state)
 }
 
