@@ -110,7 +110,7 @@ fn main() -> ExitCode {
     // the subscriber itself, once its settings are read); the offline tools only what
     // went wrong.
     if !matches!(cli.command, Command::Serve(_)) {
-        telemetry::init("warn", telemetry::LogFormat::Text);
+        telemetry::init_tools("warn");
     }
     let result = match cli.command {
         Command::Bench(command) => bench::run(command),

@@ -54,7 +54,7 @@ pub use security::{SecurityArgs, SecuritySettings};
 Settings: a flag wins over its ANNALS_* environment variable, which wins over the
 --config file, which wins over the default. The TOML file may set data_dir, listen,
 max_body_bytes, shutdown_timeout_secs, nats_url, saga_timeout_secs, tls_cert, tls_key,
-nats_tls_ca, nats_tls_cert, nats_tls_key, log_format, auth_jwt_secret_file, auth_jwks_file,
+nats_tls_ca, nats_tls_cert, nats_tls_key, log_format, otlp_endpoint, auth_jwt_secret_file, auth_jwks_file,
 auth_jwks_url, auth_issuer, auth_audience, policy_file, rate_limit, a [rate_limit_roles]
 table and insecure_no_auth.
 
@@ -115,6 +115,11 @@ pub struct ServeArgs {
     /// [default: text].
     #[arg(long, env = "ANNALS_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<LogFormat>,
+    /// Export traces over OTLP/HTTP (protobuf) to this collector: spans are posted to
+    /// URL/v1/traces, under the service name OTEL_SERVICE_NAME [default: annals]
+    /// [default: no export].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
     /// A TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "ANNALS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -155,6 +160,7 @@ struct FileConfig {
     nats_tls_cert: Option<PathBuf>,
     nats_tls_key: Option<PathBuf>,
     log_format: Option<LogFormat>,
+    otlp_endpoint: Option<String>,
 }
 
 /// The settings in force.
@@ -188,6 +194,8 @@ pub struct Settings {
     pub nats_tls: outbox::NatsTls,
     /// How log lines are written.
     pub log_format: LogFormat,
+    /// The OTLP/HTTP collector spans are exported to; `None`: no export.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl ServeArgs {
@@ -239,6 +247,10 @@ impl ServeArgs {
             }
             .settings()?,
             log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            otlp_endpoint: self
+                .otlp_endpoint
+                .or(file.otlp_endpoint)
+                .filter(|url| !url.is_empty()),
         })
     }
 }
@@ -262,14 +274,16 @@ fn read_config(path: &Path) -> anyhow::Result<(FileConfig, SecurityFile)> {
     ))
 }
 
-/// Reads the settings, sets up the log subscriber in their format, and runs the server
-/// on a runtime of its own until SIGTERM or SIGINT.
+/// Reads the settings, sets up the log subscriber and traces as they say, and runs the
+/// server on a runtime of its own until SIGTERM or SIGINT.
 pub fn run_blocking(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings();
-    let log_format = settings
-        .as_ref()
-        .map_or_else(|_| LogFormat::default(), |s| s.log_format);
-    crate::telemetry::init("info", log_format);
+    let (log_format, otlp_endpoint) = match &settings {
+        Ok(settings) => (settings.log_format, settings.otlp_endpoint.as_deref()),
+        Err(_) => (LogFormat::default(), None),
+    };
+    // Dropped after the runtime: the last spans are exported from outside it.
+    let _telemetry = crate::telemetry::init_server(log_format, otlp_endpoint)?;
     let settings = settings?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -771,6 +785,31 @@ mod tests {
         );
         let flagged = settings(&["--config", config, "--log-format", "text"]).unwrap();
         assert_eq!(flagged.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_otlp_endpoint_comes_from_the_flag_or_the_file() {
+        if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+            return;
+        }
+        assert_eq!(settings(&[]).unwrap().otlp_endpoint, None);
+        let flagged = settings(&["--otlp-endpoint", "http://127.0.0.1:4318"]).unwrap();
+        assert_eq!(
+            flagged.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("annals.toml");
+        std::fs::write(&file, "otlp_endpoint = \"http://collector:4318\"\n").unwrap();
+        let from_file = settings(&["--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            from_file.otlp_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
+        assert_eq!(
+            crate::telemetry::traces_url("http://collector:4318/"),
+            "http://collector:4318/v1/traces"
+        );
     }
 
     #[test]

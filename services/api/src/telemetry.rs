@@ -1,6 +1,13 @@
 //! Every request's span and identity: the `http.request` span (method, route template,
-//! request id, status) that every log line of the request is inside, and its
-//! `X-Request-Id`.
+//! request id, status) that every log line of the request is inside, its W3C trace
+//! context and its `X-Request-Id`.
+//!
+//! The span continues the trace of a client's `traceparent` (or begins a new one), and
+//! the response carries the `traceparent` of the request's span, so that a client can
+//! find its request in the traces. The ids come from the OpenTelemetry layer of the
+//! process's subscriber (`tracing-opentelemetry`); without one there is no trace context
+//! and no `traceparent` is answered. [`current_traceparent`] is the trace context a
+//! command stores in its events' metadata.
 //!
 //! A client's `X-Request-Id` is kept when it is sane (1 to [`MAX_REQUEST_ID_BYTES`]
 //! visible ASCII characters), else the server makes one (a UUID v7). Either way it is a
@@ -15,7 +22,14 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The W3C trace context header, read and answered.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The request id header, read and answered.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -61,6 +75,12 @@ pub(crate) async fn observe(request: Request, next: Next) -> Response {
         request_id = request_id.to_str().unwrap_or_default(),
         http.response.status_code = tracing::field::Empty,
     );
+    let parent = TraceContextPropagator::new().extract(&Headers(request.headers()));
+    if parent.span().span_context().is_valid() {
+        // Only fails without an OpenTelemetry layer: then there is no trace to continue.
+        let _ = span.set_parent(parent);
+    }
+    let traceparent = traceparent(&span);
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
@@ -71,7 +91,44 @@ pub(crate) async fn observe(request: Request, next: Next) -> Response {
         tracing::debug!(parent: &span, status = status.as_u16(), latency_ms, "finished processing request");
     }
     response.headers_mut().insert(X_REQUEST_ID, request_id);
+    if let Some(value) = traceparent.and_then(|text| HeaderValue::try_from(text).ok()) {
+        response.headers_mut().insert(TRACEPARENT, value);
+    }
     response
+}
+
+/// The W3C `traceparent` of `span`, if it has a trace context.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    let span = context.span();
+    let context = span.span_context();
+    context.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            context.trace_id(),
+            context.span_id(),
+            context.trace_flags().to_u8()
+        )
+    })
+}
+
+/// The W3C `traceparent` of the current span: what a command stores in its events'
+/// metadata, for the saga, the relay and the read models to continue or link to.
+pub fn current_traceparent() -> Option<String> {
+    traceparent(&tracing::Span::current())
+}
+
+/// A request's headers, as the propagator reads them.
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key)?.to_str().ok()
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
 }
 
 #[cfg(test)]
