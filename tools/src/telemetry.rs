@@ -189,3 +189,95 @@ where
         .is_valid()
         .then(|| (span_context.trace_id(), span_context.span_id()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    use opentelemetry::trace::{Span as _, Tracer as _};
+
+    use super::*;
+
+    /// One HTTP request as a local OTLP receiver saw it.
+    struct Received {
+        request_line: String,
+        content_type: String,
+        body: Vec<u8>,
+    }
+
+    /// A tiny OTLP/HTTP receiver on a free loopback port: answers every request 200 and
+    /// hands it over. Returns its base URL.
+    fn receiver() -> (String, mpsc::Receiver<Received>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (sender, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let (mut length, mut content_type) = (0, String::new());
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    let line = line.trim_end();
+                    if line.is_empty() {
+                        break;
+                    }
+                    let (name, value) = line.split_once(':').unwrap();
+                    match name.to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.trim().parse().unwrap(),
+                        "content-type" => content_type = value.trim().to_owned(),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .unwrap();
+                let received = Received {
+                    request_line: request_line.trim_end().to_owned(),
+                    content_type,
+                    body,
+                };
+                if sender.send(received).is_err() {
+                    return;
+                }
+            }
+        });
+        (url, received)
+    }
+
+    #[test]
+    fn spans_arrive_at_an_otlp_http_receiver() {
+        let (url, received) = receiver();
+        let provider = provider(Some(&format!("{url}/")), "annals-wire-test").unwrap();
+        let tracer = provider.tracer("test");
+        let mut span = tracer.start("wire-test-span");
+        span.end();
+        provider.force_flush().unwrap();
+        let request = received
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the spans arrive");
+        assert_eq!(request.request_line, "POST /v1/traces HTTP/1.1");
+        assert_eq!(request.content_type, "application/x-protobuf");
+        // Protobuf keeps strings as they are: the span's and the service's names.
+        let body = String::from_utf8_lossy(&request.body);
+        assert!(body.contains("wire-test-span"), "{body:?}");
+        assert!(body.contains("annals-wire-test"), "{body:?}");
+        provider.shutdown().unwrap();
+    }
+
+    #[test]
+    fn without_an_endpoint_nothing_is_exported() {
+        let provider = provider(None, "annals").unwrap();
+        let mut span = provider.tracer("test").start("nowhere");
+        assert!(span.span_context().is_valid());
+        span.end();
+        provider.shutdown().unwrap();
+    }
+}
