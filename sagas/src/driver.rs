@@ -35,6 +35,7 @@ use eventstore::{
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::saga::{self, Deadline, Instance, Issued, Saga};
@@ -193,9 +194,14 @@ struct Shared<S: Saga, D> {
 }
 
 /// An instance as the follower sees it.
+/// An input routed from the log: the input, the id of its event, the event's
+/// `traceparent`.
+type Routed<I> = (I, EventId, Option<String>);
+
 struct Running<I> {
-    /// Inputs routed from the log, with the id of the event each came from.
-    inputs: mpsc::UnboundedSender<(I, EventId)>,
+    /// Inputs routed from the log, with the id of the event each came from and its
+    /// trace context.
+    inputs: mpsc::UnboundedSender<Routed<I>>,
     /// The first position routed to it: the checkpoint may not pass it.
     first: Position,
     /// Tells this instance from an earlier one of the same id that just finished.
@@ -243,10 +249,13 @@ async fn follow<S: Saga, D: Dispatcher<S>>(shared: Arc<Shared<S, D>>, from: Posi
                 };
                 let delivered = running
                     .get(&id)
-                    .is_some_and(|instance| instance.inputs.send((input.clone(), event.id)).is_ok());
+                    .is_some_and(|instance| {
+                        let routed = (input.clone(), event.id, event.metadata.traceparent.clone());
+                        instance.inputs.send(routed).is_ok()
+                    });
                 if !delivered {
                     let (inputs, receiver) = mpsc::unbounded_channel();
-                    let _ = inputs.send((input, event.id));
+                    let _ = inputs.send((input, event.id, event.metadata.traceparent.clone()));
                     generation += 1;
                     let instance = Running { inputs, first: event.position, generation };
                     if let Some(old) = running.insert(id.clone(), instance) {
@@ -334,7 +343,7 @@ pub struct Recorded<S: Saga> {
 async fn run_instance<S: Saga, D: Dispatcher<S>>(
     shared: Arc<Shared<S, D>>,
     id: String,
-    mut inputs: mpsc::UnboundedReceiver<(S::Input, EventId)>,
+    mut inputs: mpsc::UnboundedReceiver<Routed<S::Input>>,
     (done, generation): (mpsc::UnboundedSender<(String, u64)>, u64),
 ) {
     let (answers_tx, mut answers) = mpsc::unbounded_channel::<S::Input>();
@@ -368,12 +377,19 @@ async fn run_instance<S: Saga, D: Dispatcher<S>>(
     for deadline in instance.deadlines.values() {
         arm(&shared, deadline.clone(), &answers_tx, &mut work);
     }
+    // The trace of the last event routed from the log: every step continues it.
+    let mut traceparent: Option<String> = None;
     while !instance.is_done() {
         let (input, cause) = tokio::select! {
             () = shared.shutdown.cancelled() => return,
             Some(input) = answers.recv() => (input, None),
             input = inputs.recv() => match input {
-                Some((input, cause)) => (input, Some(cause)),
+                Some((input, cause, trace)) => {
+                    if trace.is_some() {
+                        traceparent = trace;
+                    }
+                    (input, Some(cause))
+                }
                 // The follower stopped.
                 None => return,
             },
@@ -381,7 +397,11 @@ async fn run_instance<S: Saga, D: Dispatcher<S>>(
         if instance.is_stale_deadline(&input) {
             continue;
         }
-        let Some(recorded) = record(&shared, &instance, &input, cause).await else {
+        let step = crate::trace::step_span(S::NAME, &id, traceparent.as_deref());
+        let recorded = record(&shared, &instance, &input, cause)
+            .instrument(step.clone())
+            .await;
+        let Some(recorded) = recorded else {
             return;
         };
         if recorded.duplicate {
@@ -391,9 +411,11 @@ async fn run_instance<S: Saga, D: Dispatcher<S>>(
         instance.version = Some(recorded.last_version);
         phase.set(instance.state.phase());
         progressed = true;
-        for issued in commands {
-            issue(&shared, &instance, issued, &answers_tx, &mut work);
-        }
+        step.in_scope(|| {
+            for issued in commands {
+                issue(&shared, &instance, issued, &answers_tx, &mut work);
+            }
+        });
         for deadline in deadlines {
             arm(&shared, deadline, &answers_tx, &mut work);
         }
@@ -497,6 +519,7 @@ fn encode<S: Saga>(
         .with_id(saga::input_id::<S>(&instance.id, input))
         .with_metadata(Metadata {
             causation_id: cause.map(|id| id.as_uuid()),
+            traceparent: crate::trace::current_traceparent(),
             ..Metadata::default()
         });
     Ok((stream, event))
@@ -513,7 +536,14 @@ fn issue<S: Saga, D: Dispatcher<S>>(
     let (shared, answers) = (shared.clone(), answers.clone());
     let state = instance.state.clone();
     let command_id = saga::command_id::<S>(&instance.id, &issued.key);
-    work.spawn(async move {
+    // A child of the current span: the step that issued the command.
+    let span = tracing::info_span!(
+        "saga command",
+        otel.name = %format_args!("saga {} command", S::NAME),
+        saga = S::NAME,
+        key = %issued.key,
+    );
+    let run = async move {
         let mut attempt = 0;
         loop {
             match shared.dispatcher.execute(&state, command_id, &issued).await {
@@ -529,7 +559,8 @@ fn issue<S: Saga, D: Dispatcher<S>>(
                 }
             }
         }
-    });
+    };
+    work.spawn(run.instrument(span));
 }
 
 /// Arms a deadline: once the clock reaches it, the saga is told.

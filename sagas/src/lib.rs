@@ -11,6 +11,8 @@
 //! - [`fulfilment`]: the fulfilment saga (reserve, charge, confirm; or release, refund,
 //!   cancel), and [`services`]: how its commands reach inventory, payments and orders,
 //!   recorded as the saga's own principal on behalf of the customer who placed the order.
+//! - [`trace`]: each step continues the trace of the event that caused it (its
+//!   `traceparent`), and its commands' events carry that trace.
 //!
 //! ```
 //! use sagas::{Saga, fulfilment::{Command, Fulfilment, Input}};
@@ -31,6 +33,7 @@ pub mod driver;
 pub mod fulfilment;
 pub mod saga;
 pub mod services;
+pub mod trace;
 pub mod view;
 
 pub use clock::{Clock, ManualClock, SystemClock};

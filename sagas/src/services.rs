@@ -195,6 +195,8 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                 issuer: Some(SERVICE_ISSUER.to_owned()),
                 action: Some(issued.command.action().to_owned()),
                 on_behalf_of: self.placed_by(&order_id)?,
+                // The saga command's span, in the trace of the event that caused it.
+                traceparent: crate::trace::current_traceparent(),
                 ..Metadata::default()
             },
         };

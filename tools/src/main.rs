@@ -25,6 +25,7 @@ mod repair;
 mod replay;
 mod serve;
 mod source;
+mod telemetry;
 mod tls;
 mod token;
 mod verify;
@@ -105,18 +106,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // A server reports what it does; the offline tools only what went wrong.
-    let default_filter = match cli.command {
-        Command::Serve(_) => "info",
-        _ => "warn",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // A server reports what it does, in the format its settings ask for (it sets up
+    // the subscriber itself, once its settings are read); the offline tools only what
+    // went wrong.
+    if !matches!(cli.command, Command::Serve(_)) {
+        telemetry::init_tools("warn");
+    }
     let result = match cli.command {
         Command::Bench(command) => bench::run(command),
         Command::Verify(args) => verify::run(args),

@@ -41,6 +41,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::exit::Failure;
+use crate::telemetry::LogFormat;
 
 mod security;
 
@@ -53,7 +54,7 @@ pub use security::{SecurityArgs, SecuritySettings};
 Settings: a flag wins over its ANNALS_* environment variable, which wins over the
 --config file, which wins over the default. The TOML file may set data_dir, listen,
 max_body_bytes, shutdown_timeout_secs, nats_url, saga_timeout_secs, tls_cert, tls_key,
-nats_tls_ca, nats_tls_cert, nats_tls_key, auth_jwt_secret_file, auth_jwks_file,
+nats_tls_ca, nats_tls_cert, nats_tls_key, log_format, otlp_endpoint, auth_jwt_secret_file, auth_jwks_file,
 auth_jwks_url, auth_issuer, auth_audience, policy_file, rate_limit, a [rate_limit_roles]
 table and insecure_no_auth.
 
@@ -110,6 +111,15 @@ pub struct ServeArgs {
     /// Tests: do not zero-fill segments ahead of writing (preallocation is on by default).
     #[arg(long, hide = true)]
     no_preallocate: bool,
+    /// How log lines are written to stderr: `text`, or `json` (one object per line)
+    /// [default: text].
+    #[arg(long, env = "ANNALS_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Export traces over OTLP/HTTP (protobuf) to this collector: spans are posted to
+    /// URL/v1/traces, under the service name OTEL_SERVICE_NAME [default: annals]
+    /// [default: no export].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
     /// A TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "ANNALS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -151,6 +161,8 @@ struct FileConfig {
     nats_tls_key: Option<PathBuf>,
     /// The service level objectives (`[[slo]]` tables); none: the defaults.
     slo: Option<Vec<slo::Objective>>,
+    log_format: Option<LogFormat>,
+    otlp_endpoint: Option<String>,
 }
 
 /// The settings in force.
@@ -184,6 +196,10 @@ pub struct Settings {
     pub nats_tls: outbox::NatsTls,
     /// The service level objectives measured (docs/OPERATIONS.md, "Watching Annals").
     pub slos: Vec<slo::Objective>,
+    /// How log lines are written.
+    pub log_format: LogFormat,
+    /// The OTLP/HTTP collector spans are exported to; `None`: no export.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl ServeArgs {
@@ -244,6 +260,11 @@ impl ServeArgs {
                 }
                 None => slo::Objective::defaults(),
             },
+            log_format: self.log_format.or(file.log_format).unwrap_or_default(),
+            otlp_endpoint: self
+                .otlp_endpoint
+                .or(file.otlp_endpoint)
+                .filter(|url| !url.is_empty()),
         })
     }
 }
@@ -267,20 +288,28 @@ fn read_config(path: &Path) -> anyhow::Result<(FileConfig, SecurityFile)> {
     ))
 }
 
-/// Runs the server on a runtime of its own until SIGTERM or SIGINT.
+/// Reads the settings, sets up the log subscriber and traces as they say, and runs the
+/// server on a runtime of its own until SIGTERM or SIGINT.
 pub fn run_blocking(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.settings();
+    let (log_format, otlp_endpoint) = match &settings {
+        Ok(settings) => (settings.log_format, settings.otlp_endpoint.as_deref()),
+        Err(_) => (LogFormat::default(), None),
+    };
+    // Dropped after the runtime: the last spans are exported from outside it.
+    let _telemetry = crate::telemetry::init_server(log_format, otlp_endpoint)?;
+    let settings = settings?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(args))
+    runtime.block_on(run(settings))
 }
 
 /// Runs the server until SIGTERM or SIGINT, then drains and closes the store; or until
 /// its store's writer fails, then drains, closes it and fails with
 /// [`Failure::StoreFailed`] (exit code 75).
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = args.settings()?;
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     serve(settings, shutdown).await
@@ -812,6 +841,52 @@ mod tests {
             Some(100)
         );
         assert_eq!(settings.listen, "0.0.0.0:9000");
+    }
+
+    #[test]
+    fn the_log_format_comes_from_the_flag_or_the_file() {
+        if std::env::var_os("ANNALS_LOG_FORMAT").is_some() {
+            return;
+        }
+        assert_eq!(settings(&[]).unwrap().log_format, LogFormat::Text);
+        let json = settings(&["--log-format", "json"]).unwrap();
+        assert_eq!(json.log_format, LogFormat::Json);
+        assert!(settings(&["--log-format", "xml"]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("annals.toml");
+        std::fs::write(&file, "log_format = \"json\"\n").unwrap();
+        let config = file.to_str().unwrap();
+        assert_eq!(
+            settings(&["--config", config]).unwrap().log_format,
+            LogFormat::Json
+        );
+        let flagged = settings(&["--config", config, "--log-format", "text"]).unwrap();
+        assert_eq!(flagged.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn the_otlp_endpoint_comes_from_the_flag_or_the_file() {
+        if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+            return;
+        }
+        assert_eq!(settings(&[]).unwrap().otlp_endpoint, None);
+        let flagged = settings(&["--otlp-endpoint", "http://127.0.0.1:4318"]).unwrap();
+        assert_eq!(
+            flagged.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("annals.toml");
+        std::fs::write(&file, "otlp_endpoint = \"http://collector:4318\"\n").unwrap();
+        let from_file = settings(&["--config", file.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            from_file.otlp_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
+        assert_eq!(
+            crate::telemetry::traces_url("http://collector:4318/"),
+            "http://collector:4318/v1/traces"
+        );
     }
 
     #[test]

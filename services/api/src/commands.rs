@@ -12,6 +12,7 @@ use eventstore::{
     Aggregate, CommandOptions, Committed, ExecuteError, Metadata, Repository, Version,
 };
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -88,7 +89,9 @@ impl CommandRequest {
         let caller = self.caller.as_deref();
         Metadata {
             correlation_id: Some(command_id),
-            traceparent: self.traceparent.clone(),
+            // The request's span, which continues the client's trace if it sent one.
+            traceparent: crate::telemetry::current_traceparent()
+                .or_else(|| self.traceparent.clone()),
             principal: caller.map(|caller| caller.principal.subject.clone()),
             issuer: caller.and_then(|caller| caller.principal.issuer.clone()),
             action: caller.map(|caller| caller.action.to_owned()),
@@ -122,7 +125,28 @@ impl CommandContext {
         A::Error: DomainError,
     {
         let stream = Repository::<A>::stream_id(id)?;
-        match repository.execute(id, command, &self.options).await {
+        let span = tracing::info_span!(
+            "command",
+            otel.name = %format_args!("command {}", A::CATEGORY),
+            aggregate = A::CATEGORY,
+            stream = %stream,
+            outcome = tracing::field::Empty,
+        );
+        let result = repository
+            .execute(id, command, &self.options)
+            .instrument(span.clone())
+            .await;
+        span.record(
+            "outcome",
+            match &result {
+                Ok(_) => "committed",
+                Err(ExecuteError::Rejected(_)) => "rejected",
+                Err(ExecuteError::NoChange) => "no-change",
+                Err(ExecuteError::Store(eventstore::Error::VersionConflict { .. })) => "conflict",
+                Err(ExecuteError::Store(_)) => "failed",
+            },
+        );
+        match result {
             Ok(committed) => Ok(committed),
             Err(ExecuteError::Rejected(error)) => Err(ApiError::from(&error)),
             Err(ExecuteError::NoChange) => Err(ApiError::new(

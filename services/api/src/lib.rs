@@ -29,6 +29,9 @@
 //! `GET /metrics` answers the Prometheus text format ([`metrics`]): every request is
 //! counted and timed by its route template, and the gauges are read at scrape time from
 //! the store, the read models, the relay and the saga driver ([`AppState::with_saga`]).
+//!
+//! Every request runs inside an `http.request` span and answers `X-Request-Id`
+//! ([`telemetry`]).
 
 use std::sync::Arc;
 
@@ -38,7 +41,6 @@ use eventstore::{EventStore, Repository};
 use repositories::Repositories;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -53,6 +55,7 @@ mod queries;
 pub mod responses;
 mod routes;
 pub mod slo;
+pub mod telemetry;
 
 pub use problem::{ApiError, Problem};
 pub use routes::operations::{OutboxHealth, OutboxStatus, RelayReport};
@@ -274,7 +277,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(CatchPanicLayer::custom(problem::panicked))
         .layer(axum::middleware::from_fn(metrics::track))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(telemetry::observe))
         .with_state(state)
 }
 

@@ -1,0 +1,283 @@
+//! The process's telemetry: log lines to stderr (text or JSON) and, for `annals serve`,
+//! OpenTelemetry traces.
+//!
+//! Every command logs to stderr through one global subscriber set up here, before the
+//! command runs: `annals serve` at info (its `--log-format` picks text or JSON), the
+//! offline tools at warn, as text. `RUST_LOG` overrides the level.
+//!
+//! `annals serve` also runs every span through `tracing-opentelemetry`, so that each has
+//! a W3C trace id and span id: a request continues its client's `traceparent`, and every
+//! log line inside a span carries `trace_id` and `span_id` (JSON: top-level keys; text:
+//! at the end of the line). With an OTLP endpoint (`--otlp-endpoint`,
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`) the spans are exported over OTLP/HTTP protobuf to
+//! `<endpoint>/v1/traces` by a batch processor on a thread of its own (the blocking HTTP
+//! client: no runtime needed there), under the service name `OTEL_SERVICE_NAME` (default
+//! `annals`); without one nothing is exported, and a span costs its ids and a few small
+//! allocations. [`Telemetry`] flushes the batch when dropped.
+
+use std::fmt;
+
+use anyhow::Context as _;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use serde::Deserialize;
+use tracing::Subscriber;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::{Format, Full, JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// The service name spans are exported under when `OTEL_SERVICE_NAME` is not set.
+pub const DEFAULT_SERVICE_NAME: &str = "annals";
+
+/// Sets up the global subscriber of the offline tools: text lines to stderr, at
+/// `default_filter` unless `RUST_LOG` says otherwise.
+pub fn init_tools(default_filter: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter(default_filter))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn filter(default_filter: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter))
+}
+
+/// The traces of a server: its tracer provider, shut down (the last batch exported) on
+/// drop.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Err(error) = self.provider.shutdown() {
+            eprintln!("warning: exporting the last spans failed: {error}");
+        }
+    }
+}
+
+/// The URL spans are posted to for the OTLP endpoint `endpoint`.
+pub fn traces_url(endpoint: &str) -> String {
+    format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+}
+
+/// A tracer provider exporting to `otlp_endpoint` (if any) under `service_name`.
+pub fn provider(
+    otlp_endpoint: Option<&str>,
+    service_name: &str,
+) -> anyhow::Result<SdkTracerProvider> {
+    let resource = opentelemetry_sdk::Resource::builder_empty()
+        .with_service_name(service_name.to_owned())
+        .build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if let Some(endpoint) = otlp_endpoint {
+        use opentelemetry_otlp::WithExportConfig;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(traces_url(endpoint))
+            .build()
+            .with_context(|| format!("cannot set up the OTLP exporter to {endpoint}"))?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    Ok(builder.build())
+}
+
+/// Sets up the global subscriber of `annals serve`: `format` lines to stderr at info
+/// (unless `RUST_LOG` says otherwise), with trace ids, and spans exported to
+/// `otlp_endpoint` if given.
+pub fn init_server(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
+    let service_name = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
+    let provider = provider(otlp_endpoint, &service_name)?;
+    let tracer = provider.tracer("annals");
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_location(false);
+    let registry = tracing_subscriber::registry()
+        .with(filter("info"))
+        .with(otel);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => registry
+            .with(fmt.event_format(WithTraceIds(Format::<Full>::default())))
+            .init(),
+        LogFormat::Json => registry
+            .with(
+                fmt.fmt_fields(JsonFields::new()).event_format(WithTraceIds(
+                    Format::<Full>::default()
+                        .json()
+                        .flatten_event(true)
+                        .with_current_span(true)
+                        .with_span_list(true),
+                )),
+            )
+            .init(),
+    }
+    Ok(Telemetry { provider })
+}
+
+/// A line format that adds the current span's `trace_id` and `span_id` to the lines of
+/// `F`: as two more keys of a JSON object, or at the end of a text line.
+#[derive(Debug)]
+pub struct WithTraceIds<F>(pub F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        let Some(ids) = trace_ids(ctx) else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::with_capacity(256);
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let body = line.trim_end_matches('\n');
+        match body.strip_suffix('}') {
+            Some(object) if body.starts_with('{') => writeln!(
+                writer,
+                "{object},\"trace_id\":\"{}\",\"span_id\":\"{}\"}}",
+                ids.0, ids.1
+            ),
+            _ => writeln!(writer, "{body} trace_id={} span_id={}", ids.0, ids.1),
+        }
+    }
+}
+
+/// The trace and span id of the span the event being formatted is in, if any.
+fn trace_ids<S, N>(
+    ctx: &FmtContext<'_, S, N>,
+) -> Option<(opentelemetry::trace::TraceId, opentelemetry::trace::SpanId)>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    let span = ctx.event_scope()?.next()?;
+    let id = span.id();
+    drop(span);
+    let context = tracing::dispatcher::get_default(|dispatch| {
+        tracing_opentelemetry::get_otel_context(&id, dispatch)
+    })?;
+    let span_context = context.span().span_context().clone();
+    span_context
+        .is_valid()
+        .then(|| (span_context.trace_id(), span_context.span_id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    use opentelemetry::trace::{Span as _, Tracer as _};
+
+    use super::*;
+
+    /// One HTTP request as a local OTLP receiver saw it.
+    struct Received {
+        request_line: String,
+        content_type: String,
+        body: Vec<u8>,
+    }
+
+    /// A tiny OTLP/HTTP receiver on a free loopback port: answers every request 200 and
+    /// hands it over. Returns its base URL.
+    fn receiver() -> (String, mpsc::Receiver<Received>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (sender, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let (mut length, mut content_type) = (0, String::new());
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    let line = line.trim_end();
+                    if line.is_empty() {
+                        break;
+                    }
+                    let (name, value) = line.split_once(':').unwrap();
+                    match name.to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.trim().parse().unwrap(),
+                        "content-type" => content_type = value.trim().to_owned(),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .unwrap();
+                let received = Received {
+                    request_line: request_line.trim_end().to_owned(),
+                    content_type,
+                    body,
+                };
+                if sender.send(received).is_err() {
+                    return;
+                }
+            }
+        });
+        (url, received)
+    }
+
+    #[test]
+    fn spans_arrive_at_an_otlp_http_receiver() {
+        let (url, received) = receiver();
+        let provider = provider(Some(&format!("{url}/")), "annals-wire-test").unwrap();
+        let tracer = provider.tracer("test");
+        let mut span = tracer.start("wire-test-span");
+        span.end();
+        provider.force_flush().unwrap();
+        let request = received
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the spans arrive");
+        assert_eq!(request.request_line, "POST /v1/traces HTTP/1.1");
+        assert_eq!(request.content_type, "application/x-protobuf");
+        // Protobuf keeps strings as they are: the span's and the service's names.
+        let body = String::from_utf8_lossy(&request.body);
+        assert!(body.contains("wire-test-span"), "{body:?}");
+        assert!(body.contains("annals-wire-test"), "{body:?}");
+        provider.shutdown().unwrap();
+    }
+
+    #[test]
+    fn without_an_endpoint_nothing_is_exported() {
+        let provider = provider(None, "annals").unwrap();
+        let mut span = provider.tracer("test").start("nowhere");
+        assert!(span.span_context().is_valid());
+        span.end();
+        provider.shutdown().unwrap();
+    }
+}
