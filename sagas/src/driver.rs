@@ -519,7 +519,7 @@ fn encode<S: Saga>(
         .with_id(saga::input_id::<S>(&instance.id, input))
         .with_metadata(Metadata {
             causation_id: cause.map(|id| id.as_uuid()),
-            traceparent: crate::trace::current_traceparent(),
+            traceparent: trace_context::current(),
             ..Metadata::default()
         });
     Ok((stream, event))

@@ -196,7 +196,7 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                 action: Some(issued.command.action().to_owned()),
                 on_behalf_of: self.placed_by(&order_id)?,
                 // The saga command's span, in the trace of the event that caused it.
-                traceparent: crate::trace::current_traceparent(),
+                traceparent: trace_context::current(),
                 ..Metadata::default()
             },
         };

@@ -90,8 +90,7 @@ impl CommandRequest {
         Metadata {
             correlation_id: Some(command_id),
             // The request's span, which continues the client's trace if it sent one.
-            traceparent: crate::telemetry::current_traceparent()
-                .or_else(|| self.traceparent.clone()),
+            traceparent: trace_context::current().or_else(|| self.traceparent.clone()),
             principal: caller.map(|caller| caller.principal.subject.clone()),
             issuer: caller.and_then(|caller| caller.principal.issuer.clone()),
             action: caller.map(|caller| caller.action.to_owned()),

@@ -342,10 +342,7 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Api
 /// The W3C `traceparent` header, carried into the events' metadata when well formed.
 pub(crate) fn traceparent(headers: &HeaderMap) -> Option<String> {
     let text = headers.get("traceparent")?.to_str().ok()?.trim();
-    let well_formed = text.len() == 55
-        && text.split('-').count() == 4
-        && text.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit());
-    well_formed.then(|| text.to_ascii_lowercase())
+    trace_context::span_context(text).map(|_| text.to_ascii_lowercase())
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 //! the response carries the `traceparent` of the request's span, so that a client can
 //! find its request in the traces. The ids come from the OpenTelemetry layer of the
 //! process's subscriber (`tracing-opentelemetry`); without one there is no trace context
-//! and no `traceparent` is answered. [`current_traceparent`] is the trace context a
-//! command stores in its events' metadata.
+//! and no `traceparent` is answered. The command stores its own span's context
+//! (`trace_context::current`) in its events' metadata.
 //!
 //! A client's `X-Request-Id` is kept when it is sane (1 to [`MAX_REQUEST_ID_BYTES`]
 //! visible ASCII characters), else the server makes one (a UUID v7). Either way it is a
@@ -80,7 +80,7 @@ pub(crate) async fn observe(request: Request, next: Next) -> Response {
         // Only fails without an OpenTelemetry layer: then there is no trace to continue.
         let _ = span.set_parent(parent);
     }
-    let traceparent = traceparent(&span);
+    let traceparent = trace_context::of(&span);
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
@@ -95,27 +95,6 @@ pub(crate) async fn observe(request: Request, next: Next) -> Response {
         response.headers_mut().insert(TRACEPARENT, value);
     }
     response
-}
-
-/// The W3C `traceparent` of `span`, if it has a trace context.
-pub fn traceparent(span: &tracing::Span) -> Option<String> {
-    let context = span.context();
-    let span = context.span();
-    let context = span.span_context();
-    context.is_valid().then(|| {
-        format!(
-            "00-{}-{}-{:02x}",
-            context.trace_id(),
-            context.span_id(),
-            context.trace_flags().to_u8()
-        )
-    })
-}
-
-/// The W3C `traceparent` of the current span: what a command stores in its events'
-/// metadata, for the saga, the relay and the read models to continue or link to.
-pub fn current_traceparent() -> Option<String> {
-    traceparent(&tracing::Span::current())
 }
 
 /// A request's headers, as the propagator reads them.
