@@ -208,7 +208,9 @@ impl<A: Aggregate> Repository<A> {
 
     /// Runs `command` on the aggregate `id`: waits for its turn in the stream's queue,
     /// then loads, decides and appends. On a version conflict (with a writer outside
-    /// this repository; without `expected_version`) it reloads and decides again.
+    /// this repository; without `expected_version`) it reloads and decides again, and
+    /// records the number of such retries as `retries` on the current span (the
+    /// caller's command span declares it; a span without the field ignores it).
     pub async fn execute(
         &self,
         id: &str,
@@ -300,6 +302,8 @@ impl<A: Aggregate> Repository<A> {
                         && attempt < self.max_conflict_retries =>
                 {
                     attempt += 1;
+                    // The caller's command span counts them, if it has the field.
+                    tracing::Span::current().record("retries", attempt);
                     tokio::task::yield_now().await;
                 }
                 Err(error @ Error::IdempotencyMismatch { .. }) => {

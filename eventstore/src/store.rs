@@ -20,7 +20,7 @@ use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::Error;
 use crate::ids::{ExpectedVersion, Position, StreamId, Version};
 use crate::shared::Shared;
-use crate::writer::{AppendRequest, WriterMessage};
+use crate::writer::{AppendRequest, Timing, WriterMessage};
 
 /// The result of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,12 +77,26 @@ impl EventStore {
     /// Appends `events` to `stream` atomically, if the stream is at `expected`. Returns
     /// once the events are durable (fsync'd). Re-sending the same event ids returns the
     /// original outcome (with `duplicate: true`) and writes nothing.
+    ///
+    /// Runs in an `append` span (in the caller's trace: a command's, a saga step's) with
+    /// the events, the bytes their records take, the time queued for the writer, the
+    /// time of the `fdatasync` that made them durable (zero when nothing was synced),
+    /// the first position and whether it was a duplicate.
     pub async fn append(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, Error> {
+        let span = tracing::info_span!(
+            "append",
+            events = events.len(),
+            bytes = tracing::field::Empty,
+            queued_us = tracing::field::Empty,
+            fsync_us = tracing::field::Empty,
+            position = tracing::field::Empty,
+            duplicate = tracing::field::Empty,
+        );
         let (reply, answer) = oneshot::channel();
         let request = AppendRequest {
             stream: stream.clone(),
@@ -100,7 +114,22 @@ impl EventStore {
         {
             return Err(self.stopped());
         }
-        answer.await.unwrap_or_else(|_| Err(self.stopped()))
+        let Ok((answer, timing)) = answer.await else {
+            return Err(self.stopped());
+        };
+        if !span.is_disabled() {
+            span.record("bytes", timing.bytes);
+            span.record("queued_us", timing.queued.as_micros() as u64);
+            span.record(
+                "fsync_us",
+                timing.fsync.unwrap_or_default().as_micros() as u64,
+            );
+            if let Ok(outcome) = &answer {
+                span.record("position", outcome.first_position.0);
+                span.record("duplicate", outcome.duplicate);
+            }
+        }
+        answer
     }
 
     /// Appends events recorded elsewhere (an export, the NATS copy) exactly as they were:
@@ -135,7 +164,9 @@ impl EventStore {
         }
         let mut next = self.next_position();
         for answer in answers {
-            let outcome = answer.await.unwrap_or_else(|_| Err(self.stopped()))?;
+            let outcome = answer
+                .await
+                .map_or_else(|_| Err(self.stopped()), |(answer, _)| answer)?;
             next = outcome.last_position.next();
         }
         Ok(next)
@@ -144,7 +175,7 @@ impl EventStore {
     async fn send_import(
         &self,
         commit: Vec<RecordedEvent>,
-    ) -> Result<oneshot::Receiver<Result<AppendOutcome, Error>>, Error> {
+    ) -> Result<oneshot::Receiver<(Result<AppendOutcome, Error>, Timing)>, Error> {
         let first = &commit[0];
         let (stream, position, recorded_at) = (
             first.stream_id.clone(),

@@ -3,12 +3,11 @@
 //! `fdatasync`, then publishes the new durable end, answers the callers and hands the
 //! index entries to the indexer. It also records the write path's metrics, once per
 //! group (`crate::metrics`): the time of the sync, the events it made durable, and each
-//! caller's time to its acknowledgement.
+//! caller's time to its acknowledgement. Each caller's answer comes with its `Timing`
+//! (time queued, bytes, the sync's time) for its `append` span.
 
 use std::sync::Arc;
 use std::time::Instant;
-
-use tokio::sync::oneshot;
 
 use crate::derived::index::IndexBatch;
 use crate::error::Error;
@@ -16,14 +15,28 @@ use crate::io::LogFile;
 use crate::segment::DurableEnd;
 use crate::shared::Shared;
 use crate::store::AppendOutcome;
+use crate::writer::{Reply, Timing};
 
-/// A caller waiting for its answer, the answer it gets once the batch is durable, and
-/// when it asked.
-pub(crate) type Answer = (
-    oneshot::Sender<Result<AppendOutcome, Error>>,
-    Result<AppendOutcome, Error>,
-    Instant,
-);
+/// A caller waiting for its answer, the answer it gets once the batch is durable, when
+/// it asked, how long it waited for the writer and the bytes its records take.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) reply: Reply,
+    pub(crate) answer: Result<AppendOutcome, Error>,
+    pub(crate) queued_at: Instant,
+    pub(crate) queued: std::time::Duration,
+    pub(crate) bytes: u64,
+}
+
+impl Answer {
+    /// Answers with the writer's failure instead.
+    fn fail(self, reason: &str) {
+        let _ = self.reply.send((
+            Err(Error::WriterStopped(reason.to_owned())),
+            Timing::default(),
+        ));
+    }
+}
 
 /// One written batch on its way to durability: the file to sync, where the log will end
 /// once synced, the answers to send then, and the index entries to hand on.
@@ -71,14 +84,9 @@ pub(crate) fn run_syncer(
             let reason = error.to_string();
             tracing::error!(%error, "fdatasync failed; the writer stops and the store must be reopened");
             shared.fail(reason.clone());
-            for handoff in group {
-                for (reply, _, _) in handoff.answers {
-                    let _ = reply.send(Err(Error::WriterStopped(reason.clone())));
-                }
-            }
-            while let Ok(handoff) = inbox.recv() {
-                for (reply, _, _) in handoff.answers {
-                    let _ = reply.send(Err(Error::WriterStopped(reason.clone())));
+            for handoff in group.into_iter().chain(inbox.iter()) {
+                for answer in handoff.answers {
+                    answer.fail(&reason);
                 }
             }
             return;
@@ -94,11 +102,16 @@ pub(crate) fn run_syncer(
         shared.publish_durable(end);
         let mut metrics = crate::metrics::GroupCommit::start(sync_time, made_durable);
         for handoff in group {
-            for (reply, answer, queued_at) in handoff.answers {
-                let acknowledged = answer.is_ok();
-                let _ = reply.send(answer);
+            for answer in handoff.answers {
+                let acknowledged = answer.answer.is_ok();
+                let timing = Timing {
+                    queued: answer.queued,
+                    bytes: answer.bytes,
+                    fsync: sync_time,
+                };
+                let _ = answer.reply.send((answer.answer, timing));
                 if acknowledged {
-                    metrics.acknowledged(queued_at);
+                    metrics.acknowledged(answer.queued_at);
                 }
             }
             if let Some(batch) = handoff.index {

@@ -40,7 +40,7 @@ use crate::segment_files::{create_segment, open_segment, sync_dir, zero_fill};
 use crate::shared::Shared;
 use crate::store::AppendOutcome;
 use crate::stream_heads::StreamHeads;
-use crate::syncer::Handoff;
+use crate::syncer::{Answer, Handoff};
 
 /// The name of the next segment while it is being zero-filled.
 const SPARE: &str = "spare.tmp";
@@ -54,10 +54,24 @@ pub struct AppendRequest {
     /// For an import: the position the append must land at and the original
     /// recorded-at time (microseconds), so the log is reproduced byte for byte.
     pub original: Option<(Position, i64)>,
-    pub reply: oneshot::Sender<Result<AppendOutcome, Error>>,
+    pub reply: Reply,
     /// When the caller asked: the syncer reports the time to the acknowledgement
     /// (`annals_append_duration_seconds`, see `crate::metrics`).
     pub queued_at: std::time::Instant,
+}
+
+/// Where an append's answer goes, with how its time was spent.
+pub type Reply = oneshot::Sender<(Result<AppendOutcome, Error>, Timing)>;
+
+/// How an append's time was spent, for its `append` span (see `EventStore::append`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timing {
+    /// From the call until the writer took it into a batch.
+    pub queued: std::time::Duration,
+    /// Bytes its records take in the log (none for a duplicate or a refusal).
+    pub bytes: u64,
+    /// The `fdatasync` that made it durable (`None`: nothing was synced).
+    pub fsync: Option<std::time::Duration>,
 }
 
 /// A message to the writer.
@@ -224,7 +238,7 @@ impl Writer {
                     for request in batch.drain(..) {
                         let _ = request
                             .reply
-                            .send(Err(Error::WriterStopped(reason.clone())));
+                            .send((Err(Error::WriterStopped(reason.clone())), Timing::default()));
                     }
                     break;
                 }
@@ -235,7 +249,9 @@ impl Writer {
         while let Ok(message) = inbox.try_recv() {
             match message {
                 WriterMessage::Append(request) => {
-                    let _ = request.reply.send(Err(self.shared.stopped_error()));
+                    let _ = request
+                        .reply
+                        .send((Err(self.shared.stopped_error()), Timing::default()));
                 }
                 WriterMessage::Close(reply) => {
                     let _ = reply.send(());
@@ -258,6 +274,7 @@ impl Writer {
     /// error here is an I/O error that stops the writer; the requests left in `batch`
     /// are then failed by the caller.
     fn write_batch(&mut self, batch: &mut Vec<AppendRequest>) -> Result<Handoff, Error> {
+        let taken_at = std::time::Instant::now();
         if self.segment_len >= self.shared.config.segment_bytes || self.prepare == Prepare::Roll {
             self.roll_segment()?;
         }
@@ -279,7 +296,14 @@ impl Writer {
         };
         self.buffer.clear();
         let start = (self.next_position, self.segment, self.segment_len);
-        let staged: Vec<Staged> = batch.iter().map(|request| self.stage(request)).collect();
+        let staged: Vec<(Staged, u64)> = batch
+            .iter()
+            .map(|request| {
+                let before = self.buffer.len();
+                let staged = self.stage(request);
+                (staged, (self.buffer.len() - before) as u64)
+            })
+            .collect();
         if !self.buffer.is_empty() {
             let path = self.segment_path();
             self.file
@@ -289,7 +313,7 @@ impl Writer {
         }
         let mut commits = Vec::new();
         let mut answers = Vec::with_capacity(batch.len());
-        for (request, staged) in batch.drain(..).zip(staged) {
+        for (request, (staged, bytes)) in batch.drain(..).zip(staged) {
             let answer = match staged {
                 Staged::Written(outcome, commit) => {
                     commits.push(commit);
@@ -297,7 +321,13 @@ impl Writer {
                 }
                 Staged::Answered(answer) => answer,
             };
-            answers.push((request.reply, answer, request.queued_at));
+            answers.push(Answer {
+                reply: request.reply,
+                answer,
+                queued_at: request.queued_at,
+                queued: taken_at.saturating_duration_since(request.queued_at),
+                bytes,
+            });
         }
         self.forget_indexed();
         let wrote = !self.buffer.is_empty();

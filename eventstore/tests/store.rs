@@ -21,6 +21,8 @@
 //!   still gives exact answers; the stream list page by page.
 //! - `failure`: a real write error (a file-size limit, in a child process): the store
 //!   reports it, and the same process cannot reopen the directory; a new one can.
+//! - `spans`: the `append` span, in the caller's trace, with its events, bytes, time
+//!   queued and time to fsync; a command span's count of conflict retries.
 
 #[path = "store/common.rs"]
 mod common;
@@ -43,6 +45,8 @@ mod model;
 mod repair;
 #[path = "store/repository.rs"]
 mod repository;
+#[path = "store/spans.rs"]
+mod spans;
 #[path = "store/subscription.rs"]
 mod subscription;
 #[path = "store/tail.rs"]

@@ -542,6 +542,7 @@ fn issue<S: Saga, D: Dispatcher<S>>(
         otel.name = %format_args!("saga {} command", S::NAME),
         saga = S::NAME,
         key = %issued.key,
+        retries = 0u32,
     );
     let run = async move {
         let mut attempt = 0;

@@ -13,7 +13,7 @@ use crate::common::{open, reopen};
 
 /// A counter that only goes up.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Counter {
+pub(crate) struct Counter {
     count: u64,
     /// Events folded since this value was loaded or made: not saved in snapshots, so it
     /// tells a load from a snapshot (few) from a full replay (all).
@@ -22,17 +22,17 @@ struct Counter {
 }
 
 #[derive(Debug)]
-enum CounterCommand {
+pub(crate) enum CounterCommand {
     Increment { by: u64 },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-enum CounterEvent {
+pub(crate) enum CounterEvent {
     Incremented { by: u64 },
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-enum CounterError {
+pub(crate) enum CounterError {
     #[error("an increment must be positive")]
     ZeroIncrement,
 }
@@ -66,14 +66,14 @@ impl Aggregate for Counter {
     }
 }
 
-fn command(id: Uuid) -> CommandOptions {
+pub(crate) fn command(id: Uuid) -> CommandOptions {
     CommandOptions {
         command_id: id,
         ..CommandOptions::default()
     }
 }
 
-fn increment(by: u64) -> CounterCommand {
+pub(crate) fn increment(by: u64) -> CounterCommand {
     CounterCommand::Increment { by }
 }
 

@@ -130,6 +130,7 @@ impl CommandContext {
             aggregate = A::CATEGORY,
             stream = %stream,
             outcome = tracing::field::Empty,
+            retries = 0u32,
         );
         let result = repository
             .execute(id, command, &self.options)
