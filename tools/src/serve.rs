@@ -54,9 +54,10 @@ pub use security::{SecurityArgs, SecuritySettings};
 Settings: a flag wins over its ANNALS_* environment variable, which wins over the
 --config file, which wins over the default. The TOML file may set data_dir, listen,
 max_body_bytes, shutdown_timeout_secs, nats_url, saga_timeout_secs, tls_cert, tls_key,
-nats_tls_ca, nats_tls_cert, nats_tls_key, log_format, otlp_endpoint, auth_jwt_secret_file, auth_jwks_file,
-auth_jwks_url, auth_issuer, auth_audience, policy_file, rate_limit, a [rate_limit_roles]
-table and insecure_no_auth.
+nats_tls_ca, nats_tls_cert, nats_tls_key, log_format, otlp_endpoint, metrics (true or
+false), auth_jwt_secret_file, auth_jwks_file, auth_jwks_url, auth_issuer, auth_audience,
+policy_file, rate_limit, insecure_no_auth, and the tables [rate_limit_roles] and [[slo]]
+(the service level objectives, see docs/OPERATIONS.md).
 
 Without authentication the server listens on loopback only; a non-loopback --listen
 needs --auth-jwt-secret-file, --auth-jwks-file or --auth-jwks-url (or --insecure-no-auth).
@@ -120,6 +121,10 @@ pub struct ServeArgs {
     /// [default: no export].
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// Record no metrics and answer 404 at /metrics (saves their small cost) [default:
+    /// metrics on].
+    #[arg(long)]
+    no_metrics: bool,
     /// A TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "ANNALS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -163,6 +168,7 @@ struct FileConfig {
     slo: Option<Vec<slo::Objective>>,
     log_format: Option<LogFormat>,
     otlp_endpoint: Option<String>,
+    metrics: Option<bool>,
 }
 
 /// The settings in force.
@@ -200,6 +206,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// The OTLP/HTTP collector spans are exported to; `None`: no export.
     pub otlp_endpoint: Option<String>,
+    /// Whether metrics are recorded and served at `/metrics`.
+    pub metrics: bool,
 }
 
 impl ServeArgs {
@@ -265,6 +273,7 @@ impl ServeArgs {
                 .otlp_endpoint
                 .or(file.otlp_endpoint)
                 .filter(|url| !url.is_empty()),
+            metrics: !self.no_metrics && file.metrics.unwrap_or(true),
         })
     }
 }
@@ -361,6 +370,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     };
     let config = ApiConfig {
         max_body_bytes: settings.max_body_bytes,
+        metrics: settings.metrics,
         ..ApiConfig::default()
     };
     // One repository per aggregate for the whole process: the API and the saga share
@@ -862,6 +872,31 @@ mod tests {
         );
         let flagged = settings(&["--config", config, "--log-format", "text"]).unwrap();
         assert_eq!(flagged.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn metrics_are_on_unless_the_flag_or_the_file_turns_them_off() {
+        assert!(settings(&[]).unwrap().metrics);
+        assert!(!settings(&["--no-metrics"]).unwrap().metrics);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("annals.toml");
+        std::fs::write(&file, "metrics = false\n").unwrap();
+        assert!(
+            !settings(&["--config", file.to_str().unwrap()])
+                .unwrap()
+                .metrics
+        );
+        std::fs::write(&file, "metrics = true\n").unwrap();
+        assert!(
+            settings(&["--config", file.to_str().unwrap()])
+                .unwrap()
+                .metrics
+        );
+        assert!(
+            !settings(&["--config", file.to_str().unwrap(), "--no-metrics"])
+                .unwrap()
+                .metrics
+        );
     }
 
     #[test]

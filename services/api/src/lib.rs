@@ -77,6 +77,9 @@ pub struct ApiConfig {
     /// How long a read-model query with `min_position` waits for the projection to
     /// apply it before answering 503 with the checkpoint.
     pub projection_wait_timeout: std::time::Duration,
+    /// Whether the process records metrics and serves them at `/metrics` (else no
+    /// recorder is installed, so recording costs nothing, and `/metrics` answers 404).
+    pub metrics: bool,
 }
 
 impl Default for ApiConfig {
@@ -87,6 +90,7 @@ impl Default for ApiConfig {
             max_page_events: 1000,
             max_ready_index_lag: 100_000,
             projection_wait_timeout: std::time::Duration::from_secs(5),
+            metrics: true,
         }
     }
 }
@@ -253,9 +257,13 @@ impl AppState {
 }
 
 /// The whole HTTP API over `state`. Installs the process's metrics recorder
-/// ([`metrics::install`]) if no app did before.
+/// ([`metrics::install`]) if no app did before, unless metrics are off
+/// ([`ApiConfig::metrics`]).
 pub fn app(state: AppState) -> Router {
-    metrics::install();
+    let metrics_on = state.config().metrics;
+    if metrics_on {
+        metrics::install();
+    }
     let max_body_bytes = state.config().max_body_bytes;
     let (mut router, _) = routes().split_for_parts();
     if state.security().is_some() {
@@ -271,12 +279,15 @@ pub fn app(state: AppState) -> Router {
         state.slos().clone(),
         slo::record_commands,
     ));
-    router
+    router = router
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(CatchPanicLayer::custom(problem::panicked))
-        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(CatchPanicLayer::custom(problem::panicked));
+    if metrics_on {
+        router = router.layer(axum::middleware::from_fn(metrics::track));
+    }
+    router
         .layer(axum::middleware::from_fn(telemetry::observe))
         .with_state(state)
 }

@@ -112,6 +112,11 @@ pub struct ReadModelUnavailable(pub CheckpointProblem);
 #[response(status = 503, content_type = "application/problem+json")]
 pub struct ProjectionsUnavailable(pub Problem);
 
+/// Metrics are off (`metrics-off`): the server was started with `--no-metrics`.
+#[derive(Debug, IntoResponses)]
+#[response(status = 404, content_type = "application/problem+json")]
+pub struct MetricsOff(pub Problem);
+
 /// Not ready, and why: `not-ready` (shutting down, the writer stopped, the index
 /// lagging), or `store-failed` (a write or sync of the log failed; `detail` names it, and
 /// the server is about to exit to be restarted).

@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::problem::{self, ApiError};
-use crate::responses::{NotReady, StoreFailed};
+use crate::responses::{MetricsOff, NotReady, StoreFailed};
 
 /// The answer of `/healthz`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -151,14 +151,26 @@ pub(crate) async fn openapi_json() -> Response {
 /// The metrics of this process in the Prometheus text format (version 0.0.4): requests by
 /// route, the store's write path, read models, the outbox relay, sagas and the process
 /// (docs/OPERATIONS.md, "Metrics"). With authentication on, it needs a token whose roles
-/// allow `operations.metrics` (operators and admins by default).
+/// allow `operations.metrics` (operators and admins by default). A server started with
+/// `--no-metrics` answers 404 `metrics-off`.
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "operations",
-    responses((status = 200, description = "The metrics, Prometheus text format 0.0.4", content_type = "text/plain; version=0.0.4", body = String))
+    responses(
+        (status = 200, description = "The metrics, Prometheus text format 0.0.4", content_type = "text/plain; version=0.0.4", body = String),
+        MetricsOff,
+    )
 )]
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    if !state.config().metrics {
+        return ApiError::not_found(
+            "metrics-off",
+            "this server records no metrics (it was started with --no-metrics, or \
+             metrics = false in its config file); restart it without that to serve /metrics",
+        )
+        .into_response();
+    }
     // The gauges read the store and the read models' status: cheap, in-memory reads.
     let text = crate::metrics::render(&state);
     let mut response = text.into_response();
