@@ -109,9 +109,21 @@ fn main() -> ExitCode {
     // A server reports what it does, in the format its settings ask for (it sets up
     // the subscriber itself, once its settings are read); the offline tools only what
     // went wrong.
-    if !matches!(cli.command, Command::Serve(_)) {
-        telemetry::init_tools("warn");
-    }
+    // The measuring child of `bench append --compare-observability` reports as a server
+    // does: traces exported, so that their cost is measured.
+    let _telemetry = match &cli.command {
+        Command::Serve(_) => None,
+        Command::Bench(bench::BenchCommand::Append(args)) if args.observed().is_some() => {
+            match telemetry::init_server(telemetry::LogFormat::Text, args.observed()) {
+                Ok(telemetry) => Some(telemetry),
+                Err(error) => return exit::report(&error),
+            }
+        }
+        _ => {
+            telemetry::init_tools("warn");
+            None
+        }
+    };
     let result = match cli.command {
         Command::Bench(command) => bench::run(command),
         Command::Verify(args) => verify::run(args),

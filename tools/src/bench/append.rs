@@ -1,10 +1,17 @@
 //! `annals bench append`: concurrent writers appending fsync'd commits; events/s and
 //! commit latency percentiles.
+//!
+//! With `--compare-observability` it measures W1 (64 writers, one event per commit)
+//! alternately in child processes with observability off (no traces exported, no
+//! metrics recorder: the tools' own log set-up) and on (the server's subscriber,
+//! exporting every `append` span over OTLP/HTTP to a local receiver, and the server's
+//! metrics recorder), for `--rounds` rounds in ABBA order: the rate with it on as a
+//! share of the rate with it off, in one run.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use eventstore::{EventStore, ExpectedVersion, NewEvent, StreamId};
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -44,6 +51,34 @@ pub struct AppendArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Measure W1 with observability off and on, alternately in child processes (the
+    /// writers, events and payload flags apply).
+    #[arg(long, conflicts_with_all = ["data_dir", "otlp_endpoint"])]
+    compare_observability: bool,
+    /// With --compare-observability: measurements of each side.
+    #[arg(long, default_value_t = 6, requires = "compare_observability")]
+    rounds: usize,
+    /// The "on" side: export traces to this OTLP/HTTP collector and record metrics, as
+    /// `annals serve` does (set by --compare-observability).
+    #[arg(long, hide = true, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+}
+
+/// The comparison of `--compare-observability`.
+#[derive(Debug, Serialize)]
+struct ObservabilityReport {
+    bench: &'static str,
+    rounds: usize,
+    /// Every round's events/s with observability off, then on.
+    off: Vec<f64>,
+    on: Vec<f64>,
+    median_off_per_second: f64,
+    median_on_per_second: f64,
+    /// `median_on / median_off`.
+    ratio: f64,
+    /// What the local receiver got: export requests and bytes.
+    exports: u64,
+    exported_bytes: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,6 +103,13 @@ pub(super) struct AppendReport {
 }
 
 pub(super) async fn run(args: AppendArgs) -> anyhow::Result<()> {
+    if args.compare_observability {
+        return compare_observability(&args).await;
+    }
+    if args.otlp_endpoint.is_some() {
+        // Metrics recorded as a server records them (the subscriber is set up in main).
+        api::metrics::install();
+    }
     let report = measure(&args).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -92,7 +134,101 @@ pub(super) async fn run(args: AppendArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// W1 off and on, alternately, each in a child process of its own.
+async fn compare_observability(args: &AppendArgs) -> anyhow::Result<()> {
+    let sink = super::otlp_sink::OtlpSink::start().await?;
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        // Off first in odd rounds, on first in even ones.
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for observed in order {
+            let rate = child(args, observed.then_some(sink.endpoint.as_str())).await?;
+            if !args.json {
+                let label = if observed { "on " } else { "off" };
+                println!(
+                    "round {} observability {label}: {rate:.0} events/s",
+                    round + 1
+                );
+            }
+            if observed { &mut on } else { &mut off }.push(rate);
+        }
+    }
+    let (exports, exported_bytes) = sink.received();
+    if exports == 0 {
+        bail!("the observed runs exported no spans: the comparison would mean nothing");
+    }
+    let median = |rates: &[f64]| {
+        let mut rates = rates.to_vec();
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    let report = ObservabilityReport {
+        bench: "append-observability",
+        rounds: args.rounds,
+        median_off_per_second: median(&off),
+        median_on_per_second: median(&on),
+        ratio: median(&on) / median(&off),
+        off,
+        on,
+        exports,
+        exported_bytes,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "observability on / off: {:.0} / {:.0} events/s (medians of {} rounds): {:.1}% ({} exports, {} bytes of spans)",
+            report.median_on_per_second,
+            report.median_off_per_second,
+            report.rounds,
+            report.ratio * 100.0,
+            report.exports,
+            report.exported_bytes
+        );
+    }
+    Ok(())
+}
+
+/// One measurement in a child process (`otlp`: the on side, exporting there): events/s.
+async fn child(args: &AppendArgs, otlp: Option<&str>) -> anyhow::Result<f64> {
+    let mut command = tokio::process::Command::new(std::env::current_exe()?);
+    command
+        .args(["bench", "append", "--json", "--streams", "own"])
+        .args(["--writers", &args.writers.to_string()])
+        .args(["--events-per-commit", &args.events_per_commit.to_string()])
+        .args(["--events", &args.events.to_string()])
+        .args(["--payload-bytes", &args.payload_bytes.to_string()])
+        // The server's default level: its spans are recorded, its lines are few.
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::inherit());
+    if let Some(endpoint) = otlp {
+        command.args(["--otlp-endpoint", endpoint]);
+    }
+    let output = command
+        .output()
+        .await
+        .context("cannot run the measuring child")?;
+    if !output.status.success() {
+        bail!("the measuring child failed ({})", output.status);
+    }
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .context("the measuring child printed no report")?;
+    report["events_per_second"]
+        .as_f64()
+        .context("the child's report has no events_per_second")
+}
+
 impl AppendArgs {
+    /// The collector of the "on" side of `--compare-observability`, in a measuring
+    /// child.
+    pub fn observed(&self) -> Option<&str> {
+        self.otlp_endpoint.as_deref()
+    }
+
     /// The W1 load of docs/BENCHMARKS.md: 64 writers, one event per commit, each writer
     /// on its own stream, `events` events of `payload_bytes` bytes.
     pub(super) fn w1(events: u64, payload_bytes: usize) -> AppendArgs {
@@ -104,6 +240,9 @@ impl AppendArgs {
             streams: Streams::Own,
             data_dir: None,
             json: true,
+            compare_observability: false,
+            rounds: 0,
+            otlp_endpoint: None,
         }
     }
 }
@@ -209,6 +348,9 @@ mod tests {
             streams: Streams::Own,
             data_dir: Some(data_dir.to_path_buf()),
             json: true,
+            compare_observability: false,
+            rounds: 0,
+            otlp_endpoint: None,
         }
     }
 

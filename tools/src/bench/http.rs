@@ -12,7 +12,9 @@
 //! measurement the bench waits for that server to settle (its sagas done, its read
 //! models caught up), so that neither measurement pays for the other's work. There each connection orders for one customer with that
 //! customer's own token, so every request is authenticated, decided and counted
-//! against its principal's bucket.
+//! against its principal's bucket. `--compare-observability` does the same with two
+//! servers logging at `info`, one exporting traces over OTLP/HTTP to a local receiver
+//! (`otlp_sink`) and recording metrics, one with neither.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -44,10 +46,14 @@ pub struct HttpArgs {
     #[arg(long, default_value_t = 50)]
     entities: usize,
     /// Start two servers (security off, security on) and measure them alternately.
-    #[arg(long, conflicts_with_all = ["url", "token"])]
+    #[arg(long, conflicts_with_all = ["url", "token", "compare_observability"])]
     compare_security: bool,
-    /// With --compare-security: measurements of each server.
-    #[arg(long, default_value_t = 6, requires = "compare_security")]
+    /// Start two servers (observability off: no traces exported, no metrics; on: traces
+    /// exported to a local OTLP receiver, metrics recorded) and measure them alternately.
+    #[arg(long, conflicts_with_all = ["url", "token"])]
+    compare_observability: bool,
+    /// With --compare-security or --compare-observability: measurements of each server.
+    #[arg(long, default_value_t = 6)]
     rounds: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
@@ -72,8 +78,8 @@ struct HttpReport {
 struct ComparisonReport {
     bench: &'static str,
     rounds: usize,
-    /// Every round without security, then every round with it (measured alternately,
-    /// in ABBA order, each after the other server has settled).
+    /// Every round with the feature compared off, then every round with it on (measured
+    /// alternately, in ABBA order, each after the other server has settled).
     off: Vec<HttpReport>,
     on: Vec<HttpReport>,
     median_off_per_second: f64,
@@ -108,8 +114,14 @@ pub(super) async fn run(args: HttpArgs) -> anyhow::Result<()> {
     if args.connections == 0 || args.entities == 0 {
         bail!("--connections and --entities must be at least 1");
     }
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
     if args.compare_security {
-        return compare(&args).await;
+        return compare_security(&args).await;
+    }
+    if args.compare_observability {
+        return compare_observability(&args).await;
     }
     let tokens = args.token.clone().map_or(Tokens::None, Tokens::One);
     let report = load(&args, &args.url, &run_tag(), &tokens, false).await?;
@@ -247,16 +259,14 @@ async fn load(
     })
 }
 
-/// The comparison: two servers of this binary, security off and on, measured in turn.
-async fn compare(args: &HttpArgs) -> anyhow::Result<()> {
-    let dir = tempfile::Builder::new()
-        .prefix("annals-bench-http-")
-        .tempdir_in(std::env::current_dir()?)
-        .context("cannot make a temporary directory here")?;
+/// The security comparison: two servers of this binary, security off and on, measured
+/// in turn.
+async fn compare_security(args: &HttpArgs) -> anyhow::Result<()> {
+    let dir = bench_dir()?;
     let secret = dir.path().join("jwt-secret");
     let secret_bytes = uuid::Uuid::new_v4().simple().to_string().repeat(2);
     std::fs::write(&secret, &secret_bytes).context("cannot write the bench's secret")?;
-    let off = Server::start(&dir.path().join("off"), &[]).await?;
+    let off = Server::start(&dir.path().join("off"), &[], "warn").await?;
     let on = Server::start(
         &dir.path().join("on"),
         &[
@@ -269,6 +279,7 @@ async fn compare(args: &HttpArgs) -> anyhow::Result<()> {
             "--rate-limit",
             "100000",
         ],
+        "warn",
     )
     .await?;
     let mint_for = |sub: String, roles: Vec<Role>, customer_id: Option<String>| {
@@ -282,10 +293,8 @@ async fn compare(args: &HttpArgs) -> anyhow::Result<()> {
         mint(secret_bytes.as_bytes(), &claims, Duration::from_secs(3600))
             .context("cannot mint the bench's tokens")
     };
-    let mut off_reports = Vec::new();
-    let mut on_reports = Vec::new();
-    for round in 0..args.rounds {
-        // Each customer orders with a token of its own: a principal per customer.
+    // Each customer orders with a token of its own: a principal per customer.
+    let on_side = || -> anyhow::Result<(String, Tokens)> {
         let tag = run_tag();
         let customers = (0..args.entities)
             .map(|i| {
@@ -293,10 +302,67 @@ async fn compare(args: &HttpArgs) -> anyhow::Result<()> {
                 mint_for(id.clone(), vec![Role::Customer], Some(id))
             })
             .collect::<anyhow::Result<_>>()?;
-        let tokens = Tokens::PerCustomer {
-            admin: mint_for("bench-admin".into(), vec![Role::Admin], None)?,
-            customers,
-        };
+        let admin = mint_for("bench-admin".into(), vec![Role::Admin], None)?;
+        Ok((tag, Tokens::PerCustomer { admin, customers }))
+    };
+    let (off_reports, on_reports) = alternate(args, "security", &off, &on, on_side).await?;
+    off.stop().await;
+    on.stop().await;
+    let report = ComparisonReport::new("http-security", args.rounds, off_reports, on_reports);
+    report.print(args.json, "security", "")
+}
+
+/// The observability comparison: two servers of this binary, one with traces exported
+/// over OTLP/HTTP to a local receiver and metrics recorded, one with neither (no
+/// `--otlp-endpoint`, `--no-metrics`), both logging at the default level, measured in
+/// turn.
+async fn compare_observability(args: &HttpArgs) -> anyhow::Result<()> {
+    let dir = bench_dir()?;
+    let sink = super::otlp_sink::OtlpSink::start().await?;
+    let off = Server::start(&dir.path().join("off"), &["--no-metrics"], "info").await?;
+    let on = Server::start(
+        &dir.path().join("on"),
+        &["--otlp-endpoint", &sink.endpoint],
+        "info",
+    )
+    .await?;
+    let on_side = || Ok((run_tag(), Tokens::None));
+    let (off_reports, on_reports) =
+        alternate(args, "observability", &off, &on, on_side).await?;
+    off.stop().await;
+    on.stop().await;
+    let (exports, bytes) = sink.received();
+    if exports == 0 {
+        bail!("the observed server exported no spans: the comparison would mean nothing");
+    }
+    let report = ComparisonReport::new("http-observability", args.rounds, off_reports, on_reports);
+    report.print(
+        args.json,
+        "observability",
+        &format!(" ({exports} exports, {bytes} bytes of spans)"),
+    )
+}
+
+/// A temporary directory for a comparison's servers, here.
+fn bench_dir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("annals-bench-http-")
+        .tempdir_in(std::env::current_dir()?)
+        .context("cannot make a temporary directory here")
+}
+
+/// Measures `off` and `on` alternately for `--rounds` rounds; `on_side` gives each of
+/// the on side's measurements its run tag and tokens (the off side sends none).
+async fn alternate(
+    args: &HttpArgs,
+    what: &str,
+    off: &Server,
+    on: &Server,
+    on_side: impl Fn() -> anyhow::Result<(String, Tokens)>,
+) -> anyhow::Result<(Vec<HttpReport>, Vec<HttpReport>)> {
+    let mut off_reports = Vec::new();
+    let mut on_reports = Vec::new();
+    for round in 0..args.rounds {
         // Off first in odd rounds, on first in even ones, so that neither side is always
         // measured second, on a disk still writing back what the other wrote.
         let sides = [(false, off.base.as_str()), (true, on.base.as_str())];
@@ -305,55 +371,67 @@ async fn compare(args: &HttpArgs) -> anyhow::Result<()> {
         } else {
             [sides[1], sides[0]]
         };
-        for (secured, base) in order {
-            let (run_tag, tokens) = if secured {
-                (tag.clone(), tokens.clone())
+        for (switched_on, base) in order {
+            let (run_tag, tokens) = if switched_on {
+                on_side()?
             } else {
                 (run_tag(), Tokens::None)
             };
             let report = load(args, base, &run_tag, &tokens, true).await?;
             if !args.json {
-                let label = if secured { "on " } else { "off" };
-                print_report(&format!("round {} security {label}", round + 1), &report);
+                let label = if switched_on { "on " } else { "off" };
+                print_report(&format!("round {} {what} {label}", round + 1), &report);
             }
             // The orders' sagas and the read models finish their work before the next
             // measurement, so that it does not pay for this one.
             settle(base, tokens.seeding()).await?;
-            if secured {
+            if switched_on {
                 on_reports.push(report);
             } else {
                 off_reports.push(report);
             }
         }
     }
-    off.stop().await;
-    on.stop().await;
-    let median = |reports: &[HttpReport]| {
-        let mut rates: Vec<f64> = reports.iter().map(|r| r.commands_per_second).collect();
-        rates.sort_by(f64::total_cmp);
-        rates[rates.len() / 2]
-    };
-    let report = ComparisonReport {
-        bench: "http-security",
-        rounds: args.rounds,
-        median_off_per_second: median(&off_reports),
-        median_on_per_second: median(&on_reports),
-        ratio: median(&on_reports) / median(&off_reports),
-        off: off_reports,
-        on: on_reports,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!(
-            "security on / off: {:.0} / {:.0} orders/s (medians of {} rounds): {:.1}%",
-            report.median_on_per_second,
-            report.median_off_per_second,
-            report.rounds,
-            report.ratio * 100.0
-        );
+    Ok((off_reports, on_reports))
+}
+
+impl ComparisonReport {
+    fn new(
+        bench: &'static str,
+        rounds: usize,
+        off: Vec<HttpReport>,
+        on: Vec<HttpReport>,
+    ) -> ComparisonReport {
+        let median = |reports: &[HttpReport]| {
+            let mut rates: Vec<f64> = reports.iter().map(|r| r.commands_per_second).collect();
+            rates.sort_by(f64::total_cmp);
+            rates[rates.len() / 2]
+        };
+        ComparisonReport {
+            bench,
+            rounds,
+            median_off_per_second: median(&off),
+            median_on_per_second: median(&on),
+            ratio: median(&on) / median(&off),
+            off,
+            on,
+        }
     }
-    Ok(())
+
+    fn print(&self, json: bool, what: &str, more: &str) -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string(self)?);
+        } else {
+            println!(
+                "{what} on / off: {:.0} / {:.0} orders/s (medians of {} rounds): {:.1}%{more}",
+                self.median_on_per_second,
+                self.median_off_per_second,
+                self.rounds,
+                self.ratio * 100.0
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Waits until the server at `base` is idle: its log head has not moved for half a
@@ -402,7 +480,8 @@ struct Server {
 }
 
 impl Server {
-    async fn start(data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+    /// Starts a server on `data_dir` with the `extra` flags, logging at `log_level`.
+    async fn start(data_dir: &Path, extra: &[&str], log_level: &str) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -413,7 +492,7 @@ impl Server {
             .arg(data_dir)
             .args(["--listen", &listen])
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_level)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

@@ -11,9 +11,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use eventstore::{EventStore, StoreConfig};
 
-mod append;
+pub mod append;
 mod contend;
 mod http;
+mod otlp_sink;
 mod policy;
 mod rebuild;
 mod relay;
