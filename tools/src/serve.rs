@@ -398,17 +398,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             std::sync::Arc::new(sagas::SystemClock),
             sagas::DriverConfig {
                 // Each finished saga counts for the saga-completion objective.
-                on_finished: Some(sagas::OnFinished({
-                    let slos = slos.clone();
-                    std::sync::Arc::new(move |_outcome, took: Duration| {
-                        let millis = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
-                        slos.record_duration(
-                            slo::Sli::SagaCompletion,
-                            api::slo::unix_now(),
-                            millis,
-                        );
-                    })
-                })),
+                on_finished: Some(api::slo::saga_completions(slos.clone())),
                 ..sagas::DriverConfig::default()
             },
         );

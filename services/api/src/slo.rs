@@ -7,8 +7,8 @@
 //! - Read-model freshness is sampled once a second by [`sample_freshness`]: a second is
 //!   good when every read model has applied the log up to where its head was one
 //!   threshold ago (so that a model less than the threshold behind is fresh).
-//! - Saga completion is recorded by the server when the saga driver reports a finished
-//!   saga and its duration.
+//! - Saga completion is recorded when the saga driver reports a finished saga and its
+//!   duration, through the hook [`saga_completions`] gives the driver.
 //!
 //! The counts live in memory: a restarted server starts its budgets afresh. Prometheus's
 //! rules in `deploy/prometheus` compute the command objectives from `/metrics` across
@@ -36,6 +36,15 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// The saga driver's hook that counts every finished saga for the saga-completion
+/// objective (good: finished within its threshold), for `DriverConfig::on_finished`.
+pub fn saga_completions(slos: Arc<Slos>) -> sagas::OnFinished {
+    sagas::OnFinished(Arc::new(move |_outcome, took: Duration| {
+        let millis = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        slos.record_duration(Sli::SagaCompletion, unix_now(), millis);
+    }))
 }
 
 /// Counts every command (POST) for the command objectives: good availability unless a

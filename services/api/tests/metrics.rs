@@ -1,6 +1,7 @@
 //! `GET /metrics` after a known workload, against a real listening server running the
 //! read models, the fulfilment saga and an outbox relay (to an address where nothing
-//! listens), parsed with a Prometheus text parser.
+//! listens), parsed with a Prometheus text parser; and the service level objectives fed
+//! as the server feeds them, in `/metrics` and `GET /api/v1/slo`.
 //!
 //! The metrics recorder is process-wide, so this binary holds one test only: the
 //! counts it asserts are exact.
@@ -41,11 +42,17 @@ impl Server {
         let runner_stop = CancellationToken::new();
         let runner = tokio::spawn(runner.run(runner_stop.clone()));
         let services = FulfilmentServices::new(repositories.clone(), Duration::from_secs(30));
+        // The objectives as `annals serve` feeds them: commands by the app, sagas by the
+        // driver's hook.
+        let slos = Arc::new(slo::Slos::new(slo::Objective::defaults()).unwrap());
         let driver = Driver::start(
             store.clone(),
             Arc::new(services),
             Arc::new(SystemClock),
-            DriverConfig::default(),
+            DriverConfig {
+                on_finished: Some(api::slo::saga_completions(slos.clone())),
+                ..DriverConfig::default()
+            },
         )
         .unwrap();
         let relay_config = outbox::RelayConfig {
@@ -62,7 +69,8 @@ impl Server {
         let state = AppState::sharing(store.clone(), repositories, ApiConfig::default())
             .with_projections(projections)
             .with_relay(relay.status())
-            .with_saga(driver.watch());
+            .with_saga(driver.watch())
+            .with_slos(slos);
         let relay_stop = CancellationToken::new();
         let relay = tokio::spawn(relay.run(relay_stop.clone()));
         let serving = common::Serving::start(state).await;
@@ -375,6 +383,58 @@ async fn metrics_after_a_known_workload_are_exact_and_sane() {
         .map(|state| metrics.expect("annals_relay_breaker_state", &[("state", state)]))
         .sum();
     assert_eq!(breaker, 1.0);
+
+    // The objectives: every one with its full budget (nothing failed), a burn rate of 0
+    // over each window; `/api/v1/slo` counts the same commands and sagas.
+    let objectives = [
+        "command-availability",
+        "command-latency",
+        "read-model-freshness",
+        "saga-completion",
+    ];
+    for slo in objectives {
+        assert_eq!(
+            metrics.expect("annals_slo_error_budget_remaining_ratio", &[("slo", slo)]),
+            1.0,
+            "{slo}"
+        );
+        for window in ["5m", "30m", "1h", "6h", "3d"] {
+            let labels = [("slo", slo), ("window", window)];
+            assert_eq!(
+                metrics.expect("annals_slo_burn_rate", &labels),
+                0.0,
+                "{slo}"
+            );
+        }
+    }
+    let report: serde_json::Value = server
+        .client
+        .get(format!("{}/api/v1/slo", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let counts = |name: &str| {
+        let objective = report["objectives"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|objective| objective["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {report}"));
+        (objective["good"].as_u64(), objective["total"].as_u64())
+    };
+    // Commands: sku, restock, account, deposit and the orders; the reads count not.
+    let commands = (4 + ORDERS) as u64;
+    assert_eq!(
+        counts("command-availability"),
+        (Some(commands), Some(commands))
+    );
+    assert_eq!(counts("command-latency").1, Some(commands));
+    // Sagas: each confirmed order, through the driver's hook.
+    let sagas = ORDERS as u64;
+    assert_eq!(counts("saga-completion"), (Some(sagas), Some(sagas)));
 
     // Histograms are histograms: buckets ascending and cumulative, `+Inf` = `_count`.
     let families = [

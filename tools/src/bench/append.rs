@@ -215,8 +215,8 @@ async fn child(args: &AppendArgs, otlp: Option<&str>) -> anyhow::Result<f64> {
     if !output.status.success() {
         bail!("the measuring child failed ({})", output.status);
     }
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .context("the measuring child printed no report")?;
+    let report: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("the measuring child printed no report")?;
     report["events_per_second"]
         .as_f64()
         .context("the child's report has no events_per_second")

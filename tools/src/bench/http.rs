@@ -327,8 +327,7 @@ async fn compare_observability(args: &HttpArgs) -> anyhow::Result<()> {
     )
     .await?;
     let on_side = || Ok((run_tag(), Tokens::None));
-    let (off_reports, on_reports) =
-        alternate(args, "observability", &off, &on, on_side).await?;
+    let (off_reports, on_reports) = alternate(args, "observability", &off, &on, on_side).await?;
     off.stop().await;
     on.stop().await;
     let (exports, bytes) = sink.received();

@@ -76,5 +76,8 @@ async fn receive(State(received): State<Arc<Received>>, body: Bytes) -> impl Int
     received
         .bytes
         .fetch_add(body.len() as u64, Ordering::Relaxed);
-    ([(header::CONTENT_TYPE, "application/x-protobuf")], Bytes::new())
+    (
+        [(header::CONTENT_TYPE, "application/x-protobuf")],
+        Bytes::new(),
+    )
 }
