@@ -407,22 +407,9 @@ async fn metrics_after_a_known_workload_are_exact_and_sane() {
             );
         }
     }
-    let report: serde_json::Value = server
-        .client
-        .get(format!("{}/api/v1/slo", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = common::get_json(&server.client, &format!("{}/api/v1/slo", server.base)).await;
     let counts = |name: &str| {
-        let objective = report["objectives"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|objective| objective["name"] == name)
-            .unwrap_or_else(|| panic!("no {name} in {report}"));
+        let objective = common::objective(&report, name);
         (objective["good"].as_u64(), objective["total"].as_u64())
     };
     // Commands: sku, restock, account, deposit and the orders; the reads count not.

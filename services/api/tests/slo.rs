@@ -12,15 +12,6 @@ use tokio_util::sync::CancellationToken;
 
 mod common;
 
-fn objective<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["objectives"]
-        .as_array()
-        .expect("objectives")
-        .iter()
-        .find(|objective| objective["name"] == name)
-        .unwrap_or_else(|| panic!("no objective {name} in {report}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_count_for_the_command_objectives_and_reads_do_not() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,15 +51,8 @@ async fn commands_count_for_the_command_objectives_and_reads_do_not() {
             .unwrap();
         assert_eq!(read.status(), 200);
     }
-    let report: Value = client
-        .get(format!("{}/api/v1/slo", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let availability = objective(&report, "command-availability");
+    let report = common::get_json(&client, &format!("{}/api/v1/slo", server.base)).await;
+    let availability = common::objective(&report, "command-availability");
     assert_eq!(
         (
             availability["good"].as_u64(),
@@ -80,7 +64,7 @@ async fn commands_count_for_the_command_objectives_and_reads_do_not() {
     assert_eq!(availability["error_budget_remaining"], 1.0);
     assert_eq!(availability["alert"], "none");
     assert_eq!(availability["target"], 0.999);
-    let latency = objective(&report, "command-latency");
+    let latency = common::objective(&report, "command-latency");
     assert_eq!(latency["total"].as_u64(), Some(3), "{report}");
     for window in ["5m", "30m", "1h", "6h", "3d"] {
         assert!(
@@ -89,7 +73,7 @@ async fn commands_count_for_the_command_objectives_and_reads_do_not() {
         );
     }
     // Freshness and sagas are not fed by requests.
-    assert_eq!(objective(&report, "saga-completion")["total"], 0);
+    assert_eq!(common::objective(&report, "saga-completion")["total"], 0);
     server.stop().await;
 }
 

@@ -26,6 +26,30 @@ pub async fn open_store(dir: &Path) -> EventStore {
         .expect("the store opens")
 }
 
+/// The JSON body of `GET url` (whatever its status).
+#[allow(dead_code)]
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"))
+        .json()
+        .await
+        .unwrap_or_else(|error| panic!("GET {url} answered no JSON: {error}"))
+}
+
+/// The objective `name` of a `GET /api/v1/slo` answer.
+#[allow(dead_code)]
+pub fn objective<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["objectives"]
+        .as_array()
+        .expect("objectives")
+        .iter()
+        .find(|objective| objective["name"] == name)
+        .unwrap_or_else(|| panic!("no objective {name} in {report}"))
+}
+
 /// `api::app(state)` serving on a free loopback port.
 pub struct Serving {
     /// `http://127.0.0.1:<port>`.
