@@ -78,25 +78,32 @@ impl EventStore {
     /// once the events are durable (fsync'd). Re-sending the same event ids returns the
     /// original outcome (with `duplicate: true`) and writes nothing.
     ///
-    /// Runs in an `append` span (in the caller's trace: a command's, a saga step's) with
-    /// the events, the bytes their records take, the time queued for the writer, the
-    /// time of the `fdatasync` that made them durable (zero when nothing was synced),
-    /// the first position and whether it was a duplicate.
+    /// Called inside a span (a command's, a saga step's), it runs in an `append` span
+    /// below it with the events, the bytes their records take, the time queued for the
+    /// writer, the time of the `fdatasync` that made them durable (zero when nothing was
+    /// synced), the first position and whether it was a duplicate. Called outside any
+    /// span, it makes none.
     pub async fn append(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, Error> {
-        let span = tracing::info_span!(
-            "append",
-            events = events.len(),
-            bytes = tracing::field::Empty,
-            queued_us = tracing::field::Empty,
-            fsync_us = tracing::field::Empty,
-            position = tracing::field::Empty,
-            duplicate = tracing::field::Empty,
-        );
+        // Only in a caller's trace: a bare append (an import, a benchmark's writer) would
+        // make a one-span trace of its own for every append, flooding a collector.
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "append",
+                events = events.len(),
+                bytes = tracing::field::Empty,
+                queued_us = tracing::field::Empty,
+                fsync_us = tracing::field::Empty,
+                position = tracing::field::Empty,
+                duplicate = tracing::field::Empty,
+            )
+        };
         let (reply, answer) = oneshot::channel();
         let request = AppendRequest {
             stream: stream.clone(),

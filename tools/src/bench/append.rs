@@ -6,7 +6,9 @@
 //! metrics recorder: the tools' own log set-up) and on (the server's subscriber,
 //! exporting every `append` span over OTLP/HTTP to a local receiver, and the server's
 //! metrics recorder), for `--rounds` rounds in ABBA order: the rate with it on as a
-//! share of the rate with it off, in one run.
+//! share of the rate with it off, in one run. On the "on" side every writer runs in a
+//! span, as a command does, so that each of its appends has an `append` span (an
+//! append outside any span makes none).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -279,7 +281,14 @@ pub(super) async fn measure_on(
         };
         let (per_commit, bytes) = (args.events_per_commit as u64, args.payload_bytes);
         let last_commit_short_by = if writer == 0 { short_by } else { 0 };
-        tasks.push(tokio::spawn(async move {
+        // Observed (the "on" side of --compare-observability), each writer runs in a span
+        // of its own, as a command does, so that every append is traced and exported.
+        let span = if args.otlp_endpoint.is_some() {
+            tracing::info_span!("bench writer", writer)
+        } else {
+            tracing::Span::none()
+        };
+        let writing = async move {
             let mut latencies = Histogram::<u64>::new(3).expect("valid precision");
             let mut appended = 0u64;
             for commit in 0..commits {
@@ -297,7 +306,8 @@ pub(super) async fn measure_on(
                 appended += size;
             }
             anyhow::Ok((latencies, appended))
-        }));
+        };
+        tasks.push(tokio::spawn(tracing::Instrument::instrument(writing, span)));
     }
     let mut latencies = Histogram::<u64>::new(3).expect("valid precision");
     // Only the events this run appended: the data directory may hold others already.
