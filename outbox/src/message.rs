@@ -11,6 +11,12 @@
 //!   and `Annals-Prev-Hash` / `Annals-Hash`, the record's place in the log's hash chain
 //!   ([`Chain`]), so that a copy verifies itself message by message.
 //!
+//! The relay publishes each event in a `relay publish` span that continues the event's
+//! trace; when that span has a trace context, the `traceparent` header carries it (a
+//! consumer's span then follows the publish, the W3C producer convention) and
+//! `Annals-Traceparent` keeps the event's stored one ([`carry_publish_trace`]), so that
+//! [`decode`] still rebuilds the event exactly.
+//!
 //! Text values (stream id, event type, principal, issuer, action, on behalf of,
 //! traceparent) are written
 //! [percent-encoded](encode_text): NATS header values cannot hold line breaks, and header
@@ -69,6 +75,9 @@ pub const HASH: HeaderName = HeaderName::from_static("Annals-Hash");
 /// `traceparent`: the W3C trace context, under its standard name so that tracing-aware
 /// consumers pick it up; percent-encoded like the other texts; absent when none.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `Annals-Traceparent`: the event's stored trace context, percent-encoded, present only
+/// when `traceparent` carries the relay's publish span instead ([`carry_publish_trace`]).
+pub const STORED_TRACEPARENT: HeaderName = HeaderName::from_static("Annals-Traceparent");
 
 /// How an empty text is written: percent-encoding never produces `""` (a `"` is always
 /// encoded), and an empty header value may not survive every parser.
@@ -152,6 +161,18 @@ pub fn headers(event: &RecordedEvent) -> HeaderMap {
     headers
 }
 
+/// Makes the `traceparent` header of `event`'s message carry `publish`, the trace
+/// context of the relay's publish span, and keeps the event's stored one in
+/// `Annals-Traceparent`. Does nothing when the event stores no trace context or there is
+/// no publish context (no OpenTelemetry layer): the message is then exactly what
+/// [`headers`] writes.
+pub fn carry_publish_trace(headers: &mut HeaderMap, event: &RecordedEvent, publish: Option<&str>) {
+    if let (Some(stored), Some(publish)) = (&event.metadata.traceparent, publish) {
+        headers.insert(STORED_TRACEPARENT, encode_text(stored));
+        headers.insert(TRACEPARENT, encode_text(publish));
+    }
+}
+
 /// A record's place in the log's hash chain: the hash before it and its own.
 ///
 /// A reader checks a copy message by message: each message's `prev` is the `hash` of the
@@ -223,7 +244,9 @@ pub fn body(event: RecordedEvent) -> Bytes {
 #[error("{0}")]
 pub struct DecodeError(pub String);
 
-/// Rebuilds the event from a message's headers and body.
+/// Rebuilds the event from a message's headers and body. Its trace context is
+/// `Annals-Traceparent` when present (the `traceparent` header then names the relay's
+/// publish span), else `traceparent`.
 pub fn decode(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<RecordedEvent, DecodeError> {
     let headers = headers.ok_or_else(|| DecodeError("the message has no headers".into()))?;
     let format: u32 = number(headers, FORMAT)?;
@@ -282,7 +305,10 @@ pub fn decode(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<RecordedEve
         metadata: Metadata {
             correlation_id: uuid(CORRELATION_ID)?,
             causation_id: uuid(CAUSATION_ID)?,
-            traceparent: text(TRACEPARENT)?,
+            traceparent: match text(STORED_TRACEPARENT)? {
+                Some(stored) => Some(stored),
+                None => text(TRACEPARENT)?,
+            },
             principal: text(PRINCIPAL)?,
             command_id: uuid(COMMAND_ID)?,
             issuer: text(ISSUER)?,
@@ -526,6 +552,36 @@ mod tests {
         assert!(super::chain(Some(&half)).is_err());
         half.insert(PREV_HASH, "not hex");
         assert!(super::chain(Some(&half)).is_err());
+    }
+
+    /// With a publish span, `traceparent` names it and the event's own context moves to
+    /// `Annals-Traceparent`: the message still decodes to the event exactly.
+    #[test]
+    fn the_publish_trace_leaves_the_event_intact() {
+        let original = event();
+        let publish = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
+        let mut headers = headers(&original);
+        carry_publish_trace(&mut headers, &original, Some(publish));
+        assert_eq!(headers.len(), 14);
+        assert_eq!(headers.get(TRACEPARENT).map(|v| v.as_str()), Some(publish));
+        assert_eq!(
+            headers.get(STORED_TRACEPARENT).map(|v| v.as_str()),
+            original.metadata.traceparent.as_deref()
+        );
+        assert_eq!(decode(Some(&headers), &original.payload).unwrap(), original);
+        // Without a publish context, or without a stored one, nothing changes.
+        let mut untouched = super::headers(&original);
+        carry_publish_trace(&mut untouched, &original, None);
+        assert_eq!(untouched, super::headers(&original));
+        let mut untraced = original.clone();
+        untraced.metadata.traceparent = None;
+        let mut untouched = super::headers(&untraced);
+        carry_publish_trace(&mut untouched, &untraced, Some(publish));
+        assert_eq!(untouched, super::headers(&untraced));
+        assert_eq!(
+            decode(Some(&untouched), &untraced.payload).unwrap(),
+            untraced
+        );
     }
 
     #[test]

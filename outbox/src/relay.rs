@@ -18,6 +18,13 @@
 //! `Annals-Hash`), continued from the stream's last message (checked against its event)
 //! or, when that message has none (an older release) or the stream is empty, computed
 //! from the log.
+//!
+//! Each event is published in a `relay publish` span (`publish <subject>`, a producer),
+//! whose parent is the trace context the event stores, so it joins the trace of the
+//! command that wrote it; the span lasts until JetStream acknowledges the message. When
+//! the span has a trace context (an OpenTelemetry layer is installed), the message's
+//! `traceparent` header names the span and `Annals-Traceparent` keeps the stored context
+//! ([`message::carry_publish_trace`]); otherwise the message is as before.
 
 use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
@@ -33,6 +40,7 @@ use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::config::RelayConfig;
@@ -213,6 +221,8 @@ struct InFlight {
     sequence: u64,
     hash: ChainHash,
     ack: PublishAckFuture,
+    /// The publish span, closed with the acknowledgement.
+    span: tracing::Span,
 }
 
 /// The oldest publish, whose acknowledgement is being awaited.
@@ -221,6 +231,7 @@ struct Awaited {
     sequence: u64,
     hash: ChainHash,
     ack: AckFuture,
+    span: tracing::Span,
 }
 
 impl From<InFlight> for Awaited {
@@ -230,6 +241,7 @@ impl From<InFlight> for Awaited {
             sequence: in_flight.sequence,
             hash: in_flight.hash,
             ack: in_flight.ack.into_future(),
+            span: in_flight.span,
         }
     }
 }
@@ -432,13 +444,13 @@ impl Worker<'_> {
                 }
                 ack = async { (&mut awaited.as_mut().expect("guarded").ack).await }, if awaited.is_some() => {
                     let done = awaited.take().expect("guarded");
-                    self.acknowledged(done.position, done.sequence, done.hash, ack)?;
+                    self.acknowledged(done.position, done.sequence, done.hash, &done.span, ack)?;
                     // Take the acknowledgements that are already in, without a round
                     // through the select for each.
                     while let Some(next) = queue.pop_front() {
                         let mut next = Awaited::from(next);
                         match (&mut next.ack).now_or_never() {
-                            Some(ack) => self.acknowledged(next.position, next.sequence, next.hash, ack)?,
+                            Some(ack) => self.acknowledged(next.position, next.sequence, next.hash, &next.span, ack)?,
                             None => {
                                 awaited = Some(next);
                                 break;
@@ -462,10 +474,10 @@ impl Worker<'_> {
                         };
                         let position = next.position;
                         let chain = Chain::after(prev_hash, &next)?;
-                        let ack = publish(&jetstream, &config.subject_prefix, next, &chain, expected_sequence).await?;
+                        let (ack, span) = publish(&jetstream, &config.subject_prefix, next, &chain, expected_sequence).await?;
                         prev_hash = chain.hash;
                         expected_sequence += 1;
-                        queue.push_back(InFlight { position, sequence: expected_sequence, hash: chain.hash, ack });
+                        queue.push_back(InFlight { position, sequence: expected_sequence, hash: chain.hash, ack, span });
                         in_flight += 1;
                         if in_flight < config.max_acks_in_flight {
                             event = subscription.next().now_or_never();
@@ -523,8 +535,12 @@ impl Worker<'_> {
         position: Position,
         sequence: u64,
         hash: ChainHash,
+        span: &tracing::Span,
         ack: Result<PublishAck, PublishError>,
     ) -> Result<(), Error> {
+        if ack.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
         let ack = ack.map_err(|error| match error.kind() {
             PublishErrorKind::WrongLastSequence => Error::nats(
                 "publish",
@@ -577,6 +593,7 @@ impl Worker<'_> {
                     awaited.sequence,
                     awaited.hash,
                     awaited.ack,
+                    awaited.span,
                 )
             })
             .chain(queue.into_iter().map(|next| {
@@ -585,12 +602,16 @@ impl Worker<'_> {
                     next.sequence,
                     next.hash,
                     next.ack.into_future(),
+                    next.span,
                 )
             }));
-        for (position, sequence, hash, ack) in pending {
+        for (position, sequence, hash, ack, span) in pending {
             match tokio::time::timeout_at(deadline, ack).await {
                 Ok(ack) => {
-                    if self.acknowledged(position, sequence, hash, ack).is_err() {
+                    if self
+                        .acknowledged(position, sequence, hash, &span, ack)
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -625,28 +646,60 @@ pub(crate) fn chain_hash_before(
     Ok(hash)
 }
 
-/// Sends one event with its place in the chain; returns the future of its
-/// acknowledgement.
+/// Sends one event with its place in the chain, in its publish span; returns the future
+/// of its acknowledgement and the span, which the acknowledgement closes.
 async fn publish(
     jetstream: &async_nats::jetstream::Context,
     prefix: &str,
     event: RecordedEvent,
     chain: &Chain,
     expected_last_sequence: u64,
-) -> Result<PublishAckFuture, Error> {
+) -> Result<(PublishAckFuture, tracing::Span), Error> {
     let position = event.position;
     let subject = message::subject(prefix, &event);
-    let headers = message::chained_headers(&event, chain);
+    let mut headers = message::chained_headers(&event, chain);
+    let span = publish_span(&subject, &event);
+    if !span.is_disabled() {
+        let publish = trace_context::of(&span);
+        message::carry_publish_trace(&mut headers, &event, publish.as_deref());
+    }
     let size = event.payload.len();
     let publish = PublishMessage::build()
         .headers(headers)
         .payload(message::body(event))
         .expected_last_sequence(expected_last_sequence);
-    jetstream
+    let ack = jetstream
         .send_publish(subject, publish)
+        .instrument(span.clone())
         .await
-        .map_err(|error| match error.kind() {
-            PublishErrorKind::MaxPayloadExceeded => Error::MessageTooLarge { position, size },
-            _ => Error::nats("publish", error),
-        })
+        .map_err(|error| {
+            span.record("otel.status_code", "ERROR");
+            match error.kind() {
+                PublishErrorKind::MaxPayloadExceeded => Error::MessageTooLarge { position, size },
+                _ => Error::nats("publish", error),
+            }
+        })?;
+    Ok((ack, span))
+}
+
+/// The span of publishing `event` to `subject`: a producer in the trace the event stores
+/// (a trace of its own when it stores none). Its fields are only computed when a
+/// subscriber wants the span.
+fn publish_span(subject: &str, event: &RecordedEvent) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "relay publish",
+        otel.name = %format_args!("publish {subject}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "nats",
+        position = event.position.0,
+        stream = %event.stream_id,
+        event_type = %event.event_type,
+        subject,
+    );
+    if !span.is_disabled() {
+        trace_context::follow(&span, event.metadata.traceparent.as_deref());
+    }
+    span
 }

@@ -7,6 +7,10 @@
 //! writes a target's batch (its changes plus its checkpoint, atomically) every
 //! `batch_events` events or once the batches hold `batch_entries` keys. One pass serves
 //! every target, so rebuilding all read models reads the log once.
+//!
+//! A [`Target`] is also what the live path applies its batches with, so every batch of
+//! every path runs in the projection's `project` span from its first event until it is
+//! written, linked to its events' traces (`crate::trace`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +20,7 @@ use eventstore::{EventStore, Model, ModelBatch, Position, StoredEvent};
 use crate::changes::Changes;
 use crate::error::Fault;
 use crate::projection::Projection;
+use crate::trace::BatchSpan;
 
 /// How large the batches of a catch-up grow before they are written.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +48,8 @@ pub(crate) struct Target {
     /// the target then takes no more events.
     pub fault: Option<Fault>,
     changes: Option<Changes>,
+    /// The span of the pending batch, from its first event until it is written.
+    span: Option<BatchSpan>,
 }
 
 impl std::fmt::Debug for Target {
@@ -64,6 +71,7 @@ impl Target {
             checkpoint,
             fault: None,
             changes: None,
+            span: None,
         }
     }
 
@@ -78,12 +86,21 @@ impl Target {
         let changes = self
             .changes
             .get_or_insert_with(|| Changes::new(self.model.clone()));
+        let span = self
+            .span
+            .get_or_insert_with(|| BatchSpan::begin(self.projection.name()));
+        span.event(event);
         if let Err(error) = self.projection.apply(event, changes) {
             self.changes = None;
-            self.fault = Some(Fault {
+            let fault = Fault {
                 position: Position(event.position),
                 error: error.to_string(),
-            });
+            };
+            if let Some(span) = self.span.take() {
+                span.fault(&fault.to_string());
+                span.end();
+            }
+            self.fault = Some(fault);
         }
     }
 
@@ -98,6 +115,8 @@ impl Target {
         if self.fault.is_some() || next <= self.checkpoint {
             return;
         }
+        // Closed once the batch is written (or failed to be).
+        let span = self.span.take();
         let mut batch = ModelBatch::default();
         let written = match self.changes.take() {
             None => Ok(()),
@@ -119,11 +138,18 @@ impl Target {
         match written {
             Ok(()) => self.checkpoint = next,
             Err(error) => {
-                self.fault = Some(Fault {
+                let fault = Fault {
                     position: Position(self.checkpoint),
                     error: format!("writing the batch failed: {error}"),
-                });
+                };
+                if let Some(span) = &span {
+                    span.fault(&fault.to_string());
+                }
+                self.fault = Some(fault);
             }
+        }
+        if let Some(span) = span {
+            span.end();
         }
     }
 }

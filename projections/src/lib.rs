@@ -16,6 +16,9 @@
 //! - A projection's change logic can be tested without a store: [`MemoryModel`] applies
 //!   events to tables in memory, as the runner would, and gives the rows back.
 //!
+//! - Each batch a projection applies runs in a `project <projection>` span that links to
+//!   the traces of its events (`trace`).
+//!
 //! Read models are derived data, never a source of truth: dropping them costs a rebuild.
 //!
 //! ```no_run
@@ -40,6 +43,7 @@ pub mod memory;
 pub mod offline;
 pub mod projection;
 pub mod runner;
+mod trace;
 
 pub use changes::{Changes, Value, read, scan};
 pub use error::{ApplyError, Error, Fault};

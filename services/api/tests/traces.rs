@@ -3,19 +3,27 @@
 //! (the request's span, the command's), the response carries the request span's
 //! `traceparent`, and the events it wrote store the trace context in their metadata;
 //! an order's saga steps and their commands go on in the same trace, and the saga's
-//! command events carry it.
+//! command events carry it. The outbox relay runs in-process against a real nats-server:
+//! its `publish` spans join the order's trace and the NATS messages of the order's events
+//! carry that trace in `traceparent` (naming the publish span). The read models run too:
+//! the `project orders` span of the batch that applied the order links to its trace.
 //!
-//! Subscribers are global per process: this test binary owns its set-up.
+//! Subscribers are global per process: this test binary owns its set-up, once
+//! ([`trace_to`]); a test fn that needs the spans asks it for the shared exporter.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use api::{ApiConfig, AppState};
+use async_nats::jetstream::consumer;
+use eventstore::Position;
+use futures_util::StreamExt;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use repositories::Repositories;
 use sagas::{Driver, DriverConfig, FulfilmentServices, ManualClock};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::layer::SubscriberExt;
 
 mod common;
@@ -23,15 +31,28 @@ mod common;
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_PARENT: &str = "00f067aa0ba902b7";
 
-/// Sets up the process's subscriber: every span to `exporter`, at once.
-fn trace_to(exporter: &InMemorySpanExporter) -> SdkTracerProvider {
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
-    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
-    let subscriber = tracing_subscriber::registry().with(layer);
-    tracing::subscriber::set_global_default(subscriber).unwrap();
-    provider
+/// The process's subscriber, set up once: every span to the exporter returned, at once.
+fn trace_to() -> InMemorySpanExporter {
+    static EXPORTER: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
+    let (exporter, _provider) = EXPORTER.get_or_init(|| {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        (exporter, provider)
+    });
+    exporter.clone()
+}
+
+/// The value of the span attribute `key`, if it has one.
+fn attribute(span: &SpanData, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.to_string())
 }
 
 fn names(spans: &[SpanData]) -> Vec<String> {
@@ -40,13 +61,26 @@ fn names(spans: &[SpanData]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_continues_the_clients_trace() {
-    let exporter = InMemorySpanExporter::default();
-    let _provider = trace_to(&exporter);
+    let exporter = trace_to();
 
     let dir = tempfile::tempdir().unwrap();
     let store = common::open_store(dir.path()).await;
     let repositories = Repositories::new(store.clone());
-    let state = AppState::sharing(store.clone(), repositories.clone(), ApiConfig::default());
+    let (read_side, runner) =
+        read_models::ReadSide::start(&store, projections::RunnerConfig::default()).unwrap();
+    let runner_stop = CancellationToken::new();
+    let runner = tokio::spawn(runner.run(runner_stop.clone()));
+    let nats = test_support::NatsServer::start();
+    let relay_config = outbox::RelayConfig {
+        stream: "ANNALS_TRACES".into(),
+        ..outbox::RelayConfig::new(nats.url())
+    };
+    let relay = outbox::Relay::new(store.clone(), relay_config.clone()).unwrap();
+    let mut relay_status = relay.status();
+    let relay_stop = CancellationToken::new();
+    let relay = tokio::spawn(relay.run(relay_stop.clone()));
+    let state = AppState::sharing(store.clone(), repositories.clone(), ApiConfig::default())
+        .with_projections(read_side.clone());
     let services = FulfilmentServices::new(repositories, Duration::from_secs(30));
     let driver = Driver::start(
         store.clone(),
@@ -167,8 +201,52 @@ async fn a_command_continues_the_clients_trace() {
         assert!(carried.contains(order_trace), "{event}");
     }
 
+    // The relay publishes every event and the read models apply them all.
+    let head = store.next_position();
+    let published = tokio::time::timeout(
+        Duration::from_secs(20),
+        relay_status.wait_for(|status| status.checkpoint >= head),
+    );
+    published.await.expect("the relay catches up").unwrap();
+    let last = Position(head.0 - 1);
+    read_side
+        .wait_for(last, Duration::from_secs(20))
+        .await
+        .unwrap();
+    // The NATS messages of the order's events carry its trace, naming a publish span;
+    // `Annals-Traceparent` keeps what the event stores.
+    let order_stream = format!("order-{order}");
+    let mut order_messages = Vec::new();
+    let jetstream = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let copy = jetstream.get_stream(&relay_config.stream).await.unwrap();
+    let mut messages = copy
+        .create_consumer(consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap();
+    for _ in 0..head.0 {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("a message")
+            .unwrap()
+            .unwrap();
+        let event = outbox::message::decode(message.headers.as_ref(), &message.payload).unwrap();
+        if event.stream_id.as_str() == order_stream {
+            let headers = message.headers.as_ref().unwrap();
+            let header = |name: &str| headers.get(name).map(|value| value.to_string());
+            order_messages.push((header("traceparent"), header("Annals-Traceparent"), event));
+        }
+    }
+    assert!(!order_messages.is_empty());
+
     serving.drain().await;
     driver.stop().await;
+    relay_stop.cancel();
+    relay.await.unwrap().unwrap();
+    runner_stop.cancel();
+    runner.await.unwrap();
     store.close().await;
 
     let spans = exporter.get_finished_spans().unwrap();
@@ -217,4 +295,45 @@ async fn a_command_continues_the_clients_trace() {
             "no {name} in {order_spans:?}"
         );
     }
+    // The relay's publish of each of the order's events: a producer span in the order's
+    // trace, child of the span the event stores, named by the message's `traceparent`.
+    for (traceparent, stored, event) in &order_messages {
+        let traceparent = traceparent.as_deref().unwrap_or_default();
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{traceparent}");
+        assert_eq!(parts[1], order_trace, "{traceparent}");
+        assert_eq!(stored, &event.metadata.traceparent);
+        let publish = spans
+            .iter()
+            .find(|span| span.span_context.span_id().to_string() == parts[2])
+            .unwrap_or_else(|| panic!("no span {traceparent} in {:?}", names(&spans)));
+        assert!(publish.name.starts_with("publish "), "{}", publish.name);
+        assert_eq!(publish.span_kind, opentelemetry::trace::SpanKind::Producer);
+        assert_eq!(publish.span_context.trace_id().to_string(), order_trace);
+        let parent = event.metadata.traceparent.as_deref().unwrap();
+        assert_eq!(
+            parent.split('-').nth(2),
+            Some(publish.parent_span_id.to_string().as_str())
+        );
+        let position = event.position.0.to_string();
+        assert_eq!(attribute(publish, "position"), Some(position));
+        assert_eq!(attribute(publish, "stream"), Some(order_stream.clone()));
+    }
+    // The order summaries applied the order in a batch whose span links to its trace.
+    let linked = spans.iter().any(|span| {
+        span.name == "project orders"
+            && span
+                .links
+                .iter()
+                .any(|link| link.span_context.trace_id().to_string() == order_trace)
+    });
+    let batches: Vec<_> = spans
+        .iter()
+        .filter(|span| span.name.starts_with("project "))
+        .map(|span| (span.name.to_string(), span.links.len()))
+        .collect();
+    assert!(
+        linked,
+        "no project orders span links the order: {batches:?}"
+    );
 }
