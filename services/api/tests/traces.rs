@@ -289,12 +289,33 @@ async fn a_command_continues_the_clients_trace() {
         "command order",
         "saga fulfilment step",
         "saga fulfilment command",
+        "append",
     ] {
         assert!(
             order_spans.iter().any(|span| span == name),
             "no {name} in {order_spans:?}"
         );
     }
+    // The order's append, below its command: what it wrote and where its time went.
+    let order_command = spans
+        .iter()
+        .find(|span| {
+            span.name == "command order" && span.span_context.trace_id().to_string() == order_trace
+        })
+        .unwrap();
+    let append = spans
+        .iter()
+        .find(|span| {
+            span.name == "append" && span.parent_span_id == order_command.span_context.span_id()
+        })
+        .unwrap_or_else(|| panic!("no append below the order's command in {order_spans:?}"));
+    assert_eq!(attribute(append, "events").as_deref(), Some("1"));
+    let bytes: u64 = attribute(append, "bytes").unwrap().parse().unwrap();
+    assert!(bytes > 0, "{bytes}");
+    let fsync: u64 = attribute(append, "fsync_us").unwrap().parse().unwrap();
+    assert!(fsync > 0, "{fsync}");
+    assert!(attribute(append, "queued_us").is_some());
+    assert_eq!(attribute(order_command, "retries").as_deref(), Some("0"));
     // The relay's publish of each of the order's events: a producer span in the order's
     // trace, child of the span the event stores, named by the message's `traceparent`.
     for (traceparent, stored, event) in &order_messages {
