@@ -81,8 +81,7 @@ impl EventStore {
     /// Called inside a span (a command's, a saga step's), it runs in an `append` span
     /// below it with the events, the bytes their records take, the time queued for the
     /// writer, the time of the `fdatasync` that made them durable (zero when nothing was
-    /// synced), the first position and whether it was a duplicate. Called outside any
-    /// span, it makes none.
+    /// synced), and `duplicate` when it was one. Called outside any span, it makes none.
     pub async fn append(
         &self,
         stream: &StreamId,
@@ -100,7 +99,6 @@ impl EventStore {
                 bytes = tracing::field::Empty,
                 queued_us = tracing::field::Empty,
                 fsync_us = tracing::field::Empty,
-                position = tracing::field::Empty,
                 duplicate = tracing::field::Empty,
             )
         };
@@ -131,9 +129,10 @@ impl EventStore {
                 "fsync_us",
                 timing.fsync.unwrap_or_default().as_micros() as u64,
             );
-            if let Ok(outcome) = &answer {
-                span.record("position", outcome.first_position.0);
-                span.record("duplicate", outcome.duplicate);
+            if let Ok(outcome) = &answer
+                && outcome.duplicate
+            {
+                span.record("duplicate", true);
             }
         }
         answer

@@ -127,7 +127,11 @@ pub fn init_server(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Re
     let registry = tracing_subscriber::registry()
         .with(filter("info"))
         .with(otel);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a terminal: the fields of every span are formatted as it is made
+    // and as fields are recorded, and escape codes would cost that work twice.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => registry
             .with(fmt.event_format(WithTraceIds(Format::<Full>::default())))

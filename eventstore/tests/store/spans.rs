@@ -125,8 +125,10 @@ async fn an_append_span_records_events_bytes_queueing_and_fsync() {
     let fields = &appends[0].fields;
     assert_eq!(appends[0].parent, Some(command.id), "in the caller's span");
     assert_eq!(fields["events"], "2");
-    assert_eq!(fields["position"], "0");
-    assert_eq!(fields["duplicate"], "false");
+    assert!(
+        !fields.contains_key("duplicate"),
+        "recorded for a duplicate only"
+    );
     let bytes: u64 = fields["bytes"].parse().unwrap();
     assert!(bytes > 2 * 32, "two records with their headers: {bytes}");
     let fsync: u64 = fields["fsync_us"].parse().unwrap();
@@ -139,13 +141,14 @@ async fn an_append_span_records_events_bytes_queueing_and_fsync() {
     assert_eq!(fields["fsync_us"], "0", "and syncs nothing");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One thread, so that the subscriber set for it sees every task; the tasks still race,
+// interleaving while their appends wait for the writer thread.
+#[tokio::test(flavor = "current_thread")]
 async fn a_command_span_counts_its_conflict_retries() {
     const TASKS: u64 = 16;
     let spans = Spans::default();
     let subscriber = tracing_subscriber::registry().with(spans.clone());
-    let _guard = tracing::dispatcher::set_default(&subscriber.into());
-    let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    let _guard = tracing::subscriber::set_default(subscriber);
     let dir = TempDir::new().unwrap();
     let store = open(dir.path(), StoreConfig::default());
     // Racing commands on one stream, each through a repository of its own (so with a
@@ -155,9 +158,7 @@ async fn a_command_span_counts_its_conflict_retries() {
         for by in 1..=TASKS {
             let counters =
                 Repository::<Counter>::new(store.clone()).with_conflict_retries(TASKS as u32);
-            let dispatch = dispatch.clone();
             tasks.push(tokio::spawn(async move {
-                let _guard = tracing::dispatcher::set_default(&dispatch);
                 let span = tracing::info_span!("command", retries = 0u32);
                 let id = format!("hot-{round}");
                 tracing::Instrument::instrument(
