@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use futures_util::StreamExt;
-use opentelemetry::trace::{SpanKind, TracerProvider as _};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use opentelemetry::trace::SpanKind;
 use outbox::RestoreOptions;
-use tracing_subscriber::layer::SubscriberExt;
+use test_support::traces::MemoryTraces;
 
 #[allow(dead_code, unused_imports)]
 #[path = "relay/common.rs"]
@@ -27,12 +26,8 @@ use common::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_traced_relay_names_its_publish_spans_and_the_copy_stays_exact() {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(exporter.clone())
-        .build();
-    let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer)).unwrap();
+    let traces = MemoryTraces::new();
+    traces.install_globally();
 
     let server = NatsServer::start();
     let url = server.url();
@@ -44,7 +39,7 @@ async fn a_traced_relay_names_its_publish_spans_and_the_copy_stays_exact() {
     relay.stop().await;
     let log = whole_log(&original);
     assert!(log.iter().all(|event| event.metadata.traceparent.is_some()));
-    let spans = exporter.get_finished_spans().unwrap();
+    let spans = traces.spans();
 
     // Every message: `traceparent` names its publish span, a child of the stored context.
     let jetstream = jetstream::new(async_nats::connect(&url).await.unwrap());

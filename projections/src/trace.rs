@@ -99,9 +99,7 @@ impl BatchSpan {
 mod tests {
     use super::*;
     use eventstore::{EventId, Metadata, Position, RecordedEvent, StreamId, Version};
-    use opentelemetry::trace::TracerProvider as _;
-    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-    use tracing_subscriber::layer::SubscriberExt;
+    use test_support::traces::MemoryTraces;
 
     fn recorded(position: u64, traceparent: Option<String>) -> RecordedEvent {
         RecordedEvent {
@@ -136,23 +134,18 @@ mod tests {
 
     #[test]
     fn a_batch_links_to_its_events_traces_up_to_the_cap() {
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
-        let subscriber = tracing_subscriber::registry().with(layer);
+        let traces = MemoryTraces::new();
         let events: Vec<RecordedEvent> = (10..50)
             .map(|position| recorded(position, traceparent_of(position)))
             .collect();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::dispatcher::with_default(&traces.dispatch, || {
             let mut batch = BatchSpan::begin("orders");
             for event in &events {
                 batch.event(&event.to_stored());
             }
             batch.end();
         });
-        let spans = exporter.get_finished_spans().unwrap();
+        let spans = traces.spans();
         let [span] = &spans[..] else {
             panic!("one span: {spans:?}")
         };

@@ -5,7 +5,8 @@
 //! ([`SPAWNING`]), and two real servers that clean up on `Drop`: [`NatsServer`] and
 //! [`AnnalsServer`] (the `annals` binary found, and built when needed, by
 //! [`annals_binary`]), either of them over TLS with certificates made at run time
-//! ([`tls::TestPki`]).
+//! ([`tls::TestPki`]); and spans kept in memory for the trace tests
+//! ([`traces::MemoryTraces`]).
 //!
 //! A dev-dependency only: no crate's library or binary links it.
 
@@ -13,6 +14,7 @@ mod annals;
 mod nats;
 mod random;
 pub mod tls;
+pub mod traces;
 
 use std::future::Future;
 use std::io;

@@ -87,9 +87,7 @@ pub fn link(span: &tracing::Span, traceparent: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::TracerProvider as _;
-    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-    use tracing_subscriber::layer::SubscriberExt;
+    use test_support::traces::MemoryTraces;
 
     const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -121,13 +119,8 @@ mod tests {
 
     #[test]
     fn spans_follow_and_link_to_stored_traces() {
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
-        let subscriber = tracing_subscriber::registry().with(layer);
-        tracing::subscriber::with_default(subscriber, || {
+        let traces = MemoryTraces::new();
+        tracing::dispatcher::with_default(&traces.dispatch, || {
             assert_eq!(current(), None, "no span, no context");
             let child = tracing::info_span!("child");
             follow(&child, Some(TRACEPARENT));
@@ -141,7 +134,7 @@ mod tests {
             link(&batch, None);
             drop(batch);
         });
-        let spans = exporter.get_finished_spans().unwrap();
+        let spans = traces.spans();
         let child = spans.iter().find(|span| span.name == "child").unwrap();
         assert_eq!(child.parent_span_id.to_string(), "00f067aa0ba902b7");
         let batch = spans.iter().find(|span| span.name == "batch").unwrap();

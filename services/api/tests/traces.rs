@@ -9,7 +9,7 @@
 //! the `project orders` span of the batch that applied the order links to its trace.
 //!
 //! Subscribers are global per process: this test binary owns its set-up, once
-//! ([`trace_to`]); a test fn that needs the spans asks it for the shared exporter.
+//! ([`trace_to`]); a test fn that needs the spans asks it for the shared `MemoryTraces`.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -18,33 +18,26 @@ use api::{ApiConfig, AppState};
 use async_nats::jetstream::consumer;
 use eventstore::Position;
 use futures_util::StreamExt;
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry_sdk::trace::SpanData;
 use repositories::Repositories;
 use sagas::{Driver, DriverConfig, FulfilmentServices, ManualClock};
 use serde_json::{Value, json};
+use test_support::traces::MemoryTraces;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::layer::SubscriberExt;
 
 mod common;
 
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_PARENT: &str = "00f067aa0ba902b7";
 
-/// The process's subscriber, set up once: every span to the exporter returned, at once.
-fn trace_to() -> InMemorySpanExporter {
-    static EXPORTER: OnceLock<(InMemorySpanExporter, SdkTracerProvider)> = OnceLock::new();
-    let (exporter, _provider) = EXPORTER.get_or_init(|| {
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
-        let subscriber = tracing_subscriber::registry().with(layer);
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        (exporter, provider)
-    });
-    exporter.clone()
+/// The process's subscriber, set up once: every span to memory, at once.
+fn trace_to() -> &'static MemoryTraces {
+    static TRACES: OnceLock<MemoryTraces> = OnceLock::new();
+    TRACES.get_or_init(|| {
+        let traces = MemoryTraces::new();
+        traces.install_globally();
+        traces
+    })
 }
 
 /// The value of the span attribute `key`, if it has one.
@@ -61,7 +54,7 @@ fn names(spans: &[SpanData]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_continues_the_clients_trace() {
-    let exporter = trace_to();
+    let traces = trace_to();
 
     let dir = tempfile::tempdir().unwrap();
     let store = common::open_store(dir.path()).await;
@@ -249,7 +242,7 @@ async fn a_command_continues_the_clients_trace() {
     runner.await.unwrap();
     store.close().await;
 
-    let spans = exporter.get_finished_spans().unwrap();
+    let spans = traces.spans();
     let in_trace: Vec<&SpanData> = spans
         .iter()
         .filter(|span| span.span_context.trace_id().to_string() == CLIENT_TRACE)
