@@ -20,19 +20,25 @@ use test_support::{AnnalsServer, annals_binary, free_port, run_annals};
 
 /// The server's file-size limit in `ulimit -f` blocks (dash, `/bin/sh` on Debian, counts
 /// 512 bytes: 1 MiB; bash counts 1,024 bytes). The index and the server's other files stay
-/// far below it; the log crosses it after some twenty commands.
+/// far below it; the log crosses it after six commands.
 const LIMIT_BLOCKS: u64 = 2048;
 /// The length of each sku's name: what makes the log grow. The read model of stock
 /// levels keeps the name too, but sled keeps values this large in blob files of their
-/// own, so its main file stays below the limit while the log segment crosses it (with
-/// 24 KiB names the index's file crossed first; the `.seg` check below catches that).
-const NAME_BYTES: usize = 56 * 1024;
-/// Large, unpreallocated segments: the limit is crossed inside the first one.
-const STORE_ARGS: [&str; 4] = [
+/// own, so its main file stays below the limit while the log segment crosses it. The
+/// fewer commands it takes, the fewer of sled's own small writes come before it: with
+/// 24 KiB names the index's file crossed first, and with 56 KiB now and then too (its
+/// file grows by whole segments); at 160 KiB the log crosses after six commands. The
+/// `.seg` check below catches the other order.
+const NAME_BYTES: usize = 160 * 1024;
+/// Large, unpreallocated segments: the limit is crossed inside the first one; bodies
+/// large enough for the names.
+const STORE_ARGS: [&str; 6] = [
     "--segment-bytes",
     "268435456",
     "--no-preallocate",
     "--no-saga",
+    "--max-body-bytes",
+    "524288",
 ];
 /// `annals serve`'s exit code after a writer failure (README, docs/OPERATIONS.md).
 const STORE_FAILED_EXIT: i32 = 75;
