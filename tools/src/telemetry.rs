@@ -12,8 +12,11 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT`) the spans are exported over OTLP/HTTP protobuf to
 //! `<endpoint>/v1/traces` by a batch processor on a thread of its own (the blocking HTTP
 //! client: no runtime needed there), under the service name `OTEL_SERVICE_NAME` (default
-//! `annals`); without one nothing is exported, and a span costs its ids and a few small
-//! allocations. [`Telemetry`] flushes the batch when dropped.
+//! `annals`). [`Telemetry`] flushes the batch when dropped.
+//!
+//! Without an endpoint nothing is exported and a span costs its ids and a few small
+//! allocations. The subscriber's level hint is the level `RUST_LOG` lets through, so the
+//! `log` records of the dependencies below it are refused before they reach it.
 
 use std::fmt;
 
@@ -23,6 +26,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::Deserialize;
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterFn, LevelFilter, filter_fn};
 use tracing_subscriber::fmt::format::{Format, Full, JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Layer as _, SubscriberExt};
@@ -114,9 +118,26 @@ pub fn init_server(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Re
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
     let provider = provider(otlp_endpoint, &service_name)?;
-    let tracer = provider.tracer("annals");
+    // Colours only for a terminal: the fields of every span are formatted as it is made
+    // and as fields are recorded, and escape codes would cost that work twice.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    server_dispatch(format, &provider, ansi, std::io::stderr).init();
+    Ok(Telemetry { provider })
+}
+
+/// The subscriber of a server whose spans `provider` traces, writing `format` lines to
+/// `writer`.
+fn server_dispatch<W>(
+    format: LogFormat,
+    provider: &SdkTracerProvider,
+    ansi: bool,
+    writer: W,
+) -> tracing::Dispatch
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let otel = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
+        .with_tracer(provider.tracer("annals"))
         .with_tracked_inactivity(false)
         .with_threads(false)
         .with_location(false)
@@ -124,21 +145,21 @@ pub fn init_server(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Re
         // the tracing span tree), so entering a span, at every poll of an instrumented
         // future, need not attach one.
         .with_context_activation(false);
+    let filter = filter("info");
+    let most_verbose = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
     let registry = tracing_subscriber::registry()
-        .with(filter("info"))
-        .with(otel);
-    // Colours only for a terminal: the fields of every span are formatted as it is made
-    // and as fields are recorded, and escape codes would cost that work twice.
+        .with(filter)
+        .with(otel.with_filter(traced(most_verbose)));
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_writer(writer)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => registry
             .with(
                 fmt.event_format(WithTraceIds(Format::<Full>::default()))
-                    .with_filter(log_line_spans()),
+                    .with_filter(log_line_spans(most_verbose)),
             )
-            .init(),
+            .into(),
         LogFormat::Json => registry
             .with(
                 fmt.fmt_fields(JsonFields::new())
@@ -149,22 +170,45 @@ pub fn init_server(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Re
                             .with_current_span(true)
                             .with_span_list(true),
                     ))
-                    .with_filter(log_line_spans()),
+                    .with_filter(log_line_spans(most_verbose)),
             )
-            .init(),
+            .into(),
     }
-    Ok(Telemetry { provider })
 }
 
-/// Which spans the log lines name: every event, and every span but the many small ones
-/// of the write path (`command`, `append`, `saga command`), which are in the traces but
-/// whose fields the log would format for every one of them (a fifth of `bench http`).
-/// A line logged inside one names the span around it (the request, the saga step) and
-/// that span's `span_id`; its `trace_id` is the same.
-fn log_line_spans() -> tracing_subscriber::filter::FilterFn {
-    tracing_subscriber::filter::filter_fn(|metadata| {
-        !metadata.is_span() || !matches!(metadata.name(), "command" | "append" | "saga command")
-    })
+/// The spans of the write path, dozens for every order: a command, an append, a saga's
+/// command, a published event, a read model's applied batch. They are in the traces;
+/// the log lines never name them.
+pub const WORK_SPANS: [&str; 5] = [
+    "command",
+    "append",
+    "saga command",
+    "relay publish",
+    "project",
+];
+
+fn is_work_span(metadata: &tracing::Metadata<'_>) -> bool {
+    metadata.is_span() && WORK_SPANS.contains(&metadata.name())
+}
+
+/// Which spans the log lines name: every span but the [`WORK_SPANS`], whose fields the
+/// log would format for every one of them (a fifth of `bench http`). A line logged inside
+/// one names the span around it (the request, the saga step) and that span's `span_id`;
+/// its `trace_id` is the same. Callsites are decided once (a `FilterFn` caches them).
+///
+/// `most_verbose` is the level `RUST_LOG` (or the default) lets through, told to the
+/// subscriber as its hint: without one, every `log` record of the dependencies (sled
+/// writes debug and trace records on its hot path) would be offered to the subscriber
+/// and refused one by one.
+fn log_line_spans(most_verbose: LevelFilter) -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    filter_fn(move |metadata| metadata.level() <= &most_verbose && !is_work_span(metadata))
+        .with_max_level_hint(most_verbose)
+}
+
+/// Which spans and events the OpenTelemetry layer sees: all that `most_verbose` lets
+/// through, said as a hint for the reason given at [`log_line_spans`].
+fn traced(most_verbose: LevelFilter) -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    filter_fn(move |metadata| metadata.level() <= &most_verbose).with_max_level_hint(most_verbose)
 }
 
 /// A line format that adds the current span's `trace_id` and `span_id` to the lines of
@@ -301,6 +345,67 @@ mod tests {
         assert!(body.contains("wire-test-span"), "{body:?}");
         assert!(body.contains("annals-wire-test"), "{body:?}");
         provider.shutdown().unwrap();
+    }
+
+    /// Log lines written to memory.
+    #[derive(Clone, Default)]
+    struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Lines {
+        /// The JSON lines written so far.
+        fn json(&self) -> Vec<serde_json::Value> {
+            String::from_utf8(self.0.lock().unwrap().clone())
+                .unwrap()
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect()
+        }
+    }
+
+    /// A request's span with a command's span inside, under the server's subscriber:
+    /// the request's and the command's stored `traceparent`, and the line logged inside
+    /// the command.
+    fn a_command() -> (String, String, serde_json::Value) {
+        let provider = provider(None, "annals").unwrap();
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let dispatch = server_dispatch(LogFormat::Json, &provider, false, move || writer.clone());
+        let (request, stored) = tracing::dispatcher::with_default(&dispatch, || {
+            let request = tracing::info_span!("http.request");
+            let _entered = request.enter();
+            let command = tracing::info_span!("command", aggregate = "order");
+            let stored = command.in_scope(|| {
+                tracing::info!("inside the command");
+                trace_context::current().unwrap()
+            });
+            (trace_context::current().unwrap(), stored)
+        });
+        let line = lines.json().pop().unwrap();
+        (request, stored, line)
+    }
+
+    #[test]
+    fn the_work_spans_are_traced_and_the_log_lines_do_not_name_them() {
+        let (request, stored, line) = a_command();
+        assert_ne!(
+            stored, request,
+            "the events store the command's own context"
+        );
+        let trace = |traceparent: &str| traceparent.split('-').nth(1).unwrap().to_owned();
+        assert_eq!(trace(&stored), trace(&request), "one trace");
+        assert_eq!(line["span"]["name"], "http.request", "{line}");
+        assert_eq!(line["message"], "inside the command", "{line}");
     }
 
     #[test]
