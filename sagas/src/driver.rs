@@ -227,11 +227,12 @@ impl<S: Saga, D: Dispatcher<S>> DriverWorker<S, D> {
 
     /// Runs the driver from its saved checkpoint until `stop` is cancelled (then
     /// instances stop where they are and the checkpoint is saved: `Ok`), the store
-    /// closes (`Ok`), the log cannot be read, or an instance panics.
+    /// closes (`Ok`), the log cannot be read, or an instance panics. The future borrows
+    /// nothing: a supervisor's factory may return it.
     pub fn run(
         &self,
         stop: CancellationToken,
-    ) -> impl Future<Output = Result<(), DriverError>> + Send + 'static {
+    ) -> impl Future<Output = Result<(), DriverError>> + Send + use<S, D> {
         let worker = self.clone();
         async move {
             let checkpoint = worker
