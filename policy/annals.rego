@@ -39,7 +39,7 @@ operator_actions := {
 	"streams.read", "streams.list", "events.read", "log.read", "log.follow",
 	"sagas.read", "outbox.read", "operations.slo", "projections.read", "projections.rebuild",
 	"reports.sales", "inventory.read", "inventory.list", "orders.read",
-	"operations.metrics",
+	"operations.metrics", "operations.workers",
 }
 
 allow if input.action in public_actions

@@ -51,13 +51,14 @@ clerk_denied := [
 	"payments.open", "payments.deposit", "payments.read", "orders.place", "orders.cancel",
 	"orders.read", "orders.list", "sagas.read", "streams.read", "streams.list", "events.read",
 	"log.read", "log.follow", "projections.read", "projections.rebuild", "outbox.read",
-	"operations.slo", "operations.metrics",
+	"operations.slo", "operations.metrics", "operations.workers",
 ]
 
 operator_allowed := [
 	"streams.read", "streams.list", "events.read", "log.read", "log.follow", "sagas.read",
 	"outbox.read", "projections.read", "projections.rebuild", "reports.sales",
 	"inventory.read", "inventory.list", "orders.read", "operations.slo", "operations.metrics",
+	"operations.workers",
 ]
 
 operator_denied := [
@@ -68,7 +69,7 @@ operator_denied := [
 customer_denied := [
 	"inventory.register", "inventory.restock", "reports.sales", "streams.read", "streams.list",
 	"events.read", "log.read", "log.follow", "projections.read", "projections.rebuild",
-	"outbox.read", "operations.slo", "operations.metrics",
+	"outbox.read", "operations.slo", "operations.metrics", "operations.workers",
 ]
 
 every_private_action := array.concat(clerk_allowed, clerk_denied)

@@ -50,8 +50,10 @@ use crate::nats::{self, CopyEnd};
 use crate::status::{RelayState, RelayStatus, StatusHandle};
 
 /// The outbox relay. Build it with [`Relay::new`], hand out [`Relay::status`] handles,
-/// then [`Relay::run`] it until shutdown.
-#[derive(Debug)]
+/// then [`Relay::run`] it until shutdown. A clone shares the status: a server's
+/// supervisor runs a clone again after a failure, and it resumes from the checkpoint
+/// saved in the store.
+#[derive(Debug, Clone)]
 pub struct Relay {
     store: EventStore,
     config: RelayConfig,
@@ -135,6 +137,11 @@ impl Relay {
     /// (they are retried; see [`Error`]); it returns an error only if the store fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let config = &self.config;
+        // Read again: a relay run again after a failure resumes where the last run saved.
+        let checkpoint = self
+            .store
+            .load_checkpoint(&config.checkpoint_name)?
+            .unwrap_or(self.checkpoint);
         let mut worker = Worker {
             store: &self.store,
             config,
@@ -146,9 +153,9 @@ impl Relay {
                 config.backoff_max,
             ),
             client: None,
-            acked: self.checkpoint,
+            acked: checkpoint,
             acked_hash: None,
-            saved: self.checkpoint,
+            saved: checkpoint,
             last_save: Instant::now(),
         };
         let result = worker.run(&shutdown).await;

@@ -18,6 +18,21 @@
 //! running). On start the driver reads the log again from there; instances that
 //! finished meanwhile load, see they are done, and stop at once.
 //!
+//! A panicked instance does not wait for the next start of the process: the follower
+//! sees it, stops every other instance where it is, saves the low-water mark (which has
+//! not passed the panicked instance's first event) and ends with
+//! [`DriverError::InstancePanicked`]. Whoever runs the driver starts it again
+//! ([`DriverWorker::run`] under the server's supervisor, or the loop of
+//! [`Driver::start`]): it reads the log again from the checkpoint and every unfinished
+//! instance resumes from its stream, as after a crash. A command task that panics
+//! panics its instance, so it is handled the same way. This was chosen over restarting
+//! the one instance inside the driver because it needs no second recovery path: the
+//! inputs routed to the instance but not yet recorded are routed again from the log
+//! (restarting only the instance would lose them), commands are deduplicated by their
+//! deterministic ids, and an instance that panics every time makes the whole driver
+//! fail often enough for the supervisor to mark it failed and `/readyz` to name it,
+//! instead of retrying it forever out of sight.
+//!
 //! Metrics: the status counts the running instances by phase ([`DriverStatus::phases`],
 //! read when `/metrics` is scraped), and every instance that finishes in this process
 //! records its duration, from its first record to its end, in the histogram
@@ -116,6 +131,135 @@ impl std::fmt::Debug for OnFinished {
     }
 }
 
+/// Why a run of the driver ended early.
+#[derive(Debug)]
+pub enum DriverError {
+    /// The log could not be read (the store failed).
+    Log(Error),
+    /// An instance (or one of its commands) panicked; every instance was stopped and the
+    /// checkpoint saved, so a new run resumes them all.
+    InstancePanicked {
+        /// The instance.
+        instance: String,
+        /// The panic's message.
+        message: String,
+    },
+}
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DriverError::Log(error) => write!(f, "the saga driver cannot read the log: {error}"),
+            DriverError::InstancePanicked { instance, message } => {
+                write!(f, "saga instance {instance} panicked: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DriverError {}
+
+/// The driver of saga `S`, ready to be run, and run again after a failure: each
+/// [`DriverWorker::run`] reads its checkpoint from the store and resumes the unfinished
+/// instances. The status it reports lives across runs. Cheap to clone.
+pub struct DriverWorker<S: Saga, D> {
+    store: EventStore,
+    dispatcher: Arc<D>,
+    clock: Arc<dyn Clock>,
+    config: DriverConfig,
+    status: watch::Sender<DriverStatus>,
+    _saga: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S: Saga, D> Clone for DriverWorker<S, D> {
+    fn clone(&self) -> Self {
+        DriverWorker {
+            store: self.store.clone(),
+            dispatcher: self.dispatcher.clone(),
+            clock: self.clock.clone(),
+            config: self.config.clone(),
+            status: self.status.clone(),
+            _saga: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<S: Saga, D> std::fmt::Debug for DriverWorker<S, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverWorker")
+            .field("saga", &S::NAME)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Saga, D: Dispatcher<S>> DriverWorker<S, D> {
+    /// The driver of saga `S` over `store` (reads its checkpoint for the first status).
+    pub fn new(
+        store: EventStore,
+        dispatcher: Arc<D>,
+        clock: Arc<dyn Clock>,
+        config: DriverConfig,
+    ) -> Result<Self, Error> {
+        let checkpoint = store
+            .load_checkpoint(&checkpoint_name::<S>())?
+            .unwrap_or(Position(0));
+        let (status, _) = watch::channel(DriverStatus {
+            saga: S::NAME,
+            phases: S::PHASES.iter().map(|phase| (*phase, 0)).collect(),
+            read_to: checkpoint,
+            checkpoint,
+            ..DriverStatus::default()
+        });
+        Ok(DriverWorker {
+            store,
+            dispatcher,
+            clock,
+            config,
+            status,
+            _saga: std::marker::PhantomData,
+        })
+    }
+
+    /// A receiver of the driver's status, to watch it change.
+    pub fn watch(&self) -> watch::Receiver<DriverStatus> {
+        self.status.subscribe()
+    }
+
+    /// Runs the driver from its saved checkpoint until `stop` is cancelled (then
+    /// instances stop where they are and the checkpoint is saved: `Ok`), the store
+    /// closes (`Ok`), the log cannot be read, or an instance panics. The future borrows
+    /// nothing: a supervisor's factory may return it.
+    pub fn run(
+        &self,
+        stop: CancellationToken,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send + use<S, D> {
+        let worker = self.clone();
+        async move {
+            let checkpoint = worker
+                .store
+                .load_checkpoint(&checkpoint_name::<S>())
+                .map_err(DriverError::Log)?
+                .unwrap_or(Position(0));
+            worker.status.send_modify(|s| {
+                s.read_to = checkpoint;
+                s.checkpoint = checkpoint;
+                s.active = 0;
+            });
+            let shared = Arc::new(Shared {
+                store: worker.store,
+                dispatcher: worker.dispatcher,
+                clock: worker.clock,
+                config: worker.config,
+                status: worker.status,
+                // Of its own, so that a failed run stops its instances and no more.
+                shutdown: stop.child_token(),
+                _saga: std::marker::PhantomData,
+            });
+            follow(shared, checkpoint).await
+        }
+    }
+}
+
 /// A running driver.
 #[derive(Debug)]
 pub struct Driver {
@@ -125,34 +269,20 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// Starts the driver of saga `S` over `store`.
+    /// Starts the driver of saga `S` over `store`, in a task of its own that runs it
+    /// again after an instance panicked (after a short pause: [`DriverConfig::retry_after`],
+    /// doubling, up to a second). A server runs [`DriverWorker::run`] under its
+    /// supervisor instead.
     pub fn start<S: Saga, D: Dispatcher<S>>(
         store: EventStore,
         dispatcher: Arc<D>,
         clock: Arc<dyn Clock>,
         config: DriverConfig,
     ) -> Result<Driver, Error> {
-        let checkpoint = store
-            .load_checkpoint(&checkpoint_name::<S>())?
-            .unwrap_or(Position(0));
-        let (status_tx, status) = watch::channel(DriverStatus {
-            saga: S::NAME,
-            phases: S::PHASES.iter().map(|phase| (*phase, 0)).collect(),
-            read_to: checkpoint,
-            checkpoint,
-            ..DriverStatus::default()
-        });
+        let worker = DriverWorker::<S, D>::new(store, dispatcher, clock, config)?;
+        let status = worker.watch();
         let shutdown = CancellationToken::new();
-        let shared = Arc::new(Shared {
-            store,
-            dispatcher,
-            clock,
-            config,
-            status: status_tx,
-            shutdown: shutdown.clone(),
-            _saga: std::marker::PhantomData,
-        });
-        let task = tokio::spawn(follow(shared, checkpoint));
+        let task = tokio::spawn(keep(worker, shutdown.clone()));
         Ok(Driver {
             status,
             shutdown,
@@ -175,6 +305,33 @@ impl Driver {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
+    }
+}
+
+/// Runs `worker` until `stop`, again after each instance panic.
+async fn keep<S: Saga, D: Dispatcher<S>>(worker: DriverWorker<S, D>, stop: CancellationToken) {
+    let mut attempt = 0u32;
+    loop {
+        let error = match worker.run(stop.clone()).await {
+            Ok(()) => return,
+            // As before the supervisor: a log that cannot be read stops the driver.
+            Err(DriverError::Log(_)) => return,
+            Err(error) => error,
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        let wait = worker
+            .config
+            .retry_after
+            .saturating_mul(1 << attempt.min(10))
+            .min(Duration::from_secs(1));
+        tracing::error!(%error, saga = S::NAME, restart_in = ?wait, "the saga driver failed; it runs again from its checkpoint");
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        attempt += 1;
     }
 }
 
@@ -208,13 +365,19 @@ struct Running<I> {
     generation: u64,
 }
 
-async fn follow<S: Saga, D: Dispatcher<S>>(shared: Arc<Shared<S, D>>, from: Position) {
+async fn follow<S: Saga, D: Dispatcher<S>>(
+    shared: Arc<Shared<S, D>>,
+    from: Position,
+) -> Result<(), DriverError> {
     let mut subscription = shared.store.subscribe(from);
     let mut running: HashMap<String, Running<S::Input>> = HashMap::new();
     let mut low_water: BTreeMap<Position, usize> = BTreeMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, u64)>();
     let mut generation = 0;
     let mut instances = JoinSet::new();
+    // The instance each task runs, to name one that panicked.
+    let mut tasks: HashMap<tokio::task::Id, String> = HashMap::new();
+    let mut failure = None;
     let mut read_to = from;
     let mut saved = from;
     let mut tick = tokio::time::interval(shared.config.checkpoint_every);
@@ -239,6 +402,7 @@ async fn follow<S: Saga, D: Dispatcher<S>>(shared: Arc<Shared<S, D>>, from: Posi
                     Some(Err(error)) => {
                         tracing::error!(%error, saga = S::NAME, "the saga driver cannot read the log; it stops");
                         shared.status.send_modify(|s| s.last_error = Some(error.to_string()));
+                        failure = Some(DriverError::Log(error));
                         break;
                     }
                     None => break,
@@ -263,7 +427,8 @@ async fn follow<S: Saga, D: Dispatcher<S>>(shared: Arc<Shared<S, D>>, from: Posi
                     }
                     *low_water.entry(event.position).or_default() += 1;
                     let done = (done_tx.clone(), generation);
-                    instances.spawn(run_instance(shared.clone(), id, receiver, done));
+                    let task = instances.spawn(run_instance(shared.clone(), id.clone(), receiver, done));
+                    tasks.insert(task.id(), id);
                     shared.status.send_modify(|s| s.active = running.len());
                 }
             }
@@ -280,11 +445,28 @@ async fn follow<S: Saga, D: Dispatcher<S>>(shared: Arc<Shared<S, D>>, from: Posi
                     s.checkpoint = saved;
                 });
             }
-            Some(finished) = instances.join_next() => {
-                if let Err(error) = finished
-                    && error.is_panic()
-                {
-                    tracing::error!(%error, saga = S::NAME, "a saga instance panicked; it resumes at the next start");
+            Some(finished) = instances.join_next_with_id() => {
+                let error = match finished {
+                    Ok((task, ())) => {
+                        tasks.remove(&task);
+                        continue;
+                    }
+                    Err(error) => error,
+                };
+                let instance = tasks.remove(&error.id()).unwrap_or_default();
+                if error.is_panic() {
+                    let message = panic_message(error.into_panic());
+                    tracing::error!(
+                        %instance,
+                        %message,
+                        saga = S::NAME,
+                        "a saga instance panicked; the driver stops its instances and runs again from its checkpoint"
+                    );
+                    shared.status.send_modify(|s| {
+                        s.last_error = Some(format!("instance {instance} panicked: {message}"));
+                    });
+                    failure = Some(DriverError::InstancePanicked { instance, message });
+                    break;
                 }
             }
         }
@@ -294,6 +476,22 @@ async fn follow<S: Saga, D: Dispatcher<S>>(shared: Arc<Shared<S, D>>, from: Posi
     let mark = low_water.keys().next().copied().unwrap_or(read_to);
     if let Err(error) = shared.store.save_checkpoint(&checkpoint_name::<S>(), mark) {
         tracing::warn!(%error, "saving the saga checkpoint failed");
+    }
+    shared.status.send_modify(|s| {
+        s.checkpoint = mark;
+        s.active = 0;
+    });
+    failure.map_or(Ok(()), Err)
+}
+
+/// The message of a panic, if it carries one.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(message) = payload.downcast_ref::<&'static str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a panic without a message".to_owned()
     }
 }
 
@@ -382,6 +580,16 @@ async fn run_instance<S: Saga, D: Dispatcher<S>>(
     while !instance.is_done() {
         let (input, cause) = tokio::select! {
             () = shared.shutdown.cancelled() => return,
+            Some(joined) = work.join_next() => {
+                // A command task that panicked panics its instance: the driver runs
+                // again and the command is issued again (same id, no second effect).
+                if let Err(error) = joined
+                    && error.is_panic()
+                {
+                    std::panic::resume_unwind(error.into_panic());
+                }
+                continue;
+            }
             Some(input) = answers.recv() => (input, None),
             input = inputs.recv() => match input {
                 Some((input, cause, trace)) => {

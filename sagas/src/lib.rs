@@ -37,7 +37,9 @@ pub mod trace;
 pub mod view;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use driver::{Dispatcher, Driver, DriverConfig, DriverStatus, OnFinished};
+pub use driver::{
+    Dispatcher, Driver, DriverConfig, DriverError, DriverStatus, DriverWorker, OnFinished,
+};
 pub use fulfilment::Fulfilment;
 pub use saga::{Deadline, Instance, Issued, Saga, Step};
 pub use services::{Faults, FulfilmentServices};

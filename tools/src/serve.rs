@@ -23,6 +23,14 @@
 //! `sagas` crate). `--saga-timeout` sets its deadline. It stops after the HTTP server
 //! has drained; an order in flight goes on at the next start.
 //!
+//! The background workers (the relay, the projections runner, the saga driver and the
+//! read-model freshness sampler) run under a [`supervisor::Supervisor`]: one that
+//! panics or fails is restarted with backoff, one that fails more than
+//! `--worker-max-restarts` times within `--worker-restart-window` is marked failed and
+//! `/readyz` names it; `GET /api/v1/workers` lists them (docs/OPERATIONS.md, "Workers and
+//! restarts"). The projections runner cannot be made again in the same process (its
+//! handle is the read side's), so it is never restarted: a failure marks it failed.
+//!
 //! If the store's writer fails (a write or an `fdatasync` of the log fails: a disk error,
 //! a full disk), the server stops taking commands at once (503 `store-failed`),
 //! `/readyz` and `/healthz` answer 503 naming the failure, reads go on, and after
@@ -56,7 +64,8 @@ Settings: a flag wins over its ANNALS_* environment variable, which wins over th
 max_body_bytes, shutdown_timeout_secs, nats_url, saga_timeout_secs, tls_cert, tls_key,
 nats_tls_ca, nats_tls_cert, nats_tls_key, log_format, otlp_endpoint, metrics (true or
 false), auth_jwt_secret_file, auth_jwks_file, auth_jwks_url, auth_issuer, auth_audience,
-policy_file, rate_limit, insecure_no_auth, and the tables [rate_limit_roles] and [[slo]]
+policy_file, rate_limit, insecure_no_auth, worker_max_restarts,
+worker_restart_window_secs, and the tables [rate_limit_roles] and [[slo]]
 (the service level objectives, see docs/OPERATIONS.md).
 
 Without authentication the server listens on loopback only; a non-loopback --listen
@@ -105,6 +114,18 @@ pub struct ServeArgs {
     #[arg(long, env = "ANNALS_FAULT_CHARGE_DELAY_PERCENT", value_name = "PERCENT", hide = true,
         value_parser = clap::value_parser!(u8).range(0..=100))]
     fault_charge_delay_percent: Option<u8>,
+    /// A background worker (relay, projections, saga driver) that fails more than this
+    /// many times within --worker-restart-window is marked failed and not restarted
+    /// [default: 5].
+    #[arg(long, env = "ANNALS_WORKER_MAX_RESTARTS", value_name = "N")]
+    worker_max_restarts: Option<u32>,
+    /// The window --worker-max-restarts counts failures in, in seconds [default: 60].
+    #[arg(
+        long,
+        env = "ANNALS_WORKER_RESTART_WINDOW_SECS",
+        value_name = "SECONDS"
+    )]
+    worker_restart_window: Option<u64>,
     /// Tests: the size at which a segment of the log is closed, in bytes [default: 64
     /// MiB].
     #[arg(long, value_name = "BYTES", hide = true)]
@@ -169,6 +190,8 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     otlp_endpoint: Option<String>,
     metrics: Option<bool>,
+    worker_max_restarts: Option<u32>,
+    worker_restart_window_secs: Option<u64>,
 }
 
 /// The settings in force.
@@ -208,6 +231,8 @@ pub struct Settings {
     pub otlp_endpoint: Option<String>,
     /// Whether metrics are recorded and served at `/metrics`.
     pub metrics: bool,
+    /// How the background workers are restarted.
+    pub workers: supervisor::SupervisorConfig,
 }
 
 impl ServeArgs {
@@ -274,6 +299,20 @@ impl ServeArgs {
                 .or(file.otlp_endpoint)
                 .filter(|url| !url.is_empty()),
             metrics: !self.no_metrics && file.metrics.unwrap_or(true),
+            workers: {
+                let defaults = supervisor::SupervisorConfig::default();
+                supervisor::SupervisorConfig {
+                    max_restarts: self
+                        .worker_max_restarts
+                        .or(file.worker_max_restarts)
+                        .unwrap_or(defaults.max_restarts),
+                    window: self
+                        .worker_restart_window
+                        .or(file.worker_restart_window_secs)
+                        .map_or(defaults.window, Duration::from_secs),
+                    ..defaults
+                }
+            },
         })
     }
 }
@@ -349,8 +388,8 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         .context("opening the store panicked")?
         .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
 
-    // The read models follow the log in a task of their own; they stop before the store
-    // closes.
+    // The read models follow the log in a worker of their own; they stop before the
+    // store closes.
     let (projections, runner) =
         match read_models::ReadSide::start(&store, projections::RunnerConfig::default()) {
             Ok(started) => started,
@@ -359,7 +398,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
                 return Err(error).context("cannot start the read models");
             }
         };
-    // The outbox relay, if configured, publishes in a task of its own; it stops after
+    // The outbox relay, if configured, publishes in a worker of its own; it stops after
     // the HTTP server has drained and before the store closes.
     let relay = match start_relay(&settings, &store) {
         Ok(relay) => relay,
@@ -379,7 +418,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let mut state = AppState::sharing(store.clone(), repositories.clone(), config)
         .with_projections(projections);
     if let Some(relay) = &relay {
-        state = state.with_relay(relay.status.clone());
+        state = state.with_relay(relay.status());
     }
     if let Some(gate) = gate {
         state = state.with_security(gate);
@@ -392,7 +431,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let services = sagas::FulfilmentServices::new(repositories, settings.saga_timeout)
         .with_faults(settings.faults.clone());
     let driver = if settings.saga {
-        let started = sagas::Driver::start(
+        let started = sagas::DriverWorker::<sagas::Fulfilment, _>::new(
             store.clone(),
             std::sync::Arc::new(services),
             std::sync::Arc::new(sagas::SystemClock),
@@ -419,15 +458,40 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     if let Some(driver) = &driver {
         state = state.with_saga(driver.watch());
     }
-    let runner_stop = shutdown.child_token();
-    let runner = tokio::spawn(runner.run(runner_stop.clone()));
-    // Read-model freshness, sampled once a second while the read models run.
-    tokio::spawn(api::slo::sample_freshness(
-        state.clone(),
-        slos,
-        Duration::from_secs(1),
-        runner_stop.clone(),
-    ));
+    let mut workers = supervisor::Supervisor::new(settings.workers.clone());
+    state = state.with_workers(workers.workers());
+    // The runner is made once with the read side the API holds: it runs once, and a
+    // failure marks it failed (the supervisor's `Restart::Never`).
+    let mut runner = Some(runner);
+    workers.spawn_with("projections", supervisor::Restart::Never, move |stop| {
+        let runner = runner.take();
+        async move {
+            let Some(runner) = runner else {
+                return Err("the projection runner cannot be started again in this process");
+            };
+            runner.run(stop).await;
+            Ok(())
+        }
+    });
+    // Read-model freshness, sampled once a second while the server runs.
+    let sampled = state.clone();
+    workers.spawn("slo-sampler", move |stop| {
+        let sampling =
+            api::slo::sample_freshness(sampled.clone(), slos.clone(), Duration::from_secs(1), stop);
+        async move {
+            sampling.await;
+            Ok::<(), std::convert::Infallible>(())
+        }
+    });
+    let mut workers_timeout = Duration::from_secs(10);
+    if let Some(relay) = relay {
+        workers_timeout = workers_timeout.max(relay.stop_timeout);
+        workers.spawn("relay", move |stop| relay.relay.clone().run(stop));
+    }
+    if let Some(driver) = driver {
+        let name = format!("saga:{}", <sagas::Fulfilment as sagas::Saga>::NAME);
+        workers.spawn(name, move |stop| driver.run(stop));
+    }
     let watch = tokio::spawn(stop_on_failure(
         store.clone(),
         settings.data_dir.clone(),
@@ -435,17 +499,13 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     ));
     let result = serve_state(&settings, tls, state, shutdown).await;
     watch.abort();
-    if let Some(driver) = driver {
-        driver.stop().await;
-        tracing::info!("fulfilment saga stopped");
-    }
-    runner_stop.cancel();
-    if let Err(error) = runner.await {
-        tracing::error!(%error, "the projection runner panicked");
-    }
-    tracing::info!("projections stopped");
-    if let Some(relay) = relay {
-        relay.stop().await;
+    // Every worker stops (the saga's instances where they are, the relay after the
+    // acknowledgements due, each saving its checkpoint) before the store closes.
+    let late = workers.shutdown(workers_timeout).await;
+    if late.is_empty() {
+        tracing::info!("workers stopped");
+    } else {
+        tracing::warn!(workers = ?late, timeout = ?workers_timeout, "workers did not stop in time; closing the store anyway");
     }
     store.close().await;
     tracing::info!("store closed");
@@ -488,35 +548,23 @@ async fn stop_on_failure(store: EventStore, data_dir: PathBuf, shutdown: Cancell
     shutdown.cancel();
 }
 
-/// The outbox relay running inside the server.
-struct RunningRelay {
-    status: StatusHandle,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), outbox::Error>>,
+/// The outbox relay the server runs (under its supervisor).
+struct ServerRelay {
+    relay: Relay,
     /// How long the relay may take to stop: its own grace for pending acknowledgements,
     /// plus a margin.
     stop_timeout: Duration,
 }
 
-impl RunningRelay {
-    /// Stops the relay (it waits for the acknowledgements already due and saves its
-    /// checkpoint) and waits for it, within `stop_timeout`.
-    async fn stop(self) {
-        self.stop.cancel();
-        match tokio::time::timeout(self.stop_timeout, self.task).await {
-            Ok(Ok(Ok(()))) => tracing::info!("outbox relay stopped"),
-            Ok(Ok(Err(error))) => tracing::error!(%error, "the outbox relay failed"),
-            Ok(Err(error)) => tracing::error!(%error, "the outbox relay task panicked"),
-            Err(_) => tracing::warn!(
-                timeout = ?self.stop_timeout,
-                "the outbox relay did not stop in time; closing the store anyway"
-            ),
-        }
+impl ServerRelay {
+    /// A handle on the relay's status, kept across its runs.
+    fn status(&self) -> StatusHandle {
+        self.relay.status()
     }
 }
 
-/// Starts the outbox relay on `store` if `settings` name a NATS URL; says so if not.
-fn start_relay(settings: &Settings, store: &EventStore) -> anyhow::Result<Option<RunningRelay>> {
+/// Prepares the outbox relay on `store` if `settings` name a NATS URL; says so if not.
+fn start_relay(settings: &Settings, store: &EventStore) -> anyhow::Result<Option<ServerRelay>> {
     let Some(url) = &settings.nats_url else {
         tracing::info!("outbox relay off (no --nats-url or ANNALS_NATS_URL)");
         return Ok(None);
@@ -528,26 +576,13 @@ fn start_relay(settings: &Settings, store: &EventStore) -> anyhow::Result<Option
     let stop_timeout = config.shutdown_grace + Duration::from_secs(5);
     let stream = config.stream.clone();
     let relay = Relay::new(store.clone(), config).context("cannot start the outbox relay")?;
-    let status = relay.status();
-    let stop = CancellationToken::new();
-    let running = relay.run(stop.clone());
-    let task = tokio::spawn(async move {
-        let result = running.await;
-        if let Err(error) = &result {
-            // Only a store failure ends the relay early; NATS failures are retried.
-            tracing::error!(%error, "the outbox relay stopped");
-        }
-        result
-    });
     tracing::info!(
         nats_url = %outbox::config::redact(url),
         %stream,
         "outbox relay on"
     );
-    Ok(Some(RunningRelay {
-        status,
-        stop,
-        task,
+    Ok(Some(ServerRelay {
+        relay,
         stop_timeout,
     }))
 }

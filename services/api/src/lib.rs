@@ -26,6 +26,10 @@
 //! reports it and `/readyz` says whether it is healthy or degraded; a degraded relay
 //! (NATS away) never makes the server unready.
 //!
+//! When the server runs its background workers under a supervisor
+//! ([`AppState::with_workers`]), `GET /api/v1/workers` lists them, `/readyz` answers 503
+//! naming every worker marked failed, and `/metrics` counts their restarts.
+//!
 //! `GET /metrics` answers the Prometheus text format ([`metrics`]): every request is
 //! counted and timed by its route template, and the gauges are read at scrape time from
 //! the store, the read models, the relay and the saga driver ([`AppState::with_saga`]).
@@ -58,7 +62,7 @@ pub mod slo;
 pub mod telemetry;
 
 pub use problem::{ApiError, Problem};
-pub use routes::operations::{OutboxHealth, OutboxStatus, RelayReport};
+pub use routes::operations::{OutboxHealth, OutboxStatus, RelayReport, WorkerReport};
 
 /// The limits of the API. Every limit is here, with the reason it exists.
 #[derive(Debug, Clone)]
@@ -112,6 +116,9 @@ pub struct AppState {
     saga: Option<tokio::sync::watch::Receiver<sagas::DriverStatus>>,
     /// More families for every scrape of `/metrics` ([`AppState::with_scrape_hook`]).
     scrape_hook: Option<metrics::ScrapeHook>,
+    /// The statuses of the server's supervised workers, if any
+    /// ([`AppState::with_workers`]).
+    workers: Option<supervisor::Workers>,
 }
 
 #[derive(Debug)]
@@ -158,6 +165,7 @@ impl AppState {
             ),
             saga: None,
             scrape_hook: None,
+            workers: None,
         }
     }
 
@@ -202,6 +210,19 @@ impl AppState {
     pub fn with_saga(mut self, saga: tokio::sync::watch::Receiver<sagas::DriverStatus>) -> Self {
         self.saga = Some(saga);
         self
+    }
+
+    /// The same state, reporting the supervised workers behind `workers` at
+    /// `GET /api/v1/workers`, in `/readyz` (503 naming every failed one) and in
+    /// `/metrics`. The workers run elsewhere (under the server's supervisor).
+    pub fn with_workers(mut self, workers: supervisor::Workers) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// The statuses of the server's supervised workers, if any.
+    pub fn workers(&self) -> Option<&supervisor::Workers> {
+        self.workers.as_ref()
     }
 
     /// The same state, with `hook` adding families to every scrape of `/metrics` (values
@@ -325,6 +346,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(operations::healthz))
         .routes(routes!(operations::readyz))
         .routes(routes!(operations::outbox_status))
+        .routes(routes!(operations::list_workers))
         .routes(routes!(slo::slo_report))
         .routes(routes!(operations::openapi_json))
         .routes(routes!(operations::metrics))
@@ -350,7 +372,7 @@ fn document() -> utoipa::openapi::OpenApi {
             (name = "orders", description = "Orders (stream order-<uuid>)"),
             (name = "log", description = "Streams and the whole log, paged or live"),
             (name = "read models", description = "Projections: queries (read-your-writes with min_position), status and rebuilds"),
-            (name = "operations", description = "Health, readiness, metrics, the outbox relay and this document"),
+            (name = "operations", description = "Health, readiness, metrics, the outbox relay, the background workers and this document"),
         )
     )]
     struct Document;

@@ -11,7 +11,8 @@
 //!   ([`install`] sets them), so they are real Prometheus histograms, not summaries.
 //! - **Gauges** are read when scraped, from the status each part already keeps
 //!   ([`gauges`]): the store's positions, the read models' status, the relay's status,
-//!   the saga driver's status, and the process itself (`process_*`, from `/proc`).
+//!   the saga driver's status, the supervised workers (`annals_worker_restarts_total`,
+//!   `annals_worker_state`), and the process itself (`process_*`, from `/proc`).
 //!   Nothing records them on a hot path, and they belong to this app's [`AppState`], so
 //!   two apps in one process each report their own.
 //!

@@ -1398,6 +1398,7 @@ mod openapi {
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/api/v1/outbox"),
+        ("get", "/api/v1/workers"),
         ("get", "/api/v1/slo"),
         ("get", "/api/v1/openapi.json"),
         ("get", "/metrics"),

@@ -77,6 +77,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("operations.ready", "AAAAAA"),
     ("operations.openapi", "AAAAAA"),
     ("operations.metrics", "UDDDAA"),
+    ("operations.workers", "UDDDAA"),
 ];
 
 struct Secured {

@@ -88,6 +88,7 @@ pub const ACTIONS: &[&str] = &[
     "operations.ready",
     "operations.openapi",
     "operations.metrics",
+    "operations.workers",
 ];
 
 /// The actions anyone may take, with or without a principal (health, readiness, the API

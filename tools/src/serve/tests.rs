@@ -277,3 +277,37 @@ fn unknown_keys_in_the_file_are_refused() {
     let error = settings(&["--config", file.to_str().unwrap()]).unwrap_err();
     assert!(format!("{error:#}").contains("listen_on"), "{error:#}");
 }
+
+#[test]
+fn the_worker_restart_budget_comes_from_the_flags_or_the_file() {
+    let defaults = settings(&[]).unwrap();
+    assert_eq!(defaults.workers, supervisor::SupervisorConfig::default());
+    assert_eq!(defaults.workers.max_restarts, 5);
+    assert_eq!(defaults.workers.window, Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("annals.toml");
+    std::fs::write(
+        &file,
+        "worker_max_restarts = 3\nworker_restart_window_secs = 10\n",
+    )
+    .unwrap();
+    let config = file.to_str().unwrap();
+    if std::env::var_os("ANNALS_WORKER_MAX_RESTARTS").is_none()
+        && std::env::var_os("ANNALS_WORKER_RESTART_WINDOW_SECS").is_none()
+    {
+        let from_file = settings(&["--config", config]).unwrap();
+        assert_eq!(from_file.workers.max_restarts, 3);
+        assert_eq!(from_file.workers.window, Duration::from_secs(10));
+    }
+    let flagged = settings(&[
+        "--config",
+        config,
+        "--worker-max-restarts",
+        "7",
+        "--worker-restart-window",
+        "120",
+    ])
+    .unwrap();
+    assert_eq!(flagged.workers.max_restarts, 7);
+    assert_eq!(flagged.workers.window, Duration::from_secs(120));
+}

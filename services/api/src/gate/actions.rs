@@ -138,6 +138,7 @@ pub(crate) const ROUTES: &[RouteAction] = &[
     ),
     route(Method::GET, "/api/v1/outbox", "outbox.read"),
     route(Method::GET, "/api/v1/slo", "operations.slo"),
+    route(Method::GET, "/api/v1/workers", "operations.workers"),
     public("/healthz", "operations.health"),
     public("/readyz", "operations.ready"),
     public("/api/v1/openapi.json", "operations.openapi"),

@@ -1,7 +1,7 @@
 //! The families read at scrape time from the status each part of the server keeps: the
 //! store's positions, the read models' status, the outbox relay's status and the saga
-//! driver's status. A part this server does not run (no relay, no saga) writes no
-//! family.
+//! driver's status, and the supervised workers' statuses. A part this server does not
+//! run (no relay, no saga, no supervisor) writes no family.
 
 use outbox::BreakerState;
 use projections::State;
@@ -25,6 +25,41 @@ pub(super) fn write(state: &AppState, out: &mut Exposition) {
     read_models(state, out);
     relay(state, out);
     saga(state, out);
+    workers(state, out);
+}
+
+fn workers(state: &AppState, out: &mut Exposition) {
+    let Some(workers) = state.workers() else {
+        return;
+    };
+    let statuses = workers.statuses();
+    out.family(
+        "annals_worker_restarts_total",
+        Kind::Counter,
+        "Times the supervisor restarted the background worker since the server started.",
+    );
+    for status in &statuses {
+        out.sample(
+            "annals_worker_restarts_total",
+            &[("worker", &status.name)],
+            status.restarts as f64,
+        );
+    }
+    out.family(
+        "annals_worker_state",
+        Kind::Gauge,
+        "1 for the background worker's current state (starting, running, backoff, failed, stopped), 0 for the others.",
+    );
+    for status in &statuses {
+        for candidate in supervisor::WorkerState::ALL {
+            let value = if candidate == status.state { 1.0 } else { 0.0 };
+            out.sample(
+                "annals_worker_state",
+                &[("worker", &status.name), ("state", candidate.as_str())],
+                value,
+            );
+        }
+    }
 }
 
 fn store(state: &AppState, out: &mut Exposition) {

@@ -8,6 +8,11 @@
 //! The relay itself runs in the server (`annals serve --nats-url`); the API only reads
 //! the [`outbox::StatusHandle`] given to [`AppState::with_relay`], for
 //! `GET /api/v1/outbox` and for the `outbox` member of `/readyz`.
+//!
+//! The server's background workers run under its supervisor (`supervisor` crate); the
+//! API reads their statuses ([`AppState::with_workers`]) for `GET /api/v1/workers`, and
+//! `/readyz` answers 503 `not-ready` naming every worker marked failed (restarted too
+//! often, or not restartable).
 
 use std::sync::LazyLock;
 
@@ -75,8 +80,9 @@ fn store_failed_probe(reason: &str) -> ApiError {
     ))
 }
 
-/// The server can take traffic: not shutting down, the store's writer running, the
-/// index within the configured lag of the log. After a writer failure it answers 503
+/// The server can take traffic: not shutting down, the store's writer running, no
+/// background worker marked failed (the 503 names every failed one), the index within
+/// the configured lag of the log. After a writer failure it answers 503
 /// `store-failed`, naming the failure. The outbox relay, when the server runs one, is
 /// reported (`outbox`) but does not decide: a relay degraded because NATS is away still
 /// answers 200.
@@ -108,6 +114,15 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Readine
     }
     if !store.writer_alive() {
         return Err(not_ready("the event store's writer has stopped".into()));
+    }
+    if let Some(failed) = state.workers().map(supervisor::Workers::failed)
+        && !failed.is_empty()
+    {
+        return Err(not_ready(format!(
+            "background workers failed and are not restarted any more: {} \
+             (GET /api/v1/workers has their last errors)",
+            failed.join(", ")
+        )));
     }
     let next_position = store.next_position().0;
     let indexed_position = store.indexed_position().0;
@@ -323,4 +338,63 @@ pub(crate) async fn outbox_status(State(state): State<AppState>) -> Json<OutboxS
         health: Some(status.health().into()),
         relay: Some(status.into()),
     })
+}
+
+/// One background worker of the server, as `GET /api/v1/workers` reports it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WorkerReport {
+    /// The worker: `relay`, `projections`, `saga:fulfilment`, `slo-sampler`.
+    #[schema(example = "relay")]
+    pub name: String,
+    /// `starting`, `running`, `backoff` (failed, waiting to restart), `failed` (failed
+    /// too often, or not restartable: not restarted any more) or `stopped`.
+    #[schema(example = "running")]
+    pub state: &'static str,
+    /// How many times it was restarted since the server started.
+    pub restarts: u64,
+    /// Its last failure (an error, or `panicked: <message>`), kept after a restart.
+    pub last_error: Option<String>,
+    /// When it entered its state (RFC 3339).
+    pub since: DateTime<Utc>,
+}
+
+impl From<supervisor::WorkerStatus> for WorkerReport {
+    fn from(status: supervisor::WorkerStatus) -> Self {
+        WorkerReport {
+            name: status.name,
+            state: status.state.as_str(),
+            restarts: status.restarts,
+            last_error: status.last_error,
+            since: status.since.into(),
+        }
+    }
+}
+
+/// The answer of `GET /api/v1/workers`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkersReport {
+    /// Every background worker, in the order the server started them; empty when the
+    /// server runs none under a supervisor.
+    pub workers: Vec<WorkerReport>,
+}
+
+/// The server's background workers (the outbox relay, the projections runner, the saga
+/// driver, the freshness sampler): state, restarts, last error and since when.
+///
+/// Always 200. A worker that keeps failing is marked `failed` and `/readyz` names it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workers",
+    tag = "operations",
+    responses((status = 200, description = "Every background worker's status", body = WorkersReport))
+)]
+pub(crate) async fn list_workers(State(state): State<AppState>) -> Json<WorkersReport> {
+    let workers = state
+        .workers()
+        .map(supervisor::Workers::statuses)
+        .unwrap_or_default()
+        .into_iter()
+        .map(WorkerReport::from)
+        .collect();
+    Json(WorkersReport { workers })
 }
