@@ -107,7 +107,11 @@ fn state(status: &Status) -> String {
             "outdated: built by another version, rebuilt at the next start (code is v{})",
             status.version
         ),
-        State::Faulted { position, error } => format!("faulted at position {position}: {error}"),
+        State::Faulted { .. } => status
+            .state
+            .fault()
+            .map(|f| f.to_string())
+            .unwrap_or_default(),
         State::Stopped if status.active_version.is_none() => "never built".to_owned(),
         State::Stopped => "stopped".to_owned(),
     };

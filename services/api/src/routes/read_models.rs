@@ -109,7 +109,9 @@ impl ProjectionView {
             RunState::CatchingUp => ("catching_up", None, None),
             RunState::Live => ("live", None, None),
             RunState::Outdated => ("outdated", None, None),
-            RunState::Faulted { position, error } => ("faulted", Some(position.0), Some(error)),
+            RunState::Faulted {
+                position, error, ..
+            } => ("faulted", Some(position.0), Some(error)),
             RunState::Stopped => ("stopped", None, None),
         };
         ProjectionView {
