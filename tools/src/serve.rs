@@ -55,9 +55,10 @@ Settings: a flag wins over its ANNALS_* environment variable, which wins over th
 --config file, which wins over the default. The TOML file may set data_dir, listen,
 max_body_bytes, shutdown_timeout_secs, nats_url, saga_timeout_secs, tls_cert, tls_key,
 nats_tls_ca, nats_tls_cert, nats_tls_key, log_format, otlp_endpoint, metrics (true or
-false), auth_jwt_secret_file, auth_jwks_file, auth_jwks_url, auth_issuer, auth_audience,
-policy_file, rate_limit, insecure_no_auth, and the tables [rate_limit_roles] and [[slo]]
-(the service level objectives, see docs/OPERATIONS.md).
+false), poison_events (fault or park), projection_retries, auth_jwt_secret_file,
+auth_jwks_file, auth_jwks_url, auth_issuer, auth_audience, policy_file, rate_limit,
+insecure_no_auth, and the tables [rate_limit_roles] and [[slo]] (the service level
+objectives, see docs/OPERATIONS.md).
 
 Without authentication the server listens on loopback only; a non-loopback --listen
 needs --auth-jwt-secret-file, --auth-jwks-file or --auth-jwks-url (or --insecure-no-auth).
@@ -141,6 +142,15 @@ pub struct ServeArgs {
     /// TLS towards NATS for the outbox relay.
     #[command(flatten)]
     nats_tls: crate::tls::NatsTlsArgs,
+    /// What a read model does with an event it still cannot apply after its retries:
+    /// `fault` (stop there, naming it) or `park` (record it, go on; list and retry it
+    /// with `annals read-models parked|retry`) [default: fault].
+    #[arg(long, env = "ANNALS_POISON_EVENTS", value_name = "POLICY")]
+    poison_events: Option<projections::PoisonPolicy>,
+    /// How many times a read model applies an event that failed again before the
+    /// --poison-events policy decides [default: 3].
+    #[arg(long, env = "ANNALS_PROJECTION_RETRIES", value_name = "N")]
+    projection_retries: Option<u32>,
 }
 
 /// How long a server whose store's writer failed goes on answering (commands and the
@@ -169,6 +179,8 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     otlp_endpoint: Option<String>,
     metrics: Option<bool>,
+    poison_events: Option<projections::PoisonPolicy>,
+    projection_retries: Option<u32>,
 }
 
 /// The settings in force.
@@ -208,6 +220,8 @@ pub struct Settings {
     pub otlp_endpoint: Option<String>,
     /// Whether metrics are recorded and served at `/metrics`.
     pub metrics: bool,
+    /// The read models' runner: what it does with poison events (the rest default).
+    pub projections: projections::RunnerConfig,
 }
 
 impl ServeArgs {
@@ -274,6 +288,20 @@ impl ServeArgs {
                 .or(file.otlp_endpoint)
                 .filter(|url| !url.is_empty()),
             metrics: !self.no_metrics && file.metrics.unwrap_or(true),
+            projections: {
+                let defaults = projections::RunnerConfig::default();
+                projections::RunnerConfig {
+                    poison_policy: self
+                        .poison_events
+                        .or(file.poison_events)
+                        .unwrap_or(defaults.poison_policy),
+                    poison_retries: self
+                        .projection_retries
+                        .or(file.projection_retries)
+                        .unwrap_or(defaults.poison_retries),
+                    ..defaults
+                }
+            },
         })
     }
 }
@@ -352,7 +380,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     // The read models follow the log in a task of their own; they stop before the store
     // closes.
     let (projections, runner) =
-        match read_models::ReadSide::start(&store, projections::RunnerConfig::default()) {
+        match read_models::ReadSide::start(&store, settings.projections.clone()) {
             Ok(started) => started,
             Err(error) => {
                 store.close().await;
