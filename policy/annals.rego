@@ -38,6 +38,7 @@ clerk_actions := {
 operator_actions := {
 	"streams.read", "streams.list", "events.read", "log.read", "log.follow",
 	"sagas.read", "outbox.read", "operations.slo", "projections.read", "projections.rebuild",
+	"projections.retry",
 	"reports.sales", "inventory.read", "inventory.list", "orders.read",
 	"operations.metrics", "operations.workers",
 }

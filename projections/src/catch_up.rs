@@ -47,6 +47,11 @@ pub(crate) struct Target {
     /// Set when the projection failed on an event or its batch could not be written;
     /// the target then takes no more events.
     pub fault: Option<Fault>,
+    /// The poison event to park instead of applying it, when the runner's policy says so
+    /// (`crate::poison`).
+    pub park: Option<Fault>,
+    /// Events parked since the target was made.
+    pub parked: u64,
     changes: Option<Changes>,
     /// The span of the pending batch, from its first event until it is written.
     span: Option<BatchSpan>,
@@ -70,6 +75,8 @@ impl Target {
             model,
             checkpoint,
             fault: None,
+            park: None,
+            parked: 0,
             changes: None,
             span: None,
         }
@@ -80,8 +87,9 @@ impl Target {
         self.fault.is_none() && position >= self.checkpoint
     }
 
-    /// Applies one event to the pending batch; on an error the batch is discarded and
-    /// the target is faulted at this event.
+    /// Applies one event to the pending batch; on an error (or a panic of the
+    /// projection) the batch is discarded and the target is faulted at this event. The
+    /// event to park (`park`) is recorded as parked in the batch instead of applied.
     pub fn apply(&mut self, event: &StoredEvent<'_>) {
         let changes = self
             .changes
@@ -90,12 +98,20 @@ impl Target {
             .span
             .get_or_insert_with(|| BatchSpan::begin(self.projection.name()));
         span.event(event);
-        if let Err(error) = self.projection.apply(event, changes) {
+        let outcome = match self.park.take() {
+            Some(fault) if fault.position.0 == event.position => {
+                tracing::warn!(projection = %self.projection.name(), %fault, "parking a poison event");
+                self.parked += 1;
+                crate::poison::park(changes, &fault).map_err(|error| error.to_string())
+            }
+            park => {
+                self.park = park;
+                crate::poison::apply_caught(&*self.projection, event, changes)
+            }
+        };
+        if let Err(error) = outcome {
             self.changes = None;
-            let fault = Fault {
-                position: Position(event.position),
-                error: error.to_string(),
-            };
+            let fault = Fault::on_event(event, error);
             if let Some(span) = self.span.take() {
                 span.fault(&fault.to_string());
                 span.end();
@@ -138,10 +154,10 @@ impl Target {
         match written {
             Ok(()) => self.checkpoint = next,
             Err(error) => {
-                let fault = Fault {
-                    position: Position(self.checkpoint),
-                    error: format!("writing the batch failed: {error}"),
-                };
+                let fault = Fault::new(
+                    Position(self.checkpoint),
+                    format!("writing the batch failed: {error}"),
+                );
                 if let Some(span) = &span {
                     span.fault(&fault.to_string());
                 }

@@ -51,11 +51,51 @@ pub struct Fault {
     pub position: Position,
     /// Why, for the operator.
     pub error: String,
+    /// The stream of the event, when the projection failed on one (`None`: reading the
+    /// log or writing the model failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// The type of the event, when the projection failed on one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+}
+
+impl Fault {
+    /// A fault at `position` that no event caused (reading the log or writing the
+    /// model failed): retrying it is the operator's call, it is never parked.
+    pub fn new(position: Position, error: impl Into<String>) -> Self {
+        Fault {
+            position,
+            error: error.into(),
+            stream: None,
+            event_type: None,
+        }
+    }
+
+    /// The projection failed (an error or a panic) on `event`: a poison event, retried
+    /// and then faulted or parked by the runner's policy.
+    pub fn on_event(event: &eventstore::StoredEvent<'_>, error: impl Into<String>) -> Self {
+        Fault {
+            position: Position(event.position),
+            error: error.into(),
+            stream: Some(event.stream_id.to_owned()),
+            event_type: Some(event.event_type.to_owned()),
+        }
+    }
+
+    /// Whether an event caused it (see [`Fault::on_event`]).
+    pub fn is_poison(&self) -> bool {
+        self.stream.is_some()
+    }
 }
 
 impl std::fmt::Display for Fault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "faulted at position {}: {}", self.position, self.error)
+        write!(f, "faulted at position {}", self.position)?;
+        if let (Some(stream), Some(event_type)) = (&self.stream, &self.event_type) {
+            write!(f, " (a {event_type} event of stream {stream})")?;
+        }
+        write!(f, ": {}", self.error)
     }
 }
 

@@ -4,9 +4,12 @@
 //!   tables held in memory over its read model for the length of a batch.
 //! - The [`Runner`] catches each projection up from its checkpoint, then follows the log
 //!   live, writing each batch's changes and the new checkpoint in one atomic write: a
-//!   crash re-applies from the checkpoint and never doubles an effect. A projection that
-//!   fails on an event stops there, [`State::Faulted`], naming the position; nothing is
-//!   skipped; [`Handle::retry`] starts it again.
+//!   crash re-applies from the checkpoint and never doubles an effect.
+//! - Poison events ([`poison`]): a projection that fails on an event (an error or a
+//!   panic) applies it again a few times, then by [`PoisonPolicy`] stops there,
+//!   [`State::Faulted`], naming the event (nothing is skipped), or parks it durably and
+//!   goes on. [`Handle::parked`] lists parked events; [`Handle::retry`] applies them again
+//!   and starts a faulted projection again.
 //! - Rebuilds are blue-green: a new model builds beside the active one (which keeps
 //!   answering queries) and takes over atomically once caught up; the old one is dropped.
 //!   They start when the code's version differs from the active model's, on
@@ -41,6 +44,7 @@ pub mod changes;
 pub mod error;
 pub mod memory;
 pub mod offline;
+pub mod poison;
 pub mod projection;
 pub mod runner;
 mod trace;
@@ -48,6 +52,7 @@ mod trace;
 pub use changes::{Changes, Value, read, scan};
 pub use error::{ApplyError, Error, Fault};
 pub use memory::MemoryModel;
+pub use poison::{ParkedEvent, PoisonPolicy, Retried};
 pub use projection::Projection;
 pub use runner::{
     Handle, MAX_VERSION, Rebuild, RebuildStatus, Runner, RunnerConfig, State, Status,

@@ -35,23 +35,21 @@ pub fn statuses(
         let name = projection.name();
         let version = projection.version();
         let active = models.active_version(name)?;
-        let (checkpoint, state) = match active {
-            None => (Position(0), State::Stopped),
+        let (checkpoint, state, parked) = match active {
+            None => (Position(0), State::Stopped, 0),
             Some(active) => {
                 let model = models.model(name, active)?;
                 let checkpoint = model.checkpoint()?;
+                let parked = crate::poison::count(&model);
                 let state = if active / BUILDS != version {
                     State::Outdated
                 } else {
                     match probe(store, projection, model, checkpoint, probe_events)? {
-                        Some(fault) => State::Faulted {
-                            position: fault.position,
-                            error: fault.error,
-                        },
+                        Some(fault) => State::faulted(fault),
                         None => State::Stopped,
                     }
                 };
-                (checkpoint, state)
+                (checkpoint, state, parked)
             }
         };
         let rebuild = match stored.iter().find(|(n, v)| n == name && Some(*v) != active) {
@@ -68,6 +66,7 @@ pub fn statuses(
             checkpoint,
             state,
             rebuild,
+            parked,
         };
         statuses.push(progress.status(name, version, head));
     }
@@ -92,10 +91,7 @@ fn probe(
         }
         seen += 1;
         if let Err(error) = projection.apply(event, &mut changes) {
-            fault = Some(Fault {
-                position: Position(event.position),
-                error: error.to_string(),
-            });
+            fault = Some(Fault::on_event(event, error.to_string()));
         }
         Ok(())
     });

@@ -37,8 +37,16 @@ pub trait Projection: Send + Sync + 'static {
         1
     }
 
-    /// Applies one event to the batch's changes. An error stops the projection at this
-    /// event (faulted): the event is never skipped, and the rest of the batch's changes
-    /// for this projection are discarded, so the model stays at its last checkpoint.
+    /// What happens to an event this projection still cannot apply after the runner's
+    /// retries, when it differs from the runner's [`crate::RunnerConfig::poison_policy`]
+    /// (default: `None`, the runner's).
+    fn poison_policy(&self) -> Option<crate::poison::PoisonPolicy> {
+        None
+    }
+
+    /// Applies one event to the batch's changes. An error (or a panic) discards the rest
+    /// of the batch's changes for this projection, so the model stays at its last
+    /// checkpoint; the runner applies from there again a few times, then stops the
+    /// projection faulted at the event or parks the event (`crate::poison`).
     fn apply(&self, event: &StoredEvent<'_>, changes: &mut Changes) -> Result<(), ApplyError>;
 }

@@ -7,9 +7,14 @@
 //! - **live**: the runner follows the log with one [`Subscription`] and applies what
 //!   arrives in batches (all that is ready, up to `live_batch_events`), one atomic write
 //!   of changes and checkpoint per projection and batch;
-//! - **faulted**: `apply` failed on an event; the projection stops there, its model stays
-//!   at its last checkpoint, queries still answer from it, and [`Handle::retry`] starts
-//!   it again from that checkpoint;
+//! - **retrying**: `apply` failed (or panicked) on an event; after a pause (doubling each
+//!   time) the projection catches up from its checkpoint again, up to `poison_retries`
+//!   times; then under the park policy it catches up once more, parking the event
+//!   (`crate::poison`);
+//! - **faulted**: the event still failed under the fault policy (or reading the log or
+//!   writing the model failed); the projection stops there, its model stays at its last
+//!   checkpoint, queries still answer from it, and [`Handle::retry`] starts it again
+//!   from that checkpoint;
 //! - **outdated**: its active read model was built by another version of its code; it
 //!   keeps answering queries (without following the log) while the new version builds.
 //!
@@ -34,6 +39,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use eventstore::{EventStore, Model, Position, ReadModels, Subscription};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -42,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catch_up::{Limits, Target, Until, catch_up};
 use crate::error::{Error, Fault};
+use crate::poison::{PoisonPolicy, Retried};
 use crate::projection::Projection;
 
 mod handle;
@@ -77,7 +84,7 @@ pub(crate) fn next_build(active: Option<u32>, version: u32) -> u32 {
 
 /// The runner's limits. Every one bounds memory or latency; the defaults suit the
 /// reference domain on a small machine.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunnerConfig {
     /// Most events applied in one live batch. Live batches take whatever the
     /// subscription has ready, so under light load they are small and lag stays low;
@@ -99,6 +106,14 @@ pub struct RunnerConfig {
     pub catch_up_threads: usize,
     /// Requests (rebuild, retry) queued for the runner; callers wait beyond it.
     pub command_queue: usize,
+    /// How many times a projection applies an event that failed again (from its
+    /// checkpoint) before the poison policy decides (`crate::poison`).
+    pub poison_retries: u32,
+    /// The pause before the first of those retries; each next one waits twice as long.
+    pub poison_backoff: Duration,
+    /// What happens to an event that still fails after the retries: fault (the default)
+    /// or park. A projection may choose for itself ([`Projection::poison_policy`]).
+    pub poison_policy: PoisonPolicy,
 }
 
 impl Default for RunnerConfig {
@@ -110,6 +125,9 @@ impl Default for RunnerConfig {
             switch_lag: 20_000,
             catch_up_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             command_queue: 64,
+            poison_retries: 3,
+            poison_backoff: Duration::from_millis(50),
+            poison_policy: PoisonPolicy::Fault,
         }
     }
 }
@@ -130,6 +148,17 @@ enum Mode {
     CatchingUp,
     Outdated,
     Faulted,
+    /// Failed on an event; a catch-up from the checkpoint starts again after a pause.
+    Retrying,
+}
+
+/// How often one model failed on one event, and what to do about it next.
+#[derive(Debug, Default)]
+struct Poison {
+    /// The position it last failed on and how many times in a row.
+    failures: Option<(u64, u32)>,
+    /// The event to park on the next catch-up.
+    park: Option<Fault>,
 }
 
 /// A model being built beside the active one.
@@ -139,6 +168,7 @@ struct Build {
     checkpoint: u64,
     running: bool,
     fault: Option<Fault>,
+    poison: Poison,
 }
 
 struct Slot {
@@ -148,6 +178,7 @@ struct Slot {
     checkpoint: u64,
     mode: Mode,
     build: Option<Build>,
+    poison: Poison,
     /// Callers waiting for the build to take over.
     waiters: Vec<oneshot::Sender<Result<(), Error>>>,
 }
@@ -175,6 +206,8 @@ pub struct Runner {
     job_members: HashMap<tokio::task::Id, Vec<(usize, Role)>>,
     /// Old models being dropped after a switch; awaited at shutdown.
     cleanups: JoinSet<()>,
+    /// Catch-ups to start again after a poison event's pause.
+    delayed: JoinSet<(usize, Role)>,
     /// Set at shutdown: running jobs stop at their next check.
     stop: Arc<AtomicBool>,
     subscription: Option<Subscription>,
@@ -248,6 +281,7 @@ impl Runner {
                     checkpoint,
                     running: false,
                     fault: None,
+                    poison: Poison::default(),
                 };
                 (Mode::Outdated, Some(build))
             };
@@ -260,6 +294,7 @@ impl Runner {
                 }
             }
             let checkpoint = active.checkpoint()?.0;
+            let parked = crate::poison::count(&active);
             let progress = Progress {
                 active: Some(active_version),
                 checkpoint: Position(checkpoint),
@@ -269,6 +304,7 @@ impl Runner {
                     State::CatchingUp
                 },
                 rebuild: build.as_ref().map(rebuild_status),
+                parked,
             };
             shared_slots.push(SlotShared {
                 name,
@@ -282,6 +318,7 @@ impl Runner {
                 checkpoint,
                 mode,
                 build,
+                poison: Poison::default(),
                 waiters: Vec::new(),
             });
         }
@@ -305,6 +342,7 @@ impl Runner {
             jobs: JoinSet::new(),
             job_members: HashMap::new(),
             cleanups: JoinSet::new(),
+            delayed: JoinSet::new(),
             stop: Arc::new(AtomicBool::new(false)),
             subscription: None,
             position: 0,
@@ -334,7 +372,10 @@ impl Runner {
                 Some(joined) = self.jobs.join_next_with_id(), if !self.jobs.is_empty() => {
                     self.job_done(joined, &shutdown).await;
                 }
-                Some(command) = self.commands.recv() => self.command(command),
+                Some(Ok((index, role))) = self.delayed.join_next(), if !self.delayed.is_empty() => {
+                    self.relaunch(index, role);
+                }
+                Some(command) = self.commands.recv() => self.command(command).await,
                 next = next_event(&mut self.subscription) => match next {
                     Some(Ok(event)) => self.live(event).await,
                     Some(Err(error)) => self.subscription_failed(&error),
@@ -346,6 +387,7 @@ impl Runner {
             }
         }
         self.stop.store(true, Ordering::Relaxed);
+        self.delayed.abort_all();
         while self.jobs.join_next().await.is_some() {}
         while self.cleanups.join_next().await.is_some() {}
         for slot in &self.shared.slots {
@@ -365,11 +407,13 @@ impl Runner {
                 Role::Active => {
                     slot.mode = Mode::CatchingUp;
                     publish(&self.shared, index, |p| p.state = State::CatchingUp);
-                    Target::at(
+                    let mut target = Target::at(
                         slot.projection.clone(),
                         slot.active.clone(),
                         slot.checkpoint,
-                    )
+                    );
+                    target.park = slot.poison.park.take();
+                    target
                 }
                 Role::Build => {
                     let build = slot.build.as_mut().expect("a build to run");
@@ -377,11 +421,13 @@ impl Runner {
                     build.fault = None;
                     let status = rebuild_status(build);
                     publish(&self.shared, index, |p| p.rebuild = Some(status));
-                    Target::at(
+                    let mut target = Target::at(
                         slot.projection.clone(),
                         build.model.clone(),
                         build.checkpoint,
-                    )
+                    );
+                    target.park = build.poison.park.take();
+                    target
                 }
             });
         }
@@ -438,10 +484,10 @@ impl Runner {
                         };
                         let mut target = Target::at(slot.projection.clone(), model, checkpoint);
                         target.checkpoint = target.model.checkpoint().map_or(checkpoint, |c| c.0);
-                        target.fault = Some(Fault {
-                            position: Position(target.checkpoint),
-                            error: format!("the projection panicked: {error}"),
-                        });
+                        target.fault = Some(Fault::new(
+                            Position(target.checkpoint),
+                            format!("the projection panicked: {error}"),
+                        ));
                         target
                     })
                     .collect();
@@ -492,18 +538,35 @@ impl Runner {
         for (target, (index, role)) in targets.into_iter().zip(members) {
             match role {
                 Role::Active => self.settle_active(index, target),
-                Role::Build if target.fault.is_some() => self.settle_build(index, target),
+                Role::Build if target.fault.is_some() => {
+                    if let Some(build) = self.slots[index].build.as_mut() {
+                        build.checkpoint = target.checkpoint;
+                    }
+                    if !self.poisoned(index, Role::Build, target.fault.as_ref()) {
+                        self.settle_build(index, target);
+                    }
+                }
                 Role::Build => self.switch(index, target),
             }
         }
         self.ensure_subscription();
     }
 
-    /// Records where an active model's job or live batch left it.
+    /// Records where an active model's job or live batch left it: live, retrying or
+    /// parking a poison event (`crate::poison`), or faulted.
     fn settle_active(&mut self, index: usize, target: Target) {
         let slot = &mut self.slots[index];
         slot.checkpoint = target.checkpoint;
         let checkpoint = Position(target.checkpoint);
+        let parked = (target.parked > 0).then(|| crate::poison::count(&slot.active));
+        if let Some(parked) = parked {
+            publish(&self.shared, index, |p| p.parked = parked);
+        }
+        if self.poisoned(index, Role::Active, target.fault.as_ref()) {
+            publish(&self.shared, index, |p| p.checkpoint = checkpoint);
+            return;
+        }
+        let slot = &mut self.slots[index];
         match target.fault {
             Some(fault) => {
                 if slot.mode != Mode::Faulted {
@@ -512,14 +575,12 @@ impl Runner {
                 slot.mode = Mode::Faulted;
                 publish(&self.shared, index, |p| {
                     p.checkpoint = checkpoint;
-                    p.state = State::Faulted {
-                        position: fault.position,
-                        error: fault.error,
-                    };
+                    p.state = State::faulted(fault);
                 });
             }
             None => {
                 slot.mode = Mode::Live;
+                slot.poison.failures = None;
                 publish(&self.shared, index, |p| {
                     p.checkpoint = checkpoint;
                     p.state = State::Live;
@@ -528,36 +589,123 @@ impl Runner {
         }
     }
 
-    fn command(&mut self, command: Command) {
+    /// Decides what a model that failed on an event does next: applies the stretch from
+    /// its checkpoint again after a pause (up to `poison_retries` times), or, under the
+    /// park policy, once more parking the event. Returns whether it took charge (false:
+    /// no poison event, or the projection faults).
+    fn poisoned(&mut self, index: usize, role: Role, fault: Option<&Fault>) -> bool {
+        let Some(fault) = fault.filter(|f| f.is_poison()) else {
+            return false;
+        };
+        if self.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let (retries, backoff) = (self.config.poison_retries, self.config.poison_backoff);
+        let slot = &mut self.slots[index];
+        let policy = slot
+            .projection
+            .poison_policy()
+            .unwrap_or(self.config.poison_policy);
+        let name = slot.projection.name().to_owned();
+        let poison = match role {
+            Role::Active => &mut slot.poison,
+            Role::Build => match slot.build.as_mut() {
+                Some(build) => &mut build.poison,
+                None => return false,
+            },
+        };
+        let failures = match poison.failures {
+            Some((position, n)) if position == fault.position.0 => n + 1,
+            _ => 1,
+        };
+        poison.failures = Some((fault.position.0, failures));
+        if failures <= retries {
+            let pause = backoff.saturating_mul(1 << (failures - 1).min(16));
+            tracing::warn!(projection = %name, %fault, attempt = failures, ?pause, "a projection failed on an event; retrying");
+            self.delayed.spawn(async move {
+                tokio::time::sleep(pause).await;
+                (index, role)
+            });
+        } else if policy == PoisonPolicy::Park {
+            poison.failures = None;
+            poison.park = Some(fault.clone());
+            self.launch(vec![(index, role)]);
+            return true;
+        } else {
+            return false;
+        }
+        if role == Role::Active {
+            slot.mode = Mode::Retrying;
+            publish(&self.shared, index, |p| p.state = State::CatchingUp);
+        }
+        true
+    }
+
+    /// A poison event's pause is over: the model catches up again from its checkpoint,
+    /// unless something else (a retry request) already started it.
+    fn relaunch(&mut self, index: usize, role: Role) {
+        let slot = &self.slots[index];
+        let waiting = match role {
+            Role::Active => slot.mode == Mode::Retrying,
+            Role::Build => slot.build.as_ref().is_some_and(|b| b.running),
+        };
+        if waiting {
+            self.launch(vec![(index, role)]);
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
         match command {
             Command::Rebuild { slot, reply } => {
                 let _ = reply.send(self.start_rebuild(slot));
             }
-            Command::Retry { slot: index, reply } => {
-                let slot = &self.slots[index];
-                let mut members = Vec::new();
-                if slot.mode == Mode::Faulted {
-                    members.push((index, Role::Active));
-                }
-                if slot
-                    .build
-                    .as_ref()
-                    .is_some_and(|b| b.fault.is_some() && !b.running)
-                {
-                    members.push((index, Role::Build));
-                }
-                self.launch(members);
-                let _ = reply.send(Ok(()));
+            Command::Retry { slot, reply } => {
+                let _ = reply.send(self.retry(slot).await);
             }
         }
+    }
+
+    /// Retries a projection: its parked events first (only while no job writes its
+    /// model: live or faulted), then a faulted model (or faulted rebuild) starts again
+    /// from its checkpoint, with its retries counted afresh.
+    async fn retry(&mut self, index: usize) -> Result<Retried, Error> {
+        let slot = &mut self.slots[index];
+        let mut retried = Retried::default();
+        if matches!(slot.mode, Mode::Live | Mode::Faulted) {
+            let (store, projection) = (self.store.clone(), slot.projection.clone());
+            let model = slot.active.clone();
+            let (done, parked) = tokio::task::spawn_blocking(move || {
+                let done = crate::poison::retry_parked(&store, &*projection, &model);
+                (done, crate::poison::count(&model))
+            })
+            .await
+            .map_err(|_| Error::Stopped)?;
+            (retried.retried, retried.applied) = done?;
+            publish(&self.shared, index, |p| p.parked = parked);
+        }
+        let slot = &mut self.slots[index];
+        let mut members = Vec::new();
+        if matches!(slot.mode, Mode::Faulted | Mode::Retrying) {
+            slot.poison = Poison::default();
+            members.push((index, Role::Active));
+        }
+        if let Some(build) = slot
+            .build
+            .as_mut()
+            .filter(|b| b.fault.is_some() && !b.running)
+        {
+            build.poison = Poison::default();
+            members.push((index, Role::Build));
+        }
+        retried.resumed = !members.is_empty();
+        self.launch(members);
+        retried.parked = self.shared.slots[index].progress.borrow().parked;
+        Ok(retried)
     }
 }
 
 fn fault_unfaulted(targets: &mut [Target], error: &str) {
     for target in targets.iter_mut().filter(|t| t.fault.is_none()) {
-        target.fault = Some(Fault {
-            position: Position(target.checkpoint),
-            error: error.to_owned(),
-        });
+        target.fault = Some(Fault::new(Position(target.checkpoint), error));
     }
 }

@@ -9,6 +9,8 @@ mod tally;
 mod common;
 #[path = "projections/crash.rs"]
 mod crash;
+#[path = "projections/parking.rs"]
+mod parking;
 #[path = "projections/poison.rs"]
 mod poison;
 #[path = "projections/read_your_writes.rs"]

@@ -83,8 +83,9 @@ enum Command {
     Import(export::ImportArgs),
     /// Check every record of a data directory: checksums, positions, hash chain.
     Verify(verify::VerifyArgs),
-    /// The read models: list them (version, checkpoint, lag, state) or rebuild one.
-    #[command(subcommand)]
+    /// The read models: list them (version, checkpoint, lag, state) or rebuild one; list
+    /// a server's parked events or retry them (--server URL).
+    #[command(subcommand, visible_alias = "read-models")]
     Projections(read_model_commands::ProjectionsCommand),
     /// The outbox relay: its saved progress in a stopped data directory.
     #[command(subcommand)]

@@ -1,4 +1,7 @@
-//! `annals projections`: the read models of a stopped store: list them, rebuild them.
+//! `annals projections` (alias `annals read-models`): the read models of a stopped
+//! store (list them, rebuild them), and the poison events of a running server's read
+//! models (`parked` lists the events a read model parked, `retry` applies them again
+//! and resumes a faulted read model; both with `--server URL`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +12,7 @@ use anyhow::{Context, bail};
 use eventstore::EventStore;
 use read_models::{ACCOUNTS, INVENTORY, ORDERS, SALES};
 
+use crate::exit::Failure;
 use crate::progress;
 
 /// Events a `list` applies as a dry run after each checkpoint, to find a poison event.
@@ -21,6 +25,31 @@ pub enum ProjectionsCommand {
     /// Rebuild a read model (or `all`) from the log, blue-green: the new model builds
     /// beside the active one and replaces it once complete.
     Rebuild(RebuildArgs),
+    /// List the events a read model of a running server parked (poison events it could
+    /// not apply and went past, under `annals serve --poison-events park`).
+    #[command(after_help = "Example:
+  annals read-models parked orders --server http://127.0.0.1:8080")]
+    Parked(RemoteArgs),
+    /// Retry a read model of a running server: apply its parked events again (those that
+    /// succeed leave the list), and resume it from the event it failed on if faulted.
+    #[command(after_help = "Example:
+  annals read-models retry orders --server http://127.0.0.1:8080")]
+    Retry(RemoteArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RemoteArgs {
+    /// The read model, e.g. orders.
+    name: String,
+    /// The running server, e.g. http://127.0.0.1:8080 or https://annals.example:8443.
+    #[arg(long, env = "ANNALS_SERVER", value_name = "URL")]
+    server: String,
+    /// The token and CA the --server client uses.
+    #[command(flatten)]
+    client: crate::remote::ClientArgs,
+    /// Print the server's JSON answer instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +85,8 @@ pub fn run(command: ProjectionsCommand) -> anyhow::Result<()> {
         match command {
             ProjectionsCommand::List(args) => list(args).await,
             ProjectionsCommand::Rebuild(args) => rebuild(args).await,
+            ProjectionsCommand::Parked(args) => parked(args).await,
+            ProjectionsCommand::Retry(args) => retry(args).await,
         }
     })
 }
@@ -107,7 +138,11 @@ fn state(status: &Status) -> String {
             "outdated: built by another version, rebuilt at the next start (code is v{})",
             status.version
         ),
-        State::Faulted { position, error } => format!("faulted at position {position}: {error}"),
+        State::Faulted { .. } => status
+            .state
+            .fault()
+            .map(|f| f.to_string())
+            .unwrap_or_default(),
         State::Stopped if status.active_version.is_none() => "never built".to_owned(),
         State::Stopped => "stopped".to_owned(),
     };
@@ -166,4 +201,109 @@ pub fn rebuild_with_progress(
         bar.set_position(done)
     })
     .context("rebuild failed")
+}
+
+/// How long connecting to the server, and its answer, may take.
+const SERVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `GET` (or `POST`) `/api/v1/projections/{name}/{action}` on the `--server`, as JSON;
+/// a refusal or an error status is a [`Failure`] (404: no such read model, exit 7; the
+/// rest exit 8).
+async fn remote(args: &RemoteArgs, post: bool, action: &str) -> anyhow::Result<serde_json::Value> {
+    let mut url = reqwest::Url::parse(&args.server)
+        .ok()
+        .filter(|base| matches!(base.scheme(), "http" | "https") && base.has_host())
+        .ok_or_else(|| {
+            Failure::Usage(format!(
+                "invalid --server {:?}: expected an http URL such as http://127.0.0.1:8080",
+                args.server
+            ))
+        })?;
+    let base = url.to_string();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty();
+        path.extend(["api", "v1", "projections", args.name.as_str(), action]);
+    }
+    let client = crate::remote::Client::new(&args.client, SERVER_TIMEOUT)?;
+    let method = if post { "POST" } else { "GET" };
+    let answer = async {
+        let response = if post {
+            client.post(url.as_str()).await
+        } else {
+            client.get(url.as_str()).await
+        };
+        let response =
+            response.map_err(
+                |error| match error.downcast::<crate::remote::Unreachable>() {
+                    Ok(unreachable) => {
+                        Failure::Server(format!("cannot reach the server at {base}: {unreachable}"))
+                            .into()
+                    }
+                    Err(other) => other,
+                },
+            )?;
+        response.json::<serde_json::Value>().await.map_err(|error| {
+            anyhow::Error::from(Failure::Server(format!(
+                "the server's answer to {method} {url} is not what annals expects: {error:#}"
+            )))
+        })
+    };
+    tokio::time::timeout(SERVER_TIMEOUT, answer)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Failure::Server(format!(
+                "the server at {base} did not answer {method} {url} within {SERVER_TIMEOUT:?}"
+            ))
+            .into())
+        })
+}
+
+async fn parked(args: RemoteArgs) -> anyhow::Result<()> {
+    let answer = remote(&args, false, "parked").await?;
+    if args.json {
+        println!("{answer}");
+        return Ok(());
+    }
+    let parked = answer["parked"].as_array().cloned().unwrap_or_default();
+    if parked.is_empty() {
+        println!("{} has parked no events", args.name);
+        return Ok(());
+    }
+    println!(
+        "{:>12}  {:<24} {:<20} {:<27}  ERROR",
+        "POSITION", "STREAM", "TYPE", "PARKED AT"
+    );
+    for event in &parked {
+        println!(
+            "{:>12}  {:<24} {:<20} {:<27}  {}",
+            event["position"],
+            event["stream"].as_str().unwrap_or_default(),
+            event["event_type"].as_str().unwrap_or_default(),
+            event["parked_at"].as_str().unwrap_or_default(),
+            event["error"].as_str().unwrap_or_default(),
+        );
+    }
+    Ok(())
+}
+
+async fn retry(args: RemoteArgs) -> anyhow::Result<()> {
+    let answer = remote(&args, true, "retry").await?;
+    if args.json {
+        println!("{answer}");
+        return Ok(());
+    }
+    let count = |field: &str| answer[field].as_u64().unwrap_or_default();
+    println!(
+        "{}: retried {} parked events, {} applied, {} still parked{}",
+        args.name,
+        count("retried"),
+        count("applied"),
+        count("parked"),
+        if answer["resumed"].as_bool() == Some(true) {
+            "; resumed from the event it had failed on"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }

@@ -135,7 +135,16 @@ impl Client {
     /// as a [`Failure`] (404 not found, 400 usage, the rest a server failure); no answer
     /// as a server failure naming the cause.
     pub async fn get(&self, url: &str) -> anyhow::Result<Response> {
-        let mut request = hyper::Request::get(url);
+        self.request(hyper::Method::GET, url).await
+    }
+
+    /// `POST url` with no body, answered as [`Client::get`] is.
+    pub async fn post(&self, url: &str) -> anyhow::Result<Response> {
+        self.request(hyper::Method::POST, url).await
+    }
+
+    async fn request(&self, method: hyper::Method, url: &str) -> anyhow::Result<Response> {
+        let mut request = hyper::Request::builder().method(method.clone()).uri(url);
         if let Some(token) = &self.token {
             request = request.header(AUTHORIZATION, token.header()?);
         }
@@ -164,7 +173,7 @@ impl Client {
         let path = url::path_of(url);
         Err(refusal(
             status.as_u16(),
-            &format!("GET {path}"),
+            &format!("{method} {path}"),
             self.token.is_some(),
             &problem,
         )

@@ -65,8 +65,9 @@ max_body_bytes, shutdown_timeout_secs, nats_url, saga_timeout_secs, tls_cert, tl
 nats_tls_ca, nats_tls_cert, nats_tls_key, log_format, otlp_endpoint, metrics (true or
 false), auth_jwt_secret_file, auth_jwks_file, auth_jwks_url, auth_issuer, auth_audience,
 policy_file, rate_limit, insecure_no_auth, worker_max_restarts,
-worker_restart_window_secs, and the tables [rate_limit_roles] and [[slo]]
-(the service level objectives, see docs/OPERATIONS.md).
+worker_restart_window_secs, poison_events (fault or park), projection_retries, and the
+tables [rate_limit_roles] and [[slo]] (the service level objectives, see
+docs/OPERATIONS.md).
 
 Without authentication the server listens on loopback only; a non-loopback --listen
 needs --auth-jwt-secret-file, --auth-jwks-file or --auth-jwks-url (or --insecure-no-auth).
@@ -162,6 +163,15 @@ pub struct ServeArgs {
     /// TLS towards NATS for the outbox relay.
     #[command(flatten)]
     nats_tls: crate::tls::NatsTlsArgs,
+    /// What a read model does with an event it still cannot apply after its retries:
+    /// `fault` (stop there, naming it) or `park` (record it, go on; list and retry it
+    /// with `annals read-models parked|retry`) [default: fault].
+    #[arg(long, env = "ANNALS_POISON_EVENTS", value_name = "POLICY")]
+    poison_events: Option<projections::PoisonPolicy>,
+    /// How many times a read model applies an event that failed again before the
+    /// --poison-events policy decides [default: 3].
+    #[arg(long, env = "ANNALS_PROJECTION_RETRIES", value_name = "N")]
+    projection_retries: Option<u32>,
 }
 
 /// How long a server whose store's writer failed goes on answering (commands and the
@@ -192,6 +202,8 @@ struct FileConfig {
     metrics: Option<bool>,
     worker_max_restarts: Option<u32>,
     worker_restart_window_secs: Option<u64>,
+    poison_events: Option<projections::PoisonPolicy>,
+    projection_retries: Option<u32>,
 }
 
 /// The settings in force.
@@ -233,6 +245,8 @@ pub struct Settings {
     pub metrics: bool,
     /// How the background workers are restarted.
     pub workers: supervisor::SupervisorConfig,
+    /// The read models' runner: what it does with poison events (the rest default).
+    pub projections: projections::RunnerConfig,
 }
 
 impl ServeArgs {
@@ -310,6 +324,20 @@ impl ServeArgs {
                         .worker_restart_window
                         .or(file.worker_restart_window_secs)
                         .map_or(defaults.window, Duration::from_secs),
+                    ..defaults
+                }
+            },
+            projections: {
+                let defaults = projections::RunnerConfig::default();
+                projections::RunnerConfig {
+                    poison_policy: self
+                        .poison_events
+                        .or(file.poison_events)
+                        .unwrap_or(defaults.poison_policy),
+                    poison_retries: self
+                        .projection_retries
+                        .or(file.projection_retries)
+                        .unwrap_or(defaults.poison_retries),
                     ..defaults
                 }
             },
@@ -391,7 +419,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     // The read models follow the log in a worker of their own; they stop before the
     // store closes.
     let (projections, runner) =
-        match read_models::ReadSide::start(&store, projections::RunnerConfig::default()) {
+        match read_models::ReadSide::start(&store, settings.projections.clone()) {
             Ok(started) => started,
             Err(error) => {
                 store.close().await;

@@ -9,7 +9,8 @@ use eventstore::{EventStore, Model, Position};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::status::{Progress, State, Status};
-use crate::error::{Error, Fault};
+use crate::error::Error;
+use crate::poison::{ParkedEvent, Retried};
 
 /// What the runner shares with the handles about one projection.
 #[derive(Debug)]
@@ -37,7 +38,7 @@ pub(super) enum Command {
     },
     Retry {
         slot: usize,
-        reply: oneshot::Sender<Result<(), Error>>,
+        reply: oneshot::Sender<Result<Retried, Error>>,
     },
 }
 
@@ -147,11 +148,11 @@ impl Handle {
         match waited {
             Ok(Ok(p)) if p.checkpoint > position => Ok(p.checkpoint),
             Ok(Ok(Progress {
-                state: State::Faulted { position, error },
+                state: state @ State::Faulted { .. },
                 ..
             })) => Err(Error::Faulted {
                 name: name.to_owned(),
-                fault: Fault { position, error },
+                fault: state.fault().expect("a faulted state"),
             }),
             Ok(_) => Err(Error::Stopped),
             Err(_) => Err(Error::Timeout {
@@ -172,6 +173,11 @@ impl Handle {
         Ok(())
     }
 
+    /// The events `name` has parked (`crate::poison`), in position order.
+    pub fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>, Error> {
+        self.read(name, crate::poison::parked)
+    }
+
     /// Starts a blue-green rebuild of `name` (or joins the one running).
     pub async fn rebuild(&self, name: &str) -> Result<Rebuild, Error> {
         let (slot, _) = self.slot(name)?;
@@ -183,9 +189,12 @@ impl Handle {
         answer.await.unwrap_or(Err(Error::Stopped))
     }
 
-    /// Starts a faulted projection (or its faulted rebuild) again from its checkpoint.
-    /// Does nothing to a projection that is not faulted.
-    pub async fn retry(&self, name: &str) -> Result<(), Error> {
+    /// Retries `name`: applies its parked events again in position order (those that
+    /// succeed leave the list, those that fail stay), then starts it again from its
+    /// checkpoint if it (or its rebuild) is faulted, with its retries counted afresh.
+    /// Says what it did. Parked events are retried only while the projection is live or
+    /// faulted (not while it catches up).
+    pub async fn retry(&self, name: &str) -> Result<Retried, Error> {
         let (slot, _) = self.slot(name)?;
         let (reply, answer) = oneshot::channel();
         self.commands

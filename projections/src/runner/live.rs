@@ -68,10 +68,10 @@ impl Runner {
                             slot.active.clone(),
                             slot.checkpoint,
                         );
-                        target.fault = Some(Fault {
-                            position: Position(slot.checkpoint),
-                            error: format!("the projection panicked: {error}"),
-                        });
+                        target.fault = Some(Fault::new(
+                            Position(slot.checkpoint),
+                            format!("the projection panicked: {error}"),
+                        ));
                         self.settle_active(index, target);
                     }
                 }
@@ -96,10 +96,10 @@ impl Runner {
                     slot.active.clone(),
                     slot.checkpoint,
                 );
-                target.fault = Some(Fault {
-                    position: Position(slot.checkpoint),
-                    error: format!("reading the log failed: {error}"),
-                });
+                target.fault = Some(Fault::new(
+                    Position(slot.checkpoint),
+                    format!("reading the log failed: {error}"),
+                ));
                 self.settle_active(index, target);
             }
         }

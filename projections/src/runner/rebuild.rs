@@ -49,17 +49,19 @@ impl Runner {
             if let Err(error) = self.models.activate(&name, new_version) {
                 drop(active);
                 let mut target = target;
-                target.fault = Some(Fault {
-                    position: Position(target.checkpoint),
-                    error: format!("activating the new model failed: {error}"),
-                });
+                target.fault = Some(Fault::new(
+                    Position(target.checkpoint),
+                    format!("activating the new model failed: {error}"),
+                ));
                 self.settle_build(index, target);
                 return;
             }
             *active = Some(target.model.clone());
             // Published while the lock is held: a query that sees the new model then
             // sees the new status too.
+            let parked = crate::poison::count(&target.model);
             publish(&self.shared, index, |p| {
+                p.parked = parked;
                 p.active = Some(new_version);
                 p.checkpoint = Position(target.checkpoint);
                 p.state = State::Live;
@@ -70,6 +72,7 @@ impl Runner {
         let old = std::mem::replace(&mut slot.active, target.model);
         slot.checkpoint = target.checkpoint;
         slot.mode = Mode::Live;
+        slot.poison = super::Poison::default();
         slot.build = None;
         let checkpoint = Position(target.checkpoint);
         for waiter in slot.waiters.drain(..) {
@@ -122,6 +125,7 @@ impl Runner {
             checkpoint: 0,
             running: false,
             fault: None,
+            poison: super::Poison::default(),
         });
         slot.waiters.push(done_tx);
         tracing::info!(projection = %name, version = stored, "rebuild started");

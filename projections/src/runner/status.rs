@@ -25,9 +25,46 @@ pub enum State {
         position: Position,
         /// Why.
         error: String,
+        /// The event's stream (absent when no event caused it: reading the log or
+        /// writing the model failed).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        stream: Option<String>,
+        /// The event's type.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        event_type: Option<String>,
     },
     /// Not running (the runner stopped, or the status was read offline).
     Stopped,
+}
+
+impl State {
+    /// The faulted state of `fault`.
+    pub fn faulted(fault: Fault) -> Self {
+        State::Faulted {
+            position: fault.position,
+            error: fault.error,
+            stream: fault.stream,
+            event_type: fault.event_type,
+        }
+    }
+
+    /// The fault of a faulted state.
+    pub fn fault(&self) -> Option<Fault> {
+        match self {
+            State::Faulted {
+                position,
+                error,
+                stream,
+                event_type,
+            } => Some(Fault {
+                position: *position,
+                error: error.clone(),
+                stream: stream.clone(),
+                event_type: event_type.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// A rebuild in progress (or one that faulted).
@@ -65,6 +102,8 @@ pub struct Status {
     pub state: State,
     /// The rebuild in progress, if any.
     pub rebuild: Option<RebuildStatus>,
+    /// Events the active model has parked (`crate::poison`).
+    pub parked: u64,
 }
 
 /// What the runner publishes about one projection.
@@ -74,6 +113,7 @@ pub(crate) struct Progress {
     pub checkpoint: Position,
     pub state: State,
     pub rebuild: Option<RebuildStatus>,
+    pub parked: u64,
 }
 
 impl Progress {
@@ -88,6 +128,7 @@ impl Progress {
             lag: head.0.saturating_sub(self.checkpoint.0),
             state: self.state.clone(),
             rebuild: self.rebuild.clone(),
+            parked: self.parked,
         }
     }
 }

@@ -44,7 +44,9 @@ async fn a_poison_event_faults_the_projection_at_its_position() {
         status.state,
         State::Faulted {
             position: poison.first_position,
-            error: fault.error.clone()
+            error: fault.error.clone(),
+            stream: Some("sale-2".to_owned()),
+            event_type: Some("Reserved".to_owned()),
         }
     );
     assert!(

@@ -343,6 +343,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(read_models::sales_report))
         .routes(routes!(read_models::list_projections))
         .routes(routes!(read_models::rebuild))
+        .routes(routes!(read_models::parked))
+        .routes(routes!(read_models::retry))
         .routes(routes!(operations::healthz))
         .routes(routes!(operations::readyz))
         .routes(routes!(operations::outbox_status))
@@ -371,7 +373,7 @@ fn document() -> utoipa::openapi::OpenApi {
             (name = "payments", description = "Customer accounts (stream account-<customer>)"),
             (name = "orders", description = "Orders (stream order-<uuid>)"),
             (name = "log", description = "Streams and the whole log, paged or live"),
-            (name = "read models", description = "Projections: queries (read-your-writes with min_position), status and rebuilds"),
+            (name = "read models", description = "Projections: queries (read-your-writes with min_position), status, rebuilds, parked events and retries"),
             (name = "operations", description = "Health, readiness, metrics, the outbox relay, the background workers and this document"),
         )
     )]

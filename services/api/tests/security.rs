@@ -71,6 +71,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("reports.sales", "UDDAAA"),
     ("projections.read", "UDDDAA"),
     ("projections.rebuild", "UDDDAA"),
+    ("projections.retry", "UDDDAA"),
     ("outbox.read", "UDDDAA"),
     ("operations.slo", "UDDDAA"),
     ("operations.health", "AAAAAA"),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use eventstore::{EventStore, Position};
-use projections::{Error, Handle, Rebuild, Runner, RunnerConfig, Status};
+use projections::{Error, Handle, ParkedEvent, Rebuild, Retried, Runner, RunnerConfig, Status};
 
 use crate::{
     ACCOUNTS, AccountBalance, AccountPage, CustomerOrders, INVENTORY, ORDERS, SALES, SalesReport,
@@ -42,9 +42,15 @@ impl ReadSide {
         self.handle.rebuild(name).await
     }
 
-    /// Starts a faulted projection again from its checkpoint.
-    pub async fn retry(&self, name: &str) -> Result<(), Error> {
+    /// Retries `name`: its parked events, then (if faulted) the projection from the
+    /// event it failed on (`POST /api/v1/projections/{name}/retry`).
+    pub async fn retry(&self, name: &str) -> Result<Retried, Error> {
         self.handle.retry(name).await
+    }
+
+    /// The events `name` has parked (`GET /api/v1/projections/{name}/parked`).
+    pub fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>, Error> {
+        self.handle.parked(name)
     }
 
     /// Read-your-writes across every read model: resolves once all have applied the

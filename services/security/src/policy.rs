@@ -82,6 +82,7 @@ pub const ACTIONS: &[&str] = &[
     "reports.sales",
     "projections.read",
     "projections.rebuild",
+    "projections.retry",
     "outbox.read",
     "operations.slo",
     "operations.health",

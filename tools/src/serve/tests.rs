@@ -311,3 +311,39 @@ fn the_worker_restart_budget_comes_from_the_flags_or_the_file() {
     assert_eq!(flagged.workers.max_restarts, 7);
     assert_eq!(flagged.workers.window, Duration::from_secs(120));
 }
+
+#[test]
+fn the_poison_event_policy_comes_from_the_flags_or_the_file() {
+    let defaults = settings(&[]).unwrap();
+    assert_eq!(defaults.projections, projections::RunnerConfig::default());
+    assert_eq!(
+        defaults.projections.poison_policy,
+        projections::PoisonPolicy::Fault
+    );
+    let flagged = settings(&["--poison-events", "park", "--projection-retries", "5"]).unwrap();
+    assert_eq!(
+        flagged.projections.poison_policy,
+        projections::PoisonPolicy::Park
+    );
+    assert_eq!(flagged.projections.poison_retries, 5);
+    assert!(settings(&["--poison-events", "skip"]).is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("annals.toml");
+    std::fs::write(&file, "poison_events = \"park\"\nprojection_retries = 0\n").unwrap();
+    let config = file.to_str().unwrap();
+    if std::env::var_os("ANNALS_POISON_EVENTS").is_none()
+        && std::env::var_os("ANNALS_PROJECTION_RETRIES").is_none()
+    {
+        let filed = settings(&["--config", config]).unwrap();
+        assert_eq!(
+            filed.projections.poison_policy,
+            projections::PoisonPolicy::Park
+        );
+        assert_eq!(filed.projections.poison_retries, 0);
+    }
+    let overridden = settings(&["--config", config, "--poison-events", "fault"]).unwrap();
+    assert_eq!(
+        overridden.projections.poison_policy,
+        projections::PoisonPolicy::Fault
+    );
+}

@@ -96,8 +96,8 @@ async fn run(dir: PathBuf, version: u32, mode: String) {
                 {
                     break;
                 }
-                if let State::Faulted { position, error } = status.state {
-                    eprintln!("projection-crash: faulted at {position}: {error}");
+                if let Some(fault) = status.state.fault() {
+                    eprintln!("projection-crash: {fault}");
                     std::process::exit(1);
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;

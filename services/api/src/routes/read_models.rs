@@ -1,6 +1,7 @@
 //! The `read models` routes: queries of the read models of [`read_models`]
-//! (a customer's orders, stock per sku, the sales report), the projections' status, and
-//! rebuilds.
+//! (a customer's orders, stock per sku, the sales report), the projections' status,
+//! rebuilds, and poison events (`projections::poison`): the events a projection parked,
+//! and retries of them and of a faulted projection.
 //!
 //! Every query is read-your-writes on request: `?min_position=N` (or the header
 //! `Annals-Min-Position: N`), with `N` the `position` a command answered, waits until the
@@ -15,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eventstore::Position;
-use projections::{Error, State as RunState, Status};
+use projections::{Error, ParkedEvent, Retried, State as RunState, Status};
 use read_models::{CustomerOrders, INVENTORY, ORDERS, ReadSide, SALES, SalesReport, SkuPage};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -68,6 +69,12 @@ pub struct ProjectionView {
     pub fault_position: Option<u64>,
     /// Why it stopped, when faulted.
     pub fault_error: Option<String>,
+    /// The stream of the event it stopped on, when an event caused the fault.
+    pub fault_stream: Option<String>,
+    /// The type of that event.
+    pub fault_event_type: Option<String>,
+    /// Events it parked (see `GET /api/v1/projections/{name}/parked`).
+    pub parked: u64,
     /// The rebuild in progress, if any.
     pub rebuild: Option<RebuildView>,
 }
@@ -103,14 +110,78 @@ pub struct RebuildStarted {
     pub build: u32,
 }
 
+/// An event a projection could not apply and parked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParkedView {
+    /// Its position in the log.
+    pub position: u64,
+    /// Its stream.
+    pub stream: String,
+    /// Its type.
+    pub event_type: String,
+    /// Why it could not be applied (the last attempt's error).
+    pub error: String,
+    /// When it was parked (or last retried), RFC 3339, UTC.
+    pub parked_at: String,
+}
+
+impl ParkedView {
+    fn of(parked: ParkedEvent) -> Self {
+        ParkedView {
+            position: parked.position.0,
+            stream: parked.stream,
+            event_type: parked.event_type,
+            error: parked.error,
+            parked_at: chrono::DateTime::from_timestamp_micros(parked.parked_at_micros)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        }
+    }
+}
+
+/// The events one projection parked, in position order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParkedList {
+    /// The projection.
+    pub name: String,
+    /// Its parked events.
+    pub parked: Vec<ParkedView>,
+}
+
+/// What a retry did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetryOutcome {
+    /// The projection.
+    pub name: String,
+    /// Whether a faulted projection (or faulted rebuild) started again from the event it
+    /// had failed on.
+    pub resumed: bool,
+    /// Parked events applied again (only while the projection is live or faulted).
+    pub retried: u64,
+    /// Of those, how many were applied and left the list.
+    pub applied: u64,
+    /// Parked events still on the list.
+    pub parked: u64,
+}
+
 impl ProjectionView {
     fn of(status: Status) -> Self {
-        let (state, fault_position, fault_error) = match status.state {
-            RunState::CatchingUp => ("catching_up", None, None),
-            RunState::Live => ("live", None, None),
-            RunState::Outdated => ("outdated", None, None),
-            RunState::Faulted { position, error } => ("faulted", Some(position.0), Some(error)),
-            RunState::Stopped => ("stopped", None, None),
+        let fault = status.state.fault();
+        let state = match status.state {
+            RunState::CatchingUp => "catching_up",
+            RunState::Live => "live",
+            RunState::Outdated => "outdated",
+            RunState::Faulted { .. } => "faulted",
+            RunState::Stopped => "stopped",
+        };
+        let (fault_position, fault_error, fault_stream, fault_event_type) = match fault {
+            Some(fault) => (
+                Some(fault.position.0),
+                Some(fault.error),
+                fault.stream,
+                fault.event_type,
+            ),
+            None => (None, None, None, None),
         };
         ProjectionView {
             name: status.name,
@@ -123,6 +194,9 @@ impl ProjectionView {
             state: state.to_owned(),
             fault_position,
             fault_error,
+            fault_stream,
+            fault_event_type,
+            parked: status.parked,
             rebuild: status.rebuild.map(|rebuild| RebuildView {
                 version: rebuild.version,
                 build: rebuild.build,
@@ -335,4 +409,64 @@ pub(crate) async fn rebuild(
         build: rebuild.build,
     };
     Ok((StatusCode::ACCEPTED, Json(started)).into_response())
+}
+
+/// The events one projection parked (poison events it could not apply and went past,
+/// under the `park` policy), in position order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/projections/{name}/parked",
+    tag = "read models",
+    params(("name" = String, Path, description = "The projection")),
+    responses(
+        (status = 200, description = "The parked events", body = ParkedList),
+        UnknownProjection, ProjectionsUnavailable,
+    )
+)]
+pub(crate) async fn parked(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ParkedList>, ApiError> {
+    let projections = projections(&state)?;
+    let read = name.clone();
+    let parked = tokio::task::spawn_blocking(move || projections.parked(&read))
+        .await
+        .map_err(|error| ApiError::internal(&error))??;
+    Ok(Json(ParkedList {
+        name,
+        parked: parked.into_iter().map(ParkedView::of).collect(),
+    }))
+}
+
+/// Retries one projection: applies its parked events again in position order (those
+/// that succeed leave the list, those that fail stay), then, if it is faulted, starts it
+/// again from the event it failed on. Answers what it did.
+#[utoipa::path(
+    post,
+    path = "/api/v1/projections/{name}/retry",
+    tag = "read models",
+    params(("name" = String, Path, description = "The projection")),
+    responses(
+        (status = 200, description = "What the retry did", body = RetryOutcome),
+        UnknownProjection, ProjectionsUnavailable,
+    )
+)]
+pub(crate) async fn retry(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<RetryOutcome>, ApiError> {
+    let projections = projections(&state)?;
+    let Retried {
+        resumed,
+        retried,
+        applied,
+        parked,
+    } = projections.retry(&name).await?;
+    Ok(Json(RetryOutcome {
+        name,
+        resumed,
+        retried,
+        applied,
+        parked,
+    }))
 }
