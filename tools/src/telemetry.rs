@@ -14,8 +14,11 @@
 //! client: no runtime needed there), under the service name `OTEL_SERVICE_NAME` (default
 //! `annals`). [`Telemetry`] flushes the batch when dropped.
 //!
-//! Without an endpoint nothing is exported and a span costs its ids and a few small
-//! allocations. The subscriber's level hint is the level `RUST_LOG` lets through, so the
+//! Without an endpoint nothing is exported, and the many small spans of the write path
+//! ([`WORK_SPANS`]: a command, an append, a saga's command, a published event, an
+//! applied batch; dozens for every order) get no trace ids: the OpenTelemetry layer
+//! would build and drop them for nothing. What runs inside one stores the context of the
+//! span around it (the request, the saga step), so the trace still runs end to end. The subscriber's level hint is the level `RUST_LOG` lets through, so the
 //! `log` records of the dependencies below it are refused before they reach it.
 
 use std::fmt;
@@ -121,15 +124,17 @@ pub fn init_server(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Re
     // Colours only for a terminal: the fields of every span are formatted as it is made
     // and as fields are recorded, and escape codes would cost that work twice.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    server_dispatch(format, &provider, ansi, std::io::stderr).init();
+    let exporting = otlp_endpoint.is_some();
+    server_dispatch(format, &provider, exporting, ansi, std::io::stderr).init();
     Ok(Telemetry { provider })
 }
 
-/// The subscriber of a server whose spans `provider` traces, writing `format` lines to
-/// `writer`.
+/// The subscriber of a server whose spans `provider` traces (all of them when
+/// `exporting`), writing `format` lines to `writer`.
 fn server_dispatch<W>(
     format: LogFormat,
     provider: &SdkTracerProvider,
+    exporting: bool,
     ansi: bool,
     writer: W,
 ) -> tracing::Dispatch
@@ -149,7 +154,7 @@ where
     let most_verbose = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
     let registry = tracing_subscriber::registry()
         .with(filter)
-        .with(otel.with_filter(traced(most_verbose)));
+        .with(otel.with_filter(traced_spans(exporting, most_verbose)));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(ansi);
@@ -205,10 +210,18 @@ fn log_line_spans(most_verbose: LevelFilter) -> FilterFn<impl Fn(&tracing::Metad
         .with_max_level_hint(most_verbose)
 }
 
-/// Which spans and events the OpenTelemetry layer sees: all that `most_verbose` lets
-/// through, said as a hint for the reason given at [`log_line_spans`].
-fn traced(most_verbose: LevelFilter) -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
-    filter_fn(move |metadata| metadata.level() <= &most_verbose).with_max_level_hint(most_verbose)
+/// Which spans get trace ids: every span that `most_verbose` lets through when
+/// `exporting`, else all but the [`WORK_SPANS`], which would be built and thrown away
+/// (`trace_context::current` inside one answers the context of the span around it). The
+/// hint as for [`log_line_spans`].
+fn traced_spans(
+    exporting: bool,
+    most_verbose: LevelFilter,
+) -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    filter_fn(move |metadata| {
+        metadata.level() <= &most_verbose && (exporting || !is_work_span(metadata))
+    })
+    .with_max_level_hint(most_verbose)
 }
 
 /// A line format that adds the current span's `trace_id` and `span_id` to the lines of
@@ -376,11 +389,13 @@ mod tests {
     /// A request's span with a command's span inside, under the server's subscriber:
     /// the request's and the command's stored `traceparent`, and the line logged inside
     /// the command.
-    fn a_command() -> (String, String, serde_json::Value) {
+    fn a_command(exporting: bool) -> (String, String, serde_json::Value) {
         let provider = provider(None, "annals").unwrap();
         let lines = Lines::default();
         let writer = lines.clone();
-        let dispatch = server_dispatch(LogFormat::Json, &provider, false, move || writer.clone());
+        let dispatch = server_dispatch(LogFormat::Json, &provider, exporting, false, move || {
+            writer.clone()
+        });
         let (request, stored) = tracing::dispatcher::with_default(&dispatch, || {
             let request = tracing::info_span!("http.request");
             let _entered = request.enter();
@@ -396,8 +411,15 @@ mod tests {
     }
 
     #[test]
-    fn the_work_spans_are_traced_and_the_log_lines_do_not_name_them() {
-        let (request, stored, line) = a_command();
+    fn without_an_exporter_a_command_stores_the_requests_context() {
+        let (request, stored, line) = a_command(false);
+        assert_eq!(stored, request);
+        assert_eq!(line["span"]["name"], "http.request", "{line}");
+    }
+
+    #[test]
+    fn an_exporter_traces_the_work_spans_and_the_log_lines_do_not_name_them() {
+        let (request, stored, line) = a_command(true);
         assert_ne!(
             stored, request,
             "the events store the command's own context"

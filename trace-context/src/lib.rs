@@ -55,11 +55,29 @@ pub fn format(context: &SpanContext) -> Option<String> {
     })
 }
 
-/// The `traceparent` of `span`, if it has a trace context.
+/// The `traceparent` of `span`, if it has a trace context, else of the nearest span
+/// around it that has one: a subscriber may trace only some spans (the server without an
+/// exporter leaves out the many small ones of the write path), and what runs inside an
+/// untraced span belongs to the trace of the span around it.
 pub fn of(span: &tracing::Span) -> Option<String> {
     let context = span.context();
-    let span = context.span();
-    format(span.span_context())
+    if let Some(traceparent) = format(context.span().span_context()) {
+        return Some(traceparent);
+    }
+    let mut found = None;
+    span.with_subscriber(|(id, dispatch)| {
+        let Some(registry) = dispatch.downcast_ref::<tracing_subscriber::Registry>() else {
+            return;
+        };
+        let Some(span) = tracing_subscriber::registry::LookupSpan::span(registry, id) else {
+            return;
+        };
+        found = span.scope().skip(1).find_map(|around| {
+            let context = tracing_opentelemetry::get_otel_context(&around.id(), dispatch)?;
+            format(context.span().span_context())
+        });
+    });
+    found
 }
 
 /// The `traceparent` of the current span: what a command stores in its events' metadata.
