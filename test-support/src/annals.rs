@@ -82,8 +82,7 @@ fn build_annals() -> PathBuf {
     let hint = format!(
         "build it with `cargo build --workspace --all-targets` (profile {profile}), or set ANNALS_BIN to an annals binary"
     );
-    let output = command
-        .output()
+    let output = crate::output(&mut command)
         .unwrap_or_else(|error| panic!("cannot run {cargo:?} to build annals: {error}; {hint}"));
     assert!(
         output.status.success(),
@@ -264,10 +263,9 @@ impl AnnalsServer {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill -TERM runs");
+        let status = crate::output(Command::new("kill").args(["-TERM", &child.id().to_string()]))
+            .expect("kill -TERM runs")
+            .status;
         assert!(status.success(), "kill -TERM {} failed", child.id());
         let deadline = Instant::now() + START_PATIENCE;
         loop {

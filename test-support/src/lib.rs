@@ -63,12 +63,89 @@ pub fn free_port() -> u16 {
 pub static SPAWNING: RwLock<()> = RwLock::new(());
 
 /// Spawns `command`, never while a store of this process is being opened.
+///
+/// `Command::spawn` returns as soon as the child has begun its `exec` (a `vfork` parent
+/// resumes when the child gives up its memory), a moment before the child closes the
+/// close-on-exec files it inherited: the lock is held until the child no longer has a
+/// store's `LOCK` file of this process open, or has ended.
 pub fn spawn(command: &mut Command) -> io::Result<Child> {
     let _spawning = SPAWNING.write().unwrap_or_else(PoisonError::into_inner);
-    command.spawn()
+    let child = command.spawn()?;
+    let inherited = open_lock_files(std::path::Path::new("/proc/self/fd"));
+    if !inherited.is_empty() {
+        let fds = std::path::PathBuf::from(format!("/proc/{}/fd", child.id()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline
+            && open_lock_files(&fds)
+                .iter()
+                .any(|file| inherited.contains(file))
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    Ok(child)
+}
+
+/// Runs `command` to its end through [`spawn`], collecting its output.
+pub fn output(command: &mut Command) -> io::Result<std::process::Output> {
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    spawn(command)?.wait_with_output()
+}
+
+/// The (device, inode) of every file named `LOCK` open in the descriptor directory `fds`
+/// (`/proc/PID/fd`); nothing when the process has gone.
+fn open_lock_files(fds: &std::path::Path) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(fds) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            std::fs::read_link(entry.path())
+                .is_ok_and(|target| target.file_name().is_some_and(|name| name == "LOCK"))
+        })
+        .filter_map(|entry| std::fs::metadata(entry.path()).ok())
+        .map(|metadata| (metadata.dev(), metadata.ino()))
+        .collect()
 }
 
 /// A guard to hold while opening a store: no child is spawned meanwhile.
 pub fn not_spawning() -> RwLockReadGuard<'static, ()> {
     SPAWNING.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::process::Stdio;
+
+    /// A lock file closed right after a child was spawned can be locked again at once:
+    /// the child no longer holds the lock it inherited until its `exec` closed it.
+    #[test]
+    fn a_lock_closed_right_after_a_spawn_is_free_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("LOCK");
+        for round in 0..2000 {
+            let file = File::create(&path).unwrap();
+            file.try_lock().unwrap();
+            let mut child = super::spawn(
+                std::process::Command::new("true")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null()),
+            )
+            .unwrap();
+            drop(file);
+            let again = File::open(&path).unwrap();
+            let locked = again.try_lock();
+            child.wait().unwrap();
+            assert!(
+                locked.is_ok(),
+                "round {round}: the closed lock was still held by the child: {locked:?}"
+            );
+        }
+    }
 }

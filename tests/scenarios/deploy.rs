@@ -38,11 +38,12 @@ fn promtool() -> PathBuf {
 /// Runs promtool with `args` in `deploy/prometheus` and returns what it printed; fails the
 /// test with that output when promtool fails.
 fn run_promtool(args: &[&str]) -> String {
-    let output = Command::new(promtool())
-        .args(args)
-        .current_dir(deploy_dir().join("prometheus"))
-        .output()
-        .expect("promtool runs");
+    let output = test_support::output(
+        Command::new(promtool())
+            .args(args)
+            .current_dir(deploy_dir().join("prometheus")),
+    )
+    .expect("promtool runs");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{PoisonError, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use eventstore::{Direction, EventId, EventStore, Position, RecordedEvent, StoreConfig, Version};
@@ -17,7 +17,7 @@ use tempfile::TempDir;
 use test_support::Random;
 use uuid::Uuid;
 
-use crate::common::{SPAWNING, assert_log_is_contiguous, try_open};
+use crate::common::{assert_log_is_contiguous, try_open};
 
 const ROUNDS: usize = 30;
 
@@ -62,15 +62,13 @@ fn parse_ack(line: &str) -> Ack {
 /// Runs the child on `dir` until `kill_after` says so, kills it with SIGKILL and returns
 /// the acknowledgements it printed in full.
 fn run_child(dir: &Path, wait_for_first_ack: bool, delay: Duration) -> Vec<Ack> {
-    let mut child = {
-        let _spawning = SPAWNING.write().unwrap_or_else(PoisonError::into_inner);
+    let mut child = test_support::spawn(
         Command::new(env!("CARGO_BIN_EXE_crash-writer"))
             .arg(dir)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start crash-writer")
-    };
+            .stderr(Stdio::inherit()),
+    )
+    .expect("start crash-writer");
     let stdout = child.stdout.take().expect("piped stdout");
     let (lines_tx, lines) = mpsc::channel();
     let reader = std::thread::spawn(move || {
