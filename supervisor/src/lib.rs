@@ -25,7 +25,6 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -379,7 +378,7 @@ impl Keeper {
                 return;
             }
             let attempt = u32::try_from(failures.len() - 1).unwrap_or(u32::MAX);
-            let wait = backoff(&self.config, attempt, random());
+            let wait = backoff(&self.config, attempt, fastrand::u64(..));
             tracing::error!(
                 worker = name,
                 %error,
@@ -415,14 +414,6 @@ pub fn backoff(config: &SupervisorConfig, attempt: u32, random: u64) -> Duration
     // The top 53 bits: a uniform fraction in [0, 1).
     let fraction = (random >> 11) as f64 / (1u64 << 53) as f64;
     fixed + (ceiling - fixed).mul_f64(fraction)
-}
-
-/// A random number for the jitter (no random-number crate: the standard hasher's random
-/// keys, over a counter).
-fn random() -> u64 {
-    use std::hash::BuildHasher;
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    std::collections::hash_map::RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The message of a panic, if it carries one.

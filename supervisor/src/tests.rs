@@ -98,8 +98,9 @@ fn the_backoff_grows_is_jittered_and_capped() {
     assert!(backoff(&config, 3, u64::MAX) > Duration::from_millis(799));
     assert!(backoff(&config, 40, u64::MAX) <= Duration::from_secs(30));
     // Different draws give different waits.
-    let draws: std::collections::BTreeSet<Duration> =
-        (0..20).map(|_| backoff(&config, 4, random())).collect();
+    let draws: std::collections::BTreeSet<Duration> = (0..20)
+        .map(|_| backoff(&config, 4, fastrand::u64(..)))
+        .collect();
     assert!(draws.len() > 10, "{draws:?}");
 }
 
