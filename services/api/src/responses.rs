@@ -137,7 +137,7 @@ pub struct StoreFailed(pub Problem);
 pub struct InvalidFault(pub Problem);
 
 /// 404: no active fault with this id (`unknown-fault`), or the server runs without
-/// `--chaos` (`no-route`).
+/// `--chaos` (the problem of an unknown path).
 #[derive(Debug, IntoResponses)]
 #[response(status = 404, content_type = "application/problem+json")]
 pub struct UnknownFault(pub Problem);
