@@ -1409,13 +1409,19 @@ mod openapi {
         ("post", "/api/v1/projections/{name}/rebuild"),
         ("get", "/api/v1/projections/{name}/parked"),
         ("post", "/api/v1/projections/{name}/retry"),
+        ("get", "/api/v1/chaos/faults"),
+        ("post", "/api/v1/chaos/faults"),
+        ("delete", "/api/v1/chaos/faults"),
+        ("delete", "/api/v1/chaos/faults/{id}"),
     ];
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_served_document_lists_every_route_and_every_listed_route_exists() {
         let dir = tempfile::tempdir().unwrap();
         let store = eventstore::EventStore::open(dir.path(), store_config()).unwrap();
-        let state = api::AppState::new(store.clone(), api::ApiConfig::default());
+        // With fault injection on, so that the chaos routes are routed too.
+        let state = api::AppState::new(store.clone(), api::ApiConfig::default())
+            .with_chaos(chaos::Chaos::enabled());
         let app = api::app(state);
 
         let response = app
@@ -1471,7 +1477,8 @@ mod openapi {
                 .replace("{customer_id}", "alice")
                 .replace("{order_id}", "0192d4e0-7b1a-7c3e-8f00-000000000000")
                 .replace("{stream_id}", "stock-apple")
-                .replace("{name}", "orders");
+                .replace("{name}", "orders")
+                .replace("{id}", "1");
             if *path == "/api/v1/log/live" {
                 continue; // an endless stream; covered by the live tests
             }
