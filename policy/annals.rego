@@ -41,6 +41,7 @@ operator_actions := {
 	"projections.retry",
 	"reports.sales", "inventory.read", "inventory.list", "orders.read",
 	"operations.metrics", "operations.workers",
+	"chaos.list", "chaos.inject", "chaos.clear",
 }
 
 allow if input.action in public_actions

@@ -52,13 +52,14 @@ clerk_denied := [
 	"orders.read", "orders.list", "sagas.read", "streams.read", "streams.list", "events.read",
 	"log.read", "log.follow", "projections.read", "projections.rebuild", "projections.retry",
 	"outbox.read", "operations.slo", "operations.metrics", "operations.workers",
+	"chaos.list", "chaos.inject", "chaos.clear",
 ]
 
 operator_allowed := [
 	"streams.read", "streams.list", "events.read", "log.read", "log.follow", "sagas.read",
 	"outbox.read", "projections.read", "projections.rebuild", "projections.retry", "reports.sales",
 	"inventory.read", "inventory.list", "orders.read", "operations.slo", "operations.metrics",
-	"operations.workers",
+	"operations.workers", "chaos.list", "chaos.inject", "chaos.clear",
 ]
 
 operator_denied := [
@@ -70,7 +71,7 @@ customer_denied := [
 	"inventory.register", "inventory.restock", "reports.sales", "streams.read", "streams.list",
 	"events.read", "log.read", "log.follow", "projections.read", "projections.rebuild",
 	"projections.retry", "outbox.read", "operations.slo", "operations.metrics",
-	"operations.workers",
+	"operations.workers", "chaos.list", "chaos.inject", "chaos.clear",
 ]
 
 every_private_action := array.concat(clerk_allowed, clerk_denied)
@@ -228,4 +229,17 @@ test_metrics_for_operators_and_admins_only if {
 	not annals.allow with input as req(alice, "operations.metrics", resource_of("c-1"))
 	not annals.allow with input as req(roleless, "operations.metrics", no_resource)
 	not annals.allow with input as req(null, "operations.metrics", no_resource)
+}
+
+# Fault injection (`/api/v1/chaos/faults`, a server with --chaos): operators and admins only.
+
+test_chaos_for_operators_and_admins_only if {
+	every action in ["chaos.list", "chaos.inject", "chaos.clear"] {
+		annals.allow with input as req(oscar_operator, action, no_resource)
+		annals.allow with input as req(ada_admin, action, no_resource)
+		not annals.allow with input as req(carol_clerk, action, no_resource)
+		not annals.allow with input as req(alice, action, resource_of("c-1"))
+		not annals.allow with input as req(roleless, action, no_resource)
+		not annals.allow with input as req(null, action, no_resource)
+	}
 }

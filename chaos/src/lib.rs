@@ -32,6 +32,7 @@ pub const MAX_DELAY: Duration = Duration::from_secs(60);
 
 /// A place in the server where a fault can be injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Point {
     /// The store's fdatasync of the log (error, delay).
     #[serde(rename = "store.fsync")]
@@ -119,6 +120,7 @@ impl std::fmt::Display for Point {
 /// What a fault does, as it is declared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EffectKind {
     /// The operation fails as the real failure would.
     Error,
@@ -190,6 +192,7 @@ impl Injected {
 /// A fault to inject, as `POST /api/v1/chaos/faults` and the experiments declare it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FaultSpec {
     /// The fault point's name (`store.fsync`, ...).
     pub point: String,
@@ -252,6 +255,7 @@ pub enum InvalidFault {
 
 /// An active fault, as `GET /api/v1/chaos/faults` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Fault {
     /// The fault's id, for `DELETE /api/v1/chaos/faults/{id}`.
     pub id: u64,
@@ -278,6 +282,7 @@ pub struct Fault {
 
 /// How many times a point injected a fault since the server started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PointReport {
     /// The point.
     pub point: Point,
@@ -316,6 +321,20 @@ impl Active {
                 .is_some_and(|count| self.fault.injected >= count)
     }
 }
+
+/// Two handles are equal when they share their faults (clones of one handle), or are
+/// both inert: so that settings holding a handle compare as settings do.
+impl PartialEq for Chaos {
+    fn eq(&self, other: &Chaos) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(one), Some(other)) => Arc::ptr_eq(one, other),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Chaos {}
 
 impl Chaos {
     /// The handle of a server without `--chaos`: no check ever injects anything.

@@ -43,6 +43,10 @@ pub struct StoreConfig {
     /// Ids the writer's id filter has room for at open, at least: it is sized for twice
     /// the log's events, never less than this, and grows as the log does.
     pub id_filter_floor: u64,
+    /// The fault points `store.write` (before a batch is written) and `store.fsync`
+    /// (before the log's `fdatasync`): inert unless the server runs with `--chaos`. An
+    /// injected error takes the real failure path (the writer stops, the store fails).
+    pub chaos: chaos::Chaos,
 }
 
 impl Default for StoreConfig {
@@ -61,6 +65,7 @@ impl Default for StoreConfig {
             subscription_buffer: 1024,
             stream_head_cache: 100_000,
             id_filter_floor: 1_000_000,
+            chaos: chaos::Chaos::inert(),
         }
     }
 }

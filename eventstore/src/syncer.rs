@@ -17,6 +17,20 @@ use crate::shared::Shared;
 use crate::store::AppendOutcome;
 use crate::writer::{Reply, Timing};
 
+/// The log's `fdatasync`, through the `store.fsync` fault point: an injected delay sleeps
+/// first (this is the syncer's own thread), an injected error is a failed sync and takes
+/// the real fsync-failure path.
+fn sync_data(chaos: &chaos::Chaos, file: &dyn LogFile) -> std::io::Result<()> {
+    match chaos.check(chaos::Point::StoreFsync) {
+        Some(chaos::Effect::Error) => Err(chaos::Injected(chaos::Point::StoreFsync).io()),
+        Some(chaos::Effect::Delay(delay)) => {
+            std::thread::sleep(delay);
+            file.sync_data()
+        }
+        _ => file.sync_data(),
+    }
+}
+
 /// A caller waiting for its answer, the answer it gets once the batch is durable, when
 /// it asked, how long it waited for the writer and the bytes its records take.
 #[derive(Debug)]
@@ -74,7 +88,7 @@ pub(crate) fn run_syncer(
             if synced.contains(&path.as_path()) {
                 continue;
             }
-            if let Err(error) = file.sync_data() {
+            if let Err(error) = sync_data(&shared.config.chaos, file.as_ref()) {
                 failure = Some(Error::io(path)(error));
                 break;
             }

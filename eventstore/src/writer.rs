@@ -27,6 +27,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use chaos::Point::StoreWrite;
+
 use tokio::sync::{mpsc, oneshot};
 
 use crate::derived::index::{CommitLocation, HighWater, IndexBatch, IndexedCommit};
@@ -306,6 +308,10 @@ impl Writer {
             .collect();
         if !self.buffer.is_empty() {
             let path = self.segment_path();
+            // The `store.write` fault point: an injected error is a failed write.
+            if let Some(chaos::Effect::Error) = self.shared.config.chaos.check(StoreWrite) {
+                return Err(Error::io(&path)(chaos::Injected(StoreWrite).io()));
+            }
             self.file
                 .write_all_at(&self.buffer, self.segment_len)
                 .map_err(Error::io(&path))?;

@@ -71,6 +71,9 @@ pub struct RelayConfig {
     pub shutdown_grace: Duration,
     /// TLS towards NATS: the CA to trust and a client certificate (see [`NatsTls`]).
     pub tls: NatsTls,
+    /// The `relay.publish` fault point, inert unless the server runs with `--chaos`
+    /// (see `relay`'s module documentation for what each effect does).
+    pub chaos: chaos::Chaos,
 }
 
 impl RelayConfig {
@@ -96,6 +99,7 @@ impl RelayConfig {
             status_interval: Duration::from_millis(500),
             shutdown_grace: Duration::from_secs(5),
             tls: NatsTls::default(),
+            chaos: chaos::Chaos::inert(),
         }
     }
 

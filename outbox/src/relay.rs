@@ -25,6 +25,15 @@
 //! the span has a trace context (an OpenTelemetry layer is installed), the message's
 //! `traceparent` header names the span and `Annals-Traceparent` keeps the stored context
 //! ([`message::carry_publish_trace`]); otherwise the message is as before.
+//!
+//! Each publish passes the `relay.publish` fault point ([`RelayConfig::chaos`], inert
+//! without `--chaos`): an injected `error` fails the publish as a NATS error does (the
+//! session ends; backoff, the breaker and the degraded status follow), a `delay` waits
+//! before it, a `panic` panics in the relay's task (its supervisor restarts it, and it
+//! resumes after the stream's last message), and a `lost_ack` publishes the message, waits
+//! for it to be stored, then reports its acknowledgement lost: the session ends, and the
+//! next one resumes after the stream's last message (which is that one), so nothing is
+//! published twice.
 
 use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
@@ -35,6 +44,7 @@ use async_nats::connection::State;
 use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
+use chaos::{Effect, Injected, Point};
 use eventstore::{ChainHash, EventStore, Position, RecordedEvent};
 use futures_util::FutureExt;
 use tokio::sync::watch;
@@ -481,7 +491,7 @@ impl Worker<'_> {
                         };
                         let position = next.position;
                         let chain = Chain::after(prev_hash, &next)?;
-                        let (ack, span) = publish(&jetstream, &config.subject_prefix, next, &chain, expected_sequence).await?;
+                        let (ack, span) = publish(&jetstream, config, next, &chain, expected_sequence).await?;
                         prev_hash = chain.hash;
                         expected_sequence += 1;
                         queue.push_back(InFlight { position, sequence: expected_sequence, hash: chain.hash, ack, span });
@@ -657,13 +667,20 @@ pub(crate) fn chain_hash_before(
 /// of its acknowledgement and the span, which the acknowledgement closes.
 async fn publish(
     jetstream: &async_nats::jetstream::Context,
-    prefix: &str,
+    config: &RelayConfig,
     event: RecordedEvent,
     chain: &Chain,
     expected_last_sequence: u64,
 ) -> Result<(PublishAckFuture, tracing::Span), Error> {
     let position = event.position;
-    let subject = message::subject(prefix, &event);
+    let fault = config.chaos.check(Point::RelayPublish);
+    match fault {
+        Some(Effect::Error) => return Err(Error::nats("publish", Injected(Point::RelayPublish))),
+        Some(Effect::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(Effect::Panic) => Effect::panic_at(Point::RelayPublish),
+        _ => {}
+    }
+    let subject = message::subject(&config.subject_prefix, &event);
     let mut headers = message::chained_headers(&event, chain);
     let span = publish_span(&subject, &event);
     if !span.is_disabled() {
@@ -686,6 +703,18 @@ async fn publish(
                 _ => Error::nats("publish", error),
             }
         })?;
+    if fault == Some(Effect::LostAck) {
+        // Sent, and stored once its acknowledgement is in; the relay hears it was lost.
+        let stored = ack.into_future().await.is_ok();
+        return Err(Error::nats(
+            "publish acknowledgement",
+            format!(
+                "chaos: a fault injected at {} lost the acknowledgement of position {position} \
+                 (stored: {stored}); resynchronising",
+                Point::RelayPublish
+            ),
+        ));
+    }
     Ok((ack, span))
 }
 

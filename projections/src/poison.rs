@@ -19,8 +19,15 @@
 //! the list: those that succeed leave the list, those that fail stay (with the new
 //! error). Parked events belong to the model that parked them: a rebuild starts with an
 //! empty list (and parks again what still fails).
+//!
+//! The `projection.apply` fault point ([`crate::RunnerConfig::chaos`]) sits inside the
+//! same `catch_unwind`: with `--chaos`, the runner's projections are wrapped
+//! ([`with_chaos`]) so that an injected `panic` is a panic of the projection's `apply`,
+//! and meets the real poison path (the retries, then fault or park). Without it nothing
+//! is wrapped.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use eventstore::{EventStore, Model, ModelBatch, Position, StoredEvent};
@@ -119,6 +126,52 @@ fn now_micros() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// `projection`, passing the `projection.apply` fault point of `chaos` before each
+/// event when fault injection is on (else `projection` itself, untouched).
+pub(crate) fn with_chaos(
+    projection: Arc<dyn Projection>,
+    chaos: &chaos::Chaos,
+) -> Arc<dyn Projection> {
+    if !chaos.is_enabled() {
+        return projection;
+    }
+    Arc::new(Chaotic {
+        inner: projection,
+        chaos: chaos.clone(),
+    })
+}
+
+/// A projection behind the `projection.apply` fault point.
+struct Chaotic {
+    inner: Arc<dyn Projection>,
+    chaos: chaos::Chaos,
+}
+
+impl Projection for Chaotic {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn version(&self) -> u32 {
+        self.inner.version()
+    }
+
+    fn weight(&self) -> u32 {
+        self.inner.weight()
+    }
+
+    fn poison_policy(&self) -> Option<PoisonPolicy> {
+        self.inner.poison_policy()
+    }
+
+    fn apply(&self, event: &StoredEvent<'_>, changes: &mut Changes) -> Result<(), ApplyError> {
+        if let Some(chaos::Effect::Panic) = self.chaos.check(chaos::Point::ProjectionApply) {
+            chaos::Effect::panic_at(chaos::Point::ProjectionApply);
+        }
+        self.inner.apply(event, changes)
+    }
 }
 
 /// Applies `event`, turning a panic of the projection into an error.

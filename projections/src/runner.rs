@@ -114,6 +114,10 @@ pub struct RunnerConfig {
     /// What happens to an event that still fails after the retries: fault (the default)
     /// or park. A projection may choose for itself ([`Projection::poison_policy`]).
     pub poison_policy: PoisonPolicy,
+    /// The `projection.apply` fault point, inert unless the server runs with `--chaos`:
+    /// an injected panic is a panic of the projection, met by the poison handling
+    /// (`crate::poison`).
+    pub chaos: chaos::Chaos,
 }
 
 impl Default for RunnerConfig {
@@ -128,6 +132,7 @@ impl Default for RunnerConfig {
             poison_retries: 3,
             poison_backoff: Duration::from_millis(50),
             poison_policy: PoisonPolicy::Fault,
+            chaos: chaos::Chaos::inert(),
         }
     }
 }
@@ -244,6 +249,7 @@ impl Runner {
         let mut shared_slots = Vec::new();
         let mut by_name = HashMap::new();
         for projection in projections {
+            let projection = crate::poison::with_chaos(projection, &config.chaos);
             let name = projection.name().to_owned();
             let version = projection.version();
             if version > MAX_VERSION {

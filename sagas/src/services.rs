@@ -15,10 +15,17 @@
 //! `OrderPlaced` (in a bounded cache of [`PLACED_BY_CAPACITY`] orders), and a command of
 //! an order it does not remember (after a restart, or evicted) reads it from the order's
 //! first event. Either way it comes out the same, and for sagas started before it existed.
+//!
+//! Every command passes the `saga.command` fault point first
+//! ([`FulfilmentServices::with_chaos`], inert without `--chaos`): an injected `error`
+//! fails it as a store failure does (the driver tries it again later), a `delay` waits,
+//! a `panic` panics the instance (the driver stops its instances and runs again from its
+//! checkpoint; under `annals serve` the supervisor counts it).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use chaos::{Effect, Injected, Point};
 use eventstore::{
     Aggregate, CommandOptions, Direction, Error, ExecuteError, Metadata, RecordedEvent, Repository,
     Version,
@@ -62,6 +69,8 @@ pub struct FulfilmentServices {
     repositories: Repositories,
     timeout: Duration,
     faults: Faults,
+    /// The `saga.command` fault point.
+    chaos: chaos::Chaos,
     /// Who placed each order (the principal of its `OrderPlaced`), by order id, for the
     /// orders seen placed lately.
     placed_by: Arc<quick_cache::sync::Cache<String, Option<String>>>,
@@ -75,6 +84,7 @@ impl FulfilmentServices {
             repositories,
             timeout,
             faults: Faults::default(),
+            chaos: chaos::Chaos::inert(),
             placed_by: Arc::new(quick_cache::sync::Cache::new(PLACED_BY_CAPACITY)),
         }
     }
@@ -82,6 +92,13 @@ impl FulfilmentServices {
     /// The same services, injecting `faults`.
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
+        self
+    }
+
+    /// The same services, with every command passing the `saga.command` fault point of
+    /// `chaos` (the server's switch, inert without `--chaos`).
+    pub fn with_chaos(mut self, chaos: chaos::Chaos) -> Self {
+        self.chaos = chaos;
         self
     }
 
@@ -185,6 +202,17 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
         command_id: Uuid,
         issued: &Issued<Command>,
     ) -> Result<Input, Error> {
+        match self.chaos.check(Point::SagaCommand) {
+            Some(Effect::Error) => {
+                return Err(Error::Io {
+                    path: Point::SagaCommand.name().into(),
+                    source: Injected(Point::SagaCommand).io(),
+                });
+            }
+            Some(Effect::Delay(delay)) => tokio::time::sleep(delay).await,
+            Some(Effect::Panic) => Effect::panic_at(Point::SagaCommand),
+            _ => {}
+        }
         let order_id = state.order_id.clone();
         let options = CommandOptions {
             command_id,

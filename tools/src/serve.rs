@@ -37,6 +37,12 @@
 //! [`FAILURE_GRACE`] it drains and exits with code 75 ([`crate::exit::STORE_FAILED`]), so
 //! that its supervisor restarts it: only a fresh process reopens the store, and recovery
 //! then re-reads what the disk really holds (docs/OPERATIONS.md).
+//!
+//! With `--chaos` (or `ANNALS_CHAOS=1`) one [`chaos::Chaos`] switch, enabled, is shared
+//! by every fault point of the server, and `/api/v1/chaos/faults` injects and clears
+//! faults (docs/OPERATIONS.md, "Fault injection"); the server says so with a `warn` at
+//! start. Without it the switch is inert: the points cost one branch and the chaos
+//! routes answer 404.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -115,6 +121,13 @@ pub struct ServeArgs {
     #[arg(long, env = "ANNALS_FAULT_CHARGE_DELAY_PERCENT", value_name = "PERCENT", hide = true,
         value_parser = clap::value_parser!(u8).range(0..=100))]
     fault_charge_delay_percent: Option<u8>,
+    /// Fault injection: enable the fault points (store.fsync, store.write, relay.publish,
+    /// saga.command, http.handler, projection.apply, security.jwks) and the routes that
+    /// inject and clear faults, `/api/v1/chaos/faults` (docs/OPERATIONS.md, "Fault
+    /// injection"). For test and staging servers [default: off: the points are inert and
+    /// the routes answer 404].
+    #[arg(long, env = "ANNALS_CHAOS")]
+    chaos: bool,
     /// A background worker (relay, projections, saga driver) that fails more than this
     /// many times within --worker-restart-window is marked failed and not restarted
     /// [default: 5].
@@ -225,6 +238,8 @@ pub struct Settings {
     pub saga_timeout: Duration,
     /// Faults the saga injects on purpose (tests, demos).
     pub faults: sagas::Faults,
+    /// Whether the fault points can be armed (`--chaos`).
+    pub chaos: bool,
     /// The store's segment size (tests); `None`: the store's default.
     pub segment_bytes: Option<u64>,
     /// Whether segments are zero-filled ahead of writing.
@@ -284,6 +299,7 @@ impl ServeArgs {
                 charge_delay: Duration::from_millis(self.fault_charge_delay_ms.unwrap_or(0)),
                 charge_delay_percent: self.fault_charge_delay_percent.unwrap_or(0),
             },
+            chaos: self.chaos,
             segment_bytes: self.segment_bytes,
             preallocate_segments: !self.no_preallocate,
             security: self.security.settings(security_file),
@@ -402,13 +418,26 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         .map(crate::tls::ServerFiles::server_config)
         .transpose()?;
     security::check_exposure(&settings.listen, &settings.security)?;
-    let gate = security::gate(&settings.security).await?;
+    // One switch for every fault point of the server, inert unless `--chaos`.
+    let chaos = if settings.chaos {
+        tracing::warn!(
+            "fault injection is ON (--chaos): faults can be injected at \
+             /api/v1/chaos/faults by operators and admins; do not run production like this"
+        );
+        chaos::Chaos::enabled()
+    } else {
+        chaos::Chaos::inert()
+    };
+    let mut security_settings = settings.security.clone();
+    security_settings.auth.chaos = chaos.clone();
+    let gate = security::gate(&security_settings).await?;
     let data_dir = settings.data_dir.clone();
     let defaults = StoreConfig::default();
     let store_config = StoreConfig {
         create_if_missing: true,
         segment_bytes: settings.segment_bytes.unwrap_or(defaults.segment_bytes),
         preallocate_segments: settings.preallocate_segments,
+        chaos: chaos.clone(),
         ..defaults
     };
     let store = tokio::task::spawn_blocking(move || EventStore::open(&data_dir, store_config))
@@ -418,17 +447,20 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
 
     // The read models follow the log in a worker of their own; they stop before the
     // store closes.
-    let (projections, runner) =
-        match read_models::ReadSide::start(&store, settings.projections.clone()) {
-            Ok(started) => started,
-            Err(error) => {
-                store.close().await;
-                return Err(error).context("cannot start the read models");
-            }
-        };
+    let runner_config = projections::RunnerConfig {
+        chaos: chaos.clone(),
+        ..settings.projections.clone()
+    };
+    let (projections, runner) = match read_models::ReadSide::start(&store, runner_config) {
+        Ok(started) => started,
+        Err(error) => {
+            store.close().await;
+            return Err(error).context("cannot start the read models");
+        }
+    };
     // The outbox relay, if configured, publishes in a worker of its own; it stops after
     // the HTTP server has drained and before the store closes.
-    let relay = match start_relay(&settings, &store) {
+    let relay = match start_relay(&settings, &store, &chaos) {
         Ok(relay) => relay,
         Err(error) => {
             store.close().await;
@@ -444,7 +476,8 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     // them, so their commands on one aggregate queue on its stream.
     let repositories = repositories::Repositories::new(store.clone());
     let mut state = AppState::sharing(store.clone(), repositories.clone(), config)
-        .with_projections(projections);
+        .with_projections(projections)
+        .with_chaos(chaos.clone());
     if let Some(relay) = &relay {
         state = state.with_relay(relay.status());
     }
@@ -457,7 +490,8 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     );
     state = state.with_slos(slos.clone());
     let services = sagas::FulfilmentServices::new(repositories, settings.saga_timeout)
-        .with_faults(settings.faults.clone());
+        .with_faults(settings.faults.clone())
+        .with_chaos(chaos.clone());
     let driver = if settings.saga {
         let started = sagas::DriverWorker::<sagas::Fulfilment, _>::new(
             store.clone(),
@@ -592,13 +626,18 @@ impl ServerRelay {
 }
 
 /// Prepares the outbox relay on `store` if `settings` name a NATS URL; says so if not.
-fn start_relay(settings: &Settings, store: &EventStore) -> anyhow::Result<Option<ServerRelay>> {
+fn start_relay(
+    settings: &Settings,
+    store: &EventStore,
+    chaos: &chaos::Chaos,
+) -> anyhow::Result<Option<ServerRelay>> {
     let Some(url) = &settings.nats_url else {
         tracing::info!("outbox relay off (no --nats-url or ANNALS_NATS_URL)");
         return Ok(None);
     };
     let config = RelayConfig {
         tls: settings.nats_tls.clone(),
+        chaos: chaos.clone(),
         ..RelayConfig::new(url.clone())
     };
     let stop_timeout = config.shutdown_grace + Duration::from_secs(5);

@@ -36,6 +36,11 @@
 //!
 //! Every request runs inside an `http.request` span and answers `X-Request-Id`
 //! ([`telemetry`]).
+//!
+//! A server started with `--chaos` ([`AppState::with_chaos`]) answers
+//! `GET/POST/DELETE /api/v1/chaos/faults` (tag `chaos`) and passes its command and query
+//! routes through the `http.handler` fault point (a delay, or a 500 `chaos-injected`);
+//! without it the chaos routes answer 404 like an unknown path, and no layer is added.
 
 use std::sync::Arc;
 
@@ -119,6 +124,9 @@ pub struct AppState {
     /// The statuses of the server's supervised workers, if any
     /// ([`AppState::with_workers`]).
     workers: Option<supervisor::Workers>,
+    /// The fault points' switch, inert unless the server runs with `--chaos`
+    /// ([`AppState::with_chaos`]).
+    chaos: chaos::Chaos,
 }
 
 #[derive(Debug)]
@@ -166,6 +174,7 @@ impl AppState {
             saga: None,
             scrape_hook: None,
             workers: None,
+            chaos: chaos::Chaos::inert(),
         }
     }
 
@@ -218,6 +227,19 @@ impl AppState {
     pub fn with_workers(mut self, workers: supervisor::Workers) -> Self {
         self.workers = Some(workers);
         self
+    }
+
+    /// The same state, with the fault points' switch `chaos` (the handle the rest of the
+    /// server shares): when it is enabled, `/api/v1/chaos/faults` injects, lists and
+    /// clears faults, and the command and query routes pass the `http.handler` point.
+    pub fn with_chaos(mut self, chaos: chaos::Chaos) -> Self {
+        self.chaos = chaos;
+        self
+    }
+
+    /// The fault points' switch of this server (inert without `--chaos`).
+    pub fn chaos(&self) -> &chaos::Chaos {
+        &self.chaos
     }
 
     /// The statuses of the server's supervised workers, if any.
@@ -286,7 +308,19 @@ pub fn app(state: AppState) -> Router {
         metrics::install();
     }
     let max_body_bytes = state.config().max_body_bytes;
-    let (mut router, _) = routes().split_for_parts();
+    let chaos_on = state.chaos().is_enabled();
+    if chaos_on && metrics_on {
+        routes::chaos::register_metrics();
+    }
+    let (mut router, _) = routes(chaos_on).split_for_parts();
+    if chaos_on {
+        // Innermost, after the gate: a fault hits requests the policy let through, and a
+        // 500 it answers counts for the command objectives like a real one.
+        router = router.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::chaos::http_handler,
+        ));
+    }
     if state.security().is_some() {
         // A route layer runs only for matched routes, after routing, so the gate sees the
         // route's template and parameters.
@@ -315,14 +349,16 @@ pub fn app(state: AppState) -> Router {
 
 /// The OpenAPI document of every route of [`app`], generated from the handlers.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().into_openapi()
+    routes(true).into_openapi()
 }
 
 /// Every route, registered once for both the router and the OpenAPI document, grouped
-/// by tag (each group is one module of [`routes`]).
-fn routes() -> OpenApiRouter<AppState> {
+/// by tag (each group is one module of [`routes`]). The chaos routes are served only
+/// with `chaos` (a server with `--chaos`; without, their paths fall to the 404 of an
+/// unknown route), and always documented.
+fn routes(chaos: bool) -> OpenApiRouter<AppState> {
     use routes::{inventory, log, operations, orders, payments, read_models};
-    OpenApiRouter::with_openapi(document())
+    let router = OpenApiRouter::with_openapi(document())
         .routes(routes!(inventory::register_sku))
         .routes(routes!(inventory::get_sku))
         .routes(routes!(inventory::restock))
@@ -351,7 +387,18 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(operations::list_workers))
         .routes(routes!(slo::slo_report))
         .routes(routes!(operations::openapi_json))
-        .routes(routes!(operations::metrics))
+        .routes(routes!(operations::metrics));
+    if chaos {
+        router
+            .routes(routes!(
+                routes::chaos::list_faults,
+                routes::chaos::inject_fault,
+                routes::chaos::clear_faults
+            ))
+            .routes(routes!(routes::chaos::remove_fault))
+    } else {
+        router
+    }
 }
 
 /// The document's header: title, version, description, tags.
@@ -375,6 +422,7 @@ fn document() -> utoipa::openapi::OpenApi {
             (name = "log", description = "Streams and the whole log, paged or live"),
             (name = "read models", description = "Projections: queries (read-your-writes with min_position), status, rebuilds, parked events and retries"),
             (name = "operations", description = "Health, readiness, metrics, the outbox relay, the background workers and this document"),
+            (name = "chaos", description = "Fault injection (a server started with --chaos; without it these answer 404): the fault points, the active faults, injecting and clearing them"),
         )
     )]
     struct Document;

@@ -129,3 +129,15 @@ pub struct NotReady(pub Problem);
 #[derive(Debug, IntoResponses)]
 #[response(status = 503, content_type = "application/problem+json")]
 pub struct StoreFailed(pub Problem);
+
+/// The fault is refused (`chaos-fault-invalid`): an unknown point, an effect the point
+/// does not have, a probability outside (0, 1], no end, a bad delay; `detail` says which.
+#[derive(Debug, IntoResponses)]
+#[response(status = 422, content_type = "application/problem+json")]
+pub struct InvalidFault(pub Problem);
+
+/// 404: no active fault with this id (`unknown-fault`), or the server runs without
+/// `--chaos` (`no-route`).
+#[derive(Debug, IntoResponses)]
+#[response(status = 404, content_type = "application/problem+json")]
+pub struct UnknownFault(pub Problem);

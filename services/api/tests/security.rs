@@ -79,6 +79,9 @@ const EXPECTED: &[(&str, &str)] = &[
     ("operations.openapi", "AAAAAA"),
     ("operations.metrics", "UDDDAA"),
     ("operations.workers", "UDDDAA"),
+    ("chaos.list", "UDDDAA"),
+    ("chaos.inject", "UDDDAA"),
+    ("chaos.clear", "UDDDAA"),
 ];
 
 struct Secured {
@@ -118,7 +121,10 @@ impl Secured {
         );
         let server =
             common::ReadSideServing::start(&dir.join("data"), ApiConfig::default(), |state| {
-                state.with_security(security)
+                // With fault injection on, so that the chaos routes are served (and gated).
+                state
+                    .with_security(security)
+                    .with_chaos(chaos::Chaos::enabled())
             })
             .await;
         let tokens = BTreeMap::from([
@@ -149,6 +155,7 @@ impl Secured {
         let mut request = match method {
             "GET" => self.client.get(url),
             "POST" => self.client.post(url),
+            "DELETE" => self.client.delete(url),
             other => panic!("no requests with {other} in this test"),
         };
         if let Some(token) = self.tokens.get(&who) {
@@ -197,8 +204,11 @@ fn documented_routes() -> Vec<(String, String)> {
         if item.post.is_some() {
             routes.push(("POST".to_owned(), path.clone()));
         }
+        if item.delete.is_some() {
+            routes.push(("DELETE".to_owned(), path.clone()));
+        }
         assert!(
-            item.put.is_none() && item.patch.is_none() && item.delete.is_none(),
+            item.put.is_none() && item.patch.is_none(),
             "{path}: extend this test to the new method"
         );
     }
@@ -292,7 +302,8 @@ async fn every_route_and_role_meets_the_default_policy() {
             .replace("{order_id}", &order_id)
             .replace("{stream_id}", &format!("order-{order_id}"))
             .replace("{event_id}", &first_event)
-            .replace("{name}", read_models::ORDERS);
+            .replace("{name}", read_models::ORDERS)
+            .replace("{id}", "1");
         let body = match (method.as_str(), template.as_str()) {
             ("POST", "/api/v1/inventory/skus") => {
                 Some(json!({"sku": "pear", "name": "Pear", "unit_price": 50}))

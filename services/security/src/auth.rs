@@ -54,6 +54,9 @@ pub struct AuthConfig {
     pub issuer: Option<String>,
     /// `--auth-audience`: the audience every token's `aud` must name.
     pub audience: Option<String>,
+    /// The `security.jwks` fault point of the JWKS URL's fetches, inert unless the server
+    /// runs with `--chaos`.
+    pub chaos: chaos::Chaos,
 }
 
 impl AuthConfig {
@@ -103,7 +106,7 @@ impl Authenticator {
         } else if let Some(path) = &config.jwks_file {
             KeySource::File(jwks_file::JwksFile::open(path)?)
         } else if let Some(url) = &config.jwks_url {
-            KeySource::Url(jwks_url::JwksUrl::fetch(url).await?)
+            KeySource::Url(jwks_url::JwksUrl::fetch(url, config.chaos.clone()).await?)
         } else {
             return Err(AuthSetupError::NotConfigured);
         };

@@ -90,6 +90,9 @@ pub const ACTIONS: &[&str] = &[
     "operations.openapi",
     "operations.metrics",
     "operations.workers",
+    "chaos.list",
+    "chaos.inject",
+    "chaos.clear",
 ];
 
 /// The actions anyone may take, with or without a principal (health, readiness, the API

@@ -117,6 +117,8 @@ impl SecurityArgs {
                 jwks_url: self.auth_jwks_url.or(file.auth_jwks_url),
                 issuer: self.auth_issuer.or(file.auth_issuer),
                 audience: self.auth_audience.or(file.auth_audience),
+                // The server's switch is set when it starts (`super::serve`).
+                chaos: chaos::Chaos::inert(),
             },
             policy_file: self.policy_file.or(file.policy_file),
             rate_limits: RateLimits {

@@ -153,6 +153,10 @@ pub(crate) const ROUTES: &[RouteAction] = &[
     public("/readyz", "operations.ready"),
     public("/api/v1/openapi.json", "operations.openapi"),
     route(Method::GET, "/metrics", "operations.metrics"),
+    route(Method::GET, "/api/v1/chaos/faults", "chaos.list"),
+    route(Method::POST, "/api/v1/chaos/faults", "chaos.inject"),
+    route(Method::DELETE, "/api/v1/chaos/faults", "chaos.clear"),
+    route(Method::DELETE, "/api/v1/chaos/faults/{id}", "chaos.clear"),
 ];
 
 /// The action of the route `method path` (the matched template), if it has one.
@@ -215,13 +219,17 @@ mod tests {
         let table: BTreeSet<&str> = ROUTES.iter().map(|entry| entry.action).collect();
         let policy: BTreeSet<&str> = security::policy::ACTIONS.iter().copied().collect();
         assert_eq!(table, policy);
-        // One action per route, but for `projections.read`: the projections' status and
-        // a projection's parked events are the same kind of reading.
-        let shared = ROUTES
-            .iter()
-            .filter(|entry| entry.action == "projections.read")
-            .count();
-        assert_eq!(shared, 2);
-        assert_eq!(table.len(), ROUTES.len() - 1, "two routes share an action");
+        // One action per route, but for `projections.read` (the projections' status and
+        // a projection's parked events are the same kind of reading) and `chaos.clear`
+        // (ending every fault or one).
+        for action in ["projections.read", "chaos.clear"] {
+            let shared = ROUTES.iter().filter(|entry| entry.action == action).count();
+            assert_eq!(shared, 2, "{action}");
+        }
+        assert_eq!(
+            table.len(),
+            ROUTES.len() - 2,
+            "two pairs of routes share an action"
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! inside it, `orders::...` still names the crate, since a module is not in its own scope.
 //! Only this file sees both, and it names nothing but the modules.
 
+pub(crate) mod chaos;
 pub(crate) mod inventory;
 pub(crate) mod log;
 pub(crate) mod operations;

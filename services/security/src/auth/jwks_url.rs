@@ -5,6 +5,10 @@
 //! The limit protects the provider and the server from a client that sends tokens with
 //! made-up key ids: a second unknown `kid` within the interval is refused without a fetch.
 //! A failed refresh keeps the cached keys.
+//!
+//! Every fetch passes the `security.jwks` fault point ([`super::AuthConfig::chaos`],
+//! inert without `--chaos`): an injected `error` fails it as a network error does, a
+//! `delay` waits before it.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -22,6 +26,7 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct JwksUrl {
     url: String,
     client: reqwest::Client,
+    chaos: chaos::Chaos,
     keys: RwLock<Arc<KeySet>>,
     /// When the last refresh started; `None` until the first one. Held across the fetch so
     /// that concurrent requests with unknown key ids cause one fetch, not many.
@@ -31,7 +36,7 @@ pub(crate) struct JwksUrl {
 impl JwksUrl {
     /// Fetches the key set once; a failure is a setup error (the server does not start
     /// without keys).
-    pub(crate) async fn fetch(url: &str) -> Result<JwksUrl, AuthSetupError> {
+    pub(crate) async fn fetch(url: &str, chaos: chaos::Chaos) -> Result<JwksUrl, AuthSetupError> {
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .build()
@@ -39,10 +44,11 @@ impl JwksUrl {
                 url: url.to_owned(),
                 reason: error.to_string(),
             })?;
-        let keys = download(&client, url).await?;
+        let keys = download(&client, url, &chaos).await?;
         Ok(JwksUrl {
             url: url.to_owned(),
             client,
+            chaos,
             keys: RwLock::new(Arc::new(keys)),
             last_refresh: tokio::sync::Mutex::new(None),
         })
@@ -64,7 +70,7 @@ impl JwksUrl {
             return self.current();
         }
         *last_refresh = Some(Instant::now());
-        match download(&self.client, &self.url).await {
+        match download(&self.client, &self.url, &self.chaos).await {
             Ok(keys) => {
                 tracing::info!(url = %self.url, keys = keys.keys.len(), "JWKS refreshed");
                 let keys = Arc::new(keys);
@@ -82,11 +88,24 @@ impl JwksUrl {
     }
 }
 
-async fn download(client: &reqwest::Client, url: &str) -> Result<KeySet, AuthSetupError> {
+async fn download(
+    client: &reqwest::Client,
+    url: &str,
+    chaos: &chaos::Chaos,
+) -> Result<KeySet, AuthSetupError> {
     let fetch_error = |reason: String| AuthSetupError::FetchJwks {
         url: url.to_owned(),
         reason,
     };
+    match chaos.check(chaos::Point::SecurityJwks) {
+        Some(chaos::Effect::Error) => {
+            return Err(fetch_error(
+                chaos::Injected(chaos::Point::SecurityJwks).to_string(),
+            ));
+        }
+        Some(chaos::Effect::Delay(delay)) => tokio::time::sleep(delay).await,
+        _ => {}
+    }
     let response = client
         .get(url)
         .send()
