@@ -19,10 +19,15 @@
 //!   to a nats-server (with and without client certificates), certificates made at run
 //!   time.
 //!
+//! - `chaos`: `annals chaos inject|list|clear` against a real `annals serve --chaos`, and
+//!   every experiment of `experiments/` run by `annals chaos run` (the fsync one with the
+//!   test restarting the server as a supervisor would); a spent budget refuses a run.
+//!
 //! - `deploy`: the Prometheus rules of `deploy/` checked and unit-tested with promtool.
 //!
 //! `support` holds the known history, golden-file comparison and the `annals` runners.
 
+mod chaos;
 mod cli;
 mod deploy;
 mod saga;

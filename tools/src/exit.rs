@@ -29,6 +29,15 @@ pub const NOT_FOUND: u8 = 7;
 /// The server given with `--server` could not be reached or answered with an error
 /// (a refused token, 401, and a policy denial, 403, among them).
 pub const SERVER: u8 = 8;
+/// `annals chaos run`: an error budget remaining is below the experiment's threshold,
+/// so it did not start.
+pub const BUDGET_EXHAUSTED: u8 = 9;
+/// `annals chaos run`: the steady state did not hold before any fault, so it did not
+/// start.
+pub const NOT_STEADY: u8 = 10;
+/// `annals chaos run`: the experiment ran and refuted its hypothesis (the steady state
+/// broke, or did not come back in time), or it stopped early.
+pub const EXPERIMENT_FAILED: u8 = 11;
 /// `annals serve`: the store's writer failed (a write or an `fdatasync` of the log
 /// failed), and the server stopped so that its supervisor restarts it: only a fresh
 /// process reopens the store. Check the disk, then start it again. 75 is `EX_TEMPFAIL`
@@ -43,7 +52,9 @@ missing or not an Annals data directory, 4 data directory locked by another proc
 (a server: stop it, or use --server URL), 5 corrupt log, failed verification, audit,
 refused repair or damaged export file, 6 NATS unreachable or not set up for the outbox, 7 not found
 (stream, event, version), 8 the --server could not be reached or answered an error
-(401: a missing or refused token, 403: denied by its policy),
+(401: a missing or refused token, 403: denied by its policy), 9 (chaos run) an error
+budget below the experiment's threshold, 10 (chaos run) no steady state before the
+faults, 11 (chaos run) the steady state did not hold or did not heal,
 75 (serve) the store failed to write or sync its log: the server stopped to be restarted.";
 
 /// A refusal of the command line itself; the variant is the exit code.
@@ -66,6 +77,12 @@ pub enum Failure {
     Forbidden(String),
     /// The store's writer failed; the process must be restarted (exit 75).
     StoreFailed(String),
+    /// A chaos experiment did not start: an error budget is too low (exit 9).
+    BudgetExhausted(String),
+    /// A chaos experiment did not start: no steady state (exit 10).
+    NotSteady(String),
+    /// A chaos experiment refuted its hypothesis (exit 11).
+    ExperimentFailed(String),
 }
 
 impl std::fmt::Display for Failure {
@@ -78,7 +95,10 @@ impl std::fmt::Display for Failure {
             | Failure::Server(message)
             | Failure::Unauthenticated(message)
             | Failure::Forbidden(message)
-            | Failure::StoreFailed(message) => f.write_str(message),
+            | Failure::StoreFailed(message)
+            | Failure::BudgetExhausted(message)
+            | Failure::NotSteady(message)
+            | Failure::ExperimentFailed(message) => f.write_str(message),
         }
     }
 }
@@ -94,6 +114,9 @@ impl Failure {
             Failure::NotFound(_) => NOT_FOUND,
             Failure::Server(_) | Failure::Unauthenticated(_) | Failure::Forbidden(_) => SERVER,
             Failure::StoreFailed(_) => STORE_FAILED,
+            Failure::BudgetExhausted(_) => BUDGET_EXHAUSTED,
+            Failure::NotSteady(_) => NOT_STEADY,
+            Failure::ExperimentFailed(_) => EXPERIMENT_FAILED,
         }
     }
 }

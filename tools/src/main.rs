@@ -2,16 +2,18 @@
 //!
 //! Every subcommand is a module with a clap `Args` struct and a `run` function, named
 //! after its command unless that name is a crate's: `annals projections` lives in
-//! [`read_model_commands`] and `annals outbox`, `restore` and `audit` in [`relay_commands`],
-//! so `projections::` and `outbox::` always mean the crates. `annals bench` has a module
-//! per benchmark under [`bench`]. This file only parses the command line and turns errors
-//! into one clear line and an exit code (see [`exit`]).
+//! [`read_model_commands`], `annals outbox`, `restore` and `audit` in [`relay_commands`]
+//! and `annals chaos` in [`chaos_commands`], so `projections::`, `outbox::` and `chaos::`
+//! always mean the crates. `annals bench` has a module per benchmark under [`bench`].
+//! This file only parses the command line and turns errors into one clear line and an
+//! exit code (see [`exit`]).
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod chaos_commands;
 mod data_dir;
 mod exit;
 mod export;
@@ -56,6 +58,7 @@ Examples:
   annals restore --nats-url nats://127.0.0.1:4222 --stream ANNALS --data-dir ./restored
   annals repair --nats-url nats://127.0.0.1:4222 --data-dir ./annals-data
   annals token mint --secret-file jwt-secret --sub ops-1 --role operator --ttl 1h
+  annals chaos run --server http://127.0.0.1:8080 --experiment experiments/nats-outage.toml
 
 Offline commands need the data directory to themselves: stop the server first. The
 read-only ones (inspect, replay stream) can go through a running server with --server URL.
@@ -100,6 +103,10 @@ enum Command {
     /// Measure the store: append throughput and latency, replay speed, contention.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Fault injection on a server started with --chaos: inject, list and clear faults,
+    /// run a chaos experiment.
+    #[command(subcommand)]
+    Chaos(chaos_commands::ChaosCommand),
     /// Mint development tokens signed with the server's HS256 secret file.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -137,6 +144,7 @@ fn main() -> ExitCode {
         Command::Inspect(command) => inspect::run(command),
         Command::Replay(command) => replay::run(command),
         Command::Token(command) => token::run(command),
+        Command::Chaos(command) => chaos_commands::run(command),
         Command::Export(args) => export::export(args),
         Command::Import(args) => export::import(args),
     };

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, HeaderValue};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -94,7 +94,7 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 /// An HTTP(S) client that sends the token with every request.
 #[derive(Debug)]
 pub struct Client {
-    http: hyper_util::client::legacy::Client<Connector, Empty<Bytes>>,
+    http: hyper_util::client::legacy::Client<Connector, Full<Bytes>>,
     token: Option<Token>,
 }
 
@@ -131,6 +131,11 @@ impl Client {
         Ok(Client { http, token })
     }
 
+    /// Whether the client sends a token.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
     /// `GET url`: the answer if it is a success; a refusal (401, 403) or another status
     /// as a [`Failure`] (404 not found, 400 usage, the rest a server failure); no answer
     /// as a server failure naming the cause.
@@ -143,19 +148,55 @@ impl Client {
         self.request(hyper::Method::POST, url).await
     }
 
-    async fn request(&self, method: hyper::Method, url: &str) -> anyhow::Result<Response> {
-        let mut request = hyper::Request::builder().method(method.clone()).uri(url);
+    /// `method url` (with `body` as JSON, if any): the status and the body as JSON
+    /// (`null` when empty or not JSON), whatever the status; only no answer at all is an
+    /// error. For callers that judge every status themselves (`annals chaos run`).
+    pub async fn call(
+        &self,
+        method: hyper::Method,
+        url: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let response = self.send(method, url, body).await?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|error| anyhow::Error::new(Unreachable(crate::source::causes(&error))))?
+            .to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Ok((status, value))
+    }
+
+    async fn send(
+        &self,
+        method: hyper::Method,
+        url: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+        let mut request = hyper::Request::builder().method(method).uri(url);
         if let Some(token) = &self.token {
             request = request.header(AUTHORIZATION, token.header()?);
         }
+        let content = match body {
+            Some(body) => {
+                request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::to_vec(body)?)
+            }
+            None => Bytes::new(),
+        };
         let request = request
-            .body(Empty::new())
+            .body(Full::new(content))
             .with_context(|| format!("cannot make a request to {url}"))?;
-        let response = self
-            .http
+        self.http
             .request(request)
             .await
-            .map_err(|error| anyhow::Error::new(Unreachable(crate::source::causes(&error))))?;
+            .map_err(|error| anyhow::Error::new(Unreachable(crate::source::causes(&error))))
+    }
+
+    async fn request(&self, method: hyper::Method, url: &str) -> anyhow::Result<Response> {
+        let response = self.send(method.clone(), url, None).await?;
         let status = response.status();
         if status.is_success() {
             return Ok(Response {

@@ -153,13 +153,54 @@ fn print_report(label: &str, report: &HttpReport) {
 
 /// A tag that keeps one run's skus and customers apart from earlier runs' (seeding is
 /// idempotent, so the bench can run again on the same server).
-fn run_tag() -> String {
+pub(crate) fn run_tag() -> String {
     uuid::Uuid::now_v7().simple().to_string()[24..].to_owned()
 }
 
 /// The customer `i` of the run `run_tag`.
 fn customer(run_tag: &str, i: usize) -> String {
     format!("bench-{run_tag}-customer-{i}")
+}
+
+/// The requests that seed a run: `(path, body)` of each sku to register and each
+/// account to open, `entities` of each (idempotent: seeding again changes nothing).
+/// `annals chaos run` seeds its load with them too.
+pub(crate) fn seeds(run_tag: &str, entities: usize) -> Vec<(&'static str, serde_json::Value)> {
+    let mut seeds = Vec::with_capacity(2 * entities);
+    for i in 0..entities {
+        let sku = format!("bench-{run_tag}-sku-{i}");
+        seeds.push((
+            "/api/v1/inventory/skus",
+            json!({"sku": sku, "name": "Bench item", "unit_price": 100 + i}),
+        ));
+        seeds.push((
+            "/api/v1/payments/accounts",
+            json!({"customer_id": customer(run_tag, i)}),
+        ));
+    }
+    seeds
+}
+
+/// The next of a sequence of pseudo-random numbers (a 64-bit LCG: cheap and enough to
+/// spread orders over skus and customers).
+pub(crate) fn next_random(n: u64) -> u64 {
+    n.wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+}
+
+/// The body of an order of the run `run_tag`, chosen by the random number `n`: one line
+/// of 1 to 3 units of a seeded sku, for a seeded customer (`fixed`, if given).
+pub(crate) fn order_body(
+    run_tag: &str,
+    entities: usize,
+    n: u64,
+    fixed: Option<usize>,
+) -> serde_json::Value {
+    let customer_index = fixed.unwrap_or(((n >> 33) % entities as u64) as usize);
+    json!({
+        "customer_id": customer(run_tag, customer_index),
+        "lines": [{"sku": format!("bench-{run_tag}-sku-{}", (n >> 17) % entities as u64), "quantity": 1 + (n >> 50) % 3}],
+    })
 }
 
 /// Seeds skus and accounts on `base`, then places orders from `--connections` clients
@@ -177,24 +218,10 @@ async fn load(
         .pool_max_idle_per_host(args.connections)
         .build()?;
     let seeding = tokens.seeding();
-    for i in 0..args.entities {
-        let sku = format!("bench-{run_tag}-sku-{i}");
-        let customer = customer(run_tag, i);
-        post(
-            &client,
-            &format!("{base}/api/v1/inventory/skus"),
-            seeding,
-            json!({"sku": sku, "name": "Bench item", "unit_price": 100 + i}),
-        )
-        .await
-        .with_context(|| format!("cannot seed {base}: is `annals serve` running there?"))?;
-        post(
-            &client,
-            &format!("{base}/api/v1/payments/accounts"),
-            seeding,
-            json!({"customer_id": customer}),
-        )
-        .await?;
+    for (path, body) in seeds(run_tag, args.entities) {
+        post(&client, &format!("{base}{path}"), seeding, body)
+            .await
+            .with_context(|| format!("cannot seed {base}: is `annals serve` running there?"))?;
     }
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
     let started = Instant::now();
@@ -220,12 +247,8 @@ async fn load(
             let mut errors = 0u64;
             let mut n = connection as u64;
             while Instant::now() < deadline {
-                n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                let customer_index = fixed.unwrap_or(((n >> 33) % entities as u64) as usize);
-                let body = json!({
-                    "customer_id": customer(&run_tag, customer_index),
-                    "lines": [{"sku": format!("bench-{run_tag}-sku-{}", (n >> 17) % entities as u64), "quantity": 1 + (n >> 50) % 3}],
-                });
+                n = next_random(n);
+                let body = order_body(&run_tag, entities, n, fixed);
                 let begun = Instant::now();
                 let url = format!("{base}/api/v1/orders");
                 match post(&client, &url, token.as_deref(), body).await {

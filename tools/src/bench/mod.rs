@@ -13,7 +13,7 @@ use eventstore::{EventStore, StoreConfig};
 
 pub mod append;
 mod contend;
-mod http;
+pub(crate) mod http;
 mod otlp_sink;
 mod policy;
 mod rebuild;
