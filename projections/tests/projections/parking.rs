@@ -244,8 +244,18 @@ async fn parks_then_retries(failure: Failure) {
     settle(&flaked.handle, &store).await;
     let log = read_log(&store);
 
-    // Parked: the events after it are applied, the event itself is not.
-    let status = flaked.handle.status_of(tally::NAME).unwrap();
+    // Parked: the events after it are applied, the event itself is not. The checkpoint
+    // can reach the head a moment before the runner turns from catching up to live.
+    let status = within("the tally going live", async {
+        loop {
+            let status = flaked.handle.status_of(tally::NAME).unwrap();
+            if status.state != State::CatchingUp {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     assert_eq!(status.state, State::Live);
     assert_eq!(status.parked, 1);
     assert_eq!(flaked.failures.load(Ordering::SeqCst), 3);
