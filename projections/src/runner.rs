@@ -109,7 +109,8 @@ pub struct RunnerConfig {
     /// How many times a projection applies an event that failed again (from its
     /// checkpoint) before the poison policy decides (`crate::poison`).
     pub poison_retries: u32,
-    /// The pause before the first of those retries; each next one waits twice as long.
+    /// The longest pause before the first of those retries; each next one may wait twice
+    /// as long. Half of each pause is fixed and half drawn at random (jitter).
     pub poison_backoff: Duration,
     /// What happens to an event that still fails after the retries: fault (the default)
     /// or park. A projection may choose for itself ([`Projection::poison_policy`]).
@@ -186,6 +187,8 @@ struct Slot {
     poison: Poison,
     /// Callers waiting for the build to take over.
     waiters: Vec<oneshot::Sender<Result<(), Error>>>,
+    /// Where the active model's worker status goes (`projection:<name>`), if anywhere.
+    reporter: Option<supervisor::Reporter>,
 }
 
 /// Which model of a slot a job target is.
@@ -326,6 +329,7 @@ impl Runner {
                 build,
                 poison: Poison::default(),
                 waiters: Vec::new(),
+                reporter: None,
             });
         }
         let shared = Arc::new(Shared {
@@ -370,6 +374,11 @@ impl Runner {
                 active.into_iter().chain(build)
             })
             .collect();
+        for slot in &self.slots {
+            if let Some(reporter) = &slot.reporter {
+                reporter.running();
+            }
+        }
         self.launch(start);
         loop {
             tokio::select! {
@@ -399,6 +408,23 @@ impl Runner {
         for slot in &self.shared.slots {
             slot.progress.send_modify(|p| p.state = State::Stopped);
         }
+        for slot in &self.slots {
+            if let Some(reporter) = &slot.reporter {
+                reporter.stopped();
+            }
+        }
+    }
+
+    /// Lists each projection's active model as a worker, `projection:<name>`, in
+    /// `workers` (`GET /api/v1/workers`, `annals_worker_restarts_total`, `/readyz`): it is
+    /// `running` while it follows the log, in `backoff` while it waits to retry an event it
+    /// failed on (each retry counts as a restart), and `failed` once it stops faulted,
+    /// until a retry starts it again.
+    pub fn report_to(&mut self, workers: &supervisor::Workers) {
+        for slot in &mut self.slots {
+            let name = format!("projection:{}", slot.projection.name());
+            slot.reporter = Some(workers.report(name));
+        }
     }
 
     /// Starts one catch-up job (fast path) for these models.
@@ -412,6 +438,9 @@ impl Runner {
             targets.push(match role {
                 Role::Active => {
                     slot.mode = Mode::CatchingUp;
+                    if let Some(reporter) = &slot.reporter {
+                        reporter.running();
+                    }
                     publish(&self.shared, index, |p| p.state = State::CatchingUp);
                     let mut target = Target::at(
                         slot.projection.clone(),
@@ -578,6 +607,9 @@ impl Runner {
                 if slot.mode != Mode::Faulted {
                     tracing::error!(projection = %slot.projection.name(), %fault, "projection faulted");
                 }
+                if let Some(reporter) = &slot.reporter {
+                    reporter.failed(&fault);
+                }
                 slot.mode = Mode::Faulted;
                 publish(&self.shared, index, |p| {
                     p.checkpoint = checkpoint;
@@ -587,6 +619,9 @@ impl Runner {
             None => {
                 slot.mode = Mode::Live;
                 slot.poison.failures = None;
+                if let Some(reporter) = &slot.reporter {
+                    reporter.running();
+                }
                 publish(&self.shared, index, |p| {
                     p.checkpoint = checkpoint;
                     p.state = State::Live;
@@ -626,7 +661,10 @@ impl Runner {
         };
         poison.failures = Some((fault.position.0, failures));
         if failures <= retries {
-            let pause = backoff.saturating_mul(1 << (failures - 1).min(16));
+            // Doubling, the second half of each pause drawn at random, so that models
+            // failing together do not retry in step.
+            let ceiling = backoff.saturating_mul(1 << (failures - 1).min(16));
+            let pause = ceiling / 2 + (ceiling / 2).mul_f64(fastrand::f64());
             tracing::warn!(projection = %name, %fault, attempt = failures, ?pause, "a projection failed on an event; retrying");
             self.delayed.spawn(async move {
                 tokio::time::sleep(pause).await;
@@ -642,6 +680,9 @@ impl Runner {
         }
         if role == Role::Active {
             slot.mode = Mode::Retrying;
+            if let Some(reporter) = &slot.reporter {
+                reporter.backoff(fault);
+            }
             publish(&self.shared, index, |p| p.state = State::CatchingUp);
         }
         true
@@ -656,6 +697,9 @@ impl Runner {
             Role::Build => slot.build.as_ref().is_some_and(|b| b.running),
         };
         if waiting {
+            if let (Role::Active, Some(reporter)) = (role, &slot.reporter) {
+                reporter.restarted();
+            }
             self.launch(vec![(index, role)]);
         }
     }

@@ -12,6 +12,11 @@
 //! spawned with [`Restart::Never`] (one that cannot be made again in the same process) is
 //! marked failed at its first failure.
 //!
+//! A worker that restarts itself (each read model inside the projection runner, which
+//! retries a failed event after a backoff) reports its own status through
+//! [`Workers::report`], so that it is listed, counted and named by `/readyz` like the
+//! workers a supervisor spawns.
+//!
 //! A worker that returns `Ok(())` while the supervisor is not shutting down has ended on
 //! its own (e.g. the store it follows closed): it is marked [`WorkerState::Stopped`] and
 //! not restarted, with a warning in the log; it does not count as a failure.
@@ -156,6 +161,18 @@ impl Workers {
             .cloned()
     }
 
+    /// Adds the worker `name`, whose status its owner keeps through the returned
+    /// [`Reporter`]: for a worker that restarts itself (a read model that retries a
+    /// failed event after a backoff, inside the projection runner) and so is not spawned
+    /// by a supervisor. Its status is listed, counted and named by `/readyz` like the
+    /// others. It starts [`WorkerState::Starting`].
+    pub fn report(&self, name: impl Into<String>) -> Reporter {
+        Reporter {
+            workers: self.clone(),
+            index: self.add(name.into()),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<WorkerStatus>> {
         // A status is plain data: one half-written by a panicking thread is still usable.
         self.statuses.lock().unwrap_or_else(PoisonError::into_inner)
@@ -184,6 +201,53 @@ impl Workers {
 
     fn update(&self, index: usize, change: impl FnOnce(&mut WorkerStatus)) {
         change(&mut self.lock()[index]);
+    }
+}
+
+/// The status of one worker kept by the worker's owner ([`Workers::report`]).
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    workers: Workers,
+    index: usize,
+}
+
+impl Reporter {
+    /// It runs (again).
+    pub fn running(&self) {
+        self.workers.enter(self.index, WorkerState::Running);
+    }
+
+    /// It failed with `error` and waits to be started again.
+    pub fn backoff(&self, error: impl fmt::Display) {
+        self.workers.update(self.index, |status| {
+            status.last_error = Some(error.to_string());
+        });
+        self.workers.enter(self.index, WorkerState::Backoff);
+    }
+
+    /// It was started again after a failure: counted in [`WorkerStatus::restarts`].
+    pub fn restarted(&self) {
+        self.workers
+            .update(self.index, |status| status.restarts += 1);
+        self.workers.enter(self.index, WorkerState::Running);
+    }
+
+    /// It failed with `error` and is not started again by itself.
+    pub fn failed(&self, error: impl fmt::Display) {
+        self.workers.update(self.index, |status| {
+            status.last_error = Some(error.to_string());
+        });
+        self.workers.enter(self.index, WorkerState::Failed);
+    }
+
+    /// It ended.
+    pub fn stopped(&self) {
+        self.workers.enter(self.index, WorkerState::Stopped);
+    }
+
+    /// Its status now.
+    pub fn status(&self) -> WorkerStatus {
+        self.workers.lock()[self.index].clone()
     }
 }
 

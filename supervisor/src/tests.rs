@@ -259,3 +259,32 @@ async fn a_worker_that_will_not_stop_is_aborted_after_the_timeout() {
     assert_eq!(late, vec!["stubborn".to_owned()]);
     assert_eq!(workers.get("stubborn").unwrap().state, WorkerState::Stopped);
 }
+
+#[test]
+fn a_reported_worker_is_listed_counted_and_named_when_failed() {
+    let workers = Workers::default();
+    let reporter = workers.report("projection:orders");
+    assert_eq!(reporter.status().state, WorkerState::Starting);
+    reporter.running();
+    reporter.backoff("the projection panicked at 7");
+    let status = workers.get("projection:orders").unwrap();
+    assert_eq!(
+        (status.state, status.restarts, status.last_error.as_deref()),
+        (
+            WorkerState::Backoff,
+            0,
+            Some("the projection panicked at 7")
+        )
+    );
+    reporter.restarted();
+    reporter.failed("gave up at 7");
+    let status = reporter.status();
+    assert_eq!(
+        (status.state, status.restarts, status.last_error.as_deref()),
+        (WorkerState::Failed, 1, Some("gave up at 7"))
+    );
+    assert_eq!(workers.failed(), vec!["projection:orders".to_owned()]);
+    reporter.running();
+    assert!(workers.failed().is_empty());
+    assert_eq!(reporter.status().restarts, 1, "a restart stays counted");
+}

@@ -451,7 +451,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         chaos: chaos.clone(),
         ..settings.projections.clone()
     };
-    let (projections, runner) = match read_models::ReadSide::start(&store, runner_config) {
+    let (projections, mut runner) = match read_models::ReadSide::start(&store, runner_config) {
         Ok(started) => started,
         Err(error) => {
             store.close().await;
@@ -523,7 +523,10 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let mut workers = supervisor::Supervisor::new(settings.workers.clone());
     state = state.with_workers(workers.workers());
     // The runner is made once with the read side the API holds: it runs once, and a
-    // failure marks it failed (the supervisor's `Restart::Never`).
+    // failure of the runner itself marks it failed (the supervisor's `Restart::Never`).
+    // Each read model inside it retries the events it fails on and reports itself as a
+    // worker, `projection:<name>`.
+    runner.report_to(&workers.workers());
     let mut runner = Some(runner);
     workers.spawn_with("projections", supervisor::Restart::Never, move |stop| {
         let runner = runner.take();

@@ -53,7 +53,8 @@ impl Server {
             poison_backoff: Duration::from_millis(10),
             ..projections::RunnerConfig::default()
         };
-        let (projections, runner) = read_models::ReadSide::start(&store, runner_config).unwrap();
+        let (projections, mut runner) =
+            read_models::ReadSide::start(&store, runner_config).unwrap();
         let services = FulfilmentServices::new(repositories.clone(), Duration::from_secs(30))
             .with_chaos(chaos.clone());
         let saga = DriverWorker::<Fulfilment, _>::new(
@@ -71,6 +72,7 @@ impl Server {
             .with_saga(saga.watch())
             .with_workers(supervisor.workers())
             .with_chaos(chaos.clone());
+        runner.report_to(&supervisor.workers());
         let mut runner = Some(runner);
         supervisor.spawn_with("projections", Restart::Never, move |stop| {
             let runner = runner.take();
@@ -466,5 +468,106 @@ async fn a_read_model_panicking_once_applies_the_event_exactly_once() {
     assert_eq!(apple["sku"], "apple", "{page}");
     assert_eq!(apple["on_hand"], 1005, "{page}");
     assert_eq!(apple["available"], 1005, "{page}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_model_that_keeps_failing_is_failed_until_a_retry_heals_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None, 5).await;
+    server.seed().await;
+    server
+        .when("/api/v1/workers", "the read models run", |report| {
+            worker(report, "projection:inventory")["state"] == "running"
+        })
+        .await;
+    server
+        .inject(json!({"point": "projection.apply", "effect": "panic", "duration_secs": 600}))
+        .await;
+    let (status, restocked) = server
+        .post(
+            "/api/v1/inventory/skus/apple/restock",
+            json!({"quantity": 5}),
+        )
+        .await;
+    assert_eq!(status, 200, "{restocked}");
+    let head = server.store.next_position().0;
+    // Each read model retries the event (3 times by default, after a jittered backoff),
+    // each retry a restart, then stops faulted: a failed worker.
+    let report = server
+        .when("/api/v1/workers", "the inventory model failed", |report| {
+            worker(report, "projection:inventory")["state"] == "failed"
+        })
+        .await;
+    let inventory = worker(&report, "projection:inventory");
+    assert_eq!(inventory["restarts"], 3, "{report}");
+    let last_error = inventory["last_error"].as_str().unwrap();
+    assert!(
+        last_error.contains(&format!("{}", head - 1)) && last_error.contains("panicked"),
+        "the failure names the event: {last_error}"
+    );
+    let (status, problem) = server.get("/readyz").await;
+    assert_eq!(status, 503, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("projection:inventory"), "{detail}");
+    let metrics = server
+        .client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == r#"annals_worker_restarts_total{worker="projection:inventory"} 3"#),
+        "the restarts are counted"
+    );
+
+    // The fault cleared, a retry of each failed model heals it and readiness returns.
+    let response = server
+        .client
+        .delete(format!("{}/api/v1/chaos/faults", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (_, report) = server.get("/api/v1/workers").await;
+    for failed in report["workers"].as_array().unwrap() {
+        if failed["state"] != "failed" {
+            continue;
+        }
+        let name = failed["name"].as_str().unwrap();
+        let model = name
+            .strip_prefix("projection:")
+            .expect("only read models fail");
+        let (status, retried) = server
+            .post(&format!("/api/v1/projections/{model}/retry"), json!({}))
+            .await;
+        assert_eq!(status, 200, "{model}: {retried}");
+    }
+    let report = server
+        .when("/api/v1/workers", "every read model runs again", |report| {
+            report["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|worker| worker["state"] == "running")
+        })
+        .await;
+    assert_eq!(
+        worker(&report, "projection:inventory")["restarts"],
+        3,
+        "a restart stays counted: {report}"
+    );
+    let (status, ready) = server.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    // Applied once across the failures and the retry: 1,000 + 5.
+    let (_, page) = server
+        .get(&format!("/api/v1/inventory/skus?min_position={}", head - 1))
+        .await;
+    assert_eq!(page["skus"][0]["on_hand"], 1005, "{page}");
     server.stop().await;
 }
