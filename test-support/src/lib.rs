@@ -70,8 +70,13 @@ pub static SPAWNING: RwLock<()> = RwLock::new(());
 /// store's `LOCK` file of this process open, or has ended.
 pub fn spawn(command: &mut Command) -> io::Result<Child> {
     let _spawning = SPAWNING.write().unwrap_or_else(PoisonError::into_inner);
+    // The `LOCK` files open before the fork and after it: read only after it, a lock
+    // another thread closed between the fork and the read would be missed while the
+    // child still holds it; read only before it, one opened meanwhile by a thread that
+    // does not take `not_spawning` would be.
+    let mut inherited = open_lock_files(std::path::Path::new("/proc/self/fd"));
     let child = command.spawn()?;
-    let inherited = open_lock_files(std::path::Path::new("/proc/self/fd"));
+    inherited.extend(open_lock_files(std::path::Path::new("/proc/self/fd")));
     if !inherited.is_empty() {
         let fds = std::path::PathBuf::from(format!("/proc/{}/fd", child.id()));
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
