@@ -5,8 +5,8 @@
 //! ([`SPAWNING`]), and two real servers that clean up on `Drop`: [`NatsServer`] and
 //! [`AnnalsServer`] (the `annals` binary found, and built when needed, by
 //! [`annals_binary`]), either of them over TLS with certificates made at run time
-//! ([`tls::TestPki`]); the payment provider simulator [`PspSimulator`]; and spans kept in memory for the trace tests
-//! ([`traces::MemoryTraces`]).
+//! ([`tls::TestPki`]); the payment provider simulator [`PspSimulator`]; and spans kept
+//! in memory for the trace tests ([`traces::MemoryTraces`]).
 //!
 //! A dev-dependency only: no crate's library or binary links it.
 
