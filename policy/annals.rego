@@ -22,7 +22,7 @@ public_actions := {"operations.health", "operations.ready", "operations.openapi"
 
 # What a customer may do for its own customer id (the token's `customer_id`).
 customer_own_actions := {
-	"payments.open", "payments.deposit", "payments.read",
+	"payments.open", "payments.deposit", "payments.read", "payments.card",
 	"orders.place", "orders.cancel", "orders.read", "orders.list",
 	"sagas.read",
 }
@@ -40,7 +40,7 @@ operator_actions := {
 	"sagas.read", "outbox.read", "operations.slo", "projections.read", "projections.rebuild",
 	"projections.retry",
 	"reports.sales", "inventory.read", "inventory.list", "orders.read",
-	"operations.metrics", "operations.workers",
+	"operations.metrics", "operations.workers", "operations.dependencies",
 	"chaos.list", "chaos.inject", "chaos.clear",
 }
 

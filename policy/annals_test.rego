@@ -38,7 +38,7 @@ req(principal, action, resource) := {
 public_actions := ["operations.health", "operations.ready", "operations.openapi"]
 
 customer_own_actions := [
-	"payments.open", "payments.deposit", "payments.read",
+	"payments.open", "payments.deposit", "payments.read", "payments.card",
 	"orders.place", "orders.cancel", "orders.read", "orders.list", "sagas.read",
 ]
 
@@ -48,30 +48,30 @@ clerk_allowed := [
 ]
 
 clerk_denied := [
-	"payments.open", "payments.deposit", "payments.read", "orders.place", "orders.cancel",
-	"orders.read", "orders.list", "sagas.read", "streams.read", "streams.list", "events.read",
+	"payments.open", "payments.deposit", "payments.read", "payments.card", "orders.place",
+	"orders.cancel", "orders.read", "orders.list", "sagas.read", "streams.read", "streams.list", "events.read",
 	"log.read", "log.follow", "projections.read", "projections.rebuild", "projections.retry",
 	"outbox.read", "operations.slo", "operations.metrics", "operations.workers",
-	"chaos.list", "chaos.inject", "chaos.clear",
+	"operations.dependencies", "chaos.list", "chaos.inject", "chaos.clear",
 ]
 
 operator_allowed := [
 	"streams.read", "streams.list", "events.read", "log.read", "log.follow", "sagas.read",
 	"outbox.read", "projections.read", "projections.rebuild", "projections.retry", "reports.sales",
 	"inventory.read", "inventory.list", "orders.read", "operations.slo", "operations.metrics",
-	"operations.workers", "chaos.list", "chaos.inject", "chaos.clear",
+	"operations.workers", "operations.dependencies", "chaos.list", "chaos.inject", "chaos.clear",
 ]
 
 operator_denied := [
 	"inventory.register", "inventory.restock", "payments.open", "payments.deposit",
-	"payments.read", "orders.place", "orders.cancel", "orders.list",
+	"payments.read", "payments.card", "orders.place", "orders.cancel", "orders.list",
 ]
 
 customer_denied := [
 	"inventory.register", "inventory.restock", "reports.sales", "streams.read", "streams.list",
 	"events.read", "log.read", "log.follow", "projections.read", "projections.rebuild",
 	"projections.retry", "outbox.read", "operations.slo", "operations.metrics",
-	"operations.workers", "chaos.list", "chaos.inject", "chaos.clear",
+	"operations.workers", "operations.dependencies", "chaos.list", "chaos.inject", "chaos.clear",
 ]
 
 every_private_action := array.concat(clerk_allowed, clerk_denied)

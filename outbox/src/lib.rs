@@ -31,7 +31,8 @@
 //! through its API.
 
 pub mod audit;
-pub mod breaker;
+/// The circuit breaker, shared with the payment provider chain (the `breaker` crate).
+pub use ::breaker;
 pub mod config;
 pub mod error;
 pub mod message;

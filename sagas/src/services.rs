@@ -16,6 +16,14 @@
 //! an order it does not remember (after a restart, or evicted) reads it from the order's
 //! first event. Either way it comes out the same, and for sagas started before it existed.
 //!
+//! The charge of a customer with a card on file goes to the payment providers when the
+//! services have a chain of them ([`FulfilmentServices::with_card_payments`]); everyone
+//! else's, and every charge on a server without providers, to the prepaid account as
+//! before (that path reads nothing more). A provider's refusal of the card is
+//! [`Outcome::Rejected`]; no provider available now is an error, so the driver asks again
+//! later and the saga's deadline applies. A refund gives back the order's captures at the
+//! providers, if any, else the account's charge.
+//!
 //! Every command passes the `saga.command` fault point first
 //! ([`FulfilmentServices::with_chaos`], inert without `--chaos`): an injected `error`
 //! fails it as a store failure does (the driver tries it again later), a `delay` waits,
@@ -74,6 +82,9 @@ pub struct FulfilmentServices {
     /// Who placed each order (the principal of its `OrderPlaced`), by order id, for the
     /// orders seen placed lately.
     placed_by: Arc<quick_cache::sync::Cache<String, Option<String>>>,
+    /// The payment providers that charge cards on file; `None`: every order is paid
+    /// from the prepaid account.
+    card_payments: Option<psp::Chain>,
 }
 
 impl FulfilmentServices {
@@ -86,7 +97,24 @@ impl FulfilmentServices {
             faults: Faults::default(),
             chaos: chaos::Chaos::inert(),
             placed_by: Arc::new(quick_cache::sync::Cache::new(PLACED_BY_CAPACITY)),
+            card_payments: None,
         }
+    }
+
+    /// The same services, charging the customers with a card on file through `chain`.
+    pub fn with_card_payments(mut self, chain: psp::Chain) -> Self {
+        self.card_payments = Some(chain);
+        self
+    }
+
+    /// The providers and the card on file of `customer_id`, when its charges go to a
+    /// provider.
+    fn card_of(&self, customer_id: &str) -> Result<Option<(&psp::Chain, String)>, Error> {
+        let Some(chain) = &self.card_payments else {
+            return Ok(None);
+        };
+        let card = self.repositories.cards.load(customer_id)?.state;
+        Ok(card.token().map(|token| (chain, token.to_owned())))
     }
 
     /// The same services, injecting `faults`.
@@ -145,6 +173,15 @@ async fn run<A: Aggregate>(
         // The saga never sends a command that changes nothing; if one did, it is done.
         Err(ExecuteError::NoChange) => Ok(Ok(repository.load(id)?.state)),
         Err(ExecuteError::Store(error)) => Err(error),
+    }
+}
+
+/// No payment provider could be asked now: a failure like the store's, so the driver
+/// asks again later (and the saga's deadline applies meanwhile).
+fn unavailable(error: impl std::fmt::Display) -> Error {
+    Error::Io {
+        path: "payment providers".into(),
+        source: std::io::Error::other(error.to_string()),
     }
 }
 
@@ -272,6 +309,32 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                 if let Some(delay) = self.faults.charge_delay_for(&order_id) {
                     tokio::time::sleep(delay).await;
                 }
+                if let Some((chain, card)) = self.card_of(&state.customer_id)? {
+                    let charge = psp::CardCharge {
+                        order_id: order_id.clone(),
+                        card,
+                        amount: *amount,
+                    };
+                    return match chain.charge(&charge).await {
+                        Ok(receipt) => {
+                            tracing::info!(order_id = %order_id, provider = %receipt.provider, payment = %receipt.payment, "order charged to the card on file");
+                            Ok(Input::Answered {
+                                key: issued.key.clone(),
+                                outcome: Outcome::Done,
+                            })
+                        }
+                        Err(
+                            error @ (psp::ChargeError::Declined { .. }
+                            | psp::ChargeError::Rejected { .. }),
+                        ) => Ok(Input::Answered {
+                            key: issued.key.clone(),
+                            outcome: rejected(error),
+                        }),
+                        Err(error @ psp::ChargeError::Unavailable { .. }) => {
+                            Err(unavailable(error))
+                        }
+                    };
+                }
                 let command = payments::Command::Charge {
                     order_id: order_id.clone(),
                     amount: *amount,
@@ -289,6 +352,26 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                 }
             }
             Command::Refund => {
+                if let Some(chain) = &self.card_payments {
+                    match chain.refund(&order_id).await {
+                        Ok(0) => {}
+                        Ok(_) => {
+                            return Ok(Input::Answered {
+                                key: issued.key.clone(),
+                                outcome: Outcome::Done,
+                            });
+                        }
+                        Err(error @ psp::RefundError::Rejected { .. }) => {
+                            return Ok(Input::Answered {
+                                key: issued.key.clone(),
+                                outcome: rejected(error),
+                            });
+                        }
+                        Err(error @ psp::RefundError::Unavailable { .. }) => {
+                            return Err(unavailable(error));
+                        }
+                    }
+                }
                 let command = payments::Command::Refund {
                     order_id: order_id.clone(),
                 };

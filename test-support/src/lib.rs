@@ -5,13 +5,14 @@
 //! ([`SPAWNING`]), and two real servers that clean up on `Drop`: [`NatsServer`] and
 //! [`AnnalsServer`] (the `annals` binary found, and built when needed, by
 //! [`annals_binary`]), either of them over TLS with certificates made at run time
-//! ([`tls::TestPki`]); and spans kept in memory for the trace tests
-//! ([`traces::MemoryTraces`]).
+//! ([`tls::TestPki`]); the payment provider simulator [`PspSimulator`]; and spans kept
+//! in memory for the trace tests ([`traces::MemoryTraces`]).
 //!
 //! A dev-dependency only: no crate's library or binary links it.
 
 mod annals;
 mod nats;
+mod psp;
 mod random;
 pub mod tls;
 pub mod traces;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 pub use annals::{AnnalsServer, annals_binary, annals_command, run_annals};
 pub use nats::{NatsServer, nats_server_binary};
+pub use psp::{PspSimulator, psp_sim_binary};
 pub use random::{Random, SEED_VARIABLE};
 
 /// How long an await that must finish may take before the test fails: a safety net that

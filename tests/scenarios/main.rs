@@ -25,11 +25,17 @@
 //!
 //! - `deploy`: the Prometheus rules of `deploy/` checked and unit-tested with promtool.
 //!
+//! - `payments`: card payments through two real payment provider simulators
+//!   (`annals-psp-sim`) and the chain of circuit breakers: fall-through to the fallback,
+//!   half-open and close, timeouts and slowness without a double charge, both failing
+//!   (the deadline cancels and compensates).
+//!
 //! `support` holds the known history, golden-file comparison and the `annals` runners.
 
 mod chaos;
 mod cli;
 mod deploy;
+mod payments;
 mod saga;
 mod security;
 mod support;

@@ -185,6 +185,29 @@ pub struct ServeArgs {
     /// --poison-events policy decides [default: 3].
     #[arg(long, env = "ANNALS_PROJECTION_RETRIES", value_name = "N")]
     projection_retries: Option<u32>,
+    /// Payment providers for customers with a card on file, in order (repeat the flag):
+    /// a charge goes to the first whose circuit breaker is not open [default: none:
+    /// every order is paid from the prepaid account].
+    #[arg(long = "psp-url", value_name = "URL")]
+    psp_urls: Vec<String>,
+    /// The limit of one call to a payment provider, in milliseconds [default: 2000].
+    #[arg(long, env = "ANNALS_PSP_TIMEOUT_MS", value_name = "MS")]
+    psp_timeout_ms: Option<u64>,
+    /// Retries of a retryable provider failure, per provider and charge [default: 2].
+    #[arg(long, env = "ANNALS_PSP_RETRIES", value_name = "N")]
+    psp_retries: Option<usize>,
+    /// Charges failed in a row that open a provider's circuit breaker [default: 5].
+    #[arg(long, env = "ANNALS_PSP_BREAKER_FAILURES", value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..))]
+    psp_breaker_failures: Option<u32>,
+    /// How long an open provider breaker waits before one probe, in milliseconds
+    /// [default: 10000].
+    #[arg(long, env = "ANNALS_PSP_BREAKER_COOL_DOWN_MS", value_name = "MS")]
+    psp_breaker_cool_down_ms: Option<u64>,
+    /// The currency of every amount sent to the providers (ISO 4217, two decimals)
+    /// [default: EUR].
+    #[arg(long, env = "ANNALS_PSP_CURRENCY", value_name = "CODE")]
+    psp_currency: Option<String>,
 }
 
 /// How long a server whose store's writer failed goes on answering (commands and the
@@ -217,6 +240,12 @@ struct FileConfig {
     worker_restart_window_secs: Option<u64>,
     poison_events: Option<projections::PoisonPolicy>,
     projection_retries: Option<u32>,
+    psp_urls: Option<Vec<String>>,
+    psp_timeout_ms: Option<u64>,
+    psp_retries: Option<usize>,
+    psp_breaker_failures: Option<u32>,
+    psp_breaker_cool_down_ms: Option<u64>,
+    psp_currency: Option<String>,
 }
 
 /// The settings in force.
@@ -262,6 +291,9 @@ pub struct Settings {
     pub workers: supervisor::SupervisorConfig,
     /// The read models' runner: what it does with poison events (the rest default).
     pub projections: projections::RunnerConfig,
+    /// The payment providers cards on file are charged through; `None`: no card
+    /// payments (every order is paid from the prepaid account).
+    pub payment_providers: Option<psp::ChainConfig>,
 }
 
 impl ServeArgs {
@@ -357,6 +389,45 @@ impl ServeArgs {
                     ..defaults
                 }
             },
+            payment_providers: {
+                let urls = if self.psp_urls.is_empty() {
+                    file.psp_urls.unwrap_or_default()
+                } else {
+                    self.psp_urls
+                };
+                if urls.is_empty() {
+                    None
+                } else {
+                    let defaults = psp::ChainConfig::new(urls);
+                    let config = psp::ChainConfig {
+                        timeout: self
+                            .psp_timeout_ms
+                            .or(file.psp_timeout_ms)
+                            .map_or(defaults.timeout, Duration::from_millis),
+                        retries: self
+                            .psp_retries
+                            .or(file.psp_retries)
+                            .unwrap_or(defaults.retries),
+                        failure_threshold: self
+                            .psp_breaker_failures
+                            .or(file.psp_breaker_failures)
+                            .unwrap_or(defaults.failure_threshold),
+                        cool_down: self
+                            .psp_breaker_cool_down_ms
+                            .or(file.psp_breaker_cool_down_ms)
+                            .map_or(defaults.cool_down, Duration::from_millis),
+                        currency: self
+                            .psp_currency
+                            .or(file.psp_currency)
+                            .unwrap_or_else(|| defaults.currency.clone()),
+                        ..defaults
+                    };
+                    // Checked now, so that a bad URL stops the start naming it.
+                    psp::Chain::new(&config)
+                        .map_err(|error| anyhow::anyhow!("bad payment providers: {error}"))?;
+                    Some(config)
+                }
+            },
         })
     }
 }
@@ -418,6 +489,12 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         .map(crate::tls::ServerFiles::server_config)
         .transpose()?;
     security::check_exposure(&settings.listen, &settings.security)?;
+    let payment_providers = settings
+        .payment_providers
+        .as_ref()
+        .map(psp::Chain::new)
+        .transpose()
+        .map_err(|error| anyhow::anyhow!("bad payment providers: {error}"))?;
     // One switch for every fault point of the server, inert unless `--chaos`.
     let chaos = if settings.chaos {
         tracing::warn!(
@@ -489,9 +566,14 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             .expect("the objectives were checked with the settings"),
     );
     state = state.with_slos(slos.clone());
-    let services = sagas::FulfilmentServices::new(repositories, settings.saga_timeout)
+    let mut services = sagas::FulfilmentServices::new(repositories, settings.saga_timeout)
         .with_faults(settings.faults.clone())
         .with_chaos(chaos.clone());
+    if let Some(chain) = payment_providers {
+        tracing::info!(providers = ?settings.payment_providers.as_ref().map(|config| &config.urls), "card payments on: cards on file are charged through the payment providers");
+        services = services.with_card_payments(chain.clone());
+        state = state.with_payment_providers(chain);
+    }
     let driver = if settings.saga {
         let started = sagas::DriverWorker::<sagas::Fulfilment, _>::new(
             store.clone(),

@@ -103,6 +103,7 @@ fn decode_payload(event: &RecordedEvent) -> Option<serde_json::Value> {
     let decoded = match event.stream_id.category() {
         "stock" => inventory::event_to_json(schema, payload),
         "account" => payments::event_to_json(schema, payload),
+        "card" => payments::card::event_to_json(schema, payload),
         "order" => orders::event_to_json(schema, payload),
         crate::idempotency::CATEGORY => crate::idempotency::event_to_json(schema, payload),
         "saga" if event.stream_id.as_str().starts_with("saga-fulfilment-") => {

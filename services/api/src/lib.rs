@@ -127,6 +127,9 @@ pub struct AppState {
     /// The fault points' switch, inert unless the server runs with `--chaos`
     /// ([`AppState::with_chaos`]).
     chaos: chaos::Chaos,
+    /// The payment providers the saga charges cards through, if any
+    /// ([`AppState::with_payment_providers`]).
+    payment_providers: Option<psp::Chain>,
 }
 
 #[derive(Debug)]
@@ -135,6 +138,7 @@ struct Shared {
     stock: Repository<inventory::Stock>,
     accounts: Repository<payments::Account>,
     orders: Repository<orders::Order>,
+    cards: Repository<payments::card::Card>,
     config: ApiConfig,
     /// Requests with one idempotency key run one at a time, so the second sees the
     /// first's record.
@@ -159,6 +163,7 @@ impl AppState {
                 stock: repositories.stock,
                 accounts: repositories.accounts,
                 orders: repositories.orders,
+                cards: repositories.cards,
                 store,
                 config,
                 key_locks: eventstore::KeyedLocks::default(),
@@ -175,6 +180,7 @@ impl AppState {
             scrape_hook: None,
             workers: None,
             chaos: chaos::Chaos::inert(),
+            payment_providers: None,
         }
     }
 
@@ -235,6 +241,19 @@ impl AppState {
     pub fn with_chaos(mut self, chaos: chaos::Chaos) -> Self {
         self.chaos = chaos;
         self
+    }
+
+    /// The same state, reporting the breakers of `chain` (the payment providers the
+    /// fulfilment saga charges cards through) at `GET /api/v1/dependencies` and in
+    /// `/metrics`.
+    pub fn with_payment_providers(mut self, chain: psp::Chain) -> Self {
+        self.payment_providers = Some(chain);
+        self
+    }
+
+    /// The payment providers of this server, if any.
+    pub fn payment_providers(&self) -> Option<&psp::Chain> {
+        self.payment_providers.as_ref()
     }
 
     /// The fault points' switch of this server (inert without `--chaos`).
@@ -365,6 +384,7 @@ fn routes(chaos: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(payments::open_account))
         .routes(routes!(payments::get_account))
         .routes(routes!(payments::deposit))
+        .routes(routes!(payments::register_card))
         .routes(routes!(orders::place_order))
         .routes(routes!(orders::get_order))
         .routes(routes!(orders::cancel_order))
@@ -385,6 +405,7 @@ fn routes(chaos: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(operations::readyz))
         .routes(routes!(operations::outbox_status))
         .routes(routes!(operations::list_workers))
+        .routes(routes!(routes::dependencies::list_dependencies))
         .routes(routes!(slo::slo_report))
         .routes(routes!(operations::openapi_json))
         .routes(routes!(operations::metrics));
@@ -417,11 +438,11 @@ fn document() -> utoipa::openapi::OpenApi {
         components(schemas(problem::Problem, problem::CheckpointProblem)),
         tags(
             (name = "inventory", description = "Skus and their stock (stream stock-<sku>)"),
-            (name = "payments", description = "Customer accounts (stream account-<customer>)"),
+            (name = "payments", description = "Customer accounts (stream account-<customer>) and cards on file (stream card-<customer>)"),
             (name = "orders", description = "Orders (stream order-<uuid>)"),
             (name = "log", description = "Streams and the whole log, paged or live"),
             (name = "read models", description = "Projections: queries (read-your-writes with min_position), status, rebuilds, parked events and retries"),
-            (name = "operations", description = "Health, readiness, metrics, the outbox relay, the background workers and this document"),
+            (name = "operations", description = "Health, readiness, metrics, the outbox relay, the background workers, the external dependencies and this document"),
             (name = "chaos", description = "Fault injection (a server started with --chaos; without it these answer 404): the fault points, the active faults, injecting and clearing them"),
         )
     )]

@@ -353,6 +353,16 @@ impl DomainError for payments::Error {
     }
 }
 
+impl DomainError for payments::card::Error {
+    fn classify(&self) -> (StatusCode, &'static str) {
+        use payments::card::Error as E;
+        match self {
+            E::BlankCustomerId => (UNPROCESSABLE, "blank-customer-id"),
+            E::BadCardToken => (UNPROCESSABLE, "bad-card-token"),
+        }
+    }
+}
+
 impl DomainError for orders::Error {
     fn classify(&self) -> (StatusCode, &'static str) {
         use orders::Error as E;

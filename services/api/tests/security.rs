@@ -58,6 +58,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("payments.open", "UADDDA"),
     ("payments.deposit", "UADDDA"),
     ("payments.read", "UADDDA"),
+    ("payments.card", "UADDDA"),
     ("orders.place", "UADDDA"),
     ("orders.cancel", "UADDDA"),
     ("orders.read", "UADDAA"),
@@ -79,6 +80,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("operations.openapi", "AAAAAA"),
     ("operations.metrics", "UDDDAA"),
     ("operations.workers", "UDDDAA"),
+    ("operations.dependencies", "UDDDAA"),
     ("chaos.list", "UDDDAA"),
     ("chaos.inject", "UDDDAA"),
     ("chaos.clear", "UDDDAA"),
@@ -310,6 +312,9 @@ async fn every_route_and_role_meets_the_default_policy() {
             }
             ("POST", "/api/v1/inventory/skus/{sku}/restock") => Some(json!({"quantity": 1})),
             ("POST", "/api/v1/payments/accounts") => Some(json!({"customer_id": "c-1"})),
+            ("POST", "/api/v1/payments/cards") => {
+                Some(json!({"customer_id": "c-1", "card": "tok_c1"}))
+            }
             ("POST", "/api/v1/payments/accounts/{customer_id}/deposits") => {
                 Some(json!({"amount": 1}))
             }

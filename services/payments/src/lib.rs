@@ -33,6 +33,8 @@
 //! [`EVENT_SCHEMA_VERSION`](eventstore::Aggregate::EVENT_SCHEMA_VERSION) and a decoder
 //! for the old one. The golden test in this crate pins the bytes.
 
+pub mod card;
+
 use std::collections::BTreeMap;
 
 use eventstore::Aggregate;

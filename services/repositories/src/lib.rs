@@ -55,6 +55,8 @@ pub struct Repositories {
     pub accounts: Repository<payments::Account>,
     /// Orders: `order-<id>`.
     pub orders: Repository<orders::Order>,
+    /// Cards on file: `card-<customer>`.
+    pub cards: Repository<payments::card::Card>,
 }
 
 impl Repositories {
@@ -68,7 +70,8 @@ impl Repositories {
         Repositories {
             stock: repository(store.clone(), &config),
             accounts: repository(store.clone(), &config),
-            orders: repository(store, &config),
+            orders: repository(store.clone(), &config),
+            cards: repository(store, &config),
         }
     }
 }

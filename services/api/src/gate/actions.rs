@@ -101,6 +101,10 @@ pub(crate) const ROUTES: &[RouteAction] = &[
         "payments.read",
     ),
     with_body(
+        route(Method::POST, "/api/v1/payments/cards", "payments.card"),
+        BodyResource::Customer,
+    ),
+    with_body(
         route(Method::POST, "/api/v1/orders", "orders.place"),
         BodyResource::Customer,
     ),
@@ -149,6 +153,11 @@ pub(crate) const ROUTES: &[RouteAction] = &[
     route(Method::GET, "/api/v1/outbox", "outbox.read"),
     route(Method::GET, "/api/v1/slo", "operations.slo"),
     route(Method::GET, "/api/v1/workers", "operations.workers"),
+    route(
+        Method::GET,
+        "/api/v1/dependencies",
+        "operations.dependencies",
+    ),
     public("/healthz", "operations.health"),
     public("/readyz", "operations.ready"),
     public("/api/v1/openapi.json", "operations.openapi"),

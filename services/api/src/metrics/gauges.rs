@@ -1,7 +1,8 @@
 //! The families read at scrape time from the status each part of the server keeps: the
 //! store's positions, the read models' status, the outbox relay's status and the saga
-//! driver's status, and the supervised workers' statuses. A part this server does not
-//! run (no relay, no saga, no supervisor) writes no family.
+//! driver's status, the supervised workers' statuses and the payment providers'
+//! breakers. A part this server does not run (no relay, no saga, no supervisor, no
+//! provider) writes no family.
 
 use outbox::BreakerState;
 use projections::State;
@@ -12,13 +13,6 @@ use crate::AppState;
 /// Every state a projection reports, as the `state` label says it.
 const PROJECTION_STATES: [&str; 5] = ["catching_up", "live", "outdated", "faulted", "stopped"];
 
-/// Every state of the relay's circuit breaker, as the `state` label says it.
-const BREAKER_STATES: [(BreakerState, &str); 3] = [
-    (BreakerState::Closed, "closed"),
-    (BreakerState::Open, "open"),
-    (BreakerState::HalfOpen, "half_open"),
-];
-
 /// Writes every family this server's state has.
 pub(super) fn write(state: &AppState, out: &mut Exposition) {
     store(state, out);
@@ -26,6 +20,56 @@ pub(super) fn write(state: &AppState, out: &mut Exposition) {
     relay(state, out);
     saga(state, out);
     workers(state, out);
+    dependencies(state, out);
+}
+
+/// The payment providers' circuit breakers, one series per provider (its base URL).
+fn dependencies(state: &AppState, out: &mut Exposition) {
+    let Some(chain) = state.payment_providers() else {
+        return;
+    };
+    let statuses = chain.dependencies();
+    out.family(
+        "annals_dependency_breaker_state",
+        Kind::Gauge,
+        "1 for the dependency's circuit breaker state (closed, open, half_open), 0 for the others.",
+    );
+    for status in &statuses {
+        for breaker in BreakerState::ALL {
+            let value = if breaker == status.state { 1.0 } else { 0.0 };
+            out.sample(
+                "annals_dependency_breaker_state",
+                &[("dependency", &status.name), ("state", breaker.name())],
+                value,
+            );
+        }
+    }
+    out.family(
+        "annals_dependency_breaker_transitions_total",
+        Kind::Counter,
+        "Times the dependency's circuit breaker entered the state since the server started.",
+    );
+    for status in &statuses {
+        for breaker in BreakerState::ALL {
+            out.sample(
+                "annals_dependency_breaker_transitions_total",
+                &[("dependency", &status.name), ("to", breaker.name())],
+                status.transitions.into_state(breaker) as f64,
+            );
+        }
+    }
+    out.family(
+        "annals_dependency_failures_total",
+        Kind::Counter,
+        "Calls to the dependency that failed (after their retries) since the server started.",
+    );
+    for status in &statuses {
+        out.sample(
+            "annals_dependency_failures_total",
+            &[("dependency", &status.name)],
+            status.failures_total as f64,
+        );
+    }
 }
 
 fn workers(state: &AppState, out: &mut Exposition) {
@@ -148,9 +192,13 @@ fn relay(state: &AppState, out: &mut Exposition) {
         Kind::Gauge,
         "1 for the relay's circuit breaker state (closed, open, half_open), 0 for the others.",
     );
-    for (breaker, name) in BREAKER_STATES {
+    for breaker in BreakerState::ALL {
         let value = if breaker == status.breaker { 1.0 } else { 0.0 };
-        out.sample("annals_relay_breaker_state", &[("state", name)], value);
+        out.sample(
+            "annals_relay_breaker_state",
+            &[("state", breaker.name())],
+            value,
+        );
     }
 }
 

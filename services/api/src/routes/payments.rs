@@ -1,5 +1,7 @@
 //! The `payments` routes: open a customer's account, deposit into it, read it (stream
-//! `account-<customer_id>`).
+//! `account-<customer_id>`); put a card on file (stream `card-<customer_id>`: the
+//! customer's orders are then charged to it through the payment providers, on a server
+//! with `--psp-url`).
 
 use std::collections::BTreeMap;
 
@@ -33,6 +35,19 @@ pub struct Deposit {
     /// The amount in minor currency units (cents); above 0.
     #[schema(example = 5000)]
     pub amount: u64,
+}
+
+/// `POST /api/v1/payments/cards`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterCard {
+    /// The customer: 1 to 64 ASCII letters, digits, `.`, `_`, `-`.
+    #[schema(example = "alice", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    pub customer_id: String,
+    /// The payment provider's token of the card (never a card number): 1 to 64 ASCII
+    /// letters, digits and `_`, not digits only.
+    #[schema(example = "tok_alice", pattern = "^[A-Za-z0-9_]{1,64}$")]
+    pub card: String,
 }
 
 /// A customer's account.
@@ -89,6 +104,43 @@ pub(crate) async fn open_account(
             .await?;
         Ok(Reply::accepted(StatusCode::CREATED, &committed)?
             .with_location(format!("/api/v1/payments/accounts/{}", body.customer_id)))
+    })
+    .await
+}
+
+/// Put a card on file for a customer (replacing one registered before). On a server
+/// with payment providers (`--psp-url`), the customer's orders are charged to it through
+/// them instead of to the prepaid account.
+#[utoipa::path(
+    post,
+    path = "/api/v1/payments/cards",
+    tag = "payments",
+    request_body = RegisterCard,
+    params(CommandHeaders),
+    responses(
+        (status = 200, description = "Registered", body = CommandAccepted,
+            headers(("ETag" = String, description = "The stream version, quoted"))),
+        CommandProblems, Conflict,
+    )
+)]
+pub(crate) async fn register_card(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    identity: Identity,
+    JsonBody(body): JsonBody<RegisterCard>,
+) -> Result<Response, ApiError> {
+    check_entity_id("customer id", &body.customer_id)?;
+    let request = CommandRequest::new("register_card", &uri, &headers, &body, identity)?;
+    run(&state, request, |context| async move {
+        let command = payments::card::Command::RegisterCard {
+            customer_id: body.customer_id.clone(),
+            card: body.card.clone(),
+        };
+        let committed = context
+            .execute(&context.state.inner.cards, &body.customer_id, &command)
+            .await?;
+        Reply::accepted(StatusCode::OK, &committed)
     })
     .await
 }

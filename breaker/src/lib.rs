@@ -1,5 +1,6 @@
 //! A circuit breaker and the retry delays around it. Pure: the caller passes the time, so
-//! the rules are tested without sleeping.
+//! the rules are tested without sleeping. One breaker for the whole workspace: the outbox
+//! relay keeps one for NATS, the payment provider chain (`psp`) one per provider.
 //!
 //! - **Closed**: attempts go ahead; after each failure the relay waits a backoff delay
 //!   (exponential with jitter, from `backon`); `failure_threshold` failures in a row open it.
@@ -11,7 +12,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::time::Instant;
 
-/// The breaker's state, as reported in the relay status.
+/// The breaker's state, as reported in the relay status and the dependencies route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
@@ -21,6 +22,24 @@ pub enum BreakerState {
     Open,
     /// One trial attempt is under way.
     HalfOpen,
+}
+
+impl BreakerState {
+    /// Every state, in the order of the metrics' `state` label.
+    pub const ALL: [BreakerState; 3] = [
+        BreakerState::Closed,
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+    ];
+
+    /// The state's name, as its JSON says it (`closed`, `open`, `half_open`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
 }
 
 /// The breaker with its backoff.
@@ -68,6 +87,15 @@ impl Breaker {
     /// Failures since the last success.
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures
+    }
+
+    /// While open: when the cool-down ends and one trial attempt may go (the next
+    /// probe). `None` while closed or half-open.
+    pub fn open_until(&self) -> Option<Instant> {
+        match self.state {
+            BreakerState::Open => self.open_until,
+            _ => None,
+        }
     }
 
     /// When the next attempt may start: `None` means now. Moves an open breaker whose
@@ -142,7 +170,13 @@ mod tests {
             breaker.failure(now);
         }
         assert_eq!(breaker.wait_until(now), Some(now + Duration::from_secs(10)));
+        assert_eq!(breaker.open_until(), Some(now + Duration::from_secs(10)));
         assert_eq!(breaker.wait_until(now + Duration::from_secs(10)), None);
+        assert_eq!(
+            breaker.open_until(),
+            None,
+            "half-open: the probe is under way"
+        );
         assert_eq!(breaker.state(), BreakerState::HalfOpen);
         // A failed trial opens it again at once.
         breaker.failure(now + Duration::from_secs(10));
