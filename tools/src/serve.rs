@@ -71,7 +71,8 @@ max_body_bytes, shutdown_timeout_secs, nats_url, saga_timeout_secs, tls_cert, tl
 nats_tls_ca, nats_tls_cert, nats_tls_key, log_format, otlp_endpoint, metrics (true or
 false), auth_jwt_secret_file, auth_jwks_file, auth_jwks_url, auth_issuer, auth_audience,
 policy_file, rate_limit, insecure_no_auth, worker_max_restarts,
-worker_restart_window_secs, poison_events (fault or park), projection_retries, and the
+worker_restart_window_secs, poison_events (fault or park), projection_retries, lanes
+(a list of \"LANE=LIMITS\" strings), request_timeout_secs, and the
 tables [rate_limit_roles] and [[slo]] (the service level objectives, see
 docs/OPERATIONS.md).
 
@@ -208,6 +209,49 @@ pub struct ServeArgs {
     /// [default: EUR].
     #[arg(long, env = "ANNALS_PSP_CURRENCY", value_name = "CODE")]
     psp_currency: Option<String>,
+    /// An intent lane's limits, `LANE=CONCURRENCY:QUEUE:WAIT_MS` (lanes: interactive,
+    /// operator, bulk), repeatable; a request finding its lane's queue full or waiting
+    /// longer is shed with 503 and Retry-After [default: interactive=512:2048:2000,
+    /// operator=16:64:2000, bulk=2:8:1000].
+    #[arg(
+        long = "lane",
+        env = "ANNALS_LANES",
+        value_delimiter = ',',
+        value_name = "LANE=LIMITS"
+    )]
+    lanes: Vec<LaneSetting>,
+    /// The longest a request may run before it is answered 503 `request-timeout`
+    /// (not the live log), in seconds [default: 30].
+    #[arg(long, env = "ANNALS_REQUEST_TIMEOUT_SECS", value_name = "SECONDS")]
+    request_timeout: Option<u64>,
+}
+
+/// One `--lane` flag: a lane and its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LaneSetting {
+    lane: api::lanes::Lane,
+    limits: api::lanes::LaneLimits,
+}
+
+impl std::str::FromStr for LaneSetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (lane, limits) = text.split_once('=').ok_or_else(|| {
+            format!("{text:?} is not LANE=CONCURRENCY:QUEUE:WAIT_MS (e.g. bulk=2:8:1000)")
+        })?;
+        Ok(LaneSetting {
+            lane: lane.parse()?,
+            limits: limits.parse()?,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for LaneSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// How long a server whose store's writer failed goes on answering (commands and the
@@ -246,6 +290,9 @@ struct FileConfig {
     psp_breaker_failures: Option<u32>,
     psp_breaker_cool_down_ms: Option<u64>,
     psp_currency: Option<String>,
+    /// `["bulk=2:8:1000", ...]`, as `--lane`.
+    lanes: Option<Vec<LaneSetting>>,
+    request_timeout_secs: Option<u64>,
 }
 
 /// The settings in force.
@@ -294,6 +341,8 @@ pub struct Settings {
     /// The payment providers cards on file are charged through; `None`: no card
     /// payments (every order is paid from the prepaid account).
     pub payment_providers: Option<psp::ChainConfig>,
+    /// The intent lanes' limits and the request timeout.
+    pub lanes: api::lanes::LanesConfig,
 }
 
 impl ServeArgs {
@@ -304,7 +353,16 @@ impl ServeArgs {
             None => Default::default(),
         };
         let defaults = ApiConfig::default();
+        let mut lanes = defaults.lanes.clone();
+        // The file's lanes first, then the flags' over them.
+        for setting in file.lanes.iter().flatten().chain(&self.lanes) {
+            lanes.set(setting.lane, setting.limits);
+        }
+        if let Some(seconds) = self.request_timeout.or(file.request_timeout_secs) {
+            lanes.request_timeout = Duration::from_secs(seconds.max(1));
+        }
         Ok(Settings {
+            lanes,
             data_dir: self
                 .data_dir
                 .or(file.data_dir)
@@ -547,6 +605,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let config = ApiConfig {
         max_body_bytes: settings.max_body_bytes,
         metrics: settings.metrics,
+        lanes: settings.lanes.clone(),
         ..ApiConfig::default()
     };
     // One repository per aggregate for the whole process: the API and the saga share

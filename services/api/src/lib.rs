@@ -37,6 +37,11 @@
 //! Every request runs inside an `http.request` span and answers `X-Request-Id`
 //! ([`telemetry`]).
 //!
+//! Every routed request but the probes, `/metrics`, the document and the live log waits
+//! its turn in an intent lane (`interactive`, `operator`, `bulk`: [`lanes`]), each with its
+//! own concurrency limit, queue and deadline; a full lane sheds with 503 `overloaded` and
+//! `Retry-After`, bulk first, and every admitted request runs within the request timeout.
+//!
 //! A server started with `--chaos` ([`AppState::with_chaos`]) answers
 //! `GET/POST/DELETE /api/v1/chaos/faults` (tag `chaos`) and passes its command and query
 //! routes through the `http.handler` fault point (a delay, or a 500 `chaos-injected`);
@@ -58,6 +63,7 @@ pub mod events;
 mod extract;
 pub mod gate;
 pub mod idempotency;
+pub mod lanes;
 pub mod metrics;
 pub mod problem;
 mod queries;
@@ -89,6 +95,9 @@ pub struct ApiConfig {
     /// Whether the process records metrics and serves them at `/metrics` (else no
     /// recorder is installed, so recording costs nothing, and `/metrics` answers 404).
     pub metrics: bool,
+    /// The intent lanes' limits and the request timeout ([`lanes`]): a flood of one kind
+    /// of work is shed (503 `overloaded`) before it starves the others.
+    pub lanes: lanes::LanesConfig,
 }
 
 impl Default for ApiConfig {
@@ -100,6 +109,7 @@ impl Default for ApiConfig {
             max_ready_index_lag: 100_000,
             projection_wait_timeout: std::time::Duration::from_secs(5),
             metrics: true,
+            lanes: lanes::LanesConfig::default(),
         }
     }
 }
@@ -146,6 +156,8 @@ struct Shared {
     /// Cancelled when the server begins to shut down: live streams end, `/readyz`
     /// answers 503.
     shutdown: CancellationToken,
+    /// The intent lanes every request waits in.
+    lanes: lanes::Lanes,
 }
 
 impl AppState {
@@ -165,6 +177,7 @@ impl AppState {
                 orders: repositories.orders,
                 cards: repositories.cards,
                 store,
+                lanes: lanes::Lanes::new(&config.lanes),
                 config,
                 key_locks: eventstore::KeyedLocks::default(),
                 shutdown: CancellationToken::new(),
@@ -306,6 +319,11 @@ impl AppState {
         &self.inner.store
     }
 
+    /// The intent lanes of this server.
+    pub fn lanes(&self) -> &lanes::Lanes {
+        &self.inner.lanes
+    }
+
     /// The API's limits.
     pub fn config(&self) -> &ApiConfig {
         &self.inner.config
@@ -340,6 +358,12 @@ pub fn app(state: AppState) -> Router {
             routes::chaos::http_handler,
         ));
     }
+    // Inside the gate: a request is authenticated and allowed before it takes a slot
+    // in its lane, and a shed request still counts as an answered command.
+    router = router.route_layer(axum::middleware::from_fn_with_state(
+        state.lanes().clone(),
+        lanes::admit,
+    ));
     if state.security().is_some() {
         // A route layer runs only for matched routes, after routing, so the gate sees the
         // route's template and parameters.

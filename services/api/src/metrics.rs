@@ -123,6 +123,10 @@ fn describe() {
         HTTP_REQUESTS,
         "HTTP requests answered, by route template, method and status."
     );
+    metrics::describe_counter!(
+        crate::lanes::SHED,
+        "Requests shed by their intent lane (503 overloaded), by lane and reason (queue_full, deadline, bulk_first)."
+    );
     metrics::describe_histogram!(
         HTTP_DURATION,
         Unit::Seconds,
@@ -156,6 +160,7 @@ pub fn render(state: &AppState) -> String {
     gauges::write(state, &mut exposition);
     process::write(&mut exposition);
     crate::slo::write(state.slos(), &mut exposition);
+    crate::lanes::write(state.lanes(), &mut exposition);
     if let Some(hook) = state.scrape_hook() {
         (hook.0)(&mut exposition);
     }

@@ -1,0 +1,597 @@
+//! Intent lanes: every request waits its turn in one of three lanes, each with its own
+//! concurrency limit, queue and queue-time deadline, so that a flood of one kind of work
+//! cannot starve another.
+//!
+//! - `interactive`: customer commands and the reads that go with them (skus, accounts,
+//!   orders, the customer's read models).
+//! - `operator`: the log, streams and events in pages of at most
+//!   [`LARGE_PAGE`] events, the read models' status and parked events, workers, the
+//!   dependencies, the relay, SLOs and the chaos routes.
+//! - `bulk`: rebuilds and pages of more than [`LARGE_PAGE`] events.
+//!
+//! A caller may move its own request to a lane of lower priority with the
+//! `Annals-Intent` header (`operator` or `bulk`: a batch job marking its traffic as
+//! such); a header naming a lane of higher priority than the route's is ignored, and an
+//! unknown value is a 400. The probes (`/healthz`, `/readyz`), `/metrics`, the OpenAPI
+//! document and the live log (a stream held open for as long as the client likes, bounded
+//! by the connection limit instead) pass no lane.
+//!
+//! A request that finds its lane's queue full, or waits longer than the lane's deadline,
+//! is shed: 503 `overloaded` with `Retry-After`. Bulk is shed first: while interactive
+//! requests wait for a slot, a bulk request that cannot start at once is shed instead of
+//! queueing. Every admitted request runs within the server's request timeout (503
+//! `request-timeout` after it); a command that timed out may still have been appended, and
+//! an `Idempotency-Key` makes its retry safe.
+//!
+//! `/metrics`: `annals_lane_in_flight{lane}`, `annals_lane_queued{lane}` and
+//! `annals_lane_shed_total{lane,reason}` (`queue_full`, `deadline`, `bulk_first`).
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::metrics::{Exposition, Kind};
+use crate::problem::ApiError;
+
+/// The counter of shed requests.
+pub const SHED: &str = "annals_lane_shed_total";
+
+/// A page of more than this many events is bulk work.
+pub const LARGE_PAGE: usize = 100;
+
+/// The header by which a caller lowers its request's lane.
+pub const INTENT_HEADER: &str = "annals-intent";
+
+/// A lane of requests, in priority order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lane {
+    /// Customer commands and their reads.
+    Interactive,
+    /// Operators' reads.
+    Operator,
+    /// Rebuilds and large pages.
+    Bulk,
+}
+
+impl Lane {
+    /// Every lane, highest priority first.
+    pub const ALL: [Lane; 3] = [Lane::Interactive, Lane::Operator, Lane::Bulk];
+
+    /// `interactive`, `operator` or `bulk`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Interactive => "interactive",
+            Lane::Operator => "operator",
+            Lane::Bulk => "bulk",
+        }
+    }
+}
+
+impl fmt::Display for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Lane {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Lane::ALL
+            .into_iter()
+            .find(|lane| lane.as_str().eq_ignore_ascii_case(text.trim()))
+            .ok_or_else(|| format!("{text:?} is not a lane: interactive, operator or bulk"))
+    }
+}
+
+/// One lane's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaneLimits {
+    /// Requests running at once.
+    pub concurrency: usize,
+    /// Requests waiting for a slot; one more is shed.
+    pub queue: usize,
+    /// The longest wait for a slot; a request waiting longer is shed.
+    pub max_wait: Duration,
+}
+
+impl FromStr for LaneLimits {
+    type Err = String;
+
+    /// `CONCURRENCY:QUEUE:WAIT_MS`, e.g. `256:1024:2000`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let number = |part: &str, what: &str| {
+            part.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("{what} in {text:?} is not a whole number"))
+        };
+        match parts.as_slice() {
+            [concurrency, queue, wait] => {
+                let limits = LaneLimits {
+                    concurrency: usize::try_from(number(concurrency, "the concurrency")?)
+                        .map_err(|_| format!("the concurrency in {text:?} is too large"))?,
+                    queue: usize::try_from(number(queue, "the queue")?)
+                        .map_err(|_| format!("the queue in {text:?} is too large"))?,
+                    max_wait: Duration::from_millis(number(wait, "the wait")?),
+                };
+                if limits.concurrency == 0 {
+                    return Err(format!("the concurrency in {text:?} must be at least 1"));
+                }
+                Ok(limits)
+            }
+            _ => Err(format!(
+                "{text:?} is not CONCURRENCY:QUEUE:WAIT_MS (e.g. 256:1024:2000)"
+            )),
+        }
+    }
+}
+
+/// The limits of every lane and the request timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanesConfig {
+    /// Customer commands and their reads.
+    pub interactive: LaneLimits,
+    /// Operators' reads.
+    pub operator: LaneLimits,
+    /// Rebuilds and large pages.
+    pub bulk: LaneLimits,
+    /// The longest an admitted request may run (not the live log).
+    pub request_timeout: Duration,
+}
+
+impl Default for LanesConfig {
+    fn default() -> Self {
+        LanesConfig {
+            interactive: LaneLimits {
+                concurrency: 512,
+                queue: 2048,
+                max_wait: Duration::from_secs(2),
+            },
+            operator: LaneLimits {
+                concurrency: 16,
+                queue: 64,
+                max_wait: Duration::from_secs(2),
+            },
+            bulk: LaneLimits {
+                concurrency: 2,
+                queue: 8,
+                max_wait: Duration::from_secs(1),
+            },
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl LanesConfig {
+    /// The limits of `lane`.
+    pub fn limits(&self, lane: Lane) -> LaneLimits {
+        match lane {
+            Lane::Interactive => self.interactive,
+            Lane::Operator => self.operator,
+            Lane::Bulk => self.bulk,
+        }
+    }
+
+    /// Sets the limits of `lane`.
+    pub fn set(&mut self, lane: Lane, limits: LaneLimits) {
+        match lane {
+            Lane::Interactive => self.interactive = limits,
+            Lane::Operator => self.operator = limits,
+            Lane::Bulk => self.bulk = limits,
+        }
+    }
+}
+
+/// Why a request was shed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// The lane's queue was full.
+    QueueFull,
+    /// It waited longer than the lane's deadline.
+    Deadline,
+    /// A bulk request that could not start at once while interactive requests waited.
+    BulkFirst,
+}
+
+impl Shed {
+    /// The reason's label in `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shed::QueueFull => "queue_full",
+            Shed::Deadline => "deadline",
+            Shed::BulkFirst => "bulk_first",
+        }
+    }
+}
+
+struct Gate {
+    limits: LaneLimits,
+    slots: Arc<Semaphore>,
+    queued: AtomicUsize,
+}
+
+impl Gate {
+    fn new(limits: LaneLimits) -> Self {
+        Gate {
+            limits,
+            slots: Arc::new(Semaphore::new(limits.concurrency)),
+            queued: AtomicUsize::new(0),
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.limits
+            .concurrency
+            .saturating_sub(self.slots.available_permits())
+    }
+}
+
+/// The lanes of one server. Cheap to clone.
+#[derive(Clone)]
+pub struct Lanes {
+    gates: Arc<[Gate; 3]>,
+    request_timeout: Duration,
+}
+
+impl fmt::Debug for Lanes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lanes")
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Lanes {
+    fn default() -> Self {
+        Lanes::new(&LanesConfig::default())
+    }
+}
+
+/// A request's slot in its lane, given back when dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Lanes {
+    /// Lanes with these limits.
+    pub fn new(config: &LanesConfig) -> Self {
+        Lanes {
+            gates: Arc::new(Lane::ALL.map(|lane| Gate::new(config.limits(lane)))),
+            request_timeout: config.request_timeout,
+        }
+    }
+
+    fn gate(&self, lane: Lane) -> &Gate {
+        &self.gates[lane as usize]
+    }
+
+    /// Waits for a slot in `lane`, or says why the request is shed.
+    pub async fn admit(&self, lane: Lane) -> Result<Admitted, Shed> {
+        let gate = self.gate(lane);
+        if let Ok(slot) = gate.slots.clone().try_acquire_owned() {
+            return Ok(Admitted { _slot: slot });
+        }
+        if lane == Lane::Bulk && self.gate(Lane::Interactive).queued.load(Ordering::Relaxed) > 0 {
+            return Err(Shed::BulkFirst);
+        }
+        if gate.queued.fetch_add(1, Ordering::AcqRel) >= gate.limits.queue {
+            gate.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(Shed::QueueFull);
+        }
+        let waited =
+            tokio::time::timeout(gate.limits.max_wait, gate.slots.clone().acquire_owned()).await;
+        gate.queued.fetch_sub(1, Ordering::AcqRel);
+        match waited {
+            Ok(Ok(slot)) => Ok(Admitted { _slot: slot }),
+            // The semaphore is never closed; a closed one sheds like a deadline.
+            Ok(Err(_)) | Err(_) => Err(Shed::Deadline),
+        }
+    }
+
+    /// Requests running in `lane` now.
+    pub fn in_flight(&self, lane: Lane) -> usize {
+        self.gate(lane).in_flight()
+    }
+
+    /// Requests waiting in `lane` now.
+    pub fn queued(&self, lane: Lane) -> usize {
+        self.gate(lane).queued.load(Ordering::Relaxed)
+    }
+
+    /// How long a shed caller of `lane` should wait before trying again, in whole
+    /// seconds (at least 1).
+    fn retry_after(&self, lane: Lane) -> u64 {
+        self.gate(lane).limits.max_wait.as_secs().max(1)
+    }
+}
+
+/// The lane of a request to the route `route` (its template), before the
+/// `Annals-Intent` header; `None` for the routes that pass no lane.
+pub fn route_lane(method: &Method, route: &str, query: Option<&str>) -> Option<Lane> {
+    const UNLANED: [&str; 5] = [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/openapi.json",
+        "/api/v1/log/live",
+    ];
+    if UNLANED.contains(&route) {
+        return None;
+    }
+    if route == "/api/v1/projections/{name}/rebuild" && method == Method::POST {
+        return Some(Lane::Bulk);
+    }
+    let paged = route == "/api/v1/log" || route == "/api/v1/streams/{stream_id}";
+    if paged {
+        let large = query
+            .and_then(|query| {
+                query
+                    .split('&')
+                    .filter_map(|pair| pair.split_once('='))
+                    .find(|(name, _)| *name == "limit")
+                    .and_then(|(_, value)| value.parse::<usize>().ok())
+            })
+            .is_some_and(|limit| limit > LARGE_PAGE);
+        return Some(if large { Lane::Bulk } else { Lane::Operator });
+    }
+    let operator = [
+        "/api/v1/streams",
+        "/api/v1/events/",
+        "/api/v1/projections",
+        "/api/v1/workers",
+        "/api/v1/dependencies",
+        "/api/v1/outbox",
+        "/api/v1/slo",
+        "/api/v1/chaos/",
+    ];
+    if operator
+        .iter()
+        .any(|prefix| route == prefix.trim_end_matches('/') || route.starts_with(prefix))
+    {
+        return Some(Lane::Operator);
+    }
+    Some(Lane::Interactive)
+}
+
+/// The middleware: admits the request to its lane (or sheds it) and bounds its time.
+pub(crate) async fn admit(State(lanes): State<Lanes>, request: Request, next: Next) -> Response {
+    let Some(route) = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+    else {
+        return next.run(request).await;
+    };
+    let Some(mut lane) = route_lane(request.method(), &route, request.uri().query()) else {
+        return next.run(request).await;
+    };
+    if let Some(intent) = request.headers().get(INTENT_HEADER) {
+        match intent
+            .to_str()
+            .map_err(|e| e.to_string())
+            .and_then(str::parse)
+        {
+            // Only ever lower: a caller cannot raise its own priority.
+            Ok(asked) => lane = lane.max(asked),
+            Err(reason) => {
+                return ApiError::bad_request(
+                    "invalid-intent",
+                    format!("the Annals-Intent header: {reason}"),
+                )
+                .into_response();
+            }
+        }
+    }
+    let admitted = match lanes.admit(lane).await {
+        Ok(admitted) => admitted,
+        Err(shed) => {
+            ::metrics::counter!(SHED, "lane" => lane.as_str(), "reason" => shed.as_str())
+                .increment(1);
+            let seconds = lanes.retry_after(lane);
+            let why = match shed {
+                Shed::QueueFull => "its queue is full",
+                Shed::Deadline => "no slot freed up in time",
+                Shed::BulkFirst => "interactive requests are waiting, and bulk work gives way",
+            };
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Overloaded",
+                format!(
+                    "the server sheds this request of the {lane} lane: {why}; retry in {seconds} s"
+                ),
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
+            .into_response();
+        }
+    };
+    let answer = tokio::time::timeout(lanes.request_timeout, next.run(request)).await;
+    drop(admitted);
+    match answer {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request-timeout",
+            "Request timeout",
+            format!(
+                "the request did not finish within {:?}; a command may still have taken \
+                 effect: retry it with the same Idempotency-Key",
+                lanes.request_timeout
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// Writes the lanes' gauges: requests running and waiting in each.
+pub(crate) fn write(lanes: &Lanes, out: &mut Exposition) {
+    out.family(
+        "annals_lane_in_flight",
+        Kind::Gauge,
+        "Requests running in the intent lane now.",
+    );
+    for lane in Lane::ALL {
+        out.sample(
+            "annals_lane_in_flight",
+            &[("lane", lane.as_str())],
+            lanes.in_flight(lane) as f64,
+        );
+    }
+    out.family(
+        "annals_lane_queued",
+        Kind::Gauge,
+        "Requests waiting for a slot in the intent lane now.",
+    );
+    for lane in Lane::ALL {
+        out.sample(
+            "annals_lane_queued",
+            &[("lane", lane.as_str())],
+            lanes.queued(lane) as f64,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tight() -> LanesConfig {
+        let one = LaneLimits {
+            concurrency: 1,
+            queue: 1,
+            max_wait: Duration::from_millis(200),
+        };
+        LanesConfig {
+            interactive: one,
+            operator: one,
+            bulk: one,
+            request_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn routes_fall_in_their_lanes() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(
+            route_lane(&post, "/api/v1/orders", None),
+            Some(Lane::Interactive)
+        );
+        assert_eq!(
+            route_lane(&get, "/api/v1/customers/{id}/orders", None),
+            Some(Lane::Interactive)
+        );
+        assert_eq!(route_lane(&get, "/api/v1/log", None), Some(Lane::Operator));
+        assert_eq!(
+            route_lane(&get, "/api/v1/log", Some("from=0&limit=100")),
+            Some(Lane::Operator)
+        );
+        assert_eq!(
+            route_lane(&get, "/api/v1/log", Some("from=0&limit=1000")),
+            Some(Lane::Bulk)
+        );
+        assert_eq!(
+            route_lane(&get, "/api/v1/streams/{stream_id}", Some("limit=500")),
+            Some(Lane::Bulk)
+        );
+        assert_eq!(
+            route_lane(&get, "/api/v1/streams", None),
+            Some(Lane::Operator)
+        );
+        assert_eq!(
+            route_lane(&post, "/api/v1/projections/{name}/rebuild", None),
+            Some(Lane::Bulk)
+        );
+        assert_eq!(
+            route_lane(&post, "/api/v1/projections/{name}/retry", None),
+            Some(Lane::Operator)
+        );
+        assert_eq!(
+            route_lane(&get, "/api/v1/dependencies", None),
+            Some(Lane::Operator)
+        );
+        assert_eq!(
+            route_lane(&post, "/api/v1/payments/cards", None),
+            Some(Lane::Interactive)
+        );
+        assert_eq!(route_lane(&get, "/readyz", None), None);
+        assert_eq!(route_lane(&get, "/api/v1/log/live", None), None);
+    }
+
+    #[test]
+    fn limits_parse_and_refuse_nonsense() {
+        assert_eq!(
+            "4:8:1500".parse::<LaneLimits>(),
+            Ok(LaneLimits {
+                concurrency: 4,
+                queue: 8,
+                max_wait: Duration::from_millis(1500)
+            })
+        );
+        assert!("0:8:1500".parse::<LaneLimits>().is_err());
+        assert!("4:8".parse::<LaneLimits>().is_err());
+        assert!("4:x:1".parse::<LaneLimits>().is_err());
+        assert_eq!("Bulk".parse::<Lane>(), Ok(Lane::Bulk));
+        assert!("urgent".parse::<Lane>().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_sheds_and_a_long_wait_sheds() {
+        let lanes = Lanes::new(&tight());
+        let running = lanes.admit(Lane::Operator).await.unwrap();
+        let waiting = {
+            let lanes = lanes.clone();
+            tokio::spawn(async move { lanes.admit(Lane::Operator).await.map(drop) })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(lanes.queued(Lane::Operator), 1);
+        assert_eq!(
+            lanes.admit(Lane::Operator).await.unwrap_err(),
+            Shed::QueueFull
+        );
+        // The one waiting runs out of time while the first still runs.
+        assert_eq!(waiting.await.unwrap().unwrap_err(), Shed::Deadline);
+        assert_eq!(lanes.queued(Lane::Operator), 0);
+        drop(running);
+        assert_eq!(lanes.in_flight(Lane::Operator), 0);
+        lanes.admit(Lane::Operator).await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_gets_the_slot_that_frees_up() {
+        let lanes = Lanes::new(&tight());
+        let running = lanes.admit(Lane::Interactive).await.unwrap();
+        let waiting = {
+            let lanes = lanes.clone();
+            tokio::spawn(async move { lanes.admit(Lane::Interactive).await.map(drop) })
+        };
+        tokio::task::yield_now().await;
+        drop(running);
+        waiting.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bulk_gives_way_while_interactive_requests_wait() {
+        let lanes = Lanes::new(&tight());
+        let _interactive = lanes.admit(Lane::Interactive).await.unwrap();
+        let _bulk = lanes.admit(Lane::Bulk).await.unwrap();
+        let _waiting = {
+            let lanes = lanes.clone();
+            tokio::spawn(async move { lanes.admit(Lane::Interactive).await.map(drop) })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(lanes.admit(Lane::Bulk).await.unwrap_err(), Shed::BulkFirst);
+        // Other lanes still queue as usual.
+        assert_eq!(lanes.queued(Lane::Interactive), 1);
+    }
+}

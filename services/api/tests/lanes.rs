@@ -1,0 +1,238 @@
+//! Intent lanes through a real listening server: a flooded bulk lane sheds with 503
+//! `overloaded` and `Retry-After` while interactive commands keep succeeding; the
+//! `Annals-Intent` header moves a request to a lower lane, never a higher one.
+
+mod common;
+
+use std::time::Duration;
+
+use api::lanes::{LaneLimits, LanesConfig};
+use api::{ApiConfig, AppState};
+use serde_json::{Value, json};
+
+/// A server over a fresh store in `dir` whose bulk lane runs one request and queues
+/// `bulk_queue`; with the fault points on (a slow handler holds a slot on demand).
+async fn start(
+    dir: &std::path::Path,
+    bulk_queue: usize,
+) -> (common::Serving, eventstore::EventStore) {
+    let store = common::open_store(dir).await;
+    let config = ApiConfig {
+        lanes: LanesConfig {
+            bulk: LaneLimits {
+                concurrency: 1,
+                queue: bulk_queue,
+                max_wait: Duration::from_millis(300),
+            },
+            ..LanesConfig::default()
+        },
+        ..ApiConfig::default()
+    };
+    let state = AppState::new(store.clone(), config).with_chaos(chaos::Chaos::enabled());
+    (common::Serving::start(state).await, store)
+}
+
+async fn post(client: &reqwest::Client, url: String, body: Value) -> reqwest::Response {
+    client.post(url).json(&body).send().await.unwrap()
+}
+
+/// Registers `apple` and appends `restocks` more events to its stream.
+async fn seed(client: &reqwest::Client, base: &str, restocks: usize) {
+    let response = post(
+        client,
+        format!("{base}/api/v1/inventory/skus"),
+        json!({"sku": "apple", "name": "Apple", "unit_price": 10}),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    for _ in 0..restocks {
+        let response = post(
+            client,
+            format!("{base}/api/v1/inventory/skus/apple/restock"),
+            json!({"quantity": 1}),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+    }
+}
+
+async fn assert_shed(response: reqwest::Response, lane: &str) {
+    assert_eq!(response.status(), 503);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(
+        problem["type"], "urn:annals:problem:overloaded",
+        "{problem}"
+    );
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains(&format!("the {lane} lane")), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interactive_commands_succeed_while_the_bulk_lane_is_flooded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (serving, store) = start(dir.path(), 2).await;
+    let client = reqwest::Client::new();
+    let base = serving.base.clone();
+    seed(&client, &base, 300).await;
+
+    // Forty clients asking for 1,000-event pages over and over for two seconds.
+    let flood_until = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let (client, base) = (client.clone(), base.clone());
+        flood.spawn(async move {
+            let (mut served, mut shed) = (0u32, 0u32);
+            while tokio::time::Instant::now() < flood_until {
+                let response = client
+                    .get(format!("{base}/api/v1/log?from=0&limit=1000"))
+                    .send()
+                    .await
+                    .unwrap();
+                match response.status().as_u16() {
+                    200 => served += 1,
+                    503 => {
+                        assert_shed(response, "bulk").await;
+                        shed += 1;
+                    }
+                    other => panic!("a bulk page answered {other}"),
+                }
+            }
+            (served, shed)
+        });
+    }
+    // Meanwhile: interactive commands, every one answered 200.
+    let mut commands = 0;
+    while tokio::time::Instant::now() < flood_until {
+        let response = post(
+            &client,
+            format!("{base}/api/v1/inventory/skus/apple/restock"),
+            json!({"quantity": 1}),
+        )
+        .await;
+        assert_eq!(
+            response.status(),
+            200,
+            "an interactive command during the flood"
+        );
+        commands += 1;
+    }
+    let (mut served, mut shed) = (0, 0);
+    while let Some(counts) = flood.join_next().await {
+        let (s, d) = counts.unwrap();
+        served += s;
+        shed += d;
+    }
+    assert!(commands > 10, "only {commands} commands in two seconds");
+    assert!(served > 0, "the bulk lane served nothing");
+    assert!(shed > 0, "the bulk lane shed nothing: {served} served");
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted: f64 = metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("annals_lane_shed_total{") && line.contains("lane=\"bulk\"")
+        })
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    // The recorder is the process's: the other test of this file sheds a few too.
+    assert!(
+        counted as u32 >= shed,
+        "every shed request is counted: {counted} < {shed}"
+    );
+    serving.drain().await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intent_header_lowers_a_lane_and_never_raises_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (serving, store) = start(dir.path(), 0).await;
+    let client = reqwest::Client::new();
+    let base = serving.base.clone();
+    seed(&client, &base, 0).await;
+    let response = post(
+        &client,
+        format!("{base}/api/v1/chaos/faults"),
+        json!({"point": "http.handler", "effect": "delay", "delay_ms": 3000, "count": 1}),
+    )
+    .await;
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    // One large page takes the bulk lane's only slot for three seconds.
+    let holder = {
+        let (client, base) = (client.clone(), base.clone());
+        tokio::spawn(async move {
+            client
+                .get(format!("{base}/api/v1/log?from=0&limit=500"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("annals_lane_in_flight{lane=\"bulk\"} 1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the large page never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sku = format!("{base}/api/v1/inventory/skus/apple");
+    // A read of the interactive lane, marked bulk by its caller: shed (no queue).
+    let marked = client
+        .get(&sku)
+        .header("Annals-Intent", "bulk")
+        .send()
+        .await
+        .unwrap();
+    assert_shed(marked, "bulk").await;
+    // The same read unmarked runs in its own lane.
+    assert_eq!(client.get(&sku).send().await.unwrap().status(), 200);
+    // A large page marked interactive stays bulk: a caller cannot raise its lane.
+    let raised = client
+        .get(format!("{base}/api/v1/log?from=0&limit=500"))
+        .header("Annals-Intent", "interactive")
+        .send()
+        .await
+        .unwrap();
+    assert_shed(raised, "bulk").await;
+    // An unknown intent is a 400 naming the lanes.
+    let unknown = client
+        .get(&sku)
+        .header("Annals-Intent", "urgent")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    let problem: Value = unknown.json().await.unwrap();
+    assert_eq!(
+        problem["type"], "urn:annals:problem:invalid-intent",
+        "{problem}"
+    );
+    assert_eq!(holder.await.unwrap(), 200);
+    serving.drain().await;
+    store.close().await;
+}
