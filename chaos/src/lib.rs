@@ -57,11 +57,16 @@ pub enum Point {
     /// (error, delay).
     #[serde(rename = "security.jwks")]
     SecurityJwks,
+    /// A call to a payment provider for a card charge, the external payment service
+    /// (error: the provider answers unavailable, retried and counted by its breaker;
+    /// delay).
+    #[serde(rename = "psp.charge")]
+    PspCharge,
 }
 
 impl Point {
     /// Every fault point, in the order they are listed.
-    pub const ALL: [Point; 7] = [
+    pub const ALL: [Point; 8] = [
         Point::StoreFsync,
         Point::StoreWrite,
         Point::RelayPublish,
@@ -69,6 +74,7 @@ impl Point {
         Point::HttpHandler,
         Point::ProjectionApply,
         Point::SecurityJwks,
+        Point::PspCharge,
     ];
 
     /// The point's name, as the API, the CLI, the logs and the metrics spell it.
@@ -81,6 +87,7 @@ impl Point {
             Point::HttpHandler => "http.handler",
             Point::ProjectionApply => "projection.apply",
             Point::SecurityJwks => "security.jwks",
+            Point::PspCharge => "psp.charge",
         }
     }
 
@@ -100,6 +107,7 @@ impl Point {
             Point::HttpHandler => &[Delay, Status500],
             Point::ProjectionApply => &[Panic],
             Point::SecurityJwks => &[Error, Delay],
+            Point::PspCharge => &[Error, Delay],
         }
     }
 

@@ -424,3 +424,55 @@ async fn both_providers_failing_the_deadline_cancels_and_compensates() {
     let order = api.get(&format!("/api/v1/orders/{order_id}")).await;
     assert_eq!(order["status"], "cancelled", "{order}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_at_psp_charge_open_the_primary_breaker_and_the_fallback_charges() {
+    let primary = PspSimulator::start();
+    let fallback = PspSimulator::start();
+    let server = AnnalsServer::start(&[
+        "--chaos",
+        "--psp-url",
+        primary.url(),
+        "--psp-url",
+        fallback.url(),
+        "--psp-retries",
+        "0",
+        "--psp-breaker-failures",
+        "2",
+        "--psp-breaker-cool-down-ms",
+        "60000",
+    ]);
+    let api = Api::new(&server);
+    api.stock_apples().await;
+    api.register_card("c-1", "tok_visa").await;
+    // Three injected failures, one per charge attempt at any provider: the first order's
+    // attempts at the primary and the fallback (no provider could take it: the saga asks
+    // again), then its second attempt at the primary, whose breaker opens (2 in a row)
+    // before the provider was ever called; the fallback then takes it.
+    api.post(
+        "/api/v1/chaos/faults",
+        json!({"point": "psp.charge", "effect": "error", "count": 3}),
+    )
+    .await;
+    let first = api.place("c-1").await;
+    api.confirmed(&first).await;
+    let second = api.place("c-1").await;
+    api.confirmed(&second).await;
+    assert_eq!(api.dependency(primary.url()).await["state"], "open");
+    assert_eq!(
+        ledger(&primary).await["requests"],
+        0,
+        "an injected failure sends nothing to the provider"
+    );
+    captures([&primary, &fallback], &first, 1).await;
+    captures([&primary, &fallback], &second, 1).await;
+    let faults = api.get("/api/v1/chaos/faults").await;
+    let point = faults["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|point| point["point"] == "psp.charge")
+        .unwrap_or_else(|| panic!("no psp.charge in {faults}"))
+        .clone();
+    assert_eq!(point["injections"], 3, "{faults}");
+}

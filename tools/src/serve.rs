@@ -123,7 +123,7 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u8).range(0..=100))]
     fault_charge_delay_percent: Option<u8>,
     /// Fault injection: enable the fault points (store.fsync, store.write, relay.publish,
-    /// saga.command, http.handler, projection.apply, security.jwks) and the routes that
+    /// saga.command, http.handler, projection.apply, security.jwks, psp.charge) and the routes that
     /// inject and clear faults, `/api/v1/chaos/faults` (docs/OPERATIONS.md, "Fault
     /// injection"). For test and staging servers [default: off: the points are inert and
     /// the routes answer 404].
@@ -563,6 +563,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     } else {
         chaos::Chaos::inert()
     };
+    let payment_providers = payment_providers.map(|chain| chain.with_chaos(chaos.clone()));
     let mut security_settings = settings.security.clone();
     security_settings.auth.chaos = chaos.clone();
     let gate = security::gate(&security_settings).await?;

@@ -263,6 +263,8 @@ pub struct Chain {
     backoff: ExponentialBuilder,
     /// Orders whose outcome at a provider is unknown, and that provider's rank.
     pinned: Arc<Mutex<HashMap<String, usize>>>,
+    /// The `psp.charge` fault point's switch (inert unless the server runs `--chaos`).
+    chaos: chaos::Chaos,
 }
 
 impl Chain {
@@ -312,7 +314,16 @@ impl Chain {
                 .with_jitter()
                 .with_max_times(config.retries),
             pinned: Arc::default(),
+            chaos: chaos::Chaos::inert(),
         })
+    }
+
+    /// The same chain, passing every charge attempt through the `psp.charge` fault
+    /// point of `chaos`: an `error` fails the attempt as an unavailable provider does
+    /// (before the request leaves, so nothing is charged), a `delay` waits before it.
+    pub fn with_chaos(mut self, chaos: chaos::Chaos) -> Self {
+        self.chaos = chaos;
+        self
     }
 
     fn pins(&self) -> MutexGuard<'_, HashMap<String, usize>> {
@@ -331,7 +342,18 @@ impl Chain {
                 last = Some(format!("{}: the circuit breaker is open", link.name));
                 continue;
             }
-            let attempt = || link.provider.charge(charge);
+            let attempt = || async {
+                match self.chaos.check(chaos::Point::PspCharge) {
+                    Some(chaos::Effect::Error) => {
+                        return Err(Failure::Retryable {
+                            reason: "a fault injected at psp.charge".to_owned(),
+                        });
+                    }
+                    Some(chaos::Effect::Delay(pause)) => tokio::time::sleep(pause).await,
+                    _ => {}
+                }
+                link.provider.charge(charge).await
+            };
             let result = attempt
                 .retry(self.backoff)
                 .when(Failure::is_retryable)
