@@ -134,12 +134,21 @@ async fn log_with_poison(store: &EventStore) -> Position {
 }
 
 /// Waits until the tally has passed the head of the log.
+/// Waits until the tally has applied the whole log and the runner has left catching up:
+/// the checkpoint reaches the head a moment before the runner turns live, and a retry
+/// while it catches up leaves the parked events alone.
 async fn settle(handle: &Handle, store: &EventStore) {
     let head = store.next_position();
     handle
         .wait_for(tally::NAME, Position(head.0 - 1), PATIENCE)
         .await
         .unwrap_or_else(|error| panic!("the tally did not reach {head}: {error}"));
+    within("the tally leaving catching up", async {
+        while handle.status_of(tally::NAME).unwrap().state == State::CatchingUp {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
 }
 
 /// Checks the model holds the tally of the whole log but the event at `left_out`.
@@ -244,18 +253,8 @@ async fn parks_then_retries(failure: Failure) {
     settle(&flaked.handle, &store).await;
     let log = read_log(&store);
 
-    // Parked: the events after it are applied, the event itself is not. The checkpoint
-    // can reach the head a moment before the runner turns from catching up to live.
-    let status = within("the tally going live", async {
-        loop {
-            let status = flaked.handle.status_of(tally::NAME).unwrap();
-            if status.state != State::CatchingUp {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    // Parked: the events after it are applied, the event itself is not.
+    let status = flaked.handle.status_of(tally::NAME).unwrap();
     assert_eq!(status.state, State::Live);
     assert_eq!(status.parked, 1);
     assert_eq!(flaked.failures.load(Ordering::SeqCst), 3);
