@@ -187,8 +187,9 @@ struct Slot {
     poison: Poison,
     /// Callers waiting for the build to take over.
     waiters: Vec<oneshot::Sender<Result<(), Error>>>,
-    /// Where the active model's worker status goes (`projection:<name>`), if anywhere.
-    reporter: Option<supervisor::Reporter>,
+    /// Where the active model's worker status goes: `projection:<name>` in the workers
+    /// given to [`Runner::report_to`], else a list of its own that nobody reads.
+    reporter: supervisor::Reporter,
 }
 
 /// Which model of a slot a job target is.
@@ -321,6 +322,7 @@ impl Runner {
                 active: RwLock::new(Some(active.clone())),
                 progress: watch::channel(progress).0,
             });
+            let reporter = supervisor::Workers::default().report(projection.name());
             slots.push(Slot {
                 projection,
                 active,
@@ -329,7 +331,7 @@ impl Runner {
                 build,
                 poison: Poison::default(),
                 waiters: Vec::new(),
-                reporter: None,
+                reporter,
             });
         }
         let shared = Arc::new(Shared {
@@ -375,9 +377,7 @@ impl Runner {
             })
             .collect();
         for slot in &self.slots {
-            if let Some(reporter) = &slot.reporter {
-                reporter.running();
-            }
+            slot.reporter.running();
         }
         self.launch(start);
         loop {
@@ -409,9 +409,7 @@ impl Runner {
             slot.progress.send_modify(|p| p.state = State::Stopped);
         }
         for slot in &self.slots {
-            if let Some(reporter) = &slot.reporter {
-                reporter.stopped();
-            }
+            slot.reporter.stopped();
         }
     }
 
@@ -423,7 +421,7 @@ impl Runner {
     pub fn report_to(&mut self, workers: &supervisor::Workers) {
         for slot in &mut self.slots {
             let name = format!("projection:{}", slot.projection.name());
-            slot.reporter = Some(workers.report(name));
+            slot.reporter = workers.report(name);
         }
     }
 
@@ -438,9 +436,7 @@ impl Runner {
             targets.push(match role {
                 Role::Active => {
                     slot.mode = Mode::CatchingUp;
-                    if let Some(reporter) = &slot.reporter {
-                        reporter.running();
-                    }
+                    slot.reporter.running();
                     publish(&self.shared, index, |p| p.state = State::CatchingUp);
                     let mut target = Target::at(
                         slot.projection.clone(),
@@ -607,9 +603,7 @@ impl Runner {
                 if slot.mode != Mode::Faulted {
                     tracing::error!(projection = %slot.projection.name(), %fault, "projection faulted");
                 }
-                if let Some(reporter) = &slot.reporter {
-                    reporter.failed(&fault);
-                }
+                slot.reporter.failed(&fault);
                 slot.mode = Mode::Faulted;
                 publish(&self.shared, index, |p| {
                     p.checkpoint = checkpoint;
@@ -619,9 +613,7 @@ impl Runner {
             None => {
                 slot.mode = Mode::Live;
                 slot.poison.failures = None;
-                if let Some(reporter) = &slot.reporter {
-                    reporter.running();
-                }
+                slot.reporter.running();
                 publish(&self.shared, index, |p| {
                     p.checkpoint = checkpoint;
                     p.state = State::Live;
@@ -680,9 +672,7 @@ impl Runner {
         }
         if role == Role::Active {
             slot.mode = Mode::Retrying;
-            if let Some(reporter) = &slot.reporter {
-                reporter.backoff(fault);
-            }
+            slot.reporter.backoff(fault);
             publish(&self.shared, index, |p| p.state = State::CatchingUp);
         }
         true
@@ -697,8 +687,8 @@ impl Runner {
             Role::Build => slot.build.as_ref().is_some_and(|b| b.running),
         };
         if waiting {
-            if let (Role::Active, Some(reporter)) = (role, &slot.reporter) {
-                reporter.restarted();
+            if role == Role::Active {
+                slot.reporter.restarted();
             }
             self.launch(vec![(index, role)]);
         }
