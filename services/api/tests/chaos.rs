@@ -268,14 +268,7 @@ async fn http_handler_answers_a_command_with_a_500_or_delays_a_query_and_counts_
     let (server, state) = serve(dir.path(), chaos::Chaos::enabled()).await;
     let client = reqwest::Client::new();
     let base = &server.base;
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&client, base).await;
     for point in chaos::Point::ALL {
         assert!(
             injections(&metrics, point.name()).is_some(),
@@ -331,14 +324,7 @@ async fn http_handler_answers_a_command_with_a_500_or_delays_a_query_and_counts_
         .find(|point| point["point"] == "http.handler")
         .unwrap();
     assert_eq!(point["injections"], 2);
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&client, base).await;
     // Other tests of this binary share the process's recorder: at least these two.
     assert!(injections(&metrics, "http.handler").unwrap() >= before + 2.0);
     server.drain().await;

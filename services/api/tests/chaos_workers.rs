@@ -510,15 +510,7 @@ async fn a_read_model_that_keeps_failing_is_failed_until_a_retry_heals_it() {
     assert_eq!(status, 503, "{problem}");
     let detail = problem["detail"].as_str().unwrap();
     assert!(detail.contains("projection:inventory"), "{detail}");
-    let metrics = server
-        .client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&server.client, &server.base).await;
     assert!(
         metrics
             .lines()

@@ -131,14 +131,7 @@ async fn interactive_commands_succeed_while_the_bulk_lane_is_flooded() {
     assert!(commands > 10, "only {commands} commands in two seconds");
     assert!(served > 0, "the bulk lane served nothing");
     assert!(shed > 0, "the bulk lane shed nothing: {served} served");
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&client, &base).await;
     let counted: f64 = metrics
         .lines()
         .filter(|line| {
@@ -183,14 +176,7 @@ async fn the_intent_header_lowers_a_lane_and_never_raises_one() {
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let metrics = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = common::metrics_text(&client, &base).await;
         if metrics.contains("annals_lane_in_flight{lane=\"bulk\"} 1") {
             break;
         }

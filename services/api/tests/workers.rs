@@ -80,14 +80,7 @@ async fn workers_when(
 
 /// The value of the sample `series` (name and labels, as written) in `/metrics`.
 async fn sample(client: &reqwest::Client, base: &str, series: &str) -> Option<f64> {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(client, base).await;
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .map(|value| value.parse().expect("a number"))

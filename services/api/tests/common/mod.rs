@@ -39,6 +39,20 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
         .unwrap_or_else(|error| panic!("GET {url} answered no JSON: {error}"))
 }
 
+/// The Prometheus text of `GET base/metrics`.
+#[allow(dead_code)]
+pub async fn metrics_text(client: &reqwest::Client, base: &str) -> String {
+    let url = format!("{base}/metrics");
+    client
+        .get(&url)
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"))
+        .text()
+        .await
+        .unwrap_or_else(|error| panic!("GET {url} answered no text: {error}"))
+}
+
 /// The objective `name` of a `GET /api/v1/slo` answer.
 #[allow(dead_code)]
 pub fn objective<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
