@@ -211,6 +211,37 @@ impl Server {
         ids
     }
 
+    /// Restocks `apple` by `quantity`; the log's next position after it.
+    async fn restock(&self, quantity: u64) -> u64 {
+        let (status, restocked) = self
+            .post(
+                "/api/v1/inventory/skus/apple/restock",
+                json!({"quantity": quantity}),
+            )
+            .await;
+        assert_eq!(status, 200, "{restocked}");
+        self.store.next_position().0
+    }
+
+    /// Waits until every read model has applied the log before `head` and left catching
+    /// up (the checkpoint reaches the head a moment before the runner turns live); the
+    /// `GET /api/v1/projections` answer then.
+    async fn read_models_at(&self, head: u64) -> Value {
+        self.when(
+            "/api/v1/projections",
+            "every read model caught up",
+            |report| {
+                report["projections"].as_array().is_some_and(|models| {
+                    models.iter().all(|model| {
+                        model["checkpoint"].as_u64() == Some(head)
+                            && model["state"] != "catching_up"
+                    })
+                })
+            },
+        )
+        .await
+    }
+
     /// The worker `name` of `GET /api/v1/workers`.
     async fn worker(&self, name: &str) -> Value {
         let (_, report) = self.get("/api/v1/workers").await;
@@ -428,32 +459,8 @@ async fn a_read_model_panicking_once_applies_the_event_exactly_once() {
         .inject(json!({"point": "projection.apply", "effect": "panic", "count": 1}))
         .await;
     server.seed().await;
-    let (status, restocked) = server
-        .post(
-            "/api/v1/inventory/skus/apple/restock",
-            json!({"quantity": 5}),
-        )
-        .await;
-    assert_eq!(status, 200, "{restocked}");
-    let head = server.store.next_position().0;
-    let report = server
-        .when(
-            "/api/v1/projections",
-            "every read model caught up",
-            |report| {
-                report["projections"].as_array().is_some_and(|models| {
-                    models
-                        .iter()
-                        // The checkpoint reaches the head a moment before the
-                        // runner turns from catching up to live.
-                        .all(|model| {
-                            model["checkpoint"].as_u64() == Some(head)
-                                && model["state"] != "catching_up"
-                        })
-                })
-            },
-        )
-        .await;
+    let head = server.restock(5).await;
+    let report = server.read_models_at(head).await;
     for model in report["projections"].as_array().unwrap() {
         assert_eq!(model["state"], "live", "{report}");
         assert_eq!(model["parked"], 0, "{report}");
@@ -482,31 +489,11 @@ async fn a_read_model_that_keeps_failing_is_failed_until_a_retry_heals_it() {
     let server = Server::start(dir.path(), None, 5).await;
     server.seed().await;
     // Every read model has applied the seed: the fault meets the restock below.
-    let seeded = server.store.next_position().0;
-    server
-        .when(
-            "/api/v1/projections",
-            "the read models caught up",
-            |report| {
-                report["projections"].as_array().is_some_and(|models| {
-                    models
-                        .iter()
-                        .all(|model| model["checkpoint"].as_u64() == Some(seeded))
-                })
-            },
-        )
-        .await;
+    server.read_models_at(server.store.next_position().0).await;
     server
         .inject(json!({"point": "projection.apply", "effect": "panic", "duration_secs": 600}))
         .await;
-    let (status, restocked) = server
-        .post(
-            "/api/v1/inventory/skus/apple/restock",
-            json!({"quantity": 5}),
-        )
-        .await;
-    assert_eq!(status, 200, "{restocked}");
-    let head = server.store.next_position().0;
+    let head = server.restock(5).await;
     // Each read model retries the event (3 times by default, after a jittered backoff),
     // each retry a restart, then stops faulted: a failed worker.
     let report = server
