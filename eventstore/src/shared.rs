@@ -46,6 +46,9 @@ pub(crate) struct Shared {
     /// close). A watch, so a server can await it ([`crate::EventStore::failed`]).
     pub(crate) writer_failure: watch::Sender<Option<String>>,
     pub(crate) closed: CancellationToken,
+    /// Turns on the blocking pool for store IO ([`crate::EventStore::blocking`]),
+    /// `config.blocking_io` of them.
+    pub(crate) blocking_io: Arc<tokio::sync::Semaphore>,
     /// The data directory's lock, released by `close` (or when the last handle goes).
     pub(crate) lock: Mutex<Option<File>>,
 }

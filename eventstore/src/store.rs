@@ -235,6 +235,38 @@ impl EventStore {
         self.shared.index.save_checkpoint(name, position)
     }
 
+    /// Runs `io`, blocking store IO (reads, index lookups, a wait for the indexer), on
+    /// tokio's blocking pool and waits for it without holding an async worker: at most
+    /// [`StoreConfig::blocking_io`] run at once, the others wait for a turn. Async code
+    /// calls the store's synchronous reads through this, so that a slow read (a refused
+    /// command waits for the indexer during a write burst) stalls only its own task,
+    /// never the HTTP, saga, relay and projection tasks that share the workers.
+    ///
+    /// A panic in `io` is resumed in the caller; a runtime shutting down answers
+    /// [`Error::WriterStopped`].
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        io: impl FnOnce(&EventStore) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let turn = self
+            .shared
+            .blocking_io
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| self.stopped())?;
+        let store = self.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            io(&store)
+        });
+        match work.await {
+            Ok(answer) => answer,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Err(self.stopped()),
+        }
+    }
+
     fn stopped(&self) -> Error {
         self.shared.stopped_error()
     }
