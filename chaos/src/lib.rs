@@ -70,7 +70,7 @@ pub enum Point {
 
 impl Point {
     /// Every fault point, in the order they are listed.
-    pub const ALL: [Point; 8] = [
+    pub const ALL: [Point; 9] = [
         Point::StoreFsync,
         Point::StoreWrite,
         Point::RelayPublish,

@@ -194,9 +194,9 @@ impl<A: Aggregate> Repository<A> {
         self.load_stream(&Self::stream_id(id)?)
     }
 
-    /// [`Repository::load`] on the store's bounded blocking pool
-    /// ([`EventStore::blocking`]), for async code: the worker that awaits it is free
-    /// meanwhile.
+    /// [`Repository::load`] for async code: on the worker if the stream's events are in
+    /// the page cache, else on the store's bounded blocking pool
+    /// ([`EventStore::read_cached_or_blocking`]): the worker never waits for the disk.
     pub async fn load_async(&self, id: &str) -> Result<Loaded<A>, Error> {
         let stream = Self::stream_id(id)?;
         self.load_stream_async(stream).await
@@ -205,7 +205,7 @@ impl<A: Aggregate> Repository<A> {
     async fn load_stream_async(&self, stream: StreamId) -> Result<Loaded<A>, Error> {
         let repository = self.clone();
         self.store
-            .blocking(move |_| repository.load_stream(&stream))
+            .read_cached_or_blocking(move |_| repository.load_stream(&stream))
             .await
     }
 
@@ -238,13 +238,14 @@ impl<A: Aggregate> Repository<A> {
     /// records the number of such retries as `retries` on the current span (the
     /// caller's command span declares it; a span without the field ignores it).
     ///
-    /// Every read of the log it makes (the load, the check for an earlier run of a
-    /// refused command, which waits for the indexer, a snapshot) runs on the store's
-    /// bounded blocking pool ([`EventStore::blocking`]), never on the async worker that
-    /// awaits it. What stays on the worker is quick and never waits: the decision (pure),
-    /// and the check that a cached state is current (the stream's head, from the commits
-    /// the index does not hold yet in memory, else one point read of sled's heads tree,
-    /// which the indexer keeps hot).
+    /// It never waits for the disk or the indexer on the async worker that awaits it. Its
+    /// reads (the load, the check a refused command makes for an earlier run of itself,
+    /// which needs the index to cover the log) run on the worker only if they need not
+    /// wait, else on the store's bounded blocking pool
+    /// ([`EventStore::read_cached_or_blocking`]); a snapshot write always runs on the
+    /// pool ([`EventStore::blocking`]). The decision is pure and quick; a cached state is
+    /// checked against the stream's head (in memory, or one point read of sled's heads
+    /// tree).
     pub async fn execute(
         &self,
         id: &str,
@@ -265,8 +266,6 @@ impl<A: Aggregate> Repository<A> {
         // a refusal, a version mismatch, or an append whose ids are partly stored. A
         // retry that decides the same events is recognised by the store itself.
         loop {
-            // A cached state answers on the worker (the stream's head is in the store's
-            // memory, or one sled point read); anything else is read on the pool.
             let cached = match options.expected_version {
                 None => self.cached(&stream)?,
                 Some(_) => None,
@@ -379,7 +378,8 @@ impl<A: Aggregate> Repository<A> {
     }
 
     /// The first outcome of this command if it was recorded before, else `failure`.
-    /// Looking it up waits for the indexer: it runs on the blocking pool.
+    /// Looking it up needs the index to cover the log: while it lags (a write burst),
+    /// the lookup waits on the blocking pool.
     async fn original_or(
         &self,
         stream: &StreamId,
@@ -389,7 +389,7 @@ impl<A: Aggregate> Repository<A> {
         let (repository, stream) = (self.clone(), stream.clone());
         let original = self
             .store
-            .blocking(move |_| repository.already_recorded(&stream, command_id))
+            .read_cached_or_blocking(move |_| repository.already_recorded(&stream, command_id))
             .await?;
         match original {
             Some(original) => Ok(original),

@@ -163,6 +163,7 @@ impl EventStore {
             durable,
             indexed: Mutex::new(recovered.next_position),
             indexed_changed: Condvar::new(),
+            indexed_watch: watch::channel(recovered.next_position).0,
             segments: RwLock::new(segments),
             readers_waiting: AtomicUsize::new(0),
             recent_commits: Mutex::new(RecentCommits::default()),

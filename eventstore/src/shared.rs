@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     /// The next position the index has not written, with a condvar for readers waiting.
     pub(crate) indexed: Mutex<u64>,
     pub(crate) indexed_changed: Condvar,
+    /// The same position for async waiters ([`crate::EventStore::index_caught_up`]).
+    pub(crate) indexed_watch: watch::Sender<u64>,
     pub(crate) segments: RwLock<Vec<u64>>,
     /// Durable commits the indexer has not written yet, by stream.
     pub(crate) recent_commits: Mutex<RecentCommits>,
@@ -116,6 +118,7 @@ impl Shared {
     pub(crate) fn set_indexed(&self, next_position: u64) {
         *self.indexed.lock().expect("not poisoned") = next_position;
         self.indexed_changed.notify_all();
+        self.indexed_watch.send_replace(next_position);
     }
 }
 

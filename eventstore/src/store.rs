@@ -10,6 +10,7 @@
 //! - `index/`: the sled database, derived from the log and rebuilt from it when missing.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -248,6 +249,17 @@ impl EventStore {
         &self,
         io: impl FnOnce(&EventStore) -> Result<T, Error> + Send + 'static,
     ) -> Result<T, Error> {
+        self.run_blocking("call", io).await
+    }
+
+    /// [`EventStore::blocking`], counted under `cause` in
+    /// [`crate::metrics::BLOCKING_IO`].
+    async fn run_blocking<T: Send + 'static>(
+        &self,
+        cause: &'static str,
+        io: impl FnOnce(&EventStore) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        metrics::counter!(crate::metrics::BLOCKING_IO, "cause" => cause).increment(1);
         let turn = self
             .shared
             .blocking_io
@@ -264,6 +276,66 @@ impl EventStore {
             Ok(answer) => answer,
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             Err(_) => Err(self.stopped()),
+        }
+    }
+
+    /// Runs `read` (store reads that write nothing) on the calling thread if it can be
+    /// answered without waiting, else on the blocking pool as [`EventStore::blocking`]
+    /// does: it first runs with reads that never wait
+    /// ([`crate::io::real::without_waiting`]: the log's pages only from the page cache,
+    /// `RWF_NOWAIT`, and no wait for the indexer), and runs again on the pool if one
+    /// would have waited. A read of what was written recently, or is read often (the
+    /// common case), then costs no hop to another thread, and a read that needs the
+    /// disk or a lagging index still never waits on an async worker. `read` may run
+    /// twice, so it must not have effects.
+    pub async fn read_cached_or_blocking<T: Send + 'static>(
+        &self,
+        read: impl Fn(&EventStore) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let mut answer = crate::io::real::without_waiting(|| read(self));
+        if matches!(&answer, Err(error) if waits_for_index(error)) {
+            // The index lags (a write burst): wait here, holding no thread, until it
+            // covers what was durable by now, and read again as of then (the log goes
+            // on growing meanwhile; the read needs what was acknowledged before it).
+            let target = self.index_caught_up().await?;
+            answer = crate::reads::index_as_of(target, || {
+                crate::io::real::without_waiting(|| read(self))
+            });
+        }
+        match answer {
+            Err(error) if error.would_block() => {
+                let cause = if waits_for_index(&error) {
+                    "index"
+                } else {
+                    "disk"
+                };
+                self.run_blocking(cause, move |store| read(store)).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// Waits, holding no thread, until the index covers everything durable now (what
+    /// [`EventStore::wait_for_index`] blocks for); the position it covers then.
+    pub async fn index_caught_up(&self) -> Result<Position, Error> {
+        let target = self.shared.durable_end().next_position;
+        let mut indexed = self.shared.indexed_watch.subscribe();
+        let mut failure = self.shared.writer_failure.subscribe();
+        // Tell the indexer someone waits, so it stops gathering and writes now.
+        self.shared.readers_waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = ReaderWaiting(&self.shared);
+        loop {
+            if *indexed.borrow_and_update() >= target {
+                return Ok(Position(target));
+            }
+            if self.shared.failure().is_some() || self.shared.closed.is_cancelled() {
+                return Err(self.stopped());
+            }
+            tokio::select! {
+                _ = indexed.changed() => {}
+                _ = failure.changed() => {}
+                () = self.shared.closed.cancelled() => {}
+            }
         }
     }
 
@@ -351,6 +423,22 @@ impl EventStore {
         }
         // Release the directory now, not when the last handle or subscription goes.
         drop(self.shared.lock.lock().expect("not poisoned").take());
+    }
+}
+
+/// Whether `error` is a read that would have waited for the index.
+fn waits_for_index(error: &Error) -> bool {
+    matches!(error, Error::Io { path, source }
+        if source.kind() == std::io::ErrorKind::WouldBlock
+            && path.as_os_str() == crate::reads::INDEX_WAIT)
+}
+
+/// One async reader counted in `readers_waiting` while it lives.
+struct ReaderWaiting<'a>(&'a Shared);
+
+impl Drop for ReaderWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.readers_waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

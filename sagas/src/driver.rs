@@ -564,6 +564,19 @@ pub fn load<S: Saga>(
     Ok((instance, recorded))
 }
 
+/// [`load`] for async code: on the worker if the instance's records are in the page
+/// cache (a new instance has none), else on the store's bounded blocking pool
+/// ([`EventStore::read_cached_or_blocking`]): the worker never waits for the disk.
+async fn load_async<S: Saga>(
+    store: &EventStore,
+    id: &str,
+) -> Result<(Instance<S>, Vec<Recorded<S>>), Error> {
+    let id = id.to_owned();
+    store
+        .read_cached_or_blocking(move |store| load::<S>(store, &id))
+        .await
+}
+
 /// One recorded input of a saga instance.
 #[derive(Debug, Clone)]
 pub struct Recorded<S: Saga> {
@@ -583,12 +596,7 @@ async fn run_instance<S: Saga, D: Dispatcher<S>>(
     // Commands and timers of this instance; dropped (aborted) when it stops.
     let mut work = JoinSet::new();
     let (mut instance, began) = loop {
-        let instance_id = id.clone();
-        let loaded = shared
-            .store
-            .blocking(move |store| load::<S>(store, &instance_id))
-            .await;
-        match loaded {
+        match load_async::<S>(&shared.store, &id).await {
             Ok((instance, recorded)) => {
                 let began = recorded.first().map(|first| first.event.recorded_at);
                 break (instance, began.unwrap_or_else(chrono::Utc::now));

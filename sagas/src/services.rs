@@ -117,6 +117,22 @@ impl FulfilmentServices {
         Ok(card.token().map(|token| (chain, token.to_owned())))
     }
 
+    /// Runs `command` on the account of the order's customer.
+    async fn on_account(
+        &self,
+        state: &Fulfilment,
+        command: payments::Command,
+        options: &CommandOptions,
+    ) -> Result<Result<payments::Account, payments::Error>, Error> {
+        run(
+            &self.repositories.accounts,
+            &state.customer_id,
+            command,
+            options,
+        )
+        .await
+    }
+
     /// The same services, injecting `faults`.
     pub fn with_faults(mut self, faults: Faults) -> Self {
         self.faults = faults;
@@ -171,9 +187,7 @@ async fn run<A: Aggregate>(
         Ok(committed) => Ok(Ok(committed.state)),
         Err(ExecuteError::Rejected(rejection)) => Ok(Err(rejection)),
         // The saga never sends a command that changes nothing; if one did, it is done.
-        Err(ExecuteError::NoChange) => {
-            Ok(Ok(repository.load_async(id).await?.state))
-        }
+        Err(ExecuteError::NoChange) => Ok(Ok(repository.load_async(id).await?.state)),
         Err(ExecuteError::Store(error)) => Err(error),
     }
 }
@@ -341,14 +355,7 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                     order_id: order_id.clone(),
                     amount: *amount,
                 };
-                match run(
-                    &self.repositories.accounts,
-                    &state.customer_id,
-                    command,
-                    &options,
-                )
-                .await?
-                {
+                match self.on_account(state, command, &options).await? {
                     Ok(_) => Outcome::Done,
                     Err(error) => rejected(error),
                 }
@@ -383,14 +390,7 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                             order_id: order_id.clone(),
                             amount,
                         };
-                        match run(
-                            &self.repositories.accounts,
-                            &state.customer_id,
-                            command,
-                            &options,
-                        )
-                        .await?
-                        {
+                        match self.on_account(state, command, &options).await? {
                             Ok(_)
                             | Err(
                                 payments::Error::NotCharged { .. }

@@ -103,30 +103,6 @@ async fn place(store: &EventStore, order: &str, principal: Option<&str>) {
         .expect("the order is placed");
 }
 
-/// The charges of `customer`'s account, folded from its stream.
-fn account_charges(store: &EventStore, customer: &str) -> payments::Charges {
-    let stream = Repository::<payments::Account>::stream_id(customer).unwrap();
-    let events = store
-        .read_stream(
-            &stream,
-            eventstore::Version(0),
-            eventstore::Direction::Forward,
-            100_000,
-        )
-        .unwrap();
-    let events: Vec<payments::Event> = events
-        .iter()
-        .map(|event| {
-            <payments::Account as eventstore::Aggregate>::decode_event(
-                event.schema_version,
-                &event.payload,
-            )
-            .unwrap()
-        })
-        .collect();
-    payments::Charges::of(&events)
-}
-
 /// The event of the saga command `key` of `order`.
 fn saga_command_event(
     log: &[eventstore::RecordedEvent],
@@ -246,7 +222,7 @@ async fn a_deadline_survives_a_restart_and_fires_once() {
         .unwrap()
         .state;
     assert_eq!(account.balance(), 1_000);
-    let charges = account_charges(&store, "alice");
+    let charges = payments::Charges::read(&store, "alice", eventstore::Version(u64::MAX)).unwrap();
     let charge = charges.0.get("o-1").expect("charged");
     assert!(charge.refunded);
     let order = Repository::<orders::Order>::new(store.clone())

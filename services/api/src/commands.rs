@@ -191,7 +191,7 @@ impl CommandContext {
         let event = self
             .state
             .store()
-            .blocking(move |store| store.read_event(&first_event))
+            .read_cached_or_blocking(move |store| store.read_event(&first_event))
             .await?;
         Ok(event.map(|event| event.stream_id))
     }

@@ -228,6 +228,30 @@ impl Charges {
         }
     }
 
+    /// The charges of the account of `customer_id`, folded from its stream up to
+    /// `version` (`Version(u64::MAX)`: all of it).
+    pub fn read(
+        store: &eventstore::EventStore,
+        customer_id: &str,
+        version: eventstore::Version,
+    ) -> Result<Charges, eventstore::Error> {
+        let stream = eventstore::Repository::<Account>::stream_id(customer_id)?;
+        let mut charges = Charges::default();
+        let mut from = eventstore::Version(0);
+        while from <= version {
+            let events = store.read_stream(&stream, from, eventstore::Direction::Forward, 4096)?;
+            let Some(last) = events.last() else { break };
+            from = last.version.next();
+            for event in events.iter().filter(|event| event.version <= version) {
+                charges.apply(&Account::decode_event(
+                    event.schema_version,
+                    &event.payload,
+                )?);
+            }
+        }
+        Ok(charges)
+    }
+
     /// The charges folded from `events`, in stream order.
     pub fn of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
         let mut charges = Charges::default();

@@ -11,8 +11,6 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use eventstore::{Aggregate, Direction, Repository, Version};
-
 use crate::AppState;
 use crate::commands::{CommandAccepted, CommandHeaders, CommandRequest, Reply, run};
 use crate::extract::{CustomerPath, JsonBody, check_entity_id};
@@ -72,28 +70,6 @@ pub struct ChargeView {
     pub amount: u64,
     /// Whether it was refunded.
     pub refunded: bool,
-}
-
-/// The charges of the account in `stream`, folded from its events up to `version`.
-fn account_charges(
-    store: &eventstore::EventStore,
-    stream: &eventstore::StreamId,
-    version: Version,
-) -> Result<payments::Charges, eventstore::Error> {
-    let mut charges = payments::Charges::default();
-    let mut from = Version(0);
-    while from <= version {
-        let events = store.read_stream(stream, from, Direction::Forward, 4096)?;
-        let Some(last) = events.last() else { break };
-        from = last.version.next();
-        for event in events.iter().filter(|event| event.version <= version) {
-            charges.apply(&payments::Account::decode_event(
-                event.schema_version,
-                &event.payload,
-            )?);
-        }
-    }
-    Ok(charges)
 }
 
 /// Open a customer's account.
@@ -225,10 +201,12 @@ pub(crate) async fn get_account(
     // stream, up to the version the state is folded to.
     let charges = match loaded.version {
         Some(version) => {
-            let stream = Repository::<payments::Account>::stream_id(&customer_id)?;
+            let customer_id = customer_id.clone();
             state
                 .store()
-                .blocking(move |store| account_charges(store, &stream, version))
+                .read_cached_or_blocking(move |store| {
+                    payments::Charges::read(store, &customer_id, version)
+                })
                 .await?
         }
         None => payments::Charges::default(),
