@@ -403,7 +403,13 @@ impl<A: Aggregate> Repository<A> {
         stream: &StreamId,
         command_id: Uuid,
     ) -> Result<Option<Committed<A>>, Error> {
-        let Some(first) = self.store.read_event(&EventId::derived(command_id, 0))? else {
+        let first_id = EventId::derived(command_id, 0);
+        // Most refused commands never ran before, which the writer's filter proves at
+        // once; only a possible earlier run needs the index (and so waits for it).
+        if !self.store.may_hold_event(&first_id) {
+            return Ok(None);
+        }
+        let Some(first) = self.store.read_event(&first_id)? else {
             return Ok(None);
         };
         if &first.stream_id != stream {

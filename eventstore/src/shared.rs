@@ -39,6 +39,12 @@ pub(crate) struct Shared {
     /// The same position for async waiters ([`crate::EventStore::index_caught_up`]).
     pub(crate) indexed_watch: watch::Sender<u64>,
     pub(crate) segments: RwLock<Vec<u64>>,
+    /// Every event id appended, approximately (a filter the writer fills as it stages
+    /// appends): a miss proves an id is new, so the writer consults the index only for
+    /// the rare possible duplicate, and a refused command asks the index whether it ran
+    /// before only when it may have ([`crate::EventStore::may_hold_event`]). It grows
+    /// with the log.
+    pub(crate) seen: RwLock<crate::id_filter::IdFilter>,
     /// Durable commits the indexer has not written yet, by stream.
     pub(crate) recent_commits: Mutex<RecentCommits>,
     /// Readers blocked until the index catches up; while there are none the indexer
