@@ -62,11 +62,15 @@ pub enum Point {
     /// delay).
     #[serde(rename = "psp.charge")]
     PspCharge,
+    /// The store's write of a round of commits to its index (delay): the index lags the
+    /// log, and reads that need it (by event id, stream lists) wait.
+    #[serde(rename = "store.index")]
+    StoreIndex,
 }
 
 impl Point {
     /// Every fault point, in the order they are listed.
-    pub const ALL: [Point; 8] = [
+    pub const ALL: [Point; 9] = [
         Point::StoreFsync,
         Point::StoreWrite,
         Point::RelayPublish,
@@ -75,6 +79,7 @@ impl Point {
         Point::ProjectionApply,
         Point::SecurityJwks,
         Point::PspCharge,
+        Point::StoreIndex,
     ];
 
     /// The point's name, as the API, the CLI, the logs and the metrics spell it.
@@ -88,6 +93,7 @@ impl Point {
             Point::ProjectionApply => "projection.apply",
             Point::SecurityJwks => "security.jwks",
             Point::PspCharge => "psp.charge",
+            Point::StoreIndex => "store.index",
         }
     }
 
@@ -108,6 +114,7 @@ impl Point {
             Point::ProjectionApply => &[Panic],
             Point::SecurityJwks => &[Error, Delay],
             Point::PspCharge => &[Error, Delay],
+            Point::StoreIndex => &[Delay],
         }
     }
 

@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-use crate::envelope::{Metadata, NewEvent, RecordedEvent};
+use crate::envelope::{Metadata, NewEvent};
 use crate::error::Error;
 use crate::ids::{EventId, ExpectedVersion, StreamId, Version};
 use crate::locks::KeyedLocks;
@@ -56,6 +56,17 @@ pub trait Aggregate:
 
     /// The event's type name, e.g. `OrderPlaced`.
     fn event_type(event: &Self::Event) -> &'static str;
+
+    /// The identity of a command that may take effect at most once in the aggregate's
+    /// life, whoever sends it and however often (a charge for an order, say). `Some(key)`
+    /// makes the command's id, and so its events' ids, derive from the stream and `key`
+    /// instead of the caller's command id: the store's durable id index then records it
+    /// at most once, and a second such command gets the first one's outcome. The state
+    /// need not remember it. `None` (the default): the caller's command id decides.
+    fn once_key(command: &Self::Command) -> Option<String> {
+        let _ = command;
+        None
+    }
 
     /// Decodes a stored event of any schema version this code knows.
     fn decode_event(schema_version: u32, payload: &[u8]) -> Result<Self::Event, Error> {
@@ -183,6 +194,21 @@ impl<A: Aggregate> Repository<A> {
         self.load_stream(&Self::stream_id(id)?)
     }
 
+    /// [`Repository::load`] for async code: on the worker if the stream's events are in
+    /// the page cache, else on the store's bounded blocking pool
+    /// ([`EventStore::read_cached_or_blocking`]): the worker never waits for the disk.
+    pub async fn load_async(&self, id: &str) -> Result<Loaded<A>, Error> {
+        let stream = Self::stream_id(id)?;
+        self.load_stream_async(stream).await
+    }
+
+    async fn load_stream_async(&self, stream: StreamId) -> Result<Loaded<A>, Error> {
+        let repository = self.clone();
+        self.store
+            .read_cached_or_blocking(move |_| repository.load_stream(&stream))
+            .await
+    }
+
     fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>, Error> {
         let (mut state, mut version) = match self.store.load_snapshot(stream)? {
             Some((version, bytes)) => match decode_snapshot::<A>(&bytes) {
@@ -211,6 +237,15 @@ impl<A: Aggregate> Repository<A> {
     /// this repository; without `expected_version`) it reloads and decides again, and
     /// records the number of such retries as `retries` on the current span (the
     /// caller's command span declares it; a span without the field ignores it).
+    ///
+    /// It never waits for the disk or the indexer on the async worker that awaits it. Its
+    /// reads (the load, the check a refused command makes for an earlier run of itself,
+    /// which needs the index to cover the log) run on the worker only if they need not
+    /// wait, else on the store's bounded blocking pool
+    /// ([`EventStore::read_cached_or_blocking`]); a snapshot write always runs on the
+    /// pool ([`EventStore::blocking`]). The decision is pure and quick; a cached state is
+    /// checked against the stream's head (in memory, or one point read of sled's heads
+    /// tree).
     pub async fn execute(
         &self,
         id: &str,
@@ -218,6 +253,11 @@ impl<A: Aggregate> Repository<A> {
         options: &CommandOptions,
     ) -> Result<Committed<A>, ExecuteError<A::Error>> {
         let stream = Self::stream_id(id)?;
+        // The id the events derive from: the command's own, or one the aggregate names.
+        let command_id = match A::once_key(command) {
+            Some(key) => once_command_id(&stream, &key),
+            None => options.command_id,
+        };
         let _queued = self.queue.lock(stream.as_str()).await;
         let mut attempt = 0;
         // A command sent again (same command id) must get its first outcome, not a
@@ -226,31 +266,37 @@ impl<A: Aggregate> Repository<A> {
         // a refusal, a version mismatch, or an append whose ids are partly stored. A
         // retry that decides the same events is recognised by the store itself.
         loop {
-            let loaded = match self.cached(&stream, options)? {
+            let cached = match options.expected_version {
+                None => self.cached(&stream)?,
+                Some(_) => None,
+            };
+            let loaded = match cached {
                 Some(loaded) => loaded,
-                None => self.load_stream(&stream)?,
+                None => self.load_stream_async(stream.clone()).await?,
             };
             if let Some(expected) = options.expected_version
                 && loaded.version != Some(expected)
             {
-                return self.original_or(&stream, options.command_id, || {
-                    ExecuteError::Store(Error::VersionConflict {
-                        stream: stream.clone(),
-                        expected: format!("version {expected}"),
-                        actual: loaded.version,
-                    })
-                });
+                let conflict = Error::VersionConflict {
+                    stream: stream.clone(),
+                    expected: format!("version {expected}"),
+                    actual: loaded.version,
+                };
+                return self
+                    .original_or(&stream, command_id, ExecuteError::Store(conflict))
+                    .await;
             }
             let events = match loaded.state.decide(command) {
                 Ok(events) if events.is_empty() => {
                     return self
-                        .original_or(&stream, options.command_id, || ExecuteError::NoChange);
+                        .original_or(&stream, command_id, ExecuteError::NoChange)
+                        .await;
                 }
                 Ok(events) => events,
                 Err(rejection) => {
-                    return self.original_or(&stream, options.command_id, || {
-                        ExecuteError::Rejected(rejection)
-                    });
+                    return self
+                        .original_or(&stream, command_id, ExecuteError::Rejected(rejection))
+                        .await;
                 }
             };
             let mut metadata = options.metadata.clone();
@@ -262,7 +308,7 @@ impl<A: Aggregate> Repository<A> {
                     source,
                 })?;
                 new_events.push(NewEvent {
-                    id: EventId::derived(options.command_id, i as u32),
+                    id: EventId::derived(command_id, i as u32),
                     event_type: A::event_type(event).to_owned(),
                     schema_version: A::EVENT_SCHEMA_VERSION,
                     metadata: metadata.clone(),
@@ -275,7 +321,7 @@ impl<A: Aggregate> Repository<A> {
             };
             match self.store.append(&stream, expected, new_events).await {
                 Ok(outcome) if outcome.duplicate => {
-                    let state = self.load_stream(&stream)?.state;
+                    let state = self.load_stream_async(stream.clone()).await?.state;
                     return Ok(Committed {
                         stream,
                         outcome,
@@ -286,7 +332,8 @@ impl<A: Aggregate> Repository<A> {
                     let state = events
                         .iter()
                         .fold(loaded.state, |state, event| state.evolve(event));
-                    self.maybe_snapshot(&stream, &state, loaded.version, outcome.last_version);
+                    self.maybe_snapshot(&stream, &state, loaded.version, outcome.last_version)
+                        .await;
                     if let Some(cache) = &self.cache {
                         cache.put(&stream, &state, outcome.last_version);
                     }
@@ -307,26 +354,19 @@ impl<A: Aggregate> Repository<A> {
                     tokio::task::yield_now().await;
                 }
                 Err(error @ Error::IdempotencyMismatch { .. }) => {
-                    return self.original_or(&stream, options.command_id, || error.into());
+                    return self.original_or(&stream, command_id, error.into()).await;
                 }
                 Err(error) => return Err(error.into()),
             }
         }
     }
 
-    /// The cached state of `stream`, if caching is on, the command may use it, and the
-    /// stream has not moved since.
-    fn cached(
-        &self,
-        stream: &StreamId,
-        options: &CommandOptions,
-    ) -> Result<Option<Loaded<A>>, Error> {
+    /// The cached state of `stream`, if caching is on and the stream has not moved
+    /// since.
+    fn cached(&self, stream: &StreamId) -> Result<Option<Loaded<A>>, Error> {
         let Some(cache) = &self.cache else {
             return Ok(None);
         };
-        if options.expected_version.is_some() {
-            return Ok(None);
-        }
         let Some(cached) = cache.get(stream) else {
             return Ok(None);
         };
@@ -337,16 +377,23 @@ impl<A: Aggregate> Repository<A> {
         }
     }
 
-    /// The first outcome of this command if it was recorded before, else `failure()`.
-    fn original_or(
+    /// The first outcome of this command if it was recorded before, else `failure`.
+    /// Looking it up needs the index to cover the log: while it lags (a write burst),
+    /// the lookup waits on the blocking pool.
+    async fn original_or(
         &self,
         stream: &StreamId,
         command_id: Uuid,
-        failure: impl FnOnce() -> ExecuteError<A::Error>,
+        failure: ExecuteError<A::Error>,
     ) -> Result<Committed<A>, ExecuteError<A::Error>> {
-        match self.already_recorded(stream, command_id)? {
+        let (repository, stream) = (self.clone(), stream.clone());
+        let original = self
+            .store
+            .read_cached_or_blocking(move |_| repository.already_recorded(&stream, command_id))
+            .await?;
+        match original {
             Some(original) => Ok(original),
-            None => Err(failure()),
+            None => Err(failure),
         }
     }
 
@@ -356,21 +403,28 @@ impl<A: Aggregate> Repository<A> {
         stream: &StreamId,
         command_id: Uuid,
     ) -> Result<Option<Committed<A>>, Error> {
-        let Some(first) = self.store.read_event(&EventId::derived(command_id, 0))? else {
+        let first_id = EventId::derived(command_id, 0);
+        // Most refused commands never ran before, which the writer's filter proves at
+        // once; only a possible earlier run needs the index (and so waits for it).
+        if !self.store.may_hold_event(&first_id) {
+            return Ok(None);
+        }
+        let Some(first) = self.store.read_event(&first_id)? else {
             return Ok(None);
         };
         if &first.stream_id != stream {
             return Err(Error::IdempotencyMismatch { id: command_id });
         }
-        let same_command = |event: &RecordedEvent| event.metadata.command_id == Some(command_id);
+        // The command's events are the ones whose ids derive from it, in order.
         let events = self
             .store
             .read_stream(stream, first.version, Direction::Forward, 4096)?;
         let last = events
             .iter()
-            .take_while(|e| same_command(e))
+            .enumerate()
+            .take_while(|(i, event)| event.id == EventId::derived(command_id, *i as u32))
             .last()
-            .unwrap_or(&first);
+            .map_or(&first, |(_, event)| event);
         let loaded = self.load_stream(stream)?;
         Ok(Some(Committed {
             stream: stream.clone(),
@@ -385,7 +439,10 @@ impl<A: Aggregate> Repository<A> {
         }))
     }
 
-    fn maybe_snapshot(
+    /// Saves a snapshot of `state` if the append crossed a multiple of
+    /// `snapshot_every`, on the blocking pool. A snapshot that cannot be saved is
+    /// logged: it is derived data, and the next one will do.
+    async fn maybe_snapshot(
         &self,
         stream: &StreamId,
         state: &A,
@@ -400,18 +457,35 @@ impl<A: Aggregate> Repository<A> {
         if !crossed {
             return;
         }
-        let mut bytes = A::SNAPSHOT_SCHEMA_VERSION.to_be_bytes().to_vec();
-        match postcard::to_extend(state, bytes.clone()) {
-            Ok(encoded) => bytes = encoded,
+        let bytes = A::SNAPSHOT_SCHEMA_VERSION.to_be_bytes().to_vec();
+        let bytes = match postcard::to_extend(state, bytes) {
+            Ok(encoded) => encoded,
             Err(error) => {
                 tracing::warn!(%error, %stream, "snapshot not saved: the state does not encode");
                 return;
             }
-        }
-        if let Err(error) = self.store.save_snapshot(stream, after, &bytes) {
+        };
+        let snapshot_stream = stream.clone();
+        let saved = self
+            .store
+            .blocking(move |store| store.save_snapshot(&snapshot_stream, after, &bytes))
+            .await;
+        if let Err(error) = saved {
             tracing::warn!(%error, %stream, "snapshot not saved");
         }
     }
+}
+
+/// The command id of the command `key` on `stream` ([`Aggregate::once_key`]): the same
+/// for every sender, and for no other stream or key.
+fn once_command_id(stream: &StreamId, key: &str) -> Uuid {
+    let mut hasher = blake3::Hasher::new_derive_key("annals command id from stream and key v1");
+    hasher.update(&(stream.as_str().len() as u64).to_le_bytes());
+    hasher.update(stream.as_str().as_bytes());
+    hasher.update(key.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    Uuid::from_bytes(bytes)
 }
 
 fn decode_snapshot<A: Aggregate>(bytes: &[u8]) -> Option<A> {

@@ -43,6 +43,13 @@ pub struct StoreConfig {
     /// Ids the writer's id filter has room for at open, at least: it is sized for twice
     /// the log's events, never less than this, and grows as the log does.
     pub id_filter_floor: u64,
+    /// Blocking store IO (a command's load, an index lookup, a wait for the indexer)
+    /// running at once on tokio's blocking pool through
+    /// [`EventStore::blocking`](crate::EventStore::blocking); more wait, asynchronously, for a turn. The IO never
+    /// runs on the async workers, and this bound keeps a burst of slow reads (each
+    /// refused command waits for the indexer) from growing the blocking pool toward
+    /// tokio's 512 threads.
+    pub blocking_io: usize,
     /// The fault points `store.write` (before a batch is written) and `store.fsync`
     /// (before the log's `fdatasync`): inert unless the server runs with `--chaos`. An
     /// injected error takes the real failure path (the writer stops, the store fails).
@@ -65,6 +72,7 @@ impl Default for StoreConfig {
             subscription_buffer: 1024,
             stream_head_cache: 100_000,
             id_filter_floor: 1_000_000,
+            blocking_io: 64,
             chaos: chaos::Chaos::inert(),
         }
     }

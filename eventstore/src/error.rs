@@ -164,6 +164,12 @@ impl Error {
         move |source| Error::Io { path, source }
     }
 
+    /// Whether this is a read that would have waited for the disk, made with reads that
+    /// may not ([`crate::io::real::without_waiting`]).
+    pub fn would_block(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     /// Whether this is an optimistic-concurrency conflict, which a caller may retry.
     pub fn is_conflict(&self) -> bool {
         matches!(self, Error::VersionConflict { .. })

@@ -42,6 +42,11 @@ pub(crate) fn run_indexer(shared: Arc<Shared>, inbox: std::sync::mpsc::Receiver<
                 }
             }
         }
+        if let Some(chaos::Effect::Delay(delay)) =
+            shared.config.chaos.check(chaos::Point::StoreIndex)
+        {
+            std::thread::sleep(delay);
+        }
         if let Err(error) = shared.index.apply(&batches) {
             // The log is intact; reads that need the index will wait, and the next open
             // rebuilds it from the high-water mark.

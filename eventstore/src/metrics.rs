@@ -18,6 +18,13 @@ pub const FSYNC_DURATION: &str = "annals_fsync_duration_seconds";
 /// Histogram: events made durable by each group commit (one `fdatasync`).
 pub const APPEND_BATCH_EVENTS: &str = "annals_append_batch_events";
 
+/// Counter: store IO run on the bounded blocking pool ([`crate::EventStore::blocking`]),
+/// by `cause`: `call` (IO that always runs there: a snapshot write, a read by event id
+/// that must wait for the index), `disk` and `index` (a read first tried on the async
+/// worker that would have waited for the disk, or for a lagging index). Reads answered
+/// on the worker are not counted.
+pub const BLOCKING_IO: &str = "annals_store_blocking_io_total";
+
 /// The metrics of one group commit, recorded as the syncer answers its callers.
 pub(crate) struct GroupCommit {
     acknowledgements: metrics::Histogram,

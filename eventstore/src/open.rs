@@ -163,12 +163,15 @@ impl EventStore {
             durable,
             indexed: Mutex::new(recovered.next_position),
             indexed_changed: Condvar::new(),
+            indexed_watch: watch::channel(recovered.next_position).0,
             segments: RwLock::new(segments),
+            seen: RwLock::new(seen),
             readers_waiting: AtomicUsize::new(0),
             recent_commits: Mutex::new(RecentCommits::default()),
             writer_failure: watch::channel(None).0,
             closed: CancellationToken::new(),
             lock: Mutex::new(Some(lock)),
+            blocking_io: Arc::new(tokio::sync::Semaphore::new(config.blocking_io.max(1))),
             config,
         });
 
@@ -189,7 +192,6 @@ impl EventStore {
                 header_on_disk: recovered.header_on_disk,
             },
             heads,
-            seen,
         );
         let (inbox, inbox_rx) = mpsc::channel(shared.config.append_queue);
         let (index_tx, index_rx) = std::sync::mpsc::channel();

@@ -125,9 +125,18 @@ impl Shared {
 
     /// Blocks until the index covers every position before `position`.
     pub(crate) fn wait_indexed(&self, position: u64) -> Result<(), Error> {
+        let position = INDEX_AS_OF
+            .get()
+            .map_or(position, |as_of| as_of.min(position));
         let mut indexed = self.indexed.lock().expect("not poisoned");
         if *indexed >= position {
             return Ok(());
+        }
+        if !crate::io::real::may_wait() {
+            return Err(Error::Io {
+                path: INDEX_WAIT.into(),
+                source: std::io::ErrorKind::WouldBlock.into(),
+            });
         }
         // Tell the indexer someone waits, so it stops gathering and writes now.
         self.readers_waiting.fetch_add(1, Ordering::SeqCst);
@@ -200,6 +209,32 @@ pub(crate) fn read_events(
         Ok(())
     })?;
     Ok(events)
+}
+
+/// The path of the `WouldBlock` error a wait for the index answers on a thread whose
+/// reads may not wait ([`crate::io::real::without_waiting`]).
+pub(crate) const INDEX_WAIT: &str = "the index";
+
+thread_local! {
+    /// Reads on this thread take the index as current once it covers this position
+    /// ([`index_as_of`]).
+    static INDEX_AS_OF: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `read` with reads that wait for the index (by event id, stream lists) content
+/// with an index covering the log up to `position` (the log's end when the read was
+/// asked for), instead of the end of the log when they run: a read that waited for the
+/// index asynchronously is not sent waiting again by appends made since.
+pub(crate) fn index_as_of<T>(position: Position, read: impl FnOnce() -> T) -> T {
+    /// Restores the thread's setting however `read` ends.
+    struct Restore(Option<u64>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            INDEX_AS_OF.set(self.0);
+        }
+    }
+    let _restore = Restore(INDEX_AS_OF.replace(Some(position.0)));
+    read()
 }
 
 /// Commits made durable but not yet indexed.

@@ -36,7 +36,15 @@ pub(crate) struct Shared {
     /// The next position the index has not written, with a condvar for readers waiting.
     pub(crate) indexed: Mutex<u64>,
     pub(crate) indexed_changed: Condvar,
+    /// The same position for async waiters ([`crate::EventStore::index_caught_up`]).
+    pub(crate) indexed_watch: watch::Sender<u64>,
     pub(crate) segments: RwLock<Vec<u64>>,
+    /// Every event id appended, approximately (a filter the writer fills as it stages
+    /// appends): a miss proves an id is new, so the writer consults the index only for
+    /// the rare possible duplicate, and a refused command asks the index whether it ran
+    /// before only when it may have ([`crate::EventStore::may_hold_event`]). It grows
+    /// with the log.
+    pub(crate) seen: RwLock<crate::id_filter::IdFilter>,
     /// Durable commits the indexer has not written yet, by stream.
     pub(crate) recent_commits: Mutex<RecentCommits>,
     /// Readers blocked until the index catches up; while there are none the indexer
@@ -46,6 +54,9 @@ pub(crate) struct Shared {
     /// close). A watch, so a server can await it ([`crate::EventStore::failed`]).
     pub(crate) writer_failure: watch::Sender<Option<String>>,
     pub(crate) closed: CancellationToken,
+    /// Turns on the blocking pool for store IO ([`crate::EventStore::blocking`]),
+    /// `config.blocking_io` of them.
+    pub(crate) blocking_io: Arc<tokio::sync::Semaphore>,
     /// The data directory's lock, released by `close` (or when the last handle goes).
     pub(crate) lock: Mutex<Option<File>>,
 }
@@ -113,6 +124,7 @@ impl Shared {
     pub(crate) fn set_indexed(&self, next_position: u64) {
         *self.indexed.lock().expect("not poisoned") = next_position;
         self.indexed_changed.notify_all();
+        self.indexed_watch.send_replace(next_position);
     }
 }
 

@@ -10,6 +10,7 @@
 //! - `index/`: the sled database, derived from the log and rebuilt from it when missing.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::StoreConfig;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::Error;
-use crate::ids::{ExpectedVersion, Position, StreamId, Version};
+use crate::ids::{EventId, ExpectedVersion, Position, StreamId, Version};
 use crate::shared::Shared;
 use crate::writer::{AppendRequest, Timing, WriterMessage};
 
@@ -235,6 +236,121 @@ impl EventStore {
         self.shared.index.save_checkpoint(name, position)
     }
 
+    /// Runs `io`, blocking store IO (reads, index lookups, a wait for the indexer), on
+    /// tokio's blocking pool and waits for it without holding an async worker: at most
+    /// [`StoreConfig::blocking_io`] run at once, the others wait for a turn. Async code
+    /// calls the store's synchronous reads through this, so that a slow read (a refused
+    /// command waits for the indexer during a write burst) stalls only its own task,
+    /// never the HTTP, saga, relay and projection tasks that share the workers.
+    ///
+    /// A panic in `io` is resumed in the caller; a runtime shutting down answers
+    /// [`Error::WriterStopped`].
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        io: impl FnOnce(&EventStore) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.run_blocking("call", io).await
+    }
+
+    /// [`EventStore::blocking`], counted under `cause` in
+    /// [`crate::metrics::BLOCKING_IO`].
+    async fn run_blocking<T: Send + 'static>(
+        &self,
+        cause: &'static str,
+        io: impl FnOnce(&EventStore) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        metrics::counter!(crate::metrics::BLOCKING_IO, "cause" => cause).increment(1);
+        let turn = self
+            .shared
+            .blocking_io
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| self.stopped())?;
+        let store = self.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            io(&store)
+        });
+        match work.await {
+            Ok(answer) => answer,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Err(self.stopped()),
+        }
+    }
+
+    /// Runs `read` (store reads that write nothing) on the calling thread if it can be
+    /// answered without waiting, else on the blocking pool as [`EventStore::blocking`]
+    /// does: it first runs with reads that never wait
+    /// ([`crate::io::real::without_waiting`]: the log's pages only from the page cache,
+    /// `RWF_NOWAIT`, and no wait for the indexer), and runs again on the pool if one
+    /// would have waited. A read of what was written recently, or is read often (the
+    /// common case), then costs no hop to another thread, and a read that needs the
+    /// disk or a lagging index still never waits on an async worker. `read` may run
+    /// twice, so it must not have effects.
+    pub async fn read_cached_or_blocking<T: Send + 'static>(
+        &self,
+        read: impl Fn(&EventStore) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let mut answer = crate::io::real::without_waiting(|| read(self));
+        if matches!(&answer, Err(error) if waits_for_index(error)) {
+            // The index lags (a write burst): wait here, holding no thread, until it
+            // covers what was durable by now, and read again as of then (the log goes
+            // on growing meanwhile; the read needs what was acknowledged before it).
+            let target = self.index_caught_up().await?;
+            answer = crate::reads::index_as_of(target, || {
+                crate::io::real::without_waiting(|| read(self))
+            });
+        }
+        match answer {
+            Err(error) if error.would_block() => {
+                let cause = if waits_for_index(&error) {
+                    "index"
+                } else {
+                    "disk"
+                };
+                self.run_blocking(cause, move |store| read(store)).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// Whether an event with id `id` may have been appended: `false` proves it never
+    /// was (nor is being written), `true` means perhaps (read it to know). Answered from
+    /// the writer's filter of every id in memory, at once: no index, no wait. A refused
+    /// command asks this before it looks for an earlier run of itself.
+    pub fn may_hold_event(&self, id: &EventId) -> bool {
+        self.shared
+            .seen
+            .read()
+            .expect("not poisoned")
+            .contains(id.as_uuid().as_bytes())
+    }
+
+    /// Waits, holding no thread, until the index covers everything durable now (what
+    /// [`EventStore::wait_for_index`] blocks for); the position it covers then.
+    pub async fn index_caught_up(&self) -> Result<Position, Error> {
+        let target = self.shared.durable_end().next_position;
+        let mut indexed = self.shared.indexed_watch.subscribe();
+        let mut failure = self.shared.writer_failure.subscribe();
+        // Tell the indexer someone waits, so it stops gathering and writes now.
+        self.shared.readers_waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = ReaderWaiting(&self.shared);
+        loop {
+            if *indexed.borrow_and_update() >= target {
+                return Ok(Position(target));
+            }
+            if self.shared.failure().is_some() || self.shared.closed.is_cancelled() {
+                return Err(self.stopped());
+            }
+            tokio::select! {
+                _ = indexed.changed() => {}
+                _ = failure.changed() => {}
+                () = self.shared.closed.cancelled() => {}
+            }
+        }
+    }
+
     fn stopped(&self) -> Error {
         self.shared.stopped_error()
     }
@@ -322,6 +438,22 @@ impl EventStore {
     }
 }
 
+/// Whether `error` is a read that would have waited for the index.
+fn waits_for_index(error: &Error) -> bool {
+    matches!(error, Error::Io { path, source }
+        if source.kind() == std::io::ErrorKind::WouldBlock
+            && path.as_os_str() == crate::reads::INDEX_WAIT)
+}
+
+/// One async reader counted in `readers_waiting` while it lives.
+struct ReaderWaiting<'a>(&'a Shared);
+
+impl Drop for ReaderWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.readers_waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +509,38 @@ mod tests {
             source.next_position(),
             "nothing written"
         );
+    }
+
+    /// Every id appended may be held, before and after a reopen; an id never appended
+    /// is proved new (but for the filter's rare false positive, about 1 in 1,000).
+    #[tokio::test]
+    async fn the_id_filter_proves_ids_never_appended() {
+        /// How many of 2,000 new ids `store` takes for perhaps appended.
+        fn new_ids_held(store: &EventStore) -> usize {
+            (0..2_000)
+                .filter(|_| store.may_hold_event(&EventId::new()))
+                .count()
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(dir.path(), config()).unwrap();
+        let stream = StreamId::new("order-1").unwrap();
+        let events: Vec<NewEvent> = (0..50)
+            .map(|i| NewEvent::new("Happened", vec![i]))
+            .collect();
+        let ids: Vec<EventId> = events.iter().map(|event| event.id).collect();
+        store
+            .append(&stream, ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+        assert!(ids.iter().all(|id| store.may_hold_event(id)));
+        let held = new_ids_held(&store);
+        assert!(held < 40, "{held} of 2,000 new ids");
+        store.close().await;
+
+        let store = EventStore::open(dir.path(), config()).unwrap();
+        assert!(ids.iter().all(|id| store.may_hold_event(id)));
+        let held = new_ids_held(&store);
+        assert!(held < 40, "{held} of 2,000 new ids after a reopen");
     }
 
     #[tokio::test]

@@ -34,7 +34,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::derived::index::{CommitLocation, HighWater, IndexBatch, IndexedCommit};
 use crate::envelope::{NewEvent, StoredEvent};
 use crate::error::Error;
-use crate::id_filter::IdFilter;
 use crate::ids::{EventId, ExpectedVersion, Position, StreamId, Version};
 use crate::io::LogFile;
 use crate::segment::{self, DurableEnd, FLAG_COMMIT_END};
@@ -108,9 +107,6 @@ pub struct Writer {
     /// Event ids committed but perhaps not yet in the index, and when they leave.
     recent: HashMap<EventId, RecentEvent>,
     recent_order: VecDeque<(u64, EventId)>,
-    /// Every event id stored, approximately: a miss here proves an id is new, so the
-    /// index is consulted only for the rare possible duplicate. It grows with the log.
-    seen: IdFilter,
     /// The next segment, being zero-filled in the background.
     spare: Option<std::thread::JoinHandle<Result<(), Error>>>,
     buffer: Vec<u8>,
@@ -162,7 +158,6 @@ impl Writer {
         file: Arc<dyn LogFile>,
         end: LogEnd,
         heads: StreamHeads,
-        seen: IdFilter,
     ) -> Self {
         Writer {
             shared,
@@ -174,7 +169,6 @@ impl Writer {
             heads,
             recent: HashMap::new(),
             recent_order: VecDeque::new(),
-            seen,
             spare: None,
             buffer: Vec::with_capacity(1 << 20),
             prepare: match (end.format, end.header_on_disk) {
@@ -457,9 +451,12 @@ impl Writer {
                 "the same event id appears twice in one append",
             ));
         }
-        let maybe_seen = events
-            .iter()
-            .any(|event| self.seen.contains(event.id.as_uuid().as_bytes()));
+        let maybe_seen = {
+            let seen = self.shared.seen.read().expect("not poisoned");
+            events
+                .iter()
+                .any(|event| seen.contains(event.id.as_uuid().as_bytes()))
+        };
         if maybe_seen && let Some(original) = self.find_original(request)? {
             return Ok(Staged::Answered(Ok(original)));
         }
@@ -541,8 +538,9 @@ impl Writer {
         let last_version = first_version + count - 1;
         self.heads
             .set(&request.stream, last_version, first_position + count);
+        let mut seen = self.shared.seen.write().expect("not poisoned");
         for (i, event) in events.iter().enumerate() {
-            self.seen.insert(event.id.as_uuid().as_bytes());
+            seen.insert(event.id.as_uuid().as_bytes());
             let position = first_position + i as u64;
             self.recent.insert(
                 event.id,

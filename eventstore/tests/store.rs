@@ -21,6 +21,8 @@
 //!   still gives exact answers; the stream list page by page.
 //! - `failure`: a real write error (a file-size limit, in a child process): the store
 //!   reports it, and the same process cannot reopen the directory; a new one can.
+//! - `nowait`: a read from async code that waits for a lagging index leaves the async
+//!   worker free (a current-thread runtime keeps running other tasks meanwhile).
 //! - `spans`: the `append` span, in the caller's trace, with its events, bytes, time
 //!   queued and time to fsync; a command span's count of conflict retries.
 
@@ -41,6 +43,8 @@ mod failure;
 mod memory;
 #[path = "store/model.rs"]
 mod model;
+#[path = "store/nowait.rs"]
+mod nowait;
 #[path = "store/repair.rs"]
 mod repair;
 #[path = "store/repository.rs"]

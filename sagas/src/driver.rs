@@ -33,6 +33,13 @@
 //! fail often enough for the supervisor to mark it failed and `/readyz` to name it,
 //! instead of retrying it forever out of sight.
 //!
+//! Work is bounded: at most [`DriverConfig::max_instances`] instances run at once. While
+//! that many run, the follower reads no further in the log, so a backlog (10,000 orders
+//! placed at once) waits in the log, where it is durable anyway, not in memory; the
+//! running instances still finish (their answers and deadlines do not come through the
+//! follower) and free their places. Every channel is bounded: an instance's inputs from
+//! the log and its commands' answers wait for the instance once their buffer is full.
+//!
 //! Metrics: the status counts the running instances by phase ([`DriverStatus::phases`],
 //! read when `/metrics` is scraped), and every instance that finishes in this process
 //! records its duration, from its first record to its end, in the histogram
@@ -89,8 +96,11 @@ pub struct DriverStatus {
     pub read_to: Position,
     /// The saved low-water mark: the driver restarts from here.
     pub checkpoint: Position,
-    /// Instances running now (not finished).
+    /// Instances running now (not finished); never above
+    /// [`DriverConfig::max_instances`].
     pub active: usize,
+    /// The most instances that ran at once since start.
+    pub peak_active: usize,
     /// Instances finished since start.
     pub finished: u64,
     /// The last error met (a failed record or command, retried), if any.
@@ -109,6 +119,12 @@ pub struct DriverConfig {
     /// [`Saga::phase`]) and how long it took from its first record (the server counts
     /// it for the saga-completion objective).
     pub on_finished: Option<OnFinished>,
+    /// The most instances running at once. Each holds its state, its command tasks and
+    /// their buffers; beyond this the driver stops reading the log until one finishes,
+    /// so a burst of orders waits in the log instead of in memory. Orders run
+    /// concurrently up to this bound, so it is also the saga's parallelism: 1,024 keeps
+    /// the machine busy with a few megabytes of instances.
+    pub max_instances: usize,
 }
 
 impl Default for DriverConfig {
@@ -117,6 +133,7 @@ impl Default for DriverConfig {
             checkpoint_every: Duration::from_millis(200),
             retry_after: Duration::from_millis(10),
             on_finished: None,
+            max_instances: 1024,
         }
     }
 }
@@ -350,7 +367,13 @@ struct Shared<S: Saga, D> {
     _saga: std::marker::PhantomData<fn() -> S>,
 }
 
-/// An instance as the follower sees it.
+/// Inputs from the log buffered per instance; the follower waits beyond it (an
+/// instance takes each input as soon as it has recorded the one before).
+const INPUT_BUFFER: usize = 16;
+
+/// Answers of an instance's commands buffered for it; a command task waits beyond it.
+const ANSWER_BUFFER: usize = 64;
+
 /// An input routed from the log: the input, the id of its event, the event's
 /// `traceparent`.
 type Routed<I> = (I, EventId, Option<String>);
@@ -358,7 +381,7 @@ type Routed<I> = (I, EventId, Option<String>);
 struct Running<I> {
     /// Inputs routed from the log, with the id of the event each came from and its
     /// trace context.
-    inputs: mpsc::UnboundedSender<Routed<I>>,
+    inputs: mpsc::Sender<Routed<I>>,
     /// The first position routed to it: the checkpoint may not pass it.
     first: Position,
     /// Tells this instance from an earlier one of the same id that just finished.
@@ -372,7 +395,10 @@ async fn follow<S: Saga, D: Dispatcher<S>>(
     let mut subscription = shared.store.subscribe(from);
     let mut running: HashMap<String, Running<S::Input>> = HashMap::new();
     let mut low_water: BTreeMap<Position, usize> = BTreeMap::new();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, u64)>();
+    let max_instances = shared.config.max_instances.max(1);
+    // Each instance sends one `done` and counts as running until it is received, so a
+    // buffer of `max_instances` never makes an instance wait to end.
+    let (done_tx, mut done_rx) = mpsc::channel::<(String, u64)>(max_instances);
     let mut generation = 0;
     let mut instances = JoinSet::new();
     // The instance each task runs, to name one that panicked.
@@ -396,7 +422,8 @@ async fn follow<S: Saga, D: Dispatcher<S>>(
                     s.finished += 1;
                 });
             }
-            event = subscription.next() => {
+            // At the bound, the log waits: the next event may start an instance.
+            event = subscription.next(), if running.len() < max_instances => {
                 let event = match event {
                     Some(Ok(event)) => event,
                     Some(Err(error)) => {
@@ -411,15 +438,16 @@ async fn follow<S: Saga, D: Dispatcher<S>>(
                 let Some((id, input)) = shared.dispatcher.route(&event, &*shared.clock) else {
                     continue;
                 };
-                let delivered = running
-                    .get(&id)
-                    .is_some_and(|instance| {
-                        let routed = (input.clone(), event.id, event.metadata.traceparent.clone());
-                        instance.inputs.send(routed).is_ok()
-                    });
-                if !delivered {
-                    let (inputs, receiver) = mpsc::unbounded_channel();
-                    let _ = inputs.send((input, event.id, event.metadata.traceparent.clone()));
+                let routed = (input, event.id, event.metadata.traceparent.clone());
+                // A full buffer waits for the instance; a closed one (the instance
+                // finished) gives the input back for a new instance.
+                let undelivered = match running.get(&id) {
+                    Some(instance) => instance.inputs.send(routed).await.err().map(|e| e.0),
+                    None => Some(routed),
+                };
+                if let Some(routed) = undelivered {
+                    let (inputs, receiver) = mpsc::channel(INPUT_BUFFER);
+                    let _ = inputs.try_send(routed);
                     generation += 1;
                     let instance = Running { inputs, first: event.position, generation };
                     if let Some(old) = running.insert(id.clone(), instance) {
@@ -429,13 +457,20 @@ async fn follow<S: Saga, D: Dispatcher<S>>(
                     let done = (done_tx.clone(), generation);
                     let task = instances.spawn(run_instance(shared.clone(), id.clone(), receiver, done));
                     tasks.insert(task.id(), id);
-                    shared.status.send_modify(|s| s.active = running.len());
+                    shared.status.send_modify(|s| {
+                        s.active = running.len();
+                        s.peak_active = s.peak_active.max(running.len());
+                    });
                 }
             }
             _ = tick.tick() => {
                 let mark = low_water.keys().next().copied().unwrap_or(read_to);
                 if mark != saved {
-                    match shared.store.save_checkpoint(&checkpoint_name::<S>(), mark) {
+                    let saving = shared
+                        .store
+                        .blocking(move |store| store.save_checkpoint(&checkpoint_name::<S>(), mark))
+                        .await;
+                    match saving {
                         Ok(()) => saved = mark,
                         Err(error) => tracing::warn!(%error, "saving the saga checkpoint failed"),
                     }
@@ -529,6 +564,19 @@ pub fn load<S: Saga>(
     Ok((instance, recorded))
 }
 
+/// [`load`] for async code: on the worker if the instance's records are in the page
+/// cache (a new instance has none), else on the store's bounded blocking pool
+/// ([`EventStore::read_cached_or_blocking`]): the worker never waits for the disk.
+async fn load_async<S: Saga>(
+    store: &EventStore,
+    id: &str,
+) -> Result<(Instance<S>, Vec<Recorded<S>>), Error> {
+    let id = id.to_owned();
+    store
+        .read_cached_or_blocking(move |store| load::<S>(store, &id))
+        .await
+}
+
 /// One recorded input of a saga instance.
 #[derive(Debug, Clone)]
 pub struct Recorded<S: Saga> {
@@ -541,14 +589,14 @@ pub struct Recorded<S: Saga> {
 async fn run_instance<S: Saga, D: Dispatcher<S>>(
     shared: Arc<Shared<S, D>>,
     id: String,
-    mut inputs: mpsc::UnboundedReceiver<Routed<S::Input>>,
-    (done, generation): (mpsc::UnboundedSender<(String, u64)>, u64),
+    mut inputs: mpsc::Receiver<Routed<S::Input>>,
+    (done, generation): (mpsc::Sender<(String, u64)>, u64),
 ) {
-    let (answers_tx, mut answers) = mpsc::unbounded_channel::<S::Input>();
+    let (answers_tx, mut answers) = mpsc::channel::<S::Input>(ANSWER_BUFFER);
     // Commands and timers of this instance; dropped (aborted) when it stops.
     let mut work = JoinSet::new();
     let (mut instance, began) = loop {
-        match load::<S>(&shared.store, &id) {
+        match load_async::<S>(&shared.store, &id).await {
             Ok((instance, recorded)) => {
                 let began = recorded.first().map(|first| first.event.recorded_at);
                 break (instance, began.unwrap_or_else(chrono::Utc::now));
@@ -637,7 +685,12 @@ async fn run_instance<S: Saga, D: Dispatcher<S>>(
         }
     }
     drop(phase);
-    let _ = done.send((id, generation));
+    // No more inputs: the follower sending one sees the instance ended at once.
+    drop(inputs);
+    tokio::select! {
+        _ = done.send((id, generation)) => {}
+        () = shared.shutdown.cancelled() => {}
+    }
 }
 
 /// A running instance's place in [`DriverStatus::phases`]: counted in its phase until it
@@ -738,7 +791,7 @@ fn issue<S: Saga, D: Dispatcher<S>>(
     shared: &Arc<Shared<S, D>>,
     instance: &Instance<S>,
     issued: Issued<S::Command>,
-    answers: &mpsc::UnboundedSender<S::Input>,
+    answers: &mpsc::Sender<S::Input>,
     work: &mut JoinSet<()>,
 ) {
     let (shared, answers) = (shared.clone(), answers.clone());
@@ -757,7 +810,7 @@ fn issue<S: Saga, D: Dispatcher<S>>(
         loop {
             match shared.dispatcher.execute(&state, command_id, &issued).await {
                 Ok(answer) => {
-                    let _ = answers.send(answer);
+                    let _ = answers.send(answer).await;
                     return;
                 }
                 Err(error) => {
@@ -776,14 +829,14 @@ fn issue<S: Saga, D: Dispatcher<S>>(
 fn arm<S: Saga, D: Dispatcher<S>>(
     shared: &Arc<Shared<S, D>>,
     deadline: Deadline,
-    answers: &mpsc::UnboundedSender<S::Input>,
+    answers: &mpsc::Sender<S::Input>,
     work: &mut JoinSet<()>,
 ) {
     let sleep = shared.clock.sleep_until(deadline.at);
     let answers = answers.clone();
     work.spawn(async move {
         sleep.await;
-        let _ = answers.send(S::deadline_passed(&deadline));
+        let _ = answers.send(S::deadline_passed(&deadline)).await;
     });
 }
 

@@ -109,12 +109,28 @@ impl FulfilmentServices {
 
     /// The providers and the card on file of `customer_id`, when its charges go to a
     /// provider.
-    fn card_of(&self, customer_id: &str) -> Result<Option<(&psp::Chain, String)>, Error> {
+    async fn card_of(&self, customer_id: &str) -> Result<Option<(&psp::Chain, String)>, Error> {
         let Some(chain) = &self.card_payments else {
             return Ok(None);
         };
-        let card = self.repositories.cards.load(customer_id)?.state;
+        let card = self.repositories.cards.load_async(customer_id).await?.state;
         Ok(card.token().map(|token| (chain, token.to_owned())))
+    }
+
+    /// Runs `command` on the account of the order's customer.
+    async fn on_account(
+        &self,
+        state: &Fulfilment,
+        command: payments::Command,
+        options: &CommandOptions,
+    ) -> Result<Result<payments::Account, payments::Error>, Error> {
+        run(
+            &self.repositories.accounts,
+            &state.customer_id,
+            command,
+            options,
+        )
+        .await
     }
 
     /// The same services, injecting `faults`.
@@ -171,7 +187,7 @@ async fn run<A: Aggregate>(
         Ok(committed) => Ok(Ok(committed.state)),
         Err(ExecuteError::Rejected(rejection)) => Ok(Err(rejection)),
         // The saga never sends a command that changes nothing; if one did, it is done.
-        Err(ExecuteError::NoChange) => Ok(Ok(repository.load(id)?.state)),
+        Err(ExecuteError::NoChange) => Ok(Ok(repository.load_async(id).await?.state)),
         Err(ExecuteError::Store(error)) => Err(error),
     }
 }
@@ -309,7 +325,7 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                 if let Some(delay) = self.faults.charge_delay_for(&order_id) {
                     tokio::time::sleep(delay).await;
                 }
-                if let Some((chain, card)) = self.card_of(&state.customer_id)? {
+                if let Some((chain, card)) = self.card_of(&state.customer_id).await? {
                     let charge = psp::CardCharge {
                         order_id: order_id.clone(),
                         card,
@@ -339,14 +355,7 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                     order_id: order_id.clone(),
                     amount: *amount,
                 };
-                match run(
-                    &self.repositories.accounts,
-                    &state.customer_id,
-                    command,
-                    &options,
-                )
-                .await?
-                {
+                match self.on_account(state, command, &options).await? {
                     Ok(_) => Outcome::Done,
                     Err(error) => rejected(error),
                 }
@@ -372,23 +381,24 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                         }
                     }
                 }
-                let command = payments::Command::Refund {
-                    order_id: order_id.clone(),
-                };
-                match run(
-                    &self.repositories.accounts,
-                    &state.customer_id,
-                    command,
-                    &options,
-                )
-                .await?
-                {
-                    Ok(_)
-                    | Err(
-                        payments::Error::NotCharged { .. }
-                        | payments::Error::AlreadyRefunded { .. },
-                    ) => Outcome::Done,
-                    Err(error) => rejected(error),
+                // The account is refunded only for a charge the saga saw answered: the
+                // amount it charged.
+                match state.charged {
+                    None => Outcome::Done,
+                    Some(amount) => {
+                        let command = payments::Command::Refund {
+                            order_id: order_id.clone(),
+                            amount,
+                        };
+                        match self.on_account(state, command, &options).await? {
+                            Ok(_)
+                            | Err(
+                                payments::Error::NotCharged { .. }
+                                | payments::Error::AlreadyRefunded { .. },
+                            ) => Outcome::Done,
+                            Err(error) => rejected(error),
+                        }
+                    }
                 }
             }
             Command::ConfirmOrder { total } => {

@@ -222,7 +222,8 @@ async fn a_deadline_survives_a_restart_and_fires_once() {
         .unwrap()
         .state;
     assert_eq!(account.balance(), 1_000);
-    let charge = account.charge("o-1").expect("charged");
+    let charges = payments::Charges::read(&store, "alice", eventstore::Version(u64::MAX)).unwrap();
+    let charge = charges.0.get("o-1").expect("charged");
     assert!(charge.refunded);
     let order = Repository::<orders::Order>::new(store.clone())
         .load("o-1")

@@ -163,7 +163,8 @@ fn assert_once(store: &EventStore, order: &str) {
         .unwrap()
         .state;
     assert_eq!(account.balance(), 1_000 - 2 * 120 - 3 * 80);
-    assert_eq!(account.charges().len(), 1);
+    let charges = payments::Charges::read(store, "alice", eventstore::Version(u64::MAX)).unwrap();
+    assert_eq!(charges.0.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,8 +30,13 @@
 //!   half-open and close, timeouts and slowness without a double charge, both failing
 //!   (the deadline cancels and compensates).
 //!
+//! - `bounds`: bounded work: commands refused while the index lags a write burst do not
+//!   delay other requests; an order of too many lines is a 422; 10,000 orders placed at
+//!   once run at most `--saga-max-instances` saga instances.
+//!
 //! `support` holds the known history, golden-file comparison and the `annals` runners.
 
+mod bounds;
 mod chaos;
 mod cli;
 mod deploy;

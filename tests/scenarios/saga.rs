@@ -357,7 +357,16 @@ async fn check_invariants(data: &Path, ledger: &Ledger) -> BTreeMap<String, usiz
             deposits - spent,
             "{customer}: balance != deposits {deposits} - confirmed charges {spent}"
         );
-        for (order_id, charge) in account.charges() {
+        let stream = Repository::<payments::Account>::stream_id(customer).unwrap();
+        let history: Vec<payments::Event> = store
+            .read_stream(&stream, Version(0), Direction::Forward, 100_000)
+            .unwrap()
+            .iter()
+            .map(|event| {
+                payments::Account::decode_event(event.schema_version, &event.payload).unwrap()
+            })
+            .collect();
+        for (order_id, charge) in &payments::Charges::of(&history).0 {
             let (_, order) = &outcomes[order_id];
             match order.status() {
                 orders::OrderStatus::Confirmed => {
@@ -370,20 +379,18 @@ async fn check_invariants(data: &Path, ledger: &Ledger) -> BTreeMap<String, usiz
                 ),
             }
         }
-        // No order charged twice: one Charged event per order in the account's stream.
-        let stream = Repository::<payments::Account>::stream_id(customer).unwrap();
-        let mut charged: HashMap<String, u32> = HashMap::new();
-        let events = store
-            .read_stream(&stream, Version(0), Direction::Forward, 100_000)
-            .unwrap();
-        for event in events {
-            let event =
-                payments::Account::decode_event(event.schema_version, &event.payload).unwrap();
-            if let payments::Event::Charged { order_id, .. } = event {
-                let count = charged.entry(order_id.clone()).or_default();
-                *count += 1;
-                assert_eq!(*count, 1, "order {order_id} charged twice");
-            }
+        // No order charged or refunded twice: one Charged event per order in the
+        // account's stream, at most one Refunded.
+        let mut charged: HashMap<(&str, &str), u32> = HashMap::new();
+        for event in &history {
+            let once = match event {
+                payments::Event::Charged { order_id, .. } => ("charged", order_id.as_str()),
+                payments::Event::Refunded { order_id, .. } => ("refunded", order_id.as_str()),
+                _ => continue,
+            };
+            let count = charged.entry(once).or_default();
+            *count += 1;
+            assert_eq!(*count, 1, "order {} {} twice", once.1, once.0);
         }
     }
     store.close().await;

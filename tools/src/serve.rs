@@ -67,7 +67,8 @@ pub use security::{SecurityArgs, SecuritySettings};
 #[command(after_help = "\
 Settings: a flag wins over its ANNALS_* environment variable, which wins over the
 --config file, which wins over the default. The TOML file may set data_dir, listen,
-max_body_bytes, shutdown_timeout_secs, nats_url, saga_timeout_secs, tls_cert, tls_key,
+max_body_bytes, max_order_lines, saga_max_instances, blocking_io_threads,
+shutdown_timeout_secs, nats_url, saga_timeout_secs, tls_cert, tls_key,
 nats_tls_ca, nats_tls_cert, nats_tls_key, log_format, otlp_endpoint, metrics (true or
 false), auth_jwt_secret_file, auth_jwks_file, auth_jwks_url, auth_issuer, auth_audience,
 policy_file, rate_limit, insecure_no_auth, worker_max_restarts,
@@ -95,6 +96,21 @@ pub struct ServeArgs {
     /// The largest request body accepted, in bytes; larger is a 413 [default: 65536].
     #[arg(long, env = "ANNALS_MAX_BODY_BYTES", value_name = "BYTES")]
     max_body_bytes: Option<usize>,
+    /// The most lines an order may have; more is a 422 `too-many-lines` [default: 100].
+    #[arg(long, env = "ANNALS_MAX_ORDER_LINES", value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_order_lines: Option<u64>,
+    /// The most fulfilment saga instances (orders in progress) running at once; beyond
+    /// it new orders wait in the log until one finishes [default: 1024].
+    #[arg(long, env = "ANNALS_SAGA_MAX_INSTANCES", value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    saga_max_instances: Option<u64>,
+    /// The most blocking store reads (command loads, index lookups, waits for the
+    /// indexer) running at once on the blocking pool; more wait for a turn without
+    /// holding an async worker [default: 64].
+    #[arg(long, env = "ANNALS_BLOCKING_IO_THREADS", value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..=512))]
+    blocking_io_threads: Option<u64>,
     /// How long a shutdown waits for in-flight requests, in seconds [default: 30].
     #[arg(long, env = "ANNALS_SHUTDOWN_TIMEOUT_SECS", value_name = "SECONDS")]
     shutdown_timeout: Option<u64>,
@@ -123,7 +139,8 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u8).range(0..=100))]
     fault_charge_delay_percent: Option<u8>,
     /// Fault injection: enable the fault points (store.fsync, store.write, relay.publish,
-    /// saga.command, http.handler, projection.apply, security.jwks, psp.charge) and the routes that
+    /// saga.command, http.handler, projection.apply, security.jwks, psp.charge,
+    /// store.index) and the routes that
     /// inject and clear faults, `/api/v1/chaos/faults` (docs/OPERATIONS.md, "Fault
     /// injection"). For test and staging servers [default: off: the points are inert and
     /// the routes answer 404].
@@ -267,6 +284,9 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<String>,
     max_body_bytes: Option<usize>,
+    max_order_lines: Option<u64>,
+    saga_max_instances: Option<u64>,
+    blocking_io_threads: Option<u64>,
     shutdown_timeout_secs: Option<u64>,
     nats_url: Option<String>,
     saga_timeout_secs: Option<u64>,
@@ -304,6 +324,12 @@ pub struct Settings {
     pub listen: String,
     /// The request body limit.
     pub max_body_bytes: usize,
+    /// The most lines per order.
+    pub max_order_lines: usize,
+    /// The most saga instances running at once.
+    pub saga_max_instances: usize,
+    /// The most blocking store reads running at once.
+    pub blocking_io_threads: usize,
     /// The drain timeout.
     pub shutdown_timeout: Duration,
     /// Where the outbox relay publishes; `None`: the relay is off.
@@ -375,6 +401,18 @@ impl ServeArgs {
                 .max_body_bytes
                 .or(file.max_body_bytes)
                 .unwrap_or(defaults.max_body_bytes),
+            max_order_lines: self
+                .max_order_lines
+                .or(file.max_order_lines)
+                .map_or(defaults.max_order_lines, |n| n as usize),
+            saga_max_instances: self
+                .saga_max_instances
+                .or(file.saga_max_instances)
+                .map_or(sagas::DriverConfig::default().max_instances, |n| n as usize),
+            blocking_io_threads: self
+                .blocking_io_threads
+                .or(file.blocking_io_threads)
+                .map_or(StoreConfig::default().blocking_io, |n| n as usize),
             shutdown_timeout: Duration::from_secs(
                 self.shutdown_timeout
                     .or(file.shutdown_timeout_secs)
@@ -573,6 +611,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         create_if_missing: true,
         segment_bytes: settings.segment_bytes.unwrap_or(defaults.segment_bytes),
         preallocate_segments: settings.preallocate_segments,
+        blocking_io: settings.blocking_io_threads,
         chaos: chaos.clone(),
         ..defaults
     };
@@ -605,6 +644,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     };
     let config = ApiConfig {
         max_body_bytes: settings.max_body_bytes,
+        max_order_lines: settings.max_order_lines,
         metrics: settings.metrics,
         lanes: settings.lanes.clone(),
         ..ApiConfig::default()
@@ -642,6 +682,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             sagas::DriverConfig {
                 // Each finished saga counts for the saga-completion objective.
                 on_finished: Some(api::slo::saga_completions(slos.clone())),
+                max_instances: settings.saga_max_instances,
                 ..sagas::DriverConfig::default()
             },
         );

@@ -1,7 +1,13 @@
 //! The real implementation of the IO seam: `std::fs` over the log directory, with
 //! positional reads and writes (`pread`/`pwrite` through `FileExt`), `fdatasync`/`fsync`
 //! for files and an `fsync` of the directory itself for its entries.
+//!
+//! [`without_waiting`] turns this thread's reads into page-cache-only ones (`preadv2`
+//! with `RWF_NOWAIT`): a read that would wait for the disk (or for the store's indexer)
+//! fails with [`io::ErrorKind::WouldBlock`] instead, so async code can read what is
+//! ready on its worker and take only the rest to a blocking thread.
 
+use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -41,9 +47,47 @@ impl RealFile {
     }
 }
 
+thread_local! {
+    /// Whether this thread's reads may only take what the page cache holds.
+    static NO_WAIT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `read` with every [`RealFile`] read on this thread served from the page cache
+/// only: a read that would have to wait for the disk (or a file system that cannot
+/// promise not to) fails with [`io::ErrorKind::WouldBlock`]. Reads may still come back
+/// short (part of the range cached); callers that loop until full then meet the error.
+pub fn without_waiting<T>(read: impl FnOnce() -> T) -> T {
+    /// Restores waiting reads however `read` ends, a panic included.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            NO_WAIT.set(self.0);
+        }
+    }
+    let _restore = Restore(NO_WAIT.replace(true));
+    read()
+}
+
+/// Whether this thread's reads may wait (not inside [`without_waiting`]). The store's
+/// wait for its indexer asks too, and fails with `WouldBlock` instead of waiting.
+pub(crate) fn may_wait() -> bool {
+    !NO_WAIT.get()
+}
+
 impl LogFile for RealFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.file.read_at(buf, offset)
+        if !NO_WAIT.get() {
+            return self.file.read_at(buf, offset);
+        }
+        let flags = rustix::io::ReadWriteFlags::NOWAIT;
+        match rustix::io::preadv2(&self.file, &mut [io::IoSliceMut::new(buf)], offset, flags) {
+            Ok(read) => Ok(read),
+            // EAGAIN: not all cached. EOPNOTSUPP: this file system cannot tell.
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::OPNOTSUPP) => {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            Err(errno) => Err(errno.into()),
+        }
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
@@ -147,6 +191,30 @@ mod tests {
         let error = file.read_exact_at(&mut buf, 4).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
         assert_eq!(fs.read_all("a.seg").unwrap(), b"\0\0\0hello");
+    }
+
+    /// A read that may not wait takes what the page cache holds and fails with
+    /// `WouldBlock` for what it does not (dropped from the cache with `fadvise` after a
+    /// sync); a waiting read brings it in, and the setting ends with the closure.
+    #[test]
+    fn reads_without_waiting_take_only_what_the_page_cache_holds() {
+        let (_temp, fs) = dir();
+        let file = fs.create("a.seg").unwrap();
+        file.write_all_at(&vec![7u8; 1 << 20], 0).unwrap();
+        file.sync_data().unwrap();
+        let file = RealFile::new(File::open(fs.dir().join("a.seg")).unwrap());
+        rustix::fs::fadvise(&file.file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let mut buf = vec![0u8; 4096];
+
+        let error = without_waiting(|| file.read_at(&mut buf, 512 * 1024)).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+        assert!(may_wait(), "only inside the closure");
+
+        assert_eq!(file.read_at(&mut buf, 512 * 1024).unwrap(), 4096);
+        buf.fill(0);
+        let read = without_waiting(|| file.read_at(&mut buf, 512 * 1024)).unwrap();
+        assert_eq!(read, 4096);
+        assert!(buf.iter().all(|&b| b == 7));
     }
 
     #[test]

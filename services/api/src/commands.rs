@@ -187,11 +187,12 @@ impl CommandContext {
         if !self.keyed {
             return Ok(None);
         }
-        let store = self.state.store().clone();
         let first_event = eventstore::EventId::derived(self.options.command_id, 0);
-        let event = tokio::task::spawn_blocking(move || store.read_event(&first_event))
-            .await
-            .map_err(|error| ApiError::internal(&error))??;
+        let event = self
+            .state
+            .store()
+            .read_cached_or_blocking(move |store| store.read_event(&first_event))
+            .await?;
         Ok(event.map(|event| event.stream_id))
     }
 }

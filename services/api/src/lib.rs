@@ -75,6 +75,10 @@ pub mod telemetry;
 pub use problem::{ApiError, Problem};
 pub use routes::operations::{OutboxHealth, OutboxStatus, RelayReport, WorkerReport};
 
+/// The default of [`ApiConfig::max_order_lines`], also the `maxItems` of an order's
+/// lines in the OpenAPI document.
+pub const DEFAULT_MAX_ORDER_LINES: usize = 100;
+
 /// The limits of the API. Every limit is here, with the reason it exists.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -92,6 +96,11 @@ pub struct ApiConfig {
     /// How long a read-model query with `min_position` waits for the projection to
     /// apply it before answering 503 with the checkpoint.
     pub projection_wait_timeout: std::time::Duration,
+    /// The most lines an order may have (a 422 `too-many-lines` beyond). The saga
+    /// issues a reservation per line and a release per line when it compensates, so
+    /// the lines bound the work one request can start: 100 lines is about 200 appends,
+    /// where a 64 KiB body could otherwise hold some 2,400 lines (nearly 10,000).
+    pub max_order_lines: usize,
     /// Whether the process records metrics and serves them at `/metrics` (else no
     /// recorder is installed, so recording costs nothing, and `/metrics` answers 404).
     pub metrics: bool,
@@ -104,6 +113,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             max_body_bytes: 64 * 1024,
+            max_order_lines: DEFAULT_MAX_ORDER_LINES,
             default_page_events: 100,
             max_page_events: 1000,
             max_ready_index_lag: 100_000,

@@ -285,6 +285,20 @@ pub fn store_failed(detail: impl Into<String>) -> ApiError {
     )
 }
 
+/// 422 `too-many-lines`: an order with more lines than the server takes
+/// (`--max-order-lines`).
+pub(crate) fn too_many_lines(lines: usize, max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "too-many-lines",
+        "Too many order lines",
+        format!(
+            "the order has {lines} lines; this server takes at most {max} per order \
+             (--max-order-lines): split it into several orders"
+        ),
+    )
+}
+
 /// 422: an idempotency key came back with another request.
 pub(crate) fn idempotency_key_reused() -> ApiError {
     ApiError::new(

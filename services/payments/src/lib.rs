@@ -1,9 +1,20 @@
 //! Payments: one customer's prepaid account, kept in the stream `account-<customer>`.
 //!
 //! An account is opened once, funded by deposits, charged for orders and refunded when
-//! an order is cancelled after its charge. Every charge belongs to one order and is
-//! remembered for good: an order is charged at most once and refunded at most once,
-//! whatever the fulfilment saga retries.
+//! an order is cancelled after its charge. An order is charged at most once and
+//! refunded at most once, whatever the fulfilment saga retries, and yet the state keeps
+//! no list of charges: it is the same size however many orders the account has paid for
+//! (so loading it, and deciding a command, costs the same for an old customer as for a
+//! new one). Each charge and each refund is a command that may take effect once in the
+//! account's life ([`Aggregate::once_key`]): its events' ids derive from the account and
+//! the order (`charge:<order>`, `refund:<order>`), so the store's durable id index
+//! records it at most once, and a second one gets the first one's outcome. The history
+//! of charges is for views: [`Charges`] folds it from the stream's events.
+//!
+//! A refund names the amount to give back: the charge its sender (the fulfilment saga,
+//! the only sender of charges and refunds) saw answered. The account does not check it
+//! against a charge it no longer remembers; docs/ARCHITECTURE.md ("Bounded work") says
+//! why this was chosen.
 //!
 //! This crate is pure: [`Account::decide`](eventstore::Aggregate::decide) turns the state
 //! and a command into events or an [`Error`], [`Account::evolve`](eventstore::Aggregate::evolve)
@@ -25,6 +36,9 @@
 //!
 //! let refused = account.decide(&Command::Charge { order_id: "o-1".into(), amount: 501 });
 //! assert_eq!(refused, Err(Error::InsufficientFunds { requested: 501, balance: 500 }));
+//! // Once per order, whoever asks: the store records the command at most once.
+//! let charge = Command::Charge { order_id: "o-1".into(), amount: 100 };
+//! assert_eq!(Account::once_key(&charge).as_deref(), Some("charge:o-1"));
 //! ```
 //!
 //! Events are stored with postcard, which is not self-describing: the order of the
@@ -53,17 +67,21 @@ pub enum Command {
         /// In minor units; above 0.
         amount: u64,
     },
-    /// Takes money from the balance for an order.
+    /// Takes money from the balance for an order, once: a second charge of the same
+    /// order gets the first one's outcome ([`Aggregate::once_key`]).
     Charge {
-        /// The order paid for; not blank, never charged before.
+        /// The order paid for; not blank.
         order_id: String,
         /// In minor units; above 0 and at most the balance.
         amount: u64,
     },
-    /// Gives an order's whole charge back to the balance.
+    /// Gives an order's charge back to the balance, once: a second refund of the same
+    /// order gets the first one's outcome.
     Refund {
         /// The order whose charge is refunded.
         order_id: String,
+        /// In minor units: the whole charge, as its sender saw it answered; above 0.
+        amount: u64,
     },
 }
 
@@ -143,9 +161,9 @@ pub enum Error {
     },
 
     /// The order was charged already (perhaps refunded since): an order is paid once.
-    /// A retried command is recognised by its command id at the store, so this is a
-    /// second, different request. Over HTTP a 409; a saga that sees it for its own
-    /// order knows the charge is in place.
+    /// No longer decided: a second charge of an order gets the first one's outcome
+    /// from the store ([`Aggregate::once_key`]). Kept for the stable problem types of
+    /// the API (a 409).
     #[error("order {order_id:?} was already charged {amount}")]
     AlreadyCharged {
         /// The order.
@@ -155,7 +173,8 @@ pub enum Error {
     },
 
     /// The order was never charged to this account. Over HTTP a 404; a compensating
-    /// saga treats it as nothing to undo.
+    /// saga treats it as nothing to undo. No longer decided (the state keeps no
+    /// charges); kept for the stable problem types of the API.
     #[error("order {order_id:?} was not charged to this account")]
     NotCharged {
         /// The order.
@@ -163,7 +182,8 @@ pub enum Error {
     },
 
     /// The order's charge was refunded already. Over HTTP a 409; a compensating saga
-    /// treats it as done.
+    /// treats it as done. No longer decided: a second refund gets the first one's
+    /// outcome from the store; kept for the stable problem types of the API.
     #[error("the charge of order {order_id:?} was already refunded")]
     AlreadyRefunded {
         /// The order.
@@ -171,7 +191,7 @@ pub enum Error {
     },
 }
 
-/// The charge of one order, kept after a refund so neither happens twice.
+/// The charge of one order, as [`Charges`] folds it from the stream.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Charge {
     /// In minor units.
@@ -180,13 +200,75 @@ pub struct Charge {
     pub refunded: bool,
 }
 
-/// A customer's account, folded from its stream.
+/// Every charge of an account, refunded ones included, by order id: a view folded from
+/// the account's events (its size grows with the orders paid for, so it is not part of
+/// the [`Account`] that commands load).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Charges(pub BTreeMap<String, Charge>);
+
+impl Charges {
+    /// Folds one more event of the account's stream in.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::Charged { order_id, amount } => {
+                self.0.insert(
+                    order_id.clone(),
+                    Charge {
+                        amount: *amount,
+                        refunded: false,
+                    },
+                );
+            }
+            Event::Refunded { order_id, .. } => {
+                if let Some(charge) = self.0.get_mut(order_id) {
+                    charge.refunded = true;
+                }
+            }
+            Event::AccountOpened { .. } | Event::Deposited { .. } => {}
+        }
+    }
+
+    /// The charges of the account of `customer_id`, folded from its stream up to
+    /// `version` (`Version(u64::MAX)`: all of it).
+    pub fn read(
+        store: &eventstore::EventStore,
+        customer_id: &str,
+        version: eventstore::Version,
+    ) -> Result<Charges, eventstore::Error> {
+        let stream = eventstore::Repository::<Account>::stream_id(customer_id)?;
+        let mut charges = Charges::default();
+        let mut from = eventstore::Version(0);
+        while from <= version {
+            let events = store.read_stream(&stream, from, eventstore::Direction::Forward, 4096)?;
+            let Some(last) = events.last() else { break };
+            from = last.version.next();
+            for event in events.iter().filter(|event| event.version <= version) {
+                charges.apply(&Account::decode_event(
+                    event.schema_version,
+                    &event.payload,
+                )?);
+            }
+        }
+        Ok(charges)
+    }
+
+    /// The charges folded from `events`, in stream order.
+    pub fn of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
+        let mut charges = Charges::default();
+        for event in events {
+            charges.apply(event);
+        }
+        charges
+    }
+}
+
+/// A customer's account, folded from its stream: whether it is open, whose, and its
+/// balance. Nothing in it grows with the account's history.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     open: bool,
     customer_id: String,
     balance: u64,
-    charges: BTreeMap<String, Charge>,
 }
 
 impl Account {
@@ -203,16 +285,6 @@ impl Account {
     /// The money on the account, in minor units.
     pub fn balance(&self) -> u64 {
         self.balance
-    }
-
-    /// Every charge ever made, refunded ones included, by order id.
-    pub fn charges(&self) -> &BTreeMap<String, Charge> {
-        &self.charges
-    }
-
-    /// The charge of one order, if it was ever charged.
-    pub fn charge(&self, order_id: &str) -> Option<Charge> {
-        self.charges.get(order_id).copied()
     }
 
     fn open_account(&self, customer_id: &str) -> Result<Vec<Event>, Error> {
@@ -244,12 +316,6 @@ impl Account {
         if amount == 0 {
             return Err(Error::ZeroAmount);
         }
-        if let Some(charge) = self.charge(order_id) {
-            return Err(Error::AlreadyCharged {
-                order_id: order_id.to_owned(),
-                amount: charge.amount,
-            });
-        }
         if amount > self.balance {
             return Err(Error::InsufficientFunds {
                 requested: amount,
@@ -262,22 +328,17 @@ impl Account {
         }])
     }
 
-    fn refund(&self, order_id: &str) -> Result<Vec<Event>, Error> {
+    fn refund(&self, order_id: &str, amount: u64) -> Result<Vec<Event>, Error> {
         if is_blank(order_id) {
             return Err(Error::BlankOrderId);
         }
-        let charge = self.charge(order_id).ok_or_else(|| Error::NotCharged {
-            order_id: order_id.to_owned(),
-        })?;
-        if charge.refunded {
-            return Err(Error::AlreadyRefunded {
-                order_id: order_id.to_owned(),
-            });
+        if amount == 0 {
+            return Err(Error::ZeroAmount);
         }
-        self.ensure_can_credit(charge.amount)?;
+        self.ensure_can_credit(amount)?;
         Ok(vec![Event::Refunded {
             order_id: order_id.to_owned(),
-            amount: charge.amount,
+            amount,
         }])
     }
 
@@ -299,6 +360,9 @@ impl Aggregate for Account {
     type Error = Error;
 
     const CATEGORY: &'static str = "account";
+    /// 2: the state no longer holds the charges (snapshots of version 1 did; they are
+    /// ignored and the state is folded from the events again).
+    const SNAPSHOT_SCHEMA_VERSION: u32 = 2;
 
     fn decide(&self, command: &Command) -> Result<Vec<Event>, Error> {
         match command {
@@ -306,7 +370,15 @@ impl Aggregate for Account {
             _ if !self.open => Err(Error::NoAccount),
             Command::Deposit { amount } => self.deposit(*amount),
             Command::Charge { order_id, amount } => self.charge_order(order_id, *amount),
-            Command::Refund { order_id } => self.refund(order_id),
+            Command::Refund { order_id, amount } => self.refund(order_id, *amount),
+        }
+    }
+
+    fn once_key(command: &Command) -> Option<String> {
+        match command {
+            Command::Charge { order_id, .. } => Some(format!("charge:{order_id}")),
+            Command::Refund { order_id, .. } => Some(format!("refund:{order_id}")),
+            Command::OpenAccount { .. } | Command::Deposit { .. } => None,
         }
     }
 
@@ -321,21 +393,11 @@ impl Aggregate for Account {
             Event::Deposited { amount } => {
                 self.balance = self.balance.saturating_add(*amount);
             }
-            Event::Charged { order_id, amount } => {
+            Event::Charged { amount, .. } => {
                 self.balance = self.balance.saturating_sub(*amount);
-                self.charges.insert(
-                    order_id.clone(),
-                    Charge {
-                        amount: *amount,
-                        refunded: false,
-                    },
-                );
             }
-            Event::Refunded { order_id, amount } => {
+            Event::Refunded { amount, .. } => {
                 self.balance = self.balance.saturating_add(*amount);
-                if let Some(charge) = self.charges.get_mut(order_id) {
-                    charge.refunded = true;
-                }
             }
         }
         self

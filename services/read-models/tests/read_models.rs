@@ -235,6 +235,7 @@ async fn fulfil(
             if charged {
                 let refund = payments::Command::Refund {
                     order_id: order_id.to_owned(),
+                    amount: total,
                 };
                 run::<payments::Account>(store, customer_id, refund)
                     .await

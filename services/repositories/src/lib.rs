@@ -141,4 +141,84 @@ mod tests {
         assert_eq!(loaded.version.map(|v| v.0), Some(16));
         store.close().await;
     }
+
+    /// An order is charged at most once and refunded at most once, whatever is sent
+    /// again (new command ids, a charge refused for funds after it went through), though
+    /// the account's state keeps no charges: the store's durable id index does, and
+    /// across a reopen too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_order_is_charged_and_refunded_at_most_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EventStore::open(dir.path(), StoreConfig::default()).unwrap();
+        let accounts = Repositories::new(store.clone()).accounts;
+        let open = payments::Command::OpenAccount {
+            customer_id: "alice".into(),
+        };
+        accounts.execute("alice", &open, &options()).await.unwrap();
+        let deposit = payments::Command::Deposit { amount: 150 };
+        accounts
+            .execute("alice", &deposit, &options())
+            .await
+            .unwrap();
+
+        let charge = payments::Command::Charge {
+            order_id: "o-1".into(),
+            amount: 100,
+        };
+        let first = accounts
+            .execute("alice", &charge, &options())
+            .await
+            .unwrap();
+        assert!(!first.outcome.duplicate);
+        assert_eq!(first.state.balance(), 50);
+        // Sent again, as another command: the balance (50) could not even pay it, yet
+        // it answers the first charge's outcome and takes nothing.
+        let again = accounts
+            .execute("alice", &charge, &options())
+            .await
+            .unwrap();
+        assert!(again.outcome.duplicate);
+        assert_eq!(again.outcome.last_position, first.outcome.last_position);
+        assert_eq!(again.state.balance(), 50);
+
+        let refund = payments::Command::Refund {
+            order_id: "o-1".into(),
+            amount: 100,
+        };
+        let refunded = accounts
+            .execute("alice", &refund, &options())
+            .await
+            .unwrap();
+        assert_eq!(refunded.state.balance(), 150);
+        store.close().await;
+
+        // After a reopen, with a fresh repository (no cache): still once.
+        let store = EventStore::open(dir.path(), StoreConfig::default()).unwrap();
+        let accounts = Repositories::new(store.clone()).accounts;
+        let again = accounts
+            .execute("alice", &refund, &options())
+            .await
+            .unwrap();
+        assert!(again.outcome.duplicate);
+        let again = accounts
+            .execute("alice", &charge, &options())
+            .await
+            .unwrap();
+        assert!(again.outcome.duplicate);
+        let loaded = accounts.load("alice").unwrap();
+        assert_eq!(loaded.state.balance(), 150);
+        assert_eq!(
+            loaded.version.map(|v| v.0),
+            Some(3),
+            "opened, deposited, charged, refunded"
+        );
+        // Another order is charged as usual.
+        let other = payments::Command::Charge {
+            order_id: "o-2".into(),
+            amount: 150,
+        };
+        let charged = accounts.execute("alice", &other, &options()).await.unwrap();
+        assert_eq!(charged.state.balance(), 0);
+        store.close().await;
+    }
 }

@@ -34,7 +34,7 @@ pub enum ChaosCommand {
         --probability 0.5 --count 100\n\nPoints and their effects: store.fsync (error, delay), \
         store.write (error), relay.publish (error, delay, lost_ack, panic), saga.command \
         (error, delay, panic), http.handler (delay, status_500), projection.apply (panic), \
-        security.jwks (error, delay), psp.charge (error, delay). A fault ends after --count injections or --duration \
+        security.jwks (error, delay), psp.charge (error, delay), store.index (delay). A fault ends after --count injections or --duration \
         seconds (give one or both)."
     )]
     Inject(InjectArgs),

@@ -219,4 +219,14 @@ fn saga(state: &AppState, out: &mut Exposition) {
             *count as f64,
         );
     }
+    out.family(
+        "annals_saga_instances_peak",
+        Kind::Gauge,
+        "The most saga instances that ran at once in this process (at most --saga-max-instances).",
+    );
+    out.sample(
+        "annals_saga_instances_peak",
+        &[("saga", status.saga)],
+        status.peak_active as f64,
+    );
 }

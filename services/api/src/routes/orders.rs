@@ -14,7 +14,7 @@ use crate::AppState;
 use crate::commands::{CommandAccepted, CommandHeaders, CommandRequest, Reply, run};
 use crate::extract::{JsonBody, OrderPath, check_entity_id};
 use crate::gate::Identity;
-use crate::problem::{ApiError, idempotency_key_reused};
+use crate::problem::{ApiError, idempotency_key_reused, too_many_lines};
 use crate::queries::{blocking, entity_response, load};
 use crate::responses::{
     BadRequest, CommandProblems, Conflict, NotModified, UnknownOrder, UnknownSaga,
@@ -27,7 +27,9 @@ pub struct PlaceOrder {
     /// Who orders.
     #[schema(example = "alice", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     pub customer_id: String,
-    /// What is ordered: at least one line, one line per sku.
+    /// What is ordered: at least one line, one line per sku, and at most the server's
+    /// `--max-order-lines` (default 100; a 422 `too-many-lines` beyond).
+    #[schema(min_items = 1, max_items = 100)]
     pub lines: Vec<OrderLine>,
 }
 
@@ -106,6 +108,10 @@ pub(crate) async fn place_order(
     JsonBody(body): JsonBody<PlaceOrder>,
 ) -> Result<Response, ApiError> {
     check_entity_id("customer id", &body.customer_id)?;
+    let max_lines = state.config().max_order_lines;
+    if body.lines.len() > max_lines {
+        return Err(too_many_lines(body.lines.len(), max_lines));
+    }
     for line in &body.lines {
         check_entity_id("sku", &line.sku)?;
     }

@@ -197,6 +197,20 @@ pub(crate) async fn get_account(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let loaded = load(&state.inner.accounts, customer_id.clone()).await?;
+    // The charges are a view of the history, not part of the state: folded from the
+    // stream, up to the version the state is folded to.
+    let charges = match loaded.version {
+        Some(version) => {
+            let customer_id = customer_id.clone();
+            state
+                .store()
+                .read_cached_or_blocking(move |store| {
+                    payments::Charges::read(store, &customer_id, version)
+                })
+                .await?
+        }
+        None => payments::Charges::default(),
+    };
     let unknown = || {
         ApiError::not_found(
             "unknown-account",
@@ -212,8 +226,8 @@ pub(crate) async fn get_account(
     let view = AccountView {
         customer_id: account.customer_id().to_owned(),
         balance: account.balance(),
-        charges: account
-            .charges()
+        charges: charges
+            .0
             .iter()
             .map(|(order, charge)| {
                 let view = ChargeView {

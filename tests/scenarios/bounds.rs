@@ -1,0 +1,336 @@
+//! Bounded work, against the real `annals serve`:
+//!
+//! - commands refused while the index lags a write burst (each waits for the indexer
+//!   before it answers) do not delay other requests: the probes, other commands and
+//!   reads answer at once while the refused ones wait;
+//! - an order of more lines than `--max-order-lines` is refused with a 422, and the
+//!   OpenAPI document says so;
+//! - 10,000 orders placed at once never run more saga instances than
+//!   `--saga-max-instances`: the backlog waits in the log, and the sagas still finish.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use test_support::{AnnalsServer, PATIENCE};
+
+/// POSTs `body` to `path` and returns the status and the body.
+async fn post(http: &reqwest::Client, base: &str, path: &str, body: &Value) -> (u16, Value) {
+    let response = http
+        .post(format!("{base}{path}"))
+        .json(body)
+        .timeout(PATIENCE)
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("POST {path}: {error}"));
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// GETs `path` and returns the status and the body as text.
+async fn get(http: &reqwest::Client, base: &str, path: &str) -> (u16, String) {
+    let response = http
+        .get(format!("{base}{path}"))
+        .timeout(PATIENCE)
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("GET {path}: {error}"));
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+async fn open_account(http: &reqwest::Client, base: &str, customer: &str, amount: u64) {
+    let (status, body) = post(
+        http,
+        base,
+        "/api/v1/payments/accounts",
+        &json!({ "customer_id": customer }),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = post(
+        http,
+        base,
+        &format!("/api/v1/payments/accounts/{customer}/deposits"),
+        &json!({ "amount": amount }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// How many refused commands wait for the index at once: more than the async workers
+/// of any machine this runs on, so that on a runtime whose workers they could block,
+/// they would block every one.
+const REFUSED: usize = 32;
+
+/// How long each round of the indexer is held up: the refused commands wait that long.
+const INDEX_DELAY_MS: u64 = 4_000;
+
+/// The most any other request may take meanwhile.
+const PROMPT: Duration = Duration::from_millis(1_500);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_commands_during_a_write_burst_do_not_delay_other_requests() {
+    let server = AnnalsServer::start(&["--chaos"]);
+    let (http, base) = (reqwest::Client::new(), server.url());
+    open_account(&http, &base, "alice", 1).await;
+    open_account(&http, &base, "bob", 1).await;
+
+    // The index lags: each of its next two rounds is held up. Every command refused
+    // meanwhile checks whether it ran before (by event id), which waits for the index.
+    let fault = json!({
+        "point": "store.index", "effect": "delay", "delay_ms": INDEX_DELAY_MS, "count": 2,
+    });
+    let (status, body) = post(&http, &base, "/api/v1/chaos/faults", &fault).await;
+    assert_eq!(status, 201, "{body}");
+
+    // A write burst: deposits to alice, one after another from 4 writers, until the end.
+    let burst_ends = flag();
+    let mut burst = Vec::new();
+    for _ in 0..4 {
+        let (http, base, ends) = (http.clone(), base.clone(), burst_ends.clone());
+        burst.push(tokio::spawn(async move {
+            let mut written = 0u32;
+            while !ends.load(std::sync::atomic::Ordering::SeqCst) {
+                let path = "/api/v1/payments/accounts/alice/deposits";
+                let (status, body) = post(&http, &base, path, &json!({ "amount": 1 })).await;
+                assert_eq!(status, 200, "{body}");
+                written += 1;
+            }
+            written
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Refused commands: deposits to accounts nobody opened.
+    let refused_at = Instant::now();
+    let mut refused = Vec::new();
+    for i in 0..REFUSED {
+        let (http, base) = (http.clone(), base.clone());
+        refused.push(tokio::spawn(async move {
+            let path = format!("/api/v1/payments/accounts/nobody{i}/deposits");
+            let answer = post(&http, &base, &path, &json!({ "amount": 1 })).await;
+            (answer, refused_at.elapsed())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Meanwhile, every other kind of request answers promptly: a probe, a read, another
+    // command.
+    for round in 0..5 {
+        let started = Instant::now();
+        let (status, _) = get(&http, &base, "/healthz").await;
+        assert_eq!(status, 200);
+        let healthz = started.elapsed();
+
+        let started = Instant::now();
+        let (status, body) = get(&http, &base, "/api/v1/payments/accounts/bob").await;
+        assert_eq!(status, 200, "{body}");
+        let read = started.elapsed();
+
+        let started = Instant::now();
+        let path = "/api/v1/payments/accounts/bob/deposits";
+        let (status, body) = post(&http, &base, path, &json!({ "amount": 1 })).await;
+        assert_eq!(status, 200, "{body}");
+        let command = started.elapsed();
+
+        for (what, took) in [
+            ("/healthz", healthz),
+            ("a read", read),
+            ("a command", command),
+        ] {
+            assert!(
+                took < PROMPT,
+                "round {round}: {what} took {took:?} while {REFUSED} refused commands waited \
+                 for the index (at most {PROMPT:?} expected)"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let probed_for = refused_at.elapsed();
+
+    // The refused commands did wait for the index (else this test proved nothing), and
+    // then answered with their refusal.
+    for task in refused {
+        let ((status, body), took) = task.await.expect("a refused command");
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(
+            body["type"]
+                .as_str()
+                .map(|t| t.ends_with("unknown-account")),
+            Some(true),
+            "{body}"
+        );
+        assert!(
+            took >= probed_for,
+            "a refused command answered after {took:?}, before the probes ended at \
+             {probed_for:?}: it did not wait for the index"
+        );
+    }
+    burst_ends.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut written = 0;
+    for task in burst {
+        written += task.await.expect("a writer");
+    }
+    assert!(written > 0, "the write burst wrote nothing");
+}
+
+fn flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_of_more_lines_than_the_limit_is_refused() {
+    let server = AnnalsServer::start(&["--no-saga"]);
+    let (http, base) = (reqwest::Client::new(), server.url());
+    let order = |lines: usize| {
+        let lines: Vec<Value> = (0..lines)
+            .map(|i| json!({ "sku": format!("sku{i}"), "quantity": 1 }))
+            .collect();
+        json!({ "customer_id": "alice", "lines": lines })
+    };
+
+    let (status, body) = post(&http, &base, "/api/v1/orders", &order(1_000)).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["type"].as_str().map(|t| t.ends_with("too-many-lines")),
+        Some(true),
+        "{body}"
+    );
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1000 lines"),
+        "{body}"
+    );
+    let (status, body) = post(&http, &base, "/api/v1/orders", &order(100)).await;
+    assert_eq!(status, 201, "100 lines are allowed: {body}");
+
+    let (status, document) = get(&http, &base, "/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    let document: Value = serde_json::from_str(&document).expect("JSON");
+    assert_eq!(
+        document["components"]["schemas"]["PlaceOrder"]["properties"]["lines"]["maxItems"], 100,
+        "the OpenAPI document states the default bound"
+    );
+
+    let small = AnnalsServer::start(&["--no-saga", "--max-order-lines", "3"]);
+    let (status, body) = post(&http, &small.url(), "/api/v1/orders", &order(4)).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = post(&http, &small.url(), "/api/v1/orders", &order(3)).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// The saga instances running now, summed over phases, from `/metrics`.
+fn running_instances(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("annals_saga_instances{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+const ORDERS: usize = 10_000;
+const MAX_INSTANCES: u64 = 64;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_orders_at_once_leave_the_saga_bounded() {
+    // Every charge is held up for 300 ms: instances pile up unless they are bounded.
+    let server = AnnalsServer::start(&[
+        "--saga-max-instances",
+        &MAX_INSTANCES.to_string(),
+        "--fault-charge-delay-ms",
+        "300",
+        "--fault-charge-delay-percent",
+        "100",
+        "--saga-timeout",
+        "600",
+    ]);
+    let (http, base) = (reqwest::Client::new(), server.url());
+    const SKUS: usize = 20;
+    const CUSTOMERS: usize = 20;
+    for s in 0..SKUS {
+        let sku = format!("sku{s}");
+        let body = json!({ "sku": sku, "name": sku, "unit_price": 1 });
+        let (status, body) = post(&http, &base, "/api/v1/inventory/skus", &body).await;
+        assert_eq!(status, 201, "{body}");
+        let path = format!("/api/v1/inventory/skus/{sku}/restock");
+        let (status, body) = post(&http, &base, &path, &json!({ "quantity": ORDERS })).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for c in 0..CUSTOMERS {
+        open_account(&http, &base, &format!("customer{c}"), ORDERS as u64).await;
+    }
+
+    // Watch the running instances while the orders go in.
+    let done = flag();
+    let watcher = {
+        let (http, base, done) = (http.clone(), base.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let (status, metrics) = get(&http, &base, "/metrics").await;
+                assert_eq!(status, 200);
+                most = most.max(running_instances(&metrics));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            most
+        })
+    };
+    let clients = 32;
+    let mut placing = Vec::new();
+    for client in 0..clients {
+        let (http, base) = (http.clone(), base.clone());
+        placing.push(tokio::spawn(async move {
+            let mut first = None;
+            for n in (client..ORDERS).step_by(clients) {
+                let order = json!({
+                    "customer_id": format!("customer{}", n % CUSTOMERS),
+                    "lines": [{ "sku": format!("sku{}", n % SKUS), "quantity": 1 }],
+                });
+                let (status, body) = post(&http, &base, "/api/v1/orders", &order).await;
+                assert_eq!(status, 201, "{body}");
+                first.get_or_insert_with(|| body["order_id"].as_str().unwrap().to_owned());
+            }
+            first
+        }));
+    }
+    let mut firsts = Vec::new();
+    for task in placing {
+        firsts.extend(task.await.expect("a client"));
+    }
+    // Let the sagas run on for a while: the backlog is now in the log.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let most = watcher.await.expect("the watcher");
+    assert!(
+        most <= MAX_INSTANCES,
+        "{most} saga instances ran at once, above --saga-max-instances {MAX_INSTANCES}"
+    );
+    let (_, metrics) = get(&http, &base, "/metrics").await;
+    let peak = metrics
+        .lines()
+        .find(|line| line.starts_with("annals_saga_instances_peak{"))
+        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(
+        peak.is_some_and(|peak| peak > 0.0 && peak <= MAX_INSTANCES as f64),
+        "annals_saga_instances_peak: {peak:?}"
+    );
+    // The backlog is worked off: the first orders placed are confirmed.
+    let deadline = Instant::now() + PATIENCE;
+    for order in firsts {
+        loop {
+            let (status, body) = get(&http, &base, &format!("/api/v1/orders/{order}")).await;
+            assert_eq!(status, 200, "{body}");
+            let body: Value = serde_json::from_str(&body).expect("JSON");
+            if body["status"] == "confirmed" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "order {order} never confirmed: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
