@@ -202,8 +202,11 @@ pub(crate) async fn get_event(
     State(state): State<AppState>,
     EventIdPath(id): EventIdPath,
 ) -> Result<Response, ApiError> {
-    let store = state.store().clone();
-    match blocking(move || store.read_event(&id)).await? {
+    let found = state
+        .store()
+        .read_cached_or_blocking(move |store| store.read_event(&id))
+        .await?;
+    match found {
         Some(event) => Ok(axum::Json(EventView::of(&event)).into_response()),
         None => Err(ApiError::not_found(
             "unknown-event",
