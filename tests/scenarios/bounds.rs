@@ -6,7 +6,8 @@
 //! - an order of more lines than `--max-order-lines` is refused with a 422, and the
 //!   OpenAPI document says so;
 //! - 10,000 orders placed at once never run more saga instances than
-//!   `--saga-max-instances`: the backlog waits in the log, and the sagas still finish.
+//!   `--saga-max-instances`: the backlog waits in the log, and the sagas still finish;
+//! - at `--max-connections`, a new connection waits (unanswered) until one closes.
 
 use std::time::{Duration, Instant};
 
@@ -372,3 +373,82 @@ async fn ten_thousand_orders_at_once_leave_the_saga_bounded() {
     }
 }
 
+/// Sends `GET path` on `connection` (kept alive) and reads the answer, if it comes
+/// within `within`.
+async fn get_on(
+    connection: &mut tokio::net::TcpStream,
+    path: &str,
+    within: Duration,
+) -> Option<String> {
+    use tokio::io::AsyncWriteExt;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: annals\r\n\r\n");
+    connection.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::timeout(within, read_answer(connection))
+        .await
+        .ok()
+}
+
+/// Reads one HTTP/1.1 answer from `connection`: its head and the body its
+/// `Content-Length` announces.
+async fn read_answer(connection: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let got = connection.read(&mut buf).await.unwrap();
+        assert!(got > 0, "the server closed the connection");
+        answer.extend_from_slice(&buf[..got]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return text.into_owned();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_limit_a_new_connection_waits_for_one_to_close() {
+    let server = AnnalsServer::start(&["--max-connections", "2"]);
+    let address = server.url().trim_start_matches("http://").to_owned();
+    let connect = || tokio::net::TcpStream::connect(address.clone());
+
+    let mut first = connect().await.unwrap();
+    let mut second = connect().await.unwrap();
+    for connection in [&mut first, &mut second] {
+        let answer = get_on(connection, "/healthz", PATIENCE).await;
+        assert!(answer.is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+    }
+
+    // A third: the kernel completes the handshake (the listen backlog), but the server
+    // does not take it while two are open.
+    let mut third = connect().await.unwrap();
+    let waiting = get_on(&mut third, "/healthz", Duration::from_millis(800)).await;
+    assert_eq!(waiting, None, "answered beyond the limit of 2 connections");
+    // The two still answer.
+    let answer = get_on(&mut second, "/healthz", PATIENCE).await;
+    assert!(answer.is_some_and(|a| a.starts_with("HTTP/1.1 200")));
+
+    // One closes: the third is taken, and the request it sent is answered.
+    drop(first);
+    let answer = tokio::time::timeout(PATIENCE, read_answer(&mut third))
+        .await
+        .expect("the waiting connection is taken once one closes");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // Two open: the gauge says so.
+    let metrics = get_on(&mut third, "/metrics", PATIENCE).await.unwrap();
+    let open = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("annals_http_connections "))
+        .map(|value| value.trim().parse::<f64>().unwrap());
+    assert_eq!(open, Some(2.0), "{metrics}");
+}

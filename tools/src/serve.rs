@@ -57,6 +57,7 @@ use tokio_util::sync::CancellationToken;
 use crate::exit::Failure;
 use crate::telemetry::LogFormat;
 
+mod connections;
 mod security;
 
 use security::SecurityFile;
@@ -73,7 +74,7 @@ nats_tls_ca, nats_tls_cert, nats_tls_key, log_format, otlp_endpoint, metrics (tr
 false), auth_jwt_secret_file, auth_jwks_file, auth_jwks_url, auth_issuer, auth_audience,
 policy_file, rate_limit, insecure_no_auth, worker_max_restarts,
 worker_restart_window_secs, poison_events (fault or park), projection_retries, lanes
-(a list of \"LANE=LIMITS\" strings), request_timeout_secs, and the
+(a list of \"LANE=LIMITS\" strings), request_timeout_secs, max_connections, and the
 tables [rate_limit_roles] and [[slo]] (the service level objectives, see
 docs/OPERATIONS.md).
 
@@ -241,6 +242,11 @@ pub struct ServeArgs {
     /// (not the live log), in seconds [default: 30].
     #[arg(long, env = "ANNALS_REQUEST_TIMEOUT_SECS", value_name = "SECONDS")]
     request_timeout: Option<u64>,
+    /// The most HTTP connections open at once; beyond, new ones wait in the listen
+    /// backlog until one closes [default: 1024].
+    #[arg(long, env = "ANNALS_MAX_CONNECTIONS", value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
 }
 
 /// One `--lane` flag: a lane and its limits.
@@ -313,6 +319,7 @@ struct FileConfig {
     /// `["bulk=2:8:1000", ...]`, as `--lane`.
     lanes: Option<Vec<LaneSetting>>,
     request_timeout_secs: Option<u64>,
+    max_connections: Option<u32>,
 }
 
 /// The settings in force.
@@ -369,6 +376,8 @@ pub struct Settings {
     pub payment_providers: Option<psp::ChainConfig>,
     /// The intent lanes' limits and the request timeout.
     pub lanes: api::lanes::LanesConfig,
+    /// The most HTTP connections open at once (`connections`).
+    pub max_connections: usize,
 }
 
 impl ServeArgs {
@@ -389,6 +398,10 @@ impl ServeArgs {
         }
         Ok(Settings {
             lanes,
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .map_or(DEFAULT_MAX_CONNECTIONS, |max| max as usize),
             data_dir: self
                 .data_dir
                 .or(file.data_dir)
@@ -867,6 +880,11 @@ async fn serve_state(
     }
 }
 
+/// The default of `--max-connections`. Keep the limit below the process's open-file
+/// limit (`ulimit -n`) less the store's files (the log's segments, sled's) and a few for
+/// NATS and the providers, or accepting fails for want of descriptors before it does.
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
 /// Serves `state` on `listener` until `shutdown`, then lets in-flight requests finish
 /// within the shutdown timeout.
 async fn drain<L>(
@@ -882,6 +900,7 @@ where
     // Live event streams end and /readyz turns 503 as soon as the shutdown begins.
     let api_shutdown = state.shutdown_token();
     let begin = shutdown.clone();
+    let listener = connections::Limited::new(listener, settings.max_connections);
     let server = axum::serve(listener, api::app(state)).with_graceful_shutdown(async move {
         begin.cancelled().await;
         api_shutdown.cancel();
