@@ -363,6 +363,111 @@ pub fn route_lane(method: &Method, route: &str, query: Option<&str>) -> Option<L
     Some(Lane::Interactive)
 }
 
+/// Adds what the lanes do to the OpenAPI document, on every operation of a route that
+/// passes a lane: the `Annals-Intent` header, the 400 `invalid-intent` it can cause, and
+/// the 503 of a request shed (`overloaded`, with `Retry-After`) or timed out
+/// (`request-timeout`), each added to the status's description if the operation
+/// declares that status already.
+pub(crate) fn document(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{HeaderBuilder, RefOr, Required};
+
+    for (route, item) in doc.paths.paths.iter_mut() {
+        let operations = [
+            (Method::GET, &mut item.get),
+            (Method::POST, &mut item.post),
+            (Method::PUT, &mut item.put),
+            (Method::DELETE, &mut item.delete),
+            (Method::PATCH, &mut item.patch),
+        ];
+        for (method, operation) in operations {
+            let Some(operation) = operation else { continue };
+            if route_lane(&method, route, None).is_none() {
+                continue;
+            }
+            let intent = ParameterBuilder::new()
+                .name("Annals-Intent")
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "Moves the request to a lane of lower priority than its route's \
+                     (`operator`, `bulk`; a higher one is ignored); an unknown value is a \
+                     400 `invalid-intent`.",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(Lane::ALL.map(Lane::as_str))),
+                ))
+                .build();
+            operation
+                .parameters
+                .get_or_insert_with(Vec::new)
+                .push(RefOr::T(intent));
+            problem_response(
+                &mut operation.responses,
+                "400",
+                "An unknown `Annals-Intent` (`invalid-intent`).",
+                None,
+            );
+            let retry_after = HeaderBuilder::new()
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(1)),
+                ))
+                .description(Some("Seconds to wait before retrying (a shed request)."))
+                .build();
+            problem_response(
+                &mut operation.responses,
+                "503",
+                "Shed by its intent lane (`overloaded`: the lane's queue was full, its \
+                 wait passed, or a bulk request gave way to interactive ones; \
+                 `Retry-After` says when to retry), or not done within the request timeout \
+                 (`request-timeout`).",
+                Some(retry_after),
+            );
+        }
+    }
+}
+
+/// Adds `description` (and `header`) to the problem response `status` of `responses`,
+/// or adds that response.
+fn problem_response(
+    responses: &mut utoipa::openapi::Responses,
+    status: &str,
+    description: &str,
+    header: Option<utoipa::openapi::Header>,
+) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let entry = responses
+        .responses
+        .entry(status.to_owned())
+        .or_insert_with(|| {
+            let problem = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build();
+            RefOr::T(
+                ResponseBuilder::new()
+                    .content("application/problem+json", problem)
+                    .build(),
+            )
+        });
+    // A shared response (a `$ref`) is left as it is.
+    let RefOr::T(response) = entry else { return };
+    if response.description.is_empty() {
+        response.description = description.to_owned();
+    } else {
+        response.description = format!("{} Or: {description}", response.description);
+    }
+    if let Some(header) = header {
+        response
+            .headers
+            .insert("Retry-After".to_owned(), RefOr::T(header));
+    }
+}
+
 /// The middleware: admits the request to its lane (or sheds it) and bounds its time.
 pub(crate) async fn admit(State(lanes): State<Lanes>, request: Request, next: Next) -> Response {
     let Some(route) = request
@@ -526,6 +631,60 @@ mod tests {
         );
         assert_eq!(route_lane(&get, "/readyz", None), None);
         assert_eq!(route_lane(&get, "/api/v1/log/live", None), None);
+    }
+
+    /// The document shows the lanes where they apply: the header, the 400 and the 503
+    /// with `Retry-After` on a laned route (added to a 503 the route declared already),
+    /// none of it on a probe.
+    #[test]
+    fn the_openapi_document_shows_the_lanes() {
+        let document = serde_json::to_value(crate::openapi()).unwrap();
+        let place = &document["paths"]["/api/v1/orders"]["post"];
+        let parameters = place["parameters"].as_array().unwrap();
+        let intent = parameters
+            .iter()
+            .find(|p| p["name"] == "Annals-Intent")
+            .expect("the intent header");
+        assert_eq!(intent["in"], "header");
+        assert_eq!(
+            intent["schema"]["enum"],
+            serde_json::json!(["interactive", "operator", "bulk"])
+        );
+        let unavailable = &place["responses"]["503"];
+        let description = unavailable["description"].as_str().unwrap();
+        assert!(description.contains("store-failed"), "{description}");
+        assert!(description.contains("overloaded"), "{description}");
+        assert!(description.contains("request-timeout"), "{description}");
+        assert!(unavailable["headers"]["Retry-After"].is_object());
+        assert!(
+            place["responses"]["400"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("invalid-intent")
+        );
+
+        let log = &document["paths"]["/api/v1/log"]["get"];
+        assert!(log["responses"]["503"]["headers"]["Retry-After"].is_object());
+        assert_eq!(
+            log["responses"]["503"]["content"]["application/problem+json"]["schema"]["$ref"],
+            "#/components/schemas/Problem"
+        );
+
+        for probe in ["/healthz", "/api/v1/log/live"] {
+            let operation = &document["paths"][probe]["get"];
+            let parameters = operation["parameters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                parameters.iter().all(|p| p["name"] != "Annals-Intent"),
+                "{probe}"
+            );
+            let unavailable = operation["responses"]["503"]["description"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(!unavailable.contains("overloaded"), "{probe}");
+        }
     }
 
     #[test]

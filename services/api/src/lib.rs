@@ -402,7 +402,9 @@ pub fn app(state: AppState) -> Router {
 
 /// The OpenAPI document of every route of [`app`], generated from the handlers.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes(true).into_openapi()
+    let mut document = routes(true).into_openapi();
+    lanes::document(&mut document);
+    document
 }
 
 /// Every route, registered once for both the router and the OpenAPI document, grouped
