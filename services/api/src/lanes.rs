@@ -508,7 +508,7 @@ pub(crate) async fn admit(State(lanes): State<Lanes>, request: Request, next: Ne
                 Shed::Deadline => "no slot freed up in time",
                 Shed::BulkFirst => "interactive requests are waiting, and bulk work gives way",
             };
-            return ApiError::new(
+            let mut response = ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
                 "Overloaded",
@@ -518,6 +518,10 @@ pub(crate) async fn admit(State(lanes): State<Lanes>, request: Request, next: Ne
             )
             .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
             .into_response();
+            // Marked, so that the request log does not report it as a failure: a flood
+            // of shed requests would otherwise flood the log at ERROR.
+            response.extensions_mut().insert(shed);
+            return response;
         }
     };
     let answer = tokio::time::timeout(lanes.request_timeout, next.run(request)).await;

@@ -85,7 +85,10 @@ pub(crate) async fn observe(request: Request, next: Next) -> Response {
     let status = response.status();
     span.record("http.response.status_code", status.as_u16());
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    if status.is_server_error() {
+    if let Some(shed) = response.extensions().get::<crate::lanes::Shed>() {
+        // Shedding is the lanes doing their job, counted in annals_lane_shed_total.
+        tracing::debug!(parent: &span, status = status.as_u16(), latency_ms, reason = shed.as_str(), "request shed");
+    } else if status.is_server_error() {
         tracing::error!(parent: &span, status = status.as_u16(), latency_ms, "response failed");
     } else {
         tracing::debug!(parent: &span, status = status.as_u16(), latency_ms, "finished processing request");

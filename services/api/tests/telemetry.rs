@@ -1,5 +1,6 @@
 //! Request ids and the request's span against a real listening server: `X-Request-Id`
-//! kept or made and returned on every answer, and on the request's log lines.
+//! kept or made and returned on every answer, and on the request's log lines; a request
+//! shed by its lane logged as shed, not as a failure.
 //!
 //! Subscribers are global per process: this test binary owns its set-up.
 
@@ -72,7 +73,60 @@ async fn request_ids_are_kept_or_made_and_returned_on_every_answer() {
     serving.drain().await;
     store.close().await;
 
+    // A request shed by its lane is logged as shed (debug), not as a failure (error): a
+    // flood of them would flood the log. The bulk lane takes one request, queues none.
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open_store(dir.path()).await;
+    let config = ApiConfig {
+        lanes: api::lanes::LanesConfig {
+            bulk: api::lanes::LaneLimits {
+                concurrency: 1,
+                queue: 0,
+                max_wait: std::time::Duration::from_millis(100),
+            },
+            ..api::lanes::LanesConfig::default()
+        },
+        ..ApiConfig::default()
+    };
+    let state = AppState::new(store.clone(), config).with_chaos(chaos::Chaos::enabled());
+    let serving = common::Serving::start(state).await;
+    let fault = serde_json::json!({
+        "point": "http.handler", "effect": "delay", "delay_ms": 1500, "count": 1,
+    });
+    let response = client
+        .post(format!("{}/api/v1/chaos/faults", serving.base))
+        .json(&fault)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let page = format!("{}/api/v1/log?limit=1000", serving.base);
+    let holding = tokio::spawn(client.get(page.clone()).send());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let shed = client
+        .get(&page)
+        .header("x-request-id", "shed-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shed.status(), 503);
+    assert!(shed.headers().contains_key("retry-after"));
+    assert_eq!(holding.await.unwrap().unwrap().status(), 200);
+    serving.drain().await;
+    store.close().await;
     let logs = captured.text();
+    let shed_lines: Vec<&str> = logs.lines().filter(|l| l.contains("shed-1")).collect();
+    assert!(
+        shed_lines
+            .iter()
+            .any(|l| l.contains("request shed") && l.contains("queue_full")),
+        "{shed_lines:?}"
+    );
+    assert!(
+        shed_lines.iter().all(|l| !l.contains("response failed")),
+        "{shed_lines:?}"
+    );
+
     let line = logs
         .lines()
         .find(|line| line.contains("finished processing request") && line.contains("/healthz"))
