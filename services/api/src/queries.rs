@@ -21,13 +21,13 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-/// Folds the aggregate `id` from its stream.
+/// Folds the aggregate `id` from its stream: on the worker if its events are in the page
+/// cache, else on the store's bounded blocking pool ([`Repository::load_async`]).
 pub(crate) async fn load<A: Aggregate>(
     repository: &Repository<A>,
     id: String,
 ) -> Result<Loaded<A>, ApiError> {
-    let repository = repository.clone();
-    blocking(move || repository.load(&id)).await
+    Ok(repository.load_async(&id).await?)
 }
 
 /// A view with its version as the `ETag`; 304 if the client has that version.
