@@ -4,7 +4,8 @@
 //!
 //! One module per benchmark, each with its clap `Args`, its JSON report and a `run`;
 //! this module holds the subcommand enum and what they share (the data directory,
-//! milliseconds from a histogram's microseconds); [`workload`] is what they write.
+//! milliseconds from a histogram's microseconds); [`workload`] is what they write, and
+//! [`http_load`] what the benches that drive a server over HTTP share.
 
 use std::path::PathBuf;
 
@@ -13,7 +14,8 @@ use eventstore::{EventStore, StoreConfig};
 
 pub mod append;
 mod contend;
-pub(crate) mod http;
+mod http;
+pub(crate) mod http_load;
 mod otlp_sink;
 mod policy;
 mod rebuild;
