@@ -181,9 +181,7 @@ async fn measure(
         .pool_max_idle_per_host(args.connections)
         .timeout(Duration::from_secs(60))
         .build()?;
-    let bar = ProgressBar::new_spinner();
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar.set_message("seeding skus, accounts and the exported stream");
+    let bar = spinner("seeding skus, accounts and the exported stream");
     seed(&interactive, base, token, &tag, args.entities).await?;
     let export = seed_export(&interactive, base, token, &tag, args.seed_events).await?;
     let rebuilds = projection_names(&interactive, base, token).await?;
@@ -210,9 +208,7 @@ async fn measure(
             alone.errors
         );
     }
-    let settling = ProgressBar::new_spinner();
-    settling.enable_steady_tick(Duration::from_millis(200));
-    settling.set_message("waiting for the server to settle");
+    let settling = spinner("waiting for the server to settle");
     settle(base, token).await?;
     settling.finish_and_clear();
 
@@ -249,6 +245,15 @@ async fn measure(
         alone,
         flood: flooded,
     })
+}
+
+/// A spinner saying what the bench waits for, on stderr (hidden when stderr is not a
+/// terminal).
+fn spinner(message: &'static str) -> ProgressBar {
+    let spinner = ProgressBar::new_spinner();
+    spinner.enable_steady_tick(Duration::from_millis(200));
+    spinner.set_message(message);
+    spinner
 }
 
 /// A bar counting a phase's seconds, on stderr (hidden when stderr is not a terminal).
