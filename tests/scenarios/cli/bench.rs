@@ -233,6 +233,11 @@ fn bench_overload_measures_orders_alone_and_under_a_bulk_flood() {
             "{phase}: {report}"
         );
     }
+    assert_eq!(
+        report["flood_kinds"],
+        serde_json::json!(["rebuild", "export", "log"]),
+        "{report}"
+    );
     let bulk = &report["bulk"];
     let count = |field: &str| {
         bulk[field]

@@ -8,6 +8,7 @@
 //!    /api/v1/projections/{name}/rebuild`), an export of a long stream in pages of 1,000
 //!    events (`GET /api/v1/streams/{stream}?from=..&limit=1000`, walked from its start
 //!    again and again) and 1,000-event pages of the log (`GET /api/v1/log?limit=1000`).
+//!    `--flood` narrows the flood to some of the three kinds (to see which one costs what).
 //!
 //! Before the phases it seeds skus and accounts (the orders') and `--seed-events`
 //! restocks of one sku (the stream the exports read, and enough events for the log
@@ -71,6 +72,10 @@ pub struct OverloadArgs {
     /// Skus and customers to seed (orders pick among them).
     #[arg(long, default_value_t = 50)]
     entities: usize,
+    /// What the bulk clients send, in turn (comma-separated): read-model rebuilds, export
+    /// pages, log pages; by default all three.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BulkKind::Rebuild, BulkKind::Export, BulkKind::Log])]
+    flood: Vec<BulkKind>,
     /// Restocks of one sku appended before the phases: the stream the exports read, and
     /// the events of the log pages (at least 1,000 make every page full).
     #[arg(long, default_value_t = 2000)]
@@ -89,6 +94,8 @@ struct OverloadReport {
     alone: OrdersReport,
     /// The same interactive load under the bulk flood.
     flood: OrdersReport,
+    /// What the bulk clients sent, in turn.
+    flood_kinds: Vec<BulkKind>,
     bulk: BulkReport,
     /// `flood.p99_ms / alone.p99_ms`.
     p99_ratio: f64,
@@ -119,6 +126,9 @@ struct BulkReport {
 pub(super) async fn run(args: OverloadArgs) -> anyhow::Result<()> {
     if args.connections == 0 || args.entities == 0 {
         bail!("--connections and --entities must be at least 1");
+    }
+    if args.flood.is_empty() {
+        bail!("--flood names no kind of bulk request: rebuild, export or log");
     }
     if !(args.duration.is_finite() && args.duration > 0.0) {
         bail!("--duration must be a number of seconds above 0");
@@ -221,6 +231,7 @@ async fn measure(
         token: token.map(str::to_owned),
         export,
         rebuilds,
+        kinds: args.flood.clone(),
         stop: Arc::new(AtomicBool::new(false)),
         counts: Arc::new(BulkCounts::default()),
     };
@@ -241,6 +252,7 @@ async fn measure(
         server: args.url.clone().unwrap_or_else(|| "own".into()),
         target_met: p99_ratio <= TARGET_RATIO && flooded.errors == 0 && flooded.commands > 0,
         p99_ratio,
+        flood_kinds: args.flood.clone(),
         bulk: flood.counts.report(args.bulk),
         alone,
         flood: flooded,
@@ -387,38 +399,43 @@ struct Flood {
     export: StreamId,
     /// The read models to rebuild, in turn.
     rebuilds: Vec<String>,
+    /// What to send, in turn.
+    kinds: Vec<BulkKind>,
     stop: Arc<AtomicBool>,
     counts: Arc<BulkCounts>,
 }
 
 /// One kind of bulk request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
 enum BulkKind {
+    /// `POST /api/v1/projections/{name}/rebuild`, the read models in turn.
     Rebuild,
-    ExportPage,
-    LogPage,
+    /// The next 1,000-event page of the exported stream.
+    Export,
+    /// `GET /api/v1/log?limit=1000`.
+    Log,
 }
 
 impl Flood {
-    /// Bulk client `client`: a rebuild, an export page and a log page in turn (each
-    /// client starting at another), as fast as the answers come, until told to stop.
+    /// Bulk client `client`: the kinds of `--flood` in turn (each client starting at
+    /// another), as fast as the answers come, until told to stop.
     async fn client_loop(self, client: usize) {
-        const KINDS: [BulkKind; 3] = [BulkKind::Rebuild, BulkKind::ExportPage, BulkKind::LogPage];
         let mut export_from = 0u64;
         let mut turn = client;
         while !self.stop.load(Ordering::Relaxed) {
-            let kind = KINDS[turn % KINDS.len()];
+            let kind = self.kinds[turn % self.kinds.len()];
             let request = match kind {
                 BulkKind::Rebuild => {
-                    let name = &self.rebuilds[(turn / KINDS.len()) % self.rebuilds.len()];
+                    let name = &self.rebuilds[(turn / self.kinds.len()) % self.rebuilds.len()];
                     self.client
                         .post(format!("{}/api/v1/projections/{name}/rebuild", self.base))
                 }
-                BulkKind::ExportPage => self.client.get(format!(
+                BulkKind::Export => self.client.get(format!(
                     "{}/api/v1/streams/{}?from={export_from}&limit={BULK_PAGE}",
                     self.base, self.export
                 )),
-                BulkKind::LogPage => self
+                BulkKind::Log => self
                     .client
                     .get(format!("{}/api/v1/log?limit={BULK_PAGE}", self.base)),
             };
@@ -456,12 +473,12 @@ impl Flood {
         if status.is_success() {
             let counter = match kind {
                 BulkKind::Rebuild => &self.counts.rebuilds,
-                BulkKind::ExportPage => &self.counts.export_pages,
-                BulkKind::LogPage => &self.counts.log_pages,
+                BulkKind::Export => &self.counts.export_pages,
+                BulkKind::Log => &self.counts.log_pages,
             };
             let page = match kind {
-                BulkKind::ExportPage => Some(response.json().await?),
-                BulkKind::Rebuild | BulkKind::LogPage => {
+                BulkKind::Export => Some(response.json().await?),
+                BulkKind::Rebuild | BulkKind::Log => {
                     response.bytes().await?;
                     None
                 }
