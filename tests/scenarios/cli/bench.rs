@@ -187,3 +187,86 @@ fn bench_policy_decides_on_one_and_two_threads() {
         rate(run, "p99_micros");
     }
 }
+
+#[test]
+fn bench_overload_measures_orders_alone_and_under_a_bulk_flood() {
+    let temp = tempfile::tempdir().unwrap();
+    let output = annals(
+        &[
+            "bench",
+            "overload",
+            "--duration",
+            "1",
+            "--connections",
+            "2",
+            "--bulk",
+            "6",
+            "--entities",
+            "5",
+            "--seed-events",
+            "120",
+            "--json",
+        ],
+        temp.path(),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = stdout(&output);
+    assert_eq!(printed.lines().count(), 1, "one JSON object: {printed}");
+    let report: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(report["bench"], "overload", "{report}");
+    assert_eq!(report["server"], "own", "{report}");
+    for phase in ["alone", "flood"] {
+        let figures = &report[phase];
+        assert_eq!(figures["connections"], 2, "{report}");
+        assert!(
+            figures["commands"].as_u64().unwrap() > 0,
+            "{phase}: {report}"
+        );
+        assert!(figures["errors"].is_u64(), "{phase}: {report}");
+        rate(figures, "commands_per_second");
+        let p50 = rate(figures, "p50_ms");
+        let p99 = rate(figures, "p99_ms");
+        let p999 = rate(figures, "p999_ms");
+        let max = rate(figures, "max_ms");
+        assert!(
+            p50 <= p99 && p99 <= p999 && p999 <= max,
+            "{phase}: {report}"
+        );
+    }
+    assert_eq!(
+        report["flood_kinds"],
+        serde_json::json!(["rebuild", "export", "log"]),
+        "{report}"
+    );
+    let bulk = &report["bulk"];
+    let count = |field: &str| {
+        bulk[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("bulk.{field} missing from {report}"))
+    };
+    assert_eq!(count("clients"), 6, "{report}");
+    assert!(count("requests") > 0, "{report}");
+    assert_eq!(
+        count("requests"),
+        count("answered") + count("shed") + count("errors"),
+        "{report}"
+    );
+    assert_eq!(
+        count("answered"),
+        count("rebuilds") + count("export_pages") + count("log_pages"),
+        "{report}"
+    );
+    // Every kind of bulk request was answered at least once, and none failed.
+    for kind in ["rebuilds", "export_pages", "log_pages"] {
+        assert!(count(kind) > 0, "no {kind}: {report}");
+    }
+    assert_eq!(count("errors"), 0, "{report}");
+    let ratio = rate(&report, "p99_ratio");
+    let expected = rate(&report["flood"], "p99_ms") / rate(&report["alone"], "p99_ms");
+    assert!((ratio - expected).abs() < 1e-9, "{report}");
+    let met = ratio <= 2.0 && report["flood"]["errors"] == 0;
+    assert_eq!(report["target_met"], met, "{report}");
+    // The server's temporary data directory is gone with the bench.
+    let left: Vec<_> = std::fs::read_dir(temp.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -4,7 +4,8 @@
 //!
 //! One module per benchmark, each with its clap `Args`, its JSON report and a `run`;
 //! this module holds the subcommand enum and what they share (the data directory,
-//! milliseconds from a histogram's microseconds); [`workload`] is what they write.
+//! milliseconds from a histogram's microseconds); [`workload`] is what they write, and
+//! [`http_load`] what the benches that drive a server over HTTP share.
 
 use std::path::PathBuf;
 
@@ -13,8 +14,10 @@ use eventstore::{EventStore, StoreConfig};
 
 pub mod append;
 mod contend;
-pub(crate) mod http;
+mod http;
+pub(crate) mod http_load;
 mod otlp_sink;
+mod overload;
 mod policy;
 mod rebuild;
 mod relay;
@@ -38,6 +41,10 @@ pub enum BenchCommand {
     /// Place orders through a running `annals serve` from many connections:
     /// commands/s and latency percentiles.
     Http(http::HttpArgs),
+    /// Interactive orders alone, then under a flood of bulk requests (rebuilds, exports,
+    /// 1,000-event log pages): p50/p99 and errors of each, and whether the p99 under the
+    /// flood stays within 2x (the intent lanes' target).
+    Overload(overload::OverloadArgs),
     /// Decisions of the policy gatekeeper over a mix of roles and actions, on one
     /// thread and on two: decisions/s and latency percentiles.
     Policy(policy::PolicyArgs),
@@ -68,6 +75,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             BenchCommand::Relay(args) => relay::run(args).await,
             BenchCommand::Rebuild(args) => rebuild::run(args).await,
             BenchCommand::Http(args) => http::run(args).await,
+            BenchCommand::Overload(args) => overload::run(args).await,
             BenchCommand::Policy(args) => policy::run(args).await,
             BenchCommand::Saga(args) => saga::run(args).await,
             BenchCommand::Scale(args) => scale::run(args).await,

@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use super::experiment::{Checks, Experiment, FaultState, Schedule};
 use super::{Api, ServerArgs};
-use crate::bench::http::{next_random, order_body, run_tag, seeds};
+use crate::bench::http_load::{next_random, order_body, run_tag, seeds};
 use crate::exit::Failure;
 
 #[derive(Debug, clap::Args)]
