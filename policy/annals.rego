@@ -69,6 +69,19 @@ allow if {
 	acts_for_itself
 }
 
+# Who may raise a request to the lane its `Annals-Intent` header names, above the route's
+# own (without this, the header can only lower a lane): an admin to any lane; an operator
+# to the operator lane (a large page read during an incident, which would otherwise wait
+# in the bulk lane). Asked only when a header names a higher lane.
+default raise_intent := false
+
+raise_intent if has_role("admin")
+
+raise_intent if {
+	has_role("operator")
+	input.request.intent == "operator"
+}
+
 # The principal has `role` (there is no role without a principal).
 has_role(role) if role in input.principal.roles
 

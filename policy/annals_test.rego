@@ -243,3 +243,32 @@ test_chaos_for_operators_and_admins_only if {
 		not annals.allow with input as req(null, action, no_resource)
 	}
 }
+
+# The input for `principal` asking for the lane `intent` with `action`.
+with_intent(principal, action, intent) := object.union(
+	req(principal, action, no_resource),
+	{"request": {"method": "GET", "path": "/api/v1/log", "intent": intent}},
+)
+
+test_an_admin_may_raise_a_request_to_any_lane if {
+	every intent in ["interactive", "operator"] {
+		annals.raise_intent with input as with_intent(ada_admin, "log.read", intent)
+	}
+}
+
+test_an_operator_may_raise_a_request_to_the_operator_lane_only if {
+	annals.raise_intent with input as with_intent(oscar_operator, "log.read", "operator")
+	not annals.raise_intent with input as with_intent(oscar_operator, "log.read", "interactive")
+}
+
+test_no_one_else_may_raise_a_request if {
+	every principal in [alice, carol_clerk, roleless] {
+		every intent in ["interactive", "operator"] {
+			not annals.raise_intent with input as with_intent(principal, "orders.read", intent)
+		}
+	}
+	not annals.raise_intent with input as object.union(
+		req(null, "operations.health", no_resource),
+		{"request": {"method": "GET", "path": "/healthz", "intent": "interactive"}},
+	)
+}

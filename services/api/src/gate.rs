@@ -34,6 +34,7 @@ use security::rate_limit::RateLimiter;
 
 use crate::AppState;
 use crate::extract::{check_json_content_type, json_error};
+use crate::lanes;
 use crate::problem::ApiError;
 
 pub(crate) mod actions;
@@ -139,16 +140,16 @@ async fn admit(state: &AppState, request: Request) -> Result<Request, ApiError> 
     {
         resource.customer_id = order_owner(state, order_id).await;
     }
-    let (parts, body) = if entry.body == BodyResource::None {
+    let (mut parts, body) = if entry.body == BodyResource::None {
         (parts, body)
     } else {
         read_body_resource(state, parts, body, entry.body, &mut resource).await?
     };
-    let decision = {
-        let intent = parts
-            .headers
-            .get(INTENT_HEADER)
-            .and_then(|value| value.to_str().ok());
+    let intent = parts
+        .headers
+        .get(INTENT_HEADER)
+        .and_then(|value| value.to_str().ok());
+    let granted = {
         let input = PolicyInput {
             principal: principal.as_ref(),
             action: entry.action,
@@ -159,7 +160,7 @@ async fn admit(state: &AppState, request: Request) -> Result<Request, ApiError> 
                 intent,
             },
         };
-        security.policy.decide(&input).map_err(|error| {
+        let decision = security.policy.decide(&input).map_err(|error| {
             tracing::error!(%error, action = entry.action, "the policy failed to decide; denied");
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -170,14 +171,18 @@ async fn admit(state: &AppState, request: Request) -> Result<Request, ApiError> 
                     entry.action
                 ),
             )
-        })?
+        })?;
+        if !decision.allow {
+            return Err(forbidden(
+                entry.action,
+                principal.as_ref(),
+                decision.reason.as_deref(),
+            ));
+        }
+        raised_intent(&parts, intent).filter(|_| security.policy.grants_intent(&input))
     };
-    if !decision.allow {
-        return Err(forbidden(
-            entry.action,
-            principal.as_ref(),
-            decision.reason.as_deref(),
-        ));
+    if let Some(lane) = granted {
+        parts.extensions.insert(lanes::GrantedIntent(lane));
     }
     let mut request = Request::from_parts(parts, body);
     if let Some(principal) = principal {
@@ -190,6 +195,15 @@ async fn admit(state: &AppState, request: Request) -> Result<Request, ApiError> 
         }));
     }
     Ok(request)
+}
+
+/// The lane the `Annals-Intent` header names, if it is of higher priority than the
+/// route's (only the policy may grant that: [`security::policy::Policy::grants_intent`]).
+fn raised_intent(parts: &Parts, intent: Option<&str>) -> Option<lanes::Lane> {
+    let asked: lanes::Lane = intent?.parse().ok()?;
+    let route = parts.extensions.get::<MatchedPath>()?;
+    let lane = lanes::route_lane(&parts.method, route.as_str(), parts.uri.query())?;
+    (asked < lane).then_some(asked)
 }
 
 /// The action of the route the router matched; a route missing from the table is

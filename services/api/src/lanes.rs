@@ -11,8 +11,9 @@
 //!
 //! A caller may move its own request to a lane of lower priority with the
 //! `Annals-Intent` header (`operator` or `bulk`: a batch job marking its traffic as
-//! such); a header naming a lane of higher priority than the route's is ignored, and an
-//! unknown value is a 400. The probes (`/healthz`, `/readyz`), `/metrics`, the OpenAPI
+//! such); a header naming a lane of higher priority than the route's is ignored unless
+//! the policy grants it to the caller (its `raise_intent` rule, asked by the gate, which
+//! marks the request with [`GrantedIntent`]), and an unknown value is a 400. The probes (`/healthz`, `/readyz`), `/metrics`, the OpenAPI
 //! document and the live log (a stream held open for as long as the client likes, bounded
 //! by the connection limit instead) pass no lane.
 //!
@@ -190,6 +191,11 @@ impl LanesConfig {
         }
     }
 }
+
+/// A request's lane raised by the policy: the gate grants the lane its `Annals-Intent`
+/// header names although it is above the route's (the policy's `raise_intent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantedIntent(pub Lane);
 
 /// Why a request was shed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -486,8 +492,15 @@ pub(crate) async fn admit(State(lanes): State<Lanes>, request: Request, next: Ne
             .map_err(|e| e.to_string())
             .and_then(str::parse)
         {
-            // Only ever lower: a caller cannot raise its own priority.
-            Ok(asked) => lane = lane.max(asked),
+            // Only ever lower, unless the policy granted this caller the lane it asks.
+            Ok(asked) => {
+                let granted = request.extensions().get::<GrantedIntent>();
+                lane = if granted == Some(&GrantedIntent(asked)) {
+                    asked
+                } else {
+                    lane.max(asked)
+                };
+            }
             Err(reason) => {
                 return ApiError::bad_request(
                     "invalid-intent",

@@ -222,3 +222,104 @@ async fn the_intent_header_lowers_a_lane_and_never_raises_one() {
     serving.drain().await;
     store.close().await;
 }
+
+/// The policy decides who may raise a request's lane (`raise_intent`): with the bulk
+/// lane's only slot held, a large page asked for as `interactive` is served to an admin
+/// (raised to the interactive lane) and shed for an operator (the default policy grants
+/// it only the operator lane), whose page asked for as `operator` is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_decides_who_may_raise_a_lane() {
+    use security::Role;
+    use security::auth::{AuthConfig, Authenticator, MintClaims, mint};
+
+    const SECRET: &[u8] = b"a secret of thirty-two bytes or more, for tests";
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("jwt-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let authenticator = Authenticator::new(&AuthConfig {
+        jwt_secret_file: Some(secret),
+        ..AuthConfig::default()
+    })
+    .await
+    .unwrap();
+    let security = api::gate::Security::new(
+        authenticator,
+        std::sync::Arc::new(security::policy::Policy::default_policy().unwrap()),
+        security::rate_limit::RateLimiter::new(security::rate_limit::RateLimits::default()),
+    );
+    let token = |sub: &str, role: Role| {
+        let claims = MintClaims {
+            sub: sub.to_owned(),
+            roles: vec![role],
+            customer_id: None,
+            issuer: None,
+            audience: None,
+        };
+        format!(
+            "Bearer {}",
+            mint(SECRET, &claims, Duration::from_secs(600)).unwrap()
+        )
+    };
+    let (admin, operator) = (token("ada", Role::Admin), token("oscar", Role::Operator));
+    let store = common::open_store(dir.path()).await;
+    let config = ApiConfig {
+        lanes: LanesConfig {
+            bulk: LaneLimits {
+                concurrency: 1,
+                queue: 0,
+                max_wait: Duration::from_millis(300),
+            },
+            ..LanesConfig::default()
+        },
+        ..ApiConfig::default()
+    };
+    let state = AppState::new(store.clone(), config)
+        .with_security(security)
+        .with_chaos(chaos::Chaos::enabled());
+    let serving = common::Serving::start(state).await;
+    let (client, base) = (reqwest::Client::new(), serving.base.clone());
+    let fault = json!({"point": "http.handler", "effect": "delay", "delay_ms": 3000, "count": 1});
+    let response = client
+        .post(format!("{base}/api/v1/chaos/faults"))
+        .header("authorization", &admin)
+        .json(&fault)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    let page = format!("{base}/api/v1/log?from=0&limit=500");
+    let holder = tokio::spawn(client.get(&page).header("authorization", &admin).send());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .header("authorization", &admin)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("annals_lane_in_flight{lane=\"bulk\"} 1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the large page never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ask = |who: &str, intent: &str| {
+        client
+            .get(&page)
+            .header("authorization", who)
+            .header("Annals-Intent", intent)
+            .send()
+    };
+    assert_shed(ask(&operator, "interactive").await.unwrap(), "bulk").await;
+    assert_eq!(ask(&operator, "operator").await.unwrap().status(), 200);
+    assert_eq!(ask(&admin, "interactive").await.unwrap().status(), 200);
+    assert_eq!(holder.await.unwrap().unwrap().status(), 200);
+    serving.drain().await;
+    store.close().await;
+}

@@ -112,6 +112,9 @@ pub const DEFAULT_POLICY: &str = include_str!("../../../policy/annals.rego");
 const ALLOW_RULE: &str = "data.annals.allow";
 /// The rule that explains a denial, if the policy has it.
 const REASON_RULE: &str = "data.annals.reason";
+/// The rule that lets a principal raise its request to the lane its `Annals-Intent`
+/// header names, above the route's own, if the policy has it ([`Policy::grants_intent`]).
+const RAISE_RULE: &str = "data.annals.raise_intent";
 /// How many idle prepared engines a policy keeps; more concurrent decisions than this
 /// clone the prototype and drop the clone afterwards.
 const POOL_LIMIT: usize = 64;
@@ -290,6 +293,9 @@ pub struct Policy {
     evaluator: Evaluator,
     /// Whether the policy has the `reason` rule.
     has_reason: bool,
+    /// The interpreter for the `raise_intent` rule, if the policy has it. Asked only when
+    /// a request names a lane above its route's (rare), so it is never compiled.
+    raise: Option<Evaluator>,
     /// Where the policy came from: `default` or the file's path.
     origin: String,
     /// A short hash of the sources, logged with every decision.
@@ -543,6 +549,14 @@ impl Policy {
             }
         }
         let has_reason = engine.eval_rule(REASON_RULE.to_owned()).is_ok();
+        let raise =
+            engine
+                .eval_rule(RAISE_RULE.to_owned())
+                .is_ok()
+                .then(|| Evaluator::Interpreted {
+                    prototype: Box::new(engine.clone()),
+                    pool: Pool::new(),
+                });
 
         Ok(Policy {
             evaluator: Evaluator::Interpreted {
@@ -550,6 +564,7 @@ impl Policy {
                 pool: Pool::new(),
             },
             has_reason,
+            raise,
             origin: origin.to_owned(),
             revision,
             allowed: AtomicU64::new(0),
@@ -640,6 +655,26 @@ impl Policy {
                     action: input.action.to_owned(),
                     message,
                 })
+            }
+        }
+    }
+
+    /// Whether `input.principal` may have its request run in the lane its `Annals-Intent`
+    /// header names (`input.request.intent`) although the route's lane is of lower
+    /// priority: the policy's `raise_intent` rule. `false` when the policy has no such
+    /// rule, and when the rule fails (logged): without it, the header can only lower a
+    /// request's lane.
+    pub fn grants_intent(&self, input: &PolicyInput<'_>) -> bool {
+        let Some(raise) = &self.raise else {
+            return false;
+        };
+        let answer = raise.evaluate(input.to_value(), &[RAISE_RULE], |_| false);
+        match answer.into_iter().next() {
+            Some(Ok(Value::Bool(granted))) => granted,
+            Some(Ok(_)) | None => false,
+            Some(Err(error)) => {
+                tracing::warn!(target: "annals::policy", error, "the raise_intent rule failed: not granted");
+                false
             }
         }
     }
@@ -774,6 +809,40 @@ fn optional(text: Option<&str>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The default policy lets an admin raise a request to any lane and an operator to
+    /// the operator lane, no one else; a policy without `raise_intent` grants nothing.
+    #[test]
+    fn raising_a_request_s_lane_is_the_policy_s_to_grant() {
+        let ask = |policy: &Policy, roles: &[Role], intent: &str| {
+            let principal = Principal {
+                subject: "someone".to_owned(),
+                issuer: None,
+                roles: roles.to_vec(),
+                customer_id: Some("c-1".to_owned()),
+            };
+            policy.grants_intent(&PolicyInput {
+                principal: Some(&principal),
+                action: "log.read",
+                resource: Resource::default(),
+                request: RequestInfo {
+                    method: "GET",
+                    path: "/api/v1/log",
+                    intent: Some(intent),
+                },
+            })
+        };
+        let default = Policy::default_policy().unwrap();
+        assert!(ask(&default, &[Role::Admin], "interactive"));
+        assert!(ask(&default, &[Role::Operator], "operator"));
+        assert!(!ask(&default, &[Role::Operator], "interactive"));
+        assert!(!ask(&default, &[Role::Customer], "interactive"));
+        assert!(!ask(&default, &[Role::Clerk], "operator"));
+
+        let without = "package annals\nimport rego.v1\ndefault allow := false\nallow if true\n";
+        let policy = Policy::from_sources("test", &[("p.rego".into(), without.into())]).unwrap();
+        assert!(!ask(&policy, &[Role::Admin], "interactive"));
+    }
 
     /// The compiled default policy decides as the interpreter does on inputs beyond the
     /// load-time probe: other resources, requests and principals with several roles.
