@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use eventstore::{Direction, Position, StreamId, Subscription, Version};
@@ -116,28 +116,30 @@ pub(crate) async fn read_stream(
     let from = query.from.unwrap_or(0);
     let store = state.store().clone();
     let read_stream = stream.clone();
-    let (head, events) = blocking(move || {
+    // The page is read and encoded on the blocking pool: a page of 1,000 events is
+    // milliseconds of CPU that would otherwise hold an async worker from the commands.
+    let page = blocking(move || {
         let Some(head) = store.stream_head(&read_stream)? else {
-            return Ok((None, Vec::new()));
+            return Ok(None);
         };
         let events = store.read_stream(&read_stream, Version(from), Direction::Forward, limit)?;
-        Ok((Some(head), events))
+        let next_from = events.last().map_or(from, |event| event.version.0 + 1);
+        let page = StreamPage {
+            stream: read_stream.to_string(),
+            last_version: head.0,
+            events: events.iter().map(EventView::of).collect(),
+            next_from,
+        };
+        Ok(Some(encoded(&page)))
     })
     .await?;
-    let Some(head) = head else {
-        return Err(ApiError::not_found(
+    match page {
+        Some(page) => Ok(json_bytes(page)),
+        None => Err(ApiError::not_found(
             "unknown-stream",
             format!("stream {stream} has no events"),
-        ));
-    };
-    let next_from = events.last().map_or(from, |event| event.version.0 + 1);
-    Ok(axum::Json(StreamPage {
-        stream: stream.to_string(),
-        last_version: head.0,
-        events: events.iter().map(EventView::of).collect(),
-        next_from,
-    })
-    .into_response())
+        )),
+    }
 }
 
 /// The streams with their last versions, page by page in name order, optionally of one
@@ -233,18 +235,19 @@ pub(crate) async fn read_log(
     let limit = page_limit(&state, query.limit)?;
     let from = query.from.unwrap_or(0);
     let store = state.store().clone();
-    let (events, next_position) = blocking(move || {
+    // Read and encoded on the blocking pool, as a stream's page is.
+    let page = blocking(move || {
         let next_position = store.next_position();
-        Ok((store.read_all(Position(from), limit)?, next_position))
+        let events = store.read_all(Position(from), limit)?;
+        let next_from = events.last().map_or(from, |event| event.position.0 + 1);
+        Ok(encoded(&LogPage {
+            events: events.iter().map(EventView::of).collect(),
+            next_from,
+            next_position: next_position.0,
+        }))
     })
     .await?;
-    let next_from = events.last().map_or(from, |event| event.position.0 + 1);
-    Ok(axum::Json(LogPage {
-        events: events.iter().map(EventView::of).collect(),
-        next_from,
-        next_position: next_position.0,
-    })
-    .into_response())
+    Ok(json_bytes(page))
 }
 
 /// The log as it grows, as Server-Sent Events: each event's `id` is its position and
@@ -331,4 +334,21 @@ fn error_event(error: ApiError) -> Event {
     Event::default()
         .event("error")
         .data(String::from_utf8_lossy(&error.body()))
+}
+
+/// `page` as JSON text (a page of views always encodes).
+fn encoded(page: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(page).expect("a page encodes as JSON")
+}
+
+/// A 200 with `body`, JSON text.
+fn json_bytes(body: Vec<u8>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
