@@ -56,6 +56,31 @@ async fn seed(client: &reqwest::Client, base: &str, restocks: usize) {
     }
 }
 
+/// Waits until a request runs in the bulk lane (its gauge at 1), reading `/metrics`
+/// with `authorization` when the server demands a token.
+async fn wait_for_a_bulk_request(
+    client: &reqwest::Client,
+    base: &str,
+    authorization: Option<&str>,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut request = client.get(format!("{base}/metrics"));
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        let metrics = request.send().await.unwrap().text().await.unwrap();
+        if metrics.contains("annals_lane_in_flight{lane=\"bulk\"} 1") {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the large page never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn assert_shed(response: reqwest::Response, lane: &str) {
     assert_eq!(response.status(), 503);
     let retry_after: u64 = response.headers()["retry-after"]
@@ -174,18 +199,7 @@ async fn the_intent_header_lowers_a_lane_and_never_raises_one() {
                 .status()
         })
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let metrics = common::metrics_text(&client, &base).await;
-        if metrics.contains("annals_lane_in_flight{lane=\"bulk\"} 1") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the large page never ran"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_a_bulk_request(&client, &base, None).await;
     let sku = format!("{base}/api/v1/inventory/skus/apple");
     // A read of the interactive lane, marked bulk by its caller: shed (no queue).
     let marked = client
@@ -289,26 +303,7 @@ async fn the_policy_decides_who_may_raise_a_lane() {
     assert_eq!(response.status(), 201, "{:?}", response.text().await);
     let page = format!("{base}/api/v1/log?from=0&limit=500");
     let holder = tokio::spawn(client.get(&page).header("authorization", &admin).send());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let metrics = client
-            .get(format!("{base}/metrics"))
-            .header("authorization", &admin)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metrics.contains("annals_lane_in_flight{lane=\"bulk\"} 1") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the large page never ran"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_a_bulk_request(&client, &base, Some(&admin)).await;
     let ask = |who: &str, intent: &str| {
         client
             .get(&page)
