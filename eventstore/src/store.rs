@@ -335,7 +335,9 @@ impl EventStore {
         let mut failure = self.shared.writer_failure.subscribe();
         // Tell the indexer someone waits, so it stops gathering and writes now.
         self.shared.readers_waiting.fetch_add(1, Ordering::SeqCst);
-        let _waiting = ReaderWaiting(&self.shared);
+        let _waiting = crate::reads::scopeguard(|| {
+            self.shared.readers_waiting.fetch_sub(1, Ordering::SeqCst);
+        });
         loop {
             if *indexed.borrow_and_update() >= target {
                 return Ok(Position(target));
@@ -443,15 +445,6 @@ fn waits_for_index(error: &Error) -> bool {
     matches!(error, Error::Io { path, source }
         if source.kind() == std::io::ErrorKind::WouldBlock
             && path.as_os_str() == crate::reads::INDEX_WAIT)
-}
-
-/// One async reader counted in `readers_waiting` while it lives.
-struct ReaderWaiting<'a>(&'a Shared);
-
-impl Drop for ReaderWaiting<'_> {
-    fn drop(&mut self) {
-        self.0.readers_waiting.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 #[cfg(test)]
