@@ -41,10 +41,6 @@ pub(crate) mod actions;
 
 use actions::{BodyResource, RouteAction};
 
-/// The header a client names its intent in (`interactive`, `operator`, `bulk`); the
-/// policy sees it as `input.request.intent`.
-pub const INTENT_HEADER: &str = "annals-intent";
-
 /// What the gate checks with: who may call, what they may do, how often.
 #[derive(Debug, Clone)]
 pub struct Security {
@@ -147,7 +143,7 @@ async fn admit(state: &AppState, request: Request) -> Result<Request, ApiError> 
     };
     let intent = parts
         .headers
-        .get(INTENT_HEADER)
+        .get(lanes::INTENT_HEADER)
         .and_then(|value| value.to_str().ok());
     let granted = {
         let input = PolicyInput {

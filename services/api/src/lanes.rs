@@ -48,7 +48,9 @@ pub const SHED: &str = "annals_lane_shed_total";
 /// A page of more than this many events is bulk work.
 pub const LARGE_PAGE: usize = 100;
 
-/// The header by which a caller lowers its request's lane.
+/// The header by which a caller names its request's intent: it lowers the request's
+/// lane, or raises it where the policy grants that; the policy sees it as
+/// `input.request.intent`.
 pub const INTENT_HEADER: &str = "annals-intent";
 
 /// A lane of requests, in priority order.
