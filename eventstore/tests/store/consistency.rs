@@ -208,7 +208,7 @@ async fn an_index_whose_heads_lag_its_high_water_mark_is_rebuilt() {
     store.close().await;
     drop(store);
     {
-        let db = sled::open(dir.path().join("index")).unwrap();
+        let db = open_sled_once_released(&dir.path().join("index"));
         let heads = db.open_tree("heads").unwrap();
         heads.insert("lagging", &5u64.to_be_bytes()[..]).unwrap();
         db.flush().unwrap();
@@ -240,4 +240,23 @@ async fn an_index_whose_heads_lag_its_high_water_mark_is_rebuilt() {
     assert_eq!(next.first_version, Version(20));
     store.verify().unwrap();
     store.close().await;
+}
+
+/// Opens the sled database at `path` behind the store's back. sled releases its file
+/// lock from a background thread a moment after the last handle goes (spacejam/sled#1234),
+/// so a test that opens it right after closing the store waits for that, as
+/// `Index::open` does.
+fn open_sled_once_released(path: &std::path::Path) -> sled::Db {
+    for _ in 0..100 {
+        match sled::open(path) {
+            Err(sled::Error::Io(error)) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            opened => return opened.unwrap(),
+        }
+    }
+    panic!(
+        "sled still locked {} two seconds after the store closed",
+        path.display()
+    );
 }
