@@ -57,6 +57,7 @@ mod indexer;
 pub mod io;
 mod lock_file;
 pub mod locks;
+pub mod low_priority;
 pub mod metrics;
 mod open;
 mod reads;

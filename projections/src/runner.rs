@@ -466,7 +466,7 @@ impl Runner {
         let (limits, lag) = (self.config.limits(), self.config.switch_lag);
         let threads = self.config.catch_up_threads;
         let job_members = members.clone();
-        let job = self.jobs.spawn_blocking(move || {
+        let work = move || {
             let progress = |index: usize, target: &Target, _: u64| {
                 publish_target_progress(&shared, job_members[index], target);
             };
@@ -483,7 +483,23 @@ impl Runner {
                 fault_unfaulted(&mut targets, &format!("reading the log failed: {error}"));
             }
             (targets, job_members)
-        });
+        };
+        // A rebuild runs beside the live models and nothing waits for it: it gives way
+        // to commands on low-priority threads. A catch-up of live models (reads wait
+        // for them) runs at the normal priority.
+        let job = if members.iter().all(|&(_, role)| role == Role::Build) {
+            let running = eventstore::low_priority::spawn_blocking(work);
+            self.jobs.spawn(async move {
+                match running.await {
+                    Ok(output) => output,
+                    // The job's panic faults its models as a panic on the blocking pool
+                    // does (the low-priority runtime is never shut down).
+                    Err(error) => std::panic::resume_unwind(error.into_panic()),
+                }
+            })
+        } else {
+            self.jobs.spawn_blocking(work)
+        };
         self.job_members.insert(job.id(), members);
     }
 

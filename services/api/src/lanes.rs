@@ -24,6 +24,11 @@
 //! `request-timeout` after it); a command that timed out may still have been appended, and
 //! an `Idempotency-Key` makes its retry safe.
 //!
+//! Bulk work also gives way for the CPU: the store reads and encoding of a bulk request
+//! ([`crate::queries::blocking`] while [`current`] is `bulk`) and the replay of a rebuild
+//! run on low-priority threads ([`eventstore::low_priority`]), so that what is admitted
+//! to the bulk lane takes little from the commands on a busy machine.
+//!
 //! `/metrics`: `annals_lane_in_flight{lane}`, `annals_lane_queued{lane}` and
 //! `annals_lane_shed_total{lane,reason}` (`queue_full`, `deadline`, `bulk_first`).
 
@@ -52,6 +57,16 @@ pub const LARGE_PAGE: usize = 100;
 /// lane, or raises it where the policy grants that; the policy sees it as
 /// `input.request.intent`.
 pub const INTENT_HEADER: &str = "annals-intent";
+
+tokio::task_local! {
+    /// The lane of the request this task answers, set while it runs.
+    static CURRENT: Lane;
+}
+
+/// The lane of the request the calling task answers, if it runs in one.
+pub fn current() -> Option<Lane> {
+    CURRENT.try_with(|lane| *lane).ok()
+}
 
 /// A lane of requests, in priority order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -539,7 +554,12 @@ pub(crate) async fn admit(State(lanes): State<Lanes>, request: Request, next: Ne
             return response;
         }
     };
-    let answer = tokio::time::timeout(lanes.request_timeout, next.run(request)).await;
+    let answer = CURRENT
+        .scope(
+            lane,
+            tokio::time::timeout(lanes.request_timeout, next.run(request)),
+        )
+        .await;
     drop(admitted);
     match answer {
         Ok(response) => response,

@@ -11,11 +11,17 @@ use crate::AppState;
 use crate::extract::{etag, if_none_match};
 use crate::problem::ApiError;
 
-/// Runs a read of the store on the blocking pool.
+/// Runs a read of the store on the blocking pool; for a request of the bulk lane, on the
+/// low-priority threads ([`eventstore::low_priority`]), where it gives way to commands.
 pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, eventstore::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
+    let running = if crate::lanes::current() == Some(crate::lanes::Lane::Bulk) {
+        eventstore::low_priority::spawn_blocking(work)
+    } else {
+        tokio::task::spawn_blocking(work)
+    };
+    running
         .await
         .map_err(|error| ApiError::internal(&error))?
         .map_err(ApiError::from)
