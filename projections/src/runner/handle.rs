@@ -52,6 +52,8 @@ pub struct Rebuild {
     pub version: u32,
     /// Its build number.
     pub build: u32,
+    /// Whether this request set it running (`false`: it joined one already running).
+    pub started: bool,
     pub(super) done: oneshot::Receiver<Result<(), Error>>,
 }
 

@@ -111,6 +111,8 @@ impl Runner {
                 name,
                 version: stored / BUILDS,
                 build: stored % BUILDS,
+                // A build that had stopped (not faulted) runs again for this request.
+                started: !running,
                 done,
             });
         }
@@ -134,6 +136,7 @@ impl Runner {
             name,
             version,
             build: stored % BUILDS,
+            started: true,
             done,
         })
     }

@@ -24,6 +24,10 @@
 //! `request-timeout` after it); a command that timed out may still have been appended, and
 //! an `Idempotency-Key` makes its retry safe.
 //!
+//! A rebuild holds its request's bulk slot until the new model has taken over (or the
+//! rebuild faulted): the lane bounds the rebuilds running, not only the requests that
+//! start them. A request joining a rebuild already running holds nothing.
+//!
 //! Bulk work also gives way for the CPU: the store reads and encoding of a bulk request
 //! ([`crate::queries::blocking`] while [`current`] is `bulk`) and the replay of a rebuild
 //! run on low-priority threads ([`eventstore::low_priority`]), so that what is admitted
@@ -283,6 +287,23 @@ impl Default for Lanes {
 #[derive(Debug)]
 pub struct Admitted {
     _slot: OwnedSemaphorePermit,
+}
+
+/// The slot of the request being answered, in its extensions: a handler that starts
+/// work going on after its answer (a rebuild) keeps the slot for that work with
+/// [`HeldSlot::keep`], so that the lane counts the work, not only the request. A slot
+/// not kept is given back when the answer is ready.
+#[derive(Debug, Clone)]
+pub struct HeldSlot(Arc<std::sync::Mutex<Option<Admitted>>>);
+
+impl HeldSlot {
+    /// Takes the slot (once): it is given back when what is returned is dropped.
+    pub fn keep(&self) -> Option<Admitted> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
 }
 
 impl Lanes {
@@ -554,13 +575,16 @@ pub(crate) async fn admit(State(lanes): State<Lanes>, request: Request, next: Ne
             return response;
         }
     };
+    let slot = HeldSlot(Arc::new(std::sync::Mutex::new(Some(admitted))));
+    let mut request = request;
+    request.extensions_mut().insert(slot.clone());
     let answer = CURRENT
         .scope(
             lane,
             tokio::time::timeout(lanes.request_timeout, next.run(request)),
         )
         .await;
-    drop(admitted);
+    drop(slot.keep());
     match answer {
         Ok(response) => response,
         Err(_) => ApiError::new(

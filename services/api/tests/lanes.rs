@@ -318,3 +318,104 @@ async fn the_policy_decides_who_may_raise_a_lane() {
     serving.drain().await;
     store.close().await;
 }
+
+/// A rebuild keeps the bulk slot of the request that started it until the new model has
+/// taken over: the lane bounds the rebuilds running, not only the requests starting
+/// them. The rebuild is held on an injected `projection.apply` panic (retried after a
+/// pause, so it runs on), then let go by clearing the fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_keeps_its_bulk_slot_until_the_new_model_takes_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let chaos = chaos::Chaos::enabled();
+    let store = common::open_store(dir.path()).await;
+    let runner_config = projections::RunnerConfig {
+        chaos: chaos.clone(),
+        // The first retry of the failing event comes 1 to 2 s after the failure.
+        poison_backoff: Duration::from_secs(2),
+        poison_retries: 2,
+        ..projections::RunnerConfig::default()
+    };
+    let (read_side, runner) = read_models::ReadSide::start(&store, runner_config).unwrap();
+    let handle = read_side.handle().clone();
+    let runner_stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(runner.run(runner_stop.clone()));
+    let config = ApiConfig {
+        lanes: LanesConfig {
+            bulk: LaneLimits {
+                concurrency: 1,
+                queue: 0,
+                max_wait: Duration::from_millis(300),
+            },
+            ..LanesConfig::default()
+        },
+        ..ApiConfig::default()
+    };
+    let state = AppState::new(store.clone(), config)
+        .with_projections(read_side)
+        .with_chaos(chaos.clone());
+    let serving = common::Serving::start(state).await;
+    let (client, base) = (reqwest::Client::new(), serving.base.clone());
+    seed(&client, &base, 5).await;
+    handle
+        .wait_for_all(
+            eventstore::Position(store.next_position().0 - 1),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+
+    let response = post(
+        &client,
+        format!("{base}/api/v1/chaos/faults"),
+        json!({"point": "projection.apply", "effect": "panic", "duration_secs": 600}),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let response = post(
+        &client,
+        format!("{base}/api/v1/projections/inventory/rebuild"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    // Answered, and its slot still taken: by the rebuild, failing and waiting to retry.
+    wait_for_a_bulk_request(&client, &base, None).await;
+    let page = client
+        .get(format!("{base}/api/v1/log?limit=1000"))
+        .send()
+        .await
+        .unwrap();
+    assert_shed(page, "bulk").await;
+
+    // Let it go: the retry succeeds, the new model takes over, the slot is free again.
+    let response = client
+        .delete(format!("{base}/api/v1/chaos/faults"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while handle.status_of("inventory").unwrap().rebuild.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rebuild never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = common::metrics_text(&client, &base).await;
+    assert!(
+        metrics.contains("annals_lane_in_flight{lane=\"bulk\"} 0"),
+        "the rebuild gave its slot back"
+    );
+    let page = client
+        .get(format!("{base}/api/v1/log?limit=1000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+
+    serving.drain().await;
+    runner_stop.cancel();
+    running.await.unwrap();
+    store.close().await;
+}

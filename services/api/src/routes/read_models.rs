@@ -12,7 +12,7 @@
 //! The routes answer 503 when the server runs no projections.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eventstore::Position;
@@ -23,6 +23,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::extract::{CustomerPath, MAX_ID_BYTES, QueryParams, check_entity_id};
+use crate::lanes::HeldSlot;
 use crate::problem::{ApiError, projections_not_running};
 use crate::queries::page_limit;
 use crate::responses::{
@@ -400,6 +401,7 @@ pub(crate) async fn list_projections(
 pub(crate) async fn rebuild(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    slot: Option<Extension<HeldSlot>>,
 ) -> Result<Response, ApiError> {
     let projections = projections(&state)?;
     let rebuild = projections.rebuild(&name).await?;
@@ -408,6 +410,15 @@ pub(crate) async fn rebuild(
         version: rebuild.version,
         build: rebuild.build,
     };
+    // The rebuild this request set running counts against the bulk lane until it ends.
+    if rebuild.started
+        && let Some(kept) = slot.and_then(|Extension(slot)| slot.keep())
+    {
+        tokio::spawn(async move {
+            let _ = rebuild.finished().await;
+            drop(kept);
+        });
+    }
     Ok((StatusCode::ACCEPTED, Json(started)).into_response())
 }
 
