@@ -256,11 +256,12 @@ fn bench_overload_measures_orders_alone_and_under_a_bulk_flood() {
         count("rebuilds") + count("export_pages") + count("log_pages"),
         "{report}"
     );
-    // Every kind of bulk request was answered at least once, and none failed.
-    for kind in ["rebuilds", "export_pages", "log_pages"] {
-        assert!(count(kind) > 0, "no {kind}: {report}");
-    }
+    // Bulk requests were answered and none failed. (Not necessarily every kind: a
+    // rebuild keeps its bulk slot until it is done, and a client shed meanwhile waits
+    // out its `Retry-After`, as it does by default, which may outlast the phase.)
+    assert!(count("answered") > 0, "{report}");
     assert_eq!(count("errors"), 0, "{report}");
+    assert_eq!(report["bulk_honours_retry_after"], true, "{report}");
     let ratio = rate(&report, "p99_ratio");
     let expected = rate(&report["flood"], "p99_ms") / rate(&report["alone"], "p99_ms");
     assert!((ratio - expected).abs() < 1e-9, "{report}");

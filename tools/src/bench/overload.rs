@@ -9,6 +9,9 @@
 //!    events (`GET /api/v1/streams/{stream}?from=..&limit=1000`, walked from its start
 //!    again and again) and 1,000-event pages of the log (`GET /api/v1/log?limit=1000`).
 //!    `--flood` narrows the flood to some of the three kinds (to see which one costs what).
+//!    A shed bulk client waits out the answer's `Retry-After`, as a well-behaved client
+//!    does; `--ignore-retry-after` makes it send again at once (a client that ignores
+//!    the server, whose every request is shed at some cost).
 //!
 //! Before the phases it seeds skus and accounts (the orders') and `--seed-events`
 //! restocks of one sku (the stream the exports read, and enough events for the log
@@ -80,6 +83,9 @@ pub struct OverloadArgs {
     /// the events of the log pages (at least 1,000 make every page full).
     #[arg(long, default_value_t = 2000)]
     seed_events: usize,
+    /// Bulk clients send again at once when shed, instead of waiting out `Retry-After`.
+    #[arg(long)]
+    ignore_retry_after: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -96,6 +102,8 @@ struct OverloadReport {
     flood: OrdersReport,
     /// What the bulk clients sent, in turn.
     flood_kinds: Vec<BulkKind>,
+    /// Whether shed bulk clients waited out `Retry-After` (`false`: `--ignore-retry-after`).
+    bulk_honours_retry_after: bool,
     bulk: BulkReport,
     /// `flood.p99_ms / alone.p99_ms`.
     p99_ratio: f64,
@@ -156,8 +164,13 @@ fn print(report: &OverloadReport) {
     report.flood.print("flood");
     let bulk = &report.bulk;
     println!(
-        "bulk: {} clients sent {} requests: {} answered ({} rebuilds, {} export pages, {} log pages), {} shed, {} errors{}",
+        "bulk: {} clients ({}) sent {} requests: {} answered ({} rebuilds, {} export pages, {} log pages), {} shed, {} errors{}",
         bulk.clients,
+        if report.bulk_honours_retry_after {
+            "waiting out Retry-After"
+        } else {
+            "ignoring Retry-After"
+        },
         bulk.requests,
         bulk.answered,
         bulk.rebuilds,
@@ -232,6 +245,7 @@ async fn measure(
         export,
         rebuilds,
         kinds: args.flood.clone(),
+        honour_retry_after: !args.ignore_retry_after,
         stop: Arc::new(AtomicBool::new(false)),
         counts: Arc::new(BulkCounts::default()),
     };
@@ -253,6 +267,7 @@ async fn measure(
         target_met: p99_ratio <= TARGET_RATIO && flooded.errors == 0 && flooded.commands > 0,
         p99_ratio,
         flood_kinds: args.flood.clone(),
+        bulk_honours_retry_after: !args.ignore_retry_after,
         bulk: flood.counts.report(args.bulk),
         alone,
         flood: flooded,
@@ -401,8 +416,27 @@ struct Flood {
     rebuilds: Vec<String>,
     /// What to send, in turn.
     kinds: Vec<BulkKind>,
+    /// Whether a shed client waits out `Retry-After` before it sends again.
+    honour_retry_after: bool,
     stop: Arc<AtomicBool>,
     counts: Arc<BulkCounts>,
+}
+
+/// What a bulk request got.
+enum Answer {
+    /// A page of the exported stream.
+    Page(ExportPage),
+    /// Shed, to be sent again after `retry_after`.
+    Shed { retry_after: Duration },
+    /// Any other 2xx.
+    Other,
+}
+
+/// Where a page of the exported stream ends: all the flood reads of it.
+#[derive(serde::Deserialize)]
+struct ExportPage {
+    next_from: u64,
+    last_version: u64,
 }
 
 /// One kind of bulk request.
@@ -445,29 +479,40 @@ impl Flood {
                 None => request,
             };
             match self.answer(kind, request).await {
-                Ok(Some(page)) => {
+                Ok(Answer::Page(page)) => {
                     // Walk the stream to its end, then export it again from the start.
-                    let next_from = page["next_from"].as_u64().unwrap_or(0);
-                    let last_version = page["last_version"].as_u64().unwrap_or(0);
-                    export_from = if next_from > last_version {
+                    export_from = if page.next_from > page.last_version {
                         0
                     } else {
-                        next_from
+                        page.next_from
                     };
                 }
-                Ok(None) => {}
+                Ok(Answer::Other) => {}
+                Ok(Answer::Shed { retry_after }) => {
+                    if self.honour_retry_after {
+                        self.wait_unless_stopped(retry_after).await;
+                    }
+                }
                 Err(error) => self.counts.error(format!("{error:#}")),
             }
         }
     }
 
-    /// Sends one bulk request and counts its answer; an export page's body comes back
-    /// (the next page's start is in it), other bodies are read and dropped.
+    /// Sleeps `wait`, or less if the flood stops meanwhile.
+    async fn wait_unless_stopped(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        while !self.stop.load(Ordering::Relaxed) && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50).min(until - Instant::now())).await;
+        }
+    }
+
+    /// Sends one bulk request and counts its answer; where an export page ends comes
+    /// back (the next page's start), other bodies are read and dropped.
     async fn answer(
         &self,
         kind: BulkKind,
         request: reqwest::RequestBuilder,
-    ) -> anyhow::Result<Option<serde_json::Value>> {
+    ) -> anyhow::Result<Answer> {
         let response = request.send().await?;
         let status = response.status();
         if status.is_success() {
@@ -476,28 +521,30 @@ impl Flood {
                 BulkKind::Export => &self.counts.export_pages,
                 BulkKind::Log => &self.counts.log_pages,
             };
+            let body = response.bytes().await?;
             let page = match kind {
-                BulkKind::Export => Some(response.json().await?),
-                BulkKind::Rebuild | BulkKind::Log => {
-                    response.bytes().await?;
-                    None
-                }
+                // Only the two numbers: the events are skipped, not built into values
+                // (the load generator shares the machine with the server).
+                BulkKind::Export => Answer::Page(serde_json::from_slice(&body)?),
+                BulkKind::Rebuild | BulkKind::Log => Answer::Other,
             };
             counter.fetch_add(1, Ordering::Relaxed);
             return Ok(page);
         }
         let retry_after = response
             .headers()
-            .contains_key(reqwest::header::RETRY_AFTER);
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+            .map(Duration::from_secs);
         let problem: serde_json::Value = response.json().await.unwrap_or_default();
         if status == reqwest::StatusCode::SERVICE_UNAVAILABLE
             && problem["type"] == "urn:annals:problem:overloaded"
         {
-            if !retry_after {
-                bail!("a {kind:?} was shed (503 overloaded) without Retry-After");
-            }
+            let Some(retry_after) = retry_after else {
+                bail!("a {kind:?} was shed (503 overloaded) without a Retry-After in seconds");
+            };
             self.counts.shed.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
+            return Ok(Answer::Shed { retry_after });
         }
         bail!("a {kind:?} answered {status}: {problem}");
     }
