@@ -17,19 +17,25 @@ async fn start(
     bulk_queue: usize,
 ) -> (common::Serving, eventstore::EventStore) {
     let store = common::open_store(dir).await;
-    let config = ApiConfig {
+    let config = one_bulk_slot(bulk_queue);
+    let state = AppState::new(store.clone(), config).with_chaos(chaos::Chaos::enabled());
+    (common::Serving::start(state).await, store)
+}
+
+/// The server's configuration with a bulk lane of one slot, `queue` waiting places and a
+/// 300 ms wait.
+fn one_bulk_slot(queue: usize) -> ApiConfig {
+    ApiConfig {
         lanes: LanesConfig {
             bulk: LaneLimits {
                 concurrency: 1,
-                queue: bulk_queue,
+                queue,
                 max_wait: Duration::from_millis(300),
             },
             ..LanesConfig::default()
         },
         ..ApiConfig::default()
-    };
-    let state = AppState::new(store.clone(), config).with_chaos(chaos::Chaos::enabled());
-    (common::Serving::start(state).await, store)
+    }
 }
 
 async fn post(client: &reqwest::Client, url: String, body: Value) -> reqwest::Response {
@@ -276,17 +282,7 @@ async fn the_policy_decides_who_may_raise_a_lane() {
     };
     let (admin, operator) = (token("ada", Role::Admin), token("oscar", Role::Operator));
     let store = common::open_store(dir.path()).await;
-    let config = ApiConfig {
-        lanes: LanesConfig {
-            bulk: LaneLimits {
-                concurrency: 1,
-                queue: 0,
-                max_wait: Duration::from_millis(300),
-            },
-            ..LanesConfig::default()
-        },
-        ..ApiConfig::default()
-    };
+    let config = one_bulk_slot(0);
     let state = AppState::new(store.clone(), config)
         .with_security(security)
         .with_chaos(chaos::Chaos::enabled());
@@ -339,17 +335,7 @@ async fn a_rebuild_keeps_its_bulk_slot_until_the_new_model_takes_over() {
     let handle = read_side.handle().clone();
     let runner_stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(runner.run(runner_stop.clone()));
-    let config = ApiConfig {
-        lanes: LanesConfig {
-            bulk: LaneLimits {
-                concurrency: 1,
-                queue: 0,
-                max_wait: Duration::from_millis(300),
-            },
-            ..LanesConfig::default()
-        },
-        ..ApiConfig::default()
-    };
+    let config = one_bulk_slot(0);
     let state = AppState::new(store.clone(), config)
         .with_projections(read_side)
         .with_chaos(chaos.clone());
