@@ -1,5 +1,6 @@
-//! Intent lanes through a real listening server: a flooded bulk lane sheds with 503
-//! `overloaded` and `Retry-After` while interactive commands keep succeeding; the
+//! Intent lanes through a real listening server: a bulk lane flooded with rebuilds,
+//! exports and 1,000-event pages sheds with 503 `overloaded` and `Retry-After` while
+//! interactive commands keep succeeding; a rebuild keeps its slot until it is done; the
 //! `Annals-Intent` header moves a request to a lower lane, never a higher one.
 
 mod common;
@@ -107,31 +108,43 @@ async fn assert_shed(response: reqwest::Response, lane: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interactive_commands_succeed_while_the_bulk_lane_is_flooded() {
     let dir = tempfile::tempdir().unwrap();
-    let (serving, store) = start(dir.path(), 2).await;
+    let server = common::ReadSideServing::start(dir.path(), one_bulk_slot(2), |state| state).await;
     let client = reqwest::Client::new();
-    let base = serving.base.clone();
+    let base = server.base.clone();
     seed(&client, &base, 300).await;
 
-    // Forty clients asking for 1,000-event pages over and over for two seconds.
+    // Forty clients flooding the bulk lane for two seconds, each in turn asking for a
+    // read model's rebuild, a 1,000-event page of a stream (an export) and one of the
+    // log.
     let flood_until = tokio::time::Instant::now() + Duration::from_secs(2);
+    let models: Vec<String> = read_models::projections()
+        .iter()
+        .map(|projection| projection.name().to_owned())
+        .collect();
     let mut flood = tokio::task::JoinSet::new();
-    for _ in 0..40 {
-        let (client, base) = (client.clone(), base.clone());
+    for client_number in 0..40usize {
+        let (client, base, models) = (client.clone(), base.clone(), models.clone());
         flood.spawn(async move {
             let (mut served, mut shed) = (0u32, 0u32);
+            let mut turn = client_number;
             while tokio::time::Instant::now() < flood_until {
-                let response = client
-                    .get(format!("{base}/api/v1/log?from=0&limit=1000"))
-                    .send()
-                    .await
-                    .unwrap();
+                let request = match turn % 3 {
+                    0 => {
+                        let model = &models[turn / 3 % models.len()];
+                        client.post(format!("{base}/api/v1/projections/{model}/rebuild"))
+                    }
+                    1 => client.get(format!("{base}/api/v1/streams/stock-apple?limit=1000")),
+                    _ => client.get(format!("{base}/api/v1/log?from=0&limit=1000")),
+                };
+                turn += 1;
+                let response = request.send().await.unwrap();
                 match response.status().as_u16() {
-                    200 => served += 1,
+                    200 | 202 => served += 1,
                     503 => {
                         assert_shed(response, "bulk").await;
                         shed += 1;
                     }
-                    other => panic!("a bulk page answered {other}"),
+                    other => panic!("a bulk request answered {other}"),
                 }
             }
             (served, shed)
@@ -175,8 +188,7 @@ async fn interactive_commands_succeed_while_the_bulk_lane_is_flooded() {
         counted as u32 >= shed,
         "every shed request is counted: {counted} < {shed}"
     );
-    serving.drain().await;
-    store.close().await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
