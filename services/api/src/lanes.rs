@@ -289,7 +289,7 @@ pub struct Admitted {
     _slot: OwnedSemaphorePermit,
 }
 
-/// The slot of the request being answered, in its extensions: a handler that starts
+/// The slot of a bulk request being answered, in its extensions: a handler that starts
 /// work going on after its answer (a rebuild) keeps the slot for that work with
 /// [`HeldSlot::keep`], so that the lane counts the work, not only the request. A slot
 /// not kept is given back when the answer is ready.
@@ -575,16 +575,24 @@ pub(crate) async fn admit(State(lanes): State<Lanes>, request: Request, next: Ne
             return response;
         }
     };
-    let slot = HeldSlot(Arc::new(std::sync::Mutex::new(Some(admitted))));
+    // Only bulk work outlives its request (a rebuild): the other lanes' requests, the
+    // commands among them, pay for no shared slot.
     let mut request = request;
-    request.extensions_mut().insert(slot.clone());
+    let (held, admitted) = if lane == Lane::Bulk {
+        let slot = HeldSlot(Arc::new(std::sync::Mutex::new(Some(admitted))));
+        request.extensions_mut().insert(slot.clone());
+        (Some(slot), None)
+    } else {
+        (None, Some(admitted))
+    };
     let answer = CURRENT
         .scope(
             lane,
             tokio::time::timeout(lanes.request_timeout, next.run(request)),
         )
         .await;
-    drop(slot.keep());
+    drop(admitted);
+    drop(held.and_then(|slot| slot.keep()));
     match answer {
         Ok(response) => response,
         Err(_) => ApiError::new(
