@@ -335,7 +335,6 @@ async fn the_policy_decides_who_may_raise_a_lane() {
 async fn a_rebuild_keeps_its_bulk_slot_until_the_new_model_takes_over() {
     let dir = tempfile::tempdir().unwrap();
     let chaos = chaos::Chaos::enabled();
-    let store = common::open_store(dir.path()).await;
     let runner_config = projections::RunnerConfig {
         chaos: chaos.clone(),
         // The first retry of the failing event comes 1 to 2 s after the failure.
@@ -343,16 +342,18 @@ async fn a_rebuild_keeps_its_bulk_slot_until_the_new_model_takes_over() {
         poison_retries: 2,
         ..projections::RunnerConfig::default()
     };
-    let (read_side, runner) = read_models::ReadSide::start(&store, runner_config).unwrap();
-    let handle = read_side.handle().clone();
-    let runner_stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(runner.run(runner_stop.clone()));
-    let config = one_bulk_slot(0);
-    let state = AppState::new(store.clone(), config)
-        .with_projections(read_side)
-        .with_chaos(chaos.clone());
-    let serving = common::Serving::start(state).await;
-    let (client, base) = (reqwest::Client::new(), serving.base.clone());
+    let server = common::ReadSideServing::start_with_runner(
+        dir.path(),
+        one_bulk_slot(0),
+        runner_config,
+        |state| state.with_chaos(chaos),
+    )
+    .await;
+    let (store, handle) = (
+        server.store.clone(),
+        server.state.projections().unwrap().handle().clone(),
+    );
+    let (client, base) = (reqwest::Client::new(), server.base.clone());
     seed(&client, &base, 5).await;
     handle
         .wait_for_all(
@@ -412,8 +413,5 @@ async fn a_rebuild_keeps_its_bulk_slot_until_the_new_model_takes_over() {
         .unwrap();
     assert_eq!(page.status(), 200);
 
-    serving.drain().await;
-    runner_stop.cancel();
-    running.await.unwrap();
-    store.close().await;
+    server.stop().await;
 }

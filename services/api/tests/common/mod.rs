@@ -127,9 +127,18 @@ impl ReadSideServing {
         config: api::ApiConfig,
         finish: impl FnOnce(AppState) -> AppState,
     ) -> ReadSideServing {
+        Self::start_with_runner(dir, config, projections::RunnerConfig::default(), finish).await
+    }
+
+    /// [`ReadSideServing::start`], the read models run with `runner_config`.
+    pub async fn start_with_runner(
+        dir: &Path,
+        config: api::ApiConfig,
+        runner_config: projections::RunnerConfig,
+        finish: impl FnOnce(AppState) -> AppState,
+    ) -> ReadSideServing {
         let store = open_store(dir).await;
-        let (projections, runner) =
-            read_models::ReadSide::start(&store, projections::RunnerConfig::default()).unwrap();
+        let (projections, runner) = read_models::ReadSide::start(&store, runner_config).unwrap();
         let runner_stop = CancellationToken::new();
         let runner = tokio::spawn(runner.run(runner_stop.clone()));
         let state = finish(AppState::new(store.clone(), config).with_projections(projections));
