@@ -10,8 +10,19 @@
 //! threads of a rebuild) inherits its priority. Where the priority cannot be lowered (a
 //! platform without it, a sandbox that forbids it) the work runs at
 //! the normal priority and a warning says so, once.
+//!
+//! The idle class alone still lets bulk work take every cycle the commands leave, and
+//! those cycles are not free to the commands: two busy loops in the idle class raised the
+//! p99 of `annals bench overload`'s orders by a third with no bulk request at all
+//! (caches, the hypervisor's share of the cores). So long work also paces itself
+//! ([`pace`]): while foreground work is in progress (an interactive request, marked with
+//! [`foreground`]), it rests between slices of a few milliseconds as long as it ran,
+//! taking at most half of what is left over.
 
+use std::cell::Cell;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
@@ -30,6 +41,84 @@ pub fn spawn_blocking<T: Send + 'static>(
     }
 }
 
+/// Foreground work in progress now.
+static FOREGROUND: AtomicUsize = AtomicUsize::new(0);
+
+/// Foreground work in progress (an interactive request) until dropped: low-priority work
+/// rests between its slices meanwhile ([`pace`]).
+#[derive(Debug)]
+#[must_use = "foreground work ends when this is dropped"]
+pub struct Foreground(());
+
+/// Marks foreground work in progress until the returned guard is dropped.
+pub fn foreground() -> Foreground {
+    FOREGROUND.fetch_add(1, Ordering::Relaxed);
+    Foreground(())
+}
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        FOREGROUND.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How long low-priority work runs before it looks whether to rest.
+const SLICE: Duration = Duration::from_millis(2);
+
+/// The longest rest at once.
+const MAX_REST: Duration = Duration::from_millis(20);
+
+thread_local! {
+    /// Whether this thread runs at low priority (`None`: not looked yet).
+    static LOW: Cell<Option<bool>> = const { Cell::new(None) };
+    /// When this thread's current slice began.
+    static SLICE_BEGAN: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Called often (every few hundred events) by long work that may run at low priority,
+/// such as a read model's replay: on a low-priority thread, once a slice has run while
+/// foreground work is in progress, rests as long as the slice ran (at most
+/// [`MAX_REST`]). Elsewhere it does nothing, so shared code (a live model's catch-up,
+/// at normal priority) can call it too.
+pub fn pace() {
+    if !LOW.get().unwrap_or_else(|| {
+        let low = this_thread_is_low();
+        LOW.set(Some(low));
+        low
+    }) {
+        return;
+    }
+    let now = Instant::now();
+    let Some(began) = SLICE_BEGAN.get() else {
+        SLICE_BEGAN.set(Some(now));
+        return;
+    };
+    let ran = now.saturating_duration_since(began);
+    if ran < SLICE {
+        return;
+    }
+    if FOREGROUND.load(Ordering::Relaxed) > 0 {
+        std::thread::sleep(ran.min(MAX_REST));
+    }
+    SLICE_BEGAN.set(Some(Instant::now()));
+}
+
+/// Whether the calling thread was lowered (or started by one that was).
+fn this_thread_is_low() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        idle_class()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        std::thread::current()
+            .name()
+            .is_some_and(|name| name.starts_with(THREAD_NAME))
+    }
+}
+
+const THREAD_NAME: &str = "annals-low-priority";
+
 /// The low-priority runtime, or `None` if it could not be made (no threads to spare):
 /// the work then runs on the caller's blocking pool.
 fn runtime() -> Option<&'static Runtime> {
@@ -39,7 +128,7 @@ fn runtime() -> Option<&'static Runtime> {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .max_blocking_threads(MAX_THREADS)
-                .thread_name("annals-low-priority")
+                .thread_name(THREAD_NAME)
                 .on_thread_start(lower_this_thread)
                 .enable_all()
                 .build()
@@ -81,12 +170,13 @@ fn lower_this_thread() {
     }
 }
 
-/// Whether this thread is in the idle scheduling class (Linux only), for tests.
-#[cfg(all(test, target_os = "linux"))]
+/// Whether this thread is in the idle scheduling class.
+#[cfg(target_os = "linux")]
 fn idle_class() -> bool {
     use thread_priority::unix::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
-    thread_priority::unix::thread_schedule_policy().expect("the policy")
-        == ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle)
+    thread_priority::unix::thread_schedule_policy().is_ok_and(|policy| {
+        policy == ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle)
+    })
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -105,6 +195,45 @@ mod tests {
         assert!(own, "the work runs in the idle class");
         assert!(child, "a thread it starts inherits the class");
         assert!(!idle_class(), "the caller's own class is untouched");
+    }
+
+    /// How long `pace` called in a loop for `work` rests, on a low-priority thread.
+    async fn rested_while(foreground: bool, work: Duration) -> Duration {
+        let marked = foreground.then(super::foreground);
+        let rested = spawn_blocking(move || {
+            let (began, mut rested) = (Instant::now(), Duration::ZERO);
+            while began.elapsed() < work + rested {
+                let before = Instant::now();
+                pace();
+                let paused = before.elapsed();
+                if paused >= Duration::from_millis(1) {
+                    rested += paused;
+                }
+            }
+            rested
+        })
+        .await
+        .unwrap();
+        drop(marked);
+        rested
+    }
+
+    #[tokio::test]
+    async fn low_priority_work_rests_as_long_as_it_ran_while_foreground_work_runs() {
+        let work = Duration::from_millis(200);
+        let rested = rested_while(true, work).await;
+        assert!(
+            rested >= work / 2 && rested <= work * 2,
+            "rested {rested:?} for {work:?} of work"
+        );
+        assert_eq!(rested_while(false, work).await, Duration::ZERO);
+        // At normal priority, pacing does nothing.
+        let _marked = foreground();
+        let began = Instant::now();
+        for _ in 0..100_000 {
+            pace();
+        }
+        assert!(began.elapsed() < Duration::from_millis(100));
     }
 
     #[tokio::test]

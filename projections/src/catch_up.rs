@@ -292,6 +292,10 @@ fn pass(
         let mut position = from;
         let mut stopped = false;
         let replayed = store.replay_from(Position(from), |event| {
+            if in_batch.is_multiple_of(256) {
+                // A rebuild, on a low-priority thread, rests while commands run.
+                eventstore::low_priority::pace();
+            }
             if in_batch.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
                 stopped = true;
                 // Any error ends the replay; this one is recognised by `stopped`.

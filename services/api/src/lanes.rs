@@ -31,7 +31,9 @@
 //! Bulk work also gives way for the CPU: the store reads and encoding of a bulk request
 //! ([`crate::queries::blocking`] while [`current`] is `bulk`) and the replay of a rebuild
 //! run on low-priority threads ([`eventstore::low_priority`]), so that what is admitted
-//! to the bulk lane takes little from the commands on a busy machine.
+//! to the bulk lane takes little from the commands on a busy machine. And while an
+//! interactive request runs (its [`Admitted`] marks it as foreground work), a rebuild's
+//! replay rests between slices of a few milliseconds as long as it ran.
 //!
 //! `/metrics`: `annals_lane_in_flight{lane}`, `annals_lane_queued{lane}` and
 //! `annals_lane_shed_total{lane,reason}` (`queue_full`, `deadline`, `bulk_first`).
@@ -287,6 +289,17 @@ impl Default for Lanes {
 #[derive(Debug)]
 pub struct Admitted {
     _slot: OwnedSemaphorePermit,
+    /// For an interactive request: low-priority work rests while it runs.
+    _foreground: Option<eventstore::low_priority::Foreground>,
+}
+
+impl Admitted {
+    fn new(lane: Lane, slot: OwnedSemaphorePermit) -> Self {
+        Admitted {
+            _slot: slot,
+            _foreground: (lane == Lane::Interactive).then(eventstore::low_priority::foreground),
+        }
+    }
 }
 
 /// The slot of a bulk request being answered, in its extensions: a handler that starts
@@ -323,7 +336,7 @@ impl Lanes {
     pub async fn admit(&self, lane: Lane) -> Result<Admitted, Shed> {
         let gate = self.gate(lane);
         if let Ok(slot) = gate.slots.clone().try_acquire_owned() {
-            return Ok(Admitted { _slot: slot });
+            return Ok(Admitted::new(lane, slot));
         }
         if lane == Lane::Bulk && self.gate(Lane::Interactive).queued.load(Ordering::Relaxed) > 0 {
             return Err(Shed::BulkFirst);
@@ -336,7 +349,7 @@ impl Lanes {
             tokio::time::timeout(gate.limits.max_wait, gate.slots.clone().acquire_owned()).await;
         gate.queued.fetch_sub(1, Ordering::AcqRel);
         match waited {
-            Ok(Ok(slot)) => Ok(Admitted { _slot: slot }),
+            Ok(Ok(slot)) => Ok(Admitted::new(lane, slot)),
             // The semaphore is never closed; a closed one sheds like a deadline.
             Ok(Err(_)) | Err(_) => Err(Shed::Deadline),
         }
