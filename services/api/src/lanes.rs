@@ -20,7 +20,10 @@
 //! A request that finds its lane's queue full, or waits longer than the lane's deadline,
 //! is shed: 503 `overloaded` with `Retry-After`. Bulk is shed first: while interactive
 //! requests wait for a slot, a bulk request that cannot start at once is shed instead of
-//! queueing. Every admitted request runs within the server's request timeout (503
+//! queueing. A bulk request shed without waiting is answered only after the lane's
+//! deadline, as if it had waited: a client that ignores `Retry-After` cannot make
+//! thousands of shed answers a second. Every admitted request runs within the server's
+//! request timeout (503
 //! `request-timeout` after it); a command that timed out may still have been appended, and
 //! an `Idempotency-Key` makes its retry safe.
 //!
@@ -566,6 +569,14 @@ pub(crate) async fn admit(State(lanes): State<Lanes>, request: Request, next: Ne
         Err(shed) => {
             ::metrics::counter!(SHED, "lane" => lane.as_str(), "reason" => shed.as_str())
                 .increment(1);
+            if lane == Lane::Bulk && shed != Shed::Deadline {
+                // Answered after the lane's deadline, as if it had waited its turn in the
+                // queue: a batch client that ignores `Retry-After` then sends one request
+                // per deadline and connection, not thousands a second that would each be
+                // parsed, routed and answered on the commands' cores. It holds no slot,
+                // only its connection (bounded by the connection limit).
+                tokio::time::sleep(lanes.gate(lane).limits.max_wait).await;
+            }
             let seconds = lanes.retry_after(lane);
             let why = match shed {
                 Shed::QueueFull => "its queue is full",

@@ -379,12 +379,20 @@ async fn a_rebuild_keeps_its_bulk_slot_until_the_new_model_takes_over() {
     assert_eq!(response.status(), 202);
     // Answered, and its slot still taken: by the rebuild, failing and waiting to retry.
     wait_for_a_bulk_request(&client, &base, None).await;
+    let asked = tokio::time::Instant::now();
     let page = client
         .get(format!("{base}/api/v1/log?limit=1000"))
         .send()
         .await
         .unwrap();
+    let answered_after = asked.elapsed();
     assert_shed(page, "bulk").await;
+    // Shed at once (no queue), but answered only after the lane's 300 ms wait: a client
+    // ignoring Retry-After cannot make thousands of shed answers a second.
+    assert!(
+        answered_after >= Duration::from_millis(300),
+        "a bulk request shed without waiting was answered after {answered_after:?}"
+    );
 
     // Let it go: the retry succeeds, the new model takes over, the slot is free again.
     let response = client
