@@ -122,7 +122,11 @@ fn main() -> ExitCode {
     let _telemetry = match &cli.command {
         Command::Serve(_) => None,
         Command::Bench(bench::BenchCommand::Append(args)) if args.observed().is_some() => {
-            match telemetry::init_server(telemetry::LogFormat::Text, args.observed()) {
+            match telemetry::init_server(
+                telemetry::LogFormat::Text,
+                args.observed(),
+                telemetry::sampler::DEFAULT_TRACES_PER_SECOND,
+            ) {
                 Ok(telemetry) => Some(telemetry),
                 Err(error) => return exit::report(&error),
             }

@@ -73,8 +73,8 @@ Settings: a flag wins over its ANNALS_* environment variable, which wins over th
 --config file, which wins over the default. The TOML file may set data_dir, listen,
 max_body_bytes, max_order_lines, saga_max_instances, blocking_io_threads,
 shutdown_timeout_secs, nats_url, saga_timeout_secs, tls_cert, tls_key,
-nats_tls_ca, nats_tls_cert, nats_tls_key, log_format, otlp_endpoint, metrics (true or
-false), auth_jwt_secret_file, auth_jwks_file, auth_jwks_url, auth_issuer, auth_audience,
+nats_tls_ca, nats_tls_cert, nats_tls_key, log_format, otlp_endpoint, traces_per_second,
+metrics (true or false), auth_jwt_secret_file, auth_jwks_file, auth_jwks_url, auth_issuer, auth_audience,
 policy_file, rate_limit, insecure_no_auth, worker_max_restarts,
 worker_restart_window_secs, poison_events (fault or park), projection_retries, lanes
 (a list of \"LANE=LIMITS\" strings), request_timeout_secs, max_connections, and the
@@ -178,6 +178,11 @@ pub struct ServeArgs {
     /// [default: no export].
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// With --otlp-endpoint: begin at most this many new traces a second (a request
+    /// continuing a client's sampled `traceparent` is always traced; 0: only those);
+    /// OTEL_TRACES_SAMPLER, when set, decides instead [default: 100].
+    #[arg(long, env = "ANNALS_TRACES_PER_SECOND", value_name = "N")]
+    traces_per_second: Option<u32>,
     /// Record no metrics and answer 404 at /metrics (saves their small cost) [default:
     /// metrics on].
     #[arg(long)]
@@ -308,6 +313,7 @@ struct FileConfig {
     slo: Option<Vec<slo::Objective>>,
     log_format: Option<LogFormat>,
     otlp_endpoint: Option<String>,
+    traces_per_second: Option<u32>,
     metrics: Option<bool>,
     worker_max_restarts: Option<u32>,
     worker_restart_window_secs: Option<u64>,
@@ -368,6 +374,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// The OTLP/HTTP collector spans are exported to; `None`: no export.
     pub otlp_endpoint: Option<String>,
+    /// The most new traces begun a second when exporting.
+    pub traces_per_second: u32,
     /// Whether metrics are recorded and served at `/metrics`.
     pub metrics: bool,
     /// How the background workers are restarted.
@@ -472,6 +480,10 @@ impl ServeArgs {
                 .otlp_endpoint
                 .or(file.otlp_endpoint)
                 .filter(|url| !url.is_empty()),
+            traces_per_second: self
+                .traces_per_second
+                .or(file.traces_per_second)
+                .unwrap_or(crate::telemetry::sampler::DEFAULT_TRACES_PER_SECOND),
             metrics: !self.no_metrics && file.metrics.unwrap_or(true),
             workers: {
                 let defaults = supervisor::SupervisorConfig::default();
@@ -567,12 +579,16 @@ fn read_config(path: &Path) -> anyhow::Result<(FileConfig, SecurityFile)> {
 /// server on a runtime of its own until SIGTERM or SIGINT.
 pub fn run_blocking(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.settings();
-    let (log_format, otlp_endpoint) = match &settings {
-        Ok(settings) => (settings.log_format, settings.otlp_endpoint.as_deref()),
-        Err(_) => (LogFormat::default(), None),
+    let (log_format, otlp_endpoint, traces_per_second) = match &settings {
+        Ok(settings) => (
+            settings.log_format,
+            settings.otlp_endpoint.as_deref(),
+            settings.traces_per_second,
+        ),
+        Err(_) => (LogFormat::default(), None, 0),
     };
     // Dropped after the runtime: the last spans are exported from outside it.
-    let _telemetry = crate::telemetry::init_server(log_format, otlp_endpoint)?;
+    let _telemetry = crate::telemetry::init_server(log_format, otlp_endpoint, traces_per_second)?;
     let settings = settings?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

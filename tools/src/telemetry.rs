@@ -12,7 +12,9 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT`) the spans are exported over OTLP/HTTP protobuf to
 //! `<endpoint>/v1/traces` by a batch processor on a thread of its own (the blocking HTTP
 //! client: no runtime needed there), under the service name `OTEL_SERVICE_NAME` (default
-//! `annals`). [`Telemetry`] flushes the batch when dropped.
+//! `annals`). [`Telemetry`] flushes the batch when dropped. An exporting server samples
+//! at the root of each trace ([`sampler`]): a client's sampled trace is followed, and at
+//! most `--traces-per-second` new ones begin a second.
 //!
 //! Without an endpoint nothing is exported, and the many small spans of the write path
 //! ([`WORK_SPANS`]: a command, an append, a saga's command, a published event, an
@@ -35,6 +37,8 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
+
+pub mod sampler;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -83,10 +87,13 @@ pub fn traces_url(endpoint: &str) -> String {
     format!("{}/v1/traces", endpoint.trim_end_matches('/'))
 }
 
-/// A tracer provider exporting to `otlp_endpoint` (if any) under `service_name`.
+/// A tracer provider exporting to `otlp_endpoint` (if any) under `service_name`, that
+/// begins at most `traces_per_second` new traces a second ([`sampler`]; unless
+/// `OTEL_TRACES_SAMPLER` names a sampler, which then decides).
 pub fn provider(
     otlp_endpoint: Option<&str>,
     service_name: &str,
+    traces_per_second: u32,
 ) -> anyhow::Result<SdkTracerProvider> {
     let resource = opentelemetry_sdk::Resource::builder_empty()
         .with_service_name(service_name.to_owned())
@@ -101,6 +108,10 @@ pub fn provider(
             .build()
             .with_context(|| format!("cannot set up the OTLP exporter to {endpoint}"))?;
         builder = builder.with_batch_exporter(exporter);
+        if std::env::var_os("OTEL_TRACES_SAMPLER").is_none() {
+            builder =
+                builder.with_sampler(sampler::TracesPerSecond::parent_based(traces_per_second));
+        }
     } else {
         // Nothing is exported: spans still get ids (for the log lines and the
         // `traceparent` answers) but are not recorded, unless a client's sampled trace
@@ -114,13 +125,17 @@ pub fn provider(
 
 /// Sets up the global subscriber of `annals serve`: `format` lines to stderr at info
 /// (unless `RUST_LOG` says otherwise), with trace ids, and spans exported to
-/// `otlp_endpoint` if given.
-pub fn init_server(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
+/// `otlp_endpoint` if given, at most `traces_per_second` new traces a second.
+pub fn init_server(
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+    traces_per_second: u32,
+) -> anyhow::Result<Telemetry> {
     let service_name = std::env::var("OTEL_SERVICE_NAME")
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
-    let provider = provider(otlp_endpoint, &service_name)?;
+    let provider = provider(otlp_endpoint, &service_name, traces_per_second)?;
     // Colours only for a terminal: the fields of every span are formatted as it is made
     // and as fields are recorded, and escape codes would cost that work twice.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -343,7 +358,12 @@ mod tests {
     #[test]
     fn spans_arrive_at_an_otlp_http_receiver() {
         let (url, received) = receiver();
-        let provider = provider(Some(&format!("{url}/")), "annals-wire-test").unwrap();
+        let provider = provider(
+            Some(&format!("{url}/")),
+            "annals-wire-test",
+            sampler::DEFAULT_TRACES_PER_SECOND,
+        )
+        .unwrap();
         let tracer = provider.tracer("test");
         let mut span = tracer.start("wire-test-span");
         span.end();
@@ -357,6 +377,27 @@ mod tests {
         let body = String::from_utf8_lossy(&request.body);
         assert!(body.contains("wire-test-span"), "{body:?}");
         assert!(body.contains("annals-wire-test"), "{body:?}");
+        provider.shutdown().unwrap();
+    }
+
+    #[test]
+    fn an_exporting_server_begins_at_most_its_budget_of_new_traces() {
+        let (url, received) = receiver();
+        let provider = provider(Some(&url), "annals-budget-test", 3).unwrap();
+        let tracer = provider.tracer("test");
+        for _ in 0..50 {
+            tracer.start("budget-test-root").end();
+        }
+        provider.force_flush().unwrap();
+        let mut exported = 0;
+        while let Ok(request) = received.recv_timeout(std::time::Duration::from_secs(2)) {
+            exported += String::from_utf8_lossy(&request.body)
+                .matches("budget-test-root")
+                .count();
+        }
+        // Fifty roots begun within a second or so: the budget's burst, and at most one
+        // more per third of a second that passed.
+        assert!((3..=6).contains(&exported), "{exported} traces exported");
         provider.shutdown().unwrap();
     }
 
@@ -390,7 +431,7 @@ mod tests {
     /// the request's and the command's stored `traceparent`, and the line logged inside
     /// the command.
     fn a_command(exporting: bool) -> (String, String, serde_json::Value) {
-        let provider = provider(None, "annals").unwrap();
+        let provider = provider(None, "annals", sampler::DEFAULT_TRACES_PER_SECOND).unwrap();
         let lines = Lines::default();
         let writer = lines.clone();
         let dispatch = server_dispatch(LogFormat::Json, &provider, exporting, false, move || {
@@ -432,7 +473,7 @@ mod tests {
 
     #[test]
     fn without_an_endpoint_nothing_is_exported() {
-        let provider = provider(None, "annals").unwrap();
+        let provider = provider(None, "annals", sampler::DEFAULT_TRACES_PER_SECOND).unwrap();
         let mut span = provider.tracer("test").start("nowhere");
         assert!(span.span_context().is_valid());
         span.end();

@@ -270,6 +270,28 @@ fn the_otlp_endpoint_comes_from_the_flag_or_the_file() {
 }
 
 #[test]
+fn the_traces_budget_comes_from_the_flag_or_the_file() {
+    if std::env::var_os("ANNALS_TRACES_PER_SECOND").is_some() {
+        return;
+    }
+    assert_eq!(
+        settings(&[]).unwrap().traces_per_second,
+        crate::telemetry::sampler::DEFAULT_TRACES_PER_SECOND
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("annals.toml");
+    std::fs::write(&file, "traces_per_second = 5\n").unwrap();
+    let path = file.to_str().unwrap();
+    assert_eq!(settings(&["--config", path]).unwrap().traces_per_second, 5);
+    assert_eq!(
+        settings(&["--config", path, "--traces-per-second", "0"])
+            .unwrap()
+            .traces_per_second,
+        0
+    );
+}
+
+#[test]
 fn unknown_keys_in_the_file_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("annals.toml");
