@@ -90,8 +90,9 @@ impl EventStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, Error> {
         // Only in a caller's trace: a bare append (an import, a benchmark's writer) would
-        // make a one-span trace of its own for every append, flooding a collector.
-        let span = if tracing::Span::current().is_none() {
+        // make a one-span trace of its own for every append, flooding a collector. And
+        // not in a trace that is not sampled: nobody would see the span.
+        let span = if tracing::Span::current().is_none() || trace_context::in_unsampled_trace() {
             tracing::Span::none()
         } else {
             tracing::info_span!(

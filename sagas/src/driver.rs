@@ -801,14 +801,20 @@ fn issue<S: Saga, D: Dispatcher<S>>(
     let (shared, answers) = (shared.clone(), answers.clone());
     let state = instance.state.clone();
     let command_id = saga::command_id::<S>(&instance.id, &issued.key);
-    // A child of the current span: the step that issued the command.
-    let span = tracing::info_span!(
-        "saga command",
-        otel.name = %format_args!("saga {} command", S::NAME),
-        saga = S::NAME,
-        key = %issued.key,
-        retries = 0u32,
-    );
+    // A child of the current span: the step that issued the command. In a trace that is
+    // not sampled (nobody would see it), the step's own span, so that the command's
+    // events still store the trace.
+    let span = if trace_context::in_unsampled_trace() {
+        tracing::Span::current()
+    } else {
+        tracing::info_span!(
+            "saga command",
+            otel.name = %format_args!("saga {} command", S::NAME),
+            saga = S::NAME,
+            key = %issued.key,
+            retries = 0u32,
+        )
+    };
     let run = async move {
         let mut attempt = 0;
         loop {

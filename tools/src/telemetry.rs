@@ -14,7 +14,8 @@
 //! client: no runtime needed there), under the service name `OTEL_SERVICE_NAME` (default
 //! `annals`). [`Telemetry`] flushes the batch when dropped. An exporting server samples
 //! at the root of each trace ([`sampler`]): a client's sampled trace is followed, and at
-//! most `--traces-per-second` new ones begin a second.
+//! most `--traces-per-second` new ones begin a second; in a trace that is not sampled the
+//! write path's small spans are not made at all (`trace_context::in_unsampled_trace`).
 //!
 //! Without an endpoint nothing is exported, and the many small spans of the write path
 //! ([`WORK_SPANS`]: a command, an append, a saga's command, a published event, an

@@ -60,9 +60,25 @@ pub fn format(context: &SpanContext) -> Option<String> {
 /// exporter leaves out the many small ones of the write path), and what runs inside an
 /// untraced span belongs to the trace of the span around it.
 pub fn of(span: &tracing::Span) -> Option<String> {
+    nearest(span).and_then(|context| format(&context))
+}
+
+/// Whether the current span is in a trace that is not sampled (not recorded, not
+/// exported): then the small spans of the write path (a command, an append, a saga's
+/// command) are not made at all, since nobody would see them, and what runs inside
+/// belongs to the span around. Without a trace context (no OpenTelemetry layer) it
+/// answers `false`: spans are made, for whatever other subscriber wants them.
+pub fn in_unsampled_trace() -> bool {
+    let current = tracing::Span::current();
+    !current.is_none() && nearest(&current).is_some_and(|context| !context.is_sampled())
+}
+
+/// The trace context of `span`, or of the nearest span around it that has one.
+fn nearest(span: &tracing::Span) -> Option<SpanContext> {
     let context = span.context();
-    if let Some(traceparent) = format(context.span().span_context()) {
-        return Some(traceparent);
+    let own = context.span().span_context().clone();
+    if own.is_valid() {
+        return Some(own);
     }
     let mut found = None;
     span.with_subscriber(|(id, dispatch)| {
@@ -74,7 +90,8 @@ pub fn of(span: &tracing::Span) -> Option<String> {
         };
         found = span.scope().skip(1).find_map(|around| {
             let context = tracing_opentelemetry::get_otel_context(&around.id(), dispatch)?;
-            format(context.span().span_context())
+            let around = context.span().span_context().clone();
+            around.is_valid().then_some(around)
         });
     });
     found
@@ -133,6 +150,31 @@ mod tests {
         ] {
             assert!(parent(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_a_trace_known_to_be_unsampled_is_unsampled() {
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let traces = MemoryTraces::new();
+        tracing::dispatcher::with_default(&traces.dispatch, || {
+            assert!(!in_unsampled_trace(), "outside any span");
+            for (traceparent, expected) in [(TRACEPARENT, false), (unsampled, true)] {
+                let request = tracing::info_span!("request");
+                follow(&request, Some(traceparent));
+                request.in_scope(|| {
+                    assert_eq!(in_unsampled_trace(), expected, "{traceparent}");
+                    // Inside a span the layer does not trace, the span around decides.
+                    tracing::info_span!("inner").in_scope(|| {
+                        assert_eq!(in_unsampled_trace(), expected, "{traceparent}");
+                    });
+                });
+            }
+        });
+        // Without an OpenTelemetry layer there is no trace to know about.
+        let plain = tracing_subscriber::registry();
+        tracing::subscriber::with_default(plain, || {
+            tracing::info_span!("request").in_scope(|| assert!(!in_unsampled_trace()));
+        });
     }
 
     #[test]

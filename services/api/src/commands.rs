@@ -124,14 +124,19 @@ impl CommandContext {
         A::Error: DomainError,
     {
         let stream = Repository::<A>::stream_id(id)?;
-        let span = tracing::info_span!(
-            "command",
-            otel.name = %format_args!("command {}", A::CATEGORY),
-            aggregate = A::CATEGORY,
-            stream = %stream,
-            outcome = tracing::field::Empty,
-            retries = 0u32,
-        );
+        // Not in a trace that is not sampled: nobody would see it.
+        let span = if trace_context::in_unsampled_trace() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "command",
+                otel.name = %format_args!("command {}", A::CATEGORY),
+                aggregate = A::CATEGORY,
+                stream = %stream,
+                outcome = tracing::field::Empty,
+                retries = 0u32,
+            )
+        };
         let result = repository
             .execute(id, command, &self.options)
             .instrument(span.clone())
