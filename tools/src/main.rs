@@ -117,15 +117,15 @@ fn main() -> ExitCode {
     // A server reports what it does, in the format its settings ask for (it sets up
     // the subscriber itself, once its settings are read); the offline tools only what
     // went wrong.
-    // The measuring child of `bench append --compare-observability` reports as a server
-    // does: traces exported, so that their cost is measured.
+    // The measuring children of `bench append --compare-observability` report as a
+    // server does (traces exported on the "on" side), so that their cost is measured.
     let _telemetry = match &cli.command {
         Command::Serve(_) => None,
-        Command::Bench(bench::BenchCommand::Append(args)) if args.observed().is_some() => {
+        Command::Bench(bench::BenchCommand::Append(args)) if args.as_server() => {
             match telemetry::init_server(
                 telemetry::LogFormat::Text,
                 args.observed(),
-                telemetry::sampler::DEFAULT_TRACES_PER_SECOND,
+                args.traces_per_second(),
             ) {
                 Ok(telemetry) => Some(telemetry),
                 Err(error) => return exit::report(&error),

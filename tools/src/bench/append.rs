@@ -2,13 +2,14 @@
 //! commit latency percentiles.
 //!
 //! With `--compare-observability` it measures W1 (64 writers, one event per commit)
-//! alternately in child processes with observability off (no traces exported, no
-//! metrics recorder: the tools' own log set-up) and on (the server's subscriber,
-//! exporting every `append` span over OTLP/HTTP to a local receiver, and the server's
-//! metrics recorder), for `--rounds` rounds in ABBA order: the rate with it on as a
-//! share of the rate with it off, in one run. On the "on" side every writer runs in a
-//! span, as a command does, so that each of its appends has an `append` span (an
-//! append outside any span makes none).
+//! alternately in child processes that run as `annals serve` does: the server's
+//! subscriber, and every commit in a span of its own, as a command runs in its request's
+//! span (each commit the root of a trace). Observability off: no traces exported, no
+//! metrics recorder (`annals serve --no-metrics` without `--otlp-endpoint`). On: traces
+//! exported over OTLP/HTTP to a local receiver, sampled as the server samples new traces
+//! (`--traces-per-second`; a sampled commit's append has its `append` span), and the
+//! server's metrics recorder. For `--rounds` rounds in ABBA order: the rate with it on as
+//! a share of the rate with it off, in one run.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -62,8 +63,17 @@ pub struct AppendArgs {
     rounds: usize,
     /// The "on" side: export traces to this OTLP/HTTP collector and record metrics, as
     /// `annals serve` does (set by --compare-observability).
-    #[arg(long, hide = true, value_name = "URL")]
+    #[arg(long, hide = true, value_name = "URL", requires = "as_server")]
     otlp_endpoint: Option<String>,
+    /// A measuring child of --compare-observability: the server's subscriber, each
+    /// commit in a span.
+    #[arg(long, hide = true)]
+    as_server: bool,
+    /// With --compare-observability: the "on" side begins at most this many traces a
+    /// second, as `annals serve --traces-per-second` does (a large number: every commit
+    /// traced and exported).
+    #[arg(long, value_name = "N", default_value_t = crate::telemetry::sampler::DEFAULT_TRACES_PER_SECOND)]
+    traces_per_second: u32,
 }
 
 /// The comparison of `--compare-observability`.
@@ -204,6 +214,8 @@ async fn child(args: &AppendArgs, otlp: Option<&str>) -> anyhow::Result<f64> {
         .args(["--events-per-commit", &args.events_per_commit.to_string()])
         .args(["--events", &args.events.to_string()])
         .args(["--payload-bytes", &args.payload_bytes.to_string()])
+        .args(["--traces-per-second", &args.traces_per_second.to_string()])
+        .arg("--as-server")
         // The server's default level: its spans are recorded, its lines are few.
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::inherit());
@@ -231,6 +243,16 @@ impl AppendArgs {
         self.otlp_endpoint.as_deref()
     }
 
+    /// Whether this is a measuring child, running as a server does.
+    pub fn as_server(&self) -> bool {
+        self.as_server
+    }
+
+    /// The most traces the "on" side begins a second.
+    pub fn traces_per_second(&self) -> u32 {
+        self.traces_per_second
+    }
+
     /// The W1 load of docs/BENCHMARKS.md: 64 writers, one event per commit, each writer
     /// on its own stream, `events` events of `payload_bytes` bytes.
     pub(super) fn w1(events: u64, payload_bytes: usize) -> AppendArgs {
@@ -245,6 +267,8 @@ impl AppendArgs {
             compare_observability: false,
             rounds: 0,
             otlp_endpoint: None,
+            as_server: false,
+            traces_per_second: crate::telemetry::sampler::DEFAULT_TRACES_PER_SECOND,
         }
     }
 }
@@ -281,13 +305,10 @@ pub(super) async fn measure_on(
         };
         let (per_commit, bytes) = (args.events_per_commit as u64, args.payload_bytes);
         let last_commit_short_by = if writer == 0 { short_by } else { 0 };
-        // Observed (the "on" side of --compare-observability), each writer runs in a span
-        // of its own, as a command does, so that every append is traced and exported.
-        let span = if args.otlp_endpoint.is_some() {
-            tracing::info_span!("bench writer", writer)
-        } else {
-            tracing::Span::none()
-        };
+        // A measuring child of --compare-observability runs each commit in a span of its
+        // own, as a command runs in its request's span: the root of a trace, so that the
+        // append is traced and exported as the sampler decides.
+        let observed = args.as_server;
         let writing = async move {
             let mut latencies = Histogram::<u64>::new(3).expect("valid precision");
             let mut appended = 0u64;
@@ -301,13 +322,19 @@ pub(super) async fn measure_on(
                     .map(|i| NewEvent::new("BenchEvent", payload(bytes, commit + i)))
                     .collect();
                 let begun = Instant::now();
-                store.append(&stream, ExpectedVersion::Any, events).await?;
+                let appending = store.append(&stream, ExpectedVersion::Any, events);
+                if observed {
+                    let span = tracing::info_span!("bench commit", writer, commit);
+                    tracing::Instrument::instrument(appending, span).await?;
+                } else {
+                    appending.await?;
+                }
                 latencies.record(begun.elapsed().as_micros() as u64)?;
                 appended += size;
             }
             anyhow::Ok((latencies, appended))
         };
-        tasks.push(tokio::spawn(tracing::Instrument::instrument(writing, span)));
+        tasks.push(tokio::spawn(writing));
     }
     let mut latencies = Histogram::<u64>::new(3).expect("valid precision");
     // Only the events this run appended: the data directory may hold others already.
@@ -361,6 +388,8 @@ mod tests {
             compare_observability: false,
             rounds: 0,
             otlp_endpoint: None,
+            as_server: false,
+            traces_per_second: crate::telemetry::sampler::DEFAULT_TRACES_PER_SECOND,
         }
     }
 

@@ -55,6 +55,10 @@ pub struct HttpArgs {
     /// With --compare-security or --compare-observability: measurements of each server.
     #[arg(long, default_value_t = 6)]
     rounds: usize,
+    /// With --compare-observability: the observed server's `--traces-per-second` (a
+    /// large number: every order traced and exported).
+    #[arg(long, value_name = "N", default_value_t = crate::telemetry::sampler::DEFAULT_TRACES_PER_SECOND)]
+    traces_per_second: u32,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -230,9 +234,15 @@ async fn compare_observability(args: &HttpArgs) -> anyhow::Result<()> {
     let dir = bench_dir("annals-bench-http-")?;
     let sink = super::otlp_sink::OtlpSink::start().await?;
     let off = Server::start(&dir.path().join("off"), &["--no-metrics"], "info").await?;
+    let traces_per_second = args.traces_per_second.to_string();
     let on = Server::start(
         &dir.path().join("on"),
-        &["--otlp-endpoint", &sink.endpoint],
+        &[
+            "--otlp-endpoint",
+            &sink.endpoint,
+            "--traces-per-second",
+            &traces_per_second,
+        ],
         "info",
     )
     .await?;
