@@ -23,9 +23,8 @@
 //! queueing. A bulk request shed without waiting is answered only after the lane's
 //! deadline, as if it had waited: a client that ignores `Retry-After` cannot make
 //! thousands of shed answers a second. Every admitted request runs within the server's
-//! request timeout (503
-//! `request-timeout` after it); a command that timed out may still have been appended, and
-//! an `Idempotency-Key` makes its retry safe.
+//! request timeout (503 `request-timeout` after it); a command that timed out may still
+//! have been appended, and an `Idempotency-Key` makes its retry safe.
 //!
 //! A rebuild holds its request's bulk slot until the new model has taken over (or the
 //! rebuild faulted): the lane bounds the rebuilds running, not only the requests that
