@@ -5,8 +5,8 @@
 //! - `interactive`: customer commands and the reads that go with them (skus, accounts,
 //!   orders, the customer's read models).
 //! - `operator`: the log, streams and events in pages of at most
-//!   [`LARGE_PAGE`] events, the read models' status and parked events, workers, the
-//!   dependencies, the relay, SLOs and the chaos routes.
+//!   [`LARGE_PAGE`] events, a stream's folded state, the read models' status and parked
+//!   events, workers, the dependencies, the relay, SLOs and the chaos routes.
 //! - `bulk`: rebuilds and pages of more than [`LARGE_PAGE`] events.
 //!
 //! A caller may move its own request to a lane of lower priority with the
@@ -726,6 +726,10 @@ mod tests {
         );
         assert_eq!(route_lane(&get, "/readyz", None), None);
         assert_eq!(route_lane(&get, "/api/v1/log/live", None), None);
+        assert_eq!(
+            route_lane(&get, "/api/v1/streams/{stream_id}/state", Some("version=3")),
+            Some(Lane::Operator)
+        );
     }
 
     /// The document shows the lanes where they apply: the header, the 400 and the 503

@@ -67,6 +67,7 @@ pub mod lanes;
 pub mod metrics;
 pub mod problem;
 mod queries;
+pub mod replay;
 pub mod responses;
 mod routes;
 pub mod slo;
@@ -426,6 +427,7 @@ fn routes(chaos: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(orders::cancel_order))
         .routes(routes!(orders::get_fulfilment))
         .routes(routes!(log::read_stream))
+        .routes(routes!(log::stream_state))
         .routes(routes!(log::list_streams))
         .routes(routes!(log::get_event))
         .routes(routes!(log::read_log))

@@ -1392,6 +1392,7 @@ mod openapi {
         ("get", "/api/v1/orders/{order_id}"),
         ("post", "/api/v1/orders/{order_id}/cancel"),
         ("get", "/api/v1/streams/{stream_id}"),
+        ("get", "/api/v1/streams/{stream_id}/state"),
         ("get", "/api/v1/streams"),
         ("get", "/api/v1/events/{event_id}"),
         ("get", "/api/v1/log"),
