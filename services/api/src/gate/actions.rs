@@ -128,6 +128,7 @@ pub(crate) const ROUTES: &[RouteAction] = &[
         "/api/v1/sagas/fulfilment/{order_id}",
         "sagas.read",
     )),
+    route(Method::GET, "/api/v1/sagas/fulfilment", "sagas.list"),
     route(Method::GET, "/api/v1/streams/{stream_id}", "streams.read"),
     route(
         Method::GET,
@@ -138,6 +139,11 @@ pub(crate) const ROUTES: &[RouteAction] = &[
     route(Method::GET, "/api/v1/events/{event_id}", "events.read"),
     route(Method::GET, "/api/v1/log", "log.read"),
     route(Method::GET, "/api/v1/log/live", "log.follow"),
+    route(
+        Method::GET,
+        "/api/v1/correlations/{correlation_id}",
+        "correlations.read",
+    ),
     route(Method::GET, "/api/v1/reports/sales", "reports.sales"),
     route(Method::GET, "/api/v1/projections", "projections.read"),
     route(
@@ -163,6 +169,7 @@ pub(crate) const ROUTES: &[RouteAction] = &[
         "/api/v1/dependencies",
         "operations.dependencies",
     ),
+    route(Method::GET, "/api/v1/me", "operations.me"),
     public("/healthz", "operations.health"),
     public("/readyz", "operations.ready"),
     public("/api/v1/openapi.json", "operations.openapi"),
