@@ -27,6 +27,10 @@ customer_own_actions := {
 	"sagas.read",
 }
 
+# What any authenticated principal may do, whatever its roles: ask who it is and what it
+# may do (`GET /api/v1/me`, for a console deciding what to show).
+authenticated_actions := {"operations.me"}
+
 # What a customer may do whoever it is: read the catalogue.
 customer_catalogue_actions := {"inventory.read", "inventory.list"}
 
@@ -37,8 +41,8 @@ clerk_actions := {
 
 operator_actions := {
 	"streams.read", "streams.list", "events.read", "log.read", "log.follow",
-	"sagas.read", "outbox.read", "operations.slo", "projections.read", "projections.rebuild",
-	"projections.retry",
+	"sagas.read", "sagas.list", "outbox.read", "operations.slo", "projections.read",
+	"projections.rebuild", "projections.retry", "correlations.read",
 	"reports.sales", "inventory.read", "inventory.list", "orders.read",
 	"operations.metrics", "operations.workers", "operations.dependencies",
 	"chaos.list", "chaos.inject", "chaos.clear",
@@ -47,6 +51,11 @@ operator_actions := {
 allow if input.action in public_actions
 
 allow if has_role("admin")
+
+allow if {
+	is_object(input.principal)
+	input.action in authenticated_actions
+}
 
 allow if {
 	has_role("clerk")

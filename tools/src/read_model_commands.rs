@@ -10,7 +10,7 @@ use ::projections::offline::{self, RebuildReport};
 use ::projections::{Projection, RunnerConfig, State, Status};
 use anyhow::{Context, bail};
 use eventstore::EventStore;
-use read_models::{ACCOUNTS, INVENTORY, ORDERS, SALES};
+use read_models::{ACCOUNTS, CORRELATIONS, INVENTORY, ORDERS, SALES};
 
 use crate::exit::Failure;
 use crate::progress;
@@ -65,7 +65,7 @@ pub struct ListArgs {
 #[derive(Debug, clap::Args)]
 pub struct RebuildArgs {
     /// The read model to rebuild, or all of them.
-    #[arg(value_parser = [ORDERS, INVENTORY, ACCOUNTS, SALES, "all"])]
+    #[arg(value_parser = [ORDERS, INVENTORY, ACCOUNTS, SALES, CORRELATIONS, "all"])]
     name: String,
     /// The data directory (not held by a running server).
     #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./annals-data")]

@@ -3,11 +3,13 @@
 //! cannot starve another.
 //!
 //! - `interactive`: customer commands and the reads that go with them (skus, accounts,
-//!   orders, the customer's read models).
-//! - `operator`: the log, streams and events in pages of at most
-//!   [`LARGE_PAGE`] events, the read models' status and parked events, workers, the
-//!   dependencies, the relay, SLOs and the chaos routes.
-//! - `bulk`: rebuilds and pages of more than [`LARGE_PAGE`] events.
+//!   orders, the customer's read models), and who the caller is (`/api/v1/me`, which
+//!   any caller's console asks first).
+//! - `operator`: the log, streams, a correlation's events and the fulfilment sagas in
+//!   pages of at most [`LARGE_PAGE`], events by id, a stream's folded state, the read
+//!   models' status and parked events, workers, the dependencies, the relay, SLOs and
+//!   the chaos routes.
+//! - `bulk`: rebuilds and pages of more than [`LARGE_PAGE`] events (or saga instances).
 //!
 //! A caller may move its own request to a lane of lower priority with the
 //! `Annals-Intent` header (`operator` or `bulk`: a batch job marking its traffic as
@@ -391,7 +393,13 @@ pub fn route_lane(method: &Method, route: &str, query: Option<&str>) -> Option<L
     if route == "/api/v1/projections/{name}/rebuild" && method == Method::POST {
         return Some(Lane::Bulk);
     }
-    let paged = route == "/api/v1/log" || route == "/api/v1/streams/{stream_id}";
+    let paged = [
+        "/api/v1/log",
+        "/api/v1/streams/{stream_id}",
+        "/api/v1/correlations/{correlation_id}",
+        "/api/v1/sagas/fulfilment",
+    ]
+    .contains(&route);
     if paged {
         let large = query
             .and_then(|query| {
@@ -726,6 +734,41 @@ mod tests {
         );
         assert_eq!(route_lane(&get, "/readyz", None), None);
         assert_eq!(route_lane(&get, "/api/v1/log/live", None), None);
+        // The console's routes: who am I is any caller's; the rest are operators' reads,
+        // large pages in bulk.
+        assert_eq!(
+            route_lane(&get, "/api/v1/me", None),
+            Some(Lane::Interactive)
+        );
+        assert_eq!(
+            route_lane(&get, "/api/v1/correlations/{correlation_id}", None),
+            Some(Lane::Operator)
+        );
+        assert_eq!(
+            route_lane(
+                &get,
+                "/api/v1/correlations/{correlation_id}",
+                Some("limit=1000")
+            ),
+            Some(Lane::Bulk)
+        );
+        assert_eq!(
+            route_lane(&get, "/api/v1/streams/{stream_id}/state", Some("version=3")),
+            Some(Lane::Operator)
+        );
+        assert_eq!(
+            route_lane(&get, "/api/v1/sagas/fulfilment", Some("phase=charging")),
+            Some(Lane::Operator)
+        );
+        assert_eq!(
+            route_lane(&get, "/api/v1/sagas/fulfilment", Some("limit=500")),
+            Some(Lane::Bulk)
+        );
+        assert_eq!(
+            route_lane(&get, "/api/v1/sagas/fulfilment/{order_id}", None),
+            Some(Lane::Interactive),
+            "one order's saga is its customer's read"
+        );
     }
 
     /// The document shows the lanes where they apply: the header, the 400 and the 503

@@ -22,6 +22,11 @@
 //! [`problem`] (the one error type). The OpenAPI document is generated from the
 //! handlers ([`openapi`]) and served at `/api/v1/openapi.json`.
 //!
+//! A console reads four routes more: `GET /api/v1/me` (the caller and what the policy
+//! allows it), a correlation's events (from the `correlations` read model), a stream's
+//! state at a version (folded by [`replay`], as `annals replay stream` folds it) and the
+//! fulfilment saga's instances, paged.
+//!
 //! When the server runs the outbox relay ([`AppState::with_relay`]), `GET /api/v1/outbox`
 //! reports it and `/readyz` says whether it is healthy or degraded; a degraded relay
 //! (NATS away) never makes the server unready.
@@ -67,6 +72,7 @@ pub mod lanes;
 pub mod metrics;
 pub mod problem;
 mod queries;
+pub mod replay;
 pub mod responses;
 mod routes;
 pub mod slo;
@@ -412,7 +418,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// with `chaos` (a server with `--chaos`; without, their paths fall to the 404 of an
 /// unknown route), and always documented.
 fn routes(chaos: bool) -> OpenApiRouter<AppState> {
-    use routes::{inventory, log, operations, orders, payments, read_models};
+    use routes::{correlations, inventory, log, me, operations, orders, payments, read_models};
     let router = OpenApiRouter::with_openapi(document())
         .routes(routes!(inventory::register_sku))
         .routes(routes!(inventory::get_sku))
@@ -425,11 +431,14 @@ fn routes(chaos: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(orders::get_order))
         .routes(routes!(orders::cancel_order))
         .routes(routes!(orders::get_fulfilment))
+        .routes(routes!(orders::list_fulfilments))
         .routes(routes!(log::read_stream))
+        .routes(routes!(log::stream_state))
         .routes(routes!(log::list_streams))
         .routes(routes!(log::get_event))
         .routes(routes!(log::read_log))
         .routes(routes!(log::follow_log))
+        .routes(routes!(correlations::correlated_events))
         .routes(routes!(read_models::customer_orders))
         .routes(routes!(read_models::list_skus))
         .routes(routes!(read_models::sales_report))
@@ -443,6 +452,7 @@ fn routes(chaos: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(operations::list_workers))
         .routes(routes!(routes::dependencies::list_dependencies))
         .routes(routes!(slo::slo_report))
+        .routes(routes!(me::me))
         .routes(routes!(operations::openapi_json))
         .routes(routes!(operations::metrics));
     if chaos {

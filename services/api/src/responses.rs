@@ -141,3 +141,10 @@ pub struct InvalidFault(pub Problem);
 #[derive(Debug, IntoResponses)]
 #[response(status = 404, content_type = "application/problem+json")]
 pub struct UnknownFault(pub Problem);
+
+/// The stream's state cannot be folded as asked: no aggregate owns its category
+/// (`no-aggregate`), or the version asked for is beyond the stream's head
+/// (`version-beyond-head`).
+#[derive(Debug, IntoResponses)]
+#[response(status = 422, content_type = "application/problem+json")]
+pub struct UnfoldableStream(pub Problem);

@@ -1381,6 +1381,7 @@ mod openapi {
     /// Every route of the API, as (method, path template).
     const ROUTES: &[(&str, &str)] = &[
         ("get", "/api/v1/sagas/fulfilment/{order_id}"),
+        ("get", "/api/v1/sagas/fulfilment"),
         ("post", "/api/v1/inventory/skus"),
         ("get", "/api/v1/inventory/skus/{sku}"),
         ("post", "/api/v1/inventory/skus/{sku}/restock"),
@@ -1392,10 +1393,13 @@ mod openapi {
         ("get", "/api/v1/orders/{order_id}"),
         ("post", "/api/v1/orders/{order_id}/cancel"),
         ("get", "/api/v1/streams/{stream_id}"),
+        ("get", "/api/v1/streams/{stream_id}/state"),
         ("get", "/api/v1/streams"),
         ("get", "/api/v1/events/{event_id}"),
         ("get", "/api/v1/log"),
         ("get", "/api/v1/log/live"),
+        ("get", "/api/v1/correlations/{correlation_id}"),
+        ("get", "/api/v1/me"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/api/v1/outbox"),
@@ -1478,6 +1482,7 @@ mod openapi {
                 .replace("{sku}", "apple")
                 .replace("{customer_id}", "alice")
                 .replace("{order_id}", "0192d4e0-7b1a-7c3e-8f00-000000000000")
+                .replace("{correlation_id}", "0192d4e0-7b1a-7c3e-8f00-000000000000")
                 .replace("{stream_id}", "stock-apple")
                 .replace("{name}", "orders")
                 .replace("{id}", "1");

@@ -205,7 +205,7 @@ async fn projections_are_listed_and_rebuilt() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    for name in ["orders", "inventory", "accounts", "sales"] {
+    for name in ["orders", "inventory", "accounts", "sales", "correlations"] {
         assert!(names.contains(&name), "{list}");
     }
     let inventory = projections

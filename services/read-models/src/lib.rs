@@ -6,6 +6,7 @@
 //! | `inventory` | [`stock_levels`] | `stock-*` | stock per sku: on hand, reserved, available; paged by sku |
 //! | `accounts` | [`balances`] | `account-*` | balance per customer, with deposits, charges and refunds |
 //! | `sales` | [`sales`] | `stock-*` | per-sku sales of confirmed orders: quantity, revenue, orders; and the grand total |
+//! | `correlations` | [`correlations`] | every event with a correlation id | the log positions of each correlation's events, in log order |
 //!
 //! Words, as the whole workspace uses them: a **projection** is the runtime's part (the
 //! [`projections::Projection`] trait and the runner that feeds it the log); a **read
@@ -18,9 +19,9 @@
 //! module). The modules are named after what they hold, not after the domain crates, so
 //! that `orders` always means the domain crate.
 //!
-//! [`ReadSide::start`] builds the runner over all four; the handle answers the queries
-//! used by `GET /api/v1/customers/{customer_id}/orders`, `GET /api/v1/inventory/skus` and
-//! `GET /api/v1/reports/sales`, reports status, starts rebuilds and waits for positions
+//! [`ReadSide::start`] builds the runner over all five; the handle answers the queries
+//! used by `GET /api/v1/customers/{customer_id}/orders`, `GET /api/v1/inventory/skus`,
+//! `GET /api/v1/reports/sales` and `GET /api/v1/correlations/{correlation_id}`, reports status, starts rebuilds and waits for positions
 //! (read-your-writes). The offline CLI (`annals projections`, `annals replay all`) uses
 //! [`projections()`] with [`projections::offline`].
 
@@ -32,12 +33,14 @@ use projections::{ApplyError, Error, Projection};
 pub mod balances;
 #[cfg(test)]
 mod check;
+pub mod correlations;
 pub mod order_summaries;
 mod read_side;
 pub mod sales;
 pub mod stock_levels;
 
 pub use balances::{AccountBalance, AccountPage, AccountsProjection, account, accounts};
+pub use correlations::{CorrelationsProjection, correlated_positions};
 pub use order_summaries::{
     CustomerOrders, ORDERS_PER_CHUNK, OrderSummary, OrdersProjection, customer_orders,
 };
@@ -53,6 +56,8 @@ pub const INVENTORY: &str = "inventory";
 pub const ACCOUNTS: &str = "accounts";
 /// Sales of confirmed orders per sku.
 pub const SALES: &str = "sales";
+/// The log positions of each correlation's events.
+pub const CORRELATIONS: &str = "correlations";
 
 /// The projection of every read model of the reference domain.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
@@ -61,6 +66,7 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(InventoryProjection),
         Arc::new(AccountsProjection),
         Arc::new(SalesProjection),
+        Arc::new(CorrelationsProjection),
     ]
 }
 

@@ -7,8 +7,9 @@ use eventstore::{EventStore, Position};
 use projections::{Error, Handle, ParkedEvent, Rebuild, Retried, Runner, RunnerConfig, Status};
 
 use crate::{
-    ACCOUNTS, AccountBalance, AccountPage, CustomerOrders, INVENTORY, ORDERS, SALES, SalesReport,
-    SkuLevel, SkuPage, account, accounts, customer_orders, sales, sku, skus,
+    ACCOUNTS, AccountBalance, AccountPage, CORRELATIONS, CustomerOrders, INVENTORY, ORDERS, SALES,
+    SalesReport, SkuLevel, SkuPage, account, accounts, correlated_positions, customer_orders,
+    sales, sku, skus,
 };
 
 /// The domain's read models, as the HTTP handlers and the CLI use them: a cheap-to-clone
@@ -108,6 +109,19 @@ impl ReadSide {
     /// `GET /api/v1/reports/sales`: see [`crate::sales`].
     pub fn sales(&self, after: Option<&str>, limit: usize) -> Result<SalesReport, Error> {
         self.handle.read(SALES, |model| sales(model, after, limit))
+    }
+
+    /// `GET /api/v1/correlations/{correlation_id}`: up to `limit` log positions of the
+    /// events of `correlation_id`, and whether more follow; see
+    /// [`crate::correlated_positions`].
+    pub fn correlated(
+        &self,
+        correlation_id: &[u8; 16],
+        limit: usize,
+    ) -> Result<(Vec<u64>, bool), Error> {
+        self.handle.read(CORRELATIONS, |model| {
+            correlated_positions(model, correlation_id, limit)
+        })
     }
 
     /// A digest of the active model of `name` (tables only, not the checkpoint), to

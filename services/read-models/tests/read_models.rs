@@ -15,11 +15,11 @@ use eventstore::{
 };
 use orders::OrderStatus;
 use projections::{Error, RunnerConfig, State};
-use read_models::{ACCOUNTS, INVENTORY, ORDERS, ReadSide, SALES, SkuSales};
+use read_models::{ACCOUNTS, CORRELATIONS, INVENTORY, ORDERS, ReadSide, SALES, SkuSales};
 use test_support::{PATIENCE, Random, within};
 use tokio_util::sync::CancellationToken;
 
-const ALL: [&str; 4] = [ORDERS, INVENTORY, ACCOUNTS, SALES];
+const ALL: [&str; 5] = [ORDERS, INVENTORY, ACCOUNTS, SALES, CORRELATIONS];
 
 /// A store, the domain's projections running over it, and repositories.
 struct Domain {
@@ -84,8 +84,18 @@ async fn run<A: Aggregate>(
     id: &str,
     command: A::Command,
 ) -> Result<eventstore::AppendOutcome, ExecuteError<A::Error>> {
+    // Every event of one entity is of one correlation, so that correlations have
+    // several events (the `correlations` read model's check).
+    let stream = format!("{}-{id}", A::CATEGORY);
     let options = CommandOptions {
         command_id: uuid::Uuid::now_v7(),
+        metadata: eventstore::Metadata {
+            correlation_id: Some(uuid::Uuid::new_v5(
+                &uuid::Uuid::NAMESPACE_OID,
+                stream.as_bytes(),
+            )),
+            ..eventstore::Metadata::default()
+        },
         ..CommandOptions::default()
     };
     Repository::<A>::new(store.clone())
@@ -427,6 +437,28 @@ fn assert_agrees_with_the_log(domain: &Domain, skus: u64, customers: u64) {
         report.totals.order_lines,
         sales.values().map(|s| s.orders).sum::<u64>()
     );
+    // Correlations: each correlation's positions, as a scan of the log finds them.
+    let mut correlated: BTreeMap<[u8; 16], Vec<u64>> = BTreeMap::new();
+    for event in store.read_all(Position(0), usize::MAX).unwrap() {
+        if let Some(id) = event.metadata.correlation_id {
+            correlated
+                .entry(*id.as_bytes())
+                .or_default()
+                .push(event.position.0);
+        }
+    }
+    assert!(!correlated.is_empty());
+    for (id, positions) in &correlated {
+        assert_eq!(
+            read.correlated(id, 10_000).unwrap(),
+            (positions.clone(), false)
+        );
+        if positions.len() > 1 {
+            let (first, more) = read.correlated(id, 1).unwrap();
+            assert_eq!((first, more), (positions[..1].to_vec(), true));
+        }
+    }
+    assert_eq!(read.correlated(&[0xee; 16], 10).unwrap(), (vec![], false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -213,7 +213,10 @@ fn all_rebuilds_the_index_and_the_read_models_and_reports_them() {
         .iter()
         .map(|model| model["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["orders", "inventory", "accounts", "sales"]);
+    assert_eq!(
+        names,
+        ["orders", "inventory", "accounts", "sales", "correlations"]
+    );
     for model in report["read_models"].as_array().unwrap() {
         assert_eq!(model["checkpoint"], 12, "{model}");
     }

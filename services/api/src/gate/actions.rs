@@ -128,11 +128,22 @@ pub(crate) const ROUTES: &[RouteAction] = &[
         "/api/v1/sagas/fulfilment/{order_id}",
         "sagas.read",
     )),
+    route(Method::GET, "/api/v1/sagas/fulfilment", "sagas.list"),
     route(Method::GET, "/api/v1/streams/{stream_id}", "streams.read"),
+    route(
+        Method::GET,
+        "/api/v1/streams/{stream_id}/state",
+        "streams.read",
+    ),
     route(Method::GET, "/api/v1/streams", "streams.list"),
     route(Method::GET, "/api/v1/events/{event_id}", "events.read"),
     route(Method::GET, "/api/v1/log", "log.read"),
     route(Method::GET, "/api/v1/log/live", "log.follow"),
+    route(
+        Method::GET,
+        "/api/v1/correlations/{correlation_id}",
+        "correlations.read",
+    ),
     route(Method::GET, "/api/v1/reports/sales", "reports.sales"),
     route(Method::GET, "/api/v1/projections", "projections.read"),
     route(
@@ -158,6 +169,7 @@ pub(crate) const ROUTES: &[RouteAction] = &[
         "/api/v1/dependencies",
         "operations.dependencies",
     ),
+    route(Method::GET, "/api/v1/me", "operations.me"),
     public("/healthz", "operations.health"),
     public("/readyz", "operations.ready"),
     public("/api/v1/openapi.json", "operations.openapi"),
@@ -229,16 +241,17 @@ mod tests {
         let policy: BTreeSet<&str> = security::policy::ACTIONS.iter().copied().collect();
         assert_eq!(table, policy);
         // One action per route, but for `projections.read` (the projections' status and
-        // a projection's parked events are the same kind of reading) and `chaos.clear`
-        // (ending every fault or one).
-        for action in ["projections.read", "chaos.clear"] {
+        // a projection's parked events are the same kind of reading), `chaos.clear`
+        // (ending every fault or one) and `streams.read` (a stream's events and the
+        // state folded from them show the same thing).
+        for action in ["projections.read", "chaos.clear", "streams.read"] {
             let shared = ROUTES.iter().filter(|entry| entry.action == action).count();
             assert_eq!(shared, 2, "{action}");
         }
         assert_eq!(
             table.len(),
-            ROUTES.len() - 2,
-            "two pairs of routes share an action"
+            ROUTES.len() - 3,
+            "three pairs of routes share an action"
         );
     }
 }
