@@ -17,8 +17,9 @@ import rego.v1
 
 default allow := false
 
-# The public actions: health, readiness and the API description, for anyone.
-public_actions := {"operations.health", "operations.ready", "operations.openapi"}
+# The public actions: health, readiness, the API description and the web console's
+# files (which hold no data: the console's requests carry the user's token), for anyone.
+public_actions := {"operations.health", "operations.ready", "operations.openapi", "operations.console"}
 
 # What a customer may do for its own customer id (the token's `customer_id`).
 customer_own_actions := {

@@ -35,7 +35,7 @@ req(principal, action, resource) := {
 	"request": request,
 }
 
-public_actions := ["operations.health", "operations.ready", "operations.openapi"]
+public_actions := ["operations.health", "operations.ready", "operations.openapi", "operations.console"]
 
 customer_own_actions := [
 	"payments.open", "payments.deposit", "payments.read", "payments.card",

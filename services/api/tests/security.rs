@@ -78,6 +78,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("operations.health", "AAAAAA"),
     ("operations.ready", "AAAAAA"),
     ("operations.openapi", "AAAAAA"),
+    ("operations.console", "AAAAAA"),
     ("operations.metrics", "UDDDAA"),
     ("operations.workers", "UDDDAA"),
     ("operations.dependencies", "UDDDAA"),

@@ -89,6 +89,7 @@ pub const ACTIONS: &[&str] = &[
     "operations.health",
     "operations.ready",
     "operations.openapi",
+    "operations.console",
     "operations.metrics",
     "operations.workers",
     "operations.dependencies",
@@ -98,11 +99,13 @@ pub const ACTIONS: &[&str] = &[
 ];
 
 /// The actions anyone may take, with or without a principal (health, readiness, the API
-/// description). The default policy allows them; the gate may skip authentication for them.
+/// description, the web console's files). The default policy allows them; the gate may
+/// skip authentication for them.
 pub const PUBLIC_ACTIONS: &[&str] = &[
     "operations.health",
     "operations.ready",
     "operations.openapi",
+    "operations.console",
 ];
 
 /// The default policy's source, compiled into the binary.

@@ -161,6 +161,9 @@ pub(crate) const ROUTES: &[RouteAction] = &[
     public("/healthz", "operations.health"),
     public("/readyz", "operations.ready"),
     public("/api/v1/openapi.json", "operations.openapi"),
+    public("/console", "operations.console"),
+    public("/console/{asset}", "operations.console"),
+    public("/", "operations.console"),
     route(Method::GET, "/metrics", "operations.metrics"),
     route(Method::GET, "/api/v1/chaos/faults", "chaos.list"),
     route(Method::POST, "/api/v1/chaos/faults", "chaos.inject"),
@@ -229,16 +232,21 @@ mod tests {
         let policy: BTreeSet<&str> = security::policy::ACTIONS.iter().copied().collect();
         assert_eq!(table, policy);
         // One action per route, but for `projections.read` (the projections' status and
-        // a projection's parked events are the same kind of reading) and `chaos.clear`
-        // (ending every fault or one).
-        for action in ["projections.read", "chaos.clear"] {
+        // a projection's parked events are the same kind of reading), `chaos.clear`
+        // (ending every fault or one) and `operations.console` (the console's page, its
+        // files and the redirect to it).
+        for (action, routes) in [
+            ("projections.read", 2),
+            ("chaos.clear", 2),
+            ("operations.console", 3),
+        ] {
             let shared = ROUTES.iter().filter(|entry| entry.action == action).count();
-            assert_eq!(shared, 2, "{action}");
+            assert_eq!(shared, routes, "{action}");
         }
         assert_eq!(
             table.len(),
-            ROUTES.len() - 2,
-            "two pairs of routes share an action"
+            ROUTES.len() - 4,
+            "two pairs of routes and a triple share an action"
         );
     }
 }
