@@ -148,8 +148,24 @@ function newView() {
 async function fill(slot, load) {
   try {
     const content = await load();
-    slot.replaceChildren(...[content].flat().filter(Boolean));
+    slot.replaceChildren(...[content].flat(Infinity).filter((child) => child !== null && child !== undefined && child !== false));
   } catch (error) {
+    const box = problemBox(error);
+    if (box) slot.replaceChildren(box);
+  }
+}
+
+// For a view polled again and again: fetches with `fetchData`, and draws with `render`
+// only when the answer changed, so that a focused link or button keeps its focus.
+async function refresh(slot, fetchData, render) {
+  try {
+    const data = await fetchData();
+    const key = JSON.stringify(data);
+    if (slot.dataset.drawn === key) return;
+    slot.dataset.drawn = key;
+    slot.replaceChildren(...[render(data)].flat(Infinity).filter((child) => child !== null && child !== undefined && child !== false));
+  } catch (error) {
+    delete slot.dataset.drawn;
     const box = problemBox(error);
     if (box) slot.replaceChildren(box);
   }
@@ -331,9 +347,11 @@ function rateChart() {
     svg('line', { class: 'axis', x1: 0, y1: height - 12, x2: width, y2: height - 12 }),
     points.length > 1 ? svg('polygon', { class: 'area', points: `${points[0][0]},${height - 12} ${line} ${points[points.length - 1][0]},${height - 12}` }) : null,
     points.length > 1 ? svg('polyline', { class: 'line', points: line }) : null,
-    svg('text', { x: 2, y: 10 }, `${top.toFixed(1)}/s`),
-    svg('text', { x: 2, y: height - 2 }, rates.length ? `${Math.round((headSamples[headSamples.length - 1].at - headSamples[0].at) / 1000)} s` : 'sampling…'));
-  return [chart, h('p', { class: 'muted' }, `Now ${last.toFixed(1)} events/s (sampled every ${HEAD_SAMPLE_MS / 1000} s).`)];
+  );
+  const span = rates.length ? Math.round((headSamples[headSamples.length - 1].at - headSamples[0].at) / 1000) : 0;
+  return [chart, h('p', { class: 'muted', id: 'rate' }, rates.length
+    ? `Events per second over the last ${span} s: now ${last.toFixed(1)}, at most ${top.toFixed(1)} (the top of the chart).`
+    : `Sampling the head every ${HEAD_SAMPLE_MS / 1000} s…`)];
 }
 
 // ---- overview ---------------------------------------------------------------------------
@@ -360,8 +378,7 @@ function overviewPage(main, _argument, _query, current) {
     draw();
   }
   const ready = card('Readiness', 'ready-card');
-  const loadReady = () => fill(ready, async () => {
-    const answer = await api('/readyz', { signal: current.signal });
+  const loadReady = () => refresh(ready, () => api('/readyz', { signal: current.signal }), (answer) => {
     return facts([
       ['Status', stateText(answer.status), 'ready-status'],
       ['Index lag', String(answer.index_lag) + ' events', 'index-lag'],
@@ -370,31 +387,28 @@ function overviewPage(main, _argument, _query, current) {
     ]);
   });
   const relayCard = allowed('outbox.read') ? card('Relay', 'relay-card') : null;
-  const loadRelay = () => relayCard && fill(relayCard, async () => relayFacts(await api('/api/v1/outbox', { signal: current.signal })));
+  const loadRelay = () => relayCard && refresh(relayCard, () => api('/api/v1/outbox', { signal: current.signal }), relayFacts);
   const modelsCard = allowed('projections.read') ? card('Read models', 'models-card') : null;
-  const loadModels = () => modelsCard && fill(modelsCard, async () => {
-    const { projections } = await api('/api/v1/projections', { signal: current.signal });
+  const loadModels = () => modelsCard && refresh(modelsCard, () => api('/api/v1/projections', { signal: current.signal }), ({ projections }) => {
     return table(['Read model', 'State', 'Lag#'], projections.map((model) =>
       h('tr', {}, h('td', {}, model.name), h('td', {}, stateText(model.state)), h('td', { class: 'num' }, String(model.lag)))));
   });
   const sagasCard = allowed('sagas.list') ? card('Sagas by phase', 'sagas-card') : null;
-  const loadSagas = () => sagasCard && fill(sagasCard, async () => {
-    const counts = await Promise.all(PHASES.map(async (phase) => {
-      const page = await api('/api/v1/sagas/fulfilment?' + new URLSearchParams({ phase, limit: PAGE_SIZE }), { signal: current.signal });
-      return [phase, page.next_after ? PAGE_SIZE + '+' : String(page.instances.length)];
-    }));
+  const loadSagas = () => sagasCard && refresh(sagasCard, () => Promise.all(PHASES.map(async (phase) => {
+    const page = await api('/api/v1/sagas/fulfilment?' + new URLSearchParams({ phase, limit: PAGE_SIZE }), { signal: current.signal });
+    return [phase, page.next_after ? PAGE_SIZE + '+' : String(page.instances.length)];
+  })), (counts) => {
     return table(['Phase', 'Instances#'], counts.map(([phase, count]) =>
       h('tr', {}, h('td', {}, link(go('sagas', null, { phase }), phase)), h('td', { class: 'num', 'data-phase': phase }, count))));
   });
   const sloCard = allowed('operations.slo') ? card('Service level objectives', 'slo-card') : null;
-  const loadSlo = () => sloCard && fill(sloCard, async () => {
-    const { objectives } = await api('/api/v1/slo', { signal: current.signal });
+  const loadSlo = () => sloCard && refresh(sloCard, () => api('/api/v1/slo', { signal: current.signal }), ({ objectives }) => {
     return table(['Objective', 'Budget left#', 'Alert'], objectives.map((objective) =>
       h('tr', {}, h('td', { title: objective.sli }, objective.name), h('td', { class: 'num' }, percent(objective.error_budget_remaining)), h('td', {}, stateText(objective.alert)))));
   });
-  const refresh = () => { loadReady(); loadRelay(); loadModels(); loadSagas(); loadSlo(); };
-  refresh();
-  current.every(5000, refresh);
+  const loadAll = () => { loadReady(); loadRelay(); loadModels(); loadSagas(); loadSlo(); };
+  loadAll();
+  current.every(5000, loadAll);
 }
 
 function relayFacts(outbox) {
@@ -582,15 +596,22 @@ function livePage(main, _argument, _query, current) {
   const typeInput = h('input', { id: 'live-type', placeholder: 'OrderPlaced' });
   const list = h('ul', { class: 'live-list', id: 'live-events' });
   const pause = h('button', { type: 'button', id: 'live-pause', onclick: () => { paused ? resume() : stop(); } }, 'Pause');
-  const draw = () => {
+  const passes = (recorded) => {
     const category = categoryInput.value.trim();
     const type = typeInput.value.trim();
-    const visible = shown.filter((recorded) => (!category || recorded.stream.split('-')[0] === category) && (!type || recorded.type === type));
-    list.replaceChildren(...visible.slice(-200).reverse().map((recorded) => h('li', { 'data-position': recorded.position },
-      h('span', { class: 'mono' }, String(recorded.position)), ' ',
-      allowed('events.read') ? link(go('event', recorded.id), recorded.type) : recorded.type, ' on ',
-      allowed('streams.read') ? link(go('stream', recorded.stream), recorded.stream) : recorded.stream, ' ',
-      h('span', { class: 'muted' }, time(recorded.recorded_at)))));
+    return (!category || recorded.stream.split('-')[0] === category) && (!type || recorded.type === type);
+  };
+  const item = (recorded) => h('li', { 'data-position': recorded.position },
+    h('span', { class: 'mono' }, String(recorded.position)), ' ',
+    allowed('events.read') ? link(go('event', recorded.id), recorded.type) : recorded.type, ' on ',
+    allowed('streams.read') ? link(go('stream', recorded.stream), recorded.stream) : recorded.stream, ' ',
+    h('span', { class: 'muted' }, time(recorded.recorded_at)));
+  // Newest first, at most 200 shown; a new event is added on top (nothing focused moves).
+  const draw = () => { list.replaceChildren(...shown.filter(passes).slice(-200).reverse().map(item)); };
+  const add = (recorded) => {
+    if (!passes(recorded)) return;
+    list.prepend(item(recorded));
+    while (list.children.length > 200) list.lastElementChild.remove();
   };
   categoryInput.addEventListener('input', draw);
   typeInput.addEventListener('input', draw);
@@ -658,7 +679,7 @@ function livePage(main, _argument, _query, current) {
     if (message.id) lastId = Number(message.id);
     shown.push(recorded);
     if (shown.length > 1000) shown.splice(0, shown.length - 1000);
-    draw();
+    add(recorded);
   }
   connect();
 }
@@ -689,8 +710,10 @@ function readModelsPage(main, _argument, _query, current) {
   const messages = h('div', { id: 'rebuild-messages', role: 'status' });
   main.append(messages, body);
   const rebuilding = new Map(); // name -> build being made
-  const load = () => fill(body, async () => {
+  const load = () => refresh(body, async () => {
     const { projections } = await api('/api/v1/projections', { signal: current.signal });
+    return { projections, rebuilding: [...rebuilding] };
+  }, ({ projections }) => {
     for (const model of projections) {
       const build = rebuilding.get(model.name);
       if (build !== undefined && !model.rebuild && model.active_build >= build) {
@@ -817,10 +840,9 @@ function relayPage(main, _argument, _query, current) {
   if (allowed('outbox.read')) main.append(h('h2', {}, 'Outbox relay'), outbox);
   if (allowed('operations.dependencies')) main.append(h('h2', {}, 'Dependencies'), dependencies);
   const load = () => {
-    if (allowed('outbox.read')) fill(outbox, async () => relayFacts(await api('/api/v1/outbox', { signal: current.signal })));
+    if (allowed('outbox.read')) refresh(outbox, () => api('/api/v1/outbox', { signal: current.signal }), relayFacts);
     if (allowed('operations.dependencies')) {
-      fill(dependencies, async () => {
-        const answer = await api('/api/v1/dependencies', { signal: current.signal });
+      refresh(dependencies, () => api('/api/v1/dependencies', { signal: current.signal }), (answer) => {
         if (!answer.dependencies.length) return h('p', { id: 'no-dependencies' }, 'This server calls no external dependency (no --psp-url).');
         return table(['Dependency', 'Kind', 'Breaker', 'Failures in a row#', 'Last error'], answer.dependencies.map((dependency) => h('tr', {},
           h('td', {}, dependency.name), h('td', {}, dependency.kind), h('td', {}, stateText(dependency.state)),

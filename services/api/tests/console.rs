@@ -357,12 +357,34 @@ impl Browser {
 
     /// The element `css`, once it exists.
     async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
-        self.client
+        match self
+            .client
             .wait()
             .at_most(WAIT)
             .for_element(Locator::Css(css))
             .await
-            .unwrap_or_else(|error| panic!("no {css} within {WAIT:?}: {error}"))
+        {
+            Ok(element) => element,
+            Err(error) => {
+                let shown = self.shown().await;
+                panic!("no {css} within {WAIT:?} ({error}); the page shows:\n{shown}")
+            }
+        }
+    }
+
+    /// The text of the page's main part, and its errors, for a failure's message (a
+    /// screenshot of it is saved as `<test>-failed.png`).
+    async fn shown(&self) -> String {
+        if let Ok(png) = self.client.screenshot().await {
+            let dir = screenshots();
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(dir.join(format!("{}-failed.png", self.test)), png);
+        }
+        let text = match self.client.find(Locator::Css("main")).await {
+            Ok(main) => main.text().await.unwrap_or_default(),
+            Err(error) => format!("(no main: {error})"),
+        };
+        format!("{text}\nerrors: {:?}", self.errors().await)
     }
 
     /// The text of `css` once `holds` is true of it (polling; `what` names the condition).
@@ -378,10 +400,13 @@ impl Browser {
                 }
                 last = text;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{css}: {what} did not hold within {WAIT:?}; its text: {last:?}"
-            );
+            if tokio::time::Instant::now() >= deadline {
+                let shown = self.shown().await;
+                panic!(
+                    "{css}: {what} did not hold within {WAIT:?}; its text: {last:?}; the \
+                     page shows:\n{shown}"
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -788,6 +813,29 @@ async fn the_live_tail_shows_an_event_appended_meanwhile() {
     let text = row.text().await.unwrap();
     assert!(text.contains("account-alice"), "{text}");
     browser.page_is_clean("live").await;
+    // Paused, it shows nothing new; resumed, it goes on after the last event it showed.
+    let pause = browser.wait_for("#live-pause").await;
+    pause.click().await.unwrap();
+    browser
+        .wait_text("#live-status", "paused", |text| text.starts_with("Paused"))
+        .await;
+    let deposited = platform
+        .send(
+            &admin,
+            "/api/v1/payments/accounts/alice/deposits",
+            json!({"amount": 2}),
+        )
+        .await;
+    let while_paused = deposited["position"].as_u64().unwrap();
+    let shown = browser.texts("#live-events li").await;
+    assert_eq!(shown.len(), 1, "nothing new while paused: {shown:?}");
+    browser.page_is_clean("live-paused").await;
+    pause.click().await.unwrap();
+    browser
+        .wait_for(&format!(
+            "#live-events li[data-position=\"{while_paused}\"]"
+        ))
+        .await;
     // Filtered by another category, the event is hidden.
     browser
         .wait_for("#live-category")
