@@ -10,6 +10,7 @@
 //! log, which has failed requests too) and saved as a screenshot in
 //! `$CARGO_TARGET_TMPDIR/console-screenshots/`.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -214,10 +215,14 @@ impl Platform {
 
 // ---- the browser ------------------------------------------------------------------------
 
-/// chromedriver on a free loopback port, killed on drop.
+/// chromedriver on a free loopback port, in a process group of its own (the Chromium it
+/// starts joins it). On drop it ends the browser session left open, if any (chromedriver
+/// then quits Chromium), and kills the group: a failed test leaves no browser behind.
 struct Chromedriver {
     url: String,
     child: Child,
+    /// The session a test has not closed.
+    session: Option<String>,
 }
 
 impl Chromedriver {
@@ -230,6 +235,7 @@ impl Chromedriver {
             .port();
         let child = Command::new(&binary)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -243,6 +249,7 @@ impl Chromedriver {
         Chromedriver {
             url: format!("http://127.0.0.1:{port}"),
             child,
+            session: None,
         }
     }
 
@@ -271,8 +278,35 @@ impl Chromedriver {
 
 impl Drop for Chromedriver {
     fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            let _ = self.delete_session(&session);
+        }
+        // The group: chromedriver and any Chromium it started.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Chromedriver {
+    /// `DELETE /session/{session}`, blocking (it runs in `drop`, perhaps while a test
+    /// unwinds): chromedriver quits that session's Chromium.
+    fn delete_session(&self, session: &str) -> std::io::Result<()> {
+        use std::io::{Read, Write};
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "DELETE /session/{session} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        )?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer)?;
+        Ok(())
     }
 }
 
@@ -318,6 +352,7 @@ impl Browser {
                 )
             });
         let session = client.session_id().await.unwrap().expect("a session id");
+        chromedriver.session = Some(session.clone());
         Browser {
             client,
             chromedriver,
@@ -466,8 +501,9 @@ impl Browser {
         texts
     }
 
-    async fn close(self) {
+    async fn close(mut self) {
         self.client.close().await.unwrap();
+        self.chromedriver.session = None;
     }
 }
 
