@@ -518,8 +518,8 @@ function streamPage(main, id, query, current) {
 }
 
 function eventRows(recorded, streamId) {
-  const stateSlot = h('div', {});
-  const stateButton = allowed('streams.read') ? h('button', { type: 'button', onclick: () => fill(stateSlot, async () => {
+  const stateSlot = h('div', { class: 'state-at' });
+  const stateButton = allowed('streams.read') ? h('button', { type: 'button', class: 'state-at-button', onclick: () => fill(stateSlot, async () => {
     const answer = await api('/api/v1/streams/' + encodeURIComponent(streamId) + '/state?' + new URLSearchParams({ version: recorded.version }));
     return [h('p', {}, `State of ${answer.stream} at version ${answer.version}:`), json(answer.state)];
   }) }, 'State at this version') : null;
@@ -857,5 +857,9 @@ function relayPage(main, _argument, _query, current) {
 
 // ---- start ------------------------------------------------------------------------------
 
-window.addEventListener('hashchange', () => route());
+// A new page takes the focus, so that a keyboard or screen reader user starts at its top.
+window.addEventListener('hashchange', () => {
+  route();
+  document.getElementById('main').focus();
+});
 start();

@@ -714,6 +714,26 @@ async fn a_stream_found_by_prefix_opens_with_its_events() {
         .await
         .unwrap();
     assert_eq!(rows.len() as u64, count);
+    // The first event opened: its payload, and the order's state at version 0.
+    browser
+        .wait_for("#events-table details summary")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for("#events-table button.state-at-button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_text(
+            "#events-table .state-at",
+            "the state at version 0",
+            |text| text.contains(&format!("State of {order_stream} at version 0")),
+        )
+        .await;
     browser.page_is_clean("stream").await;
     browser.close().await;
     platform.stop().await;
