@@ -16,8 +16,9 @@
 //! such); a header naming a lane of higher priority than the route's is ignored unless
 //! the policy grants it to the caller (its `raise_intent` rule, asked by the gate, which
 //! marks the request with [`GrantedIntent`]), and an unknown value is a 400. The probes (`/healthz`, `/readyz`), `/metrics`, the OpenAPI
-//! document and the live log (a stream held open for as long as the client likes, bounded
-//! by the connection limit instead) pass no lane.
+//! document, the live log (a stream held open for as long as the client likes, bounded
+//! by the connection limit instead) and the console's files (static text from memory)
+//! pass no lane.
 //!
 //! A request that finds its lane's queue full, or waits longer than the lane's deadline,
 //! is shed: 503 `overloaded` with `Retry-After`. Bulk is shed first: while interactive
@@ -380,12 +381,15 @@ impl Lanes {
 /// The lane of a request to the route `route` (its template), before the
 /// `Annals-Intent` header; `None` for the routes that pass no lane.
 pub fn route_lane(method: &Method, route: &str, query: Option<&str>) -> Option<Lane> {
-    const UNLANED: [&str; 5] = [
+    const UNLANED: [&str; 8] = [
         "/healthz",
         "/readyz",
         "/metrics",
         "/api/v1/openapi.json",
         "/api/v1/log/live",
+        "/console",
+        "/console/{asset}",
+        "/",
     ];
     if UNLANED.contains(&route) {
         return None;

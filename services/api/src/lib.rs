@@ -42,7 +42,12 @@
 //! Every request runs inside an `http.request` span and answers `X-Request-Id`
 //! ([`telemetry`]).
 //!
-//! Every routed request but the probes, `/metrics`, the document and the live log waits
+//! `GET /console` serves the web console (`routes::console`: three files embedded in the
+//! binary, public, with a Content-Security-Policy allowing only this origin), and `GET /`
+//! redirects to it.
+//!
+//! Every routed request but the probes, `/metrics`, the document, the live log and the
+//! console's files waits
 //! its turn in an intent lane (`interactive`, `operator`, `bulk`: [`lanes`]), each with its
 //! own concurrency limit, queue and deadline; a full lane sheds with 503 `overloaded` and
 //! `Retry-After`, bulk first, and every admitted request runs within the request timeout.
@@ -418,7 +423,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// with `chaos` (a server with `--chaos`; without, their paths fall to the 404 of an
 /// unknown route), and always documented.
 fn routes(chaos: bool) -> OpenApiRouter<AppState> {
-    use routes::{correlations, inventory, log, me, operations, orders, payments, read_models};
+    use routes::{
+        console, correlations, inventory, log, me, operations, orders, payments, read_models,
+    };
     let router = OpenApiRouter::with_openapi(document())
         .routes(routes!(inventory::register_sku))
         .routes(routes!(inventory::get_sku))
@@ -454,7 +461,10 @@ fn routes(chaos: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(slo::slo_report))
         .routes(routes!(me::me))
         .routes(routes!(operations::openapi_json))
-        .routes(routes!(operations::metrics));
+        .routes(routes!(operations::metrics))
+        .routes(routes!(console::console_page))
+        .routes(routes!(console::console_asset))
+        .routes(routes!(console::root));
     if chaos {
         router
             .routes(routes!(
@@ -489,6 +499,7 @@ fn document() -> utoipa::openapi::OpenApi {
             (name = "log", description = "Streams and the whole log, paged or live"),
             (name = "read models", description = "Projections: queries (read-your-writes with min_position), status, rebuilds, parked events and retries"),
             (name = "operations", description = "Health, readiness, metrics, the outbox relay, the background workers, the external dependencies and this document"),
+            (name = "console", description = "The web console: its page and files (public: they hold no data; the console sends the user's token with every API request), and / redirecting to it"),
             (name = "chaos", description = "Fault injection (a server started with --chaos; without it these answer 404): the fault points, the active faults, injecting and clearing them"),
         )
     )]

@@ -82,6 +82,11 @@ pub struct UnknownOrder(pub Problem);
 #[response(status = 404, content_type = "application/problem+json")]
 pub struct UnknownSaga(pub Problem);
 
+/// The console has no such file (`unknown-asset`).
+#[derive(Debug, IntoResponses)]
+#[response(status = 404, content_type = "application/problem+json")]
+pub struct UnknownAsset(pub Problem);
+
 /// The stream has no events (`unknown-stream`).
 #[derive(Debug, IntoResponses)]
 #[response(status = 404, content_type = "application/problem+json")]

@@ -277,9 +277,18 @@ async fn me_answers_the_policy_s_decisions_for_the_caller() {
         (&alice["subject"], &alice["roles"], &alice["customer_id"]),
         (&json!("alice"), &json!(["customer"]), &json!("c-1"))
     );
-    // Without a token there is no one to answer for.
-    let (status, problem) = console.as_(None, "/api/v1/me").await;
-    assert_eq!(status, 401, "{problem}");
+    // Without a token it answers for nobody, who may do nothing here.
+    let (status, nobody) = console.as_(None, "/api/v1/me").await;
+    assert_eq!(status, 200, "{nobody}");
+    assert_eq!(nobody["authenticated"], false, "{nobody}");
+    assert!(
+        nobody["allowed"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|allowed| allowed == false),
+        "{nobody}"
+    );
     console.stop().await;
 }
 

@@ -943,7 +943,7 @@ mod bad_input {
             "/api/v1/payments/accounts/bob",
             "/api/v1/orders/0192d4e0-7b1a-7c3e-8f00-000000000000",
             "/api/v1/nothing-here",
-            "/",
+            "/nothing-here",
         ] {
             expect_problem(server.get(path).await, 404, path).await;
         }
@@ -1408,6 +1408,9 @@ mod openapi {
         ("get", "/api/v1/slo"),
         ("get", "/api/v1/openapi.json"),
         ("get", "/metrics"),
+        ("get", "/console"),
+        ("get", "/console/{asset}"),
+        ("get", "/"),
         ("get", "/api/v1/customers/{customer_id}/orders"),
         ("get", "/api/v1/inventory/skus"),
         ("get", "/api/v1/reports/sales"),

@@ -8,6 +8,11 @@
 //! customer. Each is logged and counted as every decision is. A decision that fails
 //! counts as a denial (`false`), as it would at the gate.
 //!
+//! The route is public: a console asks it before anyone signs in, to learn whether the
+//! server wants a token. Without a token it answers for nobody (`authenticated` false,
+//! each entry the policy's decision for no principal: on the default policy, all
+//! `false`); with a token that does not verify it is a 401, as on every route.
+//!
 //! On a server without the gate (no authentication configured: `annals serve` on
 //! loopback) every request is admitted, so every entry is `true` and the caller is not
 //! authenticated.
@@ -61,8 +66,8 @@ pub struct Me {
     pub allowed: BTreeMap<&'static str, bool>,
 }
 
-/// Who the caller is (from its verified token) and, for each action a console offers,
-/// whether the policy allows it to the caller. Any authenticated principal may ask.
+/// Who the caller is (from its verified token, if it sent one) and, for each action a
+/// console offers, whether the policy allows it to the caller. Anyone may ask.
 #[utoipa::path(
     get,
     path = "/api/v1/me",

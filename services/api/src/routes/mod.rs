@@ -8,6 +8,7 @@
 //! Only this file sees both, and it names nothing but the modules.
 
 pub(crate) mod chaos;
+pub(crate) mod console;
 pub(crate) mod correlations;
 pub(crate) mod dependencies;
 pub(crate) mod inventory;
