@@ -48,7 +48,10 @@ Examples:
   annals replay all --data-dir ./annals-data --no-progress --json
 
 The data directory must not be held by a running server: stop it first. The log is only
-read; everything rebuilt is derived from it.")]
+read; everything rebuilt is derived from it. The read models rebuilt are the four every
+server keeps (orders, inventory, accounts, sales): the correlation index is deleted with
+the rest of the index and not rebuilt here; a server started with --correlations builds
+it again from the start of the log (or: annals projections rebuild correlations).")]
     All(AllArgs),
 }
 
@@ -454,6 +457,8 @@ async fn rebuild_derived(store: &EventStore, args: &AllArgs) -> anyhow::Result<D
     let reader = store.clone();
     let models_bar = bar.clone();
     let models = tokio::task::spawn_blocking(move || {
+        // The read models every server keeps: the index (with any `correlations`) was
+        // just deleted, and a server started with `--correlations` builds it again.
         let all: Vec<Arc<dyn Projection>> = read_models::projections();
         offline::rebuild(&reader, &all, &RunnerConfig::default(), &|done, _| {
             models_bar.set_position(done)

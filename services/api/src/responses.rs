@@ -117,6 +117,12 @@ pub struct ReadModelUnavailable(pub CheckpointProblem);
 #[response(status = 503, content_type = "application/problem+json")]
 pub struct ProjectionsUnavailable(pub Problem);
 
+/// The server keeps no correlation index (`correlations-not-kept`): it was started
+/// without `--correlations`.
+#[derive(Debug, IntoResponses)]
+#[response(status = 404, content_type = "application/problem+json")]
+pub struct CorrelationsNotKept(pub Problem);
+
 /// Metrics are off (`metrics-off`): the server was started with `--no-metrics`.
 #[derive(Debug, IntoResponses)]
 #[response(status = 404, content_type = "application/problem+json")]

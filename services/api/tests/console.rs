@@ -85,8 +85,13 @@ impl Platform {
         );
         let store = common::open_store(&dir.join("data")).await;
         let repositories = Repositories::new(store.clone());
-        let (projections, runner) =
-            read_models::ReadSide::start(&store, projections::RunnerConfig::default()).unwrap();
+        // The event page lists the event's correlation: keep the index
+        // (`annals serve --correlations`).
+        let (projections, runner) = read_models::ReadSide::start_with_correlations(
+            &store,
+            projections::RunnerConfig::default(),
+        )
+        .unwrap();
         let runner_stop = CancellationToken::new();
         let runner = tokio::spawn(runner.run(runner_stop.clone()));
         let services =

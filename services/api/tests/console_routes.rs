@@ -68,11 +68,24 @@ fn token(sub: &str, roles: &[Role], customer_id: Option<&str>) -> String {
 }
 
 impl Console {
+    /// A console over the default read models (no `correlations`, as `annals serve`
+    /// without `--correlations`).
     async fn start(dir: &Path, secured: bool) -> Console {
+        Console::start_with(dir, secured, false).await
+    }
+
+    /// With `correlations`, the read side keeps the correlation index too (as
+    /// `annals serve --correlations`).
+    async fn start_with(dir: &Path, secured: bool, correlations: bool) -> Console {
         let store = common::open_store(&dir.join("data")).await;
         let repositories = Repositories::new(store.clone());
-        let (read_side, runner) =
-            read_models::ReadSide::start(&store, projections::RunnerConfig::default()).unwrap();
+        let runner_config = projections::RunnerConfig::default();
+        let (read_side, runner) = if correlations {
+            read_models::ReadSide::start_with_correlations(&store, runner_config)
+        } else {
+            read_models::ReadSide::start(&store, runner_config)
+        }
+        .unwrap();
         let runner_stop = CancellationToken::new();
         let runner = tokio::spawn(runner.run(runner_stop.clone()));
         let services = FulfilmentServices::new(repositories.clone(), TIMEOUT);
@@ -295,7 +308,7 @@ async fn me_answers_the_policy_s_decisions_for_the_caller() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_correlation_lists_the_events_of_one_order_in_log_order() {
     let dir = tempfile::tempdir().unwrap();
-    let console = Console::start(dir.path(), true).await;
+    let console = Console::start_with(dir.path(), true, true).await;
     console.shop("c-1", 10_000).await;
     let order = console.fulfilled_order("c-1", 2).await;
     let other = console.fulfilled_order("c-1", 1).await;
@@ -377,6 +390,51 @@ async fn a_correlation_lists_the_events_of_one_order_in_log_order() {
     assert_eq!(console.as_(Some(&alice), &path).await.0, 403);
     let oscar = token("oscar", &[Role::Operator], None);
     assert_eq!(console.as_(Some(&oscar), &path).await.0, 200);
+    console.stop().await;
+}
+
+/// A server started without `--correlations` keeps no correlation index: the route
+/// answers 404 `correlations-not-kept`, telling the operator how to keep one, for a
+/// correlation with events as for any other (a malformed id is still a 400, and the
+/// gate still decides first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_correlations_kept_the_route_says_how_to_keep_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = Console::start(dir.path(), true).await;
+    console.shop("c-1", 10_000).await;
+    let order = console.fulfilled_order("c-1", 1).await;
+    let first = console
+        .json(&format!("/api/v1/streams/order-{order}?limit=1"))
+        .await;
+    let correlation = first["events"][0]["metadata"]["correlation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/v1/correlations/{correlation}");
+    let (status, problem) = console.get(&path).await;
+    assert_eq!(status, 404, "{problem}");
+    assert_eq!(problem["type"], "urn:annals:problem:correlations-not-kept");
+    assert_eq!(problem["status"], 404);
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("--correlations"), "{detail}");
+    let (status, _) = console.get("/api/v1/correlations/not-a-uuid").await;
+    assert_eq!(status, 400);
+    let alice = token("alice", &[Role::Customer], Some("c-1"));
+    assert_eq!(console.as_(Some(&alice), &path).await.0, 403);
+    // The read models listed are the four every server keeps.
+    let list = console.json("/api/v1/projections").await;
+    let mut names: Vec<&str> = list["projections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["accounts", "inventory", "orders", "sales"],
+        "{list}"
+    );
     console.stop().await;
 }
 

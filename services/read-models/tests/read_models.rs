@@ -43,7 +43,10 @@ impl Domain {
     fn start() -> Domain {
         let dir = tempfile::tempdir().unwrap();
         let store = EventStore::open(dir.path(), StoreConfig::default()).unwrap();
-        let (projections, runner) = ReadSide::start(&store, small_batches()).unwrap();
+        // Every read model, `correlations` included (a server keeps it only with
+        // `--correlations`).
+        let (projections, runner) =
+            ReadSide::start_with_correlations(&store, small_batches()).unwrap();
         let shutdown = CancellationToken::new();
         let runner = tokio::spawn(runner.run(shutdown.clone()));
         Domain {
@@ -676,4 +679,46 @@ async fn a_command_then_a_wait_for_its_position_always_reads_the_write() {
         );
     }
     domain.stop().await;
+}
+
+/// Without `--correlations`, the read side keeps the four default read models and not
+/// `correlations`, whose query then names it as unknown; the offline list of a store
+/// adds it only once a build of it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correlations_are_kept_only_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EventStore::open(dir.path(), StoreConfig::default()).unwrap();
+    let names = |list: Vec<Arc<dyn projections::Projection>>| {
+        list.iter().map(|p| p.name().to_owned()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(read_models::projections()),
+        [ORDERS, INVENTORY, ACCOUNTS, SALES]
+    );
+    assert_eq!(names(read_models::all_projections()), ALL);
+    assert_eq!(
+        names(read_models::stored_projections(&store).unwrap()),
+        [ORDERS, INVENTORY, ACCOUNTS, SALES]
+    );
+    let (read_side, runner) = ReadSide::start(&store, small_batches()).unwrap();
+    assert!(!read_side.keeps_correlations());
+    let mut listed: Vec<String> = read_side.status().into_iter().map(|s| s.name).collect();
+    listed.sort();
+    assert_eq!(listed, [ACCOUNTS, INVENTORY, ORDERS, SALES]);
+    assert!(matches!(
+        read_side.correlated(&[7; 16], 10),
+        Err(Error::UnknownProjection(name)) if name == CORRELATIONS
+    ));
+    drop(runner);
+    let (read_side, runner) = ReadSide::start_with_correlations(&store, small_batches()).unwrap();
+    assert!(read_side.keeps_correlations());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(runner.run(shutdown.clone()));
+    let mut listed: Vec<String> = read_side.status().into_iter().map(|s| s.name).collect();
+    listed.sort();
+    assert_eq!(listed, [ACCOUNTS, CORRELATIONS, INVENTORY, ORDERS, SALES]);
+    shutdown.cancel();
+    within("the runner's stop", running).await.unwrap();
+    assert_eq!(names(read_models::stored_projections(&store).unwrap()), ALL);
+    store.close().await;
 }

@@ -5,6 +5,9 @@
 //! ([`read_models::correlations`]), never from a scan of the log; the events are then
 //! read by position. The answer is as of the read model's checkpoint: an event appended
 //! a moment ago may not be listed yet.
+//!
+//! The read model is kept only by a server started with `--correlations` (it applies
+//! nearly every event); any other answers 404 `correlations-not-kept`.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -16,9 +19,9 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::events::EventView;
 use crate::extract::QueryParams;
-use crate::problem::{ApiError, projections_not_running};
+use crate::problem::{ApiError, correlations_not_kept, projections_not_running};
 use crate::queries::{blocking, page_limit};
-use crate::responses::{BadRequest, ProjectionsUnavailable};
+use crate::responses::{BadRequest, CorrelationsNotKept, ProjectionsUnavailable};
 
 /// How many events to answer.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -41,7 +44,9 @@ pub struct CorrelatedEvents {
 }
 
 /// Every event whose metadata `correlation_id` is this id, in log order, at most `limit`
-/// of them (from the `correlations` read model, as of its checkpoint).
+/// of them (from the `correlations` read model, as of its checkpoint). A server started
+/// without `--correlations` keeps no such read model and answers 404
+/// `correlations-not-kept`.
 #[utoipa::path(
     get,
     path = "/api/v1/correlations/{correlation_id}",
@@ -49,7 +54,7 @@ pub struct CorrelatedEvents {
     params(("correlation_id" = String, Path, description = "The correlation id (a UUID)"), CorrelationQuery),
     responses(
         (status = 200, description = "The correlation's events", body = CorrelatedEvents),
-        BadRequest, ProjectionsUnavailable,
+        BadRequest, CorrelationsNotKept, ProjectionsUnavailable,
     )
 )]
 pub(crate) async fn correlated_events(
@@ -71,6 +76,9 @@ pub(crate) async fn correlated_events(
         .projections()
         .cloned()
         .ok_or_else(projections_not_running)?;
+    if !read_side.keeps_correlations() {
+        return Err(correlations_not_kept());
+    }
     let (positions, more) =
         tokio::task::spawn_blocking(move || read_side.correlated(correlation_id.as_bytes(), limit))
             .await
