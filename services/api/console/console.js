@@ -86,7 +86,13 @@ class ApiProblem extends Error {
     this.status = status;
     this.title = problem.title || ('HTTP ' + status);
     this.detail = problem.detail || (typeof body === 'string' ? body.slice(0, 300) : '');
+    this.type = typeof problem.type === 'string' ? problem.type : '';
   }
+}
+
+// Whether `error` is the problem of type `slug` (`urn:annals:problem:<slug>`).
+function isProblem(error, slug) {
+  return error instanceof ApiProblem && error.type === 'urn:annals:problem:' + slug;
 }
 
 const session = {
@@ -555,7 +561,15 @@ function eventPage(main, id, _query, current) {
     const correlation = h('div', { id: 'correlation' });
     if (metadata.correlation_id && allowed('correlations.read')) {
       fill(correlation, async () => {
-        const answer = await api('/api/v1/correlations/' + encodeURIComponent(metadata.correlation_id) + '?limit=200', { signal: current.signal });
+        let answer;
+        try {
+          answer = await api('/api/v1/correlations/' + encodeURIComponent(metadata.correlation_id) + '?limit=200', { signal: current.signal });
+        } catch (error) {
+          // A server started without --correlations keeps no correlation index: not an
+          // error of this page, a note saying how to keep one.
+          if (isProblem(error, 'correlations-not-kept')) return h('p', { class: 'muted', id: 'correlations-not-kept' }, error.detail);
+          throw error;
+        }
         return [
           table(['Position#', 'Stream', 'Type', 'Recorded'], answer.events.map((other) => h('tr', { class: other.id === recorded.id ? 'this-event' : null },
             h('td', { class: 'num' }, String(other.position)),
