@@ -23,7 +23,8 @@
 //! handlers ([`openapi`]) and served at `/api/v1/openapi.json`.
 //!
 //! A console reads four routes more: `GET /api/v1/me` (the caller and what the policy
-//! allows it), a correlation's events (from the `correlations` read model), a stream's
+//! allows it), a correlation's events (from the `correlations` read model, kept only by
+//! a read side started with it: `annals serve --correlations`), a stream's
 //! state at a version (folded by [`replay`], as `annals replay stream` folds it) and the
 //! fulfilment saga's instances, paged.
 //!
