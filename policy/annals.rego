@@ -17,8 +17,14 @@ import rego.v1
 
 default allow := false
 
-# The public actions: health, readiness and the API description, for anyone.
-public_actions := {"operations.health", "operations.ready", "operations.openapi"}
+# The public actions: health, readiness, the API description, the web console's files
+# (which hold no data: the console's requests carry the user's token) and who the caller
+# is (`GET /api/v1/me`: a console asks it before sign-in, to learn whether the server
+# wants a token; without one it answers for nobody), for anyone.
+public_actions := {
+	"operations.health", "operations.ready", "operations.openapi", "operations.console",
+	"operations.me",
+}
 
 # What a customer may do for its own customer id (the token's `customer_id`).
 customer_own_actions := {
@@ -37,8 +43,8 @@ clerk_actions := {
 
 operator_actions := {
 	"streams.read", "streams.list", "events.read", "log.read", "log.follow",
-	"sagas.read", "outbox.read", "operations.slo", "projections.read", "projections.rebuild",
-	"projections.retry",
+	"sagas.read", "sagas.list", "outbox.read", "operations.slo", "projections.read",
+	"projections.rebuild", "projections.retry", "correlations.read",
 	"reports.sales", "inventory.read", "inventory.list", "orders.read",
 	"operations.metrics", "operations.workers", "operations.dependencies",
 	"chaos.list", "chaos.inject", "chaos.clear",

@@ -35,7 +35,10 @@ req(principal, action, resource) := {
 	"request": request,
 }
 
-public_actions := ["operations.health", "operations.ready", "operations.openapi"]
+public_actions := [
+	"operations.health", "operations.ready", "operations.openapi", "operations.console",
+	"operations.me",
+]
 
 customer_own_actions := [
 	"payments.open", "payments.deposit", "payments.read", "payments.card",
@@ -52,7 +55,8 @@ clerk_denied := [
 	"orders.cancel", "orders.read", "orders.list", "sagas.read", "streams.read", "streams.list", "events.read",
 	"log.read", "log.follow", "projections.read", "projections.rebuild", "projections.retry",
 	"outbox.read", "operations.slo", "operations.metrics", "operations.workers",
-	"operations.dependencies", "chaos.list", "chaos.inject", "chaos.clear",
+	"operations.dependencies", "chaos.list", "chaos.inject", "chaos.clear", "sagas.list",
+	"correlations.read",
 ]
 
 operator_allowed := [
@@ -60,6 +64,7 @@ operator_allowed := [
 	"outbox.read", "projections.read", "projections.rebuild", "projections.retry", "reports.sales",
 	"inventory.read", "inventory.list", "orders.read", "operations.slo", "operations.metrics",
 	"operations.workers", "operations.dependencies", "chaos.list", "chaos.inject", "chaos.clear",
+	"sagas.list", "correlations.read",
 ]
 
 operator_denied := [
@@ -72,6 +77,7 @@ customer_denied := [
 	"events.read", "log.read", "log.follow", "projections.read", "projections.rebuild",
 	"projections.retry", "outbox.read", "operations.slo", "operations.metrics",
 	"operations.workers", "operations.dependencies", "chaos.list", "chaos.inject", "chaos.clear",
+	"sagas.list", "correlations.read",
 ]
 
 every_private_action := array.concat(clerk_allowed, clerk_denied)
@@ -271,4 +277,20 @@ test_no_one_else_may_raise_a_request if {
 		req(null, "operations.health", no_resource),
 		{"request": {"method": "GET", "path": "/healthz", "intent": "interactive"}},
 	)
+}
+
+# Who am I (`GET /api/v1/me`): anyone, with or without a token (the public actions'
+# tests above); what it answers is each principal's own decisions.
+
+# A correlation's events and the list of fulfilment sagas: operators and admins only.
+
+test_correlations_and_saga_lists_for_operators_and_admins_only if {
+	every action in ["correlations.read", "sagas.list"] {
+		annals.allow with input as req(oscar_operator, action, no_resource)
+		annals.allow with input as req(ada_admin, action, no_resource)
+		not annals.allow with input as req(carol_clerk, action, no_resource)
+		not annals.allow with input as req(alice, action, resource_of("c-1"))
+		not annals.allow with input as req(roleless, action, no_resource)
+		not annals.allow with input as req(null, action, no_resource)
+	}
 }

@@ -10,7 +10,7 @@ use ::projections::offline::{self, RebuildReport};
 use ::projections::{Projection, RunnerConfig, State, Status};
 use anyhow::{Context, bail};
 use eventstore::EventStore;
-use read_models::{ACCOUNTS, INVENTORY, ORDERS, SALES};
+use read_models::{ACCOUNTS, CORRELATIONS, INVENTORY, ORDERS, SALES};
 
 use crate::exit::Failure;
 use crate::progress;
@@ -20,10 +20,13 @@ const PROBE_EVENTS: u64 = 10_000;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ProjectionsCommand {
-    /// Show each read model: version, active version, checkpoint, lag, state.
+    /// Show each read model: version, active version, checkpoint, lag, state (the four
+    /// every server keeps, and `correlations` if the data directory holds it).
     List(ListArgs),
     /// Rebuild a read model (or `all`) from the log, blue-green: the new model builds
-    /// beside the active one and replaces it once complete.
+    /// beside the active one and replaces it once complete. `all` is the four every
+    /// server keeps, and `correlations` if the data directory holds it (a server ran with
+    /// `--correlations`); `correlations` by name builds it in any case.
     Rebuild(RebuildArgs),
     /// List the events a read model of a running server parked (poison events it could
     /// not apply and went past, under `annals serve --poison-events park`).
@@ -65,7 +68,7 @@ pub struct ListArgs {
 #[derive(Debug, clap::Args)]
 pub struct RebuildArgs {
     /// The read model to rebuild, or all of them.
-    #[arg(value_parser = [ORDERS, INVENTORY, ACCOUNTS, SALES, "all"])]
+    #[arg(value_parser = [ORDERS, INVENTORY, ACCOUNTS, SALES, CORRELATIONS, "all"])]
     name: String,
     /// The data directory (not held by a running server).
     #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./annals-data")]
@@ -97,7 +100,9 @@ fn open(data_dir: &std::path::Path) -> anyhow::Result<EventStore> {
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
     let store = open(&args.data_dir)?;
-    let statuses = offline::statuses(&store, &read_models::projections(), PROBE_EVENTS);
+    // The default read models, and `correlations` if a server kept it here.
+    let statuses = read_models::stored_projections(&store)
+        .and_then(|kept| offline::statuses(&store, &kept, PROBE_EVENTS));
     store.close().await;
     let statuses = statuses?;
     if args.json {
@@ -156,16 +161,27 @@ fn state(status: &Status) -> String {
 }
 
 async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
-    let all = read_models::projections();
-    let chosen: Vec<Arc<dyn Projection>> = if args.name == "all" {
-        all
-    } else {
-        all.into_iter().filter(|p| p.name() == args.name).collect()
-    };
-    if chosen.is_empty() {
+    // By name: any read model, `correlations` included.
+    let named: Vec<Arc<dyn Projection>> = read_models::all_projections()
+        .into_iter()
+        .filter(|p| p.name() == args.name)
+        .collect();
+    if named.is_empty() && args.name != "all" {
         bail!("no read model is named {:?}", args.name);
     }
     let store = open(&args.data_dir)?;
+    // `all`: the default read models, and `correlations` if a server kept it here.
+    let chosen = if args.name == "all" {
+        match read_models::stored_projections(&store) {
+            Ok(kept) => kept,
+            Err(error) => {
+                store.close().await;
+                return Err(error.into());
+            }
+        }
+    } else {
+        named
+    };
     let bar = progress::bar(store.next_position().0, "events");
     bar.set_message(format!("rebuilding {}", args.name));
     let report = rebuild_with_progress(&store, &chosen, &bar);

@@ -2,7 +2,8 @@
 //!
 //! - `replay stream` folds one stream into its aggregate's state, at its head or as it
 //!   was at a version, a log position or a moment ("what did order X look like at
-//!   10:05"). The aggregate is chosen by the stream's category ([`AGGREGATES`]).
+//!   10:05"). The aggregate is chosen by the stream's category
+//!   ([`api::replay::AGGREGATES`], shared with `GET /api/v1/streams/{stream_id}/state`).
 //! - `replay all` rebuilds every structure derived from the log in a stopped data
 //!   directory: the sled indexes, the read models, and the saga checkpoint
 //!   ([`rebuild_sagas`]; the deadlines live in the saga streams and are re-armed from
@@ -16,7 +17,7 @@ use ::projections::offline::{self, RebuildReport};
 use ::projections::{Projection, RunnerConfig};
 use anyhow::Context;
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
-use eventstore::{Aggregate, EventStore, StreamId};
+use eventstore::{EventStore, StreamId};
 use indicatif::ProgressBar;
 use serde::Serialize;
 
@@ -47,7 +48,10 @@ Examples:
   annals replay all --data-dir ./annals-data --no-progress --json
 
 The data directory must not be held by a running server: stop it first. The log is only
-read; everything rebuilt is derived from it.")]
+read; everything rebuilt is derived from it. The read models rebuilt are the four every
+server keeps (orders, inventory, accounts, sales): the correlation index is deleted with
+the rest of the index and not rebuilt here; a server started with --correlations builds
+it again from the start of the log (or: annals projections rebuild correlations).")]
     All(AllArgs),
 }
 
@@ -104,116 +108,45 @@ pub fn run(command: ReplayCommand) -> anyhow::Result<()> {
     })
 }
 
-/// Folds a stream's events into its aggregate's state, as JSON.
-type Fold = fn(&[SourcedEvent]) -> anyhow::Result<serde_json::Value>;
-
-/// The aggregates (and sagas) `replay stream` can fold, by stream category (the stream
-/// id is `<category>-<id>`). A new event-sourced type is one more line here.
-const AGGREGATES: &[(&str, Fold)] = &[
-    (orders::Order::CATEGORY, fold::<orders::Order>),
-    (inventory::Stock::CATEGORY, fold::<inventory::Stock>),
-    (payments::Account::CATEGORY, fold::<payments::Account>),
-    ("saga-fulfilment", fold_saga::<sagas::Fulfilment>),
-];
-
-/// The fold for `stream`, chosen by its category.
-fn fold_for(stream: &StreamId) -> anyhow::Result<Fold> {
-    AGGREGATES
-        .iter()
-        .find(|(category, _)| {
-            stream
-                .as_str()
-                .strip_prefix(category)
-                .is_some_and(|rest| rest.starts_with('-'))
-        })
-        .map(|(_, fold)| *fold)
+/// The fold for `stream`, chosen by its category ([`api::replay::AGGREGATES`], the same
+/// table `GET /api/v1/streams/{stream_id}/state` folds with).
+fn fold_for(stream: &StreamId) -> anyhow::Result<api::replay::Fold> {
+    api::replay::fold_for(stream)
+        .map(|(_, fold)| fold)
         .ok_or_else(|| {
-            let known: Vec<String> = AGGREGATES
-                .iter()
-                .map(|(category, _)| format!("{category}-"))
-                .collect();
             Failure::Usage(format!(
                 "cannot replay {stream}: no aggregate owns the category {:?} (replay knows {} streams; `annals inspect stream {stream}` shows its events)",
                 stream.category(),
-                known.join(", ")
+                api::replay::known_prefixes().join(", ")
             ))
             .into()
         })
 }
 
-/// Folds `events` into `A`'s state, from its default.
-fn fold<A: Aggregate>(events: &[SourcedEvent]) -> anyhow::Result<serde_json::Value> {
-    let mut state = A::default();
-    for event in events {
-        state = state.evolve(&decode::<A>(event)?);
-    }
-    serde_json::to_value(&state).context("cannot show the state as JSON")
-}
-
-/// The domain event: from the raw payload (a local read), else from the JSON a server
-/// decoded, else from its hex.
-fn decode<A: Aggregate>(event: &SourcedEvent) -> anyhow::Result<A::Event> {
-    decode_with(event, |schema_version, raw| {
-        A::decode_event(schema_version, raw).map_err(anyhow::Error::from)
-    })
-}
-
-/// An event's payload as `T`: decoded from postcard by `from_raw` (a local read, or a
-/// server's hex), or from the JSON a server decoded.
-fn decode_with<T: serde::de::DeserializeOwned>(
-    event: &SourcedEvent,
-    from_raw: impl Fn(u32, &[u8]) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    let view = &event.view;
-    let context = || {
-        format!(
-            "cannot decode the {} event at position {} (schema version {})",
-            view.event_type, view.position, view.schema_version
-        )
-    };
-    if let Some(raw) = &event.raw {
-        return from_raw(view.schema_version, raw).with_context(context);
-    }
-    match (&view.payload, view.payload_encoding.as_str()) {
-        (serde_json::Value::String(hex), "hex") => {
-            let raw = from_hex(hex).with_context(context)?;
-            from_raw(view.schema_version, &raw).with_context(context)
-        }
-        (payload, _) => serde_json::from_value(payload.clone()).with_context(context),
-    }
-}
-
-/// Folds a saga stream's recorded inputs into the saga instance: its state, and the
-/// commands and deadlines it was waiting for at that point.
-fn fold_saga<S: sagas::Saga>(events: &[SourcedEvent]) -> anyhow::Result<serde_json::Value> {
-    let mut inputs = Vec::with_capacity(events.len());
-    for event in events {
-        let input: S::Input = decode_with(event, |_, raw| {
-            postcard::from_bytes(raw).context("not a saga input")
-        })?;
-        inputs.push((eventstore::Version(event.view.version), input));
-    }
-    let id = events
-        .first()
-        .map_or("", |event| event.view.stream.as_str());
-    let instance =
-        sagas::Instance::<S>::replay(id, inputs.iter().map(|(version, input)| (*version, input)));
-    Ok(serde_json::json!({
-        "finished": instance.is_done(),
-        "state": instance.state,
-        "pending_commands": instance.outstanding,
-        "pending_deadlines": instance.deadlines.values().collect::<Vec<_>>(),
-    }))
-}
-
-fn from_hex(text: &str) -> anyhow::Result<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        anyhow::bail!("odd-length hex");
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(&text[at..at + 2], 16).context("not hex"))
-        .collect()
+/// `events` folded by `fold`: from their raw payloads (a local read), else from the
+/// view a server sent (decoded JSON, or hex).
+fn fold_events(
+    fold: api::replay::Fold,
+    stream: &StreamId,
+    events: &[SourcedEvent],
+) -> anyhow::Result<serde_json::Value> {
+    let to_fold: Vec<api::replay::FoldEvent<'_>> = events
+        .iter()
+        .map(|event| api::replay::FoldEvent {
+            version: event.view.version,
+            position: event.view.position,
+            event_type: &event.view.event_type,
+            schema_version: event.view.schema_version,
+            payload: match &event.raw {
+                Some(raw) => api::replay::Payload::Raw(raw),
+                None => api::replay::Payload::View {
+                    payload: &event.view.payload,
+                    encoding: &event.view.payload_encoding,
+                },
+            },
+        })
+        .collect();
+    Ok(fold(stream, &to_fold)?)
 }
 
 /// Parses `--as-of`: RFC 3339, or a date and time without an offset, taken as UTC.
@@ -324,7 +257,7 @@ async fn stream(args: StreamArgs) -> anyhow::Result<()> {
         }
         applied.push(event);
     }
-    let state = fold(&applied)?;
+    let state = fold_events(fold, &stream, &applied)?;
     let last = applied.last().map(|event| &event.view);
     let replayed = Replayed {
         stream: stream.to_string(),
@@ -524,6 +457,8 @@ async fn rebuild_derived(store: &EventStore, args: &AllArgs) -> anyhow::Result<D
     let reader = store.clone();
     let models_bar = bar.clone();
     let models = tokio::task::spawn_blocking(move || {
+        // The read models every server keeps: the index (with any `correlations`) was
+        // just deleted, and a server started with `--correlations` builds it again.
         let all: Vec<Arc<dyn Projection>> = read_models::projections();
         offline::rebuild(&reader, &all, &RunnerConfig::default(), &|done, _| {
             models_bar.set_position(done)

@@ -74,7 +74,8 @@ Settings: a flag wins over its ANNALS_* environment variable, which wins over th
 max_body_bytes, max_order_lines, saga_max_instances, blocking_io_threads,
 shutdown_timeout_secs, nats_url, saga_timeout_secs, tls_cert, tls_key,
 nats_tls_ca, nats_tls_cert, nats_tls_key, log_format, otlp_endpoint, traces_per_second,
-metrics (true or false), auth_jwt_secret_file, auth_jwks_file, auth_jwks_url, auth_issuer, auth_audience,
+metrics (true or false), correlations (true or false), auth_jwt_secret_file,
+auth_jwks_file, auth_jwks_url, auth_issuer, auth_audience,
 policy_file, rate_limit, insecure_no_auth, worker_max_restarts,
 worker_restart_window_secs, poison_events (fault or park), projection_retries, lanes
 (a list of \"LANE=LIMITS\" strings), request_timeout_secs, max_connections, and the
@@ -187,6 +188,13 @@ pub struct ServeArgs {
     /// metrics on].
     #[arg(long)]
     no_metrics: bool,
+    /// Keep the correlation index (the `correlations` read model), which
+    /// `GET /api/v1/correlations/{id}` and the console's event page read; it applies nearly
+    /// every event (about 6% of `annals bench http`), and is built from the start of the
+    /// log when first kept [default: not kept; that route answers 404
+    /// `correlations-not-kept`].
+    #[arg(long, env = "ANNALS_CORRELATIONS")]
+    correlations: bool,
     /// A TOML file with any of the settings above (snake_case keys).
     #[arg(long, env = "ANNALS_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
@@ -315,6 +323,7 @@ struct FileConfig {
     otlp_endpoint: Option<String>,
     traces_per_second: Option<u32>,
     metrics: Option<bool>,
+    correlations: Option<bool>,
     worker_max_restarts: Option<u32>,
     worker_restart_window_secs: Option<u64>,
     poison_events: Option<projections::PoisonPolicy>,
@@ -378,6 +387,8 @@ pub struct Settings {
     pub traces_per_second: u32,
     /// Whether metrics are recorded and served at `/metrics`.
     pub metrics: bool,
+    /// Whether the `correlations` read model is kept (`--correlations`).
+    pub correlations: bool,
     /// How the background workers are restarted.
     pub workers: supervisor::SupervisorConfig,
     /// The read models' runner: what it does with poison events (the rest default).
@@ -485,6 +496,7 @@ impl ServeArgs {
                 .or(file.traces_per_second)
                 .unwrap_or(crate::telemetry::sampler::DEFAULT_TRACES_PER_SECOND),
             metrics: !self.no_metrics && file.metrics.unwrap_or(true),
+            correlations: self.correlations || file.correlations.unwrap_or(false),
             workers: {
                 let defaults = supervisor::SupervisorConfig::default();
                 supervisor::SupervisorConfig {
@@ -658,7 +670,13 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         chaos: chaos.clone(),
         ..settings.projections.clone()
     };
-    let (projections, mut runner) = match read_models::ReadSide::start(&store, runner_config) {
+    // `correlations` only on request: it applies nearly every event.
+    let started = if settings.correlations {
+        read_models::ReadSide::start_with_correlations(&store, runner_config)
+    } else {
+        read_models::ReadSide::start(&store, runner_config)
+    };
+    let (projections, mut runner) = match started {
         Ok(started) => started,
         Err(error) => {
             store.close().await;

@@ -3,19 +3,22 @@
 //! cannot starve another.
 //!
 //! - `interactive`: customer commands and the reads that go with them (skus, accounts,
-//!   orders, the customer's read models).
-//! - `operator`: the log, streams and events in pages of at most
-//!   [`LARGE_PAGE`] events, the read models' status and parked events, workers, the
-//!   dependencies, the relay, SLOs and the chaos routes.
-//! - `bulk`: rebuilds and pages of more than [`LARGE_PAGE`] events.
+//!   orders, the customer's read models), and who the caller is (`/api/v1/me`, which
+//!   any caller's console asks first).
+//! - `operator`: the log, streams, a correlation's events and the fulfilment sagas in
+//!   pages of at most [`LARGE_PAGE`], events by id, a stream's folded state, the read
+//!   models' status and parked events, workers, the dependencies, the relay, SLOs and
+//!   the chaos routes.
+//! - `bulk`: rebuilds and pages of more than [`LARGE_PAGE`] events (or saga instances).
 //!
 //! A caller may move its own request to a lane of lower priority with the
 //! `Annals-Intent` header (`operator` or `bulk`: a batch job marking its traffic as
 //! such); a header naming a lane of higher priority than the route's is ignored unless
 //! the policy grants it to the caller (its `raise_intent` rule, asked by the gate, which
 //! marks the request with [`GrantedIntent`]), and an unknown value is a 400. The probes (`/healthz`, `/readyz`), `/metrics`, the OpenAPI
-//! document and the live log (a stream held open for as long as the client likes, bounded
-//! by the connection limit instead) pass no lane.
+//! document, the live log (a stream held open for as long as the client likes, bounded
+//! by the connection limit instead) and the console's files (static text from memory)
+//! pass no lane.
 //!
 //! A request that finds its lane's queue full, or waits longer than the lane's deadline,
 //! is shed: 503 `overloaded` with `Retry-After`. Bulk is shed first: while interactive
@@ -377,12 +380,15 @@ impl Lanes {
 /// The lane of a request to the route `route` (its template), before the
 /// `Annals-Intent` header; `None` for the routes that pass no lane.
 pub fn route_lane(method: &Method, route: &str, query: Option<&str>) -> Option<Lane> {
-    const UNLANED: [&str; 5] = [
+    const UNLANED: [&str; 8] = [
         "/healthz",
         "/readyz",
         "/metrics",
         "/api/v1/openapi.json",
         "/api/v1/log/live",
+        "/console",
+        "/console/{asset}",
+        "/",
     ];
     if UNLANED.contains(&route) {
         return None;
@@ -390,7 +396,13 @@ pub fn route_lane(method: &Method, route: &str, query: Option<&str>) -> Option<L
     if route == "/api/v1/projections/{name}/rebuild" && method == Method::POST {
         return Some(Lane::Bulk);
     }
-    let paged = route == "/api/v1/log" || route == "/api/v1/streams/{stream_id}";
+    let paged = [
+        "/api/v1/log",
+        "/api/v1/streams/{stream_id}",
+        "/api/v1/correlations/{correlation_id}",
+        "/api/v1/sagas/fulfilment",
+    ]
+    .contains(&route);
     if paged {
         let large = query
             .and_then(|query| {
@@ -725,6 +737,41 @@ mod tests {
         );
         assert_eq!(route_lane(&get, "/readyz", None), None);
         assert_eq!(route_lane(&get, "/api/v1/log/live", None), None);
+        // The console's routes: who am I is any caller's; the rest are operators' reads,
+        // large pages in bulk.
+        assert_eq!(
+            route_lane(&get, "/api/v1/me", None),
+            Some(Lane::Interactive)
+        );
+        assert_eq!(
+            route_lane(&get, "/api/v1/correlations/{correlation_id}", None),
+            Some(Lane::Operator)
+        );
+        assert_eq!(
+            route_lane(
+                &get,
+                "/api/v1/correlations/{correlation_id}",
+                Some("limit=1000")
+            ),
+            Some(Lane::Bulk)
+        );
+        assert_eq!(
+            route_lane(&get, "/api/v1/streams/{stream_id}/state", Some("version=3")),
+            Some(Lane::Operator)
+        );
+        assert_eq!(
+            route_lane(&get, "/api/v1/sagas/fulfilment", Some("phase=charging")),
+            Some(Lane::Operator)
+        );
+        assert_eq!(
+            route_lane(&get, "/api/v1/sagas/fulfilment", Some("limit=500")),
+            Some(Lane::Bulk)
+        );
+        assert_eq!(
+            route_lane(&get, "/api/v1/sagas/fulfilment/{order_id}", None),
+            Some(Lane::Interactive),
+            "one order's saga is its customer's read"
+        );
     }
 
     /// The document shows the lanes where they apply: the header, the 400 and the 503

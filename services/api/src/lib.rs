@@ -22,6 +22,12 @@
 //! [`problem`] (the one error type). The OpenAPI document is generated from the
 //! handlers ([`openapi`]) and served at `/api/v1/openapi.json`.
 //!
+//! A console reads four routes more: `GET /api/v1/me` (the caller and what the policy
+//! allows it), a correlation's events (from the `correlations` read model, kept only by
+//! a read side started with it: `annals serve --correlations`), a stream's
+//! state at a version (folded by [`replay`], as `annals replay stream` folds it) and the
+//! fulfilment saga's instances, paged.
+//!
 //! When the server runs the outbox relay ([`AppState::with_relay`]), `GET /api/v1/outbox`
 //! reports it and `/readyz` says whether it is healthy or degraded; a degraded relay
 //! (NATS away) never makes the server unready.
@@ -37,7 +43,12 @@
 //! Every request runs inside an `http.request` span and answers `X-Request-Id`
 //! ([`telemetry`]).
 //!
-//! Every routed request but the probes, `/metrics`, the document and the live log waits
+//! `GET /console` serves the web console (`routes::console`: three files embedded in the
+//! binary, public, with a Content-Security-Policy allowing only this origin), and `GET /`
+//! redirects to it.
+//!
+//! Every routed request but the probes, `/metrics`, the document, the live log and the
+//! console's files waits
 //! its turn in an intent lane (`interactive`, `operator`, `bulk`: [`lanes`]), each with its
 //! own concurrency limit, queue and deadline; a full lane sheds with 503 `overloaded` and
 //! `Retry-After`, bulk first, and every admitted request runs within the request timeout.
@@ -67,6 +78,7 @@ pub mod lanes;
 pub mod metrics;
 pub mod problem;
 mod queries;
+pub mod replay;
 pub mod responses;
 mod routes;
 pub mod slo;
@@ -412,7 +424,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// with `chaos` (a server with `--chaos`; without, their paths fall to the 404 of an
 /// unknown route), and always documented.
 fn routes(chaos: bool) -> OpenApiRouter<AppState> {
-    use routes::{inventory, log, operations, orders, payments, read_models};
+    use routes::{
+        console, correlations, inventory, log, me, operations, orders, payments, read_models,
+    };
     let router = OpenApiRouter::with_openapi(document())
         .routes(routes!(inventory::register_sku))
         .routes(routes!(inventory::get_sku))
@@ -425,11 +439,14 @@ fn routes(chaos: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(orders::get_order))
         .routes(routes!(orders::cancel_order))
         .routes(routes!(orders::get_fulfilment))
+        .routes(routes!(orders::list_fulfilments))
         .routes(routes!(log::read_stream))
+        .routes(routes!(log::stream_state))
         .routes(routes!(log::list_streams))
         .routes(routes!(log::get_event))
         .routes(routes!(log::read_log))
         .routes(routes!(log::follow_log))
+        .routes(routes!(correlations::correlated_events))
         .routes(routes!(read_models::customer_orders))
         .routes(routes!(read_models::list_skus))
         .routes(routes!(read_models::sales_report))
@@ -443,8 +460,12 @@ fn routes(chaos: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(operations::list_workers))
         .routes(routes!(routes::dependencies::list_dependencies))
         .routes(routes!(slo::slo_report))
+        .routes(routes!(me::me))
         .routes(routes!(operations::openapi_json))
-        .routes(routes!(operations::metrics));
+        .routes(routes!(operations::metrics))
+        .routes(routes!(console::console_page))
+        .routes(routes!(console::console_asset))
+        .routes(routes!(console::root));
     if chaos {
         router
             .routes(routes!(
@@ -479,6 +500,7 @@ fn document() -> utoipa::openapi::OpenApi {
             (name = "log", description = "Streams and the whole log, paged or live"),
             (name = "read models", description = "Projections: queries (read-your-writes with min_position), status, rebuilds, parked events and retries"),
             (name = "operations", description = "Health, readiness, metrics, the outbox relay, the background workers, the external dependencies and this document"),
+            (name = "console", description = "The web console: its page and files (public: they hold no data; the console sends the user's token with every API request), and / redirecting to it"),
             (name = "chaos", description = "Fault injection (a server started with --chaos; without it these answer 404): the fault points, the active faults, injecting and clearing them"),
         )
     )]

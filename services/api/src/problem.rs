@@ -264,6 +264,17 @@ pub(crate) fn projections_not_running() -> ApiError {
     .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
 }
 
+/// 404 `correlations-not-kept`: the server keeps no `correlations` read model (it was
+/// started without `--correlations`), so it cannot list a correlation's events.
+pub(crate) fn correlations_not_kept() -> ApiError {
+    ApiError::not_found(
+        "correlations-not-kept",
+        "this server keeps no correlation index: start it with --correlations (or \
+         ANNALS_CORRELATIONS=true, or correlations = true in its config file), and the \
+         index is then built from the start of the log",
+    )
+}
+
 /// How long a client should wait before retrying a command refused after a writer
 /// failure: about how long a supervisor takes to restart the server.
 const STORE_FAILED_RETRY_AFTER_SECS: &str = "5";

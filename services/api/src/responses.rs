@@ -82,6 +82,11 @@ pub struct UnknownOrder(pub Problem);
 #[response(status = 404, content_type = "application/problem+json")]
 pub struct UnknownSaga(pub Problem);
 
+/// The console has no such file (`unknown-asset`).
+#[derive(Debug, IntoResponses)]
+#[response(status = 404, content_type = "application/problem+json")]
+pub struct UnknownAsset(pub Problem);
+
 /// The stream has no events (`unknown-stream`).
 #[derive(Debug, IntoResponses)]
 #[response(status = 404, content_type = "application/problem+json")]
@@ -112,6 +117,12 @@ pub struct ReadModelUnavailable(pub CheckpointProblem);
 #[response(status = 503, content_type = "application/problem+json")]
 pub struct ProjectionsUnavailable(pub Problem);
 
+/// The server keeps no correlation index (`correlations-not-kept`): it was started
+/// without `--correlations`.
+#[derive(Debug, IntoResponses)]
+#[response(status = 404, content_type = "application/problem+json")]
+pub struct CorrelationsNotKept(pub Problem);
+
 /// Metrics are off (`metrics-off`): the server was started with `--no-metrics`.
 #[derive(Debug, IntoResponses)]
 #[response(status = 404, content_type = "application/problem+json")]
@@ -141,3 +152,10 @@ pub struct InvalidFault(pub Problem);
 #[derive(Debug, IntoResponses)]
 #[response(status = 404, content_type = "application/problem+json")]
 pub struct UnknownFault(pub Problem);
+
+/// The stream's state cannot be folded as asked: no aggregate owns its category
+/// (`no-aggregate`), or the version asked for is beyond the stream's head
+/// (`version-beyond-head`).
+#[derive(Debug, IntoResponses)]
+#[response(status = 422, content_type = "application/problem+json")]
+pub struct UnfoldableStream(pub Problem);

@@ -205,9 +205,11 @@ async fn projections_are_listed_and_rebuilt() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
+    // The four every server keeps; `correlations` only with `--correlations`.
     for name in ["orders", "inventory", "accounts", "sales"] {
         assert!(names.contains(&name), "{list}");
     }
+    assert!(!names.contains(&"correlations"), "{list}");
     let inventory = projections
         .iter()
         .find(|p| p["name"] == "inventory")

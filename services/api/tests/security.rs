@@ -64,6 +64,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("orders.read", "UADDAA"),
     ("orders.list", "UADDDA"),
     ("sagas.read", "UADDAA"),
+    ("sagas.list", "UDDDAA"),
     ("streams.read", "UDDDAA"),
     ("streams.list", "UDDDAA"),
     ("events.read", "UDDDAA"),
@@ -78,9 +79,12 @@ const EXPECTED: &[(&str, &str)] = &[
     ("operations.health", "AAAAAA"),
     ("operations.ready", "AAAAAA"),
     ("operations.openapi", "AAAAAA"),
+    ("operations.console", "AAAAAA"),
     ("operations.metrics", "UDDDAA"),
     ("operations.workers", "UDDDAA"),
     ("operations.dependencies", "UDDDAA"),
+    ("operations.me", "AAAAAA"),
+    ("correlations.read", "UDDDAA"),
     ("chaos.list", "UDDDAA"),
     ("chaos.inject", "UDDDAA"),
     ("chaos.clear", "UDDDAA"),
@@ -305,6 +309,7 @@ async fn every_route_and_role_meets_the_default_policy() {
             .replace("{stream_id}", &format!("order-{order_id}"))
             .replace("{event_id}", &first_event)
             .replace("{name}", read_models::ORDERS)
+            .replace("{correlation_id}", "0190a4c4-0000-7000-8000-000000000000")
             .replace("{id}", "1");
         let body = match (method.as_str(), template.as_str()) {
             ("POST", "/api/v1/inventory/skus") => {

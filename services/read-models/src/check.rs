@@ -10,6 +10,15 @@ pub(crate) struct Recorded {
     event_type: &'static str,
     schema_version: u32,
     payload: Vec<u8>,
+    correlation_id: Option<[u8; 16]>,
+}
+
+impl Recorded {
+    /// The same event, with `correlation_id` in its metadata.
+    pub(crate) fn correlated(mut self, correlation_id: [u8; 16]) -> Self {
+        self.correlation_id = Some(correlation_id);
+        self
+    }
 }
 
 /// The event `event` of aggregate `A`, in the stream of the entity `id`
@@ -20,6 +29,7 @@ pub(crate) fn event<A: Aggregate>(id: &str, event: A::Event) -> Recorded {
         event_type: A::event_type(&event),
         schema_version: A::EVENT_SCHEMA_VERSION,
         payload: postcard::to_allocvec(&event).expect("a domain event encodes"),
+        correlation_id: None,
     }
 }
 
@@ -86,7 +96,10 @@ fn stored(event: &Recorded, position: u64) -> StoredEvent<'_> {
         event_type: event.event_type,
         schema_version: event.schema_version,
         recorded_at_micros: 0,
-        metadata: Default::default(),
+        metadata: eventstore::envelope::StoredMetadata {
+            correlation_id: event.correlation_id,
+            ..Default::default()
+        },
         payload: &event.payload,
         identity: Default::default(),
     }

@@ -6,6 +6,7 @@
 //! | `inventory` | [`stock_levels`] | `stock-*` | stock per sku: on hand, reserved, available; paged by sku |
 //! | `accounts` | [`balances`] | `account-*` | balance per customer, with deposits, charges and refunds |
 //! | `sales` | [`sales`] | `stock-*` | per-sku sales of confirmed orders: quantity, revenue, orders; and the grand total |
+//! | `correlations` | [`correlations`] | every event with a correlation id | the log positions of each correlation's events, in log order; kept only on request (below) |
 //!
 //! Words, as the whole workspace uses them: a **projection** is the runtime's part (the
 //! [`projections::Projection`] trait and the runner that feeds it the log); a **read
@@ -18,26 +19,36 @@
 //! module). The modules are named after what they hold, not after the domain crates, so
 //! that `orders` always means the domain crate.
 //!
-//! [`ReadSide::start`] builds the runner over all four; the handle answers the queries
-//! used by `GET /api/v1/customers/{customer_id}/orders`, `GET /api/v1/inventory/skus` and
-//! `GET /api/v1/reports/sales`, reports status, starts rebuilds and waits for positions
-//! (read-your-writes). The offline CLI (`annals projections`, `annals replay all`) uses
-//! [`projections()`] with [`projections::offline`].
+//! [`projections()`] are the four every server keeps. `correlations` applies nearly
+//! every event (about 6% of `annals bench http`), so, like EventStoreDB's
+//! `$by_correlation_id` system projection, it is off by default: [`all_projections()`]
+//! adds it, and a server keeps it only with `annals serve --correlations`, which builds
+//! it from the start of the log.
+//!
+//! [`ReadSide::start`] builds the runner over the four, and
+//! [`ReadSide::start_with_correlations`] over all five; the handle answers the queries
+//! used by `GET /api/v1/customers/{customer_id}/orders`, `GET /api/v1/inventory/skus`,
+//! `GET /api/v1/reports/sales` and (when kept) `GET /api/v1/correlations/{correlation_id}`,
+//! reports status, starts rebuilds and waits for positions (read-your-writes). The
+//! offline CLI (`annals projections`, `annals replay all`) uses [`projections()`],
+//! [`all_projections()`] and [`stored_projections()`] with [`projections::offline`].
 
 use std::sync::Arc;
 
-use eventstore::{Aggregate, Model, StoredEvent};
+use eventstore::{Aggregate, EventStore, Model, StoredEvent};
 use projections::{ApplyError, Error, Projection};
 
 pub mod balances;
 #[cfg(test)]
 mod check;
+pub mod correlations;
 pub mod order_summaries;
 mod read_side;
 pub mod sales;
 pub mod stock_levels;
 
 pub use balances::{AccountBalance, AccountPage, AccountsProjection, account, accounts};
+pub use correlations::{CorrelationsProjection, correlated_positions};
 pub use order_summaries::{
     CustomerOrders, ORDERS_PER_CHUNK, OrderSummary, OrdersProjection, customer_orders,
 };
@@ -53,8 +64,11 @@ pub const INVENTORY: &str = "inventory";
 pub const ACCOUNTS: &str = "accounts";
 /// Sales of confirmed orders per sku.
 pub const SALES: &str = "sales";
+/// The log positions of each correlation's events.
+pub const CORRELATIONS: &str = "correlations";
 
-/// The projection of every read model of the reference domain.
+/// The read models every server keeps: `orders`, `inventory`, `accounts` and `sales`.
+/// `correlations` is not among them (see [`all_projections`]).
 pub fn projections() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(OrdersProjection),
@@ -62,6 +76,31 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(AccountsProjection),
         Arc::new(SalesProjection),
     ]
+}
+
+/// Every read model of the reference domain: those of [`projections`] and
+/// `correlations`, which applies nearly every event and so is kept only on request
+/// (`annals serve --correlations`, [`ReadSide::start_with_correlations`]), like
+/// EventStoreDB's `$by_correlation_id` system projection, off by default.
+pub fn all_projections() -> Vec<Arc<dyn Projection>> {
+    let mut all = projections();
+    all.push(Arc::new(CorrelationsProjection));
+    all
+}
+
+/// The read models `store` holds, for the offline CLI: those of [`projections`], and
+/// `correlations` if a build of it is stored (a server ran with `--correlations`).
+pub fn stored_projections(store: &EventStore) -> Result<Vec<Arc<dyn Projection>>, Error> {
+    let kept = store
+        .read_models()?
+        .stored_models()
+        .iter()
+        .any(|(name, _)| name == CORRELATIONS);
+    Ok(if kept {
+        all_projections()
+    } else {
+        projections()
+    })
 }
 
 /// The id of the entity of `stream_id` if the stream is of `category` (`order-42` is

@@ -1,5 +1,6 @@
 //! [`ReadSide`]: the domain's read models as the HTTP handlers and the CLI use them: the
-//! runner over every read model, typed queries, status, rebuilds and read-your-writes.
+//! runner over the read models a server keeps (`correlations` only on request), typed
+//! queries, status, rebuilds and read-your-writes.
 
 use std::time::Duration;
 
@@ -7,23 +8,54 @@ use eventstore::{EventStore, Position};
 use projections::{Error, Handle, ParkedEvent, Rebuild, Retried, Runner, RunnerConfig, Status};
 
 use crate::{
-    ACCOUNTS, AccountBalance, AccountPage, CustomerOrders, INVENTORY, ORDERS, SALES, SalesReport,
-    SkuLevel, SkuPage, account, accounts, customer_orders, sales, sku, skus,
+    ACCOUNTS, AccountBalance, AccountPage, CORRELATIONS, CustomerOrders, INVENTORY, ORDERS, SALES,
+    SalesReport, SkuLevel, SkuPage, account, accounts, correlated_positions, customer_orders,
+    sales, sku, skus,
 };
 
 /// The domain's read models, as the HTTP handlers and the CLI use them: a cheap-to-clone
-/// handle over the runner of every read model.
+/// handle over the runner of the read models it was started with.
 #[derive(Debug, Clone)]
 pub struct ReadSide {
     handle: Handle,
+    correlations: bool,
 }
 
 impl ReadSide {
-    /// Prepares the runner of every read model over `store` (spawn
+    /// Prepares the runner of the read models every server keeps
+    /// ([`crate::projections`], not `correlations`) over `store` (spawn
     /// `runner.run(shutdown)`) and the handle to query them.
     pub fn start(store: &EventStore, config: RunnerConfig) -> Result<(ReadSide, Runner), Error> {
         let (runner, handle) = Runner::new(store, crate::projections(), config)?;
-        Ok((ReadSide { handle }, runner))
+        Ok((
+            ReadSide {
+                handle,
+                correlations: false,
+            },
+            runner,
+        ))
+    }
+
+    /// [`ReadSide::start`], keeping `correlations` too ([`crate::all_projections`];
+    /// `annals serve --correlations`). A store that does not hold it yet builds it from
+    /// the start of the log.
+    pub fn start_with_correlations(
+        store: &EventStore,
+        config: RunnerConfig,
+    ) -> Result<(ReadSide, Runner), Error> {
+        let (runner, handle) = Runner::new(store, crate::all_projections(), config)?;
+        Ok((
+            ReadSide {
+                handle,
+                correlations: true,
+            },
+            runner,
+        ))
+    }
+
+    /// Whether `correlations` is kept (started by [`ReadSide::start_with_correlations`]).
+    pub fn keeps_correlations(&self) -> bool {
+        self.correlations
     }
 
     /// The runner's handle, for what this type does not wrap.
@@ -108,6 +140,20 @@ impl ReadSide {
     /// `GET /api/v1/reports/sales`: see [`crate::sales`].
     pub fn sales(&self, after: Option<&str>, limit: usize) -> Result<SalesReport, Error> {
         self.handle.read(SALES, |model| sales(model, after, limit))
+    }
+
+    /// `GET /api/v1/correlations/{correlation_id}`: up to `limit` log positions of the
+    /// events of `correlation_id`, and whether more follow; see
+    /// [`crate::correlated_positions`]. Without `correlations` kept
+    /// ([`ReadSide::keeps_correlations`]), [`Error::UnknownProjection`].
+    pub fn correlated(
+        &self,
+        correlation_id: &[u8; 16],
+        limit: usize,
+    ) -> Result<(Vec<u64>, bool), Error> {
+        self.handle.read(CORRELATIONS, |model| {
+            correlated_positions(model, correlation_id, limit)
+        })
     }
 
     /// A digest of the active model of `name` (tables only, not the checkpoint), to

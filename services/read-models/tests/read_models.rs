@@ -15,11 +15,11 @@ use eventstore::{
 };
 use orders::OrderStatus;
 use projections::{Error, RunnerConfig, State};
-use read_models::{ACCOUNTS, INVENTORY, ORDERS, ReadSide, SALES, SkuSales};
+use read_models::{ACCOUNTS, CORRELATIONS, INVENTORY, ORDERS, ReadSide, SALES, SkuSales};
 use test_support::{PATIENCE, Random, within};
 use tokio_util::sync::CancellationToken;
 
-const ALL: [&str; 4] = [ORDERS, INVENTORY, ACCOUNTS, SALES];
+const ALL: [&str; 5] = [ORDERS, INVENTORY, ACCOUNTS, SALES, CORRELATIONS];
 
 /// A store, the domain's projections running over it, and repositories.
 struct Domain {
@@ -43,7 +43,10 @@ impl Domain {
     fn start() -> Domain {
         let dir = tempfile::tempdir().unwrap();
         let store = EventStore::open(dir.path(), StoreConfig::default()).unwrap();
-        let (projections, runner) = ReadSide::start(&store, small_batches()).unwrap();
+        // Every read model, `correlations` included (a server keeps it only with
+        // `--correlations`).
+        let (projections, runner) =
+            ReadSide::start_with_correlations(&store, small_batches()).unwrap();
         let shutdown = CancellationToken::new();
         let runner = tokio::spawn(runner.run(shutdown.clone()));
         Domain {
@@ -84,8 +87,18 @@ async fn run<A: Aggregate>(
     id: &str,
     command: A::Command,
 ) -> Result<eventstore::AppendOutcome, ExecuteError<A::Error>> {
+    // Every event of one entity is of one correlation, so that correlations have
+    // several events (the `correlations` read model's check).
+    let stream = format!("{}-{id}", A::CATEGORY);
     let options = CommandOptions {
         command_id: uuid::Uuid::now_v7(),
+        metadata: eventstore::Metadata {
+            correlation_id: Some(uuid::Uuid::new_v5(
+                &uuid::Uuid::NAMESPACE_OID,
+                stream.as_bytes(),
+            )),
+            ..eventstore::Metadata::default()
+        },
         ..CommandOptions::default()
     };
     Repository::<A>::new(store.clone())
@@ -427,6 +440,28 @@ fn assert_agrees_with_the_log(domain: &Domain, skus: u64, customers: u64) {
         report.totals.order_lines,
         sales.values().map(|s| s.orders).sum::<u64>()
     );
+    // Correlations: each correlation's positions, as a scan of the log finds them.
+    let mut correlated: BTreeMap<[u8; 16], Vec<u64>> = BTreeMap::new();
+    for event in store.read_all(Position(0), usize::MAX).unwrap() {
+        if let Some(id) = event.metadata.correlation_id {
+            correlated
+                .entry(*id.as_bytes())
+                .or_default()
+                .push(event.position.0);
+        }
+    }
+    assert!(!correlated.is_empty());
+    for (id, positions) in &correlated {
+        assert_eq!(
+            read.correlated(id, 10_000).unwrap(),
+            (positions.clone(), false)
+        );
+        if positions.len() > 1 {
+            let (first, more) = read.correlated(id, 1).unwrap();
+            assert_eq!((first, more), (positions[..1].to_vec(), true));
+        }
+    }
+    assert_eq!(read.correlated(&[0xee; 16], 10).unwrap(), (vec![], false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -644,4 +679,46 @@ async fn a_command_then_a_wait_for_its_position_always_reads_the_write() {
         );
     }
     domain.stop().await;
+}
+
+/// Without `--correlations`, the read side keeps the four default read models and not
+/// `correlations`, whose query then names it as unknown; the offline list of a store
+/// adds it only once a build of it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn correlations_are_kept_only_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EventStore::open(dir.path(), StoreConfig::default()).unwrap();
+    let names = |list: Vec<Arc<dyn projections::Projection>>| {
+        list.iter().map(|p| p.name().to_owned()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(read_models::projections()),
+        [ORDERS, INVENTORY, ACCOUNTS, SALES]
+    );
+    assert_eq!(names(read_models::all_projections()), ALL);
+    assert_eq!(
+        names(read_models::stored_projections(&store).unwrap()),
+        [ORDERS, INVENTORY, ACCOUNTS, SALES]
+    );
+    let (read_side, runner) = ReadSide::start(&store, small_batches()).unwrap();
+    assert!(!read_side.keeps_correlations());
+    let mut listed: Vec<String> = read_side.status().into_iter().map(|s| s.name).collect();
+    listed.sort();
+    assert_eq!(listed, [ACCOUNTS, INVENTORY, ORDERS, SALES]);
+    assert!(matches!(
+        read_side.correlated(&[7; 16], 10),
+        Err(Error::UnknownProjection(name)) if name == CORRELATIONS
+    ));
+    drop(runner);
+    let (read_side, runner) = ReadSide::start_with_correlations(&store, small_batches()).unwrap();
+    assert!(read_side.keeps_correlations());
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(runner.run(shutdown.clone()));
+    let mut listed: Vec<String> = read_side.status().into_iter().map(|s| s.name).collect();
+    listed.sort();
+    assert_eq!(listed, [ACCOUNTS, CORRELATIONS, INVENTORY, ORDERS, SALES]);
+    shutdown.cancel();
+    within("the runner's stop", running).await.unwrap();
+    assert_eq!(names(read_models::stored_projections(&store).unwrap()), ALL);
+    store.close().await;
 }

@@ -75,6 +75,7 @@ pub const ACTIONS: &[&str] = &[
     "orders.read",
     "orders.list",
     "sagas.read",
+    "sagas.list",
     "streams.read",
     "streams.list",
     "events.read",
@@ -89,20 +90,26 @@ pub const ACTIONS: &[&str] = &[
     "operations.health",
     "operations.ready",
     "operations.openapi",
+    "operations.console",
     "operations.metrics",
     "operations.workers",
     "operations.dependencies",
+    "operations.me",
+    "correlations.read",
     "chaos.list",
     "chaos.inject",
     "chaos.clear",
 ];
 
 /// The actions anyone may take, with or without a principal (health, readiness, the API
-/// description). The default policy allows them; the gate may skip authentication for them.
+/// description, the web console's files, who the caller is). The default policy allows them; the gate may
+/// skip authentication for them.
 pub const PUBLIC_ACTIONS: &[&str] = &[
     "operations.health",
     "operations.ready",
     "operations.openapi",
+    "operations.console",
+    "operations.me",
 ];
 
 /// The default policy's source, compiled into the binary.

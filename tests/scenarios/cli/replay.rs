@@ -213,6 +213,7 @@ fn all_rebuilds_the_index_and_the_read_models_and_reports_them() {
         .iter()
         .map(|model| model["name"].as_str().unwrap())
         .collect();
+    // The four every server keeps: `correlations` only with `annals serve --correlations`.
     assert_eq!(names, ["orders", "inventory", "accounts", "sales"]);
     for model in report["read_models"].as_array().unwrap() {
         assert_eq!(model["checkpoint"], 12, "{model}");
@@ -229,6 +230,54 @@ fn all_rebuilds_the_index_and_the_read_models_and_reports_them() {
         assert_eq!(status["checkpoint"], 12, "{status}");
         assert_eq!(status["lag"], 0, "{status}");
     }
+    let listed = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|status| status["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(listed(&list), ["orders", "inventory", "accounts", "sales"]);
+    // `correlations` is rebuilt by name; once the directory holds it, it is listed.
+    let rebuilt: Value = serde_json::from_str(&annals_ok(
+        &[
+            "projections",
+            "rebuild",
+            "correlations",
+            "--json",
+            "--data-dir",
+            dir,
+        ],
+        temp.path(),
+    ))
+    .unwrap();
+    assert_eq!(rebuilt["rebuilt"][0]["name"], "correlations", "{rebuilt}");
+    assert_eq!(rebuilt["rebuilt"][0]["checkpoint"], 12, "{rebuilt}");
+    let list: Value = serde_json::from_str(&annals_ok(
+        &["projections", "list", "--json", "--data-dir", dir],
+        temp.path(),
+    ))
+    .unwrap();
+    assert_eq!(
+        listed(&list),
+        ["orders", "inventory", "accounts", "sales", "correlations"]
+    );
+    // And `rebuild all` rebuilds it with the four.
+    let all: Value = serde_json::from_str(&annals_ok(
+        &["projections", "rebuild", "all", "--json", "--data-dir", dir],
+        temp.path(),
+    ))
+    .unwrap();
+    let rebuilt: Vec<&str> = all["rebuilt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|model| model["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rebuilt,
+        ["orders", "inventory", "accounts", "sales", "correlations"]
+    );
     // The human report says what was rebuilt.
     let text = annals_ok(&["replay", "all", "--data-dir", dir], temp.path());
     assert!(text.contains("index: 12 events in 5 streams"), "{text}");

@@ -49,7 +49,7 @@ pub enum BenchCommand {
     /// thread and on two: decisions/s and latency percentiles.
     Policy(policy::PolicyArgs),
     /// Seed a domain workload (skus, accounts, orders placed, confirmed and cancelled)
-    /// and time a rebuild of every read model from it: events/s.
+    /// and time a rebuild of the four default read models from it: events/s.
     Rebuild(rebuild::RebuildArgs),
     /// The fulfilment saga end to end, in process: orders placed -> reserved, charged,
     /// confirmed; completed orders/s and placed-to-confirmed latency.

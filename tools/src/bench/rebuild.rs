@@ -1,4 +1,5 @@
-//! `annals bench rebuild`: seed the domain workload, time a rebuild of every read model
+//! `annals bench rebuild`: seed the domain workload, time a rebuild of the read models
+//! every server keeps (not `correlations`, kept only with `annals serve --correlations`)
 //! from it, then measure how far live projection lags behind a steady write load.
 
 use std::path::PathBuf;

@@ -245,6 +245,27 @@ fn metrics_are_on_unless_the_flag_or_the_file_turns_them_off() {
 }
 
 #[test]
+fn correlations_are_kept_only_when_the_flag_or_the_file_asks() {
+    if std::env::var_os("ANNALS_CORRELATIONS").is_some() {
+        return;
+    }
+    assert!(!settings(&[]).unwrap().correlations);
+    assert!(settings(&["--correlations"]).unwrap().correlations);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("annals.toml");
+    let config = file.to_str().unwrap();
+    std::fs::write(&file, "correlations = true\n").unwrap();
+    assert!(settings(&["--config", config]).unwrap().correlations);
+    std::fs::write(&file, "correlations = false\n").unwrap();
+    assert!(!settings(&["--config", config]).unwrap().correlations);
+    assert!(
+        settings(&["--config", config, "--correlations"])
+            .unwrap()
+            .correlations
+    );
+}
+
+#[test]
 fn the_otlp_endpoint_comes_from_the_flag_or_the_file() {
     if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
         return;

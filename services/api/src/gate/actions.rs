@@ -128,11 +128,22 @@ pub(crate) const ROUTES: &[RouteAction] = &[
         "/api/v1/sagas/fulfilment/{order_id}",
         "sagas.read",
     )),
+    route(Method::GET, "/api/v1/sagas/fulfilment", "sagas.list"),
     route(Method::GET, "/api/v1/streams/{stream_id}", "streams.read"),
+    route(
+        Method::GET,
+        "/api/v1/streams/{stream_id}/state",
+        "streams.read",
+    ),
     route(Method::GET, "/api/v1/streams", "streams.list"),
     route(Method::GET, "/api/v1/events/{event_id}", "events.read"),
     route(Method::GET, "/api/v1/log", "log.read"),
     route(Method::GET, "/api/v1/log/live", "log.follow"),
+    route(
+        Method::GET,
+        "/api/v1/correlations/{correlation_id}",
+        "correlations.read",
+    ),
     route(Method::GET, "/api/v1/reports/sales", "reports.sales"),
     route(Method::GET, "/api/v1/projections", "projections.read"),
     route(
@@ -158,9 +169,13 @@ pub(crate) const ROUTES: &[RouteAction] = &[
         "/api/v1/dependencies",
         "operations.dependencies",
     ),
+    public("/api/v1/me", "operations.me"),
     public("/healthz", "operations.health"),
     public("/readyz", "operations.ready"),
     public("/api/v1/openapi.json", "operations.openapi"),
+    public("/console", "operations.console"),
+    public("/console/{asset}", "operations.console"),
+    public("/", "operations.console"),
     route(Method::GET, "/metrics", "operations.metrics"),
     route(Method::GET, "/api/v1/chaos/faults", "chaos.list"),
     route(Method::POST, "/api/v1/chaos/faults", "chaos.inject"),
@@ -229,16 +244,23 @@ mod tests {
         let policy: BTreeSet<&str> = security::policy::ACTIONS.iter().copied().collect();
         assert_eq!(table, policy);
         // One action per route, but for `projections.read` (the projections' status and
-        // a projection's parked events are the same kind of reading) and `chaos.clear`
-        // (ending every fault or one).
-        for action in ["projections.read", "chaos.clear"] {
+        // a projection's parked events are the same kind of reading), `chaos.clear`
+        // (ending every fault or one), `streams.read` (a stream's events and the state
+        // folded from them show the same thing) and `operations.console` (the console's
+        // page, its files and the redirect to it).
+        for (action, routes) in [
+            ("projections.read", 2),
+            ("chaos.clear", 2),
+            ("streams.read", 2),
+            ("operations.console", 3),
+        ] {
             let shared = ROUTES.iter().filter(|entry| entry.action == action).count();
-            assert_eq!(shared, 2, "{action}");
+            assert_eq!(shared, routes, "{action}");
         }
         assert_eq!(
             table.len(),
-            ROUTES.len() - 2,
-            "two pairs of routes share an action"
+            ROUTES.len() - 5,
+            "three pairs of routes and a triple share an action"
         );
     }
 }

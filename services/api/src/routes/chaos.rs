@@ -48,6 +48,9 @@ const OPERATOR_ROUTES: &[&str] = &[
     "/api/v1/outbox",
     "/api/v1/chaos/faults",
     "/api/v1/chaos/faults/{id}",
+    "/console",
+    "/console/{asset}",
+    "/",
 ];
 
 /// The answer of `GET /api/v1/chaos/faults`.

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use eventstore::{Direction, Position, StreamId, Subscription, Version};
@@ -18,7 +18,7 @@ use crate::events::EventView;
 use crate::extract::{EventIdPath, QueryParams, StreamPath};
 use crate::problem::ApiError;
 use crate::queries::{blocking, page_limit};
-use crate::responses::{BadRequest, UnknownEvent, UnknownStream};
+use crate::responses::{BadRequest, UnfoldableStream, UnknownEvent, UnknownStream};
 
 /// A page of one stream.
 #[derive(Debug, Serialize, ToSchema)]
@@ -86,6 +86,31 @@ pub(crate) struct PageQuery {
     limit: Option<usize>,
 }
 
+/// Up to which version to fold a stream.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StateQuery {
+    /// The last version to fold (0-based, included); by default the stream's head.
+    version: Option<u64>,
+}
+
+/// An aggregate's state folded from its stream.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamState {
+    /// The stream.
+    pub stream: String,
+    /// The category whose aggregate folded it: `order`, `stock`, `account` or
+    /// `saga-fulfilment`.
+    pub category: String,
+    /// The last version folded.
+    pub version: u64,
+    /// The aggregate's state after that version (a saga's: `finished`, `state`,
+    /// `pending_commands`, `pending_deadlines`).
+    #[schema(value_type = Object)]
+    pub state: serde_json::Value,
+}
+
 /// Where to start following the log.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +165,98 @@ pub(crate) async fn read_stream(
             format!("stream {stream} has no events"),
         )),
     }
+}
+
+/// The state of a stream's aggregate (or saga instance) folded from its events up to
+/// and including `version` (by default its head): the fold `annals replay stream` uses,
+/// chosen by the stream's category.
+#[utoipa::path(
+    get,
+    path = "/api/v1/streams/{stream_id}/state",
+    tag = "log",
+    params(("stream_id" = String, Path, description = "The stream, e.g. order-<uuid>"), StateQuery),
+    responses(
+        (status = 200, description = "The state at that version", body = StreamState),
+        BadRequest, UnknownStream, UnfoldableStream,
+    )
+)]
+pub(crate) async fn stream_state(
+    State(state): State<AppState>,
+    StreamPath(stream): StreamPath,
+    QueryParams(query): QueryParams<StateQuery>,
+) -> Result<Response, ApiError> {
+    let store = state.store().clone();
+    let read_stream = stream.clone();
+    let head = blocking(move || store.stream_head(&read_stream)).await?;
+    let Some(head) = head else {
+        return Err(ApiError::not_found(
+            "unknown-stream",
+            format!("stream {stream} has no events"),
+        ));
+    };
+    let unfoldable = |slug, detail: String| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            slug,
+            "Unprocessable entity",
+            detail,
+        )
+    };
+    let Some((category, fold)) = crate::replay::fold_for(&stream) else {
+        return Err(unfoldable(
+            "no-aggregate",
+            format!(
+                "no aggregate owns the category of {stream}: the streams with a state are {}",
+                crate::replay::known_prefixes().join(", ")
+            ),
+        ));
+    };
+    let version = query.version.unwrap_or(head.0);
+    if version > head.0 {
+        return Err(unfoldable(
+            "version-beyond-head",
+            format!(
+                "stream {stream} has no version {version}: its last version is {}",
+                head.0
+            ),
+        ));
+    }
+    let store = state.store().clone();
+    let folded = blocking(move || {
+        let mut events = Vec::new();
+        let mut from = Version(0);
+        while from.0 <= version {
+            let wanted = usize::try_from(version - from.0 + 1).unwrap_or(usize::MAX);
+            let page = store.read_stream(&stream, from, Direction::Forward, wanted.min(1024))?;
+            let Some(last) = page.last() else { break };
+            from = last.version.next();
+            events.extend(page);
+        }
+        let to_fold: Vec<crate::replay::FoldEvent<'_>> = events
+            .iter()
+            .map(|event| crate::replay::FoldEvent {
+                version: event.version.0,
+                position: event.position.0,
+                event_type: &event.event_type,
+                schema_version: event.schema_version,
+                payload: crate::replay::Payload::Raw(&event.payload),
+            })
+            .collect();
+        Ok((stream.to_string(), fold(&stream, &to_fold)))
+    })
+    .await?;
+    let (stream, folded) = folded;
+    let folded = folded.map_err(|error| {
+        tracing::error!(%error, stream, "a stream could not be folded");
+        ApiError::internal(&error)
+    })?;
+    Ok(axum::Json(StreamState {
+        stream,
+        category: category.to_owned(),
+        version,
+        state: folded,
+    })
+    .into_response())
 }
 
 /// The streams with their last versions, page by page in name order, optionally of one

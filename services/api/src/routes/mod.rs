@@ -8,9 +8,12 @@
 //! Only this file sees both, and it names nothing but the modules.
 
 pub(crate) mod chaos;
+pub(crate) mod console;
+pub(crate) mod correlations;
 pub(crate) mod dependencies;
 pub(crate) mod inventory;
 pub(crate) mod log;
+pub(crate) mod me;
 pub(crate) mod operations;
 pub(crate) mod orders;
 pub(crate) mod payments;

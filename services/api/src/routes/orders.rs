@@ -4,7 +4,7 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use eventstore::Version;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::commands::{CommandAccepted, CommandHeaders, CommandRequest, Reply, run};
-use crate::extract::{JsonBody, OrderPath, check_entity_id};
+use crate::extract::{JsonBody, OrderPath, QueryParams, check_entity_id};
 use crate::gate::Identity;
 use crate::problem::{ApiError, idempotency_key_reused, too_many_lines};
 use crate::queries::{blocking, entity_response, load};
@@ -261,4 +261,151 @@ pub(crate) async fn get_fulfilment(
             format!("no fulfilment saga has started for order {order_id}"),
         )),
     }
+}
+
+/// Which fulfilment sagas to list, and which page of them.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SagaListQuery {
+    /// Only instances in this phase: `not_started`, `reserving`, `charging`,
+    /// `confirming`, `finalising`, `confirmed`, `compensating` or `cancelled`.
+    phase: Option<String>,
+    /// Start after this instance id (the `next_after` of the previous page).
+    after: Option<String>,
+    /// How many instances a page loads at most: 1 to 500, 50 by default.
+    limit: Option<usize>,
+}
+
+/// The instances a page of `GET /api/v1/sagas/fulfilment` loads when the client gives no
+/// `limit`.
+const DEFAULT_SAGA_PAGE: usize = 50;
+
+/// The most instances one page loads: each is a stream read and folded.
+const MAX_SAGA_PAGE: usize = 500;
+
+/// A page of fulfilment saga instances.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SagaList {
+    /// The instances of this page, by instance id (the order id).
+    pub instances: Vec<SagaSummary>,
+    /// Pass as `after` for the next page; null on the last page. With `phase`, a page
+    /// may hold fewer instances than `limit` (even none) and still have a next page.
+    pub next_after: Option<String>,
+}
+
+/// One fulfilment saga instance, in short.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SagaSummary {
+    /// The instance id: the order id.
+    pub id: String,
+    /// Its stream, `saga-fulfilment-<id>`.
+    pub stream: String,
+    /// Where it is (a phase's snake_case name).
+    pub phase: &'static str,
+    /// True once it has nothing left to do.
+    pub finished: bool,
+    /// The version of its last recorded input.
+    pub version: u64,
+    /// When its last input was recorded (RFC 3339, UTC).
+    pub updated_at: String,
+}
+
+/// The fulfilment saga instances, page by page in instance id order, optionally only
+/// those in one phase. A page loads at most `limit` instances and answers those in the
+/// phase asked for; follow `next_after` (as `after`) until it is null.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sagas/fulfilment",
+    tag = "orders",
+    params(SagaListQuery),
+    responses(
+        (status = 200, description = "A page of the fulfilment sagas", body = SagaList),
+        BadRequest,
+    )
+)]
+pub(crate) async fn list_fulfilments(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<SagaListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = match query.limit {
+        None => DEFAULT_SAGA_PAGE,
+        Some(limit) if (1..=MAX_SAGA_PAGE).contains(&limit) => limit,
+        Some(limit) => {
+            return Err(ApiError::bad_request(
+                "invalid-query",
+                format!("limit must be between 1 and {MAX_SAGA_PAGE}, not {limit}"),
+            ));
+        }
+    };
+    let phase = match query.phase.as_deref() {
+        None => None,
+        Some(name) => Some(
+            sagas::fulfilment::Phase::ALL
+                .into_iter()
+                .find(|phase| phase.name() == name)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = sagas::fulfilment::Phase::ALL
+                        .iter()
+                        .map(|phase| phase.name())
+                        .collect();
+                    ApiError::bad_request(
+                        "invalid-query",
+                        format!(
+                            "phase {:?} is not a phase of the fulfilment saga: {}",
+                            name.chars().take(64).collect::<String>(),
+                            names.join(", ")
+                        ),
+                    )
+                })?,
+        ),
+    };
+    let prefix = format!("saga-{}-", <sagas::Fulfilment as sagas::Saga>::NAME);
+    let after = format!("{prefix}{}", query.after.as_deref().unwrap_or(""));
+    eventstore::StreamId::new(after.as_str()).map_err(|error| {
+        ApiError::bad_request(
+            "invalid-query",
+            format!("after is not a saga instance id: {error}"),
+        )
+    })?;
+    let store = state.store().clone();
+    let list = blocking(move || {
+        let (heads, more) = store.streams_page(Some("saga"), Some(&after), limit)?;
+        // Streams sort by id: the fulfilment instances come together, and a stream of
+        // another saga after them ends the list.
+        let ours = heads
+            .iter()
+            .take_while(|(stream, _)| stream.as_str().starts_with(&prefix))
+            .count();
+        let more = more && ours == heads.len();
+        let mut instances = Vec::new();
+        let mut last = None;
+        for (stream, _) in &heads[..ours] {
+            let id = &stream.as_str()[prefix.len()..];
+            last = Some(id.to_owned());
+            let Some(view) = sagas::view::load::<sagas::Fulfilment>(&store, id)? else {
+                continue;
+            };
+            if phase.is_some_and(|phase| phase != view.state.phase) {
+                continue;
+            }
+            instances.push(SagaSummary {
+                id: view.id,
+                stream: view.stream,
+                phase: view.state.phase.name(),
+                finished: view.finished,
+                version: view.version.map_or(0, |version| version.0),
+                updated_at: view.steps.last().map_or_else(String::new, |step| {
+                    step.recorded_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                }),
+            });
+        }
+        Ok(SagaList {
+            instances,
+            next_after: last.filter(|_| more),
+        })
+    })
+    .await?;
+    Ok(axum::Json(list).into_response())
 }
