@@ -1,0 +1,521 @@
+//! The console tests' harness: the platform (a server with authentication, the read
+//! models and the saga, and a fulfilled order) and a headless Chromium driven through
+//! chromedriver.
+
+use super::common;
+use api::{ApiConfig, AppState};
+use eventstore::EventStore;
+use fantoccini::{Client, ClientBuilder, Locator};
+use repositories::Repositories;
+use security::Role;
+use security::auth::{AuthConfig, Authenticator, MintClaims, mint};
+use security::policy::Policy;
+use security::rate_limit::{RateLimiter, RateLimits};
+use serde_json::{Value, json};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) const SECRET: &[u8] = b"a development secret of at least thirty-two bytes";
+pub(crate) const ISSUER: &str = "https://idp.test";
+/// How long any condition in the browser may take to hold.
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
+
+/// One browser at a time: the machine running the tests may have two cores.
+pub(crate) static BROWSER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+// ---- the platform -----------------------------------------------------------------------
+
+/// The server with authentication, the read models and the saga, on a free port.
+pub(crate) struct Platform {
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) store: EventStore,
+    pub(crate) operator: String,
+    pub(crate) customer: String,
+    /// An order of `alice`, placed and fulfilled before the test begins.
+    pub(crate) order_id: String,
+    pub(crate) serving: common::Serving,
+    pub(crate) driver: sagas::Driver,
+    pub(crate) runner_stop: CancellationToken,
+    pub(crate) runner: JoinHandle<()>,
+}
+
+pub(crate) fn token(sub: &str, roles: &[Role], customer_id: Option<&str>) -> String {
+    let claims = MintClaims {
+        sub: sub.to_owned(),
+        roles: roles.to_vec(),
+        customer_id: customer_id.map(str::to_owned),
+        issuer: Some(ISSUER.to_owned()),
+        audience: None,
+    };
+    mint(SECRET, &claims, Duration::from_secs(3600)).unwrap()
+}
+
+impl Platform {
+    /// Starts the server in `dir`, keeping the correlation index, and places an order
+    /// that the saga confirms.
+    pub(crate) async fn start(dir: &Path) -> Platform {
+        Platform::start_with(dir, true).await
+    }
+
+    /// [`Platform::start`]; with `correlations` false the server keeps no correlation
+    /// index (as `annals serve` without `--correlations`).
+    pub(crate) async fn start_with(dir: &Path, correlations: bool) -> Platform {
+        let secret = dir.join("jwt-secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        let authenticator = Authenticator::new(&AuthConfig {
+            jwt_secret_file: Some(secret),
+            issuer: Some(ISSUER.to_owned()),
+            ..AuthConfig::default()
+        })
+        .await
+        .unwrap();
+        let security = api::gate::Security::new(
+            authenticator,
+            Arc::new(Policy::default_policy().unwrap()),
+            RateLimiter::new(RateLimits::default()),
+        );
+        let store = common::open_store(&dir.join("data")).await;
+        let repositories = Repositories::new(store.clone());
+        // The event page lists the event's correlation: keep the index
+        // (`annals serve --correlations`).
+        let runner_config = projections::RunnerConfig::default();
+        let (projections, runner) = if correlations {
+            read_models::ReadSide::start_with_correlations(&store, runner_config)
+        } else {
+            read_models::ReadSide::start(&store, runner_config)
+        }
+        .unwrap();
+        let runner_stop = CancellationToken::new();
+        let runner = tokio::spawn(runner.run(runner_stop.clone()));
+        let services =
+            sagas::FulfilmentServices::new(repositories.clone(), Duration::from_secs(30));
+        let driver = sagas::Driver::start(
+            store.clone(),
+            Arc::new(services),
+            Arc::new(sagas::SystemClock),
+            sagas::DriverConfig::default(),
+        )
+        .unwrap();
+        let state = AppState::sharing(store.clone(), repositories, ApiConfig::default())
+            .with_projections(projections)
+            .with_saga(driver.watch())
+            .with_security(security);
+        let serving = common::Serving::start(state).await;
+        let mut platform = Platform {
+            base: serving.base.clone(),
+            http: reqwest::Client::new(),
+            store,
+            operator: token("oscar", &[Role::Operator], None),
+            customer: token("alice", &[Role::Customer], Some("alice")),
+            order_id: String::new(),
+            serving,
+            driver,
+            runner_stop,
+            runner,
+        };
+        let admin = token("root", &[Role::Admin], None);
+        let sku = json!({"sku": "apple", "name": "Apple", "unit_price": 120});
+        platform.send(&admin, "/api/v1/inventory/skus", sku).await;
+        let restock = json!({"quantity": 100});
+        let path = "/api/v1/inventory/skus/apple/restock";
+        platform.send(&admin, path, restock).await;
+        let account = json!({"customer_id": "alice"});
+        platform
+            .send(&admin, "/api/v1/payments/accounts", account)
+            .await;
+        let deposit = json!({"amount": 50_000});
+        let path = "/api/v1/payments/accounts/alice/deposits";
+        platform.send(&admin, path, deposit).await;
+        let order = json!({"customer_id": "alice", "lines": [{"sku": "apple", "quantity": 3}]});
+        let placed = platform.send(&admin, "/api/v1/orders", order).await;
+        platform.order_id = placed["order_id"].as_str().unwrap().to_owned();
+        platform.saga_finished().await;
+        platform
+    }
+
+    /// `POST path body` as `token`, expecting a 2xx; its JSON answer.
+    pub(crate) async fn send(&self, token: &str, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "POST {path} {body}: {status} {answer}");
+        answer
+    }
+
+    /// `GET path` as the operator, expecting a 200; its JSON answer.
+    pub(crate) async fn get(&self, path: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.operator)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status.as_u16(), 200, "GET {path}: {answer}");
+        answer
+    }
+
+    /// Waits until the order's saga has finished (confirmed).
+    pub(crate) async fn saga_finished(&self) {
+        let path = format!("/api/v1/sagas/fulfilment/{}", self.order_id);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let response = self
+                .http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(&self.operator)
+                .send()
+                .await
+                .unwrap();
+            if response.status().as_u16() == 200 {
+                let saga: Value = response.json().await.unwrap();
+                if saga["finished"] == true {
+                    assert_eq!(saga["state"]["phase"], "confirmed", "{saga}");
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the saga of order {} did not finish",
+                self.order_id
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The log's head now (the next position), as the API answers it.
+    pub(crate) async fn log_head(&self) -> u64 {
+        self.get("/api/v1/log?from=0&limit=1").await["next_position"]
+            .as_u64()
+            .unwrap()
+    }
+
+    pub(crate) async fn stop(self) {
+        self.serving.drain().await;
+        self.driver.stop().await;
+        self.runner_stop.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.runner)
+            .await
+            .expect("the runner stops")
+            .unwrap();
+        self.store.close().await;
+    }
+}
+
+// ---- the browser ------------------------------------------------------------------------
+
+/// chromedriver on a free loopback port, in a process group of its own (the Chromium it
+/// starts joins it). On drop it ends the browser session left open, if any (chromedriver
+/// then quits Chromium), and kills the group: a failed test leaves no browser behind.
+pub(crate) struct Chromedriver {
+    pub(crate) url: String,
+    pub(crate) child: Child,
+    /// The session a test has not closed.
+    pub(crate) session: Option<String>,
+}
+
+impl Chromedriver {
+    pub(crate) fn start() -> Chromedriver {
+        let binary = std::env::var("CHROMEDRIVER_BIN").unwrap_or_else(|_| "chromedriver".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&binary)
+            .arg(format!("--port={port}"))
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "cannot start chromedriver ({binary}: {error}); the console tests need \
+                     Chromium and its driver: `apt-get install chromium chromium-driver` \
+                     (Debian), or set CHROMEDRIVER_BIN to a chromedriver matching your Chrome"
+                )
+            });
+        Chromedriver {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+            session: None,
+        }
+    }
+
+    /// Waits until chromedriver takes sessions.
+    pub(crate) async fn ready(&mut self) {
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(response) = http.get(format!("{}/status", self.url)).send().await
+                && let Ok(status) = response.json::<Value>().await
+                && status["value"]["ready"] == true
+            {
+                return;
+            }
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                panic!("chromedriver exited at start ({exit})");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chromedriver did not get ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            let _ = self.delete_session(&session);
+        }
+        // The group: chromedriver and any Chromium it started.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Chromedriver {
+    /// `DELETE /session/{session}`, blocking (it runs in `drop`, perhaps while a test
+    /// unwinds): chromedriver quits that session's Chromium.
+    pub(crate) fn delete_session(&self, session: &str) -> std::io::Result<()> {
+        use std::io::{Read, Write};
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "DELETE /session/{session} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        )?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer)?;
+        Ok(())
+    }
+}
+
+/// A headless Chromium session, its screenshots named after `test`.
+pub(crate) struct Browser {
+    pub(crate) client: Client,
+    pub(crate) chromedriver: Chromedriver,
+    pub(crate) session: String,
+    pub(crate) base: String,
+    pub(crate) test: &'static str,
+    pub(crate) http: reqwest::Client,
+}
+
+impl Browser {
+    /// A browser of `width` × `height` CSS pixels, against the server at `base`.
+    pub(crate) async fn open(base: &str, test: &'static str, width: u32, height: u32) -> Browser {
+        let mut chromedriver = Chromedriver::start();
+        chromedriver.ready().await;
+        let mut options = json!({
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                format!("--window-size={width},{height}"),
+            ]
+        });
+        if let Ok(chrome) = std::env::var("CHROME_BIN") {
+            options["binary"] = json!(chrome);
+        }
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("goog:chromeOptions".into(), options);
+        capabilities.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&chromedriver.url)
+            .await
+            .unwrap_or_else(|error| {
+                panic!(
+                    "chromedriver started no Chromium session ({error}); install Chromium \
+                     (`apt-get install chromium chromium-driver`) or set CHROME_BIN"
+                )
+            });
+        let session = client.session_id().await.unwrap().expect("a session id");
+        chromedriver.session = Some(session.clone());
+        Browser {
+            client,
+            chromedriver,
+            session,
+            base: base.to_owned(),
+            test,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Opens the console and signs in with `token`.
+    pub(crate) async fn sign_in(&self, token: &str) {
+        self.client
+            .goto(&format!("{}/console", self.base))
+            .await
+            .unwrap();
+        let input = self.wait_for("#token").await;
+        self.page_is_clean("sign-in").await;
+        input.send_keys(token).await.unwrap();
+        self.client
+            .find(Locator::Css("#sign-in button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        self.wait_for("#subject").await;
+    }
+
+    /// Goes to the console's route `hash` (e.g. `#/streams`).
+    pub(crate) async fn visit(&self, hash: &str) {
+        self.client
+            .goto(&format!("{}/console{hash}", self.base))
+            .await
+            .unwrap();
+    }
+
+    /// The element `css`, once it exists.
+    pub(crate) async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
+        match self
+            .client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(element) => element,
+            Err(error) => {
+                let shown = self.shown().await;
+                panic!("no {css} within {WAIT:?} ({error}); the page shows:\n{shown}")
+            }
+        }
+    }
+
+    /// The text of the page's main part, and its errors, for a failure's message (a
+    /// screenshot of it is saved as `<test>-failed.png`).
+    pub(crate) async fn shown(&self) -> String {
+        if let Ok(png) = self.client.screenshot().await {
+            let dir = screenshots();
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(dir.join(format!("{}-failed.png", self.test)), png);
+        }
+        let text = match self.client.find(Locator::Css("main")).await {
+            Ok(main) => main.text().await.unwrap_or_default(),
+            Err(error) => format!("(no main: {error})"),
+        };
+        format!("{text}\nerrors: {:?}", self.errors().await)
+    }
+
+    /// The text of `css` once `holds` is true of it (polling; `what` names the condition).
+    pub(crate) async fn wait_text(
+        &self,
+        css: &str,
+        what: &str,
+        holds: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut last = String::new();
+        loop {
+            if let Ok(element) = self.client.find(Locator::Css(css)).await
+                && let Ok(text) = element.text().await
+            {
+                if holds(&text) {
+                    return text;
+                }
+                last = text;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let shown = self.shown().await;
+                panic!(
+                    "{css}: {what} did not hold within {WAIT:?}; its text: {last:?}; the \
+                     page shows:\n{shown}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The console's own error list and chromedriver's severe browser log entries.
+    pub(crate) async fn errors(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        let page = self
+            .client
+            .execute("return window.annalsErrors || [];", vec![])
+            .await
+            .unwrap();
+        for error in page.as_array().into_iter().flatten() {
+            errors.push(format!("page: {error}"));
+        }
+        let log: Value = self
+            .http
+            .post(format!(
+                "{}/session/{}/se/log",
+                self.chromedriver.url, self.session
+            ))
+            .json(&json!({"type": "browser"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for entry in log["value"].as_array().into_iter().flatten() {
+            if entry["level"] == "SEVERE" {
+                errors.push(format!("browser: {}", entry["message"]));
+            }
+        }
+        errors
+    }
+
+    /// Saves a screenshot of the page as `<test>-<name>.png` and fails on any error the
+    /// page met.
+    pub(crate) async fn page_is_clean(&self, name: &str) {
+        let png = self.client.screenshot().await.unwrap();
+        let dir = screenshots();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{}-{name}.png", self.test)), png).unwrap();
+        let errors = self.errors().await;
+        assert!(
+            errors.is_empty(),
+            "{name}: errors in the browser: {errors:#?}"
+        );
+    }
+
+    /// The texts of every element matching `css`.
+    pub(crate) async fn texts(&self, css: &str) -> Vec<String> {
+        let mut texts = Vec::new();
+        for element in self.client.find_all(Locator::Css(css)).await.unwrap() {
+            texts.push(element.text().await.unwrap());
+        }
+        texts
+    }
+
+    pub(crate) async fn close(mut self) {
+        self.client.close().await.unwrap();
+        self.chromedriver.session = None;
+    }
+}
+
+pub(crate) fn screenshots() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots")
+}
