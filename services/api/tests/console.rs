@@ -107,11 +107,7 @@ async fn the_console_is_served_without_a_token_under_a_strict_policy() {
 /// API's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_loads_cleanly_and_the_overview_shows_the_log_head() {
-    let _turn = BROWSER_TURN.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let platform = Platform::start(dir.path()).await;
-    let browser = Browser::open(&platform.base, "pages", 1280, 900).await;
-    browser.sign_in(&platform.operator).await;
+    let (_turn, _dir, platform, browser) = session("pages", true, DESKTOP, |p| &p.operator).await;
 
     let head = platform.log_head().await;
     browser
@@ -172,11 +168,7 @@ async fn every_page_loads_cleanly_and_the_overview_shows_the_log_head() {
 /// A stream found by a prefix of its id opens, with as many events as the API has.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_found_by_prefix_opens_with_its_events() {
-    let _turn = BROWSER_TURN.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let platform = Platform::start(dir.path()).await;
-    let browser = Browser::open(&platform.base, "prefix", 1280, 900).await;
-    browser.sign_in(&platform.operator).await;
+    let (_turn, _dir, platform, browser) = session("prefix", true, DESKTOP, |p| &p.operator).await;
     browser.visit("#/streams").await;
     let order_stream = format!("order-{}", platform.order_id);
     let prefix = &order_stream[..14];
@@ -252,11 +244,8 @@ async fn a_stream_found_by_prefix_opens_with_its_events() {
 /// stock's and the account's the saga caused, in log order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_events_correlation_lists_the_sagas_events_for_its_order() {
-    let _turn = BROWSER_TURN.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let platform = Platform::start(dir.path()).await;
-    let browser = Browser::open(&platform.base, "correlation", 1280, 900).await;
-    browser.sign_in(&platform.operator).await;
+    let (_turn, _dir, platform, browser) =
+        session("correlation", true, DESKTOP, |p| &p.operator).await;
     let order_stream = format!("order-{}", platform.order_id);
     let placed = platform
         .get(&format!("/api/v1/streams/{order_stream}"))
@@ -305,11 +294,8 @@ async fn an_events_correlation_lists_the_sagas_events_for_its_order() {
 /// and no script can silence it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_correlations_kept_the_event_page_says_how_to_keep_them() {
-    let _turn = BROWSER_TURN.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let platform = Platform::start_with(dir.path(), false).await;
-    let browser = Browser::open(&platform.base, "correlations-not-kept", 1280, 900).await;
-    browser.sign_in(&platform.operator).await;
+    let (_turn, _dir, platform, browser) =
+        session("correlations-not-kept", false, DESKTOP, |p| &p.operator).await;
     let placed = platform
         .get(&format!("/api/v1/streams/order-{}", platform.order_id))
         .await["events"][0]
@@ -338,11 +324,7 @@ async fn without_correlations_kept_the_event_page_says_how_to_keep_them() {
 /// checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_started_from_the_button_completes() {
-    let _turn = BROWSER_TURN.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let platform = Platform::start(dir.path()).await;
-    let browser = Browser::open(&platform.base, "rebuild", 1280, 900).await;
-    browser.sign_in(&platform.operator).await;
+    let (_turn, _dir, platform, browser) = session("rebuild", true, DESKTOP, |p| &p.operator).await;
     browser.visit("#/read-models").await;
     let name = read_models::ORDERS;
     let before = model(&platform, name).await["active_build"].clone();
@@ -391,11 +373,7 @@ async fn model(platform: &Platform, name: &str) -> Value {
 /// The live tail shows an event appended while it is open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_tail_shows_an_event_appended_meanwhile() {
-    let _turn = BROWSER_TURN.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let platform = Platform::start(dir.path()).await;
-    let browser = Browser::open(&platform.base, "live", 1280, 900).await;
-    browser.sign_in(&platform.operator).await;
+    let (_turn, _dir, platform, browser) = session("live", true, DESKTOP, |p| &p.operator).await;
     browser.visit("#/live").await;
     browser.wait_for("#live-status[data-connected]").await;
     let admin = token("root", &[Role::Admin], None);
@@ -457,11 +435,7 @@ async fn the_live_tail_shows_an_event_appended_meanwhile() {
 /// its address says it is not permitted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_does_not_see_the_operator_pages() {
-    let _turn = BROWSER_TURN.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let platform = Platform::start(dir.path()).await;
-    let browser = Browser::open(&platform.base, "customer", 390, 844).await;
-    browser.sign_in(&platform.customer).await;
+    let (_turn, _dir, platform, browser) = session("customer", true, PHONE, |p| &p.customer).await;
     browser.page_is_clean("home").await;
     let offered: Vec<String> = {
         let mut pages = Vec::new();

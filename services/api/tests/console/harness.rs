@@ -28,6 +28,38 @@ pub(crate) const WAIT: Duration = Duration::from_secs(20);
 /// One browser at a time: the machine running the tests may have two cores.
 pub(crate) static BROWSER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A desktop window, in CSS pixels.
+pub(crate) const DESKTOP: (u32, u32) = (1280, 900);
+
+/// A phone-sized window, in CSS pixels.
+pub(crate) const PHONE: (u32, u32) = (390, 844);
+
+/// What a browser test holds while it runs: its turn at the browser, the data directory,
+/// the platform, and a browser signed in.
+pub(crate) type Session = (
+    tokio::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    Platform,
+    Browser,
+);
+
+/// Waits for the browser's turn, starts a platform (keeping the correlation index if
+/// `correlations`) and opens a browser of `window` size for `test`, signed in with the
+/// token `who` picks from the platform's (the operator's or the customer's).
+pub(crate) async fn session(
+    test: &'static str,
+    correlations: bool,
+    window: (u32, u32),
+    who: fn(&Platform) -> &str,
+) -> Session {
+    let turn = BROWSER_TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let platform = Platform::start_with(dir.path(), correlations).await;
+    let browser = Browser::open(&platform.base, test, window.0, window.1).await;
+    browser.sign_in(who(&platform)).await;
+    (turn, dir, platform, browser)
+}
+
 // ---- the platform -----------------------------------------------------------------------
 
 /// The server with authentication, the read models and the saga, on a free port.
