@@ -12,16 +12,14 @@ use eventstore::EventStore;
 use repositories::Repositories;
 use sagas::{Driver, DriverConfig, FulfilmentServices, SystemClock};
 use security::Role;
-use security::auth::{AuthConfig, Authenticator, MintClaims, mint};
-use security::policy::Policy;
-use security::rate_limit::{RateLimiter, RateLimits};
+use security::rate_limit::RateLimits;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 mod common;
 
-const SECRET: &[u8] = b"a development secret of at least thirty-two bytes";
-const ISSUER: &str = "https://idp.test";
+use common::token;
+
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The actions `/api/v1/me` answers for.
@@ -54,17 +52,6 @@ struct Console {
     driver: Driver,
     /// The admin's token on a secured server (sent with every request but `as_`'s).
     admin: Option<String>,
-}
-
-fn token(sub: &str, roles: &[Role], customer_id: Option<&str>) -> String {
-    let claims = MintClaims {
-        sub: sub.to_owned(),
-        roles: roles.to_vec(),
-        customer_id: customer_id.map(str::to_owned),
-        issuer: Some(ISSUER.to_owned()),
-        audience: None,
-    };
-    mint(SECRET, &claims, Duration::from_secs(600)).unwrap()
 }
 
 impl Console {
@@ -100,20 +87,7 @@ impl Console {
             .with_projections(read_side);
         let mut admin = None;
         if secured {
-            let secret = dir.join("jwt-secret");
-            std::fs::write(&secret, SECRET).unwrap();
-            let authenticator = Authenticator::new(&AuthConfig {
-                jwt_secret_file: Some(secret),
-                issuer: Some(ISSUER.to_owned()),
-                ..AuthConfig::default()
-            })
-            .await
-            .unwrap();
-            state = state.with_security(api::gate::Security::new(
-                authenticator,
-                Arc::new(Policy::default_policy().unwrap()),
-                RateLimiter::new(RateLimits::default()),
-            ));
+            state = state.with_security(common::security(dir, RateLimits::default()).await);
             admin = Some(token("root", &[Role::Admin], None));
         }
         let serving = common::Serving::start(state).await;

@@ -9,21 +9,18 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use api::ApiConfig;
 use eventstore::EventStore;
 use security::Role;
-use security::auth::{AuthConfig, Authenticator, MintClaims, mint};
-use security::policy::Policy;
-use security::rate_limit::{RateLimiter, RateLimits};
+use security::auth::{MintClaims, mint};
+use security::rate_limit::RateLimits;
 use serde_json::{Value, json};
 
 mod common;
 
-const SECRET: &[u8] = b"a development secret of at least thirty-two bytes";
-const ISSUER: &str = "https://idp.test";
+use common::{ISSUER, token};
 
 /// Who calls, in the table's columns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -98,33 +95,9 @@ struct Secured {
     tokens: BTreeMap<Who, String>,
 }
 
-fn token(sub: &str, roles: &[Role], customer_id: Option<&str>) -> String {
-    let claims = MintClaims {
-        sub: sub.to_owned(),
-        roles: roles.to_vec(),
-        customer_id: customer_id.map(str::to_owned),
-        issuer: Some(ISSUER.to_owned()),
-        audience: None,
-    };
-    mint(SECRET, &claims, Duration::from_secs(600)).unwrap()
-}
-
 impl Secured {
     async fn start(dir: &Path, limits: RateLimits) -> Self {
-        let secret = dir.join("jwt-secret");
-        std::fs::write(&secret, SECRET).unwrap();
-        let authenticator = Authenticator::new(&AuthConfig {
-            jwt_secret_file: Some(secret),
-            issuer: Some(ISSUER.to_owned()),
-            ..AuthConfig::default()
-        })
-        .await
-        .unwrap();
-        let security = api::gate::Security::new(
-            authenticator,
-            Arc::new(Policy::default_policy().unwrap()),
-            RateLimiter::new(limits),
-        );
+        let security = common::security(dir, limits).await;
         let server =
             common::ReadSideServing::start(&dir.join("data"), ApiConfig::default(), |state| {
                 // With fault injection on, so that the chaos routes are served (and gated).

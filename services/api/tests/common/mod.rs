@@ -164,3 +164,45 @@ impl ReadSideServing {
         self.store.close().await;
     }
 }
+
+/// The HS256 secret the secured test servers verify tokens with.
+#[allow(dead_code)]
+pub const SECRET: &[u8] = b"a development secret of at least thirty-two bytes";
+
+/// The issuer of the secured test servers' tokens.
+#[allow(dead_code)]
+pub const ISSUER: &str = "https://idp.test";
+
+/// A token for `sub` with `roles` (and `customer_id`), signed with [`SECRET`] by
+/// [`ISSUER`], valid for ten minutes.
+#[allow(dead_code)]
+pub fn token(sub: &str, roles: &[security::Role], customer_id: Option<&str>) -> String {
+    let claims = security::auth::MintClaims {
+        sub: sub.to_owned(),
+        roles: roles.to_vec(),
+        customer_id: customer_id.map(str::to_owned),
+        issuer: Some(ISSUER.to_owned()),
+        audience: None,
+    };
+    security::auth::mint(SECRET, &claims, Duration::from_secs(600)).unwrap()
+}
+
+/// The gate of a secured test server: tokens of [`token`] (its secret written into
+/// `dir`), the default policy and `limits`.
+#[allow(dead_code)]
+pub async fn security(dir: &Path, limits: security::rate_limit::RateLimits) -> api::gate::Security {
+    let secret = dir.join("jwt-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let authenticator = security::auth::Authenticator::new(&security::auth::AuthConfig {
+        jwt_secret_file: Some(secret),
+        issuer: Some(ISSUER.to_owned()),
+        ..security::auth::AuthConfig::default()
+    })
+    .await
+    .unwrap();
+    api::gate::Security::new(
+        authenticator,
+        std::sync::Arc::new(security::policy::Policy::default_policy().unwrap()),
+        security::rate_limit::RateLimiter::new(limits),
+    )
+}

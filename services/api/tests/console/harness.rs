@@ -3,14 +3,13 @@
 //! chromedriver.
 
 use super::common;
+pub(crate) use super::common::token;
 use api::{ApiConfig, AppState};
 use eventstore::EventStore;
 use fantoccini::{Client, ClientBuilder, Locator};
 use repositories::Repositories;
 use security::Role;
-use security::auth::{AuthConfig, Authenticator, MintClaims, mint};
-use security::policy::Policy;
-use security::rate_limit::{RateLimiter, RateLimits};
+use security::rate_limit::RateLimits;
 use serde_json::{Value, json};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -20,8 +19,6 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) const SECRET: &[u8] = b"a development secret of at least thirty-two bytes";
-pub(crate) const ISSUER: &str = "https://idp.test";
 /// How long any condition in the browser may take to hold.
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
@@ -77,17 +74,6 @@ pub(crate) struct Platform {
     pub(crate) runner: JoinHandle<()>,
 }
 
-pub(crate) fn token(sub: &str, roles: &[Role], customer_id: Option<&str>) -> String {
-    let claims = MintClaims {
-        sub: sub.to_owned(),
-        roles: roles.to_vec(),
-        customer_id: customer_id.map(str::to_owned),
-        issuer: Some(ISSUER.to_owned()),
-        audience: None,
-    };
-    mint(SECRET, &claims, Duration::from_secs(3600)).unwrap()
-}
-
 impl Platform {
     /// Starts the server in `dir`, keeping the correlation index, and places an order
     /// that the saga confirms.
@@ -98,20 +84,7 @@ impl Platform {
     /// [`Platform::start`]; with `correlations` false the server keeps no correlation
     /// index (as `annals serve` without `--correlations`).
     pub(crate) async fn start_with(dir: &Path, correlations: bool) -> Platform {
-        let secret = dir.join("jwt-secret");
-        std::fs::write(&secret, SECRET).unwrap();
-        let authenticator = Authenticator::new(&AuthConfig {
-            jwt_secret_file: Some(secret),
-            issuer: Some(ISSUER.to_owned()),
-            ..AuthConfig::default()
-        })
-        .await
-        .unwrap();
-        let security = api::gate::Security::new(
-            authenticator,
-            Arc::new(Policy::default_policy().unwrap()),
-            RateLimiter::new(RateLimits::default()),
-        );
+        let security = common::security(dir, RateLimits::default()).await;
         let store = common::open_store(&dir.join("data")).await;
         let repositories = Repositories::new(store.clone());
         // The event page lists the event's correlation: keep the index
