@@ -21,6 +21,8 @@
 //! answer), `queries` (blocking reads, ETags, page lengths), `extract` (input checks),
 //! [`problem`] (the one error type). The OpenAPI document is generated from the
 //! handlers ([`openapi`]) and served at `/api/v1/openapi.json`.
+//! What may change within `/api/v1` and how a route is retired: docs/API.md; a
+//! deprecated route says so on every answer and in the document ([`deprecation`]).
 //!
 //! A console reads four routes more: `GET /api/v1/me` (the caller and what the policy
 //! allows it), a correlation's events (from the `correlations` read model, kept only by
@@ -70,6 +72,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 mod commands;
+pub mod deprecation;
 pub mod events;
 mod extract;
 pub mod gate;
@@ -399,6 +402,9 @@ pub fn app(state: AppState) -> Router {
         state.slos().clone(),
         slo::record_commands,
     ));
+    // Outermost of the route layers: a deprecated route says so on every answer, its
+    // refusals included.
+    router = deprecation::apply(router, deprecation::DEPRECATED);
     router = router
         .fallback(problem::no_route)
         .method_not_allowed_fallback(problem::method_not_allowed)
@@ -416,6 +422,7 @@ pub fn app(state: AppState) -> Router {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut document = routes(true).into_openapi();
     lanes::document(&mut document);
+    deprecation::mark_document(&mut document, deprecation::DEPRECATED);
     document
 }
 

@@ -75,11 +75,19 @@ pub struct Serving {
 impl Serving {
     /// Binds a free port and serves `state` there until [`Serving::drain`].
     pub async fn start(state: AppState) -> Serving {
+        Self::start_with(state, |app| app).await
+    }
+
+    /// [`Serving::start`], the app as `wrap` makes it (e.g. with another layer).
+    pub async fn start_with(
+        state: AppState,
+        wrap: impl FnOnce(axum::Router) -> axum::Router,
+    ) -> Serving {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = state.shutdown_token();
         let stop = shutdown.clone();
-        let app = api::app(state);
+        let app = wrap(api::app(state));
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(stop.cancelled_owned())
