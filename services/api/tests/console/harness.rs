@@ -154,7 +154,9 @@ impl Platform {
         }
         let mut relay = None;
         if let Some(url) = setup.nats_url {
-            // Short timeouts and a quick breaker, so that an outage shows within seconds.
+            // Short timeouts and a quick breaker, so that an outage shows within seconds;
+            // once open, the breaker stays open for the rest of a test (never half open
+            // while a test looks at it).
             let publisher = outbox::Relay::new(
                 store.clone(),
                 outbox::RelayConfig {
@@ -164,7 +166,7 @@ impl Platform {
                     backoff_min: Duration::from_millis(20),
                     backoff_max: Duration::from_millis(200),
                     breaker_failure_threshold: 2,
-                    breaker_cool_down: Duration::from_secs(2),
+                    breaker_cool_down: Duration::from_secs(120),
                     status_interval: Duration::from_millis(100),
                     shutdown_grace: Duration::from_millis(500),
                     ..outbox::RelayConfig::new(url)
