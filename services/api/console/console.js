@@ -733,13 +733,13 @@ function readModelsPage(main, _argument, _query, current) {
   const messages = h('div', { id: 'rebuild-messages', role: 'status' });
   main.append(messages, body);
   const rebuilding = new Map(); // name -> build being made
-  const faultEvents = new Map(); // position -> the event a model failed on, looked up once
+  const faultEvents = new Map(); // position -> the id of the event a model failed on, looked up once
   const load = () => refresh(body, async () => {
     const { projections } = await api('/api/v1/projections', { signal: current.signal });
     const unknown = projections.filter((model) => model.state === 'faulted' && model.fault_position !== null && !faultEvents.has(model.fault_position));
     await Promise.all(unknown.map(async (model) => {
       const found = await eventAt(model.fault_position, current);
-      if (found) faultEvents.set(model.fault_position, found);
+      if (found) faultEvents.set(model.fault_position, found.id);
     }));
     return { projections, rebuilding: [...rebuilding], faultEvents: [...faultEvents] };
   }, ({ projections }) => {
@@ -769,7 +769,7 @@ async function eventAt(position, current) {
   }
 }
 
-function modelCard(model, rebuilding, messages, reload, faultEvent) {
+function modelCard(model, rebuilding, messages, reload, faultEventId) {
   const rebuild = model.rebuild;
   const progress = rebuild ? h('p', {}, `Rebuilding (version ${rebuild.version}, build ${rebuild.build}): `,
     h('progress', { max: Math.max(1, model.head), value: rebuild.checkpoint, 'aria-label': 'Rebuild progress' }),
@@ -780,7 +780,7 @@ function modelCard(model, rebuilding, messages, reload, faultEvent) {
   const fault = model.state === 'faulted' ? h('div', { class: 'problem', id: 'fault-' + model.name },
     h('strong', {}, 'Faulted' + (position !== null ? ` at position ${position}` : '')),
     h('p', {}, 'It stopped on ',
-      faultEvent ? h('a', { href: go('event', faultEvent.id), id: 'fault-event-' + model.name }, eventName) : eventName,
+      faultEventId ? h('a', { href: go('event', faultEventId), id: 'fault-event-' + model.name }, eventName) : eventName,
       model.fault_stream ? [' in ', allowed('streams.read') ? link(go('stream', model.fault_stream), model.fault_stream) : model.fault_stream] : null,
       '. Once the cause is fixed, retry it: ', h('code', {}, `annals read-models retry ${model.name}`), '.'),
     model.fault_error ? h('div', {}, h('code', { id: 'fault-error-' + model.name }, model.fault_error)) : null) : null;
