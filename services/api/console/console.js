@@ -75,6 +75,7 @@ function table(headers, rows, attributes) {
     h('tbody', {}, rows)));
 }
 function time(text) { return text ? h('time', { datetime: text }, new Date(text).toLocaleString()) : ''; }
+function eventCount(count) { return count === 1 ? '1 event' : String(count) + ' events'; }
 function percent(share) { return (Math.round(share * 1000) / 10).toFixed(1) + ' %'; }
 
 // ---- the API --------------------------------------------------------------------------
@@ -162,14 +163,20 @@ async function fill(slot, load) {
 }
 
 // For a view polled again and again: fetches with `fetchData`, and draws with `render`
-// only when the answer changed, so that a focused link or button keeps its focus.
+// only when the answer changed. A focused element with an id that is drawn again gets
+// the focus back, so that a keyboard user does not lose their place.
 async function refresh(slot, fetchData, render) {
   try {
     const data = await fetchData();
     const key = JSON.stringify(data);
     if (slot.dataset.drawn === key) return;
     slot.dataset.drawn = key;
+    const focused = slot.contains(document.activeElement) ? document.activeElement.id : '';
     slot.replaceChildren(...[render(data)].flat(Infinity).filter((child) => child !== null && child !== undefined && child !== false));
+    if (focused) {
+      const again = document.getElementById(focused);
+      if (again && slot.contains(again)) again.focus();
+    }
   } catch (error) {
     delete slot.dataset.drawn;
     const box = problemBox(error);
@@ -345,7 +352,8 @@ function rateChart() {
     rates.push(seconds > 0 ? (headSamples[i].position - headSamples[i - 1].position) / seconds : 0);
   }
   const top = Math.max(1, ...rates);
-  const step = width / Math.max(1, HEAD_SAMPLES_KEPT - 2);
+  // The samples kept fill the width (until there are HEAD_SAMPLES_KEPT of them).
+  const step = width / Math.max(1, rates.length - 1);
   const points = rates.map((rate, i) => [width - (rates.length - 1 - i) * step, height - 12 - (rate / top) * (height - 24)]);
   const line = points.map(([x, y]) => x.toFixed(1) + ',' + y.toFixed(1)).join(' ');
   const last = rates.length ? rates[rates.length - 1] : 0;
@@ -387,7 +395,7 @@ function overviewPage(main, _argument, _query, current) {
   const loadReady = () => refresh(ready, () => api('/readyz', { signal: current.signal }), (answer) => {
     return facts([
       ['Status', stateText(answer.status), 'ready-status'],
-      ['Index lag', String(answer.index_lag) + ' events', 'index-lag'],
+      ['Index lag', eventCount(answer.index_lag), 'index-lag'],
       ['Indexed up to', String(answer.indexed_position)],
       answer.outbox ? ['Relay', stateText(answer.outbox.status)] : null,
     ]);
@@ -422,11 +430,12 @@ function relayFacts(outbox) {
   const relay = outbox.relay;
   return facts([
     ['Health', [stateText(outbox.health.status), outbox.health.reason ? ' — ' + outbox.health.reason : ''], 'relay-health'],
-    ['State', relay.state],
-    ['Breaker', stateText(relay.breaker)],
-    ['Checkpoint', String(relay.checkpoint)],
-    ['Backlog', String(relay.backlog) + ' events', 'relay-backlog'],
-    ['Published', String(relay.published)],
+    ['State', relay.state + (relay.connected ? ', connected' : ', not connected'), 'relay-state'],
+    ['Breaker', stateText(relay.breaker), 'relay-breaker'],
+    ['Checkpoint', String(relay.checkpoint), 'relay-checkpoint'],
+    ['Log head', String(relay.log_head)],
+    ['Backlog', eventCount(relay.backlog), 'relay-backlog'],
+    ['Published', String(relay.published) + ' since the start'],
     relay.last_error ? ['Last error', [relay.last_error, ' ', time(relay.last_error_at)]] : null,
   ]);
 }
@@ -720,13 +729,19 @@ function parseSse(block) {
 
 function readModelsPage(main, _argument, _query, current) {
   main.append(h('h1', {}, 'Read models'));
-  const body = h('div', { id: 'models' }, h('p', { class: 'muted' }, 'Loading…'));
+  const body = h('div', { id: 'models', class: 'grid' }, h('p', { class: 'muted' }, 'Loading…'));
   const messages = h('div', { id: 'rebuild-messages', role: 'status' });
   main.append(messages, body);
   const rebuilding = new Map(); // name -> build being made
+  const faultEvents = new Map(); // position -> the id of the event a model failed on, looked up once
   const load = () => refresh(body, async () => {
     const { projections } = await api('/api/v1/projections', { signal: current.signal });
-    return { projections, rebuilding: [...rebuilding] };
+    const unknown = projections.filter((model) => model.state === 'faulted' && model.fault_position !== null && !faultEvents.has(model.fault_position));
+    await Promise.all(unknown.map(async (model) => {
+      const found = await eventAt(model.fault_position, current);
+      if (found) faultEvents.set(model.fault_position, found.id);
+    }));
+    return { projections, rebuilding: [...rebuilding], faultEvents: [...faultEvents] };
   }, ({ projections }) => {
     for (const model of projections) {
       const build = rebuilding.get(model.name);
@@ -736,45 +751,67 @@ function readModelsPage(main, _argument, _query, current) {
           `${model.name}: build ${build} took over; checkpoint ${model.checkpoint}.`));
       }
     }
-    return projections.map((model) => modelCard(model, rebuilding, messages, load));
+    return projections.map((model) => modelCard(model, rebuilding, messages, load, faultEvents.get(model.fault_position)));
   });
   load();
   current.every(1000, load);
 }
 
-function modelCard(model, rebuilding, messages, reload) {
+// The event at `position` in the log (its id, for a link), or null if it cannot be read.
+async function eventAt(position, current) {
+  if (!allowed('log.read') || !allowed('events.read')) return null;
+  try {
+    const page = await api('/api/v1/log?' + new URLSearchParams({ from: position, limit: 1 }), { signal: current.signal });
+    const found = page.events[0];
+    return found && found.position === position ? found : null;
+  } catch (_) {
+    return null; // the fault is shown without the link; the next poll asks again
+  }
+}
+
+function modelCard(model, rebuilding, messages, reload, faultEventId) {
   const rebuild = model.rebuild;
   const progress = rebuild ? h('p', {}, `Rebuilding (version ${rebuild.version}, build ${rebuild.build}): `,
     h('progress', { max: Math.max(1, model.head), value: rebuild.checkpoint, 'aria-label': 'Rebuild progress' }),
     ` ${rebuild.checkpoint} of ${model.head}`,
     rebuild.fault_position !== null && rebuild.fault_position !== undefined ? h('span', { class: 'state-faulted' }, ` — faulted at position ${rebuild.fault_position}`) : null) : null;
-  const fault = model.state === 'faulted' ? h('div', { class: 'problem' },
-    h('strong', {}, 'Faulted' + (model.fault_position !== null ? ` at position ${model.fault_position}` : '')),
-    model.fault_event_type ? [' on ', model.fault_event_type] : null,
-    model.fault_stream ? [' in ', allowed('streams.read') ? link(go('stream', model.fault_stream), model.fault_stream) : model.fault_stream] : null,
-    model.fault_error ? h('div', {}, h('code', {}, model.fault_error)) : null) : null;
+  const position = model.fault_position;
+  const eventName = (model.fault_event_type || 'the event') + (position !== null ? ` at position ${position}` : '');
+  const fault = model.state === 'faulted' ? h('div', { class: 'problem', id: 'fault-' + model.name },
+    h('strong', {}, 'Faulted' + (position !== null ? ` at position ${position}` : '')),
+    h('p', {}, 'It stopped on ',
+      faultEventId ? h('a', { href: go('event', faultEventId), id: 'fault-event-' + model.name }, eventName) : eventName,
+      model.fault_stream ? [' in ', allowed('streams.read') ? link(go('stream', model.fault_stream), model.fault_stream) : model.fault_stream] : null,
+      '. Once the cause is fixed, retry it: ', h('code', {}, `annals read-models retry ${model.name}`), '.'),
+    model.fault_error ? h('div', {}, h('code', { id: 'fault-error-' + model.name }, model.fault_error)) : null) : null;
+  // While a rebuild runs the button says so with aria-disabled rather than disabled: a
+  // disabled button would lose the keyboard focus.
+  const busy = rebuilding.has(model.name) || Boolean(rebuild);
   const button = allowed('projections.rebuild') ? h('button', {
-    type: 'button', id: 'rebuild-' + model.name, disabled: rebuilding.has(model.name) || Boolean(rebuild),
+    type: 'button', id: 'rebuild-' + model.name, 'aria-disabled': busy ? 'true' : null,
     onclick: async (clicked) => {
-      clicked.target.disabled = true;
+      const pressed = clicked.currentTarget;
+      if (pressed.getAttribute('aria-disabled') === 'true') return;
+      pressed.setAttribute('aria-disabled', 'true');
       try {
         const started = await api('/api/v1/projections/' + encodeURIComponent(model.name) + '/rebuild', { method: 'POST' });
         rebuilding.set(model.name, started.build);
         messages.append(h('p', {}, `${model.name}: rebuild started (build ${started.build}).`));
       } catch (error) {
+        pressed.removeAttribute('aria-disabled');
         const box = problemBox(error);
         if (box) messages.append(box);
       }
       reload();
-    } }, 'Rebuild') : null;
-  return h('section', { class: 'card', 'data-model': model.name },
-    h('h2', {}, model.name, ' ', stateText(model.state)),
+    } }, 'Rebuild ', h('span', { class: 'visually-hidden' }, model.name)) : null;
+  return h('section', { class: 'card', 'data-model': model.name, 'aria-labelledby': 'model-' + model.name },
+    h('h2', { id: 'model-' + model.name }, model.name, ' ', stateText(model.state)),
     facts([
       ['Checkpoint', String(model.checkpoint), 'checkpoint-' + model.name],
       ['Log head', String(model.head)],
-      ['Lag', String(model.lag) + ' events', 'lag-' + model.name],
+      ['Lag', eventCount(model.lag), 'lag-' + model.name],
       ['Version', `${model.version} (active ${model.active_version ?? '—'}, build ${model.active_build ?? '—'})`],
-      model.parked ? ['Parked', String(model.parked) + ' events'] : null,
+      model.parked ? ['Parked', eventCount(model.parked)] : null,
     ]),
     fault, progress, h('div', { class: 'actions' }, button));
 }
@@ -871,9 +908,26 @@ function relayPage(main, _argument, _query, current) {
 
 // ---- start ------------------------------------------------------------------------------
 
-// A new page takes the focus, so that a keyboard or screen reader user starts at its top.
+// A new page's heading (or the main part) takes the focus, so that a keyboard or screen
+// reader user starts at its top, as after following a link to a new document.
+function focusPage() {
+  const main = document.getElementById('main');
+  const heading = main.querySelector('h1');
+  if (heading) {
+    heading.tabIndex = -1;
+    heading.focus();
+  } else {
+    main.focus();
+  }
+}
+
 window.addEventListener('hashchange', () => {
   route();
-  document.getElementById('main').focus();
+  focusPage();
+});
+// The skip link: past the header to the page, without touching the route in the URL.
+document.getElementById('skip').addEventListener('click', (clicked) => {
+  clicked.preventDefault();
+  focusPage();
 });
 start();

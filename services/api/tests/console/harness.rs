@@ -1,11 +1,14 @@
-//! The console tests' harness: the platform (a server with authentication, the read
-//! models and the saga, and a fulfilled order) and a headless Chromium driven through
-//! chromedriver.
+//! The console tests' harness: the platform (a server with authentication, or without
+//! it, the read models and the saga, a relay to NATS if asked, and a fulfilled order)
+//! and a headless Chromium driven through chromedriver (a phone's screen emulated, keys
+//! pressed through WebDriver actions).
 
 use super::common;
 pub(crate) use super::common::token;
 use api::{ApiConfig, AppState};
 use eventstore::EventStore;
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use repositories::Repositories;
 use security::Role;
@@ -40,6 +43,19 @@ pub(crate) type Session = (
     Browser,
 );
 
+/// How a test's server is set up; [`Setup::default`] is a server with authentication,
+/// the read models and the saga, keeping no correlation index and running no relay.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Setup {
+    /// Keep the correlation index (`annals serve --correlations`).
+    pub(crate) correlations: bool,
+    /// Serve without authentication, as `annals serve` does on loopback with no token
+    /// source configured: the console then asks for no token.
+    pub(crate) open: bool,
+    /// Run the outbox relay to this NATS server (`annals serve --nats-url`).
+    pub(crate) nats_url: Option<String>,
+}
+
 /// Waits for the browser's turn, starts a platform (keeping the correlation index if
 /// `correlations`) and opens a browser of `window` size for `test`, signed in with the
 /// token `who` picks from the platform's (the operator's or the customer's).
@@ -49,11 +65,32 @@ pub(crate) async fn session(
     window: (u32, u32),
     who: fn(&Platform) -> &str,
 ) -> Session {
+    let setup = Setup {
+        correlations,
+        ..Setup::default()
+    };
+    session_with(test, setup, window, who).await
+}
+
+/// [`session`] on a server set up as `setup`; on an open server the browser opens the
+/// console without signing in (`who` is not asked).
+pub(crate) async fn session_with(
+    test: &'static str,
+    setup: Setup,
+    window: (u32, u32),
+    who: fn(&Platform) -> &str,
+) -> Session {
     let turn = BROWSER_TURN.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let platform = Platform::start_with(dir.path(), correlations).await;
+    let open = setup.open;
+    let platform = Platform::start_with(dir.path(), setup).await;
     let browser = Browser::open(&platform.base, test, window.0, window.1).await;
-    browser.sign_in(who(&platform)).await;
+    if open {
+        browser.visit("").await;
+        browser.wait_for("#nav a").await;
+    } else {
+        browser.sign_in(who(&platform)).await;
+    }
     (turn, dir, platform, browser)
 }
 
@@ -72,25 +109,27 @@ pub(crate) struct Platform {
     pub(crate) driver: sagas::Driver,
     pub(crate) runner_stop: CancellationToken,
     pub(crate) runner: JoinHandle<()>,
+    /// The outbox relay, when the platform runs one: its stop and its task.
+    pub(crate) relay: Option<(CancellationToken, JoinHandle<Result<(), outbox::Error>>)>,
 }
 
 impl Platform {
     /// Starts the server in `dir`, keeping the correlation index, and places an order
     /// that the saga confirms.
     pub(crate) async fn start(dir: &Path) -> Platform {
-        Platform::start_with(dir, true).await
+        let setup = Setup {
+            correlations: true,
+            ..Setup::default()
+        };
+        Platform::start_with(dir, setup).await
     }
 
-    /// [`Platform::start`]; with `correlations` false the server keeps no correlation
-    /// index (as `annals serve` without `--correlations`).
-    pub(crate) async fn start_with(dir: &Path, correlations: bool) -> Platform {
-        let security = common::security(dir, RateLimits::default()).await;
+    /// [`Platform::start`], the server set up as `setup`.
+    pub(crate) async fn start_with(dir: &Path, setup: Setup) -> Platform {
         let store = common::open_store(&dir.join("data")).await;
         let repositories = Repositories::new(store.clone());
-        // The event page lists the event's correlation: keep the index
-        // (`annals serve --correlations`).
         let runner_config = projections::RunnerConfig::default();
-        let (projections, runner) = if correlations {
+        let (projections, runner) = if setup.correlations {
             read_models::ReadSide::start_with_correlations(&store, runner_config)
         } else {
             read_models::ReadSide::start(&store, runner_config)
@@ -107,10 +146,38 @@ impl Platform {
             sagas::DriverConfig::default(),
         )
         .unwrap();
-        let state = AppState::sharing(store.clone(), repositories, ApiConfig::default())
+        let mut state = AppState::sharing(store.clone(), repositories, ApiConfig::default())
             .with_projections(projections)
-            .with_saga(driver.watch())
-            .with_security(security);
+            .with_saga(driver.watch());
+        if !setup.open {
+            state = state.with_security(common::security(dir, RateLimits::default()).await);
+        }
+        let mut relay = None;
+        if let Some(url) = setup.nats_url {
+            // Short timeouts and a quick breaker, so that an outage shows within seconds;
+            // once open, the breaker stays open for the rest of a test (never half open
+            // while a test looks at it).
+            let publisher = outbox::Relay::new(
+                store.clone(),
+                outbox::RelayConfig {
+                    connect_timeout: Duration::from_secs(2),
+                    request_timeout: Duration::from_secs(2),
+                    ack_timeout: Duration::from_secs(2),
+                    backoff_min: Duration::from_millis(20),
+                    backoff_max: Duration::from_millis(200),
+                    breaker_failure_threshold: 2,
+                    breaker_cool_down: Duration::from_secs(120),
+                    status_interval: Duration::from_millis(100),
+                    shutdown_grace: Duration::from_millis(500),
+                    ..outbox::RelayConfig::new(url)
+                },
+            )
+            .unwrap();
+            state = state.with_relay(publisher.status());
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(publisher.run(stop.clone()));
+            relay = Some((stop, task));
+        }
         let serving = common::Serving::start(state).await;
         let mut platform = Platform {
             base: serving.base.clone(),
@@ -123,11 +190,12 @@ impl Platform {
             driver,
             runner_stop,
             runner,
+            relay,
         };
         let admin = token("root", &[Role::Admin], None);
         let sku = json!({"sku": "apple", "name": "Apple", "unit_price": 120});
         platform.send(&admin, "/api/v1/inventory/skus", sku).await;
-        let restock = json!({"quantity": 100});
+        let restock = json!({"quantity": 1000});
         let path = "/api/v1/inventory/skus/apple/restock";
         platform.send(&admin, path, restock).await;
         let account = json!({"customer_id": "alice"});
@@ -137,9 +205,7 @@ impl Platform {
         let deposit = json!({"amount": 50_000});
         let path = "/api/v1/payments/accounts/alice/deposits";
         platform.send(&admin, path, deposit).await;
-        let order = json!({"customer_id": "alice", "lines": [{"sku": "apple", "quantity": 3}]});
-        let placed = platform.send(&admin, "/api/v1/orders", order).await;
-        platform.order_id = placed["order_id"].as_str().unwrap().to_owned();
+        platform.order_id = platform.place_order(3).await;
         platform.saga_finished().await;
         platform
     }
@@ -177,7 +243,22 @@ impl Platform {
 
     /// Waits until the order's saga has finished (confirmed).
     pub(crate) async fn saga_finished(&self) {
-        let path = format!("/api/v1/sagas/fulfilment/{}", self.order_id);
+        self.saga_ends(&self.order_id, "confirmed").await;
+    }
+
+    /// Places an order of `quantity` apples for `alice`; its id.
+    pub(crate) async fn place_order(&self, quantity: u32) -> String {
+        let admin = token("root", &[Role::Admin], None);
+        let order =
+            json!({"customer_id": "alice", "lines": [{"sku": "apple", "quantity": quantity}]});
+        let placed = self.send(&admin, "/api/v1/orders", order).await;
+        placed["order_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until the saga of `order_id` has finished in `phase` (`confirmed` or
+    /// `cancelled`).
+    pub(crate) async fn saga_ends(&self, order_id: &str, phase: &str) {
+        let path = format!("/api/v1/sagas/fulfilment/{order_id}");
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let response = self
@@ -190,14 +271,13 @@ impl Platform {
             if response.status().as_u16() == 200 {
                 let saga: Value = response.json().await.unwrap();
                 if saga["finished"] == true {
-                    assert_eq!(saga["state"]["phase"], "confirmed", "{saga}");
+                    assert_eq!(saga["state"]["phase"], phase, "{saga}");
                     return;
                 }
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the saga of order {} did not finish",
-                self.order_id
+                "the saga of order {order_id} did not finish"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -218,6 +298,14 @@ impl Platform {
             .await
             .expect("the runner stops")
             .unwrap();
+        if let Some((stop, task)) = self.relay {
+            stop.cancel();
+            tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("the relay stops")
+                .unwrap()
+                .unwrap();
+        }
         self.store.close().await;
     }
 }
@@ -344,6 +432,13 @@ impl Browser {
                 format!("--window-size={width},{height}"),
             ]
         });
+        if (width, height) == PHONE {
+            // Chromium keeps a window at least 500 pixels wide: a phone's screen is
+            // emulated (its viewport, touch, and the page's viewport meta tag honoured).
+            options["mobileEmulation"] = json!({
+                "deviceMetrics": {"width": width, "height": height, "pixelRatio": 1.0}
+            });
+        }
         if let Ok(chrome) = std::env::var("CHROME_BIN") {
             options["binary"] = json!(chrome);
         }
@@ -513,6 +608,109 @@ impl Browser {
             texts.push(element.text().await.unwrap());
         }
         texts
+    }
+
+    /// Presses `keys` together and releases them (WebDriver key actions: what has the
+    /// focus gets them), e.g. `&[Key::Shift, Key::Tab]`.
+    pub(crate) async fn press(&self, keys: &[Key]) {
+        let mut actions = KeyActions::new("keyboard".to_owned());
+        for key in keys {
+            actions = actions.then(KeyAction::Down {
+                value: (*key).into(),
+            });
+        }
+        for key in keys.iter().rev() {
+            actions = actions.then(KeyAction::Up {
+                value: (*key).into(),
+            });
+        }
+        self.client.perform_actions(actions).await.unwrap();
+    }
+
+    /// Loads the console's overview again, as a fresh page (nothing focused); the
+    /// `data-page` of each navigation link it offers, in order.
+    pub(crate) async fn fresh_page(&self) -> Vec<String> {
+        self.visit("#/").await;
+        self.client.refresh().await.unwrap();
+        self.wait_for("#log-head").await;
+        let mut pages = Vec::new();
+        for link in self
+            .client
+            .find_all(Locator::Css("#nav a[data-page]"))
+            .await
+            .unwrap()
+        {
+            pages.push(link.attr("data-page").await.unwrap().unwrap());
+        }
+        pages
+    }
+
+    /// What has the focus: `tag`, `id`, `page` (a nav link's `data-page`), `text`, and
+    /// `indicated`, whether it shows a focus indicator (an outline or a box shadow).
+    pub(crate) async fn focused(&self) -> Value {
+        self.client
+            .execute(
+                "const element = document.activeElement || document.body; \
+                 const style = getComputedStyle(element); \
+                 const outline = style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) > 0; \
+                 return { tag: element.tagName.toLowerCase(), id: element.id, \
+                   page: element.getAttribute('data-page'), text: element.textContent.trim(), \
+                   indicated: outline || style.boxShadow !== 'none' };",
+                vec![],
+            )
+            .await
+            .unwrap()
+    }
+
+    /// Waits until what has the focus is as `holds` wants it; that element's description
+    /// ([`Browser::focused`]).
+    pub(crate) async fn wait_focus(&self, what: &str, holds: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let focused = self.focused().await;
+            if holds(&focused) {
+                return focused;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let shown = self.shown().await;
+                panic!(
+                    "the focus is not on {what} within {WAIT:?} but on {focused}; the page shows:\n{shown}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// How the page is laid out: the window's `width` and the document's `scroll_width`
+    /// (wider: it scrolls sideways), and the boxes (`shown`, `left`, `right`, `top`) of
+    /// each navigation link (`nav`), the page's `heading`, and the first `content` shown
+    /// under it; `too_wide` lists elements reaching past the window's right edge.
+    pub(crate) async fn layout(&self) -> Value {
+        self.client
+            .execute(
+                "const width = window.innerWidth; \
+                 const box = (element) => { \
+                   if (!element) return { shown: false }; \
+                   const r = element.getBoundingClientRect(); \
+                   const shown = r.width > 0 && r.height > 0 && getComputedStyle(element).visibility !== 'hidden'; \
+                   return { shown, left: r.left, right: r.right, top: r.top, text: element.textContent.trim().slice(0, 40) }; \
+                 }; \
+                 const describe = (element) => element.tagName.toLowerCase() + (element.id ? '#' + element.id : '') \
+                   + (element.getAttribute('class') ? '.' + element.getAttribute('class').split(' ').join('.') : '') \
+                   + ' right ' + Math.round(element.getBoundingClientRect().right); \
+                 const main = document.getElementById('main'); \
+                 const heading = main.querySelector('h1'); \
+                 const content = [...main.children].filter((child) => child !== heading).map(box).find((found) => found.shown); \
+                 return { width, scroll_width: document.documentElement.scrollWidth, \
+                   nav: [...document.querySelectorAll('#nav a')].map(box), heading: box(heading), \
+                   content: content || { shown: false }, \
+                   too_wide: [...document.querySelectorAll('body *')] \
+                     .filter((element) => element.getBoundingClientRect().right > width + 0.5) \
+                     .slice(0, 20).map(describe) };",
+                vec![],
+            )
+            .await
+            .unwrap()
     }
 
     pub(crate) async fn close(mut self) {
