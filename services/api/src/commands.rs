@@ -388,7 +388,8 @@ fn replay(record: idempotency::Record, request: &CommandRequest) -> Result<Respo
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)]
 pub(crate) struct CommandHeaders {
-    /// `"<version>"`: run only if the aggregate is at this version (else 412).
+    /// `"<version>"` (or the version without quotes): run only if the aggregate is at
+    /// this version (else 412).
     #[param(rename = "If-Match")]
     if_match: Option<String>,
     /// Makes the request safe to retry: the same key and request get the first

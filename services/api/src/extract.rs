@@ -21,6 +21,46 @@ pub(crate) const MAX_ID_BYTES: usize = 64;
 /// The longest `Idempotency-Key`.
 pub(crate) const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 
+/// The largest log position or stream version a request may name: the largest `int64`,
+/// the bound the OpenAPI document's `format: int64` states. The log will not reach it.
+pub(crate) const MAX_POSITION: u64 = i64::MAX as u64;
+
+/// The longest stream id a path or query names (the store's own bound).
+pub(crate) const MAX_STREAM_ID_BYTES: usize = 256;
+
+/// The patterns the OpenAPI document states ([`crate::contract`]); each is checked by
+/// the function named beside it, and the two must accept the same strings.
+pub(crate) mod patterns {
+    /// A sku or customer id ([`super::check_entity_id`]).
+    pub(crate) const ENTITY_ID: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
+    /// The `after` of a read model keyed by sku: empty (the first page) or a sku
+    /// (`check_after` of `routes::read_models`).
+    pub(crate) const ENTITY_ID_OR_EMPTY: &str = "^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$";
+    /// The `after` of the saga list: what follows `saga-fulfilment-` in a stream id
+    /// ([`super::check_stream_id`] of the whole id, 16 characters of prefix and these).
+    pub(crate) const SAGA_AFTER: &str = "^[!-~]{0,240}$";
+    /// A UUID, hyphenated, either case ([`super::parse_uuid`]).
+    pub(crate) const UUID: &str =
+        "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$";
+    /// A UUID v7, hyphenated, either case: an event id ([`super::EventIdPath`]).
+    pub(crate) const UUID_V7: &str =
+        "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-7[0-9A-Fa-f]{3}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$";
+    /// A stream id as requests name it: 1 to 256 visible ASCII characters
+    /// ([`super::check_stream_id`]).
+    pub(crate) const STREAM_ID: &str = "^[!-~]{1,256}$";
+    /// `If-Match`: one strong ETag of a version, or the version without its quotes
+    /// ([`super::if_match`]).
+    pub(crate) const IF_MATCH: &str = "^(\"[0-9]{1,19}\"|[0-9]{1,19})$";
+    /// `Idempotency-Key`: 1 to 255 visible ASCII characters, or those in double quotes
+    /// ([`super::idempotency_key`]). A value both starting and ending with `"` is the
+    /// quoted form, so `""` is an empty key.
+    pub(crate) const IDEMPOTENCY_KEY: &str =
+        "^(\"[!-~]{1,255}\"|[!-~]|[!#-~][!-~]{0,254}|[!-~]{0,254}[!#-~])$";
+    /// A whole number as a query or header carries it, without sign or spaces
+    /// ([`super::parse_whole_number`]).
+    pub(crate) const WHOLE_NUMBER: &str = "^[0-9]{1,19}$";
+}
+
 /// A JSON request body, decoded into `T`. `T` should deny unknown fields.
 #[derive(Debug)]
 pub(crate) struct JsonBody<T>(pub T);
@@ -41,9 +81,52 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 Err(error) => json_error(&error),
             });
         }
-        serde_json::from_slice(&bytes)
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|error| json_error(&error))?;
+        check_numbers(&mut value)?;
+        serde_json::from_value(value)
             .map(JsonBody)
             .map_err(|error| json_error(&error))
+    }
+}
+
+/// Reads the numbers of a body as JSON Schema does, and as the document states them:
+/// a number without a fraction is an integer (`5.0` is `5`, as the `integer` type
+/// allows), and a whole number above [`MAX_POSITION`] is refused (every integer of a
+/// body is `format: int64`; sums of such amounts and quantities stay far from the `u64`
+/// counters' limits). A fraction is left for the field's type to refuse.
+fn check_numbers(value: &mut serde_json::Value) -> Result<(), ApiError> {
+    use serde_json::Value;
+    let too_large = |text: String| {
+        ApiError::bad_request(
+            "invalid-body",
+            format!("invalid body: {text} is above {MAX_POSITION}, the largest int64"),
+        )
+    };
+    match value {
+        Value::Number(number) => {
+            if let Some(whole) = number.as_u64() {
+                return if whole > MAX_POSITION {
+                    Err(too_large(number.to_string()))
+                } else {
+                    Ok(())
+                };
+            }
+            if let Some(float) = number.as_f64().filter(|float| float.fract() == 0.0) {
+                // Exact: a float without a fraction inside the range of i64 is a whole
+                // number (2^63 itself is not in it).
+                if float >= 9_223_372_036_854_775_808.0 {
+                    return Err(too_large(number.to_string()));
+                }
+                if float >= i64::MIN as f64 {
+                    *value = Value::from(float as i64);
+                }
+            }
+            Ok(())
+        }
+        Value::Array(items) => items.iter_mut().try_for_each(check_numbers),
+        Value::Object(members) => members.values_mut().try_for_each(check_numbers),
+        _ => Ok(()),
     }
 }
 
@@ -191,6 +274,58 @@ impl<S: Send + Sync> FromRequestParts<S> for CustomerPath {
     }
 }
 
+/// A UUID in its hyphenated form (36 characters, either case): the one form the
+/// document states ([`patterns::UUID`]); the braced, URN and simple forms are refused.
+pub(crate) fn parse_uuid(text: &str) -> Option<Uuid> {
+    if text.len() != 36 {
+        return None;
+    }
+    Uuid::try_parse(text).ok()
+}
+
+/// A whole number of 1 to 19 ASCII digits (no sign, no spaces: what
+/// [`patterns::WHOLE_NUMBER`] states); `u64::from_str` alone would also take `+7`.
+pub(crate) fn parse_whole_number(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Checks a log position or stream version a request names (`from`, `version`,
+/// `min_position`, `Last-Event-ID`): at most [`MAX_POSITION`], the maximum of the
+/// document's `format: int64`.
+pub(crate) fn check_position(what: &str, value: u64) -> Result<u64, ApiError> {
+    if value <= MAX_POSITION {
+        Ok(value)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid-query",
+            format!("{what} must be at most {MAX_POSITION}, not {value}"),
+        ))
+    }
+}
+
+/// Checks a stream id a request names (a path or `after`): 1 to 256 visible ASCII
+/// characters ([`patterns::STREAM_ID`]), then the store's own rules. The store takes more
+/// (spaces inside, any script), but no stream of Annals is named so, and the document
+/// states what the server takes.
+pub(crate) fn check_stream_id(what: &str, text: &str) -> Result<eventstore::StreamId, ApiError> {
+    let visible = !text.is_empty()
+        && text.len() <= MAX_STREAM_ID_BYTES
+        && text.bytes().all(|b| b.is_ascii_graphic());
+    if !visible {
+        return Err(ApiError::bad_request(
+            "invalid-stream-id",
+            format!(
+                "invalid {what} {:?}: a stream id is 1 to 256 visible ASCII characters",
+                text.chars().take(64).collect::<String>()
+            ),
+        ));
+    }
+    eventstore::StreamId::new(text).map_err(ApiError::from)
+}
+
 /// The `{order_id}` of a path: a UUID, in its canonical lower-case hyphenated form.
 #[derive(Debug)]
 pub(crate) struct OrderPath(pub String);
@@ -200,9 +335,9 @@ impl<S: Send + Sync> FromRequestParts<S> for OrderPath {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let text = path_segment(parts, state).await?;
-        match Uuid::try_parse(&text) {
-            Ok(id) => Ok(OrderPath(id.hyphenated().to_string())),
-            Err(_) => Err(ApiError::bad_request(
+        match parse_uuid(&text) {
+            Some(id) => Ok(OrderPath(id.hyphenated().to_string())),
+            None => Err(ApiError::bad_request(
                 "invalid-id",
                 format!(
                     "invalid order id {:?}: order ids are UUIDs",
@@ -222,9 +357,7 @@ impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let text = path_segment(parts, state).await?;
-        eventstore::StreamId::new(text)
-            .map(StreamPath)
-            .map_err(ApiError::from)
+        check_stream_id("stream id", &text).map(StreamPath)
     }
 }
 
@@ -237,9 +370,10 @@ impl<S: Send + Sync> FromRequestParts<S> for EventIdPath {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let text = path_segment(parts, state).await?;
-        text.parse::<eventstore::EventId>()
+        parse_uuid(&text)
+            .and_then(|id| eventstore::EventId::from_uuid(id).ok())
             .map(EventIdPath)
-            .map_err(|_| {
+            .ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid-event-id",
                     format!(
@@ -274,12 +408,14 @@ fn single_header<'a>(
     })
 }
 
-/// The version of `If-Match: "<version>"`, the only form a command accepts.
+/// The version of `If-Match: "<version>"` (RFC 9110's form) or `If-Match: <version>`
+/// (without the quotes, which clients and tools drop), the forms a command accepts.
 pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<Version>, ApiError> {
     let Some(text) = single_header(headers, &header::IF_MATCH)? else {
         return Ok(None);
     };
-    parse_etag(text).map(Some).ok_or_else(|| {
+    let version = parse_etag(text).or_else(|| parse_whole_number(text).map(Version));
+    version.map(Some).ok_or_else(|| {
         ApiError::bad_request(
             "invalid-if-match",
             format!(
@@ -301,13 +437,10 @@ pub(crate) fn if_none_match(headers: &HeaderMap, current: Version) -> bool {
         .any(|tag| tag == "*" || parse_etag(tag.trim_start_matches("W/")) == Some(current))
 }
 
-/// `"<digits>"` -> the version.
+/// `"<digits>"` (1 to 19 of them) -> the version.
 fn parse_etag(text: &str) -> Option<Version> {
     let digits = text.strip_prefix('"')?.strip_suffix('"')?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok().map(Version)
+    parse_whole_number(digits).map(Version)
 }
 
 /// The ETag of a version: `"<version>"`.

@@ -72,6 +72,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 mod commands;
+mod contract;
 pub mod deprecation;
 pub mod events;
 mod extract;
@@ -418,11 +419,23 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The OpenAPI document of every route of [`app`], generated from the handlers.
+/// The OpenAPI document of every route of [`app`], generated from the handlers and
+/// completed with what they share ([`contract`]: parameter constraints, the bearer token
+/// and the gate's refusals, the live log as an event stream).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut document = routes(true).into_openapi();
     lanes::document(&mut document);
+    contract::complete(&mut document, ApiConfig::default().max_page_events);
     deprecation::mark_document(&mut document, deprecation::DEPRECATED);
+    document
+}
+
+/// The document as served at `/api/v1/openapi.json`: [`openapi`], with the JSON Schema
+/// keywords utoipa cannot state (the `contentSchema` of the live log's events).
+pub fn openapi_json() -> serde_json::Value {
+    let mut document =
+        serde_json::to_value(openapi()).expect("the OpenAPI document encodes as JSON");
+    contract::content_schemas(&mut document);
     document
 }
 
@@ -482,7 +495,17 @@ fn routes(chaos: bool) -> OpenApiRouter<AppState> {
             ))
             .routes(routes!(routes::chaos::remove_fault))
     } else {
+        // The documented methods answer 404 as an unknown path does; any other method
+        // is a 405 with `Allow`, as on every route of the document.
+        use axum::routing::{delete, get};
         router
+            .route(
+                "/api/v1/chaos/faults",
+                get(problem::no_route)
+                    .post(problem::no_route)
+                    .delete(problem::no_route),
+            )
+            .route("/api/v1/chaos/faults/{id}", delete(problem::no_route))
     }
 }
 

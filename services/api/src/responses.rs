@@ -159,3 +159,9 @@ pub struct UnknownFault(pub Problem);
 #[derive(Debug, IntoResponses)]
 #[response(status = 422, content_type = "application/problem+json")]
 pub struct UnfoldableStream(pub Problem);
+
+/// The live log cannot start there (`position-beyond-end`): `from` (or the position
+/// after `Last-Event-ID`) is beyond the end of the log.
+#[derive(Debug, IntoResponses)]
+#[response(status = 422, content_type = "application/problem+json")]
+pub struct PositionBeyondEnd(pub Problem);

@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use eventstore::Position;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use crate::AppState;
 use crate::events::EventView;
@@ -62,7 +61,7 @@ pub(crate) async fn correlated_events(
     Path(text): Path<String>,
     QueryParams(query): QueryParams<CorrelationQuery>,
 ) -> Result<Response, ApiError> {
-    let correlation_id = Uuid::try_parse(&text).map_err(|_| {
+    let correlation_id = crate::extract::parse_uuid(&text).ok_or_else(|| {
         ApiError::bad_request(
             "invalid-id",
             format!(

@@ -25,11 +25,14 @@ pub struct RegisterSku {
     /// The sku: 1 to 64 ASCII letters, digits, `.`, `_`, `-`.
     #[schema(example = "apple", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     pub sku: String,
-    /// A display name; not blank.
-    #[schema(example = "Apple")]
+    /// A display name; not blank (the pattern: a character that is not white space).
+    #[schema(
+        example = "Apple",
+        pattern = r"[^\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub name: String,
     /// The price of one unit in minor currency units (cents); above 0.
-    #[schema(example = 120)]
+    #[schema(example = 120, minimum = 1)]
     pub unit_price: u64,
 }
 
@@ -38,7 +41,7 @@ pub struct RegisterSku {
 #[serde(deny_unknown_fields)]
 pub struct Restock {
     /// How many units arrived; above 0.
-    #[schema(example = 10)]
+    #[schema(example = 10, minimum = 1)]
     pub quantity: u64,
 }
 
@@ -94,6 +97,14 @@ pub(crate) async fn register_sku(
     JsonBody(body): JsonBody<RegisterSku>,
 ) -> Result<Response, ApiError> {
     check_entity_id("sku", &body.sku)?;
+    // The rules the body alone decides, before the sku is loaded: the document states
+    // them (`minimum`, `pattern`), and `If-Match` must not answer first.
+    if body.name.trim().is_empty() {
+        return Err(ApiError::from(&inventory::Error::BlankName));
+    }
+    if body.unit_price == 0 {
+        return Err(ApiError::from(&inventory::Error::ZeroPrice));
+    }
     let request = CommandRequest::new("register_sku", &uri, &headers, &body, identity)?;
     run(&state, request, |context| async move {
         let command = inventory::Command::RegisterSku {
@@ -131,6 +142,9 @@ pub(crate) async fn restock(
     identity: Identity,
     JsonBody(body): JsonBody<Restock>,
 ) -> Result<Response, ApiError> {
+    if body.quantity == 0 {
+        return Err(ApiError::from(&inventory::Error::ZeroQuantity));
+    }
     let request = CommandRequest::new("restock", &uri, &headers, &body, identity)?;
     run(&state, request, |context| async move {
         let command = inventory::Command::Restock {

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use eventstore::{Direction, Position, StreamId, Subscription, Version};
+use eventstore::{Direction, Position, Subscription, Version};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -15,10 +15,15 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::events::EventView;
-use crate::extract::{EventIdPath, QueryParams, StreamPath};
+use crate::extract::{
+    EventIdPath, MAX_POSITION, QueryParams, StreamPath, check_position, check_stream_id,
+    parse_whole_number,
+};
 use crate::problem::ApiError;
 use crate::queries::{blocking, page_limit};
-use crate::responses::{BadRequest, UnfoldableStream, UnknownEvent, UnknownStream};
+use crate::responses::{
+    BadRequest, PositionBeyondEnd, UnfoldableStream, UnknownEvent, UnknownStream,
+};
 
 /// A page of one stream.
 #[derive(Debug, Serialize, ToSchema)]
@@ -138,7 +143,7 @@ pub(crate) async fn read_stream(
     QueryParams(query): QueryParams<PageQuery>,
 ) -> Result<Response, ApiError> {
     let limit = page_limit(&state, query.limit)?;
-    let from = query.from.unwrap_or(0);
+    let from = check_position("from", query.from.unwrap_or(0))?;
     let store = state.store().clone();
     let read_stream = stream.clone();
     // The page is read and encoded on the blocking pool: a page of 1,000 events is
@@ -211,7 +216,7 @@ pub(crate) async fn stream_state(
             ),
         ));
     };
-    let version = query.version.unwrap_or(head.0);
+    let version = check_position("version", query.version.unwrap_or(head.0))?;
     if version > head.0 {
         return Err(unfoldable(
             "version-beyond-head",
@@ -277,10 +282,10 @@ pub(crate) async fn list_streams(
 ) -> Result<Response, ApiError> {
     let limit = page_limit(&state, query.limit)?;
     if let Some(after) = &query.after {
-        StreamId::new(after.as_str()).map_err(|error| {
+        check_stream_id("after", after).map_err(|error| {
             ApiError::bad_request(
                 "invalid-query",
-                format!("after is not a stream id: {error}"),
+                format!("after is not a stream id: {}", error.problem().detail),
             )
         })?;
     }
@@ -350,7 +355,7 @@ pub(crate) async fn read_log(
     QueryParams(query): QueryParams<PageQuery>,
 ) -> Result<Response, ApiError> {
     let limit = page_limit(&state, query.limit)?;
-    let from = query.from.unwrap_or(0);
+    let from = check_position("from", query.from.unwrap_or(0))?;
     let store = state.store().clone();
     // Read and encoded on the blocking pool, as a stream's page is.
     let page = blocking(move || {
@@ -377,7 +382,7 @@ pub(crate) async fn read_log(
     params(LiveQuery, ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position")),
     responses(
         (status = 200, description = "The log, live", content_type = "text/event-stream", body = EventView),
-        BadRequest,
+        BadRequest, PositionBeyondEnd,
     )
 )]
 pub(crate) async fn follow_log(
@@ -391,24 +396,38 @@ pub(crate) async fn follow_log(
             value
                 .to_str()
                 .ok()
-                .and_then(|text| text.trim().parse::<u64>().ok())
+                .and_then(|text| parse_whole_number(text.trim()))
+                .filter(|position| *position <= MAX_POSITION)
                 .ok_or_else(|| {
                     ApiError::bad_request(
                         "invalid-header",
-                        "Last-Event-ID must be a log position (a whole number)",
+                        format!(
+                            "Last-Event-ID must be a log position (a whole number of at most \
+                             {MAX_POSITION})"
+                        ),
                     )
                 })?,
         ),
     };
+    // Checked even when Last-Event-ID takes precedence: a request the document forbids
+    // is refused whatever else it carries.
+    let query_from = query
+        .from
+        .map(|from| check_position("from", from))
+        .transpose()?;
     let end = state.store().next_position();
-    let from = match (last_event_id, query.from) {
+    let from = match (last_event_id, query_from) {
         (Some(last), _) => last.saturating_add(1),
         (None, Some(from)) => from,
         (None, None) => end.0,
     };
     if from > end.0 {
-        return Err(ApiError::bad_request(
-            "invalid-query",
+        // Well formed, but the log has not reached it: a 422, as a version beyond a
+        // stream's head is (the document cannot state a bound that moves).
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "position-beyond-end",
+            "Unprocessable entity",
             format!("from {from} is beyond the end of the log ({end})"),
         ));
     }

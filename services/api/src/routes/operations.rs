@@ -151,8 +151,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Readine
 )]
 pub(crate) async fn openapi_json() -> Response {
     static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
-        crate::openapi()
-            .to_pretty_json()
+        serde_json::to_string_pretty(&crate::openapi_json())
             .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}"))
     });
     let mut response = DOCUMENT.as_str().into_response();

@@ -29,7 +29,12 @@ pub struct PlaceOrder {
     pub customer_id: String,
     /// What is ordered: at least one line, one line per sku, and at most the server's
     /// `--max-order-lines` (default 100; a 422 `too-many-lines` beyond).
-    #[schema(min_items = 1, max_items = 100)]
+    #[schema(
+        inline,
+        min_items = 1,
+        max_items = 100,
+        example = json!([{"sku": "apple", "quantity": 3}])
+    )]
     pub lines: Vec<OrderLine>,
 }
 
@@ -41,7 +46,7 @@ pub struct OrderLine {
     #[schema(example = "apple", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     pub sku: String,
     /// How many units; above 0.
-    #[schema(example = 3)]
+    #[schema(example = 3, minimum = 1)]
     pub quantity: u64,
 }
 
@@ -49,9 +54,36 @@ pub struct OrderLine {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelOrder {
-    /// Why; not blank.
-    #[schema(example = "changed my mind")]
+    /// Why; not blank (the pattern: a character that is not white space).
+    #[schema(
+        example = "changed my mind",
+        pattern = r"[^\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
     pub reason: String,
+}
+
+/// The rules of an order's lines a request alone decides, checked before the order is
+/// loaded (so that a bad request is a 422 whatever `If-Match` says, and the document's
+/// `minItems` and `minimum` hold): at least one line, no zero quantity, one line per sku.
+/// The domain checks them again.
+fn check_lines(lines: &[OrderLine]) -> Result<(), ApiError> {
+    if lines.is_empty() {
+        return Err(ApiError::from(&orders::Error::NoLines));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for line in lines {
+        if line.quantity == 0 {
+            return Err(ApiError::from(&orders::Error::ZeroQuantity {
+                sku: line.sku.clone(),
+            }));
+        }
+        if !seen.insert(line.sku.as_str()) {
+            return Err(ApiError::from(&orders::Error::DuplicateSku {
+                sku: line.sku.clone(),
+            }));
+        }
+    }
+    Ok(())
 }
 
 /// What placing an order recorded.
@@ -115,6 +147,7 @@ pub(crate) async fn place_order(
     for line in &body.lines {
         check_entity_id("sku", &line.sku)?;
     }
+    check_lines(&body.lines)?;
     let request = CommandRequest::new("place_order", &uri, &headers, &body, identity)?;
     run(&state, request, |context| async move {
         // A keyed retry of an order placed before (the server stopped before it could
@@ -177,6 +210,9 @@ pub(crate) async fn cancel_order(
     identity: Identity,
     JsonBody(body): JsonBody<CancelOrder>,
 ) -> Result<Response, ApiError> {
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::from(&orders::Error::BlankReason));
+    }
     let request = CommandRequest::new("cancel_order", &uri, &headers, &body, identity)?;
     run(&state, request, |context| async move {
         let command = orders::Command::CancelOrder {
@@ -282,7 +318,7 @@ pub(crate) struct SagaListQuery {
 const DEFAULT_SAGA_PAGE: usize = 50;
 
 /// The most instances one page loads: each is a stream read and folded.
-const MAX_SAGA_PAGE: usize = 500;
+pub(crate) const MAX_SAGA_PAGE: usize = 500;
 
 /// A page of fulfilment saga instances.
 #[derive(Debug, Serialize, ToSchema)]
@@ -362,10 +398,13 @@ pub(crate) async fn list_fulfilments(
     };
     let prefix = format!("saga-{}-", <sagas::Fulfilment as sagas::Saga>::NAME);
     let after = format!("{prefix}{}", query.after.as_deref().unwrap_or(""));
-    eventstore::StreamId::new(after.as_str()).map_err(|error| {
+    crate::extract::check_stream_id("saga instance", &after).map_err(|error| {
         ApiError::bad_request(
             "invalid-query",
-            format!("after is not a saga instance id: {error}"),
+            format!(
+                "after is not a saga instance id: {}",
+                error.problem().detail
+            ),
         )
     })?;
     let store = state.store().clone();

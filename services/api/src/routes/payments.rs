@@ -33,7 +33,7 @@ pub struct OpenAccount {
 #[serde(deny_unknown_fields)]
 pub struct Deposit {
     /// The amount in minor currency units (cents); above 0.
-    #[schema(example = 5000)]
+    #[schema(example = 5000, minimum = 1)]
     pub amount: u64,
 }
 
@@ -46,7 +46,12 @@ pub struct RegisterCard {
     pub customer_id: String,
     /// The payment provider's token of the card (never a card number): 1 to 64 ASCII
     /// letters, digits and `_`, not digits only.
-    #[schema(example = "tok_alice", pattern = "^[A-Za-z0-9_]{1,64}$")]
+    #[schema(
+        example = "tok_alice",
+        pattern = "^[A-Za-z0-9_]*[A-Za-z_][A-Za-z0-9_]*$",
+        min_length = 1,
+        max_length = 64
+    )]
     pub card: String,
 }
 
@@ -131,6 +136,14 @@ pub(crate) async fn register_card(
     JsonBody(body): JsonBody<RegisterCard>,
 ) -> Result<Response, ApiError> {
     check_entity_id("customer id", &body.customer_id)?;
+    // The token's rule (the document's `pattern`), before the card is loaded.
+    let card = body.card.as_bytes();
+    let is_token = (1..=payments::card::MAX_TOKEN_LEN).contains(&card.len())
+        && card.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        && !card.iter().all(u8::is_ascii_digit);
+    if !is_token {
+        return Err(ApiError::from(&payments::card::Error::BadCardToken));
+    }
     let request = CommandRequest::new("register_card", &uri, &headers, &body, identity)?;
     run(&state, request, |context| async move {
         let command = payments::card::Command::RegisterCard {
@@ -166,6 +179,9 @@ pub(crate) async fn deposit(
     identity: Identity,
     JsonBody(body): JsonBody<Deposit>,
 ) -> Result<Response, ApiError> {
+    if body.amount == 0 {
+        return Err(ApiError::from(&payments::Error::ZeroAmount));
+    }
     let request = CommandRequest::new("deposit", &uri, &headers, &body, identity)?;
     run(&state, request, |context| async move {
         let command = payments::Command::Deposit {

@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::extract::{CustomerPath, MAX_ID_BYTES, QueryParams, check_entity_id};
+use crate::extract::{
+    CustomerPath, MAX_ID_BYTES, MAX_POSITION, QueryParams, check_entity_id, check_position,
+    parse_whole_number,
+};
 use crate::lanes::HeldSlot;
 use crate::problem::{ApiError, projections_not_running};
 use crate::queries::page_limit;
@@ -217,22 +220,28 @@ fn projections(state: &AppState) -> Result<ReadSide, ApiError> {
 
 /// The position to wait for: the query's `min_position`, else the header's.
 fn min_position(query: Option<u64>, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    if query.is_some() {
-        return Ok(query);
-    }
-    match headers.get(MIN_POSITION_HEADER) {
-        None => Ok(None),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|text| text.trim().parse::<u64>().ok())
-            .map(Some)
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid-header",
-                    "Annals-Min-Position must be a log position (a whole number)",
-                )
-            }),
+    let header = match headers.get(MIN_POSITION_HEADER) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| parse_whole_number(text.trim()))
+                .filter(|position| *position <= MAX_POSITION)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid-header",
+                        format!(
+                            "Annals-Min-Position must be a log position (a whole number of at \
+                             most {MAX_POSITION})"
+                        ),
+                    )
+                })?,
+        ),
+    };
+    match query {
+        Some(position) => check_position("min_position", position).map(Some),
+        None => Ok(header),
     }
 }
 
@@ -283,10 +292,10 @@ pub(crate) async fn customer_orders(
     let limit = page_limit(&state, params.limit)?;
     let after = match params.after.as_deref() {
         None => None,
-        Some(after) => Some(after.parse::<u64>().map_err(|_| {
+        Some(after) => Some(parse_whole_number(after).ok_or_else(|| {
             ApiError::bad_request(
                 "invalid-query",
-                "after must be an order number (a whole number)",
+                "after must be an order number (1 to 19 digits)",
             )
         })?),
     };
