@@ -98,7 +98,7 @@ impl EventView {
 }
 
 /// The payload as JSON, if the stream's category belongs to a crate that knows it.
-fn decode_payload(event: &RecordedEvent) -> Option<serde_json::Value> {
+pub fn decode_payload(event: &RecordedEvent) -> Option<serde_json::Value> {
     let (schema, payload) = (event.schema_version, event.payload.as_slice());
     let decoded = match event.stream_id.category() {
         "stock" => inventory::event_to_json(schema, payload),
