@@ -19,6 +19,11 @@
 //! or, when that message has none (an older release) or the stream is empty, computed
 //! from the log.
 //!
+//! Each message is a CloudEvent ([`message::encode`]): its body is the payload as JSON
+//! when [`RelayConfig::json_payloads`] knows the event and the message then fits the
+//! server's `max_payload` (read at each session's connect), with the exact bytes in
+//! `Annals-Payload`; otherwise the payload bytes.
+//!
 //! Each event is published in a `relay publish` span (`publish <subject>`, a producer),
 //! whose parent is the trace context the event stores, so it joins the trace of the
 //! command that wrote it; the span lasts until JetStream acknowledges the message. When
