@@ -70,6 +70,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 mod commands;
+pub mod event_types;
 pub mod events;
 mod extract;
 pub mod gate;
