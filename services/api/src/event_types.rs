@@ -20,7 +20,45 @@ pub struct EventType {
     /// The schema version.
     pub version: u32,
     /// A sample payload, encoded by the code of this version (as the log holds it).
-    pub(crate) sample: fn() -> Vec<u8>,
+    pub sample: fn() -> Vec<u8>,
+}
+
+impl EventType {
+    /// The URN of this version's JSON Schema (its `$id`, and the CloudEvents
+    /// `dataschema` of events shown in this version): `urn:annals:schema:event:<type>:<version>`.
+    pub fn urn(&self) -> String {
+        format!("urn:annals:schema:event:{}:{}", self.name, self.version)
+    }
+
+    /// Where the schema is served: `/api/v1/schemas/events/<type>/<version>`.
+    pub fn href(&self) -> String {
+        format!("/api/v1/schemas/events/{}/{}", self.name, self.version)
+    }
+}
+
+/// The entry of `(event_type, version)`, if Annals has such an event.
+pub fn find(event_type: &str, version: u32) -> Option<&'static EventType> {
+    EVENT_TYPES
+        .iter()
+        .find(|entry| entry.name == event_type && entry.version == version)
+}
+
+/// The newest schema version of `event_type`: the shape in which the current code
+/// writes it, and to which older stored versions are upcast when read.
+pub fn current_version(event_type: &str) -> Option<u32> {
+    EVENT_TYPES
+        .iter()
+        .filter(|entry| entry.name == event_type)
+        .map(|entry| entry.version)
+        .max()
+}
+
+/// The URN of the JSON Schema of `event_type` in `schema_version`
+/// (`urn:annals:schema:event:OrderPlaced:2`), `None` for a type or version Annals does
+/// not have. The JSON of a stored event ([`crate::events::decode_payload`]) is in the
+/// type's current version: its schema is [`crate::events::payload_schema`].
+pub fn schema_urn(event_type: &str, schema_version: u32) -> Option<String> {
+    find(event_type, schema_version).map(EventType::urn)
 }
 
 /// Every (type, version), by category and then in the order of the domain crate's enum.

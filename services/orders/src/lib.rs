@@ -353,13 +353,14 @@ impl Aggregate for Order {
 }
 
 /// Decodes a stored order event (any schema version this code knows) into JSON for
-/// display over HTTP or in the CLI, e.g. `{"OrderConfirmed":{"total":360}}`.
+/// display over HTTP or in the CLI: the variant's fields, e.g. `{"total":360}` for an
+/// `OrderConfirmed` ([`eventstore::event_json`]).
 pub fn event_to_json(
     schema_version: u32,
     payload: &[u8],
 ) -> Result<serde_json::Value, eventstore::Error> {
     let event = Order::decode_event(schema_version, payload)?;
-    Ok(serde_json::to_value(event)
+    Ok(eventstore::event_json(&event)
         .expect("an order event always converts to JSON: derived Serialize, no maps"))
 }
 
