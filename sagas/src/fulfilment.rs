@@ -146,7 +146,7 @@ const PHASE_NAMES: [&str; 8] = {
 /// the names are not part of the stored bytes (postcard stores the variant's index), and
 /// so the type in the envelope names the variant of a JSON payload
 /// ([`input_to_json`]) as it does for the aggregates' events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Input {
     /// An order was placed: start.
     #[serde(rename = "FulfilmentStarted")]
@@ -185,7 +185,7 @@ pub enum Input {
 }
 
 /// What a command of the saga did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Outcome {
     /// Stock reserved at this unit price.
     Reserved {

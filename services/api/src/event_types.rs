@@ -21,6 +21,10 @@ pub struct EventType {
     pub version: u32,
     /// A sample payload, encoded by the code of this version (as the log holds it).
     pub sample: fn() -> Vec<u8>,
+    /// The JSON Schema of the Rust type whose JSON this version's payloads have: the
+    /// category's event enum of this version (the variant named [`EventType::name`]
+    /// is this type's), or a struct.
+    root_schema: fn() -> serde_json::Value,
 }
 
 impl EventType {
@@ -34,6 +38,100 @@ impl EventType {
     pub fn href(&self) -> String {
         format!("/api/v1/schemas/events/{}/{}", self.name, self.version)
     }
+
+    /// The JSON Schema (draft 2020-12) of this version's JSON form, generated from the
+    /// Rust types: the fields of the enum variant named after the type (the JSON a
+    /// consumer sees is those fields alone), with the definitions they refer to.
+    pub fn schema(&self) -> serde_json::Value {
+        use serde_json::Value;
+        let root = (self.root_schema)();
+        let arm = root
+            .get("oneOf")
+            .and_then(Value::as_array)
+            .and_then(|arms| {
+                arms.iter()
+                    .find(|arm| arm.pointer(&format!("/properties/{}", self.name)).is_some())
+            });
+        let (body, description) = match arm {
+            Some(arm) => (
+                arm["properties"][self.name].clone(),
+                arm.get("description").cloned(),
+            ),
+            None => (root.clone(), root.get("description").cloned()),
+        };
+        let mut document = serde_json::Map::new();
+        document.insert(
+            "$schema".into(),
+            "https://json-schema.org/draft/2020-12/schema".into(),
+        );
+        document.insert("$id".into(), self.urn().into());
+        document.insert("title".into(), self.name.into());
+        if let Some(description) = description {
+            document.insert("description".into(), description);
+        }
+        if let Value::Object(members) = &body {
+            for (name, value) in members {
+                if !matches!(name.as_str(), "$schema" | "$defs" | "title" | "description") {
+                    document.insert(name.clone(), value.clone());
+                }
+            }
+        }
+        let defs = referenced_definitions(&body, root.get("$defs"));
+        if !defs.is_empty() {
+            document.insert("$defs".into(), Value::Object(defs));
+        }
+        Value::Object(document)
+    }
+}
+
+/// The root JSON Schema of `T` (draft 2020-12, schemars' default).
+fn root_schema<T: schemars::JsonSchema>() -> serde_json::Value {
+    schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value()
+}
+
+/// The members of `defs` that `schema` refers to (`"$ref": "#/$defs/<name>"`), directly
+/// or through each other.
+fn referenced_definitions(
+    schema: &serde_json::Value,
+    defs: Option<&serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    fn refs(value: &serde_json::Value, found: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(members) => {
+                for (name, member) in members {
+                    match (name.as_str(), member) {
+                        ("$ref", serde_json::Value::String(target)) => {
+                            if let Some(def) = target.strip_prefix("#/$defs/") {
+                                found.push(def.to_owned());
+                            }
+                        }
+                        _ => refs(member, found),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|item| refs(item, found)),
+            _ => {}
+        }
+    }
+    let mut kept = serde_json::Map::new();
+    let Some(defs) = defs.and_then(serde_json::Value::as_object) else {
+        return kept;
+    };
+    let mut pending = Vec::new();
+    refs(schema, &mut pending);
+    while let Some(name) = pending.pop() {
+        if kept.contains_key(&name) {
+            continue;
+        }
+        if let Some(def) = defs.get(&name) {
+            refs(def, &mut pending);
+            kept.insert(name, def.clone());
+        }
+    }
+    kept
 }
 
 /// The entry of `(event_type, version)`, if Annals has such an event.
@@ -67,108 +165,126 @@ pub const EVENT_TYPES: &[EventType] = &[
         name: "OrderPlaced",
         category: "order",
         version: 1,
+        root_schema: root_schema::<orders::Event>,
         sample: samples::order_placed_v1,
     },
     EventType {
         name: "OrderConfirmed",
         category: "order",
         version: 1,
+        root_schema: root_schema::<orders::Event>,
         sample: samples::order_confirmed,
     },
     EventType {
         name: "OrderCancelled",
         category: "order",
         version: 1,
+        root_schema: root_schema::<orders::Event>,
         sample: samples::order_cancelled,
     },
     EventType {
         name: "SkuRegistered",
         category: "stock",
         version: 1,
+        root_schema: root_schema::<inventory::Event>,
         sample: samples::sku_registered,
     },
     EventType {
         name: "Restocked",
         category: "stock",
         version: 1,
+        root_schema: root_schema::<inventory::Event>,
         sample: samples::restocked,
     },
     EventType {
         name: "StockReserved",
         category: "stock",
         version: 1,
+        root_schema: root_schema::<inventory::Event>,
         sample: samples::stock_reserved,
     },
     EventType {
         name: "StockReleased",
         category: "stock",
         version: 1,
+        root_schema: root_schema::<inventory::Event>,
         sample: samples::stock_released,
     },
     EventType {
         name: "ReservationConfirmed",
         category: "stock",
         version: 1,
+        root_schema: root_schema::<inventory::Event>,
         sample: samples::reservation_confirmed,
     },
     EventType {
         name: "AccountOpened",
         category: "account",
         version: 1,
+        root_schema: root_schema::<payments::Event>,
         sample: samples::account_opened,
     },
     EventType {
         name: "Deposited",
         category: "account",
         version: 1,
+        root_schema: root_schema::<payments::Event>,
         sample: samples::deposited,
     },
     EventType {
         name: "Charged",
         category: "account",
         version: 1,
+        root_schema: root_schema::<payments::Event>,
         sample: samples::charged,
     },
     EventType {
         name: "Refunded",
         category: "account",
         version: 1,
+        root_schema: root_schema::<payments::Event>,
         sample: samples::refunded,
     },
     EventType {
         name: "CardRegistered",
         category: "card",
         version: 1,
+        root_schema: root_schema::<payments::card::Event>,
         sample: samples::card_registered,
     },
     EventType {
         name: crate::idempotency::EVENT_TYPE,
         category: crate::idempotency::CATEGORY,
         version: 1,
+        root_schema: root_schema::<crate::idempotency::RecordView>,
         sample: samples::idempotent_response_recorded,
     },
     EventType {
         name: "FulfilmentStarted",
         category: FULFILMENT_CATEGORY,
         version: 1,
+        root_schema: root_schema::<sagas::fulfilment::Input>,
         sample: samples::fulfilment_started,
     },
     EventType {
         name: "FulfilmentCancelRequested",
         category: FULFILMENT_CATEGORY,
         version: 1,
+        root_schema: root_schema::<sagas::fulfilment::Input>,
         sample: samples::fulfilment_cancel_requested,
     },
     EventType {
         name: "FulfilmentCommandAnswered",
         category: FULFILMENT_CATEGORY,
         version: 1,
+        root_schema: root_schema::<sagas::fulfilment::Input>,
         sample: samples::fulfilment_command_answered,
     },
     EventType {
         name: "FulfilmentDeadlinePassed",
         category: FULFILMENT_CATEGORY,
         version: 1,
+        root_schema: root_schema::<sagas::fulfilment::Input>,
         sample: samples::fulfilment_deadline_passed,
     },
 ];
@@ -395,9 +511,7 @@ mod tests {
     fn type_names_are_unique_across_categories() {
         let mut owners = std::collections::BTreeMap::new();
         for event_type in EVENT_TYPES {
-            let owner = owners
-                .entry(event_type.name)
-                .or_insert(event_type.category);
+            let owner = owners.entry(event_type.name).or_insert(event_type.category);
             assert_eq!(
                 *owner, event_type.category,
                 "{} is recorded by two categories",
@@ -446,6 +560,79 @@ mod tests {
                 .unwrap()
                 .unwrap_or_else(|error| panic!("{}: {error}", event_type.name));
             assert_eq!(decoded, pinned["json"], "{}", event_type.name);
+        }
+    }
+
+    /// The schemas in `docs/schemas/events/` are the ones the Rust types give now. A
+    /// difference means the JSON a consumer sees changed: that needs a new schema version
+    /// (and an upcaster from the old one), unless the change is compatible.
+    #[test]
+    fn checked_in_schemas_match_the_rust_types() {
+        let dir = schemas_dir().join("events");
+        for event_type in EVENT_TYPES {
+            let path = dir.join(format!(
+                "{}.v{}.schema.json",
+                event_type.name, event_type.version
+            ));
+            let text = serde_json::to_string_pretty(&event_type.schema()).unwrap() + "\n";
+            compare_golden(
+                &path,
+                &text,
+                "The JSON form of this event type no longer matches its published schema. \
+                 Bump the schema version of its aggregate and add an upcaster from the old \
+                 version (docs/EVENTS.md), or, if the change is intended and compatible (a \
+                 description, say), run with UPDATE_GOLDEN=1 and review the diff.",
+            );
+        }
+        // No schema file is left over from a type or version that is gone.
+        let mut expected: BTreeSet<String> = EVENT_TYPES
+            .iter()
+            .map(|t| format!("{}.v{}.schema.json", t.name, t.version))
+            .collect();
+        if std::env::var("UPDATE_GOLDEN").is_err() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                assert!(
+                    expected.remove(&name),
+                    "{name} names no event type and version"
+                );
+            }
+        }
+    }
+
+    /// Each schema accepts the JSON of its sample (for the current versions, which is
+    /// what a stored sample is shown as): checked for the members and their JSON types.
+    #[test]
+    fn schemas_describe_the_json_of_the_samples() {
+        for event_type in EVENT_TYPES {
+            if current_version(event_type.name) != Some(event_type.version) {
+                continue;
+            }
+            let schema = event_type.schema();
+            let json = decode_json(
+                event_type.category,
+                event_type.version,
+                &(event_type.sample)(),
+            )
+            .unwrap()
+            .unwrap();
+            let properties = schema["properties"].as_object().unwrap();
+            let members = json.as_object().unwrap();
+            for required in schema["required"].as_array().into_iter().flatten() {
+                assert!(
+                    members.contains_key(required.as_str().unwrap()),
+                    "{}: {required} missing from {json}",
+                    event_type.name
+                );
+            }
+            for name in members.keys() {
+                assert!(
+                    properties.contains_key(name),
+                    "{}: {name} is not in the schema",
+                    event_type.name
+                );
+            }
+            assert_eq!(schema["$id"], event_type.urn());
         }
     }
 

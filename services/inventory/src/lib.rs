@@ -78,7 +78,7 @@ pub enum Command {
 
 /// What happened to a sku's stock. Stored with postcard: append variants, never
 /// reorder them or their fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Event {
     /// The sku was registered.
     SkuRegistered {

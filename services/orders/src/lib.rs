@@ -40,7 +40,7 @@ use eventstore::Aggregate;
 use serde::{Deserialize, Serialize};
 
 /// One line of an order: so many units of one sku.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderLine {
     /// The sku; not blank, at most one line per sku in an order.
@@ -75,7 +75,7 @@ pub enum Command {
 
 /// What happened to an order. Stored with postcard: append variants, never reorder
 /// them or their fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Event {
     /// The order was placed and is pending.
     OrderPlaced {

@@ -48,7 +48,7 @@ pub enum Command {
 
 /// What happened to a card on file. Stored with postcard: append variants, never
 /// reorder them or their fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Event {
     /// A card was put on file.
     CardRegistered {

@@ -87,7 +87,7 @@ pub enum Command {
 
 /// What happened to an account. Stored with postcard: append variants, never reorder
 /// them or their fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Event {
     /// The account was opened.
     AccountOpened {
