@@ -40,7 +40,7 @@ use eventstore::Aggregate;
 use serde::{Deserialize, Serialize};
 
 /// One line of an order: so many units of one sku.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderLine {
     /// The sku; not blank, at most one line per sku in an order.
@@ -75,7 +75,7 @@ pub enum Command {
 
 /// What happened to an order. Stored with postcard: append variants, never reorder
 /// them or their fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Event {
     /// The order was placed and is pending.
     OrderPlaced {
@@ -353,13 +353,14 @@ impl Aggregate for Order {
 }
 
 /// Decodes a stored order event (any schema version this code knows) into JSON for
-/// display over HTTP or in the CLI, e.g. `{"OrderConfirmed":{"total":360}}`.
+/// display over HTTP or in the CLI: the variant's fields, e.g. `{"total":360}` for an
+/// `OrderConfirmed` ([`eventstore::event_json`]).
 pub fn event_to_json(
     schema_version: u32,
     payload: &[u8],
 ) -> Result<serde_json::Value, eventstore::Error> {
     let event = Order::decode_event(schema_version, payload)?;
-    Ok(serde_json::to_value(event)
+    Ok(eventstore::event_json(&event)
         .expect("an order event always converts to JSON: derived Serialize, no maps"))
 }
 

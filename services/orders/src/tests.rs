@@ -335,11 +335,11 @@ fn stored_events_display_as_json() {
     let bytes = postcard::to_allocvec(&placed()).unwrap();
     assert_eq!(
         event_to_json(1, &bytes).unwrap(),
-        serde_json::json!({"OrderPlaced": {
+        serde_json::json!({
             "order_id": "o-1",
             "customer_id": "alice",
             "lines": [{"sku": "apple", "quantity": 2}, {"sku": "pear", "quantity": 1}],
-        }})
+        })
     );
     assert!(matches!(
         event_to_json(1, &[0x09]),

@@ -137,7 +137,7 @@ fn event_shows_envelope_metadata_and_payload() {
         crate::support::CORRELATION
     );
     assert_eq!(json["metadata"]["principal"], "alice");
-    assert_eq!(json["payload"]["OrderPlaced"]["lines"][0]["sku"], "apple");
+    assert_eq!(json["payload"]["lines"][0]["sku"], "apple");
 }
 
 #[test]
