@@ -1,6 +1,7 @@
 //! What the relay of this binary publishes as JSON: the outbox crate does not know the
 //! domain's types, so the binary hands it the API's decoder (the same JSON as
-//! `GET /api/v1/streams/...`) and the URN of each event type's schema. An event the API
+//! `GET /api/v1/streams/...`) and the URN of the schema of that JSON, served at
+//! `GET /api/v1/schemas/events/<type>/<version>`. An event the API
 //! cannot decode goes to NATS as its bytes (`application/octet-stream`), never dropped.
 
 use eventstore::RecordedEvent;
@@ -11,21 +12,14 @@ pub fn json_payloads() -> JsonPayloads {
     JsonPayloads::new(json_of)
 }
 
-/// The payload of `event` as JSON, with its schema's URN.
+/// The payload of `event` as JSON, with the URN of the schema that JSON follows (its
+/// type's current version: an older stored version is upcast on decoding).
 fn json_of(event: &RecordedEvent) -> Option<JsonData> {
     let data = api::events::decode_payload(event)?;
     Some(JsonData {
         data,
-        dataschema: schema_urn(&event.event_type, event.schema_version),
+        dataschema: api::events::payload_schema(event),
     })
-}
-
-/// `urn:annals:schema:event:<EventType>:<SchemaVersion>`, the name of the JSON schema
-/// of a payload (served at `GET /api/v1/schemas/events/<EventType>/<SchemaVersion>`).
-fn schema_urn(event_type: &str, schema_version: u32) -> Option<String> {
-    Some(format!(
-        "urn:annals:schema:event:{event_type}:{schema_version}"
-    ))
 }
 
 #[cfg(test)]
@@ -58,7 +52,7 @@ mod tests {
             postcard::to_allocvec(&confirmed).unwrap(),
         );
         let json = json_payloads().json_of(&event).expect("an order event");
-        assert!(json.data.to_string().contains("360"), "{}", json.data);
+        assert_eq!(json.data, serde_json::json!({"total": 360}));
         assert_eq!(
             json.dataschema.as_deref(),
             Some("urn:annals:schema:event:OrderConfirmed:1")
