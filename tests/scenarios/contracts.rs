@@ -342,7 +342,8 @@ async fn the_consumer_contracts_hold() {
             .json()
             .await
             .unwrap();
-        if status["relay"]["backlog"] == 0 && status["relay"]["published"].as_u64().unwrap_or(0) > 0 {
+        if status["relay"]["backlog"] == 0 && status["relay"]["published"].as_u64().unwrap_or(0) > 0
+        {
             break;
         }
         assert!(
