@@ -161,24 +161,47 @@ pub fn schema_urn(event_type: &str, schema_version: u32) -> Option<String> {
 
 /// Every (type, version), by category and then in the order of the domain crate's enum.
 pub const EVENT_TYPES: &[EventType] = &[
+    // Orders: schema version 1 (lines without a currency), read upcast; version 2 since.
+    // The version is the aggregate's, so each order event type has both.
     EventType {
         name: "OrderPlaced",
         category: "order",
         version: 1,
-        root_schema: root_schema::<orders::Event>,
+        root_schema: root_schema::<orders::v1::Event>,
         sample: samples::order_placed_v1,
     },
     EventType {
         name: "OrderConfirmed",
         category: "order",
         version: 1,
+        root_schema: root_schema::<orders::v1::Event>,
+        sample: samples::order_confirmed_v1,
+    },
+    EventType {
+        name: "OrderCancelled",
+        category: "order",
+        version: 1,
+        root_schema: root_schema::<orders::v1::Event>,
+        sample: samples::order_cancelled_v1,
+    },
+    EventType {
+        name: "OrderPlaced",
+        category: "order",
+        version: 2,
+        root_schema: root_schema::<orders::Event>,
+        sample: samples::order_placed,
+    },
+    EventType {
+        name: "OrderConfirmed",
+        category: "order",
+        version: 2,
         root_schema: root_schema::<orders::Event>,
         sample: samples::order_confirmed,
     },
     EventType {
         name: "OrderCancelled",
         category: "order",
-        version: 1,
+        version: 2,
         root_schema: root_schema::<orders::Event>,
         sample: samples::order_cancelled,
     },
@@ -335,10 +358,28 @@ mod samples {
     }
 
     pub(super) fn order_placed_v1() -> Vec<u8> {
-        encode(&orders::Event::OrderPlaced {
+        encode(&orders::v1::Event::OrderPlaced {
             order_id: "o1".into(),
             customer_id: "alice".into(),
             lines: vec![apple(3)],
+        })
+    }
+
+    pub(super) fn order_confirmed_v1() -> Vec<u8> {
+        encode(&orders::v1::Event::OrderConfirmed { total: 360 })
+    }
+
+    pub(super) fn order_cancelled_v1() -> Vec<u8> {
+        encode(&orders::v1::Event::OrderCancelled {
+            reason: "changed my mind".into(),
+        })
+    }
+
+    pub(super) fn order_placed() -> Vec<u8> {
+        encode(&orders::Event::OrderPlaced {
+            order_id: "o1".into(),
+            customer_id: "alice".into(),
+            lines: vec![orders::PlacedLine::in_default_currency(&apple(3))],
         })
     }
 
@@ -524,7 +565,8 @@ mod tests {
 
     /// The golden files pin, for every (type, version), the postcard bytes that code of
     /// that version writes for a sample event, and the JSON the current code shows for
-    /// those bytes. The bytes in the file are decoded, not the ones encoded now: a log
+    /// those bytes (`json`, in the type's current version `json_version`: an older
+    /// version's bytes are shown upcast). The bytes in the file are decoded, not the ones encoded now: a log
     /// written by any past version must stay readable for as long as it exists.
     #[test]
     fn golden_bytes_and_json_of_every_event_type_and_version() {
@@ -542,7 +584,9 @@ mod tests {
                 "version": event_type.version,
                 "category": event_type.category,
                 "postcard_hex": crate::events::hex(&bytes),
+                // What the current code shows for these bytes: an older version upcast.
                 "json": json,
+                "json_version": current_version(event_type.name),
             });
             let text = serde_json::to_string_pretty(&golden).unwrap() + "\n";
             compare_golden(

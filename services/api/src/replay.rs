@@ -214,9 +214,10 @@ mod tests {
         let placed = orders::Event::OrderPlaced {
             order_id: "o-1".into(),
             customer_id: "alice".into(),
-            lines: vec![orders::OrderLine {
+            lines: vec![orders::PlacedLine {
                 sku: "apple".into(),
                 quantity: 2,
+                currency: orders::CURRENCY.into(),
             }],
         };
         let raw = postcard::to_allocvec(&placed).unwrap();
