@@ -1407,6 +1407,8 @@ mod openapi {
         ("get", "/api/v1/dependencies"),
         ("get", "/api/v1/slo"),
         ("get", "/api/v1/openapi.json"),
+        ("get", "/api/v1/schemas/events"),
+        ("get", "/api/v1/schemas/events/{type}/{version}"),
         ("get", "/metrics"),
         ("get", "/console"),
         ("get", "/console/{asset}"),
@@ -1488,7 +1490,9 @@ mod openapi {
                 .replace("{correlation_id}", "0192d4e0-7b1a-7c3e-8f00-000000000000")
                 .replace("{stream_id}", "stock-apple")
                 .replace("{name}", "orders")
-                .replace("{id}", "1");
+                .replace("{id}", "1")
+                .replace("{type}", "OrderPlaced")
+                .replace("{version}", "2");
             if *path == "/api/v1/log/live" {
                 continue; // an endless stream; covered by the live tests
             }
