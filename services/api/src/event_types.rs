@@ -563,6 +563,31 @@ mod tests {
         assert_eq!(versions.len(), EVENT_TYPES.len(), "a (type, version) twice");
     }
 
+    /// Every variant of every event enum this catalog points at has its entry, in the
+    /// same category and version: a variant added to a domain crate and not here fails.
+    #[test]
+    fn every_variant_of_the_event_enums_is_in_the_catalog() {
+        for entry in EVENT_TYPES {
+            let root = (entry.root_schema)();
+            for arm in root["oneOf"].as_array().into_iter().flatten() {
+                for variant in arm["properties"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(name, _)| name)
+                {
+                    assert!(
+                        find(variant, entry.version)
+                            .is_some_and(|found| found.category == entry.category),
+                        "{variant} (version {} of {}) is not in EVENT_TYPES",
+                        entry.version,
+                        entry.category
+                    );
+                }
+            }
+        }
+    }
+
     /// The golden files pin, for every (type, version), the postcard bytes that code of
     /// that version writes for a sample event, and the JSON the current code shows for
     /// those bytes (`json`, in the type's current version `json_version`: an older
