@@ -78,6 +78,24 @@ pub trait Aggregate:
     }
 }
 
+/// An event as the JSON a consumer sees: the fields of its enum variant as an object
+/// (`{"total":360}`), without the variant's name around them (the envelope's type names
+/// it already); a variant without fields is `{}`. `None` if the event does not serialize
+/// to JSON (a map with non-string keys, say).
+///
+/// Events are enums so that postcard can store them (a varint tag, then the fields);
+/// serde's default JSON form of an enum wraps the fields in the variant's name
+/// (`{"OrderConfirmed":{"total":360}}`), which repeats the type and which no consumer
+/// wants.
+pub fn event_json<E: Serialize>(event: &E) -> Option<serde_json::Value> {
+    match serde_json::to_value(event).ok()? {
+        serde_json::Value::Object(map) if map.len() == 1 => map.into_iter().next().map(|(_, v)| v),
+        // A unit variant serializes as its name.
+        serde_json::Value::String(_) => Some(serde_json::Value::Object(serde_json::Map::new())),
+        other => Some(other),
+    }
+}
+
 /// An aggregate's state and the version of the last event folded into it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded<A> {

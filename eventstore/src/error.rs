@@ -108,6 +108,18 @@ pub enum Error {
         source: postcard::Error,
     },
 
+    /// A stored event has a schema version this build cannot decode: it was written by
+    /// a newer build. Run that build (or a newer one); the log is not damaged.
+    #[error(
+        "{what} of schema version {schema_version} is unknown to this build (written by a newer one?)"
+    )]
+    UnknownSchemaVersion {
+        /// What was being decoded.
+        what: &'static str,
+        /// The event's schema version.
+        schema_version: u32,
+    },
+
     /// The derived index (sled) failed. The index can always be rebuilt from the log:
     /// delete `<data-dir>/index` and reopen.
     #[error("index error: {0}")]

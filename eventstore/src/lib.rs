@@ -74,7 +74,9 @@ mod tail;
 mod verify;
 mod writer;
 
-pub use aggregate::{Aggregate, CommandOptions, Committed, ExecuteError, Loaded, Repository};
+pub use aggregate::{
+    Aggregate, CommandOptions, Committed, ExecuteError, Loaded, Repository, event_json,
+};
 pub use chain::ChainHash;
 pub use config::StoreConfig;
 pub use derived::readmodel::{Model, ModelBatch, ReadModels};

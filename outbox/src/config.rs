@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::cloudevents::JsonPayloads;
 use crate::error::Error;
 use crate::tls::NatsTls;
 
@@ -74,6 +75,10 @@ pub struct RelayConfig {
     /// The `relay.publish` fault point, inert unless the server runs with `--chaos`
     /// (see `relay`'s module documentation for what each effect does).
     pub chaos: chaos::Chaos,
+    /// How payloads become the JSON bodies consumers read (`ce-datacontenttype:
+    /// application/json`). This crate does not know the domain's types: the server
+    /// passes its decoder. The default has none, and every body is the payload bytes.
+    pub json_payloads: JsonPayloads,
 }
 
 impl RelayConfig {
@@ -100,6 +105,7 @@ impl RelayConfig {
             shutdown_grace: Duration::from_secs(5),
             tls: NatsTls::default(),
             chaos: chaos::Chaos::inert(),
+            json_payloads: JsonPayloads::none(),
         }
     }
 

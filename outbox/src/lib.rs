@@ -3,7 +3,9 @@
 //!
 //! The log is the outbox. The [`Relay`] tails durable events from where the JetStream copy
 //! ends and publishes each one, in log order, with `Nats-Msg-Id` = event id and headers
-//! that carry every field of the event ([`message`]; `docs/NATS.md`). Publishes are
+//! that carry every field of the event ([`message`]; `docs/NATS.md`): a CloudEvent in
+//! the NATS binding's binary content mode, its body the payload as JSON when the
+//! [`JsonPayloads`] it is given knows the event ([`cloudevents`]). Publishes are
 //! pipelined; the checkpoint moves over acknowledged events only. At every (re)start the
 //! relay reads the last message of the stream and resumes after it, so a crash between
 //! publish and checkpoint never duplicates, however long the relay was down. NATS outages
@@ -31,6 +33,7 @@
 //! through its API.
 
 pub mod audit;
+pub mod cloudevents;
 /// The circuit breaker, shared with the payment provider chain (the `breaker` crate).
 pub use ::breaker;
 pub mod config;
@@ -45,6 +48,7 @@ pub mod tls;
 
 pub use audit::{AuditOptions, AuditReport, Divergence, audit};
 pub use breaker::BreakerState;
+pub use cloudevents::{JsonData, JsonPayloads};
 pub use config::{RelayConfig, Storage};
 pub use error::Error;
 pub use nats::connect;

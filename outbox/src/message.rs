@@ -5,11 +5,21 @@
 //!
 //! - subject: `<prefix>.<category>.<event type>`, each token [sanitized](subject_token)
 //!   (the subject routes; it is not needed to rebuild the event);
-//! - body: the event's payload bytes, unchanged;
-//! - headers: `Nats-Msg-Id` (the event id) and the `Annals-*` headers below, which carry
-//!   every other field of the [`RecordedEvent`], so that [`decode`] rebuilds it exactly,
-//!   and `Annals-Prev-Hash` / `Annals-Hash`, the record's place in the log's hash chain
-//!   ([`Chain`]), so that a copy verifies itself message by message.
+//! - headers: the CloudEvents 1.0 attributes of the NATS binding's binary content mode
+//!   (`ce-*`, [`crate::cloudevents`]), so that a consumer in any language reads the
+//!   event without this code; `Nats-Msg-Id` (the event id) and the `Annals-*` headers
+//!   below, which carry every other field of the [`RecordedEvent`], so that [`decode`]
+//!   rebuilds it exactly; and `Annals-Prev-Hash` / `Annals-Hash`, the record's place in
+//!   the log's hash chain ([`Chain`]), so that a copy verifies itself message by message;
+//! - body ([`encode`]): the payload as JSON (`ce-datacontenttype: application/json`)
+//!   when the relay's [`JsonPayloads`](crate::cloudevents::JsonPayloads) knows the event,
+//!   with the exact payload bytes kept in `Annals-Payload` (base64); otherwise, or when
+//!   the JSON form would not fit the server's `max_payload`, the payload bytes themselves
+//!   (`application/octet-stream`, no `Annals-Payload`). Either way [`decode`] gets the
+//!   exact bytes back: the JSON is for consumers, never read back.
+//!
+//! Format 2 is format 1 plus the `ce-*` headers, the JSON body and `Annals-Payload`;
+//! [`decode`] reads both, so a stream written by an older relay still restores and audits.
 //!
 //! The relay publishes each event in a `relay publish` span that continues the event's
 //! trace; when that span has a trace context, the `traceparent` header carries it (a
@@ -24,15 +34,27 @@
 
 use async_nats::HeaderMap;
 use async_nats::header::{HeaderName, NATS_MESSAGE_ID};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use eventstore::{ChainHash, EventId, Metadata, Position, RecordedEvent, StreamId, Version};
 use uuid::Uuid;
 
+use crate::cloudevents::{self, JsonData};
+
 /// The version of this message format, in the `Annals-Format` header. A consumer that
-/// meets a higher number should stop rather than guess.
-pub const FORMAT_VERSION: u32 = 1;
-const FORMAT_TEXT: &str = "1";
+/// meets a higher number should stop rather than guess. [`decode`] reads format 1 too
+/// (the same headers without `ce-*`, the body always the payload bytes).
+pub const FORMAT_VERSION: u32 = 2;
+const FORMAT_TEXT: &str = "2";
+/// The oldest format [`decode`] reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
+
+/// What [`encode`] leaves free of the server's `max_payload` for the headers the relay
+/// adds afterwards (the publish span's `traceparent`, `Annals-Traceparent`) and the
+/// client's own framing, when it decides whether the JSON form fits.
+pub const HEADROOM_BYTES: usize = 1024;
 
 /// `Annals-Format`: the format version ([`FORMAT_VERSION`]).
 pub const FORMAT: HeaderName = HeaderName::from_static("Annals-Format");
@@ -72,6 +94,9 @@ pub const PREV_HASH: HeaderName = HeaderName::from_static("Annals-Prev-Hash");
 /// `Annals-Hash`: this record's chain hash, BLAKE3 of its record body, which holds the
 /// previous hash (64 hex digits). The last message's is the log's head hash.
 pub const HASH: HeaderName = HeaderName::from_static("Annals-Hash");
+/// `Annals-Payload`: the payload bytes, standard base64 with padding, present when the
+/// body is the payload as JSON (format 2); absent when the body is the payload itself.
+pub const PAYLOAD: HeaderName = HeaderName::from_static("Annals-Payload");
 /// `traceparent`: the W3C trace context, under its standard name so that tracing-aware
 /// consumers pick it up; percent-encoded like the other texts; absent when none.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -113,9 +138,11 @@ fn push_token(out: &mut String, text: &str) {
     }
 }
 
-/// The headers of `event` (see the module documentation).
+/// The headers of `event` (see the module documentation), without the body's content
+/// type ([`encode`] adds it) and the chain ([`chained_headers`]).
 pub fn headers(event: &RecordedEvent) -> HeaderMap {
     let mut headers = HeaderMap::new();
+    cloudevents::insert_attributes(&mut headers, event);
     headers.insert(NATS_MESSAGE_ID, event.id.to_string());
     headers.insert(FORMAT, FORMAT_TEXT);
     headers.insert(STREAM, encode_text(event.stream_id.as_str()));
@@ -234,9 +261,53 @@ pub fn chain(headers: Option<&HeaderMap>) -> Result<Option<Chain>, DecodeError> 
     }
 }
 
-/// The body of `event`: its payload bytes.
-pub fn body(event: RecordedEvent) -> Bytes {
-    Bytes::from(event.payload)
+/// The whole message of `event` with its place in the chain: its headers and its body.
+/// The body is `json`'s data (with the payload in `Annals-Payload`) when there is one
+/// and the message then fits in `max_message_bytes` (the server's `max_payload`) less
+/// [`HEADROOM_BYTES`]; otherwise the payload bytes. An empty payload is always sent as
+/// itself (an empty header value may not survive every parser).
+pub fn encode(
+    event: &RecordedEvent,
+    chain: &Chain,
+    json: Option<JsonData>,
+    max_message_bytes: usize,
+) -> (HeaderMap, Bytes) {
+    let mut headers = chained_headers(event, chain);
+    if let Some(json) = json.filter(|_| !event.payload.is_empty()) {
+        let body = serde_json::to_vec(&json.data).expect("a JSON value always serializes");
+        let mut with_json = headers.clone();
+        with_json.insert(cloudevents::DATACONTENTTYPE, cloudevents::JSON);
+        if let Some(schema) = &json.dataschema {
+            with_json.insert(cloudevents::DATASCHEMA, encode_text(schema));
+        }
+        with_json.insert(PAYLOAD, BASE64.encode(&event.payload));
+        let size = header_bytes(&with_json) + body.len();
+        if size + HEADROOM_BYTES <= max_message_bytes {
+            return (with_json, Bytes::from(body));
+        }
+        tracing::debug!(
+            position = %event.position,
+            size,
+            max_message_bytes,
+            "the JSON form of the event does not fit the server's max_payload; publishing its bytes"
+        );
+    }
+    headers.insert(cloudevents::DATACONTENTTYPE, cloudevents::OCTET_STREAM);
+    (headers, Bytes::copy_from_slice(&event.payload))
+}
+
+/// The bytes `headers` take on the wire: `NATS/1.0` and a line per value.
+pub fn header_bytes(headers: &HeaderMap) -> usize {
+    let lines: usize = headers
+        .iter()
+        .map(|(name, values)| {
+            values
+                .iter()
+                .map(|value| AsRef::<str>::as_ref(name).len() + 2 + value.as_str().len() + 2)
+                .sum::<usize>()
+        })
+        .sum();
+    "NATS/1.0\r\n".len() + lines + 2
 }
 
 /// Why a message is not a well-formed Annals event.
@@ -244,17 +315,31 @@ pub fn body(event: RecordedEvent) -> Bytes {
 #[error("{0}")]
 pub struct DecodeError(pub String);
 
-/// Rebuilds the event from a message's headers and body. Its trace context is
-/// `Annals-Traceparent` when present (the `traceparent` header then names the relay's
-/// publish span), else `traceparent`.
-pub fn decode(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<RecordedEvent, DecodeError> {
+/// Rebuilds the event from a message's headers and body, of format 1 or 2. Its payload
+/// is `Annals-Payload` when present (the body is then JSON for consumers), else the
+/// body. Its trace context is `Annals-Traceparent` when present (the `traceparent`
+/// header then names the relay's publish span), else `traceparent`.
+pub fn decode(headers: Option<&HeaderMap>, body: &[u8]) -> Result<RecordedEvent, DecodeError> {
     let headers = headers.ok_or_else(|| DecodeError("the message has no headers".into()))?;
     let format: u32 = number(headers, FORMAT)?;
-    if format != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&format) {
         return Err(DecodeError(format!(
-            "message format {format} is not supported (this build reads format {FORMAT_VERSION})"
+            "message format {format} is not supported (this build reads formats {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
         )));
     }
+    let payload = match (format, optional(headers, PAYLOAD)) {
+        (1, _) | (_, None) => {
+            if optional(headers, cloudevents::DATACONTENTTYPE) == Some(cloudevents::JSON) {
+                return Err(DecodeError(
+                    "the body is JSON but the message has no Annals-Payload: the exact payload is missing".into(),
+                ));
+            }
+            body.to_vec()
+        }
+        (_, Some(encoded)) => BASE64
+            .decode(encoded)
+            .map_err(|error| DecodeError(format!("Annals-Payload is not base64: {error}")))?,
+    };
     let id = required(headers, NATS_MESSAGE_ID)?;
     let id = id
         .parse::<EventId>()
@@ -315,7 +400,7 @@ pub fn decode(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<RecordedEve
             action: text(ACTION)?,
             on_behalf_of: text(ON_BEHALF_OF)?,
         },
-        payload: payload.to_vec(),
+        payload,
         last_in_commit,
     })
 }
@@ -451,7 +536,7 @@ mod tests {
         );
         assert_eq!(value(ACTION).as_deref(), Some("fulfilment.reserve"));
         assert_eq!(value(ON_BEHALF_OF).as_deref(), Some("alice"));
-        assert_eq!(headers.len(), 16);
+        assert_eq!(headers.len(), 22);
         assert_eq!(decode(Some(&headers), &event.payload).unwrap(), event);
         for only in 0..3 {
             let mut partial = plain.clone();
@@ -461,7 +546,7 @@ mod tests {
                 _ => partial.metadata.on_behalf_of = Some(" bob\n".into()),
             }
             let headers = super::headers(&partial);
-            assert_eq!(headers.len(), 14);
+            assert_eq!(headers.len(), 20);
             assert_eq!(decode(Some(&headers), &partial.payload).unwrap(), partial);
         }
         // No token ever: the headers hold nothing but the event's own fields.
@@ -472,7 +557,7 @@ mod tests {
     }
 
     /// The wire format is a contract with consumers outside this code base
-    /// (docs/NATS.md): these exact header values must not change within format 1.
+    /// (docs/NATS.md): these exact header values must not change within format 2.
     #[test]
     fn golden_headers() {
         let mut event = event();
@@ -485,7 +570,7 @@ mod tests {
                 NATS_MESSAGE_ID,
                 Some("0192f0c4-7d1e-7a3b-9c4d-5e6f708192a3"),
             ),
-            (FORMAT, Some("1")),
+            (FORMAT, Some("2")),
             (STREAM, Some("order-42%20%C3%A4.b*c>")),
             (VERSION, Some("7")),
             (POSITION, Some("1234")),
@@ -504,16 +589,28 @@ mod tests {
                 TRACEPARENT,
                 Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
             ),
+            (cloudevents::SPECVERSION, Some("1.0")),
+            (
+                cloudevents::ID,
+                Some("0192f0c4-7d1e-7a3b-9c4d-5e6f708192a3"),
+            ),
+            (cloudevents::SOURCE, Some("/annals/order")),
+            (cloudevents::TYPE, Some("annals.order.Order_Placed_v2")),
+            (cloudevents::TIME, Some("2026-09-21T14:13:20.123456Z")),
+            (cloudevents::SUBJECT, Some("order-42%20%C3%A4.b*c>")),
+            (cloudevents::DATACONTENTTYPE, None),
+            (cloudevents::DATASCHEMA, None),
+            (PAYLOAD, None),
         ];
         for (name, want) in expected {
             assert_eq!(value(name.clone()).as_deref(), want, "{name}");
         }
-        assert_eq!(headers.len(), 13);
+        assert_eq!(headers.len(), 19);
         assert_eq!(FORMAT_TEXT, FORMAT_VERSION.to_string());
 
         let chain = Chain::after(ChainHash::GENESIS, &event).unwrap();
         let chained = chained_headers(&event, &chain);
-        assert_eq!(chained.len(), 15);
+        assert_eq!(chained.len(), 21);
         assert_eq!(
             chained.get(PREV_HASH).map(|v| v.as_str()),
             Some("0".repeat(64).as_str())
@@ -562,7 +659,7 @@ mod tests {
         let publish = "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01";
         let mut headers = headers(&original);
         carry_publish_trace(&mut headers, &original, Some(publish));
-        assert_eq!(headers.len(), 14);
+        assert_eq!(headers.len(), 20);
         assert_eq!(headers.get(TRACEPARENT).map(|v| v.as_str()), Some(publish));
         assert_eq!(
             headers.get(STORED_TRACEPARENT).map(|v| v.as_str()),
@@ -582,6 +679,141 @@ mod tests {
             decode(Some(&untouched), &untraced.payload).unwrap(),
             untraced
         );
+    }
+
+    fn json_data() -> JsonData {
+        JsonData {
+            data: serde_json::json!({"total": 360, "note": "ä \"x\""}),
+            dataschema: Some("urn:annals:schema:event:OrderConfirmed:1".into()),
+        }
+    }
+
+    /// Format 2 with a JSON body: the consumer's JSON in the body, the exact payload in
+    /// `Annals-Payload`, and the message decodes to the event exactly.
+    #[test]
+    fn a_json_body_keeps_the_exact_payload_beside_it() {
+        let original = event();
+        let chain = Chain::after(ChainHash::GENESIS, &original).unwrap();
+        let (headers, body) = encode(&original, &chain, Some(json_data()), 1 << 20);
+        let value = |name: HeaderName| headers.get(name).map(|v| v.as_str().to_owned());
+        assert_eq!(
+            value(cloudevents::DATACONTENTTYPE).as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(
+            value(cloudevents::DATASCHEMA).as_deref(),
+            Some("urn:annals:schema:event:OrderConfirmed:1")
+        );
+        assert_eq!(value(PAYLOAD).as_deref(), Some("AAEC/w=="));
+        let data: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(data, json_data().data);
+        assert_eq!(decode(Some(&headers), &body).unwrap(), original);
+        assert_eq!(super::chain(Some(&headers)), Ok(Some(chain)));
+        // No schema known: JSON all the same, without ce-dataschema.
+        let unschemed = JsonData {
+            dataschema: None,
+            ..json_data()
+        };
+        let (headers, body) = encode(&original, &chain, Some(unschemed), 1 << 20);
+        assert!(headers.get(cloudevents::DATASCHEMA).is_none());
+        assert_eq!(decode(Some(&headers), &body).unwrap(), original);
+    }
+
+    /// No JSON for the event (or an empty payload): the body is the payload bytes,
+    /// `application/octet-stream`, no `Annals-Payload`, no schema. Never dropped.
+    #[test]
+    fn without_json_the_body_is_the_payload() {
+        let original = event();
+        let chain = Chain::after(ChainHash::GENESIS, &original).unwrap();
+        let (headers, body) = encode(&original, &chain, None, 1 << 20);
+        assert_eq!(
+            headers
+                .get(cloudevents::DATACONTENTTYPE)
+                .map(|v| v.as_str()),
+            Some("application/octet-stream")
+        );
+        assert!(headers.get(PAYLOAD).is_none());
+        assert!(headers.get(cloudevents::DATASCHEMA).is_none());
+        assert_eq!(&body[..], &original.payload[..]);
+        assert_eq!(decode(Some(&headers), &body).unwrap(), original);
+        let mut empty = original.clone();
+        empty.payload.clear();
+        let (headers, body) = encode(&empty, &chain, Some(json_data()), 1 << 20);
+        assert!(headers.get(PAYLOAD).is_none());
+        assert!(body.is_empty());
+        assert_eq!(decode(Some(&headers), &body).unwrap(), empty);
+    }
+
+    /// A JSON form that would not fit the server's `max_payload` (with the base64 copy
+    /// and the headroom) falls back to the bytes, which fit.
+    #[test]
+    fn json_that_does_not_fit_falls_back_to_the_bytes() {
+        let mut original = event();
+        original.payload = vec![7; 10_000];
+        let chain = Chain::after(ChainHash::GENESIS, &original).unwrap();
+        let big = JsonData {
+            data: serde_json::json!({"bytes": original.payload}),
+            dataschema: None,
+        };
+        let limit = 16 * 1024;
+        let (headers, body) = encode(&original, &chain, Some(big.clone()), limit);
+        assert_eq!(
+            headers
+                .get(cloudevents::DATACONTENTTYPE)
+                .map(|v| v.as_str()),
+            Some("application/octet-stream")
+        );
+        assert!(header_bytes(&headers) + body.len() + HEADROOM_BYTES <= limit);
+        assert_eq!(decode(Some(&headers), &body).unwrap(), original);
+        // With room, the same event goes as JSON, and its size is what was estimated.
+        let (headers, body) = encode(&original, &chain, Some(big), 1 << 20);
+        assert!(headers.get(PAYLOAD).is_some());
+        assert!(header_bytes(&headers) + body.len() > limit);
+        assert_eq!(decode(Some(&headers), &body).unwrap(), original);
+    }
+
+    /// Format 1 (an older relay: no `ce-*`, the body always the payload) still decodes,
+    /// so an old stream restores and audits.
+    #[test]
+    fn format_1_messages_still_decode() {
+        let original = event();
+        let chain = Chain::after(ChainHash::GENESIS, &original).unwrap();
+        let mut old = HeaderMap::new();
+        for (name, values) in chained_headers(&original, &chain).iter() {
+            if !name.to_string().starts_with("ce-") {
+                for value in values {
+                    old.append(name.clone(), value.clone());
+                }
+            }
+        }
+        old.insert(FORMAT, "1");
+        assert_eq!(old.len(), 15);
+        assert_eq!(decode(Some(&old), &original.payload).unwrap(), original);
+        assert_eq!(super::chain(Some(&old)), Ok(Some(chain)));
+    }
+
+    /// A JSON body whose exact copy is missing or broken, or a format from the future, is
+    /// an error: never a payload guessed from the JSON.
+    #[test]
+    fn a_json_body_without_its_exact_copy_is_an_error() {
+        let original = event();
+        let chain = Chain::after(ChainHash::GENESIS, &original).unwrap();
+        let (headers, body) = encode(&original, &chain, Some(json_data()), 1 << 20);
+        let mut stripped = HeaderMap::new();
+        for (name, values) in headers.iter() {
+            if *name != PAYLOAD {
+                for value in values {
+                    stripped.append(name.clone(), value.clone());
+                }
+            }
+        }
+        assert!(decode(Some(&stripped), &body).is_err());
+        let mut broken = headers.clone();
+        broken.insert(PAYLOAD, "not base64!");
+        assert!(decode(Some(&broken), &body).is_err());
+        let mut future = headers.clone();
+        future.insert(FORMAT, "3");
+        assert!(decode(Some(&future), &body).is_err());
     }
 
     #[test]

@@ -19,6 +19,11 @@
 //! or, when that message has none (an older release) or the stream is empty, computed
 //! from the log.
 //!
+//! Each message is a CloudEvent ([`message::encode`]): its body is the payload as JSON
+//! when [`RelayConfig::json_payloads`] knows the event and the message then fits the
+//! server's `max_payload` (read at each session's connect), with the exact bytes in
+//! `Annals-Payload`; otherwise the payload bytes.
+//!
 //! Each event is published in a `relay publish` span (`publish <subject>`, a producer),
 //! whose parent is the trace context the event stores, so it joins the trace of the
 //! command that wrote it; the span lasts until JetStream acknowledges the message. When
@@ -403,6 +408,9 @@ impl Worker<'_> {
     async fn session(&mut self, shutdown: &CancellationToken) -> Result<(), Error> {
         let config = self.config;
         let client = self.client().await?;
+        // The server's limit on a message, headers included: the JSON form of an event
+        // is sent only when it fits.
+        let max_message_bytes = client.server_info().max_payload;
         let jetstream = nats::context(client, config.ack_timeout, config.max_acks_in_flight);
         nats::check_jetstream(&jetstream, &config.nats_url).await?;
         let mut stream = nats::ensure_stream(&jetstream, config).await?;
@@ -491,7 +499,7 @@ impl Worker<'_> {
                         };
                         let position = next.position;
                         let chain = Chain::after(prev_hash, &next)?;
-                        let (ack, span) = publish(&jetstream, config, next, &chain, expected_sequence).await?;
+                        let (ack, span) = publish(&jetstream, config, next, &chain, expected_sequence, max_message_bytes).await?;
                         prev_hash = chain.hash;
                         expected_sequence += 1;
                         queue.push_back(InFlight { position, sequence: expected_sequence, hash: chain.hash, ack, span });
@@ -671,6 +679,7 @@ async fn publish(
     event: RecordedEvent,
     chain: &Chain,
     expected_last_sequence: u64,
+    max_message_bytes: usize,
 ) -> Result<(PublishAckFuture, tracing::Span), Error> {
     let position = event.position;
     let fault = config.chaos.check(Point::RelayPublish);
@@ -681,16 +690,17 @@ async fn publish(
         _ => {}
     }
     let subject = message::subject(&config.subject_prefix, &event);
-    let mut headers = message::chained_headers(&event, chain);
     let span = publish_span(&subject, &event);
-    if !span.is_disabled() {
-        let publish = trace_context::of(&span);
-        message::carry_publish_trace(&mut headers, &event, publish.as_deref());
-    }
-    let size = event.payload.len();
+    let publish_trace = (!span.is_disabled())
+        .then(|| trace_context::of(&span))
+        .flatten();
+    let json = config.json_payloads.json_of(&event);
+    let (mut headers, body) = message::encode(&event, chain, json, max_message_bytes);
+    message::carry_publish_trace(&mut headers, &event, publish_trace.as_deref());
+    let size = body.len() + message::header_bytes(&headers);
     let publish = PublishMessage::build()
         .headers(headers)
-        .payload(message::body(event))
+        .payload(body)
         .expected_last_sequence(expected_last_sequence);
     let ack = jetstream
         .send_publish(subject, publish)

@@ -15,6 +15,10 @@
 //! - `chain`: every message carries its chain hash; restore and audit name the first
 //!   break (altered body, wrong hash, forged event, reorder, stripped headers); restore
 //!   stops at an expected head or fails; a copy without the headers is still accepted.
+//! - `cloudevents`: what a consumer in another language reads (the `ce-*` headers, a
+//!   JSON body where the decoder knows the event, bytes otherwise and when JSON would not
+//!   fit `max_payload`), and that the copy stays exact: restore and audit of format 2,
+//!   an altered `Annals-Payload` breaks the chain, a format-1 copy still restores.
 //! - `tail`: a copy that lost its last messages fails the audit at the first missing
 //!   position, and a restarted relay republishes the lost range (no gap, no duplicate).
 //! - `bad_input`: a malformed URL, nobody listening, no JetStream, an incompatible
@@ -27,6 +31,8 @@ mod common;
 mod bad_input;
 #[path = "relay/chain.rs"]
 mod chain;
+#[path = "relay/cloudevents.rs"]
+mod cloudevents;
 #[path = "relay/delivery.rs"]
 mod delivery;
 #[path = "relay/kill.rs"]

@@ -141,9 +141,15 @@ const PHASE_NAMES: [&str; 8] = {
 
 /// What the saga reacts to. Recorded in `saga-fulfilment-<order>` with postcard:
 /// append variants, never reorder them or their fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Each variant is named, for serde, as its recorded event type ([`Saga::input_type`]):
+/// the names are not part of the stored bytes (postcard stores the variant's index), and
+/// so the type in the envelope names the variant of a JSON payload
+/// ([`input_to_json`]) as it does for the aggregates' events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Input {
     /// An order was placed: start.
+    #[serde(rename = "FulfilmentStarted")]
     Started {
         /// The order.
         order_id: String,
@@ -157,11 +163,13 @@ pub enum Input {
         correlation_id: Option<Uuid>,
     },
     /// The customer cancelled the order.
+    #[serde(rename = "FulfilmentCancelRequested")]
     CancelRequested {
         /// The customer's reason.
         reason: String,
     },
     /// A command of the saga was answered.
+    #[serde(rename = "FulfilmentCommandAnswered")]
     Answered {
         /// The command's key.
         key: String,
@@ -169,6 +177,7 @@ pub enum Input {
         outcome: Outcome,
     },
     /// A deadline passed.
+    #[serde(rename = "FulfilmentDeadlinePassed")]
     DeadlinePassed {
         /// The deadline's key.
         key: String,
@@ -176,7 +185,7 @@ pub enum Input {
 }
 
 /// What a command of the saga did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Outcome {
     /// Stock reserved at this unit price.
     Reserved {
@@ -535,13 +544,14 @@ impl Saga for Fulfilment {
     }
 }
 
-/// A recorded input as JSON, for the log views (`GET /api/v1/log`, `annals inspect`).
+/// A recorded input as JSON, for the log views (`GET /api/v1/log`, `annals inspect`): the
+/// variant's fields ([`eventstore::event_json`]); the envelope's type names the variant.
 pub fn input_to_json(payload: &[u8]) -> Result<serde_json::Value, eventstore::Error> {
     let input: Input =
         postcard::from_bytes(payload).map_err(|source| eventstore::Error::Codec {
             what: "fulfilment saga input",
             source,
         })?;
-    Ok(serde_json::to_value(input)
+    Ok(eventstore::event_json(&input)
         .expect("a saga input always converts to JSON: derived Serialize, no maps"))
 }

@@ -231,7 +231,9 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                 Input::Started {
                     order_id,
                     customer_id,
-                    lines,
+                    // The saga reserves and charges by sku and quantity; every price is in
+                    // the one currency Annals has (`orders::CURRENCY`).
+                    lines: lines.iter().map(orders::PlacedLine::line).collect(),
                     deadline: clock.now()
                         + chrono::Duration::from_std(self.timeout).unwrap_or(chrono::Duration::MAX),
                     correlation_id: event.metadata.correlation_id,

@@ -354,3 +354,97 @@ async fn who_placed_the_order_is_known_to_the_driver_after_a_restart() {
     }
     store.close().await;
 }
+
+/// Appends `order`'s `OrderPlaced` (alice, `quantity` apples) as the code of
+/// `schema_version` wrote it: version 1 without a currency per line, version 2 with one.
+async fn place_raw(store: &EventStore, order: &str, quantity: u64, schema_version: u32) {
+    let line = orders::OrderLine {
+        sku: "apple".into(),
+        quantity,
+    };
+    let payload = match schema_version {
+        1 => postcard::to_allocvec(&orders::v1::Event::OrderPlaced {
+            order_id: order.into(),
+            customer_id: "alice".into(),
+            lines: vec![line],
+        }),
+        _ => postcard::to_allocvec(&orders::Event::OrderPlaced {
+            order_id: order.into(),
+            customer_id: "alice".into(),
+            lines: vec![orders::PlacedLine::in_default_currency(&line)],
+        }),
+    }
+    .unwrap();
+    let mut event = eventstore::NewEvent::new("OrderPlaced", payload);
+    event.schema_version = schema_version;
+    store
+        .append(
+            &eventstore::StreamId::new(format!("order-{order}")).unwrap(),
+            eventstore::ExpectedVersion::NoStream,
+            vec![event],
+        )
+        .await
+        .unwrap();
+}
+
+/// Orders placed by the code of schema version 1 (their `OrderPlaced` as it wrote them:
+/// lines without a currency) are fulfilled, and refused, exactly as orders placed now:
+/// the saga reads them upcast. Same saga states, same orders, stock and account after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_placed_in_schema_version_1_have_the_same_saga_outcomes() {
+    let start_at = chrono::DateTime::from_timestamp(1_793_000_000, 0).unwrap();
+    let mut outcomes = Vec::new();
+    for schema_version in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let clock = ManualClock::new(start_at);
+        seed(&store).await;
+        let driver = start(&store, &clock, Faults::default());
+        // o-1 fits the stock (10 apples) and the balance; o-2 does not fit the stock.
+        place_raw(&store, "o-1", 2, schema_version).await;
+        place_raw(&store, "o-2", 20, schema_version).await;
+        let confirmed = saga_when(&store, "o-1", "confirmed", |v| {
+            v.state.phase == Phase::Confirmed
+        })
+        .await;
+        let cancelled = saga_when(&store, "o-2", "cancelled", |v| {
+            v.state.phase == Phase::Cancelled
+        })
+        .await;
+        driver.stop().await;
+        let orders = Repository::<orders::Order>::new(store.clone());
+        fn state(value: impl serde::Serialize) -> serde_json::Value {
+            serde_json::to_value(value).unwrap()
+        }
+        outcomes.push((
+            schema_version,
+            confirmed.state,
+            cancelled.state,
+            state(orders.load("o-1").unwrap().state),
+            state(orders.load("o-2").unwrap().state),
+            state(
+                Repository::<inventory::Stock>::new(store.clone())
+                    .load("apple")
+                    .unwrap()
+                    .state,
+            ),
+            state(
+                Repository::<payments::Account>::new(store.clone())
+                    .load("alice")
+                    .unwrap()
+                    .state,
+            ),
+        ));
+        store.close().await;
+    }
+    let (_, v1_confirmed, v1_cancelled, v1_o1, v1_o2, v1_stock, v1_account) = &outcomes[0];
+    let (_, v2_confirmed, v2_cancelled, v2_o1, v2_o2, v2_stock, v2_account) = &outcomes[1];
+    assert_eq!(v1_confirmed, v2_confirmed);
+    assert_eq!(v1_cancelled, v2_cancelled);
+    assert_eq!(v1_o1, v2_o1);
+    assert_eq!(v1_o2, v2_o2);
+    assert_eq!(v1_stock, v2_stock);
+    assert_eq!(v1_account, v2_account);
+    assert_eq!(v1_o1["status"], "Confirmed", "{v1_o1}");
+    assert_eq!(v1_o2["status"], "Cancelled", "{v1_o2}");
+}

@@ -34,11 +34,16 @@
 //!   delay other requests; an order of too many lines is a 422; 10,000 orders placed at
 //!   once run at most `--saga-max-instances` saga instances.
 //!
+//! - `contracts`: the consumer-driven contracts of `tests/contracts/` (an HTTP client's
+//!   interactions, a Python consumer of the JetStream stream) against a real server,
+//!   relay and nats-server; each also broken on purpose, to see it fail.
+//!
 //! `support` holds the known history, golden-file comparison and the `annals` runners.
 
 mod bounds;
 mod chaos;
 mod cli;
+mod contracts;
 mod deploy;
 mod payments;
 mod saga;

@@ -46,6 +46,19 @@ fn planned<A: Aggregate>(stream: &'static str, event: A::Event, minute: u32) -> 
     }
 }
 
+/// An order event as schema version 1 recorded it (lines without a currency): the known
+/// history is a log written before version 2, so every command here reads it upcast.
+fn planned_order_v1(stream: &'static str, event: orders::v1::Event, minute: u32) -> Planned {
+    Planned {
+        stream,
+        event_type: <orders::Order as Aggregate>::event_type(&event.clone().upcast()),
+        payload: postcard::to_allocvec(&event).unwrap(),
+        minute,
+        last_in_commit: true,
+        metadata: Metadata::default(),
+    }
+}
+
 /// The correlation id of order o1's events.
 pub const CORRELATION: &str = "0193a4e2-7c1d-7b3e-9f00-00000000c0de";
 
@@ -61,9 +74,9 @@ pub fn history() -> Vec<RecordedEvent> {
             quantity,
         }]
     };
-    let mut placed_o1 = planned::<Order>(
+    let mut placed_o1 = planned_order_v1(
         "order-o1",
-        OrderEvent::OrderPlaced {
+        orders::v1::Event::OrderPlaced {
             order_id: "o1".into(),
             customer_id: "alice".into(),
             lines: apple(3),
@@ -78,9 +91,9 @@ pub fn history() -> Vec<RecordedEvent> {
         command_id: Some(Uuid::parse_str("0193a4e2-7c1d-7b3e-9f00-0000000000c1").unwrap()),
         ..Metadata::default()
     };
-    let mut placed_o2 = planned::<Order>(
+    let mut placed_o2 = planned_order_v1(
         "order-o2",
-        OrderEvent::OrderPlaced {
+        orders::v1::Event::OrderPlaced {
             order_id: "o2".into(),
             customer_id: "bob".into(),
             lines: apple(1),

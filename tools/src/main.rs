@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod chaos_commands;
 mod data_dir;
+mod event_json;
 mod exit;
 mod export;
 mod inspect;

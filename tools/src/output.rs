@@ -125,6 +125,9 @@ pub fn event_details(event: &EventJson) -> String {
             fields.push((name.replace('_', " "), value));
         }
     }
+    if let Some(schema) = &event.payload_schema {
+        fields.push(("payload schema".into(), schema.clone()));
+    }
     let width = fields.iter().map(|(name, _)| name.len()).max().unwrap_or(0) + 1;
     let mut text = String::new();
     for (name, value) in fields {

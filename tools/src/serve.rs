@@ -7,7 +7,8 @@
 //! index is flushed) and exits 0.
 //!
 //! With `--nats-url` the outbox relay runs inside the server, on the same store: it
-//! publishes every committed event to NATS JetStream, `GET /api/v1/outbox` shows its
+//! publishes every committed event to NATS JetStream (a CloudEvent whose body is the
+//! payload as JSON, [`crate::event_json`]; docs/NATS.md), `GET /api/v1/outbox` shows its
 //! status and `/readyz` reports it (degraded while NATS is away, never unready). On
 //! shutdown it stops after the HTTP server has drained and before the store closes.
 //! Without a URL the relay is off, and the server says so at start. `--nats-tls-ca`
@@ -874,6 +875,7 @@ fn start_relay(
     let config = RelayConfig {
         tls: settings.nats_tls.clone(),
         chaos: chaos.clone(),
+        json_payloads: crate::event_json::json_payloads(),
         ..RelayConfig::new(url.clone())
     };
     let stop_timeout = config.shutdown_grace + Duration::from_secs(5);

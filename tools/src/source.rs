@@ -60,10 +60,15 @@ pub struct EventJson {
     /// Correlation, causation, trace, principal, command id, issuer, action, on behalf of
     /// (absent members: not set).
     pub metadata: serde_json::Value,
-    /// The payload: decoded JSON, or a hex string.
+    /// The payload: decoded JSON (the event's fields, in its type's current schema
+    /// version), or a hex string.
     pub payload: serde_json::Value,
     /// `json` or `hex`.
     pub payload_encoding: String,
+    /// The URN of the JSON Schema of the JSON payload; absent for hex (and from servers
+    /// older than the schemas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_schema: Option<String>,
 }
 
 impl EventJson {
@@ -81,6 +86,7 @@ impl EventJson {
             metadata: serde_json::to_value(view.metadata).unwrap_or_default(),
             payload: view.payload,
             payload_encoding: view.payload_encoding.to_owned(),
+            payload_schema: view.payload_schema,
         }
     }
 }

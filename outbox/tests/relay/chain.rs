@@ -7,83 +7,15 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use eventstore::{ChainHash, EventStore, Position};
-use futures_util::StreamExt;
 use outbox::message::{self, HASH, PREV_HASH};
 use outbox::{Divergence, RestoreOptions};
 
 use crate::common::{
-    NatsServer, audit, connect, open_store, relay_config, start_relay, whole_log, within, workload,
+    NatsServer, audit, connect, copy_edited, open_store, raw_copy, relay_config, start_relay,
+    whole_log, within, workload,
 };
-
-/// Every message of `stream` as published: (sequence, subject, headers, body).
-async fn raw_copy(url: &str, stream: &str) -> Vec<(u64, String, HeaderMap, Bytes)> {
-    within(Duration::from_secs(30), "reading the copy", async {
-        let client = async_nats::connect(url).await.expect("connect");
-        let jetstream = jetstream::new(client);
-        let mut stream = jetstream.get_stream(stream).await.expect("the stream");
-        let total = stream.info().await.expect("stream info").state.messages;
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig::default())
-            .await
-            .expect("an ordered consumer");
-        let mut messages = consumer.messages().await.expect("messages");
-        let mut copy = Vec::new();
-        while (copy.len() as u64) < total {
-            let message = messages.next().await.expect("more").expect("a message");
-            let sequence = message.info().expect("info").stream_sequence;
-            copy.push((
-                sequence,
-                message.subject.to_string(),
-                message.headers.clone().expect("headers"),
-                message.payload.clone(),
-            ));
-        }
-        copy
-    })
-    .await
-}
-
-/// Publishes the messages `edit` makes of the copy in `from` into a new stream `to`.
-async fn copy_edited(
-    url: &str,
-    from: &str,
-    to: &str,
-    mut edit: impl FnMut(Vec<(u64, String, HeaderMap, Bytes)>) -> Vec<(HeaderMap, Bytes)>,
-) {
-    let messages = edit(raw_copy(url, from).await);
-    let client = async_nats::connect(url).await.expect("connect");
-    let jetstream = jetstream::new(client);
-    jetstream
-        .create_stream(stream::Config {
-            name: to.to_owned(),
-            subjects: vec![format!("{}.>", to.to_lowercase())],
-            ..Default::default()
-        })
-        .await
-        .expect("a stream");
-    let subject = format!("{}.copied", to.to_lowercase());
-    for (headers, payload) in messages {
-        // The copy is published in another order here: without the relay's expectation.
-        let mut plain = HeaderMap::new();
-        for (name, values) in headers.iter() {
-            if name.to_string() != "Nats-Expected-Last-Sequence" {
-                for value in values {
-                    plain.append(name.clone(), value.clone());
-                }
-            }
-        }
-        let headers = plain;
-        jetstream
-            .publish_with_headers(subject.clone(), headers, payload)
-            .await
-            .expect("publish")
-            .await
-            .expect("ack");
-    }
-}
 
 async fn restore(
     url: &str,

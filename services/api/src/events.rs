@@ -3,6 +3,8 @@
 //! category, an unknown schema version) is shown as hex, never dropped.
 
 use eventstore::RecordedEvent;
+
+pub use crate::event_types::schema_urn;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -20,7 +22,7 @@ pub struct EventView {
     /// Its type name, e.g. `OrderPlaced`.
     #[serde(rename = "type")]
     pub event_type: String,
-    /// The schema version of its payload.
+    /// The schema version of its payload as stored (the log is never rewritten).
     pub schema_version: u32,
     /// When it was recorded (RFC 3339, UTC).
     pub recorded_at: String,
@@ -28,10 +30,17 @@ pub struct EventView {
     /// action, on behalf of), where set.
     pub metadata: MetadataView,
     /// The payload: decoded JSON when `payload_encoding` is `json`, else a hex string.
+    /// The JSON is the event's fields (no wrapper naming the type), in the current
+    /// schema version of its type: an event stored in an older version is upcast.
     #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     /// `json` or `hex`.
     pub payload_encoding: &'static str,
+    /// The URN of the JSON Schema the JSON payload conforms to
+    /// (`urn:annals:schema:event:<type>:<version>`, served at
+    /// `/api/v1/schemas/events/<type>/<version>`); absent for a hex payload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_schema: Option<String>,
 }
 
 /// An event's metadata; absent members were not set.
@@ -66,9 +75,9 @@ pub struct MetadataView {
 impl EventView {
     /// The JSON view of `event`.
     pub fn of(event: &RecordedEvent) -> Self {
-        let (payload, payload_encoding) = match decode_payload(event) {
-            Some(json) => (json, "json"),
-            None => (serde_json::Value::String(hex(&event.payload)), "hex"),
+        let (payload, payload_encoding, payload_schema) = match decode_payload(event) {
+            Some(json) => (json, "json", payload_schema(event)),
+            None => (serde_json::Value::String(hex(&event.payload)), "hex", None),
         };
         let metadata = &event.metadata;
         EventView {
@@ -93,25 +102,36 @@ impl EventView {
             },
             payload,
             payload_encoding,
+            payload_schema,
         }
     }
 }
 
-/// The payload as JSON, if the stream's category belongs to a crate that knows it.
-fn decode_payload(event: &RecordedEvent) -> Option<serde_json::Value> {
-    let (schema, payload) = (event.schema_version, event.payload.as_slice());
-    let decoded = match event.stream_id.category() {
-        "stock" => inventory::event_to_json(schema, payload),
-        "account" => payments::event_to_json(schema, payload),
-        "card" => payments::card::event_to_json(schema, payload),
-        "order" => orders::event_to_json(schema, payload),
-        crate::idempotency::CATEGORY => crate::idempotency::event_to_json(schema, payload),
-        "saga" if event.stream_id.as_str().starts_with("saga-fulfilment-") => {
-            sagas::fulfilment::input_to_json(payload)
-        }
-        _ => return None,
-    };
-    decoded.ok()
+/// The payload as the JSON a consumer sees, if the stream's category belongs to a crate
+/// that knows it: the event's fields as an object (`{"total":360}`; no wrapper naming the
+/// type, which the envelope names), in the current schema version of its type, an older
+/// stored version upcast ([`payload_schema_version`] says which). `None` for a category
+/// or a schema version no crate here knows, or a damaged payload.
+///
+/// A pure function of the recorded event: the HTTP views, the CLI and the NATS relay
+/// (CloudEvents `data`) all show the same JSON for an event.
+pub fn decode_payload(event: &RecordedEvent) -> Option<serde_json::Value> {
+    let category = crate::event_types::category_of(&event.stream_id);
+    crate::event_types::decode_json(category, event.schema_version, &event.payload)?.ok()
+}
+
+/// The version of the JSON [`decode_payload`] gives for `event`: the current schema
+/// version of its type (older stored versions are upcast on read). `None` for a type
+/// Annals does not have.
+pub fn payload_schema_version(event: &RecordedEvent) -> Option<u32> {
+    crate::event_types::current_version(&event.event_type)
+}
+
+/// The URN of the JSON Schema that [`decode_payload`]'s JSON for `event` conforms to,
+/// the CloudEvents `dataschema` of its message: `urn:annals:schema:event:<type>:<N>`
+/// with N its type's current version (not the stored one, for an upcast event).
+pub fn payload_schema(event: &RecordedEvent) -> Option<String> {
+    schema_urn(&event.event_type, payload_schema_version(event)?)
 }
 
 /// Lower-case hex of `bytes`.

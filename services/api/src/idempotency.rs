@@ -143,22 +143,48 @@ pub fn decode(schema_version: u32, payload: &[u8]) -> Result<Record, eventstore:
     })
 }
 
-/// A stored record as JSON, for the log views.
+/// The first successful response to a request with an `Idempotency-Key`, as the log
+/// views show it: the fingerprint in hex, the response's body as the JSON it was.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct RecordView {
+    /// The key as the client sent it.
+    pub key: String,
+    /// blake3 of the request (route, path, `If-Match`, decoded body), 64 hex digits.
+    pub fingerprint: String,
+    /// The response's status code.
+    pub status: u16,
+    /// The response's `ETag`, if any.
+    pub etag: Option<String>,
+    /// The response's `Location`, if any.
+    pub location: Option<String>,
+    /// The response's body: its JSON, or its bytes in hex if they are not JSON.
+    pub body: serde_json::Value,
+}
+
+impl RecordView {
+    /// The view of `record`.
+    pub fn of(record: &Record) -> Self {
+        let body = serde_json::from_slice::<serde_json::Value>(&record.body)
+            .unwrap_or_else(|_| serde_json::Value::String(crate::events::hex(&record.body)));
+        RecordView {
+            key: record.key.clone(),
+            fingerprint: crate::events::hex(&record.fingerprint),
+            status: record.status,
+            etag: record.etag.clone(),
+            location: record.location.clone(),
+            body,
+        }
+    }
+}
+
+/// A stored record as JSON, for the log views ([`RecordView`]).
 pub fn event_to_json(
     schema_version: u32,
     payload: &[u8],
 ) -> Result<serde_json::Value, eventstore::Error> {
     let record = decode(schema_version, payload)?;
-    let response = serde_json::from_slice::<serde_json::Value>(&record.body)
-        .unwrap_or_else(|_| serde_json::Value::String(crate::events::hex(&record.body)));
-    Ok(serde_json::json!({
-        "key": record.key,
-        "fingerprint": crate::events::hex(&record.fingerprint),
-        "status": record.status,
-        "etag": record.etag,
-        "location": record.location,
-        "body": response,
-    }))
+    Ok(serde_json::to_value(RecordView::of(&record))
+        .expect("a record view always converts to JSON: derived Serialize, no maps"))
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@
 //! share lives beside it: `commands` (If-Match, Idempotency-Key, the repository, the
 //! answer), `queries` (blocking reads, ETags, page lengths), `extract` (input checks),
 //! [`problem`] (the one error type). The OpenAPI document is generated from the
-//! handlers ([`openapi`]) and served at `/api/v1/openapi.json`.
+//! handlers ([`openapi`]) and served at `/api/v1/openapi.json`; the JSON Schemas of the
+//! event payloads ([`event_types`]) at `/api/v1/schemas/events` (docs/EVENTS.md).
 //! What may change within `/api/v1` and how a route is retired: docs/API.md; a
 //! deprecated route says so on every answer and in the document ([`deprecation`]).
 //!
@@ -74,6 +75,7 @@ use utoipa_axum::routes;
 mod commands;
 mod contract;
 pub mod deprecation;
+pub mod event_types;
 pub mod events;
 mod extract;
 pub mod gate;
@@ -482,6 +484,8 @@ fn routes(chaos: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(slo::slo_report))
         .routes(routes!(me::me))
         .routes(routes!(operations::openapi_json))
+        .routes(routes!(routes::schemas::list_event_schemas))
+        .routes(routes!(routes::schemas::get_event_schema))
         .routes(routes!(operations::metrics))
         .routes(routes!(console::console_page))
         .routes(routes!(console::console_asset))
@@ -530,6 +534,7 @@ fn document() -> utoipa::openapi::OpenApi {
             (name = "log", description = "Streams and the whole log, paged or live"),
             (name = "read models", description = "Projections: queries (read-your-writes with min_position), status, rebuilds, parked events and retries"),
             (name = "operations", description = "Health, readiness, metrics, the outbox relay, the background workers, the external dependencies and this document"),
+            (name = "schemas", description = "The JSON Schema (draft 2020-12) of every event type and schema version: the JSON of event payloads in the API, the CLI and the NATS messages (public, like this document)"),
             (name = "console", description = "The web console: its page and files (public: they hold no data; the console sends the user's token with every API request), and / redirecting to it"),
             (name = "chaos", description = "Fault injection (a server started with --chaos; without it these answer 404): the fault points, the active faults, injecting and clearing them"),
         )

@@ -20,7 +20,8 @@ pub enum Payload<'a> {
     /// The postcard bytes, as the log holds them.
     Raw(&'a [u8]),
     /// The payload of an event view ([`crate::events::EventView`]): JSON decoded by the
-    /// server, or the raw bytes in hex when `encoding` is `hex`.
+    /// server (the event's fields, in its current schema version: older versions are
+    /// upcast on the server), or the raw bytes in hex when `encoding` is `hex`.
     View {
         /// The view's `payload`.
         payload: &'a serde_json::Value,
@@ -167,8 +168,11 @@ fn decode_with<T: serde::de::DeserializeOwned>(
             let raw = from_hex(hex).map_err(failed)?;
             from_raw(event.schema_version, &raw).map_err(failed)
         }
+        // The view's JSON is the variant's fields alone: the event type names the variant
+        // (as it does in serde's externally tagged form, which the enums derive).
         Payload::View { payload, .. } => {
-            serde_json::from_value(payload.clone()).map_err(|error| failed(error.to_string()))
+            let tagged = serde_json::json!({ event.event_type: payload });
+            serde_json::from_value(tagged).map_err(|error| failed(error.to_string()))
         }
     }
 }
@@ -210,9 +214,10 @@ mod tests {
         let placed = orders::Event::OrderPlaced {
             order_id: "o-1".into(),
             customer_id: "alice".into(),
-            lines: vec![orders::OrderLine {
+            lines: vec![orders::PlacedLine {
                 sku: "apple".into(),
                 quantity: 2,
+                currency: orders::CURRENCY.into(),
             }],
         };
         let raw = postcard::to_allocvec(&placed).unwrap();

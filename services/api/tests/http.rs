@@ -334,9 +334,18 @@ mod happy_paths {
         assert_eq!(events[0]["payload_encoding"], "json");
         assert_eq!(
             events[0]["payload"],
-            json!({"SkuRegistered": {"sku": "apple", "name": "Apple", "unit_price": 120}})
+            json!({"sku": "apple", "name": "Apple", "unit_price": 120})
         );
-        assert_eq!(events[1]["payload"], json!({"Restocked": {"quantity": 10}}));
+        assert_eq!(events[1]["payload"], json!({"quantity": 10}));
+        // The payload's schema is named, and served.
+        assert_eq!(
+            events[0]["payload_schema"],
+            "urn:annals:schema:event:SkuRegistered:1"
+        );
+        let schema = server
+            .get_json("/api/v1/schemas/events/SkuRegistered/1")
+            .await;
+        assert_eq!(schema["$id"], events[0]["payload_schema"]);
 
         let page = server
             .get_json("/api/v1/streams/stock-apple?from=1&limit=5")
@@ -560,7 +569,7 @@ mod live {
             .await;
         let live = read_events(&mut response, 1).await;
         assert_eq!(live[0].0, 3);
-        assert_eq!(live[0].1["payload"], json!({"Restocked": {"quantity": 1}}));
+        assert_eq!(live[0].1["payload"], json!({"quantity": 1}));
 
         // Resuming after a Last-Event-ID.
         let mut resumed = server
@@ -1408,6 +1417,8 @@ mod openapi {
         ("get", "/api/v1/dependencies"),
         ("get", "/api/v1/slo"),
         ("get", "/api/v1/openapi.json"),
+        ("get", "/api/v1/schemas/events"),
+        ("get", "/api/v1/schemas/events/{type}/{version}"),
         ("get", "/metrics"),
         ("get", "/console"),
         ("get", "/console/{asset}"),
@@ -1489,7 +1500,9 @@ mod openapi {
                 .replace("{correlation_id}", "0192d4e0-7b1a-7c3e-8f00-000000000000")
                 .replace("{stream_id}", "stock-apple")
                 .replace("{name}", "orders")
-                .replace("{id}", "1");
+                .replace("{id}", "1")
+                .replace("{type}", "OrderPlaced")
+                .replace("{version}", "2");
             if *path == "/api/v1/log/live" {
                 continue; // an endless stream; covered by the live tests
             }

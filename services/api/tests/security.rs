@@ -283,7 +283,9 @@ async fn every_route_and_role_meets_the_default_policy() {
             .replace("{event_id}", &first_event)
             .replace("{name}", read_models::ORDERS)
             .replace("{correlation_id}", "0190a4c4-0000-7000-8000-000000000000")
-            .replace("{id}", "1");
+            .replace("{id}", "1")
+            .replace("{type}", "OrderPlaced")
+            .replace("{version}", "2");
         let body = match (method.as_str(), template.as_str()) {
             ("POST", "/api/v1/inventory/skus") => {
                 Some(json!({"sku": "pear", "name": "Pear", "unit_price": 50}))

@@ -78,7 +78,7 @@ pub enum Command {
 
 /// What happened to a sku's stock. Stored with postcard: append variants, never
 /// reorder them or their fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Event {
     /// The sku was registered.
     SkuRegistered {
@@ -428,13 +428,14 @@ impl Aggregate for Stock {
 }
 
 /// Decodes a stored stock event (any schema version this code knows) into JSON for
-/// display over HTTP or in the CLI, e.g. `{"Restocked":{"quantity":5}}`.
+/// display over HTTP or in the CLI: the variant's fields, e.g. `{"quantity":5}` for a
+/// `Restocked` ([`eventstore::event_json`]).
 pub fn event_to_json(
     schema_version: u32,
     payload: &[u8],
 ) -> Result<serde_json::Value, eventstore::Error> {
     let event = Stock::decode_event(schema_version, payload)?;
-    Ok(serde_json::to_value(event)
+    Ok(eventstore::event_json(&event)
         .expect("a stock event always converts to JSON: derived Serialize, no maps"))
 }
 

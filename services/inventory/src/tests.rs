@@ -500,7 +500,7 @@ fn stored_events_display_as_json() {
     let bytes = postcard::to_allocvec(&reserved("o-1", 2)).unwrap();
     assert_eq!(
         event_to_json(1, &bytes).unwrap(),
-        serde_json::json!({"StockReserved": {"order_id": "o-1", "quantity": 2, "unit_price": 120}})
+        serde_json::json!({"order_id": "o-1", "quantity": 2, "unit_price": 120})
     );
     assert!(matches!(
         event_to_json(1, &[0x09]),

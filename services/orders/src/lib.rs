@@ -13,12 +13,12 @@
 //!
 //! ```
 //! use eventstore::Aggregate;
-//! use orders::{Command, Error, Event, Order, OrderLine, OrderStatus};
+//! use orders::{Command, Error, Event, Order, OrderStatus, PlacedLine};
 //!
 //! let order = Order::default().evolve(&Event::OrderPlaced {
 //!     order_id: "o-1".into(),
 //!     customer_id: "alice".into(),
-//!     lines: vec![OrderLine { sku: "apple".into(), quantity: 3 }],
+//!     lines: vec![PlacedLine { sku: "apple".into(), quantity: 3, currency: "EUR".into() }],
 //! });
 //! assert_eq!(order.status(), OrderStatus::Pending);
 //!
@@ -30,8 +30,12 @@
 //! Events are stored with postcard, which is not self-describing: the order of the
 //! [`Event`] variants and of their fields is the stored format. Add new variants at the
 //! end, never reorder or change a field; a change of shape needs a new
-//! [`EVENT_SCHEMA_VERSION`](eventstore::Aggregate::EVENT_SCHEMA_VERSION) and a decoder
-//! for the old one. The golden test in this crate pins the bytes.
+//! [`EVENT_SCHEMA_VERSION`](eventstore::Aggregate::EVENT_SCHEMA_VERSION), the old
+//! shape kept in a module of its own and an upcaster from it. Schema version 2 gave
+//! each line of [`Event::OrderPlaced`] a currency; events of version 1 ([`v1::Event`])
+//! are upcast when read ([`v1::Event::upcast`]), so every reader (the aggregate, the
+//! read models, the saga, the views) sees version 2 only. The golden tests of the
+//! `api` crate (docs/schemas/golden) pin the bytes of both versions.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -40,13 +44,51 @@ use eventstore::Aggregate;
 use serde::{Deserialize, Serialize};
 
 /// One line of an order: so many units of one sku.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderLine {
     /// The sku; not blank, at most one line per sku in an order.
     pub sku: String,
     /// How many units; above 0.
     pub quantity: u64,
+}
+
+/// The currency of every price in Annals (ISO 4217): skus are priced, accounts hold
+/// and the payment provider charges in it (the provider's default configuration, see
+/// `psp::ChainConfig`). An order's lines are recorded in it (schema version 2), and the
+/// lines of orders recorded before currencies were (version 1) are upcast to it.
+pub const CURRENCY: &str = "EUR";
+
+/// One line of a placed order, as recorded since schema version 2: so many units of
+/// one sku, and the currency the line is priced and paid in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PlacedLine {
+    /// The sku.
+    pub sku: String,
+    /// How many units; above 0.
+    pub quantity: u64,
+    /// The ISO 4217 code of the line's currency, e.g. `EUR` (for now every line is in
+    /// EUR, `orders::CURRENCY`).
+    pub currency: String,
+}
+
+impl PlacedLine {
+    /// The line `line` in [`CURRENCY`].
+    pub fn in_default_currency(line: &OrderLine) -> Self {
+        PlacedLine {
+            sku: line.sku.clone(),
+            quantity: line.quantity,
+            currency: CURRENCY.to_owned(),
+        }
+    }
+
+    /// The sku and quantity of the line.
+    pub fn line(&self) -> OrderLine {
+        OrderLine {
+            sku: self.sku.clone(),
+            quantity: self.quantity,
+        }
+    }
 }
 
 /// What can be asked of an order.
@@ -75,7 +117,7 @@ pub enum Command {
 
 /// What happened to an order. Stored with postcard: append variants, never reorder
 /// them or their fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Event {
     /// The order was placed and is pending.
     OrderPlaced {
@@ -83,8 +125,8 @@ pub enum Event {
         order_id: String,
         /// Who ordered.
         customer_id: String,
-        /// What was ordered.
-        lines: Vec<OrderLine>,
+        /// What was ordered, each line with its currency (since schema version 2).
+        lines: Vec<PlacedLine>,
     },
     /// The order was confirmed: stock reserved, customer charged.
     OrderConfirmed {
@@ -272,7 +314,7 @@ impl Order {
         Ok(vec![Event::OrderPlaced {
             order_id: order_id.to_owned(),
             customer_id: customer_id.to_owned(),
-            lines: lines.to_vec(),
+            lines: lines.iter().map(PlacedLine::in_default_currency).collect(),
         }])
     }
 
@@ -292,6 +334,8 @@ impl Aggregate for Order {
     type Error = Error;
 
     const CATEGORY: &'static str = "order";
+    /// 2: each line of `OrderPlaced` has a currency. Version 1 is upcast on read.
+    const EVENT_SCHEMA_VERSION: u32 = 2;
 
     fn decide(&self, command: &Command) -> Result<Vec<Event>, Error> {
         match command {
@@ -329,7 +373,7 @@ impl Aggregate for Order {
                 self.status = OrderStatus::Pending;
                 self.order_id.clone_from(order_id);
                 self.customer_id.clone_from(customer_id);
-                self.lines.clone_from(lines);
+                self.lines = lines.iter().map(PlacedLine::line).collect();
             }
             Event::OrderConfirmed { total } => {
                 self.status = OrderStatus::Confirmed;
@@ -350,16 +394,88 @@ impl Aggregate for Order {
             Event::OrderCancelled { .. } => "OrderCancelled",
         }
     }
+
+    /// Version 2 as it is; version 1 decoded in its own shape and upcast.
+    fn decode_event(schema_version: u32, payload: &[u8]) -> Result<Event, eventstore::Error> {
+        let codec = |source| eventstore::Error::Codec {
+            what: "order event",
+            source,
+        };
+        match schema_version {
+            1 => postcard::from_bytes::<v1::Event>(payload)
+                .map(v1::Event::upcast)
+                .map_err(codec),
+            2 => postcard::from_bytes(payload).map_err(codec),
+            _ => Err(eventstore::Error::UnknownSchemaVersion {
+                what: "order event",
+                schema_version,
+            }),
+        }
+    }
+}
+
+/// The order events of schema version 1 (before lines had a currency), kept to read the
+/// logs that hold them and to generate their JSON Schema. Never change them.
+pub mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    use super::{OrderLine, PlacedLine};
+
+    /// What happened to an order, as schema version 1 recorded it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+    pub enum Event {
+        /// The order was placed and is pending.
+        OrderPlaced {
+            /// The order.
+            order_id: String,
+            /// Who ordered.
+            customer_id: String,
+            /// What was ordered.
+            lines: Vec<OrderLine>,
+        },
+        /// The order was confirmed: stock reserved, customer charged.
+        OrderConfirmed {
+            /// The amount charged, in minor units.
+            total: u64,
+        },
+        /// The order was cancelled.
+        OrderCancelled {
+            /// Why.
+            reason: String,
+        },
+    }
+
+    impl Event {
+        /// The event in schema version 2: each line of an `OrderPlaced` in
+        /// [`super::CURRENCY`], the only currency Annals priced in when version 1 was
+        /// written; the other events are unchanged.
+        pub fn upcast(self) -> super::Event {
+            match self {
+                Event::OrderPlaced {
+                    order_id,
+                    customer_id,
+                    lines,
+                } => super::Event::OrderPlaced {
+                    order_id,
+                    customer_id,
+                    lines: lines.iter().map(PlacedLine::in_default_currency).collect(),
+                },
+                Event::OrderConfirmed { total } => super::Event::OrderConfirmed { total },
+                Event::OrderCancelled { reason } => super::Event::OrderCancelled { reason },
+            }
+        }
+    }
 }
 
 /// Decodes a stored order event (any schema version this code knows) into JSON for
-/// display over HTTP or in the CLI, e.g. `{"OrderConfirmed":{"total":360}}`.
+/// display over HTTP or in the CLI: the variant's fields, e.g. `{"total":360}` for an
+/// `OrderConfirmed` ([`eventstore::event_json`]).
 pub fn event_to_json(
     schema_version: u32,
     payload: &[u8],
 ) -> Result<serde_json::Value, eventstore::Error> {
     let event = Order::decode_event(schema_version, payload)?;
-    Ok(serde_json::to_value(event)
+    Ok(eventstore::event_json(&event)
         .expect("an order event always converts to JSON: derived Serialize, no maps"))
 }
 

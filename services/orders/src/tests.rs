@@ -37,6 +37,18 @@ fn placed() -> Event {
     Event::OrderPlaced {
         order_id: "o-1".into(),
         customer_id: "alice".into(),
+        lines: two_lines()
+            .iter()
+            .map(PlacedLine::in_default_currency)
+            .collect(),
+    }
+}
+
+/// [`placed`] as schema version 1 recorded it: lines without a currency.
+fn placed_v1() -> v1::Event {
+    v1::Event::OrderPlaced {
+        order_id: "o-1".into(),
+        customer_id: "alice".into(),
         lines: two_lines(),
     }
 }
@@ -283,12 +295,38 @@ fn one_of_each() -> Vec<Event> {
     vec![placed(), confirmed(360), cancelled("out of stock")]
 }
 
-/// The postcard bytes of schema version 1. If this fails, the stored format changed:
-/// old logs would no longer decode. Add a variant or a schema version instead.
+/// The postcard bytes of schema version 1, as logs written before version 2 hold them:
+/// they decode, upcast, to the version 2 events. If this fails, old logs would no longer
+/// decode.
 #[test]
-fn the_stored_format_is_pinned() {
+fn the_stored_format_of_version_1_is_pinned_and_upcast() {
     let golden: [&[u8]; 3] = [
         b"\x00\x03o-1\x05alice\x02\x05apple\x02\x04pear\x01",
+        b"\x01\xe8\x02",
+        b"\x02\x0cout of stock",
+    ];
+    let version_1 = [
+        placed_v1(),
+        v1::Event::OrderConfirmed { total: 360 },
+        v1::Event::OrderCancelled {
+            reason: "out of stock".into(),
+        },
+    ];
+    for ((old, event), bytes) in version_1.iter().zip(one_of_each()).zip(golden) {
+        assert_eq!(
+            postcard::to_allocvec(old).unwrap(),
+            bytes,
+            "encoding {old:?}"
+        );
+        assert_eq!(Order::decode_event(1, bytes).unwrap(), event);
+    }
+}
+
+/// The postcard bytes of schema version 2: each line's currency follows its quantity.
+#[test]
+fn the_stored_format_of_version_2_is_pinned() {
+    let golden: [&[u8]; 3] = [
+        b"\x00\x03o-1\x05alice\x02\x05apple\x02\x03EUR\x04pear\x01\x03EUR",
         b"\x01\xe8\x02",
         b"\x02\x0cout of stock",
     ];
@@ -298,8 +336,24 @@ fn the_stored_format_is_pinned() {
             bytes,
             "encoding {event:?}"
         );
-        assert_eq!(&Order::decode_event(1, bytes).unwrap(), event);
+        assert_eq!(&Order::decode_event(2, bytes).unwrap(), event);
     }
+    assert!(matches!(
+        Order::decode_event(3, golden[1]),
+        Err(eventstore::Error::UnknownSchemaVersion {
+            schema_version: 3,
+            ..
+        })
+    ));
+}
+
+/// A version 1 log and the same history in version 2 fold to the same order.
+#[test]
+fn a_version_1_history_folds_as_its_upcast() {
+    let old = [placed_v1(), v1::Event::OrderConfirmed { total: 360 }];
+    let upcast: Vec<Event> = old.iter().cloned().map(v1::Event::upcast).collect();
+    assert_eq!(upcast, vec![placed(), confirmed(360)]);
+    assert_eq!(fold(&upcast), fold(&[placed(), confirmed(360)]));
 }
 
 #[test]
@@ -332,15 +386,19 @@ fn event_types_name_the_variants() {
 
 #[test]
 fn stored_events_display_as_json() {
+    let expected = serde_json::json!({
+        "order_id": "o-1",
+        "customer_id": "alice",
+        "lines": [
+            {"sku": "apple", "quantity": 2, "currency": "EUR"},
+            {"sku": "pear", "quantity": 1, "currency": "EUR"},
+        ],
+    });
     let bytes = postcard::to_allocvec(&placed()).unwrap();
-    assert_eq!(
-        event_to_json(1, &bytes).unwrap(),
-        serde_json::json!({"OrderPlaced": {
-            "order_id": "o-1",
-            "customer_id": "alice",
-            "lines": [{"sku": "apple", "quantity": 2}, {"sku": "pear", "quantity": 1}],
-        }})
-    );
+    assert_eq!(event_to_json(2, &bytes).unwrap(), expected);
+    // Version 1 shows as its upcast.
+    let bytes = postcard::to_allocvec(&placed_v1()).unwrap();
+    assert_eq!(event_to_json(1, &bytes).unwrap(), expected);
     assert!(matches!(
         event_to_json(1, &[0x09]),
         Err(eventstore::Error::Codec { .. })

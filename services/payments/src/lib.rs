@@ -87,7 +87,7 @@ pub enum Command {
 
 /// What happened to an account. Stored with postcard: append variants, never reorder
 /// them or their fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Event {
     /// The account was opened.
     AccountOpened {
@@ -414,13 +414,14 @@ impl Aggregate for Account {
 }
 
 /// Decodes a stored account event (any schema version this code knows) into JSON for
-/// display over HTTP or in the CLI, e.g. `{"Deposited":{"amount":500}}`.
+/// display over HTTP or in the CLI: the variant's fields, e.g. `{"amount":500}` for a
+/// `Deposited` ([`eventstore::event_json`]).
 pub fn event_to_json(
     schema_version: u32,
     payload: &[u8],
 ) -> Result<serde_json::Value, eventstore::Error> {
     let event = Account::decode_event(schema_version, payload)?;
-    Ok(serde_json::to_value(event)
+    Ok(eventstore::event_json(&event)
         .expect("an account event always converts to JSON: derived Serialize, no maps"))
 }
 

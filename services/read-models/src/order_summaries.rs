@@ -284,7 +284,7 @@ impl Projection for OrdersProjection {
                 let order = StoredOrder {
                     order_id: order_id.to_owned(),
                     status: OrderStatus::Pending,
-                    lines,
+                    lines: lines.iter().map(orders::PlacedLine::line).collect(),
                     total: None,
                     cancel_reason: None,
                     placed_at: event.position,
@@ -425,9 +425,10 @@ mod tests {
             Event::OrderPlaced {
                 order_id: order_id.into(),
                 customer_id: customer_id.into(),
-                lines: vec![orders::OrderLine {
+                lines: vec![orders::PlacedLine {
                     sku: "apple".into(),
                     quantity: 3,
+                    currency: orders::CURRENCY.into(),
                 }],
             },
         )

@@ -143,6 +143,8 @@ pub(super) async fn run(args: RelayArgs) -> anyhow::Result<()> {
         max_acks_in_flight: args.max_acks_in_flight,
         duplicate_window: Duration::from_millis(args.duplicate_window_ms),
         tls: args.nats_tls.settings()?,
+        // What the server publishes: the payload as JSON where the API knows it.
+        json_payloads: crate::event_json::json_payloads(),
         ..outbox::RelayConfig::new(args.nats_url.clone())
     };
     let relay = outbox::Relay::new(store.clone(), config.clone())?;

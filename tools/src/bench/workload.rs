@@ -56,12 +56,12 @@ pub(super) async fn seed(
     Ok(())
 }
 
-/// A domain event of aggregate `A`, encoded as the repository would.
+/// A domain event of aggregate `A`, encoded as the repository would (in the aggregate's
+/// current schema version).
 pub(super) fn domain_event<A: eventstore::Aggregate>(event: &A::Event) -> anyhow::Result<NewEvent> {
-    Ok(NewEvent::new(
-        A::event_type(event),
-        postcard::to_allocvec(event)?,
-    ))
+    let mut event = NewEvent::new(A::event_type(event), postcard::to_allocvec(event)?);
+    event.schema_version = A::EVENT_SCHEMA_VERSION;
+    Ok(event)
 }
 
 /// Appends one domain event to `<A::CATEGORY>-<id>`.
@@ -127,7 +127,7 @@ pub(super) struct Workload {
 /// the fulfilment saga would write it.
 pub(super) async fn seed_domain(store: &EventStore, workload: &Workload) -> anyhow::Result<()> {
     use inventory::{Event as Stock, Stock as StockAggregate};
-    use orders::{Event as OrderEvent, Order, OrderLine};
+    use orders::{Event as OrderEvent, Order, PlacedLine};
     use payments::{Account, Event as Payment};
 
     if store.next_position().0 > 0 {
@@ -194,9 +194,10 @@ pub(super) async fn seed_domain(store: &EventStore, workload: &Workload) -> anyh
                     customer_id: customer.clone(),
                     lines: lines
                         .iter()
-                        .map(|&(sku, quantity)| OrderLine {
+                        .map(|&(sku, quantity)| PlacedLine {
                             sku: sku_id(sku),
                             quantity,
+                            currency: orders::CURRENCY.to_owned(),
                         })
                         .collect(),
                 };

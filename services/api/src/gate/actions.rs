@@ -173,6 +173,12 @@ pub(crate) const ROUTES: &[RouteAction] = &[
     public("/healthz", "operations.health"),
     public("/readyz", "operations.ready"),
     public("/api/v1/openapi.json", "operations.openapi"),
+    // The event schemas document the API as the OpenAPI document does: public alike.
+    public("/api/v1/schemas/events", "operations.openapi"),
+    public(
+        "/api/v1/schemas/events/{type}/{version}",
+        "operations.openapi",
+    ),
     public("/console", "operations.console"),
     public("/console/{asset}", "operations.console"),
     public("/", "operations.console"),
@@ -246,21 +252,23 @@ mod tests {
         // One action per route, but for `projections.read` (the projections' status and
         // a projection's parked events are the same kind of reading), `chaos.clear`
         // (ending every fault or one), `streams.read` (a stream's events and the state
-        // folded from them show the same thing) and `operations.console` (the console's
-        // page, its files and the redirect to it).
+        // folded from them show the same thing), `operations.console` (the console's
+        // page, its files and the redirect to it) and `operations.openapi` (the OpenAPI
+        // document and the event schemas: the API's description).
         for (action, routes) in [
             ("projections.read", 2),
             ("chaos.clear", 2),
             ("streams.read", 2),
             ("operations.console", 3),
+            ("operations.openapi", 3),
         ] {
             let shared = ROUTES.iter().filter(|entry| entry.action == action).count();
             assert_eq!(shared, routes, "{action}");
         }
         assert_eq!(
             table.len(),
-            ROUTES.len() - 5,
-            "three pairs of routes and a triple share an action"
+            ROUTES.len() - 7,
+            "three pairs of routes and two triples share an action"
         );
     }
 }

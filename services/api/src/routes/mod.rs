@@ -18,3 +18,4 @@ pub(crate) mod operations;
 pub(crate) mod orders;
 pub(crate) mod payments;
 pub(crate) mod read_models;
+pub(crate) mod schemas;
