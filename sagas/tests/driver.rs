@@ -400,13 +400,15 @@ async fn orders_placed_in_schema_version_1_have_the_same_saga_outcomes() {
         let clock = ManualClock::new(start_at);
         seed(&store).await;
         let driver = start(&store, &clock, Faults::default());
-        // o-1 fits the stock (10 apples) and the balance; o-2 does not fit the stock.
+        // o-1 fits the stock (10 apples) and the balance; o-2 does not fit the stock. One
+        // after the other, so that o-2 always meets the stock o-1 left (the two sagas run
+        // concurrently, and the reason o-2 is refused names the stock it saw).
         place_raw(&store, "o-1", 2, schema_version).await;
-        place_raw(&store, "o-2", 20, schema_version).await;
         let confirmed = saga_when(&store, "o-1", "confirmed", |v| {
             v.state.phase == Phase::Confirmed
         })
         .await;
+        place_raw(&store, "o-2", 20, schema_version).await;
         let cancelled = saga_when(&store, "o-2", "cancelled", |v| {
             v.state.phase == Phase::Cancelled
         })
