@@ -126,12 +126,27 @@ pub struct ExportedEvent {
     pub metadata: Metadata,
     /// The payload bytes as lower-case hex (the postcard encoding, exactly as stored).
     pub payload: String,
+    /// The payload as JSON, upcast to its type's current schema version (the object the
+    /// API shows as an event's `payload`), for readers of the file; absent when no crate
+    /// decodes it. Derived from `payload`: import ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_json: Option<serde_json::Value>,
+    /// The URN of `payload_json`'s JSON Schema (docs/EVENTS.md); absent with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_schema: Option<String>,
     /// Whether it ends the append that wrote it.
     pub last_in_commit: bool,
 }
 
 impl ExportedEvent {
-    fn of(event: &RecordedEvent) -> Self {
+    /// The line of `event`; its `payload_json` only if that JSON's text is at most
+    /// `max_json_bytes` long (the importer's line bound counts on it).
+    fn of(event: &RecordedEvent, max_json_bytes: usize) -> Self {
+        let payload_json = api::events::decode_payload(event)
+            .filter(|json| serde_json::to_vec(json).is_ok_and(|text| text.len() <= max_json_bytes));
+        let payload_schema = payload_json
+            .as_ref()
+            .and_then(|_| api::events::payload_schema(event));
         ExportedEvent {
             position: event.position.0,
             id: event.id.as_uuid(),
@@ -144,6 +159,8 @@ impl ExportedEvent {
                 .to_rfc3339_opts(SecondsFormat::Micros, true),
             metadata: event.metadata.clone(),
             payload: api::events::hex(&event.payload),
+            payload_json,
+            payload_schema,
             last_in_commit: event.last_in_commit,
         }
     }
@@ -287,6 +304,7 @@ fn write_export(
     let write_error = || "cannot write the export";
     serde_json::to_writer(&mut *out, header).context("cannot encode the header")?;
     out.write_all(b"\n").with_context(write_error)?;
+    let max_json_bytes = store.config().max_event_bytes;
     let mut next = Position(0);
     while next.0 < header.events {
         let want = READ_EVENTS.min((header.events - next.0) as usize);
@@ -296,7 +314,7 @@ fn write_export(
         };
         next = last.position.next();
         for event in &events {
-            serde_json::to_writer(&mut *out, &ExportedEvent::of(event))
+            serde_json::to_writer(&mut *out, &ExportedEvent::of(event, max_json_bytes))
                 .context("cannot encode an event")?;
             out.write_all(b"\n").with_context(write_error)?;
         }
@@ -372,7 +390,8 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
 }
 
 /// Bytes of an event line beyond what its record holds: member names, quotes, the id and
-/// metadata UUIDs, numbers, the time, `true`. Under 1 KiB in fact; this leaves room.
+/// metadata UUIDs, numbers, the time, `true`, the payload's schema URN. Under 1 KiB in
+/// fact; this leaves room.
 const LINE_FIXED_BYTES: usize = 4096;
 /// The most line bytes one byte of a record can become: a string byte escaped as
 /// `\u00XX` (a 4-byte character written as a surrogate pair is 12 bytes for 4); a
@@ -388,7 +407,8 @@ struct Limits {
     /// The longest line a valid export can hold: every variable part of a line (stream,
     /// type, metadata strings, payload) is a part of one record of at most
     /// `max_event_bytes`, each of whose bytes becomes at most
-    /// [`LINE_BYTES_PER_RECORD_BYTE`] line bytes, plus [`LINE_FIXED_BYTES`].
+    /// [`LINE_BYTES_PER_RECORD_BYTE`] line bytes, plus the payload's JSON (written only
+    /// when at most `max_event_bytes` long), plus [`LINE_FIXED_BYTES`].
     max_line_bytes: usize,
     /// The largest append the store accepts (`max_append_bytes`): a commit whose records
     /// add up to more, counting each at least [`RECORD_FIXED_BYTES`] plus its payload,
@@ -399,7 +419,8 @@ struct Limits {
 impl Limits {
     fn of(config: &StoreConfig) -> Self {
         Limits {
-            max_line_bytes: config.max_event_bytes * LINE_BYTES_PER_RECORD_BYTE + LINE_FIXED_BYTES,
+            max_line_bytes: config.max_event_bytes * (LINE_BYTES_PER_RECORD_BYTE + 1)
+                + LINE_FIXED_BYTES,
             max_append_bytes: config.max_append_bytes,
         }
     }
@@ -722,4 +743,56 @@ async fn import_into(
         data_dir: args.data_dir.display().to_string(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An `OrderConfirmed` of `order-o1` as the log holds it (schema version 2).
+    fn confirmed() -> RecordedEvent {
+        let payload = postcard::to_stdvec(&orders::Event::OrderConfirmed { total: 360 }).unwrap();
+        RecordedEvent {
+            id: EventId::from_uuid(uuid::Uuid::now_v7()).unwrap(),
+            stream_id: StreamId::new("order-o1").unwrap(),
+            version: Version(1),
+            position: Position(7),
+            event_type: "OrderConfirmed".into(),
+            schema_version: 2,
+            // The log's precision: microseconds.
+            recorded_at: DateTime::from_timestamp_micros(1_793_000_000_123_456).unwrap(),
+            metadata: Default::default(),
+            payload,
+            last_in_commit: true,
+        }
+    }
+
+    #[test]
+    fn a_line_carries_the_payload_json_beside_its_bytes_and_import_ignores_it() {
+        let event = confirmed();
+        let line = ExportedEvent::of(&event, 1 << 20);
+        assert_eq!(line.payload_json, Some(serde_json::json!({"total": 360})));
+        assert_eq!(
+            line.payload_schema.as_deref(),
+            Some("urn:annals:schema:event:OrderConfirmed:2")
+        );
+        let mut edited = line.clone();
+        edited.payload_json = Some(serde_json::json!({"total": 1}));
+        assert_eq!(
+            edited.into_recorded().unwrap(),
+            event,
+            "the bytes are the event"
+        );
+    }
+
+    #[test]
+    fn a_payload_json_longer_than_the_bound_is_left_out() {
+        let event = confirmed();
+        let line = ExportedEvent::of(&event, "{\"total\":360}".len() - 1);
+        assert_eq!(line.payload_json, None);
+        assert_eq!(line.payload_schema, None);
+        let text = serde_json::to_string(&line).unwrap();
+        assert!(!text.contains("payload_json"), "{text}");
+        assert_eq!(line.into_recorded().unwrap(), event);
+    }
 }

@@ -117,6 +117,13 @@ fn export_then_import_reproduces_the_log_event_by_event_and_its_hash_chain() {
                 "command_id": "0193a4e2-7c1d-7b3e-9f00-0000000000c1"
             },
             "payload": crate::support::hex(&history()[4].payload),
+            // Written as schema version 1, read as the current one: lines gain a currency.
+            "payload_json": {
+                "order_id": "o1",
+                "customer_id": "alice",
+                "lines": [{"sku": "apple", "quantity": 3, "currency": "EUR"}]
+            },
+            "payload_schema": "urn:annals:schema:event:OrderPlaced:2",
             "last_in_commit": true
         })
     );
