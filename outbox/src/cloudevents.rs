@@ -16,10 +16,9 @@ use std::sync::Arc;
 
 use async_nats::HeaderMap;
 use async_nats::header::HeaderName;
-use chrono::SecondsFormat;
 use eventstore::RecordedEvent;
 
-use crate::message::{encode_text, subject_token};
+use crate::message::subject_token;
 
 /// `ce-specversion`: always `1.0`.
 pub const SPECVERSION: HeaderName = HeaderName::from_static("ce-specversion");
@@ -111,16 +110,19 @@ pub fn event_type(event: &RecordedEvent) -> String {
 
 /// Inserts the attributes every message has (`ce-specversion`, `ce-id`, `ce-source`,
 /// `ce-type`, `ce-time`, `ce-subject`); the content type and schema depend on the body.
-pub fn insert_attributes(headers: &mut HeaderMap, event: &RecordedEvent) {
+/// `id`, `time` and `subject` are the texts of the event id, its RFC 3339 time and its
+/// percent-encoded stream id, which the `Annals-*` headers carry too: made once.
+pub fn insert_attributes(
+    headers: &mut HeaderMap,
+    event: &RecordedEvent,
+    id: &str,
+    time: &str,
+    subject: &str,
+) {
     headers.insert(SPECVERSION, SPEC_VERSION);
-    headers.insert(ID, event.id.to_string());
+    headers.insert(ID, id);
     headers.insert(SOURCE, source(event));
     headers.insert(TYPE, event_type(event));
-    headers.insert(
-        TIME,
-        event
-            .recorded_at
-            .to_rfc3339_opts(SecondsFormat::Micros, true),
-    );
-    headers.insert(SUBJECT, encode_text(event.stream_id.as_str()));
+    headers.insert(TIME, time);
+    headers.insert(SUBJECT, subject);
 }

@@ -142,20 +142,20 @@ fn push_token(out: &mut String, text: &str) {
 /// type ([`encode`] adds it) and the chain ([`chained_headers`]).
 pub fn headers(event: &RecordedEvent) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    cloudevents::insert_attributes(&mut headers, event);
-    headers.insert(NATS_MESSAGE_ID, event.id.to_string());
+    let id = event.id.to_string();
+    let stream = encode_text(event.stream_id.as_str());
+    let recorded_at = event
+        .recorded_at
+        .to_rfc3339_opts(SecondsFormat::Micros, true);
+    cloudevents::insert_attributes(&mut headers, event, &id, &recorded_at, &stream);
+    headers.insert(NATS_MESSAGE_ID, id);
     headers.insert(FORMAT, FORMAT_TEXT);
-    headers.insert(STREAM, encode_text(event.stream_id.as_str()));
+    headers.insert(STREAM, stream);
     headers.insert(VERSION, event.version.0.to_string());
     headers.insert(POSITION, event.position.0.to_string());
     headers.insert(EVENT_TYPE, encode_text(&event.event_type));
     headers.insert(SCHEMA_VERSION, event.schema_version.to_string());
-    headers.insert(
-        RECORDED_AT,
-        event
-            .recorded_at
-            .to_rfc3339_opts(SecondsFormat::Micros, true),
-    );
+    headers.insert(RECORDED_AT, recorded_at);
     headers.insert(
         LAST_IN_COMMIT,
         if event.last_in_commit {
@@ -275,15 +275,26 @@ pub fn encode(
     let mut headers = chained_headers(event, chain);
     if let Some(json) = json.filter(|_| !event.payload.is_empty()) {
         let body = serde_json::to_vec(&json.data).expect("a JSON value always serializes");
-        let mut with_json = headers.clone();
-        with_json.insert(cloudevents::DATACONTENTTYPE, cloudevents::JSON);
-        if let Some(schema) = &json.dataschema {
-            with_json.insert(cloudevents::DATASCHEMA, encode_text(schema));
-        }
-        with_json.insert(PAYLOAD, BASE64.encode(&event.payload));
-        let size = header_bytes(&with_json) + body.len();
+        let schema = json.dataschema.as_deref().map(encode_text);
+        let payload = BASE64.encode(&event.payload);
+        // The size the JSON form would have, counted before the headers are added (a
+        // line is `name: value\r\n`), so that the bytes form needs no copy of them.
+        let line =
+            |name: &HeaderName, value: &str| AsRef::<str>::as_ref(name).len() + 2 + value.len() + 2;
+        let size = header_bytes(&headers)
+            + line(&cloudevents::DATACONTENTTYPE, cloudevents::JSON)
+            + schema
+                .as_deref()
+                .map_or(0, |schema| line(&cloudevents::DATASCHEMA, schema))
+            + line(&PAYLOAD, &payload)
+            + body.len();
         if size + HEADROOM_BYTES <= max_message_bytes {
-            return (with_json, Bytes::from(body));
+            headers.insert(cloudevents::DATACONTENTTYPE, cloudevents::JSON);
+            if let Some(schema) = schema {
+                headers.insert(cloudevents::DATASCHEMA, schema);
+            }
+            headers.insert(PAYLOAD, payload);
+            return (headers, Bytes::from(body));
         }
         tracing::debug!(
             position = %event.position,
