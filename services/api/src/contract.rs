@@ -107,14 +107,7 @@ fn secure(operation: &mut Operation, public: bool) {
          member names it).",
         None,
     );
-    let retry_after = HeaderBuilder::new()
-        .schema(Some(
-            ObjectBuilder::new()
-                .schema_type(Type::Integer)
-                .minimum(Some(1)),
-        ))
-        .description(Some("Seconds until the caller's bucket has a token again."))
-        .build();
+    let retry_after = retry_after("Seconds until the caller's bucket has a token again.");
     problem_response(
         &mut operation.responses,
         "429",
@@ -123,9 +116,22 @@ fn secure(operation: &mut Operation, public: bool) {
     );
 }
 
+/// A `Retry-After` header of whole seconds, at least 1, described as `description`.
+pub(crate) fn retry_after(description: &str) -> utoipa::openapi::Header {
+    HeaderBuilder::new()
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1)),
+        ))
+        .description(Some(description))
+        .build()
+}
+
 /// Adds the problem response `status` with `description` (and a header), or appends
-/// the description to the one the handler declares.
-fn problem_response(
+/// the description to the one the handler declares. A shared response (a `$ref`) is
+/// left as it is.
+pub(crate) fn problem_response(
     responses: &mut Responses,
     status: &str,
     description: &str,

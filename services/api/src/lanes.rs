@@ -442,7 +442,7 @@ pub fn route_lane(method: &Method, route: &str, query: Option<&str>) -> Option<L
 pub(crate) fn document(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
     use utoipa::openapi::schema::{ObjectBuilder, Type};
-    use utoipa::openapi::{HeaderBuilder, RefOr, Required};
+    use utoipa::openapi::{RefOr, Required};
 
     for (route, item) in doc.paths.paths.iter_mut() {
         let operations = [
@@ -476,66 +476,24 @@ pub(crate) fn document(doc: &mut utoipa::openapi::OpenApi) {
                 .parameters
                 .get_or_insert_with(Vec::new)
                 .push(RefOr::T(intent));
-            problem_response(
+            crate::contract::problem_response(
                 &mut operation.responses,
                 "400",
                 "An unknown `Annals-Intent` (`invalid-intent`).",
                 None,
             );
-            let retry_after = HeaderBuilder::new()
-                .schema(Some(
-                    ObjectBuilder::new()
-                        .schema_type(Type::Integer)
-                        .minimum(Some(1)),
-                ))
-                .description(Some("Seconds to wait before retrying (a shed request)."))
-                .build();
-            problem_response(
+            let retry_after =
+                crate::contract::retry_after("Seconds to wait before retrying (a shed request).");
+            crate::contract::problem_response(
                 &mut operation.responses,
                 "503",
                 "Shed by its intent lane (`overloaded`: the lane's queue was full, its \
                  wait passed, or a bulk request gave way to interactive ones; \
                  `Retry-After` says when to retry), or not done within the request timeout \
                  (`request-timeout`).",
-                Some(retry_after),
+                Some(("Retry-After", retry_after)),
             );
         }
-    }
-}
-
-/// Adds `description` (and `header`) to the problem response `status` of `responses`,
-/// or adds that response.
-fn problem_response(
-    responses: &mut utoipa::openapi::Responses,
-    status: &str,
-    description: &str,
-    header: Option<utoipa::openapi::Header>,
-) {
-    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
-    let entry = responses
-        .responses
-        .entry(status.to_owned())
-        .or_insert_with(|| {
-            let problem = ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("Problem")))
-                .build();
-            RefOr::T(
-                ResponseBuilder::new()
-                    .content("application/problem+json", problem)
-                    .build(),
-            )
-        });
-    // A shared response (a `$ref`) is left as it is.
-    let RefOr::T(response) = entry else { return };
-    if response.description.is_empty() {
-        response.description = description.to_owned();
-    } else {
-        response.description = format!("{} Or: {description}", response.description);
-    }
-    if let Some(header) = header {
-        response
-            .headers
-            .insert("Retry-After".to_owned(), RefOr::T(header));
     }
 }
 
