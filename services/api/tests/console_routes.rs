@@ -4,23 +4,16 @@
 //! fulfilment sagas page by page.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use api::{ApiConfig, AppState};
-use eventstore::EventStore;
-use repositories::Repositories;
-use sagas::{Driver, DriverConfig, FulfilmentServices, SystemClock};
+use api::ApiConfig;
 use security::Role;
 use security::rate_limit::RateLimits;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 mod common;
 
 use common::token;
-
-const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The actions `/api/v1/me` answers for.
 const ASKED: [&str; 15] = [
@@ -45,11 +38,7 @@ const ASKED: [&str; 15] = [
 struct Console {
     base: String,
     client: reqwest::Client,
-    store: EventStore,
-    serving: common::Serving,
-    runner_stop: CancellationToken,
-    runner: tokio::task::JoinHandle<()>,
-    driver: Driver,
+    platform: common::PlatformServing,
     /// The admin's token on a secured server (sent with every request but `as_`'s).
     admin: Option<String>,
 }
@@ -64,54 +53,30 @@ impl Console {
     /// With `correlations`, the read side keeps the correlation index too (as
     /// `annals serve --correlations`).
     async fn start_with(dir: &Path, secured: bool, correlations: bool) -> Console {
-        let store = common::open_store(&dir.join("data")).await;
-        let repositories = Repositories::new(store.clone());
-        let runner_config = projections::RunnerConfig::default();
-        let (read_side, runner) = if correlations {
-            read_models::ReadSide::start_with_correlations(&store, runner_config)
-        } else {
-            read_models::ReadSide::start(&store, runner_config)
-        }
-        .unwrap();
-        let runner_stop = CancellationToken::new();
-        let runner = tokio::spawn(runner.run(runner_stop.clone()));
-        let services = FulfilmentServices::new(repositories.clone(), TIMEOUT);
-        let driver = Driver::start(
-            store.clone(),
-            Arc::new(services),
-            Arc::new(SystemClock),
-            DriverConfig::default(),
-        )
-        .unwrap();
-        let mut state = AppState::sharing(store.clone(), repositories, ApiConfig::default())
-            .with_projections(read_side);
+        let mut security = None;
         let mut admin = None;
         if secured {
-            state = state.with_security(common::security(dir, RateLimits::default()).await);
+            security = Some(common::security(dir, RateLimits::default()).await);
             admin = Some(token("root", &[Role::Admin], None));
         }
-        let serving = common::Serving::start(state).await;
+        let platform =
+            common::PlatformServing::start(dir, correlations, ApiConfig::default(), |state| {
+                match security {
+                    Some(security) => state.with_security(security),
+                    None => state,
+                }
+            })
+            .await;
         Console {
-            base: serving.base.clone(),
+            base: platform.base.clone(),
             client: reqwest::Client::new(),
-            store,
-            serving,
-            runner_stop,
-            runner,
-            driver,
+            platform,
             admin,
         }
     }
 
     async fn stop(self) {
-        self.serving.drain().await;
-        self.driver.stop().await;
-        self.runner_stop.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.runner)
-            .await
-            .expect("the runner stops")
-            .unwrap();
-        self.store.close().await;
+        self.platform.stop().await;
     }
 
     /// `GET path` with `token` (none: no `Authorization` header).

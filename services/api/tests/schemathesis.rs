@@ -20,17 +20,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::{ApiConfig, AppState};
-use eventstore::EventStore;
-use repositories::Repositories;
-use sagas::{Driver, DriverConfig, FulfilmentServices, SystemClock};
 use security::Role;
 use security::rate_limit::RateLimits;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 mod common;
 
@@ -73,64 +68,15 @@ fn schemathesis() -> PathBuf {
 }
 
 /// A server as `annals serve --correlations` runs it with authentication on.
-struct Server {
-    base: String,
-    store: EventStore,
-    serving: common::Serving,
-    runner_stop: CancellationToken,
-    runner: tokio::task::JoinHandle<()>,
-    driver: Driver,
-}
-
-impl Server {
-    async fn start(dir: &Path) -> Server {
-        let store = common::open_store(&dir.join("data")).await;
-        let repositories = Repositories::new(store.clone());
-        let (read_side, runner) = read_models::ReadSide::start_with_correlations(
-            &store,
-            projections::RunnerConfig::default(),
-        )
-        .unwrap();
-        let runner_stop = CancellationToken::new();
-        let runner = tokio::spawn(runner.run(runner_stop.clone()));
-        let services = FulfilmentServices::new(repositories.clone(), Duration::from_secs(30));
-        let driver = Driver::start(
-            store.clone(),
-            Arc::new(services),
-            Arc::new(SystemClock),
-            DriverConfig::default(),
-        )
-        .unwrap();
-        let config = ApiConfig {
-            // A read-your-writes wait for a position the log has not reached ends in a
-            // 503 after this; schemathesis asks for such positions often.
-            projection_wait_timeout: Duration::from_millis(200),
-            ..ApiConfig::default()
-        };
-        let state = AppState::sharing(store.clone(), repositories, config)
-            .with_projections(read_side)
-            .with_security(common::security(dir, RateLimits::default()).await);
-        let serving = common::Serving::start(state).await;
-        Server {
-            base: serving.base.clone(),
-            store,
-            serving,
-            runner_stop,
-            runner,
-            driver,
-        }
-    }
-
-    async fn stop(self) {
-        self.serving.drain().await;
-        self.driver.stop().await;
-        self.runner_stop.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.runner)
-            .await
-            .expect("the runner stops")
-            .unwrap();
-        self.store.close().await;
-    }
+async fn start_server(dir: &Path) -> common::PlatformServing {
+    let config = ApiConfig {
+        // A read-your-writes wait for a position the log has not reached ends in a
+        // 503 after this; schemathesis asks for such positions often.
+        projection_wait_timeout: Duration::from_millis(200),
+        ..ApiConfig::default()
+    };
+    let security = common::security(dir, RateLimits::default()).await;
+    common::PlatformServing::start(dir, true, config, |state| state.with_security(security)).await
 }
 
 /// Some data for the generated requests to meet: a sku, an account with money, a card,
@@ -179,7 +125,7 @@ async fn seed(client: &reqwest::Client, base: &str, token: &str) {
 async fn schemathesis_finds_nothing() {
     let program = schemathesis();
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path()).await;
+    let server = start_server(dir.path()).await;
     let token = common::token("schemathesis", &[Role::Admin], None);
     let client = reqwest::Client::new();
     seed(&client, &server.base, &token).await;

@@ -173,6 +173,79 @@ impl ReadSideServing {
     }
 }
 
+/// The platform as `annals serve` runs it, on a free loopback port: a store on disk in
+/// `<dir>/data`, the read models (with the correlation index, as with `--correlations`,
+/// when asked), the fulfilment saga's driver, and the server over them, its state as
+/// `finish` makes it (e.g. with security or a relay). Not every test binary uses it.
+#[allow(dead_code)]
+pub struct PlatformServing {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The store the server writes.
+    pub store: EventStore,
+    serving: Serving,
+    driver: sagas::Driver,
+    runner_stop: CancellationToken,
+    runner: JoinHandle<()>,
+}
+
+#[allow(dead_code)]
+impl PlatformServing {
+    /// Starts it all in `dir` (see the type).
+    pub async fn start(
+        dir: &Path,
+        correlations: bool,
+        config: api::ApiConfig,
+        finish: impl FnOnce(AppState) -> AppState,
+    ) -> PlatformServing {
+        let store = open_store(&dir.join("data")).await;
+        let repositories = repositories::Repositories::new(store.clone());
+        let runner_config = projections::RunnerConfig::default();
+        let (read_side, runner) = if correlations {
+            read_models::ReadSide::start_with_correlations(&store, runner_config)
+        } else {
+            read_models::ReadSide::start(&store, runner_config)
+        }
+        .unwrap();
+        let runner_stop = CancellationToken::new();
+        let runner = tokio::spawn(runner.run(runner_stop.clone()));
+        let services =
+            sagas::FulfilmentServices::new(repositories.clone(), Duration::from_secs(30));
+        let driver = sagas::Driver::start(
+            store.clone(),
+            std::sync::Arc::new(services),
+            std::sync::Arc::new(sagas::SystemClock),
+            sagas::DriverConfig::default(),
+        )
+        .unwrap();
+        let state = AppState::sharing(store.clone(), repositories, config)
+            .with_projections(read_side)
+            .with_saga(driver.watch());
+        let serving = Serving::start(finish(state)).await;
+        PlatformServing {
+            base: serving.base.clone(),
+            store,
+            serving,
+            driver,
+            runner_stop,
+            runner,
+        }
+    }
+
+    /// Drains the server, stops the saga and the read models (within 20 s) and closes
+    /// the store.
+    pub async fn stop(self) {
+        self.serving.drain().await;
+        self.driver.stop().await;
+        self.runner_stop.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.runner)
+            .await
+            .expect("the runner stops")
+            .unwrap();
+        self.store.close().await;
+    }
+}
+
 /// The HS256 secret the secured test servers verify tokens with.
 #[allow(dead_code)]
 pub const SECRET: &[u8] = b"a development secret of at least thirty-two bytes";

@@ -10,14 +10,12 @@ use eventstore::EventStore;
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
-use repositories::Repositories;
 use security::Role;
 use security::rate_limit::RateLimits;
 use serde_json::{Value, json};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -105,10 +103,7 @@ pub(crate) struct Platform {
     pub(crate) customer: String,
     /// An order of `alice`, placed and fulfilled before the test begins.
     pub(crate) order_id: String,
-    pub(crate) serving: common::Serving,
-    pub(crate) driver: sagas::Driver,
-    pub(crate) runner_stop: CancellationToken,
-    pub(crate) runner: JoinHandle<()>,
+    pub(crate) platform: common::PlatformServing,
     /// The outbox relay, when the platform runs one: its stop and its task.
     pub(crate) relay: Option<(CancellationToken, JoinHandle<Result<(), outbox::Error>>)>,
 }
@@ -126,70 +121,54 @@ impl Platform {
 
     /// [`Platform::start`], the server set up as `setup`.
     pub(crate) async fn start_with(dir: &Path, setup: Setup) -> Platform {
-        let store = common::open_store(&dir.join("data")).await;
-        let repositories = Repositories::new(store.clone());
-        let runner_config = projections::RunnerConfig::default();
-        let (projections, runner) = if setup.correlations {
-            read_models::ReadSide::start_with_correlations(&store, runner_config)
+        let security = if setup.open {
+            None
         } else {
-            read_models::ReadSide::start(&store, runner_config)
-        }
-        .unwrap();
-        let runner_stop = CancellationToken::new();
-        let runner = tokio::spawn(runner.run(runner_stop.clone()));
-        let services =
-            sagas::FulfilmentServices::new(repositories.clone(), Duration::from_secs(30));
-        let driver = sagas::Driver::start(
-            store.clone(),
-            Arc::new(services),
-            Arc::new(sagas::SystemClock),
-            sagas::DriverConfig::default(),
-        )
-        .unwrap();
-        let mut state = AppState::sharing(store.clone(), repositories, ApiConfig::default())
-            .with_projections(projections)
-            .with_saga(driver.watch());
-        if !setup.open {
-            state = state.with_security(common::security(dir, RateLimits::default()).await);
-        }
+            Some(common::security(dir, RateLimits::default()).await)
+        };
         let mut relay = None;
-        if let Some(url) = setup.nats_url {
-            // Short timeouts and a quick breaker, so that an outage shows within seconds;
-            // once open, the breaker stays open for the rest of a test (never half open
-            // while a test looks at it).
-            let publisher = outbox::Relay::new(
-                store.clone(),
-                outbox::RelayConfig {
-                    connect_timeout: Duration::from_secs(2),
-                    request_timeout: Duration::from_secs(2),
-                    ack_timeout: Duration::from_secs(2),
-                    backoff_min: Duration::from_millis(20),
-                    backoff_max: Duration::from_millis(200),
-                    breaker_failure_threshold: 2,
-                    breaker_cool_down: Duration::from_secs(120),
-                    status_interval: Duration::from_millis(100),
-                    shutdown_grace: Duration::from_millis(500),
-                    ..outbox::RelayConfig::new(url)
-                },
-            )
-            .unwrap();
-            state = state.with_relay(publisher.status());
-            let stop = CancellationToken::new();
-            let task = tokio::spawn(publisher.run(stop.clone()));
-            relay = Some((stop, task));
-        }
-        let serving = common::Serving::start(state).await;
+        let finish = |mut state: AppState| {
+            if let Some(security) = security {
+                state = state.with_security(security);
+            }
+            if let Some(url) = setup.nats_url {
+                // Short timeouts and a quick breaker, so that an outage shows within seconds;
+                // once open, the breaker stays open for the rest of a test (never half open
+                // while a test looks at it).
+                let publisher = outbox::Relay::new(
+                    state.store().clone(),
+                    outbox::RelayConfig {
+                        connect_timeout: Duration::from_secs(2),
+                        request_timeout: Duration::from_secs(2),
+                        ack_timeout: Duration::from_secs(2),
+                        backoff_min: Duration::from_millis(20),
+                        backoff_max: Duration::from_millis(200),
+                        breaker_failure_threshold: 2,
+                        breaker_cool_down: Duration::from_secs(120),
+                        status_interval: Duration::from_millis(100),
+                        shutdown_grace: Duration::from_millis(500),
+                        ..outbox::RelayConfig::new(url)
+                    },
+                )
+                .unwrap();
+                state = state.with_relay(publisher.status());
+                let stop = CancellationToken::new();
+                let task = tokio::spawn(publisher.run(stop.clone()));
+                relay = Some((stop, task));
+            }
+            state
+        };
+        let platform =
+            common::PlatformServing::start(dir, setup.correlations, ApiConfig::default(), finish)
+                .await;
         let mut platform = Platform {
-            base: serving.base.clone(),
+            base: platform.base.clone(),
             http: reqwest::Client::new(),
-            store,
+            store: platform.store.clone(),
             operator: token("oscar", &[Role::Operator], None),
             customer: token("alice", &[Role::Customer], Some("alice")),
             order_id: String::new(),
-            serving,
-            driver,
-            runner_stop,
-            runner,
+            platform,
             relay,
         };
         let admin = token("root", &[Role::Admin], None);
@@ -291,13 +270,6 @@ impl Platform {
     }
 
     pub(crate) async fn stop(self) {
-        self.serving.drain().await;
-        self.driver.stop().await;
-        self.runner_stop.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.runner)
-            .await
-            .expect("the runner stops")
-            .unwrap();
         if let Some((stop, task)) = self.relay {
             stop.cancel();
             tokio::time::timeout(Duration::from_secs(20), task)
@@ -306,7 +278,7 @@ impl Platform {
                 .unwrap()
                 .unwrap();
         }
-        self.store.close().await;
+        self.platform.stop().await;
     }
 }
 
