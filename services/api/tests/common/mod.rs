@@ -122,8 +122,7 @@ pub struct ReadSideServing {
     /// The state the server serves.
     pub state: AppState,
     serving: Serving,
-    runner_stop: CancellationToken,
-    runner: JoinHandle<()>,
+    runner: Runner,
 }
 
 #[allow(dead_code)]
@@ -146,9 +145,7 @@ impl ReadSideServing {
         finish: impl FnOnce(AppState) -> AppState,
     ) -> ReadSideServing {
         let store = open_store(dir).await;
-        let (projections, runner) = read_models::ReadSide::start(&store, runner_config).unwrap();
-        let runner_stop = CancellationToken::new();
-        let runner = tokio::spawn(runner.run(runner_stop.clone()));
+        let (projections, runner) = Runner::start(&store, false, runner_config);
         let state = finish(AppState::new(store.clone(), config).with_projections(projections));
         let serving = Serving::start(state.clone()).await;
         ReadSideServing {
@@ -156,7 +153,6 @@ impl ReadSideServing {
             store,
             state,
             serving,
-            runner_stop,
             runner,
         }
     }
@@ -164,12 +160,42 @@ impl ReadSideServing {
     /// Drains the server, stops the runner (within 20 s) and closes the store.
     pub async fn stop(self) {
         self.serving.drain().await;
-        self.runner_stop.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.runner)
+        self.runner.stop().await;
+        self.store.close().await;
+    }
+}
+
+/// The projections runner of a test server's read models, running on its own task.
+struct Runner {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Runner {
+    /// Starts the read models over `store` (with the correlation index when asked).
+    fn start(
+        store: &EventStore,
+        correlations: bool,
+        config: projections::RunnerConfig,
+    ) -> (read_models::ReadSide, Runner) {
+        let (read_side, runner) = if correlations {
+            read_models::ReadSide::start_with_correlations(store, config)
+        } else {
+            read_models::ReadSide::start(store, config)
+        }
+        .unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(runner.run(stop.clone()));
+        (read_side, Runner { stop, task })
+    }
+
+    /// Stops it, within 20 s.
+    async fn stop(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
             .await
             .expect("the runner stops")
             .unwrap();
-        self.store.close().await;
     }
 }
 
@@ -185,8 +211,7 @@ pub struct PlatformServing {
     pub store: EventStore,
     serving: Serving,
     driver: sagas::Driver,
-    runner_stop: CancellationToken,
-    runner: JoinHandle<()>,
+    runner: Runner,
 }
 
 #[allow(dead_code)]
@@ -200,15 +225,8 @@ impl PlatformServing {
     ) -> PlatformServing {
         let store = open_store(&dir.join("data")).await;
         let repositories = repositories::Repositories::new(store.clone());
-        let runner_config = projections::RunnerConfig::default();
-        let (read_side, runner) = if correlations {
-            read_models::ReadSide::start_with_correlations(&store, runner_config)
-        } else {
-            read_models::ReadSide::start(&store, runner_config)
-        }
-        .unwrap();
-        let runner_stop = CancellationToken::new();
-        let runner = tokio::spawn(runner.run(runner_stop.clone()));
+        let (read_side, runner) =
+            Runner::start(&store, correlations, projections::RunnerConfig::default());
         let services =
             sagas::FulfilmentServices::new(repositories.clone(), Duration::from_secs(30));
         let driver = sagas::Driver::start(
@@ -227,7 +245,6 @@ impl PlatformServing {
             store,
             serving,
             driver,
-            runner_stop,
             runner,
         }
     }
@@ -237,11 +254,7 @@ impl PlatformServing {
     pub async fn stop(self) {
         self.serving.drain().await;
         self.driver.stop().await;
-        self.runner_stop.cancel();
-        tokio::time::timeout(Duration::from_secs(20), self.runner)
-            .await
-            .expect("the runner stops")
-            .unwrap();
+        self.runner.stop().await;
         self.store.close().await;
     }
 }
