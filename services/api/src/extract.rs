@@ -292,6 +292,33 @@ pub(crate) fn parse_whole_number(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
+/// The log position a request header names (`Last-Event-ID`, `Annals-Min-Position`):
+/// absent, or a whole number of at most [`MAX_POSITION`] (surrounding spaces allowed);
+/// anything else is a 400 `invalid-header` naming `label`.
+pub(crate) fn position_header(
+    headers: &HeaderMap,
+    name: &str,
+    label: &str,
+) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(name) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| parse_whole_number(text.trim()))
+        .filter(|position| *position <= MAX_POSITION)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid-header",
+                format!(
+                    "{label} must be a log position (a whole number of at most {MAX_POSITION})"
+                ),
+            )
+        })
+}
+
 /// Checks a log position or stream version a request names (`from`, `version`,
 /// `min_position`, `Last-Event-ID`): at most [`MAX_POSITION`], the maximum of the
 /// document's `format: int64`.

@@ -16,8 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::events::EventView;
 use crate::extract::{
-    EventIdPath, MAX_POSITION, QueryParams, StreamPath, check_position, check_stream_id,
-    parse_whole_number,
+    EventIdPath, QueryParams, StreamPath, check_position, check_stream_id, position_header,
 };
 use crate::problem::ApiError;
 use crate::queries::{blocking, page_limit};
@@ -390,25 +389,7 @@ pub(crate) async fn follow_log(
     headers: HeaderMap,
     QueryParams(query): QueryParams<LiveQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let last_event_id = match headers.get("last-event-id") {
-        None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(|text| parse_whole_number(text.trim()))
-                .filter(|position| *position <= MAX_POSITION)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid-header",
-                        format!(
-                            "Last-Event-ID must be a log position (a whole number of at most \
-                             {MAX_POSITION})"
-                        ),
-                    )
-                })?,
-        ),
-    };
+    let last_event_id = position_header(&headers, "last-event-id", "Last-Event-ID")?;
     // Checked even when Last-Event-ID takes precedence: a request the document forbids
     // is refused whatever else it carries.
     let query_from = query

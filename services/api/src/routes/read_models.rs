@@ -23,8 +23,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::extract::{
-    CustomerPath, MAX_ID_BYTES, MAX_POSITION, QueryParams, check_entity_id, check_position,
-    parse_whole_number,
+    CustomerPath, MAX_ID_BYTES, QueryParams, check_entity_id, check_position, parse_whole_number,
+    position_header,
 };
 use crate::lanes::HeldSlot;
 use crate::problem::{ApiError, projections_not_running};
@@ -220,25 +220,7 @@ fn projections(state: &AppState) -> Result<ReadSide, ApiError> {
 
 /// The position to wait for: the query's `min_position`, else the header's.
 fn min_position(query: Option<u64>, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let header = match headers.get(MIN_POSITION_HEADER) {
-        None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(|text| parse_whole_number(text.trim()))
-                .filter(|position| *position <= MAX_POSITION)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid-header",
-                        format!(
-                            "Annals-Min-Position must be a log position (a whole number of at \
-                             most {MAX_POSITION})"
-                        ),
-                    )
-                })?,
-        ),
-    };
+    let header = position_header(headers, MIN_POSITION_HEADER, "Annals-Min-Position")?;
     match query {
         Some(position) => check_position("min_position", position).map(Some),
         None => Ok(header),
