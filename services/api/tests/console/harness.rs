@@ -207,6 +207,13 @@ impl Platform {
 
     /// `GET path` as the operator, expecting a 200; its JSON answer.
     pub(crate) async fn get(&self, path: &str) -> Value {
+        let (status, answer) = self.operator_get(path).await;
+        assert_eq!(status, 200, "GET {path}: {answer}");
+        answer
+    }
+
+    /// `GET path` as the operator: its status and JSON answer (null if not JSON).
+    async fn operator_get(&self, path: &str) -> (u16, Value) {
         let response = self
             .http
             .get(format!("{}{path}", self.base))
@@ -214,10 +221,8 @@ impl Platform {
             .send()
             .await
             .unwrap();
-        let status = response.status();
-        let answer: Value = response.json().await.unwrap_or(Value::Null);
-        assert_eq!(status.as_u16(), 200, "GET {path}: {answer}");
-        answer
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// Waits until the order's saga has finished (confirmed).
@@ -240,19 +245,10 @@ impl Platform {
         let path = format!("/api/v1/sagas/fulfilment/{order_id}");
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let response = self
-                .http
-                .get(format!("{}{path}", self.base))
-                .bearer_auth(&self.operator)
-                .send()
-                .await
-                .unwrap();
-            if response.status().as_u16() == 200 {
-                let saga: Value = response.json().await.unwrap();
-                if saga["finished"] == true {
-                    assert_eq!(saga["state"]["phase"], phase, "{saga}");
-                    return;
-                }
+            let (status, saga) = self.operator_get(&path).await;
+            if status == 200 && saga["finished"] == true {
+                assert_eq!(saga["state"]["phase"], phase, "{saga}");
+                return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
