@@ -762,11 +762,10 @@ impl KeyStore {
                         (None, None) => continue,
                     };
                     let here = state.keys.get(&key.key_id).map(|k| &k.material);
-                    let wanted = match (here, &material) {
-                        (None, _) => true,
-                        (Some(Material::Active(_)), Material::Destroyed(_)) => true,
-                        _ => false,
-                    };
+                    let wanted = matches!(
+                        (here, &material),
+                        (None, _) | (Some(Material::Active(_)), Material::Destroyed(_))
+                    );
                     if wanted {
                         added.push((
                             key.key_id,
@@ -882,6 +881,23 @@ pub enum SealError {
     Store(Error),
 }
 
+/// The destroyed keys of the key store of `data_dir` and when each was destroyed, read
+/// from its files without the master key and without the store's lock: what offline
+/// readers (`annals inspect`, `replay`) need to show a value as erased.
+pub fn destroyed_keys(data_dir: &Path) -> Result<HashMap<KeyId, DateTime<Utc>>, Error> {
+    let dir = data_dir.join(KeyStore::DIR);
+    let mut out = HashMap::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    for key in key_infos(&dir)?.1 {
+        if let Some(at) = key.destroyed_at {
+            out.insert(key.key_id, at);
+        }
+    }
+    Ok(out)
+}
+
 /// The status of the key store of `data_dir` read from its files, without the master
 /// key and without taking the store's lock (the server may be running): what
 /// `annals keys status` shows.
@@ -890,46 +906,7 @@ pub fn status(data_dir: &Path) -> Result<Status, Error> {
     if !dir.exists() {
         return Ok(status_of(&dir, Vec::new(), 0, &[]));
     }
-    let mut fingerprints: Vec<(String, usize)> = Vec::new();
-    let mut keys = Vec::new();
-    let mut count = 0;
-    for entry in std::fs::read_dir(&dir).map_err(|source| Error::Io {
-        path: dir.clone(),
-        source,
-    })? {
-        let entry = entry.map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if !(name.starts_with("bucket-") && name.ends_with(".keys")) {
-            continue;
-        }
-        let path = entry.path();
-        let bytes = std::fs::read(&path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let file = decode(&path, &bytes)?;
-        count += 1;
-        let fingerprint = hex(&file.master_fingerprint);
-        match fingerprints.iter_mut().find(|(f, _)| *f == fingerprint) {
-            Some((_, n)) => *n += 1,
-            None => fingerprints.push((fingerprint, 1)),
-        }
-        for entry in file.entries {
-            keys.push(KeyInfo {
-                subject: entry.subject,
-                key_id: entry.key_id,
-                created_at: from_millis(entry.created_at_ms),
-                destroyed_at: match entry.state {
-                    FileState::Destroyed { at_ms } => Some(from_millis(at_ms)),
-                    FileState::Active { .. } => None,
-                },
-            });
-        }
-    }
+    let (fingerprints, keys, count) = key_infos(&dir)?;
     Ok(status_of(&dir, fingerprints, count, &keys))
 }
 
@@ -990,4 +967,46 @@ pub fn rotate_master(data_dir: &Path, old: &MasterKey, new: &MasterKey) -> Resul
         rewritten += 1;
     }
     Ok(rewritten)
+}
+
+/// Every key of the bucket files in `dir`, read without unwrapping: the master key
+/// fingerprints (with how many files each wraps), the keys, and the number of files.
+#[allow(clippy::type_complexity)]
+fn key_infos(dir: &Path) -> Result<(Vec<(String, usize)>, Vec<KeyInfo>, usize), Error> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| Error::Io { path, source }
+    };
+    let mut fingerprints: Vec<(String, usize)> = Vec::new();
+    let mut keys = Vec::new();
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("bucket-") && name.ends_with(".keys")) {
+            continue;
+        }
+        let path = entry.path();
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let file = decode(&path, &bytes)?;
+        count += 1;
+        let fingerprint = hex(&file.master_fingerprint);
+        match fingerprints.iter_mut().find(|(f, _)| *f == fingerprint) {
+            Some((_, n)) => *n += 1,
+            None => fingerprints.push((fingerprint, 1)),
+        }
+        for entry in file.entries {
+            keys.push(KeyInfo {
+                subject: entry.subject,
+                key_id: entry.key_id,
+                created_at: from_millis(entry.created_at_ms),
+                destroyed_at: match entry.state {
+                    FileState::Destroyed { at_ms } => Some(from_millis(at_ms)),
+                    FileState::Active { .. } => None,
+                },
+            });
+        }
+    }
+    Ok((fingerprints, keys, count))
 }

@@ -15,6 +15,7 @@
 //! - `master`: [`MasterKey`], from a file or the environment;
 //! - `keystore`: [`KeyStore`]: bucket files, durable creation, erasure with a new epoch
 //!   key per erased bucket, master key rotation, export and import of wrapped keys;
+//! - `json`: [`mark_erased`]: how Annals' readers of the log show an erased value;
 //! - `error`: [`Error`] (the store failed) and [`Unreadable`] (a value cannot be shown:
 //!   erased, unknown key, tampered).
 //!
@@ -35,13 +36,16 @@
 
 mod error;
 mod files;
+mod json;
 mod keystore;
 mod master;
 mod sealed;
 
 pub use error::{Error, Unreadable};
+pub use json::{mark_erased, sealed_key_id};
 pub use keystore::{
-    BUCKETS, Erasure, ExportedKey, KeyInfo, KeyStore, SealError, Status, rotate_master, status,
+    BUCKETS, Erasure, ExportedKey, KeyInfo, KeyStore, SealError, Status, destroyed_keys,
+    rotate_master, status,
 };
 pub use master::{MASTER_KEY_ENV, MasterKey};
 pub use sealed::{Binding, Ciphertext, KeyId, MAX_PLAINTEXT_LEN, Sealed};
