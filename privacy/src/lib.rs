@@ -48,7 +48,7 @@ pub use keystore::{
     rotate_master, status,
 };
 pub use master::{MASTER_KEY_ENV, MasterKey};
-pub use sealed::{Binding, Ciphertext, KeyId, MAX_PLAINTEXT_LEN, Sealed};
+pub use sealed::{Binding, Ciphertext, KeyId, MAX_PLAINTEXT_LEN, Sealed, SealedField};
 
 /// Fills `bytes` from the system's random source.
 fn random(bytes: &mut [u8]) -> Result<(), Error> {

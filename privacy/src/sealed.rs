@@ -169,6 +169,31 @@ impl Sealed {
     }
 }
 
+/// A sealed value with its place: what a read model keeps so that it can open the
+/// value when it answers (read models keep ciphertext only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedField {
+    /// The value.
+    pub sealed: Sealed,
+    /// The stream of the event that holds it.
+    pub stream: String,
+    /// The id of that event.
+    pub event_id: Uuid,
+    /// The field's name in the event.
+    pub field: String,
+}
+
+impl SealedField {
+    /// Where the value belongs, to open it with.
+    pub fn binding(&self) -> Binding<'_> {
+        Binding {
+            stream: &self.stream,
+            event_id: self.event_id,
+            field: &self.field,
+        }
+    }
+}
+
 /// The bytes of a [`Sealed`] value: raw bytes in binary formats (postcard), base64 in
 /// human-readable ones (JSON).
 #[derive(Clone, PartialEq, Eq, Hash)]
