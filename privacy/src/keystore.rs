@@ -603,6 +603,28 @@ impl KeyStore {
         })
     }
 
+    /// How far in the log the erasure enforcer has destroyed the keys of every erasure
+    /// it read: the position after the last event it applied, `None` if it never ran on
+    /// this key store. Kept in the key store (`keys/ENFORCED`), not in sled, so that a
+    /// key store restored from an older backup comes with its older position and the
+    /// enforcer reads, and applies again, every erasure made since. A missing or
+    /// unreadable file means "from the start": applying an erasure twice is harmless.
+    pub fn enforced_through(&self) -> Option<u64> {
+        std::fs::read_to_string(self.inner.dir.join("ENFORCED"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Records that every erasure before log position `position` has been applied
+    /// (durable when this returns). Blocking IO.
+    pub fn set_enforced_through(&self, position: u64) -> Result<(), Error> {
+        let path = self.inner.dir.join("ENFORCED");
+        files::replace(&path, format!("{position}\n").as_bytes())
+            .map_err(|source| Error::Io { path, source })
+    }
+
     /// Seals `plaintext` for the place `binding` under the key `key_id` (from
     /// [`KeyStore::create_key`]). Fails only if the key is not active (destroyed by an
     /// erasure since, or unknown).
@@ -1009,4 +1031,23 @@ fn key_infos(dir: &Path) -> Result<(Vec<(String, usize)>, Vec<KeyInfo>, usize), 
         }
     }
     Ok((fingerprints, keys, count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_enforced_position_is_kept_with_the_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate().unwrap();
+        let keys = KeyStore::open(dir.path(), master.clone()).unwrap();
+        assert_eq!(keys.enforced_through(), None);
+        keys.set_enforced_through(42).unwrap();
+        drop(keys);
+        let keys = KeyStore::open(dir.path(), master).unwrap();
+        assert_eq!(keys.enforced_through(), Some(42));
+        std::fs::write(dir.path().join("keys/ENFORCED"), b"garbage").unwrap();
+        assert_eq!(keys.enforced_through(), None, "unreadable: from the start");
+    }
 }
