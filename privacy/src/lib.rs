@@ -45,7 +45,7 @@ pub use error::{Error, Unreadable};
 pub use json::{mark_erased, sealed_key_id};
 pub use keystore::{
     BUCKETS, Erasure, ExportedKey, KeyInfo, KeyStore, SealError, Status, destroyed_keys,
-    rotate_master, status,
+    rotate_master, rotate_master_with_progress, status,
 };
 pub use master::{MASTER_KEY_ENV, MasterKey};
 pub use sealed::{Binding, Ciphertext, KeyId, MAX_PLAINTEXT_LEN, Sealed, SealedField};
