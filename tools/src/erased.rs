@@ -96,7 +96,11 @@ mod tests {
         let bob = store.create_key("bob").unwrap();
         let mut before = view(alice, bob);
         Erased::load(&source).mark_event(&mut before);
-        assert_eq!(before.payload, view(alice, bob).payload, "nothing erased yet");
+        assert_eq!(
+            before.payload,
+            view(alice, bob).payload,
+            "nothing erased yet"
+        );
         // The store stays open (held, as by a server): the files are read anyway.
         store.erase("alice").unwrap();
         let mut after = view(alice, bob);
