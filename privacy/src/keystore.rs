@@ -194,6 +194,13 @@ fn from_millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
+/// Now, at the precision the files keep (milliseconds): a time the store reports
+/// (a key's creation, an erasure's `Erased { at }`) is the same before and after a
+/// reopen.
+fn now() -> DateTime<Utc> {
+    from_millis(millis(Utc::now()))
+}
+
 fn wrap(wrapping: &[u8; 32], key: &[u8; 32], aad: &[u8]) -> Result<Vec<u8>, Error> {
     let mut nonce = [0u8; NONCE_LEN];
     crate::random(&mut nonce)?;
@@ -457,7 +464,7 @@ impl KeyStore {
         let mut material = Zeroizing::new([0u8; 32]);
         crate::random(material.as_mut())?;
         let key_id = KeyId::random()?;
-        let created_at = Utc::now();
+        let created_at = now();
         let epoch = match self.read().epochs.get(&bucket) {
             Some(epoch) => epoch.clone(),
             None => {
@@ -580,7 +587,7 @@ impl KeyStore {
                 already_destroyed,
             });
         }
-        let at = Utc::now();
+        let at = now();
         let mut epoch = Zeroizing::new([0u8; 32]);
         crate::random(epoch.as_mut())?;
         let file = self.bucket_file(bucket, &epoch, Some((subject, at)))?;
@@ -937,11 +944,25 @@ pub fn status(data_dir: &Path) -> Result<Status, Error> {
 /// server). Safe to run again after an interruption: buckets already under `new` are
 /// left alone. Returns how many bucket files were rewritten.
 pub fn rotate_master(data_dir: &Path, old: &MasterKey, new: &MasterKey) -> Result<usize, Error> {
+    rotate_master_with_progress(data_dir, old, new, &mut |_, _| {})
+}
+
+/// [`rotate_master`], calling `progress(done, total)` after each bucket file (done or
+/// already under `new`) of `total`.
+pub fn rotate_master_with_progress(
+    data_dir: &Path,
+    old: &MasterKey,
+    new: &MasterKey,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<usize, Error> {
     let dir = data_dir.join(KeyStore::DIR);
     create_dir(&dir)?;
     let _lock = lock(&dir)?;
     let mut rewritten = 0;
-    for (path, file) in read_buckets(&dir)? {
+    let buckets = read_buckets(&dir)?;
+    let total = buckets.len();
+    for (done, (path, file)) in buckets.into_iter().enumerate() {
+        progress(done, total);
         if file.master_fingerprint == new.fingerprint_bytes() {
             continue;
         }
@@ -988,6 +1009,7 @@ pub fn rotate_master(data_dir: &Path, old: &MasterKey, new: &MasterKey) -> Resul
         })?;
         rewritten += 1;
     }
+    progress(total, total);
     Ok(rewritten)
 }
 
