@@ -209,8 +209,7 @@ impl AppState {
                 accounts: repositories.accounts,
                 orders: repositories.orders,
                 cards: repositories.cards,
-                // Until the shared repositories hold the customers' (p19-domain).
-                customers: Repository::new(store.clone()).with_conflict_retries(32),
+                customers: repositories.customers,
                 store,
                 lanes: lanes::Lanes::new(&config.lanes),
                 config,

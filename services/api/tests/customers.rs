@@ -90,6 +90,27 @@ impl Server {
         body
     }
 
+    /// The access endpoint's answer for `customer_id` once it lists `fields` fields (the
+    /// read model follows the log).
+    async fn personal_data(&self, customer_id: &str, fields: usize) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, access) = self
+                .send(
+                    "GET",
+                    &format!("/api/v1/customers/{customer_id}/personal-data"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{access}");
+            if access["fields"].as_array().map(Vec::len) == Some(fields) {
+                return access;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{access}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Places an order of `customer_id` (with `shipping_address`); its id.
     async fn place_order(&self, customer_id: &str, shipping_address: Option<&str>) -> String {
         let mut body =
@@ -224,6 +245,60 @@ async fn a_profile_is_sealed_read_back_and_erased_for_good() {
     let name = &stream["events"][0]["payload"]["name"];
     assert!(name["ciphertext"].is_string(), "{stream}");
     assert!(name.get("erased").is_none(), "{stream}");
+
+    // Access: every personal field held about alice, with where it is.
+    let access = server.personal_data("alice", 5).await;
+    assert_eq!(access["erased"], false, "{access}");
+    let fields: Vec<(String, String, String, String)> = access["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|field| {
+            assert!(
+                field["position"].is_u64() && field["recorded_at"].is_string(),
+                "{field}"
+            );
+            assert!(
+                field["event_id"].is_string() && field.get("unreadable").is_none(),
+                "{field}"
+            );
+            (
+                field["stream"].as_str().unwrap().to_owned(),
+                field["event_type"].as_str().unwrap().to_owned(),
+                field["field"].as_str().unwrap().to_owned(),
+                field["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let entry = |stream: &str, event_type: &str, field: &str, value: &str| {
+        (
+            stream.to_owned(),
+            event_type.to_owned(),
+            field.to_owned(),
+            value.to_owned(),
+        )
+    };
+    assert_eq!(
+        fields,
+        vec![
+            entry("customer-alice", "CustomerRegistered", "name", NAME),
+            entry("customer-alice", "CustomerRegistered", "email", EMAIL),
+            entry("customer-alice", "CustomerRegistered", "address", ADDRESS),
+            entry(
+                &format!("order-{given}"),
+                "OrderPlaced",
+                "shipping_address",
+                "2 Looking-Glass Lane"
+            ),
+            entry(
+                &format!("order-{defaulted}"),
+                "OrderPlaced",
+                "shipping_address",
+                ADDRESS
+            ),
+        ],
+        "{access}"
+    );
 
     // Erasure: a reason is needed.
     let (status, problem) = server
@@ -377,6 +452,16 @@ async fn a_tampered_value_is_reported_not_shown() {
     assert_eq!(profile["address"], Value::Null);
     assert_eq!(profile["email"], "mallory@example.com");
     assert_eq!(profile["erased"], false);
+    // The access endpoint lists what it cannot read, without a value.
+    let access = server.personal_data("mallory", 3).await;
+    let fields = access["fields"].as_array().unwrap();
+    assert_eq!(fields[0]["field"], "name");
+    assert_eq!(fields[0]["value"], Value::Null);
+    assert_eq!(fields[0]["unreadable"], "tampered");
+    assert_eq!(fields[1]["value"], "mallory@example.com");
+    assert_eq!(fields[2]["field"], "address");
+    assert_eq!(fields[2]["unreadable"], "tampered");
+    assert!(!access.to_string().contains("Mallory"), "{access}");
     let metrics = server
         .client
         .get(format!("{}/metrics", server.platform.base))

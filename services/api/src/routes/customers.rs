@@ -533,33 +533,6 @@ fn erased_at_of(key_store: &KeyStore, customer_id: &str) -> Option<chrono::DateT
     keys.iter().filter_map(|key| key.destroyed_at).max()
 }
 
-/// Decrypts the field `field` of `event`, whose sealed JSON form is `sealed`.
-fn field_view(
-    key_store: &KeyStore,
-    event: &RecordedEvent,
-    field: &str,
-    sealed: &privacy::Sealed,
-) -> PersonalFieldView {
-    let binding = Binding {
-        stream: event.stream_id.as_str(),
-        event_id: event.id.as_uuid(),
-        field,
-    };
-    let Opened {
-        value, unreadable, ..
-    } = personal_data::open(key_store, sealed, &binding);
-    PersonalFieldView {
-        field: field.to_owned(),
-        value,
-        unreadable,
-        event_type: event.event_type.clone(),
-        stream: event.stream_id.to_string(),
-        event_id: event.id.to_string(),
-        position: event.position.0,
-        recorded_at: rfc3339(event.recorded_at),
-    }
-}
-
 /// Every personal field held about a customer, in any event (its profile, its orders'
 /// shipping addresses), decrypted, with where each is: found through the customer's
 /// keys and the `personal_data` read model (which indexes every sealed field by key),
@@ -601,46 +574,20 @@ pub(crate) async fn personal_data(
     let mut fields = Vec::new();
     if erased_at.is_none() {
         let key_ids: Vec<privacy::KeyId> = keys.iter().map(|key| key.key_id).collect();
-        let places = indexed_fields(&state, key_ids, wanted).await?;
-        let store = state.store().clone();
-        let events = blocking(move || {
-            let mut events = Vec::with_capacity(places.len());
-            for (position, field) in places {
-                if let Some(event) = store.read_all(position, 1)?.pop() {
-                    events.push((event, field));
-                }
-            }
-            Ok(events)
-        })
-        .await?;
-        for (event, field) in events {
-            let sealed = crate::events::decode_payload(&event)
-                .and_then(|payload| payload.get(&field).cloned())
-                .and_then(|value| serde_json::from_value::<privacy::Sealed>(value).ok());
-            let view = match sealed {
-                Some(sealed) => field_view(&key_store, &event, &field, &sealed),
-                None => {
-                    tracing::warn!(
-                        stream = %event.stream_id,
-                        position = event.position.0,
-                        field,
-                        "an indexed personal field is not in its event; listed as unreadable"
-                    );
-                    metrics::counter!(personal_data::UNREADABLE_TOTAL, "reason" => "tampered")
-                        .increment(1);
-                    PersonalFieldView {
-                        field: field.clone(),
-                        value: None,
-                        unreadable: Some("tampered"),
-                        event_type: event.event_type.clone(),
-                        stream: event.stream_id.to_string(),
-                        event_id: event.id.to_string(),
-                        position: event.position.0,
-                        recorded_at: rfc3339(event.recorded_at),
-                    }
-                }
-            };
-            fields.push(view);
+        for indexed in indexed_fields(&state, key_ids, wanted).await? {
+            let Opened {
+                value, unreadable, ..
+            } = personal_data::open_field(&key_store, &indexed.sealed);
+            fields.push(PersonalFieldView {
+                field: indexed.sealed.field.clone(),
+                value,
+                unreadable,
+                event_type: indexed.event_type,
+                stream: indexed.sealed.stream.clone(),
+                event_id: indexed.sealed.event_id.to_string(),
+                position: indexed.position,
+                recorded_at: rfc3339(indexed.recorded_at),
+            });
         }
     }
     let view = PersonalDataView {
@@ -652,14 +599,31 @@ pub(crate) async fn personal_data(
     Ok(axum::Json(view).into_response())
 }
 
-/// The places (position, field) of every personal field sealed under `key_ids`, in log
-/// order, from the `personal_data` read model (after it applied `wanted`).
+/// Every personal field sealed under `key_ids`, in log order, from the
+/// `personal_data` read model (once it applied `wanted`).
 async fn indexed_fields(
-    _state: &AppState,
-    _key_ids: Vec<privacy::KeyId>,
-    _wanted: Option<u64>,
-) -> Result<Vec<(eventstore::Position, String)>, ApiError> {
-    Ok(Vec::new())
+    state: &AppState,
+    key_ids: Vec<privacy::KeyId>,
+    wanted: Option<u64>,
+) -> Result<Vec<read_models::PersonalDataField>, ApiError> {
+    let projections = state
+        .projections()
+        .cloned()
+        .ok_or_else(crate::problem::projections_not_running)?;
+    if let Some(wanted) = wanted {
+        let timeout = state.config().projection_wait_timeout;
+        projections
+            .wait_for_model(
+                read_models::PERSONAL_DATA,
+                eventstore::Position(wanted),
+                timeout,
+            )
+            .await?;
+    }
+    let fields = tokio::task::spawn_blocking(move || projections.personal_data(&key_ids))
+        .await
+        .map_err(|error| ApiError::internal(&error))??;
+    Ok(fields)
 }
 
 /// The customer's profile address in plaintext, if the customer has a readable profile
