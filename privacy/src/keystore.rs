@@ -448,6 +448,22 @@ impl KeyStore {
             })
     }
 
+    /// Whether the subject's personal data was erased: it has keys, and every one of
+    /// them is destroyed. New personal data about an erased subject is refused by the API,
+    /// so an erasure stays whole.
+    pub fn is_erased(&self, subject: &str) -> bool {
+        let state = self.read();
+        state.by_subject.get(subject).is_some_and(|ids| {
+            !ids.is_empty()
+                && ids.iter().all(|id| {
+                    matches!(
+                        state.keys.get(id).map(|key| &key.material),
+                        Some(Material::Destroyed(_))
+                    )
+                })
+        })
+    }
+
     /// The subject's key for new data: its active key, or a new one, durable (synced to
     /// disk) before this returns. Blocking IO: call it off the async workers.
     pub fn create_key(&self, subject: &str) -> Result<KeyId, Error> {

@@ -18,7 +18,7 @@
 //!   the counter `annals_personal_data_unreadable_total{reason}`.
 //! - **Log reads never decrypt** ([`mark_erased`]): the generic event views show the
 //!   sealed JSON, with `"erased": true` added where the key was destroyed.
-//! - **The erasure enforcer** ([`ErasureEnforcer`]): a checkpointed subscriber of the log
+//! - **The erasure enforcer** ([`ErasureEnforcer`]): a subscriber of the log, its position kept in the key store,
 //!   that destroys the keys of every `PersonalDataErased` it reads, so that a crash
 //!   between the event and the key's destruction, or a log imported with erasures in it,
 //!   still ends with the keys destroyed.
@@ -38,9 +38,6 @@ pub const UNREADABLE_TOTAL: &str = "annals_personal_data_unreadable_total";
 /// The counter of keys the erasure enforcer destroyed (keys an erasure request had not
 /// destroyed already: after a crash, or from an imported log).
 pub const ENFORCED_TOTAL: &str = "annals_personal_data_enforced_erasures_total";
-
-/// The name of the erasure enforcer's checkpoint in the store.
-pub const ENFORCER_CHECKPOINT: &str = "erasure-enforcer";
 
 /// The event type whose keys the enforcer destroys.
 const PERSONAL_DATA_ERASED: &str = "PersonalDataErased";
@@ -98,12 +95,28 @@ pub(crate) async fn create_key(key_store: &KeyStore, customer_id: &str) -> Resul
     if let Some(key_id) = key_store.active_key(customer_id) {
         return Ok(key_id);
     }
+    // An erasure is final: no new key, so no new personal data, under an erased id (a
+    // new key would make an erased customer readable again, and outlive the erasure).
+    if key_store.is_erased(customer_id) {
+        return Err(erased());
+    }
     let key_store = key_store.clone();
     let customer_id = customer_id.to_owned();
     tokio::task::spawn_blocking(move || key_store.create_key(&customer_id))
         .await
         .map_err(|error| ApiError::internal(&error))?
         .map_err(key_store_error)
+}
+
+/// 409 `personal-data-erased`: the customer's personal data was erased, and no new
+/// personal data is kept under its id.
+fn erased() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "personal-data-erased",
+        "Conflict",
+        "the customer's personal data was erased: no new personal data is kept under its id",
+    )
 }
 
 /// Seals `plaintext` under `key_id` for `binding`. A key destroyed between its creation
@@ -117,13 +130,7 @@ pub(crate) fn seal(
     key_store
         .seal(key_id, binding, plaintext)
         .map_err(|error| match error {
-            privacy::SealError::Unreadable(Unreadable::Erased { .. }) => ApiError::new(
-                StatusCode::CONFLICT,
-                "personal-data-erased",
-                "Conflict",
-                "the customer's personal data was erased: no new personal data is kept \
-                 under its id",
-            ),
+            privacy::SealError::Unreadable(Unreadable::Erased { .. }) => erased(),
             privacy::SealError::Unreadable(other) => ApiError::internal(&other),
             privacy::SealError::Store(error) => key_store_error(error),
         })
@@ -193,7 +200,7 @@ pub(crate) fn mark_erased(key_store: Option<&KeyStore>, json: &mut serde_json::V
 /// Why the erasure enforcer stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum EnforcerError {
-    /// The store failed to read the log or its checkpoint.
+    /// The store failed to read the log.
     #[error("the erasure enforcer cannot read the log: {0}")]
     Store(#[from] eventstore::Error),
     /// The key store failed to destroy a customer's keys.
@@ -204,21 +211,26 @@ pub enum EnforcerError {
         /// What failed.
         source: privacy::Error,
     },
+    /// The key store failed to record the enforcer's position (`keys/ENFORCED`).
+    #[error("the erasure enforcer cannot record its position in the key store: {0}")]
+    Position(privacy::Error),
     /// A blocking task failed.
     #[error("the erasure enforcer's blocking task failed: {0}")]
     Task(String),
 }
 
-/// The erasure enforcer: follows the log from its checkpoint and destroys the keys of
+/// The erasure enforcer: follows the log from its position and destroys the keys of
 /// the customer of every `PersonalDataErased` it reads (a no-op when the erasure request
-/// destroyed them already). The checkpoint moves past an erasure only once its keys are
-/// destroyed, so a crash in between makes the next start destroy them.
+/// destroyed them already). The position moves past an erasure only once its keys are
+/// destroyed, so a crash in between makes the next start destroy them. The position is
+/// kept in the key store ([`KeyStore::enforced_through`]), so that a key store restored
+/// from a backup older than some erasures gets them applied again.
 #[derive(Debug, Clone)]
 pub struct ErasureEnforcer {
     store: EventStore,
     key_store: KeyStore,
-    /// Events read between two saves of the checkpoint when no erasure comes: the
-    /// checkpoint only saves re-reading, so it need not move with every event.
+    /// Events read between two saves of the position when no erasure comes: the
+    /// position only saves re-reading, so it need not move with every event.
     checkpoint_every: u64,
 }
 
@@ -232,13 +244,12 @@ impl ErasureEnforcer {
         }
     }
 
-    /// Runs until `stop` is cancelled or the store closes, then saves its checkpoint.
+    /// Runs until `stop` is cancelled or the store closes, then saves its position.
     pub async fn run(self, stop: CancellationToken) -> Result<(), EnforcerError> {
-        let store = self.store.clone();
-        let from = tokio::task::spawn_blocking(move || store.load_checkpoint(ENFORCER_CHECKPOINT))
-            .await
-            .map_err(|error| EnforcerError::Task(error.to_string()))??
-            .unwrap_or_default();
+        // The position lives in the key store, not in sled: a key store restored from an
+        // older backup comes with its older position, and every erasure made since is
+        // applied again to the keys it brought back.
+        let from = Position(self.key_store.enforced_through().unwrap_or(0));
         let mut subscription = self.store.subscribe(from);
         let mut next = from;
         let mut unsaved = 0u64;
@@ -294,11 +305,11 @@ impl ErasureEnforcer {
     }
 
     async fn save(&self, next: Position) -> Result<(), EnforcerError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.save_checkpoint(ENFORCER_CHECKPOINT, next))
+        let key_store = self.key_store.clone();
+        tokio::task::spawn_blocking(move || key_store.set_enforced_through(next.0))
             .await
-            .map_err(|error| EnforcerError::Task(error.to_string()))??;
-        Ok(())
+            .map_err(|error| EnforcerError::Task(error.to_string()))?
+            .map_err(EnforcerError::Position)
     }
 }
 

@@ -634,6 +634,7 @@ async fn the_enforcer_destroys_the_keys_of_an_erasure_recorded_without_it() {
         .await
         .unwrap();
     let erase = customers::Command::ErasePersonalData {
+        customer_id: "alice".into(),
         reason: "imported".into(),
         erased_by: "ops".into(),
         key_ids: vec![key],
@@ -658,13 +659,78 @@ async fn the_enforcer_destroys_the_keys_of_an_erasure_recorded_without_it() {
     }
     stop.cancel();
     task.await.unwrap().unwrap();
-    let checkpoint = store
-        .load_checkpoint(api::personal_data::ENFORCER_CHECKPOINT)
-        .unwrap();
     assert_eq!(
-        checkpoint,
-        Some(eventstore::Position(2)),
-        "past the erasure"
+        key_store.enforced_through(),
+        Some(2),
+        "past the erasure, kept with the keys"
     );
     store.close().await;
+}
+
+/// A customer who never registered a profile still has personal data once an order of
+/// its carries a shipping address: it is erased all the same, and afterwards no new
+/// personal data is taken under its id (orders without any still are).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_without_a_profile_is_erased_and_stays_erased() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path()).await;
+    let order_id = server.place_order("dodo", Some(ADDRESS)).await;
+    let access = server.personal_data("dodo", 1).await;
+    assert_eq!(access["fields"][0]["value"], ADDRESS, "{access}");
+
+    let (status, erasure) = server
+        .send(
+            "DELETE",
+            "/api/v1/customers/dodo/personal-data",
+            Some(json!({"reason": "asked by the customer"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{erasure}");
+    assert_eq!(erasure["destroyed_keys"].as_array().map(Vec::len), Some(1));
+    let (status, order) = server
+        .send("GET", &format!("/api/v1/orders/{order_id}"), None)
+        .await;
+    assert_eq!(status, 200, "{order}");
+    assert_eq!(order["shipping_address"], Value::Null, "{order}");
+    assert_eq!(order["erased"], true, "{order}");
+    let access = server.personal_data("dodo", 0).await;
+    assert_eq!(access["erased"], true, "{access}");
+
+    // No new key, so no new personal data, under an erased id.
+    let (status, refused) = server
+        .send(
+            "POST",
+            "/api/v1/orders",
+            Some(
+                json!({"customer_id": "dodo", "lines": [{"sku": "apple", "quantity": 1}],
+                        "shipping_address": "2 Other Street"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(
+        refused["type"], "urn:annals:problem:personal-data-erased",
+        "{refused}"
+    );
+    server.place_order("dodo", None).await;
+    assert!(server.key_store.active_key("dodo").is_none());
+    let (status, again) = server
+        .send(
+            "DELETE",
+            "/api/v1/customers/dodo/personal-data",
+            Some(json!({"reason": "asked again"})),
+        )
+        .await;
+    assert_eq!((status, &again), (200, &erasure));
+
+    // Nothing held about a customer with neither a profile nor keys.
+    let (status, unknown) = server
+        .send(
+            "DELETE",
+            "/api/v1/customers/nobody/personal-data",
+            Some(json!({"reason": "asked"})),
+        )
+        .await;
+    assert_eq!(status, 404, "{unknown}");
+    server.stop().await;
 }

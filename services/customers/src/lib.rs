@@ -54,8 +54,12 @@ pub enum Command {
         /// The customer's postal address, sealed.
         address: Sealed,
     },
-    /// Records that the customer's personal data was erased (its keys destroyed).
+    /// Records that the customer's personal data was erased (its keys destroyed). A
+    /// customer without a profile may still have personal data (an order's shipping
+    /// address): the erasure is recorded for it too, as long as it has keys.
     ErasePersonalData {
+        /// The customer, the same as in the stream id.
+        customer_id: String,
         /// Why (a ticket, the customer's request); not blank; no personal data.
         reason: String,
         /// Who erased it: the authenticated subject, or `anonymous` on a server without
@@ -109,7 +113,8 @@ pub enum Error {
     /// The customer id was blank. Over HTTP a 422.
     #[error("the customer id must not be blank")]
     BlankCustomerId,
-    /// The customer was never registered. Over HTTP a 404.
+    /// The customer was never registered (and, for an erasure, has no keys either).
+    /// Over HTTP a 404.
     #[error("the customer is not registered")]
     UnknownCustomer,
     /// The customer's personal data was erased already. The API answers with the first
@@ -206,20 +211,26 @@ impl Aggregate for Customer {
                 }])
             }
             Command::ErasePersonalData {
+                customer_id,
                 reason,
                 erased_by,
                 key_ids,
             } => {
                 match self.status {
-                    CustomerStatus::None => return Err(Error::UnknownCustomer),
+                    CustomerStatus::None if key_ids.is_empty() => {
+                        return Err(Error::UnknownCustomer);
+                    }
                     CustomerStatus::Erased => return Err(Error::AlreadyErased),
-                    CustomerStatus::Registered => {}
+                    CustomerStatus::None | CustomerStatus::Registered => {}
+                }
+                if customer_id.trim().is_empty() {
+                    return Err(Error::BlankCustomerId);
                 }
                 if reason.trim().is_empty() {
                     return Err(Error::BlankReason);
                 }
                 Ok(vec![Event::PersonalDataErased {
-                    customer_id: self.customer_id.clone(),
+                    customer_id: customer_id.clone(),
                     reason: reason.clone(),
                     erased_by: erased_by.clone(),
                     key_ids: key_ids.clone(),
@@ -244,8 +255,13 @@ impl Aggregate for Customer {
                     address: address.clone(),
                 });
             }
-            Event::PersonalDataErased { key_ids, .. } => {
+            Event::PersonalDataErased {
+                customer_id,
+                key_ids,
+                ..
+            } => {
                 self.status = CustomerStatus::Erased;
+                self.customer_id.clone_from(customer_id);
                 self.erased_keys.clone_from(key_ids);
             }
         }

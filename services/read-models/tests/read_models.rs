@@ -1016,6 +1016,7 @@ async fn personal_data_is_kept_sealed_indexed_and_marked_erased() {
 
     // The erasure: the event, then the keys (as the API does).
     let erase = customers::Command::ErasePersonalData {
+        customer_id: "alice".into(),
         reason: "the customer asked".into(),
         erased_by: "operator".into(),
         key_ids: vec![key],

@@ -461,19 +461,23 @@ pub(crate) async fn erase_personal_data(
     let request = CommandRequest::new("erase_personal_data", &uri, &headers, &body, identity)?;
     run(&state, request, |context| async move {
         let loaded = load(&context.state.inner.customers, customer_id.clone()).await?;
-        match loaded.state.status() {
-            customers::CustomerStatus::None => return Err(unknown_customer(&customer_id)),
-            customers::CustomerStatus::Erased => {
-                return first_erasure(&context.state, &key_store, &customer_id).await;
-            }
-            customers::CustomerStatus::Registered => {}
-        }
-        let key_ids = key_store
+        let key_ids: Vec<privacy::KeyId> = key_store
             .keys_of(&customer_id)
             .into_iter()
             .map(|key| key.key_id)
             .collect();
+        match loaded.state.status() {
+            // Neither a profile nor keys: nothing is held about this customer.
+            customers::CustomerStatus::None if key_ids.is_empty() => {
+                return Err(unknown_customer(&customer_id));
+            }
+            customers::CustomerStatus::Erased => {
+                return first_erasure(&context.state, &key_store, &customer_id).await;
+            }
+            customers::CustomerStatus::None | customers::CustomerStatus::Registered => {}
+        }
         let command = customers::Command::ErasePersonalData {
+            customer_id: customer_id.clone(),
             reason: body.reason,
             erased_by,
             key_ids,
