@@ -26,11 +26,15 @@ public_actions := {
 	"operations.me",
 }
 
-# What a customer may do for its own customer id (the token's `customer_id`).
+# What a customer may do for its own customer id (the token's `customer_id`): its
+# account, its orders and its profile of personal data (register it, read it, see every
+# personal field held about it, have it erased).
 customer_own_actions := {
 	"payments.open", "payments.deposit", "payments.read", "payments.card",
 	"orders.place", "orders.cancel", "orders.read", "orders.list",
 	"sagas.read",
+	"customers.register", "customers.read", "customers.personal_data.read",
+	"customers.personal_data.erase",
 }
 
 # What a customer may do whoever it is: read the catalogue.
@@ -48,6 +52,8 @@ operator_actions := {
 	"reports.sales", "inventory.read", "inventory.list", "orders.read",
 	"operations.metrics", "operations.workers", "operations.dependencies",
 	"chaos.list", "chaos.inject", "chaos.clear",
+	"customers.register", "customers.read", "customers.personal_data.read",
+	"customers.personal_data.erase",
 }
 
 allow if input.action in public_actions

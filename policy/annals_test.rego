@@ -43,6 +43,13 @@ public_actions := [
 customer_own_actions := [
 	"payments.open", "payments.deposit", "payments.read", "payments.card",
 	"orders.place", "orders.cancel", "orders.read", "orders.list", "sagas.read",
+	"customers.register", "customers.read", "customers.personal_data.read",
+	"customers.personal_data.erase",
+]
+
+personal_data_actions := [
+	"customers.register", "customers.read", "customers.personal_data.read",
+	"customers.personal_data.erase",
 ]
 
 clerk_allowed := [
@@ -56,7 +63,8 @@ clerk_denied := [
 	"log.read", "log.follow", "projections.read", "projections.rebuild", "projections.retry",
 	"outbox.read", "operations.slo", "operations.metrics", "operations.workers",
 	"operations.dependencies", "chaos.list", "chaos.inject", "chaos.clear", "sagas.list",
-	"correlations.read",
+	"correlations.read", "customers.register", "customers.read",
+	"customers.personal_data.read", "customers.personal_data.erase",
 ]
 
 operator_allowed := [
@@ -64,7 +72,8 @@ operator_allowed := [
 	"outbox.read", "projections.read", "projections.rebuild", "projections.retry", "reports.sales",
 	"inventory.read", "inventory.list", "orders.read", "operations.slo", "operations.metrics",
 	"operations.workers", "operations.dependencies", "chaos.list", "chaos.inject", "chaos.clear",
-	"sagas.list", "correlations.read",
+	"sagas.list", "correlations.read", "customers.register", "customers.read",
+	"customers.personal_data.read", "customers.personal_data.erase",
 ]
 
 operator_denied := [
@@ -293,4 +302,28 @@ test_correlations_and_saga_lists_for_operators_and_admins_only if {
 		not annals.allow with input as req(roleless, action, no_resource)
 		not annals.allow with input as req(null, action, no_resource)
 	}
+}
+
+# Personal data (`/api/v1/customers...`): operators and admins for any customer, a
+# customer for itself only; nobody else, and nobody without a token.
+
+test_personal_data_for_operators_admins_and_the_customer_itself if {
+	every action in personal_data_actions {
+		annals.allow with input as req(oscar_operator, action, resource_of("c-1"))
+		annals.allow with input as req(ada_admin, action, resource_of("c-1"))
+		annals.allow with input as req(alice, action, resource_of("c-1"))
+		annals.allow with input as req(bob, action, resource_of("c-2"))
+	}
+}
+
+test_personal_data_of_another_customer_is_denied if {
+	every action in personal_data_actions {
+		not annals.allow with input as req(alice, action, resource_of("c-2"))
+		not annals.allow with input as req(bob, action, resource_of("c-1"))
+		not annals.allow with input as req(nobody_customer, action, resource_of("c-1"))
+		not annals.allow with input as req(carol_clerk, action, resource_of("c-1"))
+		not annals.allow with input as req(roleless, action, resource_of("c-1"))
+		not annals.allow with input as req(null, action, resource_of("c-1"))
+	}
+	annals.reason == "customer c-1 may not act for c-2" with input as req(alice, "customers.personal_data.read", resource_of("c-2"))
 }

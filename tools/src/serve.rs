@@ -264,6 +264,21 @@ pub struct ServeArgs {
     #[arg(long, env = "ANNALS_MAX_CONNECTIONS", value_name = "N",
         value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: Option<u32>,
+    /// The master key that wraps the keys personal data is sealed with: a file of 64
+    /// hex digits, created (mode 0600) if missing; keep it apart from the data directory
+    /// and back it up. Or give the key itself in ANNALS_MASTER_KEY. Without either, the
+    /// server keeps no personal data (the customers' routes answer 503).
+    #[arg(long, env = "ANNALS_MASTER_KEY_FILE", value_name = "PATH")]
+    master_key_file: Option<PathBuf>,
+}
+
+/// Where the master key comes from (never the key itself: settings are printed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MasterKeySource {
+    /// `--master-key-file PATH`: read, or created if missing.
+    File(PathBuf),
+    /// The environment variable `ANNALS_MASTER_KEY`.
+    Environment,
 }
 
 /// One `--lane` flag: a lane and its limits.
@@ -339,6 +354,7 @@ struct FileConfig {
     lanes: Option<Vec<LaneSetting>>,
     request_timeout_secs: Option<u64>,
     max_connections: Option<u32>,
+    master_key_file: Option<PathBuf>,
 }
 
 /// The settings in force.
@@ -401,6 +417,8 @@ pub struct Settings {
     pub lanes: api::lanes::LanesConfig,
     /// The most HTTP connections open at once (`connections`).
     pub max_connections: usize,
+    /// Where the master key comes from; `None`: no personal data.
+    pub master_key: Option<MasterKeySource>,
 }
 
 impl ServeArgs {
@@ -419,7 +437,15 @@ impl ServeArgs {
         if let Some(seconds) = self.request_timeout.or(file.request_timeout_secs) {
             lanes.request_timeout = Duration::from_secs(seconds.max(1));
         }
+        let master_key = match self.master_key_file.or(file.master_key_file) {
+            Some(path) => Some(MasterKeySource::File(path)),
+            None if std::env::var_os(privacy::MASTER_KEY_ENV).is_some() => {
+                Some(MasterKeySource::Environment)
+            }
+            None => None,
+        };
         Ok(Settings {
+            master_key,
             lanes,
             max_connections: self
                 .max_connections
@@ -665,6 +691,15 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         .context("opening the store panicked")?
         .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
 
+    // The key store of personal data, beside the log, if the server has a master key.
+    let key_store = match open_key_store(&settings).await {
+        Ok(key_store) => key_store,
+        Err(error) => {
+            store.close().await;
+            return Err(error);
+        }
+    };
+
     // The read models follow the log in a worker of their own; they stop before the
     // store closes.
     let runner_config = projections::RunnerConfig {
@@ -711,6 +746,9 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     }
     if let Some(gate) = gate {
         state = state.with_security(gate);
+    }
+    if let Some(key_store) = &key_store {
+        state = state.with_key_store(key_store.clone());
     }
     let slos = std::sync::Arc::new(
         slo::Slos::new(settings.slos.clone())
@@ -791,6 +829,12 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         let name = format!("saga:{}", <sagas::Fulfilment as sagas::Saga>::NAME);
         workers.spawn(name, move |stop| driver.run(stop));
     }
+    // Destroys the keys of every erasure the log records, from its checkpoint: an
+    // erasure cut short by a crash, or imported with a log, ends with the keys gone.
+    if let Some(key_store) = key_store {
+        let enforcer = api::personal_data::ErasureEnforcer::new(store.clone(), key_store);
+        workers.spawn("erasure-enforcer", move |stop| enforcer.clone().run(stop));
+    }
     let watch = tokio::spawn(stop_on_failure(
         store.clone(),
         settings.data_dir.clone(),
@@ -823,6 +867,50 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         .into());
     }
     result
+}
+
+/// Opens the key store of the data directory with the master key of `settings`, if
+/// one is configured; says which master key (its fingerprint, never the key).
+async fn open_key_store(settings: &Settings) -> anyhow::Result<Option<privacy::KeyStore>> {
+    let Some(source) = settings.master_key.clone() else {
+        tracing::warn!(
+            "no master key (--master-key-file or ANNALS_MASTER_KEY): the server keeps no \
+             personal data, and the customers' routes answer 503 personal-data-disabled"
+        );
+        return Ok(None);
+    };
+    let data_dir = settings.data_dir.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let master = match &source {
+            MasterKeySource::File(path) => privacy::MasterKey::from_file_or_create(path)
+                .map(|(key, _created)| key)
+                .with_context(|| format!("cannot read the master key file {}", path.display()))?,
+            MasterKeySource::Environment => {
+                let text = zeroize::Zeroizing::new(
+                    std::env::var(privacy::MASTER_KEY_ENV).unwrap_or_default(),
+                );
+                privacy::MasterKey::from_hex(&text)
+                    .with_context(|| format!("bad master key in {}", privacy::MASTER_KEY_ENV))?
+            }
+        };
+        let fingerprint = master.fingerprint();
+        let key_store = privacy::KeyStore::open(&data_dir, master).with_context(|| {
+            format!(
+                "cannot open the key store in {}",
+                data_dir.join(privacy::KeyStore::DIR).display()
+            )
+        })?;
+        anyhow::Ok((key_store, fingerprint))
+    })
+    .await
+    .context("opening the key store panicked")??;
+    let (key_store, fingerprint) = opened;
+    tracing::info!(
+        master_key = %fingerprint,
+        dir = %key_store.dir().display(),
+        "personal data on: sealed under per-customer keys in the key store"
+    );
+    Ok(Some(key_store))
 }
 
 /// Waits for the store's writer to fail; then says so in the log, lets the server answer

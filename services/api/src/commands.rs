@@ -187,6 +187,13 @@ impl CommandContext {
         }
     }
 
+    /// The command's id: its events' ids derive from it (`EventId::derived(id, n)`), so
+    /// a personal field is sealed for `EventId::derived(command_id, 0)`, the id its
+    /// event will have (the same on a retry under the same `Idempotency-Key`).
+    pub(crate) fn command_id(&self) -> Uuid {
+        self.options.command_id
+    }
+
     /// For a keyed command that ran before: the stream it wrote to.
     pub(crate) async fn earlier_stream(&self) -> Result<Option<eventstore::StreamId>, ApiError> {
         if !self.keyed {

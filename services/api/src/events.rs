@@ -107,6 +107,17 @@ impl EventView {
     }
 }
 
+impl EventView {
+    /// The view of `event` as the server's routes show it: [`EventView::of`], with
+    /// `"erased": true` added to each sealed value whose key `key_store` destroyed
+    /// ([`privacy::mark_erased`]). Never decrypted: a log read shows ciphertext.
+    pub fn marked(event: &RecordedEvent, key_store: Option<&privacy::KeyStore>) -> Self {
+        let mut view = Self::of(event);
+        crate::personal_data::mark_erased(key_store, &mut view.payload);
+        view
+    }
+}
+
 /// The payload as the JSON a consumer sees, if the stream's category belongs to a crate
 /// that knows it: the event's fields as an object (`{"total":360}`; no wrapper naming the
 /// type, which the envelope names), in the current schema version of its type, an older

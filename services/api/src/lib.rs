@@ -82,6 +82,7 @@ pub mod gate;
 pub mod idempotency;
 pub mod lanes;
 pub mod metrics;
+pub mod personal_data;
 pub mod problem;
 mod queries;
 pub mod replay;
@@ -168,6 +169,9 @@ pub struct AppState {
     /// The payment providers the saga charges cards through, if any
     /// ([`AppState::with_payment_providers`]).
     payment_providers: Option<psp::Chain>,
+    /// The key store personal data is sealed and opened with, if the server has a
+    /// master key ([`AppState::with_key_store`]).
+    key_store: Option<privacy::KeyStore>,
 }
 
 #[derive(Debug)]
@@ -177,6 +181,7 @@ struct Shared {
     accounts: Repository<payments::Account>,
     orders: Repository<orders::Order>,
     cards: Repository<payments::card::Card>,
+    customers: Repository<customers::Customer>,
     config: ApiConfig,
     /// Requests with one idempotency key run one at a time, so the second sees the
     /// first's record.
@@ -204,6 +209,8 @@ impl AppState {
                 accounts: repositories.accounts,
                 orders: repositories.orders,
                 cards: repositories.cards,
+                // Until the shared repositories hold the customers' (p19-domain).
+                customers: Repository::new(store.clone()).with_conflict_retries(32),
                 store,
                 lanes: lanes::Lanes::new(&config.lanes),
                 config,
@@ -222,7 +229,21 @@ impl AppState {
             workers: None,
             chaos: chaos::Chaos::inert(),
             payment_providers: None,
+            key_store: None,
         }
+    }
+
+    /// The same state, sealing and opening personal data with `key_store` (a server
+    /// started with a master key). Without one the personal-data routes answer 503
+    /// `personal-data-disabled` ([`personal_data`]).
+    pub fn with_key_store(mut self, key_store: privacy::KeyStore) -> Self {
+        self.key_store = Some(key_store);
+        self
+    }
+
+    /// The key store of this server, if it has a master key.
+    pub fn key_store(&self) -> Option<&privacy::KeyStore> {
+        self.key_store.as_ref()
     }
 
     /// The same state, reporting the outbox relay behind `status` at `GET /api/v1/outbox`
@@ -371,6 +392,7 @@ pub fn app(state: AppState) -> Router {
     let metrics_on = state.config().metrics;
     if metrics_on {
         metrics::install();
+        personal_data::register_metrics();
     }
     let max_body_bytes = state.config().max_body_bytes;
     let chaos_on = state.chaos().is_enabled();
@@ -447,7 +469,8 @@ pub fn openapi_json() -> serde_json::Value {
 /// unknown route), and always documented.
 fn routes(chaos: bool) -> OpenApiRouter<AppState> {
     use routes::{
-        console, correlations, inventory, log, me, operations, orders, payments, read_models,
+        console, correlations, customers, inventory, log, me, operations, orders, payments,
+        read_models,
     };
     let router = OpenApiRouter::with_openapi(document())
         .routes(routes!(inventory::register_sku))
@@ -457,6 +480,12 @@ fn routes(chaos: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(payments::get_account))
         .routes(routes!(payments::deposit))
         .routes(routes!(payments::register_card))
+        .routes(routes!(customers::register_customer))
+        .routes(routes!(customers::get_customer))
+        .routes(routes!(
+            customers::personal_data,
+            customers::erase_personal_data
+        ))
         .routes(routes!(orders::place_order))
         .routes(routes!(orders::get_order))
         .routes(routes!(orders::cancel_order))
@@ -530,6 +559,7 @@ fn document() -> utoipa::openapi::OpenApi {
         tags(
             (name = "inventory", description = "Skus and their stock (stream stock-<sku>)"),
             (name = "payments", description = "Customer accounts (stream account-<customer>) and cards on file (stream card-<customer>)"),
+            (name = "customers", description = "Customers' profiles of personal data (stream customer-<id>), sealed under each customer's own key: registration, the profile, every personal field held about a customer (access) and its erasure (the customer's keys destroyed). A server without a master key answers 503 personal-data-disabled."),
             (name = "orders", description = "Orders (stream order-<uuid>)"),
             (name = "log", description = "Streams and the whole log, paged or live"),
             (name = "read models", description = "Projections: queries (read-your-writes with min_position), status, rebuilds, parked events and retries"),

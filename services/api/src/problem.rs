@@ -407,6 +407,19 @@ impl DomainError for orders::Error {
     }
 }
 
+impl DomainError for customers::Error {
+    fn classify(&self) -> (StatusCode, &'static str) {
+        use customers::Error as E;
+        match self {
+            E::AlreadyRegistered { .. } => (StatusCode::CONFLICT, "customer-already-registered"),
+            E::BlankCustomerId => (UNPROCESSABLE, "blank-customer-id"),
+            E::UnknownCustomer => (StatusCode::NOT_FOUND, "unknown-customer"),
+            E::AlreadyErased => (StatusCode::CONFLICT, "personal-data-erased"),
+            E::BlankReason => (UNPROCESSABLE, "blank-reason"),
+        }
+    }
+}
+
 /// The fallback of the router: 404 for a path no route matches.
 pub(crate) async fn no_route(method: Method, uri: Uri) -> ApiError {
     ApiError::not_found("no-route", format!("no route for {method} {}", uri.path()))

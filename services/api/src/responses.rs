@@ -37,13 +37,16 @@ pub enum CommandProblems {
     UnprocessableEntity(Problem),
     /// The store takes no writes: its writer failed to write or sync the log
     /// (`store-failed`, with `Retry-After`: the command was not recorded, and the server
-    /// exits to be restarted), or it is closing (`store-unavailable`).
+    /// exits to be restarted), or it is closing (`store-unavailable`); or, for a command
+    /// with personal data, the server was started without a master key
+    /// (`personal-data-disabled`).
     #[response(status = 503, content_type = "application/problem+json")]
     ServiceUnavailable(Problem),
 }
 
 /// Conflict: the entity exists already (`sku-already-registered`,
-/// `account-already-open`), the order is not pending (`order-not-pending`), the command
+/// `account-already-open`, `customer-already-registered`), the customer's personal data
+/// was erased (`personal-data-erased`: an erased id is not registered again), the order is not pending (`order-not-pending`), the command
 /// would change nothing (`no-change`), or other writers kept changing the aggregate
 /// past the retries (`version-conflict`).
 #[derive(Debug, IntoResponses)]
@@ -165,3 +168,17 @@ pub struct UnfoldableStream(pub Problem);
 #[derive(Debug, IntoResponses)]
 #[response(status = 422, content_type = "application/problem+json")]
 pub struct PositionBeyondEnd(pub Problem);
+
+/// No such customer (`unknown-customer`): never registered (and, for its personal
+/// data, holding no key either).
+#[derive(Debug, IntoResponses)]
+#[response(status = 404, content_type = "application/problem+json")]
+pub struct UnknownCustomer(pub Problem);
+
+/// Personal data cannot be answered now (with `Retry-After`): the server was started
+/// without a master key (`personal-data-disabled`), or the position asked for was not
+/// applied in time (`projection-lagging`, with the `checkpoint` member), or the read
+/// models do not run (`projections-not-running`, `projections-stopped`).
+#[derive(Debug, IntoResponses)]
+#[response(status = 503, content_type = "application/problem+json")]
+pub struct PersonalDataUnavailable(pub Problem);

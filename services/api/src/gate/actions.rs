@@ -105,6 +105,25 @@ pub(crate) const ROUTES: &[RouteAction] = &[
         BodyResource::Customer,
     ),
     with_body(
+        route(Method::POST, "/api/v1/customers", "customers.register"),
+        BodyResource::Customer,
+    ),
+    route(
+        Method::GET,
+        "/api/v1/customers/{customer_id}",
+        "customers.read",
+    ),
+    route(
+        Method::GET,
+        "/api/v1/customers/{customer_id}/personal-data",
+        "customers.personal_data.read",
+    ),
+    route(
+        Method::DELETE,
+        "/api/v1/customers/{customer_id}/personal-data",
+        "customers.personal_data.erase",
+    ),
+    with_body(
         route(Method::POST, "/api/v1/orders", "orders.place"),
         BodyResource::Customer,
     ),

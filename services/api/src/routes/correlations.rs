@@ -83,6 +83,7 @@ pub(crate) async fn correlated_events(
             .await
             .map_err(|error| ApiError::internal(&error))??;
     let store = state.store().clone();
+    let key_store = state.key_store().cloned();
     let events = blocking(move || {
         let mut events = Vec::with_capacity(positions.len());
         for position in positions {
@@ -90,7 +91,7 @@ pub(crate) async fn correlated_events(
                 store
                     .read_all(Position(position), 1)?
                     .iter()
-                    .map(EventView::of),
+                    .map(|event| EventView::marked(event, key_store.as_ref())),
             );
         }
         Ok(events)

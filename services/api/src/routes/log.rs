@@ -156,7 +156,10 @@ pub(crate) async fn read_stream(
         let page = StreamPage {
             stream: read_stream.to_string(),
             last_version: head.0,
-            events: events.iter().map(EventView::of).collect(),
+            events: events
+                .iter()
+                .map(|event| EventView::marked(event, state.key_store()))
+                .collect(),
             next_from,
         };
         Ok(Some(encoded(&page)))
@@ -250,10 +253,12 @@ pub(crate) async fn stream_state(
     })
     .await?;
     let (stream, folded) = folded;
-    let folded = folded.map_err(|error| {
+    let mut folded = folded.map_err(|error| {
         tracing::error!(%error, stream, "a stream could not be folded");
         ApiError::internal(&error)
     })?;
+    // The state holds sealed values as the events do: marked, never opened.
+    crate::personal_data::mark_erased(state.key_store(), &mut folded);
     Ok(axum::Json(StreamState {
         stream,
         category: category.to_owned(),
@@ -330,7 +335,7 @@ pub(crate) async fn get_event(
         .read_cached_or_blocking(move |store| store.read_event(&id))
         .await?;
     match found {
-        Some(event) => Ok(axum::Json(EventView::of(&event)).into_response()),
+        Some(event) => Ok(axum::Json(EventView::marked(&event, state.key_store())).into_response()),
         None => Err(ApiError::not_found(
             "unknown-event",
             format!("no event has the id {id}"),
@@ -362,7 +367,10 @@ pub(crate) async fn read_log(
         let events = store.read_all(Position(from), limit)?;
         let next_from = events.last().map_or(from, |event| event.position.0 + 1);
         Ok(encoded(&LogPage {
-            events: events.iter().map(EventView::of).collect(),
+            events: events
+                .iter()
+                .map(|event| EventView::marked(event, state.key_store()))
+                .collect(),
             next_from,
             next_position: next_position.0,
         }))
@@ -416,6 +424,7 @@ pub(crate) async fn follow_log(
         subscription: state.store().subscribe(Position(from)),
         shutdown: state.shutdown_token(),
         done: false,
+        key_store: state.key_store().cloned(),
     };
     let events = futures_util::stream::unfold(follow, |mut follow| async move {
         if follow.done {
@@ -428,7 +437,7 @@ pub(crate) async fn follow_log(
         let event = match next {
             Ok(event) => Event::default()
                 .id(event.position.to_string())
-                .json_data(EventView::of(&event))
+                .json_data(EventView::marked(&event, follow.key_store.as_ref()))
                 .unwrap_or_else(|error| error_event(ApiError::internal(&error))),
             Err(error) => {
                 follow.done = true;
@@ -445,6 +454,8 @@ struct Follow {
     subscription: Subscription,
     shutdown: CancellationToken,
     done: bool,
+    /// The server's key store, to mark erased values (never to open them).
+    key_store: Option<privacy::KeyStore>,
 }
 
 fn error_event(error: ApiError) -> Event {

@@ -3,13 +3,14 @@
 //! JSON shapes they answer); what several routes share lives outside this directory
 //! ([`crate::commands`], [`crate::queries`], [`crate::extract`], [`crate::problem`]).
 //!
-//! A module here may carry the name of a domain crate (`orders`, `inventory`, `payments`):
+//! A module here may carry the name of a domain crate (`orders`, `inventory`, `payments`, `customers`):
 //! inside it, `orders::...` still names the crate, since a module is not in its own scope.
 //! Only this file sees both, and it names nothing but the modules.
 
 pub(crate) mod chaos;
 pub(crate) mod console;
 pub(crate) mod correlations;
+pub(crate) mod customers;
 pub(crate) mod dependencies;
 pub(crate) mod inventory;
 pub(crate) mod log;

@@ -219,7 +219,10 @@ fn projections(state: &AppState) -> Result<ReadSide, ApiError> {
 }
 
 /// The position to wait for: the query's `min_position`, else the header's.
-fn min_position(query: Option<u64>, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+pub(crate) fn min_position(
+    query: Option<u64>,
+    headers: &HeaderMap,
+) -> Result<Option<u64>, ApiError> {
     let header = position_header(headers, MIN_POSITION_HEADER, "Annals-Min-Position")?;
     match query {
         Some(position) => check_position("min_position", position).map(Some),
