@@ -76,7 +76,12 @@ async fn start_server(dir: &Path) -> common::PlatformServing {
         ..ApiConfig::default()
     };
     let security = common::security(dir, RateLimits::default()).await;
-    common::PlatformServing::start(dir, true, config, |state| state.with_security(security)).await
+    // With a master key, as `annals serve --master-key-file`: the customers' routes work.
+    let key_store = common::key_store(&dir.join("data"));
+    common::PlatformServing::start(dir, true, config, |state| {
+        state.with_security(security).with_key_store(key_store)
+    })
+    .await
 }
 
 /// Some data for the generated requests to meet: a sku, an account with money, a card,
@@ -92,6 +97,11 @@ async fn seed(client: &reqwest::Client, base: &str, token: &str) {
             json!({"quantity": 50}),
         ),
         ("/api/v1/payments/accounts", json!({"customer_id": "alice"})),
+        (
+            "/api/v1/customers",
+            json!({"customer_id": "alice", "name": "Alice Liddell",
+                   "email": "alice@example.com", "address": "1 Rabbit Hole, Oxford"}),
+        ),
         (
             "/api/v1/payments/accounts/alice/deposits",
             json!({"amount": 10_000}),

@@ -56,6 +56,10 @@ const EXPECTED: &[(&str, &str)] = &[
     ("payments.deposit", "UADDDA"),
     ("payments.read", "UADDDA"),
     ("payments.card", "UADDDA"),
+    ("customers.register", "UADDAA"),
+    ("customers.read", "UADDAA"),
+    ("customers.personal_data.read", "UADDAA"),
+    ("customers.personal_data.erase", "UADDAA"),
     ("orders.place", "UADDDA"),
     ("orders.cancel", "UADDDA"),
     ("orders.read", "UADDAA"),
@@ -98,12 +102,15 @@ struct Secured {
 impl Secured {
     async fn start(dir: &Path, limits: RateLimits) -> Self {
         let security = common::security(dir, limits).await;
+        let key_store = common::key_store(&dir.join("data"));
         let server =
             common::ReadSideServing::start(&dir.join("data"), ApiConfig::default(), |state| {
-                // With fault injection on, so that the chaos routes are served (and gated).
+                // With fault injection on, so that the chaos routes are served (and gated),
+                // and a key store, so that the customers' routes are.
                 state
                     .with_security(security)
                     .with_chaos(chaos::Chaos::enabled())
+                    .with_key_store(key_store)
             })
             .await;
         let tokens = BTreeMap::from([
@@ -302,6 +309,10 @@ async fn every_route_and_role_meets_the_default_policy() {
                 Some(json!({"customer_id": "c-1", "lines": [{"sku": "apple", "quantity": 1}]}))
             }
             ("POST", "/api/v1/orders/{order_id}/cancel") => Some(json!({"reason": "table test"})),
+            ("POST", "/api/v1/customers") => Some(json!({
+                "customer_id": "c-1", "name": "C One", "email": "c1@example.com",
+                "address": "1 Table Street"
+            })),
             ("POST", _) => Some(json!({})),
             _ => None,
         };

@@ -390,3 +390,98 @@ fn the_poison_event_policy_comes_from_the_flags_or_the_file() {
         projections::PoisonPolicy::Fault
     );
 }
+
+#[test]
+fn the_master_key_comes_from_the_flag_or_the_file() {
+    let flagged = settings(&["--master-key-file", "/etc/annals/master.key"]).unwrap();
+    assert_eq!(
+        flagged.master_key,
+        Some(MasterKeySource::File(PathBuf::from(
+            "/etc/annals/master.key"
+        )))
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("annals.toml");
+    std::fs::write(&file, "master_key_file = \"/srv/master.key\"\n").unwrap();
+    let from_file = settings(&["--config", file.to_str().unwrap()]).unwrap();
+    assert_eq!(
+        from_file.master_key,
+        Some(MasterKeySource::File(PathBuf::from("/srv/master.key")))
+    );
+    if std::env::var_os(privacy::MASTER_KEY_ENV).is_none()
+        && std::env::var_os("ANNALS_MASTER_KEY_FILE").is_none()
+    {
+        assert_eq!(settings(&[]).unwrap().master_key, None);
+    }
+}
+
+/// `annals serve` runs the erasure enforcer: an erasure recorded in the log whose keys
+/// were never destroyed (a crash between the two, or an imported log) ends, once the
+/// server is up, with the keys destroyed. A wrong master key stops the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_destroys_the_keys_of_erasures_in_its_log() {
+    use eventstore::Aggregate;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let master_file = dir.path().join("master.key");
+    let (master, created) = privacy::MasterKey::from_file_or_create(&master_file).unwrap();
+    assert!(created);
+    let key = {
+        let key_store = privacy::KeyStore::open(&data_dir, master).unwrap();
+        key_store.create_key("alice").unwrap()
+    };
+    let store = EventStore::open(&data_dir, StoreConfig::default()).unwrap();
+    let erased = customers::Event::PersonalDataErased {
+        customer_id: "alice".into(),
+        reason: "imported".into(),
+        erased_by: "ops".into(),
+        key_ids: vec![key],
+    };
+    store
+        .append(
+            &eventstore::StreamId::new("customer-alice").unwrap(),
+            eventstore::ExpectedVersion::Any,
+            vec![eventstore::NewEvent::new(
+                customers::Customer::event_type(&erased),
+                postcard::to_allocvec(&erased).unwrap(),
+            )],
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    assert!(privacy::destroyed_keys(&data_dir).unwrap().is_empty());
+
+    let mut settings = settings(&[
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--no-saga",
+        "--master-key-file",
+        master_file.to_str().unwrap(),
+    ])
+    .unwrap();
+    settings.metrics = false;
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve(settings.clone(), shutdown.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !privacy::destroyed_keys(&data_dir)
+        .unwrap()
+        .contains_key(&key)
+    {
+        assert!(
+            std::time::Instant::now() < deadline && !server.is_finished(),
+            "the server did not destroy the key"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+
+    // Another master key: the start stops, naming the problem.
+    let other = dir.path().join("other.key");
+    settings.master_key = Some(MasterKeySource::File(other));
+    let error = serve(settings, CancellationToken::new()).await.unwrap_err();
+    let message = format!("{error:#}");
+    assert!(message.contains("wrapped by master key"), "{message}");
+}

@@ -259,6 +259,13 @@ impl PlatformServing {
     }
 }
 
+/// A key store in the data directory `data_dir` under a new random master key: what a
+/// server started with `--master-key-file` holds.
+#[allow(dead_code)]
+pub fn key_store(data_dir: &Path) -> privacy::KeyStore {
+    privacy::KeyStore::open(data_dir, privacy::MasterKey::generate().unwrap()).unwrap()
+}
+
 /// The HS256 secret the secured test servers verify tokens with.
 #[allow(dead_code)]
 pub const SECRET: &[u8] = b"a development secret of at least thirty-two bytes";
