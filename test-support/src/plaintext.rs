@@ -51,11 +51,15 @@ impl fmt::Display for Finding {
 
 /// The needles of every form of every secret in `secrets`. Forms that come out the
 /// same as another (the JSON escape of plain ASCII is the text itself) are kept once.
-/// A base64 form shorter than 8 characters is left out: it would match by chance.
+/// A base64 form shorter than 8 characters is left out: it would match by chance (and a
+/// secret shorter than 6 bytes is refused, for the same reason).
 pub fn needles(secrets: &[&str]) -> Vec<Needle> {
     let mut all: Vec<Needle> = Vec::new();
     for secret in secrets {
-        assert!(!secret.is_empty(), "an empty secret matches everywhere");
+        assert!(
+            secret.len() >= 6,
+            "{secret:?} is too short to look for: it would match by chance"
+        );
         let mut forms: Vec<(String, Vec<u8>)> = vec![("utf-8".into(), secret.as_bytes().into())];
         let json = serde_json::to_string(secret).expect("a string serializes");
         forms.push(("json".into(), json.as_bytes()[1..json.len() - 1].into()));

@@ -353,6 +353,23 @@ fn sealed_values(value: &Value, found: &mut Vec<Value>) {
     }
 }
 
+/// Every object in `value` (at any depth) that has the member `key`.
+fn objects_with(key: &str, value: &Value, found: &mut Vec<Value>) {
+    match value {
+        Value::Object(map) => {
+            if map.contains_key(key) {
+                found.push(value.clone());
+            }
+            map.values()
+                .for_each(|value| objects_with(key, value, found));
+        }
+        Value::Array(items) => items
+            .iter()
+            .for_each(|value| objects_with(key, value, found)),
+        _ => {}
+    }
+}
+
 /// The access endpoint's fields as `(field, stream, value)`.
 fn access_fields(access: &Value) -> BTreeSet<(String, String, String)> {
     access["fields"]
@@ -661,14 +678,15 @@ async fn personal_data_is_sealed_everywhere_and_erasure_shreds_only_it() {
     let listed = shop
         .get(&format!("/api/v1/customers/{}/orders", zebediah.id))
         .await;
-    let mut listed_sealed = Vec::new();
-    sealed_values(&listed, &mut listed_sealed);
-    for found in plaintext::scan_bytes(
-        "the customer's orders",
-        listed.to_string().as_bytes(),
-        &zebediahs,
-    ) {
-        panic!("the read model's orders show {found}");
+    let mut summaries = Vec::new();
+    objects_with("order_id", &listed, &mut summaries);
+    assert_eq!(summaries.len(), 2, "{listed}");
+    for summary in summaries {
+        assert_eq!(
+            (&summary["shipping_address"], &summary["erased"]),
+            (&Value::Null, &json!(true)),
+            "the read model's orders: {listed}"
+        );
     }
     let access = shop
         .get(&format!("/api/v1/customers/{}/personal-data", philippa.id))
@@ -911,14 +929,14 @@ async fn a_moved_or_altered_ciphertext_is_reported_and_never_shown() {
         "Mallory Tenterhook",
         "mallory@tenter.example",
         "1 Hook Lane, Snare",
-        "-",
+        "9 Hook Quay, Snare",
     );
     let trudy = Person::new(
         "trudy",
         "Trudy Vantablack",
         "trudy@vanta.example",
         "2 Gloom Walk, Umbra",
-        "-",
+        "8 Gloom Quay, Umbra",
     );
     let mut shop = tokio::task::block_in_place(|| Shop::start(None));
     shop.register(&zebediah).await;
@@ -1119,7 +1137,7 @@ fn crash_subject(i: usize) -> Person {
         &format!("Crash Subject {i} Vendelbrook"),
         &format!("crash-{i}@vendelbrook.example"),
         &format!("{i} Vendel Close, Brook"),
-        "-",
+        &format!("{i} Vendel Dock, Brook"),
     )
 }
 
@@ -1252,7 +1270,7 @@ async fn erasure_across_kill_9_leaves_every_key_whole_or_gone() {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .any(|event| event["event_type"] == "PersonalDataErased")
+                    .any(|event| event["type"] == "PersonalDataErased")
             };
             let profile_path = format!("/api/v1/customers/{}", person.id);
             if store_says_erased {
@@ -1433,7 +1451,7 @@ async fn bench_http_with_personal_data_seals_profiles_and_shipping_addresses() {
             .get(&format!("/api/v1/log?from={from}&limit=1000"))
             .await;
         for event in page["events"].as_array().unwrap() {
-            if event["event_type"] == "OrderPlaced" {
+            if event["type"] == "OrderPlaced" {
                 placed += 1;
                 if event["payload"]["shipping_address"]["key_id"].is_string() {
                     with_address += 1;
