@@ -15,6 +15,8 @@
 //! - `master`: [`MasterKey`], from a file or the environment;
 //! - `keystore`: [`KeyStore`]: bucket files, durable creation, erasure with a new epoch
 //!   key per erased bucket, master key rotation, export and import of wrapped keys;
+//! - `personal`: [`PersonalField`]: the declaration of a personal field, which each
+//!   domain crate makes next to its event types;
 //! - `json`: [`mark_erased`]: how Annals' readers of the log show an erased value;
 //! - `error`: [`Error`] (the store failed) and [`Unreadable`] (a value cannot be shown:
 //!   erased, unknown key, tampered).
@@ -39,6 +41,7 @@ mod files;
 mod json;
 mod keystore;
 mod master;
+mod personal;
 mod sealed;
 
 pub use error::{Error, Unreadable};
@@ -48,6 +51,7 @@ pub use keystore::{
     rotate_master, status,
 };
 pub use master::{MASTER_KEY_ENV, MasterKey};
+pub use personal::PersonalField;
 pub use sealed::{Binding, Ciphertext, KeyId, MAX_PLAINTEXT_LEN, Sealed, SealedField};
 
 /// Fills `bytes` from the system's random source.

@@ -225,6 +225,7 @@ impl Dispatcher<Fulfilment> for FulfilmentServices {
                 order_id,
                 customer_id,
                 lines,
+                ..
             } => {
                 self.placed_by
                     .insert(order_id.clone(), event.metadata.principal.clone());
@@ -455,6 +456,7 @@ mod tests {
                     sku: "apple".into(),
                     quantity: 1,
                 }],
+                shipping_address: None,
             };
             repositories
                 .orders

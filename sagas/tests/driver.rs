@@ -96,6 +96,7 @@ async fn place(store: &EventStore, order: &str, principal: Option<&str>) {
             sku: "apple".into(),
             quantity: 1,
         }],
+        shipping_address: None,
     };
     Repository::<orders::Order>::new(store.clone())
         .execute(order, &place, &options)
@@ -165,6 +166,7 @@ async fn a_deadline_survives_a_restart_and_fires_once() {
                 sku: "apple".into(),
                 quantity: 2,
             }],
+            shipping_address: None,
         },
     )
     .await;
@@ -356,7 +358,8 @@ async fn who_placed_the_order_is_known_to_the_driver_after_a_restart() {
 }
 
 /// Appends `order`'s `OrderPlaced` (alice, `quantity` apples) as the code of
-/// `schema_version` wrote it: version 1 without a currency per line, version 2 with one.
+/// `schema_version` wrote it: version 1 without a currency per line, version 2 with one,
+/// version 3 with an (absent) shipping address too.
 async fn place_raw(store: &EventStore, order: &str, quantity: u64, schema_version: u32) {
     let line = orders::OrderLine {
         sku: "apple".into(),
@@ -368,10 +371,16 @@ async fn place_raw(store: &EventStore, order: &str, quantity: u64, schema_versio
             customer_id: "alice".into(),
             lines: vec![line],
         }),
+        2 => postcard::to_allocvec(&orders::v2::Event::OrderPlaced {
+            order_id: order.into(),
+            customer_id: "alice".into(),
+            lines: vec![orders::PlacedLine::in_default_currency(&line)],
+        }),
         _ => postcard::to_allocvec(&orders::Event::OrderPlaced {
             order_id: order.into(),
             customer_id: "alice".into(),
             lines: vec![orders::PlacedLine::in_default_currency(&line)],
+            shipping_address: None,
         }),
     }
     .unwrap();
@@ -394,7 +403,7 @@ async fn place_raw(store: &EventStore, order: &str, quantity: u64, schema_versio
 async fn orders_placed_in_schema_version_1_have_the_same_saga_outcomes() {
     let start_at = chrono::DateTime::from_timestamp(1_793_000_000, 0).unwrap();
     let mut outcomes = Vec::new();
-    for schema_version in [1, 2] {
+    for schema_version in [1, 2, 3] {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
         let clock = ManualClock::new(start_at);

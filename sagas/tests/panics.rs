@@ -115,6 +115,7 @@ async fn place(store: &EventStore, order: &str) {
                     quantity: 3,
                 },
             ],
+            shipping_address: None,
         },
     )
     .await;

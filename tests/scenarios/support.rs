@@ -51,7 +51,7 @@ fn planned<A: Aggregate>(stream: &'static str, event: A::Event, minute: u32) -> 
 fn planned_order_v1(stream: &'static str, event: orders::v1::Event, minute: u32) -> Planned {
     Planned {
         stream,
-        event_type: <orders::Order as Aggregate>::event_type(&event.clone().upcast()),
+        event_type: <orders::Order as Aggregate>::event_type(&event.clone().upcast().upcast()),
         payload: postcard::to_allocvec(&event).unwrap(),
         minute,
         last_in_commit: true,

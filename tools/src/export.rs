@@ -774,7 +774,7 @@ mod tests {
         assert_eq!(line.payload_json, Some(serde_json::json!({"total": 360})));
         assert_eq!(
             line.payload_schema.as_deref(),
-            Some("urn:annals:schema:event:OrderConfirmed:2")
+            Some("urn:annals:schema:event:OrderConfirmed:3")
         );
         let mut edited = line.clone();
         edited.payload_json = Some(serde_json::json!({"total": 1}));

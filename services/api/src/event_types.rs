@@ -161,8 +161,9 @@ pub fn schema_urn(event_type: &str, schema_version: u32) -> Option<String> {
 
 /// Every (type, version), by category and then in the order of the domain crate's enum.
 pub const EVENT_TYPES: &[EventType] = &[
-    // Orders: schema version 1 (lines without a currency), read upcast; version 2 since.
-    // The version is the aggregate's, so each order event type has both.
+    // Orders: schema version 1 (lines without a currency) and 2 (no shipping address),
+    // read upcast; version 3 since. The version is the aggregate's, so each order event
+    // type has all three.
     EventType {
         name: "OrderPlaced",
         category: "order",
@@ -188,20 +189,41 @@ pub const EVENT_TYPES: &[EventType] = &[
         name: "OrderPlaced",
         category: "order",
         version: 2,
+        root_schema: root_schema::<orders::v2::Event>,
+        sample: samples::order_placed_v2,
+    },
+    EventType {
+        name: "OrderConfirmed",
+        category: "order",
+        version: 2,
+        root_schema: root_schema::<orders::v2::Event>,
+        sample: samples::order_confirmed_v2,
+    },
+    EventType {
+        name: "OrderCancelled",
+        category: "order",
+        version: 2,
+        root_schema: root_schema::<orders::v2::Event>,
+        sample: samples::order_cancelled_v2,
+    },
+    EventType {
+        name: "OrderPlaced",
+        category: "order",
+        version: 3,
         root_schema: root_schema::<orders::Event>,
         sample: samples::order_placed,
     },
     EventType {
         name: "OrderConfirmed",
         category: "order",
-        version: 2,
+        version: 3,
         root_schema: root_schema::<orders::Event>,
         sample: samples::order_confirmed,
     },
     EventType {
         name: "OrderCancelled",
         category: "order",
-        version: 2,
+        version: 3,
         root_schema: root_schema::<orders::Event>,
         sample: samples::order_cancelled,
     },
@@ -375,11 +397,39 @@ mod samples {
         })
     }
 
+    pub(super) fn order_placed_v2() -> Vec<u8> {
+        encode(&orders::v2::Event::OrderPlaced {
+            order_id: "o1".into(),
+            customer_id: "alice".into(),
+            lines: vec![orders::PlacedLine::in_default_currency(&apple(3))],
+        })
+    }
+
+    pub(super) fn order_confirmed_v2() -> Vec<u8> {
+        encode(&orders::v2::Event::OrderConfirmed { total: 360 })
+    }
+
+    pub(super) fn order_cancelled_v2() -> Vec<u8> {
+        encode(&orders::v2::Event::OrderCancelled {
+            reason: "changed my mind".into(),
+        })
+    }
+
+    /// A sealed value with made-up bytes: samples are never opened, and the golden
+    /// files show the shape (key id, base64 ciphertext), not a real encryption.
+    fn sealed(tag: u8) -> privacy::Sealed {
+        privacy::Sealed {
+            key_id: privacy::KeyId(Uuid::from_u128(0x0193_a4e2_7c1d_4b3e_9f00_0000_0000_a11c)),
+            ciphertext: privacy::Ciphertext(vec![tag; 8]),
+        }
+    }
+
     pub(super) fn order_placed() -> Vec<u8> {
         encode(&orders::Event::OrderPlaced {
             order_id: "o1".into(),
             customer_id: "alice".into(),
             lines: vec![orders::PlacedLine::in_default_currency(&apple(3))],
+            shipping_address: Some(sealed(0x5a)),
         })
     }
 

@@ -219,6 +219,7 @@ mod tests {
                 quantity: 2,
                 currency: orders::CURRENCY.into(),
             }],
+            shipping_address: None,
         };
         let raw = postcard::to_allocvec(&placed).unwrap();
         let json = orders::event_to_json(orders::Order::EVENT_SCHEMA_VERSION, &raw).unwrap();

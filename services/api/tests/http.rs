@@ -1254,6 +1254,7 @@ mod idempotency {
                 sku: "apple".into(),
                 quantity: 1,
             }],
+            shipping_address: None,
         };
         let options = CommandOptions {
             command_id: api::idempotency::command_id(key),

@@ -20,15 +20,7 @@ use eventstore::Aggregate;
 use privacy::{KeyId, Sealed};
 use serde::{Deserialize, Serialize};
 
-/// A personal field of an event type: where personal data is, declared next to the
-/// events that hold it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PersonalField {
-    /// The event type, e.g. `CustomerRegistered`.
-    pub event_type: &'static str,
-    /// The field holding a [`Sealed`] value, e.g. `email`.
-    pub field: &'static str,
-}
+pub use privacy::PersonalField;
 
 /// The personal fields of the customer's events. Each holds a [`Sealed`] value under
 /// the key of the customer the stream is about.

@@ -19,6 +19,7 @@
 //!     order_id: "o-1".into(),
 //!     customer_id: "alice".into(),
 //!     lines: vec![PlacedLine { sku: "apple".into(), quantity: 3, currency: "EUR".into() }],
+//!     shipping_address: None,
 //! });
 //! assert_eq!(order.status(), OrderStatus::Pending);
 //!
@@ -32,16 +33,27 @@
 //! end, never reorder or change a field; a change of shape needs a new
 //! [`EVENT_SCHEMA_VERSION`](eventstore::Aggregate::EVENT_SCHEMA_VERSION), the old
 //! shape kept in a module of its own and an upcaster from it. Schema version 2 gave
-//! each line of [`Event::OrderPlaced`] a currency; events of version 1 ([`v1::Event`])
-//! are upcast when read ([`v1::Event::upcast`]), so every reader (the aggregate, the
-//! read models, the saga, the views) sees version 2 only. The golden tests of the
-//! `api` crate (docs/schemas/golden) pin the bytes of both versions.
+//! each line of [`Event::OrderPlaced`] a currency; schema version 3 gave it an optional
+//! `shipping_address`, personal data sealed under the ordering customer's key
+//! ([`privacy::Sealed`], declared in [`PERSONAL_FIELDS`]). Events of version 1
+//! ([`v1::Event`]) and 2 ([`v2::Event`]) are upcast when read (v1 through v2:
+//! [`v1::Event::upcast`], [`v2::Event::upcast`]), so every reader (the aggregate, the
+//! read models, the saga, the views) sees version 3 only. The golden tests of the
+//! `api` crate (docs/schemas/golden) pin the bytes of every version.
 
 use std::collections::BTreeSet;
 use std::fmt;
 
 use eventstore::Aggregate;
+use privacy::{PersonalField, Sealed};
 use serde::{Deserialize, Serialize};
+
+/// The personal fields of the order's events. Each holds a [`Sealed`] value under the
+/// key of the customer who ordered (`customer_id`), not of the order's stream.
+pub const PERSONAL_FIELDS: &[PersonalField] = &[PersonalField {
+    event_type: "OrderPlaced",
+    field: "shipping_address",
+}];
 
 /// One line of an order: so many units of one sku.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -102,6 +114,10 @@ pub enum Command {
         customer_id: String,
         /// What was ordered: at least one line, one line per sku.
         lines: Vec<OrderLine>,
+        /// Where to ship, sealed under the customer's key for the event
+        /// `EventId::derived(command id, 0)` of the stream `order-<order_id>`, field
+        /// `shipping_address`; copied into the event as it is.
+        shipping_address: Option<Sealed>,
     },
     /// Confirms a pending order: its stock is reserved and its customer charged.
     ConfirmOrder {
@@ -127,6 +143,9 @@ pub enum Event {
         customer_id: String,
         /// What was ordered, each line with its currency (since schema version 2).
         lines: Vec<PlacedLine>,
+        /// Where to ship, personal data sealed under the customer's key (since schema
+        /// version 3; `None` in orders placed without one, and in older versions).
+        shipping_address: Option<Sealed>,
     },
     /// The order was confirmed: stock reserved, customer charged.
     OrderConfirmed {
@@ -242,6 +261,8 @@ pub struct Order {
     lines: Vec<OrderLine>,
     total: Option<u64>,
     cancel_reason: Option<String>,
+    /// Sealed: the aggregate never opens it (snapshot schema version 2).
+    shipping_address: Option<Sealed>,
 }
 
 impl Order {
@@ -275,11 +296,18 @@ impl Order {
         self.cancel_reason.as_deref()
     }
 
+    /// Where to ship, sealed, if the order was placed with an address. It is bound to
+    /// the stream's first event (`OrderPlaced`, version 0), field `shipping_address`.
+    pub fn shipping_address(&self) -> Option<&Sealed> {
+        self.shipping_address.as_ref()
+    }
+
     fn place(
         &self,
         order_id: &str,
         customer_id: &str,
         lines: &[OrderLine],
+        shipping_address: Option<&Sealed>,
     ) -> Result<Vec<Event>, Error> {
         if self.status != OrderStatus::None {
             return Err(Error::AlreadyPlaced {
@@ -315,6 +343,7 @@ impl Order {
             order_id: order_id.to_owned(),
             customer_id: customer_id.to_owned(),
             lines: lines.iter().map(PlacedLine::in_default_currency).collect(),
+            shipping_address: shipping_address.cloned(),
         }])
     }
 
@@ -334,8 +363,12 @@ impl Aggregate for Order {
     type Error = Error;
 
     const CATEGORY: &'static str = "order";
-    /// 2: each line of `OrderPlaced` has a currency. Version 1 is upcast on read.
-    const EVENT_SCHEMA_VERSION: u32 = 2;
+    /// 3: `OrderPlaced` has an optional sealed `shipping_address`; 2: each of its lines
+    /// has a currency. Versions 1 and 2 are upcast on read.
+    const EVENT_SCHEMA_VERSION: u32 = 3;
+    /// 2: the state holds the sealed shipping address. Snapshots of version 1 are
+    /// ignored (the stream is folded from its events instead).
+    const SNAPSHOT_SCHEMA_VERSION: u32 = 2;
 
     fn decide(&self, command: &Command) -> Result<Vec<Event>, Error> {
         match command {
@@ -343,7 +376,8 @@ impl Aggregate for Order {
                 order_id,
                 customer_id,
                 lines,
-            } => self.place(order_id, customer_id, lines),
+                shipping_address,
+            } => self.place(order_id, customer_id, lines, shipping_address.as_ref()),
             Command::ConfirmOrder { total } => {
                 self.ensure_pending()?;
                 if *total == 0 {
@@ -369,11 +403,13 @@ impl Aggregate for Order {
                 order_id,
                 customer_id,
                 lines,
+                shipping_address,
             } => {
                 self.status = OrderStatus::Pending;
                 self.order_id.clone_from(order_id);
                 self.customer_id.clone_from(customer_id);
                 self.lines = lines.iter().map(PlacedLine::line).collect();
+                self.shipping_address.clone_from(shipping_address);
             }
             Event::OrderConfirmed { total } => {
                 self.status = OrderStatus::Confirmed;
@@ -395,7 +431,7 @@ impl Aggregate for Order {
         }
     }
 
-    /// Version 2 as it is; version 1 decoded in its own shape and upcast.
+    /// Version 3 as it is; versions 1 and 2 decoded in their own shapes and upcast.
     fn decode_event(schema_version: u32, payload: &[u8]) -> Result<Event, eventstore::Error> {
         let codec = |source| eventstore::Error::Codec {
             what: "order event",
@@ -403,9 +439,12 @@ impl Aggregate for Order {
         };
         match schema_version {
             1 => postcard::from_bytes::<v1::Event>(payload)
-                .map(v1::Event::upcast)
+                .map(|event| event.upcast().upcast())
                 .map_err(codec),
-            2 => postcard::from_bytes(payload).map_err(codec),
+            2 => postcard::from_bytes::<v2::Event>(payload)
+                .map(v2::Event::upcast)
+                .map_err(codec),
+            3 => postcard::from_bytes(payload).map_err(codec),
             _ => Err(eventstore::Error::UnknownSchemaVersion {
                 what: "order event",
                 schema_version,
@@ -448,7 +487,62 @@ pub mod v1 {
     impl Event {
         /// The event in schema version 2: each line of an `OrderPlaced` in
         /// [`super::CURRENCY`], the only currency Annals priced in when version 1 was
-        /// written; the other events are unchanged.
+        /// written; the other events are unchanged. Upcast it again
+        /// ([`super::v2::Event::upcast`]) for the current version.
+        pub fn upcast(self) -> super::v2::Event {
+            use super::v2;
+            match self {
+                Event::OrderPlaced {
+                    order_id,
+                    customer_id,
+                    lines,
+                } => v2::Event::OrderPlaced {
+                    order_id,
+                    customer_id,
+                    lines: lines.iter().map(PlacedLine::in_default_currency).collect(),
+                },
+                Event::OrderConfirmed { total } => v2::Event::OrderConfirmed { total },
+                Event::OrderCancelled { reason } => v2::Event::OrderCancelled { reason },
+            }
+        }
+    }
+}
+
+/// The order events of schema version 2 (lines with a currency, no shipping address),
+/// kept to read the logs that hold them and to generate their JSON Schema. Never change
+/// them.
+pub mod v2 {
+    use serde::{Deserialize, Serialize};
+
+    use super::PlacedLine;
+
+    /// What happened to an order, as schema version 2 recorded it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+    pub enum Event {
+        /// The order was placed and is pending.
+        OrderPlaced {
+            /// The order.
+            order_id: String,
+            /// Who ordered.
+            customer_id: String,
+            /// What was ordered, each line with its currency (since schema version 2).
+            lines: Vec<PlacedLine>,
+        },
+        /// The order was confirmed: stock reserved, customer charged.
+        OrderConfirmed {
+            /// The amount charged, in minor units.
+            total: u64,
+        },
+        /// The order was cancelled.
+        OrderCancelled {
+            /// Why.
+            reason: String,
+        },
+    }
+
+    impl Event {
+        /// The event in schema version 3: an `OrderPlaced` without a shipping address
+        /// (version 2 had none); the other events are unchanged.
         pub fn upcast(self) -> super::Event {
             match self {
                 Event::OrderPlaced {
@@ -458,7 +552,8 @@ pub mod v1 {
                 } => super::Event::OrderPlaced {
                     order_id,
                     customer_id,
-                    lines: lines.iter().map(PlacedLine::in_default_currency).collect(),
+                    lines,
+                    shipping_address: None,
                 },
                 Event::OrderConfirmed { total } => super::Event::OrderConfirmed { total },
                 Event::OrderCancelled { reason } => super::Event::OrderCancelled { reason },

@@ -41,6 +41,46 @@ fn placed() -> Event {
             .iter()
             .map(PlacedLine::in_default_currency)
             .collect(),
+        shipping_address: None,
+    }
+}
+
+/// A sealed shipping address. Made up bytes: the aggregate never opens it, it only
+/// carries it from the command into the event.
+fn sealed_address() -> privacy::Sealed {
+    privacy::Sealed {
+        key_id: privacy::KeyId(uuid::Uuid::from_u128(0xa11ce)),
+        ciphertext: privacy::Ciphertext(vec![0xc1; 4]),
+    }
+}
+
+/// [`placed`] with a shipping address.
+fn placed_shipping(address: privacy::Sealed) -> Event {
+    match placed() {
+        Event::OrderPlaced {
+            order_id,
+            customer_id,
+            lines,
+            ..
+        } => Event::OrderPlaced {
+            order_id,
+            customer_id,
+            lines,
+            shipping_address: Some(address),
+        },
+        _ => unreachable!(),
+    }
+}
+
+/// [`placed`] as schema version 2 recorded it: no shipping address.
+fn placed_v2() -> v2::Event {
+    v2::Event::OrderPlaced {
+        order_id: "o-1".into(),
+        customer_id: "alice".into(),
+        lines: two_lines()
+            .iter()
+            .map(PlacedLine::in_default_currency)
+            .collect(),
     }
 }
 
@@ -68,6 +108,16 @@ fn place(order_id: &str, customer_id: &str, lines: Vec<OrderLine>) -> Command {
         order_id: order_id.into(),
         customer_id: customer_id.into(),
         lines,
+        shipping_address: None,
+    }
+}
+
+fn place_shipping(address: privacy::Sealed) -> Command {
+    Command::PlaceOrder {
+        order_id: "o-1".into(),
+        customer_id: "alice".into(),
+        lines: two_lines(),
+        shipping_address: Some(address),
     }
 }
 
@@ -89,6 +139,44 @@ fn an_order_is_placed() {
         vec![],
         place("o-1", "alice", two_lines()),
         Ok(vec![placed()]),
+    );
+}
+
+#[test]
+fn an_order_is_placed_with_its_sealed_shipping_address_as_given() {
+    check(
+        vec![],
+        place_shipping(sealed_address()),
+        Ok(vec![placed_shipping(sealed_address())]),
+    );
+}
+
+#[test]
+fn the_order_keeps_its_sealed_shipping_address_and_nothing_else_changes() {
+    let with_address = fold(&[placed_shipping(sealed_address())]);
+    assert_eq!(with_address.shipping_address(), Some(&sealed_address()));
+    let without = fold(&[placed()]);
+    assert_eq!(without.shipping_address(), None);
+    assert_eq!(with_address.status(), without.status());
+    assert_eq!(with_address.lines(), without.lines());
+    assert_eq!(with_address.customer_id(), without.customer_id());
+}
+
+#[test]
+fn the_shipping_address_is_the_declared_personal_field() {
+    assert_eq!(
+        PERSONAL_FIELDS,
+        &[privacy::PersonalField {
+            event_type: "OrderPlaced",
+            field: "shipping_address",
+        }]
+    );
+    // The declared field is in the event's JSON, as a sealed value.
+    let json = serde_json::to_value(placed_shipping(sealed_address())).unwrap();
+    let address = &json["OrderPlaced"]["shipping_address"];
+    assert_eq!(
+        privacy::sealed_key_id(address),
+        Some(sealed_address().key_id)
     );
 }
 
@@ -296,8 +384,8 @@ fn one_of_each() -> Vec<Event> {
 }
 
 /// The postcard bytes of schema version 1, as logs written before version 2 hold them:
-/// they decode, upcast, to the version 2 events. If this fails, old logs would no longer
-/// decode.
+/// they decode, upcast twice, to the current events. If this fails, old logs would no
+/// longer decode.
 #[test]
 fn the_stored_format_of_version_1_is_pinned_and_upcast() {
     let golden: [&[u8]; 3] = [
@@ -323,37 +411,76 @@ fn the_stored_format_of_version_1_is_pinned_and_upcast() {
 }
 
 /// The postcard bytes of schema version 2: each line's currency follows its quantity.
+/// They decode, upcast, to the current events without a shipping address.
 #[test]
-fn the_stored_format_of_version_2_is_pinned() {
+fn the_stored_format_of_version_2_is_pinned_and_upcast() {
     let golden: [&[u8]; 3] = [
         b"\x00\x03o-1\x05alice\x02\x05apple\x02\x03EUR\x04pear\x01\x03EUR",
         b"\x01\xe8\x02",
         b"\x02\x0cout of stock",
     ];
-    for (event, bytes) in one_of_each().iter().zip(golden) {
+    let version_2 = [
+        placed_v2(),
+        v2::Event::OrderConfirmed { total: 360 },
+        v2::Event::OrderCancelled {
+            reason: "out of stock".into(),
+        },
+    ];
+    for ((old, event), bytes) in version_2.iter().zip(one_of_each()).zip(golden) {
+        assert_eq!(
+            postcard::to_allocvec(old).unwrap(),
+            bytes,
+            "encoding {old:?}"
+        );
+        assert_eq!(Order::decode_event(2, bytes).unwrap(), event);
+    }
+}
+
+/// The postcard bytes of schema version 3: the shipping address follows the lines, an
+/// option (0 for none; 1, then the key id's 16 bytes and the ciphertext's length and
+/// bytes).
+#[test]
+fn the_stored_format_of_version_3_is_pinned() {
+    let with_address: &[u8] = b"\x00\x03o-1\x05alice\x02\x05apple\x02\x03EUR\x04pear\x01\x03EUR\x01\x10\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x0a\x11\xce\x04\xc1\xc1\xc1\xc1";
+    let golden: [&[u8]; 4] = [
+        b"\x00\x03o-1\x05alice\x02\x05apple\x02\x03EUR\x04pear\x01\x03EUR\x00",
+        b"\x01\xe8\x02",
+        b"\x02\x0cout of stock",
+        with_address,
+    ];
+    let mut events = one_of_each();
+    events.push(placed_shipping(sealed_address()));
+    for (event, bytes) in events.iter().zip(golden) {
         assert_eq!(
             postcard::to_allocvec(event).unwrap(),
             bytes,
             "encoding {event:?}"
         );
-        assert_eq!(&Order::decode_event(2, bytes).unwrap(), event);
+        assert_eq!(&Order::decode_event(3, bytes).unwrap(), event);
     }
     assert!(matches!(
-        Order::decode_event(3, golden[1]),
+        Order::decode_event(4, golden[1]),
         Err(eventstore::Error::UnknownSchemaVersion {
-            schema_version: 3,
+            schema_version: 4,
             ..
         })
     ));
 }
 
-/// A version 1 log and the same history in version 2 fold to the same order.
+/// Older histories fold to the same order as the same history in version 3.
 #[test]
-fn a_version_1_history_folds_as_its_upcast() {
+fn older_histories_fold_as_their_upcast() {
     let old = [placed_v1(), v1::Event::OrderConfirmed { total: 360 }];
-    let upcast: Vec<Event> = old.iter().cloned().map(v1::Event::upcast).collect();
+    let upcast: Vec<Event> = old
+        .iter()
+        .cloned()
+        .map(|event| event.upcast().upcast())
+        .collect();
     assert_eq!(upcast, vec![placed(), confirmed(360)]);
     assert_eq!(fold(&upcast), fold(&[placed(), confirmed(360)]));
+    let old = [placed_v2(), v2::Event::OrderConfirmed { total: 360 }];
+    let upcast: Vec<Event> = old.iter().cloned().map(v2::Event::upcast).collect();
+    assert_eq!(upcast, vec![placed(), confirmed(360)]);
 }
 
 #[test]
@@ -393,12 +520,25 @@ fn stored_events_display_as_json() {
             {"sku": "apple", "quantity": 2, "currency": "EUR"},
             {"sku": "pear", "quantity": 1, "currency": "EUR"},
         ],
+        "shipping_address": null,
     });
     let bytes = postcard::to_allocvec(&placed()).unwrap();
+    assert_eq!(event_to_json(3, &bytes).unwrap(), expected);
+    // Versions 1 and 2 show as their upcast.
+    let bytes = postcard::to_allocvec(&placed_v2()).unwrap();
     assert_eq!(event_to_json(2, &bytes).unwrap(), expected);
-    // Version 1 shows as its upcast.
     let bytes = postcard::to_allocvec(&placed_v1()).unwrap();
     assert_eq!(event_to_json(1, &bytes).unwrap(), expected);
+    // A sealed address shows as its key id and base64 ciphertext, never opened.
+    let bytes = postcard::to_allocvec(&placed_shipping(sealed_address())).unwrap();
+    let json = event_to_json(3, &bytes).unwrap();
+    assert_eq!(
+        json["shipping_address"],
+        serde_json::json!({
+            "key_id": "00000000-0000-0000-0000-0000000a11ce",
+            "ciphertext": "wcHBwQ==",
+        })
+    );
     assert!(matches!(
         event_to_json(1, &[0x09]),
         Err(eventstore::Error::Codec { .. })

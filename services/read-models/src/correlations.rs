@@ -108,6 +108,7 @@ mod tests {
             order_id: order_id.into(),
             customer_id: "alice".into(),
             lines: vec![],
+            shipping_address: None,
         }
     }
 

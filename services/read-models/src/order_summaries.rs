@@ -279,6 +279,7 @@ impl Projection for OrdersProjection {
                 order_id: _,
                 customer_id,
                 lines,
+                shipping_address: _,
             } => {
                 let customer = customer_key(&customer_id)?;
                 let order = StoredOrder {
@@ -430,6 +431,7 @@ mod tests {
                     quantity: 3,
                     currency: orders::CURRENCY.into(),
                 }],
+                shipping_address: None,
             },
         )
     }

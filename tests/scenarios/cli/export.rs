@@ -46,6 +46,7 @@ fn seed_history_and_commands(dir: &Path) {
                     sku: "apple".into(),
                     quantity: u64::from(n % 5 + 1),
                 }],
+                shipping_address: None,
             };
             repository.execute(&id, &place, &options).await.unwrap();
             if n % 3 == 0 {
@@ -117,13 +118,15 @@ fn export_then_import_reproduces_the_log_event_by_event_and_its_hash_chain() {
                 "command_id": "0193a4e2-7c1d-7b3e-9f00-0000000000c1"
             },
             "payload": crate::support::hex(&history()[4].payload),
-            // Written as schema version 1, read as the current one: lines gain a currency.
+            // Written as schema version 1, read as the current one: lines gain a currency,
+            // and the order an absent shipping address.
             "payload_json": {
                 "order_id": "o1",
                 "customer_id": "alice",
-                "lines": [{"sku": "apple", "quantity": 3, "currency": "EUR"}]
+                "lines": [{"sku": "apple", "quantity": 3, "currency": "EUR"}],
+                "shipping_address": null
             },
-            "payload_schema": "urn:annals:schema:event:OrderPlaced:2",
+            "payload_schema": "urn:annals:schema:event:OrderPlaced:3",
             "last_in_commit": true
         })
     );

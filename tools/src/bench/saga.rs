@@ -113,6 +113,7 @@ pub(super) async fn run(args: SagaArgs) -> anyhow::Result<()> {
                 order_id: order_id.clone(),
                 customer_id: customer,
                 lines,
+                shipping_address: None,
             };
             let options = CommandOptions {
                 command_id: uuid::Uuid::now_v7(),

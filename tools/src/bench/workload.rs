@@ -200,6 +200,7 @@ pub(super) async fn seed_domain(store: &EventStore, workload: &Workload) -> anyh
                             currency: orders::CURRENCY.to_owned(),
                         })
                         .collect(),
+                    shipping_address: None,
                 };
                 append_domain::<Order>(&store, &order_id, &[placed]).await?;
                 let mut total = 0;

@@ -661,3 +661,28 @@ async fn indexed_fields(
 ) -> Result<Vec<(eventstore::Position, String)>, ApiError> {
     Ok(Vec::new())
 }
+
+/// The customer's profile address in plaintext, if the customer has a readable profile
+/// (registered, not erased, not tampered): what an order without a `shipping_address`
+/// ships to. Read from the customer's stream, not a read model, so that an order placed
+/// right after the registration sees it.
+pub(crate) async fn profile_address(
+    state: &AppState,
+    key_store: &KeyStore,
+    customer_id: &str,
+) -> Result<Option<String>, ApiError> {
+    let record = decode(customer_events(state, customer_id).await?)?;
+    if record.erased.is_some() {
+        return Ok(None);
+    }
+    let Some((event, customers::Event::CustomerRegistered { address, .. })) = record.registered
+    else {
+        return Ok(None);
+    };
+    let binding = Binding {
+        stream: event.stream_id.as_str(),
+        event_id: event.id.as_uuid(),
+        field: "address",
+    };
+    Ok(personal_data::open(key_store, &address, &binding).value)
+}

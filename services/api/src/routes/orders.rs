@@ -170,6 +170,7 @@ pub(crate) async fn place_order(
                     quantity: line.quantity,
                 })
                 .collect(),
+            shipping_address: None,
         };
         let committed = context
             .execute(&context.state.inner.orders, &order_id, &command)
