@@ -194,6 +194,13 @@ fn from_millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
+/// Now, at the precision the files keep (milliseconds): a time the store reports
+/// (a key's creation, an erasure's `Erased { at }`) is the same before and after a
+/// reopen.
+fn now() -> DateTime<Utc> {
+    from_millis(millis(Utc::now()))
+}
+
 fn wrap(wrapping: &[u8; 32], key: &[u8; 32], aad: &[u8]) -> Result<Vec<u8>, Error> {
     let mut nonce = [0u8; NONCE_LEN];
     crate::random(&mut nonce)?;
@@ -457,7 +464,7 @@ impl KeyStore {
         let mut material = Zeroizing::new([0u8; 32]);
         crate::random(material.as_mut())?;
         let key_id = KeyId::random()?;
-        let created_at = Utc::now();
+        let created_at = now();
         let epoch = match self.read().epochs.get(&bucket) {
             Some(epoch) => epoch.clone(),
             None => {
@@ -580,7 +587,7 @@ impl KeyStore {
                 already_destroyed,
             });
         }
-        let at = Utc::now();
+        let at = now();
         let mut epoch = Zeroizing::new([0u8; 32]);
         crate::random(epoch.as_mut())?;
         let file = self.bucket_file(bucket, &epoch, Some((subject, at)))?;
