@@ -78,6 +78,7 @@ pub const AGGREGATES: &[(&str, Fold)] = &[
     (orders::Order::CATEGORY, fold::<orders::Order>),
     (inventory::Stock::CATEGORY, fold::<inventory::Stock>),
     (payments::Account::CATEGORY, fold::<payments::Account>),
+    (customers::Customer::CATEGORY, fold::<customers::Customer>),
     (FULFILMENT_CATEGORY, fold_saga::<sagas::Fulfilment>),
 ];
 
@@ -201,6 +202,7 @@ mod tests {
         assert_eq!(category("order-42"), Some("order"));
         assert_eq!(category("stock-apple"), Some("stock"));
         assert_eq!(category("account-alice"), Some("account"));
+        assert_eq!(category("customer-alice"), Some("customer"));
         assert_eq!(category("saga-fulfilment-42"), Some("saga-fulfilment"));
         assert_eq!(category("orders-42"), None);
         assert_eq!(category("saga-other-1"), None);

@@ -90,6 +90,19 @@ impl Server {
         body
     }
 
+    /// Places an order of `customer_id` (with `shipping_address`); its id.
+    async fn place_order(&self, customer_id: &str, shipping_address: Option<&str>) -> String {
+        let mut body =
+            json!({"customer_id": customer_id, "lines": [{"sku": "apple", "quantity": 1}]});
+        if let Some(address) = shipping_address {
+            body["shipping_address"] = json!(address);
+        }
+        let (status, placed) = self.send("POST", "/api/v1/orders", Some(body)).await;
+        assert_eq!(status, 201, "{placed}");
+        assert!(!placed.to_string().contains("Lane"), "{placed}");
+        placed["order_id"].as_str().unwrap().to_owned()
+    }
+
     async fn stop(self) {
         self.platform.stop().await;
     }
@@ -159,6 +172,46 @@ async fn a_profile_is_sealed_read_back_and_erased_for_good() {
     let (status, _) = server.send("GET", "/api/v1/customers/nobody", None).await;
     assert_eq!(status, 404);
 
+    // Orders: a shipping address given, or the profile's by default, sealed for the
+    // order's own event; none for a customer without a profile.
+    let given = server
+        .place_order("alice", Some("2 Looking-Glass Lane"))
+        .await;
+    let defaulted = server.place_order("alice", None).await;
+    let without = server.place_order("dodo", None).await;
+    for (order_id, address) in [
+        (&given, json!("2 Looking-Glass Lane")),
+        (&defaulted, json!(ADDRESS)),
+        (&without, Value::Null),
+    ] {
+        let (status, order) = server
+            .send("GET", &format!("/api/v1/orders/{order_id}"), None)
+            .await;
+        assert_eq!(status, 200, "{order}");
+        assert_eq!(order["shipping_address"], address, "{order}");
+        assert_eq!(order["erased"], false, "{order}");
+    }
+    let (status, problem) = server
+        .send(
+            "POST",
+            "/api/v1/orders",
+            Some(
+                json!({"customer_id": "alice", "lines": [{"sku": "apple", "quantity": 1}],
+                        "shipping_address": " "}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    let (_, order_stream) = server
+        .send("GET", &format!("/api/v1/streams/order-{defaulted}"), None)
+        .await;
+    let sealed = &order_stream["events"][0]["payload"]["shipping_address"];
+    assert!(sealed["ciphertext"].is_string(), "{order_stream}");
+    assert!(
+        !order_stream.to_string().contains("Rabbit"),
+        "{order_stream}"
+    );
+
     // The log holds ciphertext only.
     let (status, stream) = server
         .send("GET", "/api/v1/streams/customer-alice", None)
@@ -222,6 +275,20 @@ async fn a_profile_is_sealed_read_back_and_erased_for_good() {
     assert_eq!(status, 200, "{access}");
     assert_eq!(access["fields"], json!([]));
     assert_eq!(access["erased"], true);
+    for order_id in [&given, &defaulted] {
+        let (_, order) = server
+            .send("GET", &format!("/api/v1/orders/{order_id}"), None)
+            .await;
+        assert_eq!(order["shipping_address"], Value::Null, "{order}");
+        assert_eq!(order["erased"], true, "{order}");
+    }
+    let (_, order_stream) = server
+        .send("GET", &format!("/api/v1/streams/order-{given}"), None)
+        .await;
+    assert_eq!(
+        order_stream["events"][0]["payload"]["shipping_address"]["erased"], true,
+        "{order_stream}"
+    );
 
     // Log reads: the ciphertext, marked erased, never opened.
     let (_, stream) = server

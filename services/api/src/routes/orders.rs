@@ -14,6 +14,7 @@ use crate::AppState;
 use crate::commands::{CommandAccepted, CommandHeaders, CommandRequest, Reply, run};
 use crate::extract::{JsonBody, OrderPath, QueryParams, check_entity_id};
 use crate::gate::Identity;
+use crate::personal_data;
 use crate::problem::{ApiError, idempotency_key_reused, too_many_lines};
 use crate::queries::{blocking, entity_response, load};
 use crate::responses::{
@@ -36,6 +37,17 @@ pub struct PlaceOrder {
         example = json!([{"sku": "apple", "quantity": 3}])
     )]
     pub lines: Vec<OrderLine>,
+    /// Where to ship it; not blank, at most 1024 bytes. Personal data: sealed under the
+    /// customer's key (a server without a master key answers 503
+    /// `personal-data-disabled`). Absent: the customer's profile address, if the customer
+    /// has a readable profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        example = "1 Rabbit Hole, Oxford",
+        max_length = 1024,
+        pattern = r"[^\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]"
+    )]
+    pub shipping_address: Option<String>,
 }
 
 /// One line of an order.
@@ -114,6 +126,11 @@ pub struct OrderView {
     pub total: Option<u64>,
     /// Why it was cancelled, once cancelled.
     pub cancel_reason: Option<String>,
+    /// Where it ships, decrypted; null without one, once the customer's personal data
+    /// was erased, or when it cannot be read.
+    pub shipping_address: Option<String>,
+    /// Whether the shipping address was erased (the customer's keys destroyed).
+    pub erased: bool,
     /// The stream version this state is folded to (also the `ETag`).
     pub version: u64,
 }
@@ -148,7 +165,20 @@ pub(crate) async fn place_order(
         check_entity_id("sku", &line.sku)?;
     }
     check_lines(&body.lines)?;
-    let request = CommandRequest::new("place_order", &uri, &headers, &body, identity)?;
+    if let Some(address) = &body.shipping_address {
+        super::customers::check_field("shipping_address", address)?;
+        personal_data::key_store(&state)?;
+    }
+    // The idempotency record keeps the fingerprint: of whether an address was given,
+    // never of the address.
+    let mut fingerprinted =
+        serde_json::to_value(&body).map_err(|error| ApiError::internal(&error))?;
+    if let Some(object) = fingerprinted.as_object_mut()
+        && object.remove("shipping_address").is_some()
+    {
+        object.insert("shipping_address".into(), serde_json::Value::Bool(true));
+    }
+    let request = CommandRequest::new("place_order", &uri, &headers, &fingerprinted, identity)?;
     run(&state, request, |context| async move {
         // A keyed retry of an order placed before (the server stopped before it could
         // record the answer) must name the same order.
@@ -159,7 +189,16 @@ pub(crate) async fn place_order(
             },
             None => Uuid::now_v7().to_string(),
         };
+        let shipping_address = shipping_address(
+            &context.state,
+            &body.customer_id,
+            body.shipping_address.as_deref(),
+            &format!("order-{order_id}"),
+            context.command_id(),
+        )
+        .await?;
         let command = orders::Command::PlaceOrder {
+            shipping_address,
             order_id: order_id.clone(),
             customer_id: body.customer_id,
             lines: body
@@ -170,7 +209,6 @@ pub(crate) async fn place_order(
                     quantity: line.quantity,
                 })
                 .collect(),
-            shipping_address: None,
         };
         let committed = context
             .execute(&context.state.inner.orders, &order_id, &command)
@@ -188,6 +226,74 @@ pub(crate) async fn place_order(
         )
     })
     .await
+}
+
+/// The sealed shipping address of the order `order_id`'s event `stream` (for the event
+/// `EventId::derived(command_id, 0)`, the `OrderPlaced` the repository records): the
+/// address given, or the customer's profile address, opened and sealed again for the
+/// order's event (a ciphertext is never copied from one event into another); `None`
+/// without either, or on a server without a key store when none was given.
+async fn shipping_address(
+    state: &AppState,
+    customer_id: &str,
+    given: Option<&str>,
+    stream: &str,
+    command_id: Uuid,
+) -> Result<Option<privacy::Sealed>, ApiError> {
+    let Some(key_store) = state.key_store() else {
+        return match given {
+            Some(_) => Err(personal_data::disabled()),
+            None => Ok(None),
+        };
+    };
+    let address = match given {
+        Some(address) => address.to_owned(),
+        None => match super::customers::profile_address(state, key_store, customer_id).await? {
+            Some(address) => address,
+            None => return Ok(None),
+        },
+    };
+    let key_id = personal_data::create_key(key_store, customer_id).await?;
+    let binding = privacy::Binding {
+        stream,
+        event_id: eventstore::EventId::derived(command_id, 0).as_uuid(),
+        field: "shipping_address",
+    };
+    personal_data::seal(key_store, key_id, &binding, &address).map(Some)
+}
+
+/// The order's shipping address, opened from its `OrderPlaced` event (the first of its
+/// stream), and whether it was erased.
+async fn placed_shipping_address(
+    state: &AppState,
+    order_id: &str,
+) -> Result<(Option<String>, bool), ApiError> {
+    use eventstore::Aggregate;
+    let stream = crate::extract::check_stream_id("order", &format!("order-{order_id}"))?;
+    let store = state.store().clone();
+    let mut first =
+        blocking(move || store.read_stream(&stream, Version(0), eventstore::Direction::Forward, 1))
+            .await?;
+    let Some(event) = first.pop() else {
+        return Ok((None, false));
+    };
+    let Ok(orders::Event::OrderPlaced {
+        shipping_address: Some(sealed),
+        ..
+    }) = orders::Order::decode_event(event.schema_version, &event.payload)
+    else {
+        return Ok((None, false));
+    };
+    let Some(key_store) = state.key_store() else {
+        return Ok((None, false));
+    };
+    let binding = privacy::Binding {
+        stream: event.stream_id.as_str(),
+        event_id: event.id.as_uuid(),
+        field: "shipping_address",
+    };
+    let opened = personal_data::open(key_store, &sealed, &binding);
+    Ok((opened.value, opened.erased_at.is_some()))
 }
 
 /// Cancel a pending order.
@@ -253,7 +359,10 @@ pub(crate) async fn get_order(
     if order.status() == orders::OrderStatus::None {
         return Err(unknown());
     }
+    let (shipping_address, erased) = placed_shipping_address(&state, &order_id).await?;
     let view = OrderView {
+        shipping_address,
+        erased,
         order_id: order.order_id().to_owned(),
         customer_id: order.customer_id().to_owned(),
         status: order.status().to_string(),
