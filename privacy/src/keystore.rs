@@ -922,11 +922,25 @@ pub fn status(data_dir: &Path) -> Result<Status, Error> {
 /// server). Safe to run again after an interruption: buckets already under `new` are
 /// left alone. Returns how many bucket files were rewritten.
 pub fn rotate_master(data_dir: &Path, old: &MasterKey, new: &MasterKey) -> Result<usize, Error> {
+    rotate_master_with_progress(data_dir, old, new, &mut |_, _| {})
+}
+
+/// [`rotate_master`], calling `progress(done, total)` after each bucket file (done or
+/// already under `new`) of `total`.
+pub fn rotate_master_with_progress(
+    data_dir: &Path,
+    old: &MasterKey,
+    new: &MasterKey,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<usize, Error> {
     let dir = data_dir.join(KeyStore::DIR);
     create_dir(&dir)?;
     let _lock = lock(&dir)?;
     let mut rewritten = 0;
-    for (path, file) in read_buckets(&dir)? {
+    let buckets = read_buckets(&dir)?;
+    let total = buckets.len();
+    for (done, (path, file)) in buckets.into_iter().enumerate() {
+        progress(done, total);
         if file.master_fingerprint == new.fingerprint_bytes() {
             continue;
         }
@@ -973,6 +987,7 @@ pub fn rotate_master(data_dir: &Path, old: &MasterKey, new: &MasterKey) -> Resul
         })?;
         rewritten += 1;
     }
+    progress(total, total);
     Ok(rewritten)
 }
 

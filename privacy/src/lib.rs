@@ -48,7 +48,7 @@ pub use error::{Error, Unreadable};
 pub use json::{mark_erased, sealed_key_id};
 pub use keystore::{
     BUCKETS, Erasure, ExportedKey, KeyInfo, KeyStore, SealError, Status, destroyed_keys,
-    rotate_master, status,
+    rotate_master, rotate_master_with_progress, status,
 };
 pub use master::{MASTER_KEY_ENV, MasterKey};
 pub use personal::PersonalField;

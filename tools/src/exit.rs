@@ -136,15 +136,19 @@ pub fn report(error: &anyhow::Error) -> ExitCode {
     let outbox_error = error
         .chain()
         .find_map(|cause| cause.downcast_ref::<outbox::Error>());
-    let code = match (failure, outbox_error, store_error) {
-        (Some(failure), _, _) => failure.code(),
-        (None, Some(outbox_error), _) => outbox_code(outbox_error),
-        (None, None, Some(store_error)) => store_code(store_error),
-        (None, None, None) => UNEXPECTED,
+    let key_store_error = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<privacy::Error>());
+    let code = match (failure, outbox_error, store_error, key_store_error) {
+        (Some(failure), _, _, _) => failure.code(),
+        (None, Some(outbox_error), _, _) => outbox_code(outbox_error),
+        (None, None, Some(store_error), _) => store_code(store_error),
+        (None, None, None, Some(key_store_error)) => key_store_code(key_store_error),
+        (None, None, None, None) => UNEXPECTED,
     };
     let message: Vec<String> = error.chain().map(ToString::to_string).collect();
     let mut line = message.join(": ");
-    if code == LOCKED {
+    if code == LOCKED && key_store_error.is_none() {
         line.push_str("; ");
         line.push_str(LOCKED_HINT);
     }
@@ -161,6 +165,21 @@ fn store_code(error: &Error) -> u8 {
         Error::Corrupt { .. } => CORRUPT,
         Error::RestartRequired { .. } => STORE_FAILED,
         Error::InvalidStreamId { .. } | Error::InvalidEventId { .. } => USAGE,
+        _ => UNEXPECTED,
+    }
+}
+
+/// The key store's errors: held by a server (4), damaged (5), a wrong or unreadable
+/// master key, or keys exported under another one (2: the operator gives the right key).
+fn key_store_code(error: &privacy::Error) -> u8 {
+    use privacy::Error as Keys;
+    match error {
+        Keys::Locked { .. } => LOCKED,
+        Keys::Corrupt { .. } => CORRUPT,
+        Keys::WrongMasterKey { .. }
+        | Keys::BadMasterKey { .. }
+        | Keys::MasterKeyFile { .. }
+        | Keys::ExportedUnderOtherMaster { .. } => USAGE,
         _ => UNEXPECTED,
     }
 }

@@ -37,7 +37,13 @@ Examples:
   annals export --data-dir ./annals-data --to annals.ndjson
   annals export --data-dir ./annals-data --to - | gzip > annals.ndjson.gz
 
+  annals export --data-dir ./annals-data --to annals.ndjson --with-keys \\
+      --master-key-file /etc/annals/master.key         # also annals.ndjson.keys
+
 The format (NDJSON: a header line, then one line per event) is described in docs/EXPORT.md.
+Without --with-keys an export holds no key material: personal fields stay ciphertext that
+only the key store of the data directory opens. With it, the key store's keys, wrapped by
+the master key, go to a separate file (<FILE>.keys, mode 0600).
 The data directory must not be held by a running server: stop it first.")]
 pub struct ExportArgs {
     /// The data directory to export (not held by a running server).
@@ -52,6 +58,17 @@ pub struct ExportArgs {
     /// place once complete.
     #[arg(long, value_name = "FILE")]
     to: PathBuf,
+    /// Also export the key store's keys (wrapped by the master key, destroyed ones as
+    /// tombstones) to a separate file: `<FILE>.keys`, or --keys-to.
+    #[arg(long)]
+    with_keys: bool,
+    /// Where --with-keys writes the keys [default: the export's file name + `.keys`;
+    /// required with `--to -`].
+    #[arg(long, value_name = "FILE", requires = "with_keys")]
+    keys_to: Option<PathBuf>,
+    /// The master key (with --with-keys).
+    #[command(flatten)]
+    master: crate::keys::MasterKeyArgs,
     /// Draw no progress bars.
     #[arg(long)]
     no_progress: bool,
@@ -64,15 +81,24 @@ pub struct ExportArgs {
 #[command(after_help = "\
 Examples:
   annals import annals.ndjson --data-dir ./restored
+  annals import annals.ndjson --data-dir ./restored --master-key-file /etc/annals/master.key
   gunzip -c annals.ndjson.gz | annals import - --data-dir ./restored
 
 The data directory must be new, empty, or hold no events. The import is written into a
 temporary directory beside it, verified whole, its head hash compared with the one the
-export recorded, and only then moved into place: a refused file leaves nothing behind.")]
+export recorded, and only then moved into place: a refused file leaves nothing behind.
+If the export has a keys file (<FILE>.keys, or --keys), its keys go into the new data
+directory's key store: give the master key they are wrapped by.")]
 pub struct ImportArgs {
     /// The export file to read (`-`: standard input).
     #[arg(value_name = "FILE")]
     file: PathBuf,
+    /// The keys file of `annals export --with-keys` [default: `<FILE>.keys` if it exists].
+    #[arg(long, value_name = "KEYS_FILE")]
+    keys: Option<PathBuf>,
+    /// The master key the exported keys are wrapped by (needed when there are keys).
+    #[command(flatten)]
+    master: crate::keys::MasterKeyArgs,
     /// The data directory to fill: new (it is created), empty, or without events.
     #[arg(long, value_name = "DIR")]
     data_dir: PathBuf,
@@ -211,20 +237,163 @@ struct ExportReport {
     head_hash: String,
     file: String,
     seconds: f64,
+    /// Keys written with --with-keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<usize>,
+    /// Where.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys_file: Option<String>,
+}
+
+/// The `format` member of a keys file.
+pub const KEYS_FORMAT: &str = "annals-export-keys";
+
+/// The keys file of `annals export --with-keys`: one JSON object, apart from the events
+/// so that an export without it holds no key material at all.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeysFile {
+    /// Always [`KEYS_FORMAT`].
+    pub format: String,
+    /// [`FORMAT_VERSION`].
+    pub version: u32,
+    /// The head hash of the export these keys belong to.
+    pub head_hash: String,
+    /// Its events.
+    pub events: u64,
+    /// The fingerprint of the master key that wraps every key.
+    pub master_fingerprint: String,
+    /// When it was written.
+    pub exported_at: String,
+    /// Every key: active ones wrapped by the master key, destroyed ones as tombstones.
+    pub keys: Vec<privacy::ExportedKey>,
+}
+
+/// `<file>.keys`.
+fn keys_path(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".keys");
+    PathBuf::from(name)
+}
+
+/// The key store's keys, with the master key's fingerprint.
+fn export_keys(args: &ExportArgs) -> anyhow::Result<(String, Vec<privacy::ExportedKey>)> {
+    let master = args.master.key()?.ok_or_else(|| {
+        Failure::Usage(format!(
+            "--with-keys needs the master key: --master-key-file FILE or {}",
+            privacy::MASTER_KEY_ENV
+        ))
+    })?;
+    let keys = privacy::KeyStore::open(&args.data_dir, master)
+        .and_then(|store| Ok((store.master_fingerprint(), store.export_keys()?)))
+        .map_err(|error| match error {
+            privacy::Error::Locked { .. } => anyhow::Error::new(error).context(
+                "--with-keys opens the key store, which a running server holds: stop it first",
+            ),
+            other => anyhow::Error::new(other).context("cannot export the keys"),
+        })?;
+    Ok(keys)
+}
+
+/// Writes the keys file: mode 0600, beside then renamed into place, synced.
+fn write_keys(file: &Path, keys: &KeysFile) -> anyhow::Result<()> {
+    let partial = partial_path(file);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let write = || -> std::io::Result<()> {
+        let mut out = options.open(&partial)?;
+        serde_json::to_writer(&mut out, keys)?;
+        out.write_all(b"\n")?;
+        out.sync_all()?;
+        std::fs::rename(&partial, file)
+    };
+    write().with_context(|| format!("cannot write the keys to {}", file.display()))
+}
+
+/// Reads a keys file and checks that it belongs to the export `header`.
+fn read_keys(file: &Path, header: &Header) -> anyhow::Result<KeysFile> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the keys file {}", file.display()))?;
+    let keys: KeysFile = serde_json::from_str(&text)
+        .ok()
+        .filter(|keys: &KeysFile| keys.format == KEYS_FORMAT)
+        .ok_or_else(|| {
+            Failure::Corrupt(format!("{} is not an Annals keys file", file.display()))
+        })?;
+    if keys.head_hash != header.head_hash {
+        return Err(Failure::Usage(format!(
+            "the keys file {} belongs to another export (head hash {}, the export's is {})",
+            file.display(),
+            keys.head_hash,
+            header.head_hash
+        ))
+        .into());
+    }
+    Ok(keys)
 }
 
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let keys_to = match (args.with_keys, &args.keys_to) {
+        (false, _) => None,
+        (true, Some(file)) => Some(file.clone()),
+        (true, None) if args.to.as_os_str() == "-" => {
+            return Err(Failure::Usage(
+                "--with-keys with --to - needs --keys-to FILE: the keys never go to standard output with the events".into(),
+            )
+            .into());
+        }
+        (true, None) => Some(keys_path(&args.to)),
+    };
     data_dir::runtime()?.block_on(async {
         let store = data_dir::open_existing(&args.data_dir)?;
+        // The keys are read first: a wrong master key fails before the long part.
+        let keys = match &keys_to {
+            Some(_) => match export_keys(&args) {
+                Ok(keys) => Some(keys),
+                Err(error) => {
+                    store.close().await;
+                    return Err(error);
+                }
+            },
+            None => None,
+        };
         let result = export_store(&store, &args);
         store.close().await;
-        let report = result?;
+        let mut report = result?;
+        if let (Some(file), Some((fingerprint, keys))) = (&keys_to, keys) {
+            let count = keys.len();
+            write_keys(
+                file,
+                &KeysFile {
+                    format: KEYS_FORMAT.into(),
+                    version: FORMAT_VERSION,
+                    head_hash: report.head_hash.clone(),
+                    events: report.events,
+                    master_fingerprint: fingerprint,
+                    exported_at: Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+                    keys,
+                },
+            )?;
+            report.keys = Some(count);
+            report.keys_file = Some(file.display().to_string());
+        }
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
         } else if args.to.as_os_str() != "-" {
             println!(
                 "exported {} events ({} bytes) to {} in {:.2} s; head hash {}",
                 report.events, report.bytes, report.file, report.seconds, report.head_hash
+            );
+        }
+        if !args.json
+            && let (Some(count), Some(file)) = (report.keys, &report.keys_file)
+        {
+            println!(
+                "exported {count} keys, wrapped by the master key, to {file}: keep it apart from the export, as the master key"
             );
         }
         Ok(())
@@ -285,6 +454,8 @@ fn export_store(store: &EventStore, args: &ExportArgs) -> anyhow::Result<ExportR
         head_hash: header.head_hash,
         file: args.to.display().to_string(),
         seconds: started.elapsed().as_secs_f64(),
+        keys: None,
+        keys_file: None,
     })
 }
 
@@ -349,6 +520,9 @@ struct ImportReport {
     verified: bool,
     data_dir: String,
     seconds: f64,
+    /// Keys imported from the export's keys file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<usize>,
 }
 
 pub fn import(args: ImportArgs) -> anyhow::Result<()> {
@@ -369,13 +543,47 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
         };
         let mut lines = Lines::new(source, limits.max_line_bytes);
         let header = read_header(&mut lines, &args.file)?;
+        let keys_file = match &args.keys {
+            Some(file) => Some(file.clone()),
+            None if args.file.as_os_str() == "-" => None,
+            None => Some(keys_path(&args.file)).filter(|file| file.exists()),
+        };
+        // The keys are checked before the events are read: a missing or wrong master
+        // key fails at once.
+        let keys = match &keys_file {
+            None => None,
+            Some(file) => {
+                let keys = read_keys(file, &header)?;
+                let master = args.master.key()?.ok_or_else(|| {
+                    Failure::Usage(format!(
+                        "{} holds the export's keys: give the master key they are wrapped by ({}) with --master-key-file FILE or {}",
+                        file.display(),
+                        keys.master_fingerprint,
+                        privacy::MASTER_KEY_ENV
+                    ))
+                })?;
+                if master.fingerprint() != keys.master_fingerprint {
+                    return Err(anyhow::Error::new(privacy::Error::ExportedUnderOtherMaster {
+                        found: keys.master_fingerprint.clone(),
+                        given: master.fingerprint(),
+                    }));
+                }
+                Some((master, keys))
+            }
+        };
         let target = Target::check(&args.data_dir).await?;
         let staging = Staging::create(&target)?;
         let store = EventStore::open(&staging.path, config)
             .with_context(|| format!("cannot open {}", staging.path.display()))?;
         let result = import_into(&store, &header, &mut lines, &args, &limits).await;
         store.close().await;
-        let report = result?;
+        let mut report = result?;
+        if let Some((master, keys)) = keys {
+            let imported = privacy::KeyStore::open(&staging.path, master)
+                .and_then(|store| store.import_keys(&keys.keys))
+                .context("cannot import the keys")?;
+            report.keys = Some(imported);
+        }
         staging.commit(&target)?;
         if args.json {
             println!("{}", serde_json::to_string(&report)?);
@@ -384,6 +592,9 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
                 "imported {} events into {} in {:.2} s; verified, head hash {} as exported",
                 report.events, report.data_dir, report.seconds, report.head_hash
             );
+            if let Some(keys) = report.keys {
+                println!("imported {keys} keys into its key store");
+            }
         }
         Ok(())
     })
@@ -742,6 +953,7 @@ async fn import_into(
         verified: true,
         data_dir: args.data_dir.display().to_string(),
         seconds: started.elapsed().as_secs_f64(),
+        keys: None,
     })
 }
 

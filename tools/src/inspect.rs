@@ -10,6 +10,7 @@ use anyhow::Context;
 use eventstore::StreamId;
 
 use crate::data_dir;
+use crate::erased::Erased;
 use crate::exit::Failure;
 use crate::output;
 use crate::source::{EventJson, Source, SourceArgs};
@@ -129,12 +130,13 @@ pub fn run(command: InspectCommand) -> anyhow::Result<()> {
             InspectCommand::Tail(args) => &args.source,
         };
         let source = Source::open(source_args)?;
+        let erased = Erased::load(source_args);
         let result = match command {
             InspectCommand::Streams(args) => streams(&source, args).await,
-            InspectCommand::Stream(args) => stream(&source, args).await,
-            InspectCommand::Log(args) => log(&source, args).await,
-            InspectCommand::Event(args) => event(&source, args).await,
-            InspectCommand::Tail(args) => tail(&source, args).await,
+            InspectCommand::Stream(args) => stream(&source, args, &erased).await,
+            InspectCommand::Log(args) => log(&source, args, &erased).await,
+            InspectCommand::Event(args) => event(&source, args, &erased).await,
+            InspectCommand::Tail(args) => tail(&source, args, &erased).await,
         };
         source.close().await;
         result
@@ -188,10 +190,17 @@ pub fn parse_stream_id(text: &str) -> anyhow::Result<StreamId> {
     StreamId::new(text).map_err(|error| Failure::Usage(error.to_string()).into())
 }
 
-async fn stream(source: &Source, args: StreamArgs) -> anyhow::Result<()> {
+async fn stream(source: &Source, args: StreamArgs, erased: &Erased) -> anyhow::Result<()> {
     let stream = parse_stream_id(&args.stream)?;
     let (_, events) = source.stream(&stream, args.from, args.limit).await?;
-    let events: Vec<EventJson> = events.into_iter().map(|event| event.view).collect();
+    let events: Vec<EventJson> = events
+        .into_iter()
+        .map(|event| {
+            let mut view = event.view;
+            erased.mark_event(&mut view);
+            view
+        })
+        .collect();
     print_events(&events, false, args.json)
 }
 
@@ -206,10 +215,11 @@ fn print_events(events: &[EventJson], with_stream: bool, json: bool) -> anyhow::
     print(&output::event_table(events, with_stream))
 }
 
-async fn log(source: &Source, args: LogArgs) -> anyhow::Result<()> {
+async fn log(source: &Source, args: LogArgs, erased: &Erased) -> anyhow::Result<()> {
     let mut events = Vec::new();
     source
-        .log(args.from, args.limit, &mut |event| {
+        .log(args.from, args.limit, &mut |mut event| {
+            erased.mark_event(&mut event);
             events.push(event);
             Ok(())
         })
@@ -217,22 +227,24 @@ async fn log(source: &Source, args: LogArgs) -> anyhow::Result<()> {
     print_events(&events, true, args.json)
 }
 
-async fn event(source: &Source, args: EventArgs) -> anyhow::Result<()> {
-    let event = source.event(&args.id).await?;
+async fn event(source: &Source, args: EventArgs, erased: &Erased) -> anyhow::Result<()> {
+    let mut event = source.event(&args.id).await?;
+    erased.mark_event(&mut event);
     if args.json {
         return print(&ndjson_line(&event)?);
     }
     print(&output::event_details(&event))
 }
 
-async fn tail(source: &Source, args: TailArgs) -> anyhow::Result<()> {
+async fn tail(source: &Source, args: TailArgs, erased: &Erased) -> anyhow::Result<()> {
     let limit = args.limit.unwrap_or(u64::MAX);
     if limit == 0 {
         return Ok(());
     }
     let mut seen = 0u64;
     source
-        .tail(args.from, &mut |event| {
+        .tail(args.from, &mut |mut event| {
+            erased.mark_event(&mut event);
             let line = if args.json {
                 ndjson_line(&event)?
             } else {

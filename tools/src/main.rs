@@ -15,10 +15,12 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod chaos_commands;
 mod data_dir;
+mod erased;
 mod event_json;
 mod exit;
 mod export;
 mod inspect;
+mod keys;
 mod output;
 mod progress;
 mod read_model_commands;
@@ -53,6 +55,7 @@ Examples:
   annals export --data-dir ./annals-data --to annals.ndjson
   annals import annals.ndjson --data-dir ./restored
   annals verify --data-dir ./annals-data
+  annals keys status --data-dir ./annals-data             # works beside a running server
   annals bench replay --events 1000000
   annals bench saga --orders 20000
   annals audit --nats-url nats://127.0.0.1:4222 --data-dir ./annals-data
@@ -108,6 +111,10 @@ enum Command {
     /// run a chaos experiment.
     #[command(subcommand)]
     Chaos(chaos_commands::ChaosCommand),
+    /// The key store of personal data: counts and master key fingerprints (works while
+    /// the server runs), and master key rotation.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Mint development tokens signed with the server's HS256 secret file.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -149,6 +156,7 @@ fn main() -> ExitCode {
         Command::Inspect(command) => inspect::run(command),
         Command::Replay(command) => replay::run(command),
         Command::Token(command) => token::run(command),
+        Command::Keys(command) => keys::run(command),
         Command::Chaos(command) => chaos_commands::run(command),
         Command::Export(args) => export::export(args),
         Command::Import(args) => export::import(args),

@@ -234,6 +234,7 @@ async fn stream(args: StreamArgs) -> anyhow::Result<()> {
         _ => Until::Head,
     };
     let source = Source::open(&args.source)?;
+    let erased = crate::erased::Erased::load(&args.source);
     // Only as many events as the cut can need are read.
     let limit = match until {
         Until::Version(version) => Some(version.saturating_add(1)),
@@ -257,7 +258,11 @@ async fn stream(args: StreamArgs) -> anyhow::Result<()> {
         }
         applied.push(event);
     }
-    let state = fold_events(fold, &stream, &applied)?;
+    let mut state = fold_events(fold, &stream, &applied)?;
+    erased.mark(&mut state);
+    for event in &mut applied {
+        erased.mark_event(&mut event.view);
+    }
     let last = applied.last().map(|event| &event.view);
     let replayed = Replayed {
         stream: stream.to_string(),

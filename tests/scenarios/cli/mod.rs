@@ -5,6 +5,7 @@ mod bench;
 mod errors;
 mod export;
 mod inspect;
+mod keys;
 mod repair;
 mod replay;
 mod server;
