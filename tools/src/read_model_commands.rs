@@ -10,7 +10,7 @@ use ::projections::offline::{self, RebuildReport};
 use ::projections::{Projection, RunnerConfig, State, Status};
 use anyhow::{Context, bail};
 use eventstore::EventStore;
-use read_models::{ACCOUNTS, CORRELATIONS, INVENTORY, ORDERS, SALES};
+use read_models::{ACCOUNTS, CORRELATIONS, CUSTOMERS, INVENTORY, ORDERS, PERSONAL_DATA, SALES};
 
 use crate::exit::Failure;
 use crate::progress;
@@ -20,11 +20,11 @@ const PROBE_EVENTS: u64 = 10_000;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ProjectionsCommand {
-    /// Show each read model: version, active version, checkpoint, lag, state (the four
+    /// Show each read model: version, active version, checkpoint, lag, state (the six
     /// every server keeps, and `correlations` if the data directory holds it).
     List(ListArgs),
     /// Rebuild a read model (or `all`) from the log, blue-green: the new model builds
-    /// beside the active one and replaces it once complete. `all` is the four every
+    /// beside the active one and replaces it once complete. `all` is the six every
     /// server keeps, and `correlations` if the data directory holds it (a server ran with
     /// `--correlations`); `correlations` by name builds it in any case.
     Rebuild(RebuildArgs),
@@ -68,7 +68,7 @@ pub struct ListArgs {
 #[derive(Debug, clap::Args)]
 pub struct RebuildArgs {
     /// The read model to rebuild, or all of them.
-    #[arg(value_parser = [ORDERS, INVENTORY, ACCOUNTS, SALES, CORRELATIONS, "all"])]
+    #[arg(value_parser = [ORDERS, INVENTORY, ACCOUNTS, SALES, CUSTOMERS, PERSONAL_DATA, CORRELATIONS, "all"])]
     name: String,
     /// The data directory (not held by a running server).
     #[arg(long, env = "ANNALS_DATA_DIR", default_value = "./annals-data")]

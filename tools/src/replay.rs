@@ -48,9 +48,9 @@ Examples:
   annals replay all --data-dir ./annals-data --no-progress --json
 
 The data directory must not be held by a running server: stop it first. The log is only
-read; everything rebuilt is derived from it. The read models rebuilt are the four every
-server keeps (orders, inventory, accounts, sales): the correlation index is deleted with
-the rest of the index and not rebuilt here; a server started with --correlations builds
+read; everything rebuilt is derived from it. The read models rebuilt are the six every
+server keeps (orders, inventory, accounts, sales, customers, personal_data): the
+correlation index is deleted with the rest of the index and not rebuilt here; a server started with --correlations builds
 it again from the start of the log (or: annals projections rebuild correlations).")]
     All(AllArgs),
 }

@@ -371,7 +371,14 @@ async fn without_correlations_kept_the_route_says_how_to_keep_them() {
     names.sort_unstable();
     assert_eq!(
         names,
-        ["accounts", "inventory", "orders", "sales"],
+        [
+            "accounts",
+            "customers",
+            "inventory",
+            "orders",
+            "personal_data",
+            "sales"
+        ],
         "{list}"
     );
     console.stop().await;

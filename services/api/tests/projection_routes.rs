@@ -205,8 +205,15 @@ async fn projections_are_listed_and_rebuilt() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    // The four every server keeps; `correlations` only with `--correlations`.
-    for name in ["orders", "inventory", "accounts", "sales"] {
+    // The six every server keeps; `correlations` only with `--correlations`.
+    for name in [
+        "orders",
+        "inventory",
+        "accounts",
+        "sales",
+        "customers",
+        "personal_data",
+    ] {
         assert!(names.contains(&name), "{list}");
     }
     assert!(!names.contains(&"correlations"), "{list}");

@@ -7,6 +7,13 @@
 //! | `accounts` | [`balances`] | `account-*` | balance per customer, with deposits, charges and refunds |
 //! | `sales` | [`sales`] | `stock-*` | per-sku sales of confirmed orders: quantity, revenue, orders; and the grand total |
 //! | `correlations` | [`correlations`] | every event with a correlation id | the log positions of each correlation's events, in log order; kept only on request (below) |
+//! | `customers` | [`customers`] | `customer-*` | each customer's profile, sealed (ciphertext with its place), its version, whether and when it was erased |
+//! | `personal_data` | [`personal_data`] | every event with declared personal fields | key id -> every sealed field under it (position, stream, event id, type, field) |
+//!
+//! Read models keep personal data sealed, never in plaintext: the API opens it with the
+//! key store when it answers. Which fields are personal comes from the domain crates'
+//! declarations (`customers::PERSONAL_FIELDS`, `orders::PERSONAL_FIELDS`; see
+//! [`sealed_fields`]).
 //!
 //! Words, as the whole workspace uses them: a **projection** is the runtime's part (the
 //! [`projections::Projection`] trait and the runner that feeds it the log); a **read
@@ -19,14 +26,14 @@
 //! module). The modules are named after what they hold, not after the domain crates, so
 //! that `orders` always means the domain crate.
 //!
-//! [`projections()`] are the four every server keeps. `correlations` applies nearly
+//! [`projections()`] are the six every server keeps. `correlations` applies nearly
 //! every event (about 6% of `annals bench http`), so, like EventStoreDB's
 //! `$by_correlation_id` system projection, it is off by default: [`all_projections()`]
 //! adds it, and a server keeps it only with `annals serve --correlations`, which builds
 //! it from the start of the log.
 //!
-//! [`ReadSide::start`] builds the runner over the four, and
-//! [`ReadSide::start_with_correlations`] over all five; the handle answers the queries
+//! [`ReadSide::start`] builds the runner over the six, and
+//! [`ReadSide::start_with_correlations`] over all seven; the handle answers the queries
 //! used by `GET /api/v1/customers/{customer_id}/orders`, `GET /api/v1/inventory/skus`,
 //! `GET /api/v1/reports/sales` and (when kept) `GET /api/v1/correlations/{correlation_id}`,
 //! reports status, starts rebuilds and waits for positions (read-your-writes). The
@@ -42,16 +49,22 @@ pub mod balances;
 #[cfg(test)]
 mod check;
 pub mod correlations;
+pub mod customers;
 pub mod order_summaries;
+mod personal;
+pub mod personal_data;
 mod read_side;
 pub mod sales;
 pub mod stock_levels;
 
 pub use balances::{AccountBalance, AccountPage, AccountsProjection, account, accounts};
 pub use correlations::{CorrelationsProjection, correlated_positions};
+pub use customers::{CustomerProfile, CustomersProjection, ErasureRecord, customer};
 pub use order_summaries::{
     CustomerOrders, ORDERS_PER_CHUNK, OrderSummary, OrdersProjection, customer_orders,
 };
+pub use personal::sealed_fields;
+pub use personal_data::{PersonalDataField, PersonalDataProjection, fields_of};
 pub use read_side::ReadSide;
 pub use sales::{SalesProjection, SalesReport, SalesTotals, SkuSales, sales};
 pub use stock_levels::{InventoryProjection, SkuLevel, SkuPage, sku, skus};
@@ -66,15 +79,22 @@ pub const ACCOUNTS: &str = "accounts";
 pub const SALES: &str = "sales";
 /// The log positions of each correlation's events.
 pub const CORRELATIONS: &str = "correlations";
+/// Customer profiles, sealed.
+pub const CUSTOMERS: &str = "customers";
+/// Every sealed personal field, by key id.
+pub const PERSONAL_DATA: &str = "personal_data";
 
-/// The read models every server keeps: `orders`, `inventory`, `accounts` and `sales`.
-/// `correlations` is not among them (see [`all_projections`]).
+/// The read models every server keeps: `orders`, `inventory`, `accounts`, `sales`,
+/// `customers` and `personal_data`. `correlations` is not among them (see
+/// [`all_projections`]).
 pub fn projections() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(OrdersProjection),
         Arc::new(InventoryProjection),
         Arc::new(AccountsProjection),
         Arc::new(SalesProjection),
+        Arc::new(CustomersProjection),
+        Arc::new(PersonalDataProjection),
     ]
 }
 

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use eventstore::{Aggregate, Model, Position, StoredEvent};
 use orders::{OrderLine, OrderStatus};
+use privacy::SealedField;
 use projections::{ApplyError, Changes, Error, Projection};
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +54,12 @@ pub struct OrderSummary {
     /// The log position of its `OrderPlaced` event.
     #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub placed_at: Position,
+    /// Where to ship, sealed under the customer's key, with its place (the
+    /// `OrderPlaced` event), if the order was placed with one. Never serialized: a
+    /// view opens it with the key store and shows the plaintext, or null once erased.
+    #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub shipping_address: Option<SealedField>,
 }
 
 /// The JSON of a summary's status: the status's lower-case name (its `Display`), the
@@ -147,6 +154,8 @@ struct StoredOrder {
     total: Option<u64>,
     cancel_reason: Option<String>,
     placed_at: u64,
+    /// Since version 2 of this read model.
+    shipping_address: Option<SealedField>,
 }
 
 impl StoredOrder {
@@ -159,6 +168,7 @@ impl StoredOrder {
             total: self.total,
             cancel_reason: self.cancel_reason,
             placed_at: Position(self.placed_at),
+            shipping_address: self.shipping_address,
         }
     }
 }
@@ -260,8 +270,10 @@ impl Projection for OrdersProjection {
         ORDERS
     }
 
+    /// 2: a stored order keeps its sealed shipping address (postcard: the stored
+    /// values changed shape, so a version 1 model is rebuilt).
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     /// Every order event, and the most bytes written: about as much work as the other
@@ -279,9 +291,15 @@ impl Projection for OrdersProjection {
                 order_id: _,
                 customer_id,
                 lines,
-                shipping_address: _,
+                shipping_address,
             } => {
                 let customer = customer_key(&customer_id)?;
+                let shipping_address = shipping_address.map(|sealed| SealedField {
+                    sealed,
+                    stream: event.stream_id.to_owned(),
+                    event_id: uuid::Uuid::from_bytes(event.id),
+                    field: "shipping_address".to_owned(),
+                });
                 let order = StoredOrder {
                     order_id: order_id.to_owned(),
                     status: OrderStatus::Pending,
@@ -289,6 +307,7 @@ impl Projection for OrdersProjection {
                     total: None,
                     cancel_reason: None,
                     placed_at: event.position,
+                    shipping_address,
                 };
                 let first = chunk_key(&customer, 0)?;
                 let first = changes
@@ -447,7 +466,36 @@ mod tests {
             total: None,
             cancel_reason: None,
             placed_at,
+            shipping_address: None,
         }
+    }
+
+    #[test]
+    fn a_placed_order_keeps_its_sealed_shipping_address_with_its_place() {
+        let sealed = privacy::Sealed {
+            key_id: privacy::KeyId(uuid::Uuid::from_u128(7)),
+            ciphertext: privacy::Ciphertext(vec![9; 4]),
+        };
+        let with_address = order(
+            "o1",
+            Event::OrderPlaced {
+                order_id: "o1".into(),
+                customer_id: "alice".into(),
+                lines: vec![],
+                shipping_address: Some(sealed.clone()),
+            },
+        );
+        let model = check(&OrdersProjection, &[], &[with_address]).unwrap();
+        let chunks = rows::<OrderChunk>(&model, ORDER_CHUNKS);
+        let kept = chunks[0].orders[0].shipping_address.clone().unwrap();
+        assert_eq!(kept.sealed, sealed);
+        assert_eq!(kept.stream, "order-o1");
+        assert_eq!(kept.field, "shipping_address");
+        let summary = chunks[0].orders[0].clone().summary("alice");
+        assert_eq!(summary.shipping_address, Some(kept));
+        // The summary's JSON (what the HTTP API would serve as it is) never carries it.
+        let json = serde_json::to_value(&summary).unwrap();
+        assert!(json.get("shipping_address").is_none(), "{json}");
     }
 
     #[test]
@@ -617,6 +665,7 @@ mod tests {
 
     /// The stored shape of a chunk. These bytes are in every stored `orders` model: a
     /// change here needs a new projection version (a rebuild), never a silent change.
+    /// Version 2 added the shipping address after `placed_at` (0: none).
     #[test]
     fn golden_chunk_bytes() {
         let mut confirmed = stored("o", OrderStatus::Confirmed, 7);
@@ -631,13 +680,35 @@ mod tests {
             postcard::to_allocvec(&chunk).unwrap(),
             [
                 3, 3, // placed, three orders
-                1, b'p', 0, 1, 5, b'a', b'p', b'p', b'l', b'e', 3, 0, 0, 6, // pending
-                1, b'o', 1, 1, 5, b'a', b'p', b'p', b'l', b'e', 3, 1, 232, 2, 0,
-                7, // confirmed
-                1, b'c', 2, 1, 5, b'a', b'p', b'p', b'l', b'e', 3, 0, 1, 1, b'r',
-                8, // cancelled
+                1, b'p', 0, 1, 5, b'a', b'p', b'p', b'l', b'e', 3, 0, 0, 6, 0, // pending
+                1, b'o', 1, 1, 5, b'a', b'p', b'p', b'l', b'e', 3, 1, 232, 2, 0, 7,
+                0, // confirmed
+                1, b'c', 2, 1, 5, b'a', b'p', b'p', b'l', b'e', 3, 0, 1, 1, b'r', 8,
+                0, // cancelled
             ]
         );
+        // With an address: 1, the key id (16 bytes), the ciphertext, then its place.
+        let mut shipped = stored("s", OrderStatus::Pending, 9);
+        shipped.shipping_address = Some(SealedField {
+            sealed: privacy::Sealed {
+                key_id: privacy::KeyId(uuid::Uuid::from_u128(1)),
+                ciphertext: privacy::Ciphertext(vec![0xcc; 2]),
+            },
+            stream: "order-s".into(),
+            event_id: uuid::Uuid::from_u128(2),
+            field: "shipping_address".into(),
+        });
+        let bytes = postcard::to_allocvec(&shipped).unwrap();
+        let mut expected = vec![
+            1, b's', 0, 1, 5, b'a', b'p', b'p', b'l', b'e', 3, 0, 0, 9, 1,
+        ];
+        expected.extend([16].iter().chain(&uuid::Uuid::from_u128(1).into_bytes()));
+        expected.extend([2, 0xcc, 0xcc, 7]);
+        expected.extend(b"order-s");
+        expected.extend([16].iter().chain(&uuid::Uuid::from_u128(2).into_bytes()));
+        expected.push(16);
+        expected.extend(b"shipping_address");
+        assert_eq!(bytes, expected);
         let pending = PendingOrder {
             customer_id: "alice".into(),
             index: 300,

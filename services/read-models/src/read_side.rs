@@ -7,10 +7,13 @@ use std::time::Duration;
 use eventstore::{EventStore, Position};
 use projections::{Error, Handle, ParkedEvent, Rebuild, Retried, Runner, RunnerConfig, Status};
 
+use privacy::KeyId;
+
 use crate::{
-    ACCOUNTS, AccountBalance, AccountPage, CORRELATIONS, CustomerOrders, INVENTORY, ORDERS, SALES,
-    SalesReport, SkuLevel, SkuPage, account, accounts, correlated_positions, customer_orders,
-    sales, sku, skus,
+    ACCOUNTS, AccountBalance, AccountPage, CORRELATIONS, CUSTOMERS, CustomerOrders,
+    CustomerProfile, INVENTORY, ORDERS, PERSONAL_DATA, PersonalDataField, SALES, SalesReport,
+    SkuLevel, SkuPage, account, accounts, correlated_positions, customer, customer_orders,
+    fields_of, sales, sku, skus,
 };
 
 /// The domain's read models, as the HTTP handlers and the CLI use them: a cheap-to-clone
@@ -135,6 +138,21 @@ impl ReadSide {
     pub fn accounts(&self, after: Option<&str>, limit: usize) -> Result<AccountPage, Error> {
         self.handle
             .read(ACCOUNTS, |model| accounts(model, after, limit))
+    }
+
+    /// `GET /api/v1/customers/{customer_id}`: the sealed profile, see
+    /// [`crate::customer`]. Wait for `min_position` with
+    /// `wait_for_model(CUSTOMERS, ..)` first.
+    pub fn customer(&self, customer_id: &str) -> Result<Option<CustomerProfile>, Error> {
+        self.handle
+            .read(CUSTOMERS, |model| customer(model, customer_id))
+    }
+
+    /// `GET /api/v1/customers/{customer_id}/personal-data`: every sealed field under
+    /// `key_ids`, in log order; see [`crate::fields_of`].
+    pub fn personal_data(&self, key_ids: &[KeyId]) -> Result<Vec<PersonalDataField>, Error> {
+        self.handle
+            .read(PERSONAL_DATA, |model| fields_of(model, key_ids))
     }
 
     /// `GET /api/v1/reports/sales`: see [`crate::sales`].

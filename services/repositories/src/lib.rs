@@ -57,6 +57,8 @@ pub struct Repositories {
     pub orders: Repository<orders::Order>,
     /// Cards on file: `card-<customer>`.
     pub cards: Repository<payments::card::Card>,
+    /// Customer profiles (sealed personal data) and their erasure: `customer-<id>`.
+    pub customers: Repository<customers::Customer>,
 }
 
 impl Repositories {
@@ -71,7 +73,8 @@ impl Repositories {
             stock: repository(store.clone(), &config),
             accounts: repository(store.clone(), &config),
             orders: repository(store.clone(), &config),
-            cards: repository(store, &config),
+            cards: repository(store.clone(), &config),
+            customers: repository(store, &config),
         }
     }
 }
