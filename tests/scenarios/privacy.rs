@@ -496,8 +496,8 @@ fn annals_ok(args: &[&str], cwd: &Path) -> String {
     stdout(&output)
 }
 
-/// `annals export` of `data_dir` (with `--with-keys` and the master key, if asked): the
-/// file's bytes, which must hold no needle.
+/// `annals export` of the data directory (with `--with-keys` and the master key, if
+/// asked): the export's bytes (and then the keys file's after them), none holding a needle.
 fn assert_export_clean(shop: &Shop, needles: &[Needle], with_keys: bool, when: &str) -> Vec<u8> {
     let scratch = tempfile::tempdir().unwrap();
     let file = scratch.path().join("export.ndjson");
@@ -515,13 +515,24 @@ fn assert_export_clean(shop: &Shop, needles: &[Needle], with_keys: bool, when: &
         args.extend(["--with-keys", "--master-key-file", master.to_str().unwrap()]);
     }
     annals_ok(&args, scratch.path());
-    let bytes = std::fs::read(&file).unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
     let what = format!(
         "{when}: annals export{}",
         if with_keys { " --with-keys" } else { "" }
     );
     let found = plaintext::scan_bytes(&what, &bytes, needles);
     assert!(found.is_empty(), "{what} holds plaintext: {found:?}");
+    let keys_file = scratch.path().join("export.ndjson.keys");
+    assert_eq!(keys_file.exists(), with_keys, "{}", keys_file.display());
+    if with_keys {
+        let keys = std::fs::read(&keys_file).unwrap();
+        let found = plaintext::scan_bytes(&format!("{what}: the keys file"), &keys, needles);
+        assert!(
+            found.is_empty(),
+            "{what}: the keys file holds plaintext: {found:?}"
+        );
+        bytes.extend_from_slice(&keys);
+    }
     bytes
 }
 
