@@ -6,12 +6,14 @@
 //! [`AnnalsServer`] (the `annals` binary found, and built when needed, by
 //! [`annals_binary`]), either of them over TLS with certificates made at run time
 //! ([`tls::TestPki`]); the payment provider simulator [`PspSimulator`]; and spans kept
-//! in memory for the trace tests ([`traces::MemoryTraces`]).
+//! in memory for the trace tests ([`traces::MemoryTraces`]); and a scanner for plaintext
+//! left in files, exports or messages ([`plaintext`]).
 //!
 //! A dev-dependency only: no crate's library or binary links it.
 
 mod annals;
 mod nats;
+pub mod plaintext;
 mod psp;
 mod random;
 pub mod tls;

@@ -122,6 +122,12 @@ impl NatsServer {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
+    /// Where its JetStream keeps the streams' files (`-js --store_dir`), for tests that
+    /// look at what the server wrote to disk.
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("jetstream")
+    }
+
     /// Kills the server (SIGKILL) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -173,10 +179,7 @@ impl NatsServer {
             }
         }
         if self.jetstream {
-            command
-                .arg("-js")
-                .arg("--store_dir")
-                .arg(self.dir.path().join("jetstream"));
+            command.arg("-js").arg("--store_dir").arg(self.store_dir());
         }
         let child = crate::spawn(&mut command).unwrap_or_else(|error| {
             panic!("cannot start {}: {error}", nats_server_binary().display())

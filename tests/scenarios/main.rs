@@ -38,6 +38,12 @@
 //!   interactions, a Python consumer of the JetStream stream) against a real server,
 //!   relay and nats-server; each also broken on purpose, to see it fail.
 //!
+//! - `privacy`: personal data end to end: the plaintext of customers' profiles and
+//!   shipping addresses nowhere on disk, in exports or on NATS, before and after
+//!   erasure; the access endpoint, the views, the log routes, `inspect` and `replay`
+//!   after erasure; `verify`, `audit`, a rebuild and a restart unchanged by it; a moved
+//!   or altered ciphertext reported, never shown; erasure across kill -9.
+//!
 //! `support` holds the known history, golden-file comparison and the `annals` runners.
 
 mod bounds;
@@ -46,6 +52,7 @@ mod cli;
 mod contracts;
 mod deploy;
 mod payments;
+mod privacy;
 mod saga;
 mod security;
 mod support;

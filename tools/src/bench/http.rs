@@ -15,6 +15,13 @@
 //! against its principal's bucket. `--compare-observability` does the same with two
 //! servers logging at `info`, one exporting traces over OTLP/HTTP to a local receiver
 //! (`otlp_sink`) and recording metrics, one with neither.
+//!
+//! `--personal-data` registers every customer with a profile (name, email, address)
+//! while seeding (not timed) and gives every timed order a `shipping_address`: personal
+//! data the server seals under the customer's key, so the server needs a master key
+//! (`annals serve --master-key-file`). `--compare-personal-data` starts two servers, each
+//! with a master key of its own, and measures plain orders on one against orders with
+//! personal data on the other, alternately, as the other comparisons do.
 
 use std::time::Duration;
 
@@ -24,7 +31,8 @@ use security::auth::{MintClaims, mint};
 use serde::Serialize;
 
 use super::http_load::{
-    OrderClient, OrdersReport, Server, bench_dir, customer, place_orders, run_tag, seed, settle,
+    OrderClient, OrdersReport, Server, bench_dir, customer, place_orders_with, run_tag, seed,
+    seed_profiles, settle,
 };
 
 #[derive(Debug, clap::Args)]
@@ -45,6 +53,17 @@ pub struct HttpArgs {
     /// Skus and customers to seed (orders pick among them).
     #[arg(long, default_value_t = 50)]
     entities: usize,
+    /// Register every customer with a profile (name, email, address) while seeding (not
+    /// timed), and give every timed order a `shipping_address`: personal data, sealed by
+    /// the server under each customer's key. The server needs a master key (`annals
+    /// serve --master-key-file`).
+    #[arg(long, conflicts_with_all = ["compare_security", "compare_observability"])]
+    personal_data: bool,
+    /// Start two servers, each with a master key of its own, and measure them
+    /// alternately: plain orders on one, orders with personal data (as
+    /// `--personal-data`) on the other.
+    #[arg(long, conflicts_with_all = ["url", "token", "compare_security", "compare_observability", "personal_data"])]
+    compare_personal_data: bool,
     /// Start two servers (security off, security on) and measure them alternately.
     #[arg(long, conflicts_with_all = ["url", "token", "compare_observability"])]
     compare_security: bool,
@@ -52,7 +71,8 @@ pub struct HttpArgs {
     /// exported to a local OTLP receiver, metrics recorded) and measure them alternately.
     #[arg(long, conflicts_with_all = ["url", "token"])]
     compare_observability: bool,
-    /// With --compare-security or --compare-observability: measurements of each server.
+    /// With --compare-security, --compare-observability or --compare-personal-data:
+    /// measurements of each server.
     #[arg(long, default_value_t = 6)]
     rounds: usize,
     /// With --compare-observability: the observed server's `--traces-per-second` (a
@@ -67,6 +87,8 @@ pub struct HttpArgs {
 #[derive(Debug, Clone, Serialize)]
 struct HttpReport {
     bench: &'static str,
+    /// Whether the customers had profiles and the orders a `shipping_address`.
+    personal_data: bool,
     #[serde(flatten)]
     orders: OrdersReport,
 }
@@ -120,8 +142,19 @@ pub(super) async fn run(args: HttpArgs) -> anyhow::Result<()> {
     if args.compare_observability {
         return compare_observability(&args).await;
     }
+    if args.compare_personal_data {
+        return compare_personal_data(&args).await;
+    }
     let tokens = args.token.clone().map_or(Tokens::None, Tokens::One);
-    let report = load(&args, &args.url, &run_tag(), &tokens, false).await?;
+    let report = load(
+        &args,
+        &args.url,
+        &run_tag(),
+        &tokens,
+        false,
+        args.personal_data,
+    )
+    .await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -133,21 +166,27 @@ pub(super) async fn run(args: HttpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Seeds skus and accounts on `base`, then places orders from `--connections` clients
-/// for `--duration` seconds. With `fixed_customers`, connection `i` orders only for
-/// customer `i % entities` (with that customer's token, if there are such).
+/// Seeds skus and accounts on `base` (and, with `personal_data`, the customers'
+/// profiles), then places orders from `--connections` clients for `--duration` seconds
+/// (with `personal_data`, each with a `shipping_address`). With `fixed_customers`,
+/// connection `i` orders only for customer `i % entities` (with that customer's token,
+/// if there are such).
 async fn load(
     args: &HttpArgs,
     base: &str,
     run_tag: &str,
     tokens: &Tokens,
     fixed_customers: bool,
+    personal_data: bool,
 ) -> anyhow::Result<HttpReport> {
     let base = base.trim_end_matches('/');
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
         .build()?;
     seed(&client, base, tokens.seeding(), run_tag, args.entities).await?;
+    if personal_data {
+        seed_profiles(&client, base, tokens.seeding(), run_tag, args.entities).await?;
+    }
     let clients = (0..args.connections)
         .map(|connection| {
             let fixed_customer = fixed_customers.then_some(connection % args.entities);
@@ -166,9 +205,19 @@ async fn load(
         })
         .collect();
     let duration = Duration::from_secs_f64(args.duration);
-    let orders = place_orders(&client, base, run_tag, args.entities, clients, duration).await?;
+    let orders = place_orders_with(
+        &client,
+        base,
+        run_tag,
+        args.entities,
+        clients,
+        duration,
+        personal_data,
+    )
+    .await?;
     Ok(HttpReport {
         bench: "http",
+        personal_data,
         orders,
     })
 }
@@ -219,7 +268,7 @@ async fn compare_security(args: &HttpArgs) -> anyhow::Result<()> {
         let admin = mint_for("bench-admin".into(), vec![Role::Admin], None)?;
         Ok((tag, Tokens::PerCustomer { admin, customers }))
     };
-    let (off_reports, on_reports) = alternate(args, "security", &off, &on, on_side).await?;
+    let (off_reports, on_reports) = alternate(args, "security", &off, &on, on_side, false).await?;
     off.stop().await;
     on.stop().await;
     let report = ComparisonReport::new("http-security", args.rounds, off_reports, on_reports);
@@ -247,7 +296,8 @@ async fn compare_observability(args: &HttpArgs) -> anyhow::Result<()> {
     )
     .await?;
     let on_side = || Ok((run_tag(), Tokens::None));
-    let (off_reports, on_reports) = alternate(args, "observability", &off, &on, on_side).await?;
+    let (off_reports, on_reports) =
+        alternate(args, "observability", &off, &on, on_side, false).await?;
     off.stop().await;
     on.stop().await;
     let (exports, bytes) = sink.received();
@@ -262,14 +312,45 @@ async fn compare_observability(args: &HttpArgs) -> anyhow::Result<()> {
     )
 }
 
+/// The personal data comparison: two servers of this binary, each with a master key of
+/// its own (in the bench's temporary directory, outside the data directory), one placing
+/// plain orders for customers without profiles, the other registering every customer
+/// with a profile and giving every order a `shipping_address`, measured in turn.
+async fn compare_personal_data(args: &HttpArgs) -> anyhow::Result<()> {
+    let dir = bench_dir("annals-bench-http-")?;
+    let start = |side: &'static str| {
+        let data_dir = dir.path().join(side);
+        let master_key = dir.path().join(format!("{side}-master.key"));
+        async move {
+            let master_key = master_key
+                .to_str()
+                .context("a temporary path that is not UTF-8")?
+                .to_owned();
+            Server::start(&data_dir, &["--master-key-file", &master_key], "warn").await
+        }
+    };
+    let off = start("off").await?;
+    let on = start("on").await?;
+    let on_side = || Ok((run_tag(), Tokens::None));
+    let (off_reports, on_reports) =
+        alternate(args, "personal data", &off, &on, on_side, true).await?;
+    off.stop().await;
+    on.stop().await;
+    let report = ComparisonReport::new("http-personal-data", args.rounds, off_reports, on_reports);
+    report.print(args.json, "personal data", "")
+}
+
 /// Measures `off` and `on` alternately for `--rounds` rounds; `on_side` gives each of
-/// the on side's measurements its run tag and tokens (the off side sends none).
+/// the on side's measurements its run tag and tokens (the off side sends none); with
+/// `on_personal_data` the on side's customers have profiles and its orders a
+/// `shipping_address`.
 async fn alternate(
     args: &HttpArgs,
     what: &str,
     off: &Server,
     on: &Server,
     on_side: impl Fn() -> anyhow::Result<(String, Tokens)>,
+    on_personal_data: bool,
 ) -> anyhow::Result<(Vec<HttpReport>, Vec<HttpReport>)> {
     let mut off_reports = Vec::new();
     let mut on_reports = Vec::new();
@@ -288,7 +369,8 @@ async fn alternate(
             } else {
                 (run_tag(), Tokens::None)
             };
-            let report = load(args, base, &run_tag, &tokens, true).await?;
+            let personal_data = switched_on && on_personal_data;
+            let report = load(args, base, &run_tag, &tokens, true, personal_data).await?;
             if !args.json {
                 let label = if switched_on { "on " } else { "off" };
                 report

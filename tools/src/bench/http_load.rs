@@ -60,6 +60,42 @@ pub(super) async fn seed(
     Ok(())
 }
 
+/// The profile request of customer `i` of the run `run_tag` (`bench http
+/// --personal-data`): `POST /api/v1/customers` with a name, an email and an address,
+/// each sealed by the server under the customer's own key.
+pub(super) fn profile(run_tag: &str, i: usize) -> serde_json::Value {
+    json!({
+        "customer_id": customer(run_tag, i),
+        "name": format!("Bench Customer {i}"),
+        "email": format!("customer-{i}@{run_tag}.bench.example"),
+        "address": format!("{i} Bench Street, Loadtown"),
+    })
+}
+
+/// Registers the profiles of [`profile`] on `base`: each customer's key is created and
+/// its profile sealed here, before the timed orders.
+pub(super) async fn seed_profiles(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    run_tag: &str,
+    entities: usize,
+) -> anyhow::Result<()> {
+    for i in 0..entities {
+        post(
+            client,
+            &format!("{base}/api/v1/customers"),
+            token,
+            profile(run_tag, i),
+        )
+        .await
+        .with_context(|| {
+            format!("cannot register the bench's customers on {base}: does it run with --master-key-file?")
+        })?;
+    }
+    Ok(())
+}
+
 /// The next of a sequence of pseudo-random numbers (a 64-bit LCG: cheap and enough to
 /// spread orders over skus and customers).
 pub(crate) fn next_random(n: u64) -> u64 {
@@ -134,6 +170,20 @@ pub(super) async fn place_orders(
     clients: Vec<OrderClient>,
     duration: Duration,
 ) -> anyhow::Result<OrdersReport> {
+    place_orders_with(client, base, run_tag, entities, clients, duration, false).await
+}
+
+/// As [`place_orders`]; with `personal_data`, every order carries a `shipping_address`
+/// (personal data, sealed by the server under the ordering customer's key).
+pub(super) async fn place_orders_with(
+    client: &reqwest::Client,
+    base: &str,
+    run_tag: &str,
+    entities: usize,
+    clients: Vec<OrderClient>,
+    duration: Duration,
+    personal_data: bool,
+) -> anyhow::Result<OrdersReport> {
     let connections = clients.len();
     let started = Instant::now();
     let deadline = started + duration;
@@ -150,7 +200,10 @@ pub(super) async fn place_orders(
             let mut n = connection as u64;
             while Instant::now() < deadline {
                 n = next_random(n);
-                let body = order_body(&run_tag, entities, n, order_client.fixed_customer);
+                let mut body = order_body(&run_tag, entities, n, order_client.fixed_customer);
+                if personal_data {
+                    body["shipping_address"] = json!(format!("Dock {}, Loadtown", n % 97));
+                }
                 let begun = Instant::now();
                 match post(&client, &url, order_client.token.as_deref(), body).await {
                     Ok(()) => latencies.record(begun.elapsed().as_micros() as u64)?,
