@@ -17,7 +17,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eventstore::Position;
 use projections::{Error, ParkedEvent, Retried, State as RunState, Status};
-use read_models::{CustomerOrders, INVENTORY, ORDERS, ReadSide, SALES, SalesReport, SkuPage};
+use read_models::{
+    CustomerOrders, INVENTORY, ORDERS, OrderSummary, ReadSide, SALES, SalesReport, SkuPage,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -264,7 +266,7 @@ async fn query<T: Serialize + Send + 'static>(
         ("Annals-Min-Position" = Option<u64>, Header, description = "Wait until this position is applied"),
     ),
     responses(
-        (status = 200, description = "A page of the customer's orders; `after` is an order number", body = CustomerOrders),
+        (status = 200, description = "A page of the customer's orders; `after` is an order number", body = CustomerOrdersView),
         BadRequest, ReadModelUnavailable,
     )
 )]
@@ -284,10 +286,70 @@ pub(crate) async fn customer_orders(
             )
         })?),
     };
+    let key_store = state.key_store().cloned();
     query(&state, ORDERS, &headers, params.min_position, move |p| {
-        p.customer_orders(&customer_id, after, limit)
+        let page = p.customer_orders(&customer_id, after, limit)?;
+        Ok(CustomerOrdersView::open(page, key_store.as_ref()))
     })
     .await
+}
+
+/// One page of a customer's orders as the API serves it: the read model's page, each
+/// order's shipping address opened (the read model keeps it sealed).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerOrdersView {
+    /// The customer.
+    pub customer_id: String,
+    /// How many orders the customer has placed in all.
+    pub total_orders: u64,
+    /// The orders of this page.
+    pub orders: Vec<OrderSummaryView>,
+    /// Pass as `after` for the next page; absent on the last page. Orders are numbered
+    /// from 0 in the order they were placed.
+    pub next_after: Option<u64>,
+}
+
+/// One order of [`CustomerOrdersView`]: the read model's summary and its shipping
+/// address.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderSummaryView {
+    #[serde(flatten)]
+    #[schema(inline)]
+    summary: OrderSummary,
+    /// Where to ship: null without one, once erased, or if it cannot be read (reported).
+    shipping_address: Option<String>,
+    /// Whether the shipping address was erased (the customer's keys destroyed).
+    erased: bool,
+}
+
+impl CustomerOrdersView {
+    fn open(page: CustomerOrders, key_store: Option<&privacy::KeyStore>) -> Self {
+        let orders = page
+            .orders
+            .into_iter()
+            .map(|summary| {
+                let opened = match (&summary.shipping_address, key_store) {
+                    (Some(field), Some(key_store)) => Some(crate::personal_data::open(
+                        key_store,
+                        &field.sealed,
+                        &field.binding(),
+                    )),
+                    _ => None,
+                };
+                OrderSummaryView {
+                    shipping_address: opened.as_ref().and_then(|opened| opened.value.clone()),
+                    erased: opened.is_some_and(|opened| opened.erased_at.is_some()),
+                    summary,
+                }
+            })
+            .collect();
+        CustomerOrdersView {
+            customer_id: page.customer_id,
+            total_orders: page.total_orders,
+            orders,
+            next_after: page.next_after,
+        }
+    }
 }
 
 fn check_after(after: Option<&str>) -> Result<(), ApiError> {
