@@ -476,6 +476,17 @@ fn write_export(
     serde_json::to_writer(&mut *out, header).context("cannot encode the header")?;
     out.write_all(b"\n").with_context(write_error)?;
     let max_json_bytes = store.config().max_event_bytes;
+    // Personal fields whose key was destroyed are marked `"erased": true` in
+    // `payload_json` (the bytes in `payload` stay as the log holds them).
+    let erased = match privacy::destroyed_keys(store.dir()) {
+        Ok(keys) => keys,
+        Err(error) => {
+            eprintln!(
+                "warning: cannot read the key store, erased personal fields are not marked: {error}"
+            );
+            Default::default()
+        }
+    };
     let mut next = Position(0);
     while next.0 < header.events {
         let want = READ_EVENTS.min((header.events - next.0) as usize);
@@ -485,8 +496,11 @@ fn write_export(
         };
         next = last.position.next();
         for event in &events {
-            serde_json::to_writer(&mut *out, &ExportedEvent::of(event, max_json_bytes))
-                .context("cannot encode an event")?;
+            let mut line = ExportedEvent::of(event, max_json_bytes);
+            if let Some(json) = line.payload_json.as_mut().filter(|_| !erased.is_empty()) {
+                privacy::mark_erased(json, &|key_id| erased.contains_key(&key_id));
+            }
+            serde_json::to_writer(&mut *out, &line).context("cannot encode an event")?;
             out.write_all(b"\n").with_context(write_error)?;
         }
         bar.set_position(next.0);
