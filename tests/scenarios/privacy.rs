@@ -274,8 +274,11 @@ impl Shop {
             });
             let relay_done = if self.nats.is_some() {
                 let outbox = self.get("/api/v1/outbox").await;
+                // The checkpoint, not this process's `published` count: after a
+                // restart the relay may have nothing left to publish.
                 outbox["relay"]["backlog"] == 0
-                    && outbox["relay"]["published"].as_u64().unwrap_or(0) > 0
+                    && outbox["relay"]["checkpoint"].as_u64().unwrap_or(0) > 0
+                    && outbox["relay"]["checkpoint"] == outbox["relay"]["log_head"]
             } else {
                 true
             };
