@@ -8,7 +8,10 @@ use crate::KeyId;
 
 /// The key id of `value` if it is a sealed value's JSON form (`{"key_id", "ciphertext"}`).
 pub fn sealed_key_id(value: &Value) -> Option<KeyId> {
-    let object = value.as_object()?;
+    key_id_of(value.as_object()?)
+}
+
+fn key_id_of(object: &serde_json::Map<String, Value>) -> Option<KeyId> {
     if !object.contains_key("ciphertext") {
         return None;
     }
@@ -22,7 +25,7 @@ pub fn sealed_key_id(value: &Value) -> Option<KeyId> {
 pub fn mark_erased(json: &mut Value, destroyed: &dyn Fn(KeyId) -> bool) -> usize {
     match json {
         Value::Object(object) => {
-            if let Some(key_id) = sealed_key_id(&Value::Object(object.clone()))
+            if let Some(key_id) = key_id_of(object)
                 && destroyed(key_id)
             {
                 object.insert("erased".into(), Value::Bool(true));
