@@ -829,8 +829,9 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         let name = format!("saga:{}", <sagas::Fulfilment as sagas::Saga>::NAME);
         workers.spawn(name, move |stop| driver.run(stop));
     }
-    // Destroys the keys of every erasure the log records, from its checkpoint: an
-    // erasure cut short by a crash, or imported with a log, ends with the keys gone.
+    // Destroys the keys of every erasure the log records, from its position in the key
+    // store: an erasure cut short by a crash, imported with a log, or older than a
+    // restored key store, ends with the keys gone.
     if let Some(key_store) = key_store {
         let enforcer = api::personal_data::ErasureEnforcer::new(store.clone(), key_store);
         workers.spawn("erasure-enforcer", move |stop| enforcer.clone().run(stop));
