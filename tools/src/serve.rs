@@ -60,10 +60,13 @@ use crate::telemetry::LogFormat;
 
 mod connections;
 mod listen;
+mod personal_data;
 mod security;
 
 use listen::{DEFAULT_MAX_CONNECTIONS, cancel_on_signal, serve_state};
 
+pub use personal_data::MasterKeySource;
+use personal_data::open_key_store;
 use security::SecurityFile;
 pub use security::{SecurityArgs, SecuritySettings};
 
@@ -270,15 +273,6 @@ pub struct ServeArgs {
     /// server keeps no personal data (the customers' routes answer 503).
     #[arg(long, env = "ANNALS_MASTER_KEY_FILE", value_name = "PATH")]
     master_key_file: Option<PathBuf>,
-}
-
-/// Where the master key comes from (never the key itself: settings are printed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MasterKeySource {
-    /// `--master-key-file PATH`: read, or created if missing.
-    File(PathBuf),
-    /// The environment variable `ANNALS_MASTER_KEY`.
-    Environment,
 }
 
 /// One `--lane` flag: a lane and its limits.
@@ -868,50 +862,6 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         .into());
     }
     result
-}
-
-/// Opens the key store of the data directory with the master key of `settings`, if
-/// one is configured; says which master key (its fingerprint, never the key).
-async fn open_key_store(settings: &Settings) -> anyhow::Result<Option<privacy::KeyStore>> {
-    let Some(source) = settings.master_key.clone() else {
-        tracing::warn!(
-            "no master key (--master-key-file or ANNALS_MASTER_KEY): the server keeps no \
-             personal data, and the customers' routes answer 503 personal-data-disabled"
-        );
-        return Ok(None);
-    };
-    let data_dir = settings.data_dir.clone();
-    let opened = tokio::task::spawn_blocking(move || {
-        let master = match &source {
-            MasterKeySource::File(path) => privacy::MasterKey::from_file_or_create(path)
-                .map(|(key, _created)| key)
-                .with_context(|| format!("cannot read the master key file {}", path.display()))?,
-            MasterKeySource::Environment => {
-                let text = zeroize::Zeroizing::new(
-                    std::env::var(privacy::MASTER_KEY_ENV).unwrap_or_default(),
-                );
-                privacy::MasterKey::from_hex(&text)
-                    .with_context(|| format!("bad master key in {}", privacy::MASTER_KEY_ENV))?
-            }
-        };
-        let fingerprint = master.fingerprint();
-        let key_store = privacy::KeyStore::open(&data_dir, master).with_context(|| {
-            format!(
-                "cannot open the key store in {}",
-                data_dir.join(privacy::KeyStore::DIR).display()
-            )
-        })?;
-        anyhow::Ok((key_store, fingerprint))
-    })
-    .await
-    .context("opening the key store panicked")??;
-    let (key_store, fingerprint) = opened;
-    tracing::info!(
-        master_key = %fingerprint,
-        dir = %key_store.dir().display(),
-        "personal data on: sealed under per-customer keys in the key store"
-    );
-    Ok(Some(key_store))
 }
 
 /// Waits for the store's writer to fail; then says so in the log, lets the server answer
