@@ -504,10 +504,18 @@ async fn a_read_model_that_keeps_failing_is_failed_until_a_retry_heals_it() {
         .await;
     let head = server.restock(5).await;
     // Each read model retries the event (3 times by default, after a jittered backoff),
-    // each retry a restart, then stops faulted: a failed worker.
+    // each retry a restart, then stops faulted: a failed worker. Every model meets the
+    // fault; the wait is for all of them, so that the retries below reach each one (a
+    // model still in its last backoff when the fault is cleared would fail after the
+    // list of failed models was read, and never be retried).
     let report = server
-        .when("/api/v1/workers", "the inventory model failed", |report| {
-            worker(report, "projection:inventory")["state"] == "failed"
+        .when("/api/v1/workers", "every read model failed", |report| {
+            report["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|worker| worker["name"].as_str().unwrap().starts_with("projection:"))
+                .all(|worker| worker["state"] == "failed")
         })
         .await;
     let inventory = worker(&report, "projection:inventory");
