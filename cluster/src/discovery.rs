@@ -1,0 +1,1 @@
+//! Service discovery over the NATS service API (to be written).

@@ -1,0 +1,1 @@
+//! The lease of a singleton worker in a JetStream key-value bucket (to be written).
