@@ -152,6 +152,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// The log on NATS JetStream (a store opened with `EventStore::open_replicated`)
+    /// could not do what was asked: NATS unreachable, the stream missing or foreign, this
+    /// node's copy behind or stopped, or a message of the log that is not a commit.
+    #[error("the log on JetStream ({what}): {detail}")]
+    Cluster {
+        /// What was being done.
+        what: &'static str,
+        /// What went wrong, and what to do.
+        detail: String,
+    },
+
     /// A read asked for a position the log does not hold.
     #[error("position {0} is beyond the end of the log")]
     PositionOutOfRange(Position),
@@ -171,6 +182,13 @@ impl std::fmt::Display for PositionText {
 }
 
 impl Error {
+    pub(crate) fn cluster(what: &'static str, detail: impl Into<String>) -> Error {
+        Error::Cluster {
+            what,
+            detail: detail.into(),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { path, source }

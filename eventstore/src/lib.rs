@@ -63,6 +63,7 @@ mod open;
 mod reads;
 mod recovery;
 pub mod repair;
+pub mod replicated;
 pub mod segment;
 mod segment_files;
 mod shared;
@@ -84,6 +85,7 @@ pub use envelope::{Metadata, NewEvent, RecordedEvent, StoredEvent, StoredIdentit
 pub use error::Error;
 pub use ids::{EventId, ExpectedVersion, Position, StreamId, Version};
 pub use locks::{KeyGuard, KeyedLocks};
+pub use replicated::ReplicatedConfig;
 pub use store::{AppendOutcome, Direction, EventStore};
 pub use subscription::Subscription;
 pub use verify::VerifyReport;

@@ -171,6 +171,7 @@ impl EventStore {
             writer_failure: watch::channel(None).0,
             closed: CancellationToken::new(),
             lock: Mutex::new(Some(lock)),
+            replica: std::sync::OnceLock::new(),
             blocking_io: Arc::new(tokio::sync::Semaphore::new(config.blocking_io.max(1))),
             config,
         });

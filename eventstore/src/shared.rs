@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     pub(crate) blocking_io: Arc<tokio::sync::Semaphore>,
     /// The data directory's lock, released by `close` (or when the last handle goes).
     pub(crate) lock: Mutex<Option<File>>,
+    /// For a store whose log is on JetStream: the link to it (`crate::replicated`).
+    pub(crate) replica: std::sync::OnceLock<Arc<crate::replicated::Link>>,
 }
 
 impl Shared {

@@ -21,7 +21,7 @@ use crate::envelope::{NewEvent, RecordedEvent};
 use crate::error::Error;
 use crate::ids::{EventId, ExpectedVersion, Position, StreamId, Version};
 use crate::shared::Shared;
-use crate::writer::{AppendRequest, Timing, WriterMessage};
+use crate::writer::{AppendRequest, Placement, Timing, WriterMessage};
 
 /// The result of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +89,9 @@ impl EventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, Error> {
+        if let Some(link) = self.shared.replica.get() {
+            return crate::replicated::append(self, link, stream, expected, events).await;
+        }
         // Only in a caller's trace: a bare append (an import, a benchmark's writer) would
         // make a one-span trace of its own for every append, flooding a collector. And
         // not in a trace that is not sampled: nobody would see the span.
@@ -147,6 +150,12 @@ impl EventStore {
     /// already stored (a resumed import) are recognised and skipped. Returns the next
     /// position after the import.
     pub async fn import(&self, events: Vec<RecordedEvent>) -> Result<Position, Error> {
+        if self.shared.replica.get().is_some() {
+            return Err(Error::cluster(
+                "an import",
+                "a store on JetStream takes appends only: import into an embedded store",
+            ));
+        }
         let mut answers = Vec::new();
         let mut commit: Vec<RecordedEvent> = Vec::new();
         for event in events {
@@ -209,7 +218,7 @@ impl EventStore {
             stream,
             expected,
             events,
-            original: Some((position, recorded_at)),
+            original: Some(Placement::Imported(position, recorded_at)),
             reply,
             queued_at: std::time::Instant::now(),
         };

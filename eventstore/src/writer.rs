@@ -52,13 +52,23 @@ pub struct AppendRequest {
     pub stream: StreamId,
     pub expected: ExpectedVersion,
     pub events: Vec<NewEvent>,
-    /// For an import: the position the append must land at and the original
-    /// recorded-at time (microseconds), so the log is reproduced byte for byte.
-    pub original: Option<(Position, i64)>,
+    /// Where the append lands and when it was recorded, when not at the log's end now.
+    pub original: Option<Placement>,
     pub reply: Reply,
     /// When the caller asked: the syncer reports the time to the acknowledgement
     /// (`annals_append_duration_seconds`, see `crate::metrics`).
     pub queued_at: std::time::Instant,
+}
+
+/// Where an append recorded elsewhere lands, and when it was recorded.
+#[derive(Debug, Clone, Copy)]
+pub enum Placement {
+    /// An import: the position the append must land at and the original recorded-at
+    /// time (microseconds), so the log is reproduced byte for byte.
+    Imported(Position, i64),
+    /// A commit of the replicated log (`crate::replicated`): at the log's end, with the
+    /// time JetStream stored it (microseconds), so every node records the same time.
+    Replicated(i64),
 }
 
 /// Where an append's answer goes, with how its time was spent.
@@ -476,12 +486,14 @@ impl Writer {
         let buffer_start = self.buffer.len();
         let first_version = current.map_or(0, |v| v.0 + 1);
         let recorded_at = match request.original {
-            Some((position, _)) if position.0 != self.next_position => {
+            Some(Placement::Imported(position, _)) if position.0 != self.next_position => {
                 return Err(Error::InvalidAppend(
                     "an imported append must continue the log exactly where it ends",
                 ));
             }
-            Some((_, recorded_at)) => recorded_at,
+            Some(Placement::Imported(_, recorded_at) | Placement::Replicated(recorded_at)) => {
+                recorded_at
+            }
             None => chrono::Utc::now().timestamp_micros(),
         };
         let mut hash = self.last_hash;
@@ -648,7 +660,7 @@ impl Writer {
     }
 }
 
-fn describe_expected(expected: ExpectedVersion) -> String {
+pub(crate) fn describe_expected(expected: ExpectedVersion) -> String {
     match expected {
         ExpectedVersion::Any => "any version".into(),
         ExpectedVersion::NoStream => "no stream".into(),

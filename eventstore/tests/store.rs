@@ -47,6 +47,8 @@ mod model;
 mod nowait;
 #[path = "store/repair.rs"]
 mod repair;
+#[path = "store/replicated.rs"]
+mod replicated;
 #[path = "store/repository.rs"]
 mod repository;
 #[path = "store/spans.rs"]

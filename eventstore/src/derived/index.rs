@@ -204,6 +204,8 @@ pub struct Index {
 }
 
 const HWM_KEY: &[u8] = b"hwm";
+/// The follower's mark of a store on JetStream: (sequence, next position).
+const REPLICA_MARK: &[u8] = b"replica-mark";
 
 impl Index {
     /// Opens the index at `path`. If sled will not open it, it is moved aside (to
@@ -380,6 +382,25 @@ impl Index {
     pub fn save_checkpoint(&self, name: &str, position: crate::Position) -> Result<(), Error> {
         self.checkpoints
             .insert(name.as_bytes(), &position.0.to_be_bytes()[..])?;
+        Ok(())
+    }
+
+    /// Where the follower of a store on JetStream resumes (`crate::replicated`): the last
+    /// sequence applied and the log's next position then, saved together.
+    pub fn load_replica_mark(&self) -> Result<Option<(u64, u64)>, Error> {
+        Ok(self
+            .meta
+            .get(REPLICA_MARK)?
+            .filter(|value| value.len() == 16)
+            .map(|value| (be_u64(&value[..8]), be_u64(&value[8..]))))
+    }
+
+    /// Saves the follower's mark (see [`Index::load_replica_mark`]).
+    pub fn save_replica_mark(&self, sequence: u64, next_position: u64) -> Result<(), Error> {
+        let mut value = [0u8; 16];
+        value[..8].copy_from_slice(&sequence.to_be_bytes());
+        value[8..].copy_from_slice(&next_position.to_be_bytes());
+        self.meta.insert(REPLICA_MARK, &value[..])?;
         Ok(())
     }
 

@@ -150,3 +150,28 @@ pub async fn filled_store(
     );
     (dir, log)
 }
+
+/// A [`eventstore::ReplicatedConfig`] for a stream of its own on the servers at `urls`
+/// (a fresh name and subject prefix, so tests sharing servers never meet), with
+/// `replicas` copies.
+pub fn replicated(urls: &str, replicas: usize) -> eventstore::ReplicatedConfig {
+    let name = format!("T{}", uuid::Uuid::now_v7().simple());
+    eventstore::ReplicatedConfig {
+        urls: urls.to_owned(),
+        subject_prefix: format!("annals.{}", name.to_lowercase()),
+        stream: name,
+        replicas,
+        ..eventstore::ReplicatedConfig::default()
+    }
+}
+
+/// `EventStore::open_replicated` that must open.
+pub async fn open_replicated(
+    dir: &Path,
+    config: StoreConfig,
+    replicated: &eventstore::ReplicatedConfig,
+) -> EventStore {
+    EventStore::open_replicated(dir, config, replicated.clone())
+        .await
+        .unwrap_or_else(|error| panic!("opening {} on JetStream failed: {error}", dir.display()))
+}
