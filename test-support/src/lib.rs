@@ -2,10 +2,11 @@
 //! random generator that prints its seed and replays from `ANNALS_TEST_SEED`
 //! ([`Random`]), time limits that turn a hang into a failure ([`within`]), free loopback
 //! ports, the lock that keeps child processes from inheriting a store's lock
-//! ([`SPAWNING`]), and two real servers that clean up on `Drop`: [`NatsServer`] and
+//! ([`SPAWNING`]), and real servers that clean up on `Drop`: [`NatsServer`] and
 //! [`AnnalsServer`] (the `annals` binary found, and built when needed, by
 //! [`annals_binary`]), either of them over TLS with certificates made at run time
-//! ([`tls::TestPki`]); the payment provider simulator [`PspSimulator`]; and spans kept
+//! ([`tls::TestPki`]); a 3-node NATS JetStream cluster that tests kill and restart node
+//! by node ([`NatsCluster`]); the payment provider simulator [`PspSimulator`]; and spans kept
 //! in memory for the trace tests ([`traces::MemoryTraces`]); and a scanner for plaintext
 //! left in files, exports or messages ([`plaintext`]).
 //!
@@ -13,6 +14,7 @@
 
 mod annals;
 mod nats;
+mod nats_cluster;
 pub mod plaintext;
 mod psp;
 mod random;
@@ -28,6 +30,7 @@ use std::time::Duration;
 
 pub use annals::{AnnalsServer, annals_binary, annals_command, run_annals};
 pub use nats::{NatsServer, nats_server_binary};
+pub use nats_cluster::NatsCluster;
 pub use psp::{PspSimulator, psp_sim_binary};
 pub use random::{Random, SEED_VARIABLE};
 
