@@ -1,19 +1,22 @@
 //! The store against a model: random sequences of appends (right and wrong expected
 //! versions, re-sent and half re-sent appends, concurrent appends), reads, subscriptions,
-//! restarts and index rebuilds, each checked against a plain `Vec` of events.
+//! restarts and index rebuilds, each checked against a plain `Vec` of events: on one
+//! machine, and with the log on a JetStream stream of a real 3-node cluster.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use eventstore::{
     AppendOutcome, Direction, Error, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
-    RecordedEvent, StoreConfig, StreamId, Version,
+    RecordedEvent, ReplicatedConfig, StoreConfig, StreamId, Version,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::{Config, FileFailurePersistence};
+use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 use tempfile::TempDir;
+use test_support::NatsCluster;
 
-use crate::common::{event, try_open};
+use crate::common::{event, open_replicated, replicated, try_open};
 
 /// Streams in two categories and one without a category.
 const STREAMS: [&str; 4] = ["alpha-1", "alpha-2", "beta-1", "gamma"];
@@ -322,9 +325,36 @@ fn new_events(payloads: &[Vec<u8>], with_metadata: bool) -> Vec<NewEvent> {
         .collect()
 }
 
-async fn run(ops: Vec<Op>, config: StoreConfig) -> Result<(), TestCaseError> {
+/// Where the log under test lives.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// Segment files in the data directory.
+    Embedded,
+    /// A JetStream stream, the data directory holding the node's copy.
+    JetStream(ReplicatedConfig),
+}
+
+impl Backend {
+    async fn open(&self, dir: &Path, config: &StoreConfig) -> EventStore {
+        match self {
+            Backend::Embedded => try_open(dir, config.clone()).unwrap(),
+            Backend::JetStream(log) => open_replicated(dir, config.clone(), log).await,
+        }
+    }
+
+    /// What a lost index means: on one machine the index alone (rebuilt from the log);
+    /// on JetStream the node's whole copy (rebuilt from the stream).
+    fn derived(&self, dir: &Path) -> PathBuf {
+        match self {
+            Backend::Embedded => dir.join("index"),
+            Backend::JetStream(_) => dir.to_path_buf(),
+        }
+    }
+}
+
+async fn run(ops: Vec<Op>, config: StoreConfig, backend: Backend) -> Result<(), TestCaseError> {
     let dir = TempDir::new().unwrap();
-    let mut store = try_open(dir.path(), config.clone()).unwrap();
+    let mut store = backend.open(dir.path(), &config).await;
     let mut model = Model::default();
 
     for op in ops {
@@ -504,13 +534,13 @@ async fn run(ops: Vec<Op>, config: StoreConfig) -> Result<(), TestCaseError> {
             Op::Restart => {
                 store.close().await;
                 drop(store);
-                store = try_open(dir.path(), config.clone()).unwrap();
+                store = backend.open(dir.path(), &config).await;
             }
             Op::DropIndexes => {
                 store.close().await;
                 drop(store);
-                std::fs::remove_dir_all(dir.path().join("index")).unwrap();
-                store = try_open(dir.path(), config.clone()).unwrap();
+                std::fs::remove_dir_all(backend.derived(dir.path())).unwrap();
+                store = backend.open(dir.path(), &config).await;
                 check_all(&store, &model)?;
             }
         }
@@ -519,9 +549,16 @@ async fn run(ops: Vec<Op>, config: StoreConfig) -> Result<(), TestCaseError> {
     check_all(&store, &model)?;
     store.close().await;
     drop(store);
-    let store = try_open(dir.path(), config).unwrap();
+    let store = backend.open(dir.path(), &config).await;
     check_all(&store, &model)?;
     store.close().await;
+    if let Backend::JetStream(_) = backend {
+        // Another node, opened now, derives the same log from the stream.
+        let other = TempDir::new().unwrap();
+        let store = backend.open(other.path(), &config).await;
+        check_all(&store, &model)?;
+        store.close().await;
+    }
     Ok(())
 }
 
@@ -546,6 +583,35 @@ proptest! {
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(run(ops, config))?;
+        runtime.block_on(run(ops, config, Backend::Embedded))?;
+    }
+}
+
+/// The same model, the log on a JetStream stream of 3 replicas on a real 3-node cluster
+/// (a stream of its own per case), with restarts of the node and losses of its whole copy.
+#[test]
+fn the_store_on_jetstream_behaves_like_a_vec_of_events() {
+    let cluster = NatsCluster::start();
+    let mut runner = TestRunner::new(Config {
+        cases: 24,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cases = (
+        prop::collection::vec(op(), 1..40),
+        prop::sample::select(vec![512u64, 1 << 20]),
+    );
+    let result = runner.run(&cases, |(ops, segment_bytes)| {
+        let config = crate::common::segments_of(segment_bytes);
+        let backend = Backend::JetStream(replicated(&cluster.urls(), 3));
+        runtime.block_on(run(ops, config, backend))
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
     }
 }
