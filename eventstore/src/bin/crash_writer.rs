@@ -1,5 +1,9 @@
-//! `crash-writer <data-dir>`: the child process of the eventstore crash test
-//! (`tests/store/crash.rs`), which kills it with SIGKILL at a random moment.
+//! `crash-writer <data-dir> [<nats-urls> <stream> <subject-prefix>]`: the child process
+//! of the eventstore crash test (`tests/store/crash.rs`), which kills it with SIGKILL at a
+//! random moment. With the NATS arguments the log is that JetStream stream (3 replicas)
+//! and the data directory holds this node's copy; NATS servers may then be killed under
+//! it too, so a failed append is sent again, with the same event ids, until it is
+//! acknowledged (a re-send of a stored append is answered with the original).
 //!
 //! It opens the store and runs 16 writers, each appending commits of 1 to 5 events to its
 //! own stream (with `Exact`/`NoStream`: one writer per stream, so a conflict is a bug)
@@ -17,7 +21,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use eventstore::{EventStore, ExpectedVersion, Metadata, NewEvent, StoreConfig, StreamId};
+use eventstore::{
+    EventStore, ExpectedVersion, Metadata, NewEvent, ReplicatedConfig, StoreConfig, StreamId,
+};
 use uuid::Uuid;
 
 const WRITERS: u64 = 16;
@@ -31,20 +37,33 @@ fn config() -> StoreConfig {
 }
 
 fn main() {
-    let Some(dir) = std::env::args_os().nth(1) else {
-        eprintln!("usage: crash-writer <data-dir>");
+    let mut args = std::env::args().skip(1);
+    let Some(dir) = args.next() else {
+        eprintln!("usage: crash-writer <data-dir> [<nats-urls> <stream> <subject-prefix>]");
         std::process::exit(2);
     };
+    let log = args.next().map(|urls| ReplicatedConfig {
+        urls,
+        stream: args.next().expect("a stream name"),
+        subject_prefix: args.next().expect("a subject prefix"),
+        replicas: 3,
+        ..ReplicatedConfig::default()
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    runtime.block_on(run(PathBuf::from(dir)));
+    runtime.block_on(run(PathBuf::from(dir), log));
 }
 
-async fn run(dir: PathBuf) {
-    let store = match EventStore::open(&dir, config()) {
+async fn run(dir: PathBuf, log: Option<ReplicatedConfig>) {
+    let retry = log.is_some();
+    let opened = match log {
+        None => EventStore::open(&dir, config()),
+        Some(log) => EventStore::open_replicated(&dir, config(), log).await,
+    };
+    let store = match opened {
         Ok(store) => store,
         Err(error) => {
             eprintln!("crash-writer: cannot open {}: {error}", dir.display());
@@ -52,7 +71,7 @@ async fn run(dir: PathBuf) {
         }
     };
     let writers: Vec<_> = (0..WRITERS)
-        .map(|writer| tokio::spawn(write(store.clone(), writer)))
+        .map(|writer| tokio::spawn(write(store.clone(), writer, retry)))
         .collect();
     for writer in writers {
         // A writer only ends by panicking, which is a failure the test must see.
@@ -70,7 +89,7 @@ fn next(state: &mut u64) -> u64 {
     *state
 }
 
-async fn write(store: EventStore, writer: u64) {
+async fn write(store: EventStore, writer: u64, retry: bool) {
     let own = StreamId::new(format!("crash-{writer}")).expect("a valid stream id");
     let shared = StreamId::new("crash-shared").expect("a valid stream id");
     let mut head = store.stream_head(&own).expect("the head of the own stream");
@@ -98,10 +117,16 @@ async fn write(store: EventStore, writer: u64) {
                 head.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact),
             )
         };
-        let outcome = store
-            .append(stream, expected, events)
-            .await
-            .unwrap_or_else(|error| panic!("append to {stream} failed: {error}"));
+        let outcome = loop {
+            match store.append(stream, expected, events.clone()).await {
+                Ok(outcome) => break outcome,
+                Err(error) if retry && !error.is_conflict() => {
+                    eprintln!("crash-writer: append to {stream} failed, sending it again: {error}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("append to {stream} failed: {error}"),
+            }
+        };
         if !to_shared {
             head = Some(outcome.last_version);
         }

@@ -57,6 +57,13 @@ pub(crate) async fn append(
         headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id.as_str());
         if expected != ExpectedVersion::Any {
             let last = last_on_subject(link, stream, &subject).await?;
+            // An earlier send of this append (its acknowledgement lost) may be what moved
+            // the stream: the copy, caught up to the subject, knows.
+            if events.iter().any(|event| store.may_hold_event(&event.id))
+                && let Some(original) = original(store, stream, &events).await?
+            {
+                return Ok(original);
+            }
             // The node's copy has applied the subject's last message: its version is
             // the stream's, and a conflict is answered without publishing.
             let current = {

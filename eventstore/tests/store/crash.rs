@@ -2,7 +2,8 @@
 //! killed with SIGKILL at a random moment, round after round on the same data directory.
 //! After each kill the store must open with every acknowledged append in place (same id,
 //! stream, version and position), no append partly visible, positions and versions
-//! gap-free, and `verify` passing.
+//! gap-free, and `verify` passing. The same with the log on a JetStream stream of 3
+//! replicas on a real 3-node cluster, where NATS servers are killed too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
@@ -62,9 +63,22 @@ fn parse_ack(line: &str) -> Ack {
 /// Runs the child on `dir` until `kill_after` says so, kills it with SIGKILL and returns
 /// the acknowledgements it printed in full.
 fn run_child(dir: &Path, wait_for_first_ack: bool, delay: Duration) -> Vec<Ack> {
+    run_child_with(dir, &[], wait_for_first_ack, delay, || {})
+}
+
+/// [`run_child`] with more arguments for the child, and `meanwhile` run after the first
+/// acknowledgement, before the delay.
+fn run_child_with(
+    dir: &Path,
+    args: &[String],
+    wait_for_first_ack: bool,
+    delay: Duration,
+    meanwhile: impl FnOnce(),
+) -> Vec<Ack> {
     let mut child = test_support::spawn(
         Command::new(env!("CARGO_BIN_EXE_crash-writer"))
             .arg(dir)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit()),
     )
@@ -96,6 +110,7 @@ fn run_child(dir: &Path, wait_for_first_ack: bool, delay: Duration) -> Vec<Ack> 
             }
         }
     }
+    meanwhile();
     // The crash moment: a sleep is the point here, not a way to wait for something.
     std::thread::sleep(delay);
     child.kill().expect("SIGKILL crash-writer");
@@ -234,6 +249,74 @@ async fn acknowledged_appends_survive_sigkill_and_no_append_is_half_there() {
     );
     eprintln!(
         "crash test: {ROUNDS} kills, {} acknowledged appends, {events} events, {:?}",
+        acks.len(),
+        started.elapsed()
+    );
+}
+
+/// The crash test with the log on JetStream: the node (the child) is killed round after
+/// round, and every third round one NATS server too (restarted after the round); the
+/// restarted node's copy holds every acknowledged append where it was acknowledged, and a
+/// new node derives the same log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_jetstream_acknowledged_appends_survive_sigkill_of_the_node_and_of_a_nats_server() {
+    const ROUNDS: usize = 12;
+    let mut random = Random::seeded("jetstream crash test");
+    let mut cluster = test_support::NatsCluster::start();
+    let log = crate::common::replicated(&cluster.urls(), 3);
+    let args = [
+        cluster.urls(),
+        log.stream.clone(),
+        log.subject_prefix.clone(),
+    ];
+    let dir = TempDir::new().unwrap();
+    let started = Instant::now();
+    let mut acks: Vec<Ack> = Vec::new();
+    let mut events = 0;
+    for round in 0..ROUNDS {
+        let early = round % 5 == 4;
+        let delay = if early {
+            Duration::from_millis(5 + random.below(61))
+        } else {
+            Duration::from_millis(50 + random.below(200))
+        };
+        let victim = (round % 3 == 2).then(|| random.below(3) as usize);
+        let round_acks = run_child_with(dir.path(), &args, !early, delay, || {
+            if let Some(victim) = victim {
+                cluster.kill(victim);
+            }
+        });
+        if let Some(victim) = victim {
+            cluster.restart(victim);
+        }
+        acks.extend(round_acks.iter().cloned());
+        let store = crate::common::open_replicated(dir.path(), config(), &log).await;
+        let now = check_after_crash(&store, &acks, &round_acks);
+        assert!(
+            now >= events,
+            "round {round}: the log shrank from {events} to {now}"
+        );
+        events = now;
+        store.close().await;
+        drop(store);
+    }
+    assert!(
+        acks.len() > ROUNDS,
+        "the child acknowledged too little to test anything ({} appends)",
+        acks.len()
+    );
+    let other = TempDir::new().unwrap();
+    let node = crate::common::open_replicated(other.path(), config(), &log).await;
+    let again = crate::common::open_replicated(dir.path(), config(), &log).await;
+    assert_eq!(
+        node.read_all(Position(0), usize::MAX).unwrap(),
+        again.read_all(Position(0), usize::MAX).unwrap(),
+        "a new node derives the same log"
+    );
+    node.close().await;
+    again.close().await;
+    eprintln!(
+        "jetstream crash test: {ROUNDS} kills, {} acknowledged appends, {events} events, {:?}",
         acks.len(),
         started.elapsed()
     );
