@@ -546,6 +546,45 @@ mod tests {
         assert!(held < 40, "{held} of 2,000 new ids after a reopen");
     }
 
+    /// A sender that took its place in the writer's queue before a failure stopped the
+    /// writer, and puts its message in only after the writer found the queue empty (a
+    /// `close` preempted between the two: the simulation's "close hung", seed 1143), is
+    /// still answered: the writer waits for that message instead of going without it.
+    #[tokio::test]
+    async fn a_message_whose_place_was_taken_before_the_writer_stopped_is_answered() {
+        use crate::io::sim::{SimDisk, SimErrno, SimOp};
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let disk = SimDisk::new(16);
+        let store =
+            EventStore::open_with_log_fs(dir.path(), config(), Arc::new(disk.clone())).unwrap();
+        // The first half of `close`'s send: a place in the queue, the message not in yet.
+        let place = store.inbox.reserve().await.unwrap();
+        disk.fail_next(SimOp::Write, SimErrno::Eio);
+        let stream = StreamId::new("order-1").unwrap();
+        let events = vec![NewEvent::new("Happened", b"1".to_vec())];
+        let failed = store.append(&stream, ExpectedVersion::Any, events).await;
+        assert!(matches!(failed, Err(Error::WriterStopped(_))), "{failed:?}");
+        // A writer that goes once its queue looks empty is gone well within this.
+        let writer_gone = || {
+            let threads = store.threads.lock().unwrap();
+            threads.writer.as_ref().is_some_and(|w| w.is_finished())
+        };
+        let until = Instant::now() + Duration::from_millis(300);
+        while !writer_gone() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let (reply, done) = oneshot::channel();
+        place.send(WriterMessage::Close(reply));
+        tokio::time::timeout(Duration::from_secs(10), done)
+            .await
+            .expect("the close sent as the writer stopped was never answered")
+            .expect("answered, not dropped");
+        tokio::time::timeout(Duration::from_secs(10), store.close())
+            .await
+            .expect("close returns");
+    }
+
     #[tokio::test]
     async fn checkpoints_are_saved_and_loaded() {
         let dir = tempfile::tempdir().unwrap();

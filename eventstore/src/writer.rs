@@ -250,9 +250,12 @@ impl Writer {
                 }
             }
         }
-        // Answer whatever is still queued: nothing more will be written.
+        // Answer whatever is still queued: nothing more will be written. Until `None`,
+        // not until the queue looks empty: a sender that took its slot before the close
+        // (a `close` or an append racing a failure) puts its message in only after, and
+        // one put in once this thread has gone would wait for its answer forever.
         inbox.close();
-        while let Ok(message) = inbox.try_recv() {
+        while let Some(message) = inbox.blocking_recv() {
             match message {
                 WriterMessage::Append(request) => {
                     let _ = request
