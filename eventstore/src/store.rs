@@ -427,6 +427,9 @@ impl EventStore {
     /// index and releases the lock once every handle is dropped. Appends after this fail
     /// with [`Error::WriterStopped`].
     pub async fn close(&self) {
+        if let Some(link) = self.shared.replica.get() {
+            link.stop().await;
+        }
         let (reply, done) = oneshot::channel();
         if self.inbox.send(WriterMessage::Close(reply)).await.is_ok() {
             let _ = done.await;

@@ -272,7 +272,9 @@ impl Index {
     }
 
     /// Empties every tree, read models included, for a rebuild from the start of the log.
+    /// The follower's mark stays: it describes the log, not the index.
     pub fn clear(&self) -> Result<(), Error> {
+        let mark = self.meta.get(REPLICA_MARK)?;
         for name in self.db.tree_names() {
             if name.starts_with(b"readmodel") {
                 self.db.drop_tree(name)?;
@@ -288,6 +290,9 @@ impl Index {
             &self.checkpoints,
         ] {
             tree.clear()?;
+        }
+        if let Some(mark) = mark {
+            self.meta.insert(REPLICA_MARK, mark)?;
         }
         Ok(())
     }

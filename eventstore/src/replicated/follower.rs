@@ -39,9 +39,8 @@ enum Handed {
     Judged(Result<AppendOutcome, Error>),
 }
 
-/// Starts following; returns the stream's last sequence now, which the copy reaches
-/// once it has caught up.
-pub(crate) async fn start(store: &EventStore, link: &Arc<Link>) -> Result<u64, Error> {
+/// Starts following the stream, whose last sequence is `last` now.
+pub(crate) async fn start(store: &EventStore, link: &Arc<Link>, last: u64) -> Result<(), Error> {
     let mark = store.shared.index.load_replica_mark()?;
     let next = store.next_position().0;
     let (from, catching_up_to) = match mark {
@@ -50,7 +49,7 @@ pub(crate) async fn start(store: &EventStore, link: &Arc<Link>) -> Result<u64, E
             return Err(Error::cluster(
                 "the node's copy of the log",
                 format!(
-                    "{} holds a log of its own, not a copy of stream {}: give the node an empty --data-dir",
+                    "{} holds a log but no mark of a copy of stream {} (a log of its own, or a copy whose index was deleted): give the node an empty --data-dir, and it copies the stream again",
                     store.dir().display(),
                     link.config.stream
                 ),
@@ -59,12 +58,6 @@ pub(crate) async fn start(store: &EventStore, link: &Arc<Link>) -> Result<u64, E
         Some((sequence, position)) if position == next => (sequence + 1, None),
         Some((sequence, _)) => (sequence + 1, Some(Position(next))),
     };
-    let info = link
-        .stream
-        .get_info()
-        .await
-        .map_err(|error| Error::cluster("reading the log's stream", error.to_string()))?;
-    let last = info.state.last_sequence;
     if from > last + 1 {
         return Err(Error::cluster(
             "the node's copy of the log",
@@ -85,7 +78,7 @@ pub(crate) async fn start(store: &EventStore, link: &Arc<Link>) -> Result<u64, E
         handed,
     ));
     tokio::spawn(collect(store.clone(), link.clone(), next, collected));
-    Ok(last)
+    Ok(())
 }
 
 /// The reader: messages from `from` on, to the writer in order.
@@ -96,7 +89,7 @@ async fn read(
     mut catching_up_to: Option<Position>,
     handed: mpsc::Sender<(u64, Option<crate::ids::StreamId>, Handed)>,
 ) {
-    let closed = store.shared.closed.clone();
+    let closed = link.stop.clone();
     let mut next_sequence = from;
     let mut backoff = Duration::from_millis(50);
     'consumer: loop {
@@ -184,7 +177,7 @@ async fn read(
                             .await
                             .is_err()
                         {
-                            fail(&link, "the store's writer stopped");
+                            fail(&store, &link, "the store's writer stopped");
                             return;
                         }
                         Handed::Writing(answer)
@@ -212,7 +205,7 @@ async fn collect(
             Handed::Writing(answer) => match answer.await {
                 Ok((outcome, _)) => outcome,
                 Err(_) => {
-                    fail(&link, "the store's writer stopped");
+                    fail(&store, &link, "the store's writer stopped");
                     return;
                 }
             },
@@ -220,7 +213,11 @@ async fn collect(
         if let Err(error) = &outcome
             && !refusal(error)
         {
-            fail(&link, &format!("applying sequence {sequence}: {error}"));
+            fail(
+                &store,
+                &link,
+                &format!("applying sequence {sequence}: {error}"),
+            );
             return;
         }
         if let Ok(applied) = &outcome
@@ -237,7 +234,11 @@ async fn collect(
         if (unsaved >= 256 || collected.is_empty())
             && let Err(error) = store.shared.index.save_replica_mark(last, next)
         {
-            fail(&link, &format!("saving the follower's mark: {error}"));
+            fail(
+                &store,
+                &link,
+                &format!("saving the follower's mark: {error}"),
+            );
             return;
         }
         if collected.is_empty() {
@@ -291,9 +292,15 @@ fn refusal(error: &Error) -> bool {
     )
 }
 
-fn fail(link: &Link, why: &str) {
+/// Stops following: this node's copy cannot go on (its writer or index failed). The
+/// store fails with it, as on a failed write: a server stops and exits, and a fresh
+/// process resumes from the copy.
+fn fail(store: &EventStore, link: &Link, why: &str) {
     tracing::error!(why, "the log's follower stopped");
     link.failure.send_replace(Some(why.to_owned()));
+    store
+        .shared
+        .fail(format!("the log's follower stopped: {why}"));
 }
 
 async fn messages_from(link: &Link, from: u64) -> Result<consumer::pull::Ordered, Error> {

@@ -97,6 +97,10 @@ pub(crate) struct Link {
     pub(crate) subjects: Mutex<HashMap<StreamId, u64>>,
     /// Why the follower stopped, if it did.
     pub(crate) failure: watch::Sender<Option<String>>,
+    /// Stops the follower (the store closes).
+    pub(crate) stop: tokio_util::sync::CancellationToken,
+    /// The follower's tasks, awaited by [`Link::stop`].
+    pub(crate) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Link {
@@ -195,7 +199,20 @@ impl EventStore {
     async fn link(store: &EventStore, replicated: ReplicatedConfig) -> Result<(), Error> {
         let client = connect(&replicated.urls).await?;
         let js = jetstream::new(client);
-        let stream = ensure_stream(&js, &replicated).await?;
+        // A cluster that lost a server moments ago may still be electing leaders: its
+        // requests time out for a few seconds.
+        let deadline = tokio::time::Instant::now() + replicated.timeout;
+        let (stream, last) = loop {
+            match ensure_stream(&js, &replicated).await {
+                Ok(found) => break found,
+                Err(error @ Error::Cluster { what: FOREIGN, .. }) => return Err(error),
+                Err(error) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(%error, "the log's stream is not available yet; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
         let link = Arc::new(Link {
             config: replicated,
             js,
@@ -204,14 +221,16 @@ impl EventStore {
             outcomes: Mutex::new(BTreeMap::new()),
             subjects: Mutex::new(HashMap::new()),
             failure: watch::Sender::new(None),
+            stop: tokio_util::sync::CancellationToken::new(),
+            tasks: Mutex::new(Vec::new()),
         });
         store
             .shared
             .replica
             .set(link.clone())
             .map_err(|_| Error::cluster("linking the store", "it is linked already"))?;
-        let head = follower::start(store, &link).await?;
-        link.applied_through_unbounded(head).await
+        follower::start(store, &link, last).await?;
+        link.applied_through_unbounded(last).await
     }
 
     /// The JetStream sequence this node's copy has applied, for a store on JetStream.
@@ -221,6 +240,16 @@ impl EventStore {
 }
 
 impl Link {
+    /// Stops the follower and waits for it: before the store's writer closes, so that a
+    /// follower never takes the closing writer for a failed one.
+    pub(crate) async fn stop(&self) {
+        self.stop.cancel();
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("not poisoned"));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
     /// [`Link::applied_through`] without the timeout: the catch-up at open, however long.
     async fn applied_through_unbounded(&self, sequence: u64) -> Result<(), Error> {
         let mut applied = self.applied.subscribe();
@@ -267,10 +296,14 @@ async fn connect(urls: &str) -> Result<async_nats::Client, Error> {
 /// The log's stream, created if missing: file storage, the given replicas, no limits
 /// (nothing is ever discarded), deletes and purges denied (so sequences never vanish),
 /// direct gets allowed (the last message of a subject, read from any replica).
+/// What a stream of another kind under the log's name is refused as (not retried).
+const FOREIGN: &str = "the log's stream";
+
+/// The stream and its last sequence now.
 async fn ensure_stream(
     js: &jetstream::Context,
     replicated: &ReplicatedConfig,
-) -> Result<jetstream::stream::Stream, Error> {
+) -> Result<(jetstream::stream::Stream, u64), Error> {
     let subjects = format!("{}.>", replicated.subject_prefix);
     let config = jetstream::stream::Config {
         name: replicated.stream.clone(),
@@ -296,12 +329,13 @@ async fn ensure_stream(
         .map_err(|error| Error::cluster("reading the log's stream", error.to_string()))?;
     if info.config.subjects != [subjects.clone()] {
         return Err(Error::cluster(
-            "the log's stream",
+            FOREIGN,
             format!(
                 "stream {} exists with subjects {:?}, not [{subjects}]: choose another --store-stream",
                 replicated.stream, info.config.subjects
             ),
         ));
     }
-    Ok(stream)
+    let last = info.state.last_sequence;
+    Ok((stream, last))
 }
