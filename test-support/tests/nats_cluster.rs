@@ -1,11 +1,13 @@
 //! The 3-node cluster harness against real nats-servers: an R3 stream keeps every
 //! acknowledged message, gap-free and in order, through a node killed with SIGKILL and
-//! restarted, through each other node killed in turn, and through a whole-cluster restart.
+//! restarted, through each other node killed in turn, and through a whole-cluster
+//! restart; and the configurations shipped in `deploy/nats-cluster/` parse.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};
-use test_support::NatsCluster;
+use test_support::{NatsCluster, nats_server_binary};
 
 const STREAM: &str = "CLUSTERED";
 const SUBJECT: &str = "clustered.events";
@@ -252,4 +254,35 @@ async fn an_r3_stream_survives_a_whole_cluster_restart() {
     publish(&context, 100, &cluster).await;
     assert_holds(&context, 101, &cluster).await;
     println!("the test took {:?}", started.elapsed());
+}
+
+/// The three configurations shipped in `deploy/nats-cluster/` parse (`nats-server -t`).
+#[test]
+fn the_deployed_cluster_configurations_parse() {
+    let deploy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats-cluster");
+    for node in ["n1", "n2", "n3"] {
+        let config = deploy.join(format!("{node}.conf"));
+        let text = std::fs::read_to_string(&config)
+            .unwrap_or_else(|error| panic!("{}: {error}", config.display()));
+        assert!(
+            text.contains("\n  sync_interval: always\n"),
+            "{} does not fsync every write",
+            config.display()
+        );
+        let output = test_support::output(
+            std::process::Command::new(nats_server_binary())
+                .arg("-c")
+                .arg(&config)
+                .arg("-t")
+                .current_dir(&deploy),
+        )
+        .expect("nats-server runs");
+        assert!(
+            output.status.success(),
+            "nats-server -c {} -t failed: {}{}",
+            config.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
