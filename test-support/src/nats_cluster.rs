@@ -6,8 +6,9 @@
 //!
 //! What holds:
 //! - [`NatsCluster::start`] and [`NatsCluster::restart_all`] return only once every
-//!   running node answers `/healthz` with 200 (JetStream current with its meta leader and
-//!   every stream and consumer it holds caught up) and its `/jsz` names a meta leader;
+//!   node answers `/healthz` with 200 (JetStream current with its meta leader and every
+//!   stream and consumer it holds caught up), all three name the same meta leader in
+//!   `/jsz`, and that leader counts three nodes and reports the other two current;
 //!   otherwise they panic within [`READY_WITHIN`] with every node's log.
 //! - A node keeps its ports and its store directory across [`NatsCluster::kill`] and
 //!   [`NatsCluster::restart`]: a restarted node rejoins with what it had written to disk.
@@ -187,32 +188,29 @@ impl NatsCluster {
         std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
     }
 
-    /// Waits until every running node answers `/healthz` with 200 and names a meta
-    /// leader in `/jsz`. Needs a quorum (two nodes) running; fails with every node's
-    /// log after `limit`.
+    /// Waits until every running node answers `/healthz` with 200 (its JetStream, streams
+    /// and consumers current), all name the same meta leader in `/jsz`, and that leader
+    /// reports every other running node current. Needs a quorum (two nodes) running;
+    /// fails with every node's log after `limit`.
     pub fn wait_ready(&self, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
         loop {
-            let mut waiting_for = Vec::new();
-            for i in (0..NODES).filter(|&i| self.nodes[i].child.is_some()) {
-                if !self.is_running(i) {
-                    return Err(format!(
-                        "node {} exited; the cluster's logs:\n{}",
-                        self.nodes[i].name,
-                        self.logs()
-                    ));
-                }
-                if let Some(why) = self.not_ready(i) {
-                    waiting_for.push(format!("{}: {why}", self.nodes[i].name));
-                }
+            if let Some(i) =
+                (0..NODES).find(|&i| self.nodes[i].child.is_some() && !self.is_running(i))
+            {
+                return Err(format!(
+                    "node {} exited; the cluster's logs:\n{}",
+                    self.nodes[i].name,
+                    self.logs()
+                ));
             }
-            if waiting_for.is_empty() {
-                return Ok(());
-            }
+            let waiting_for = match self.not_ready() {
+                None => return Ok(()),
+                Some(why) => why,
+            };
             if Instant::now() > deadline {
                 return Err(format!(
-                    "the NATS cluster was not ready within {limit:?} ({}); the cluster's logs:\n{}",
-                    waiting_for.join("; "),
+                    "the NATS cluster was not ready within {limit:?} ({waiting_for}); the cluster's logs:\n{}",
                     self.logs()
                 ));
             }
@@ -220,25 +218,78 @@ impl NatsCluster {
         }
     }
 
-    /// Why node `i` is not ready yet, or `None` when it is.
-    fn not_ready(&self, i: usize) -> Option<String> {
+    /// Why the running nodes are not ready yet, or `None` when they are: each answers
+    /// `/healthz` with 200, all name the same meta leader, which runs, and the leader
+    /// counts a cluster of three and reports every other running node current.
+    fn not_ready(&self) -> Option<String> {
+        let running: Vec<usize> = (0..NODES)
+            .filter(|&i| self.nodes[i].child.is_some())
+            .collect();
+        let mut leaders = Vec::new();
+        let mut waiting_for = Vec::new();
+        for &i in &running {
+            let name = &self.nodes[i].name;
+            match self.node_meta(i) {
+                Ok(meta) => leaders.push(meta["leader"].as_str().unwrap_or_default().to_owned()),
+                Err(why) => waiting_for.push(format!("{name}: {why}")),
+            }
+        }
+        if !waiting_for.is_empty() {
+            return Some(waiting_for.join("; "));
+        }
+        let leader = leaders.first().cloned().unwrap_or_default();
+        if leader.is_empty() || leaders.iter().any(|other| *other != leader) {
+            return Some(format!("the nodes name the meta leaders {leaders:?}"));
+        }
+        let Some(leader_index) = running
+            .iter()
+            .copied()
+            .find(|&i| self.nodes[i].name == leader)
+        else {
+            return Some(format!("the meta leader {leader} is not running"));
+        };
+        let meta = match self.node_meta(leader_index) {
+            Ok(meta) => meta,
+            Err(why) => return Some(format!("{leader}: {why}")),
+        };
+        if meta["cluster_size"].as_u64() != Some(NODES as u64) {
+            return Some(format!(
+                "the meta leader {leader} counts a cluster of {}",
+                meta["cluster_size"]
+            ));
+        }
+        let replicas = meta["replicas"].as_array().cloned().unwrap_or_default();
+        let behind: Vec<&str> = running
+            .iter()
+            .map(|&i| self.nodes[i].name.as_str())
+            .filter(|&name| name != leader)
+            .filter(|&name| {
+                !replicas
+                    .iter()
+                    .any(|peer| peer["name"] == name && peer["current"] == true)
+            })
+            .collect();
+        (!behind.is_empty())
+            .then(|| format!("the meta leader {leader} does not report {behind:?} current"))
+    }
+
+    /// Node `i`'s `meta_cluster` from `/jsz`, once its `/healthz` answers 200; why not,
+    /// otherwise.
+    fn node_meta(&self, i: usize) -> Result<serde_json::Value, String> {
         let port = self.nodes[i].http_port;
         match http_get(port, "/healthz") {
             Ok((200, _)) => {}
-            Ok((status, body)) => return Some(format!("/healthz {status} {}", body.trim())),
-            Err(error) => return Some(format!("/healthz: {error}")),
+            Ok((status, body)) => return Err(format!("/healthz {status} {}", body.trim())),
+            Err(error) => return Err(format!("/healthz: {error}")),
         }
         let jsz = match http_get(port, "/jsz") {
             Ok((200, body)) => body,
-            Ok((status, body)) => return Some(format!("/jsz {status} {}", body.trim())),
-            Err(error) => return Some(format!("/jsz: {error}")),
+            Ok((status, body)) => return Err(format!("/jsz {status} {}", body.trim())),
+            Err(error) => return Err(format!("/jsz: {error}")),
         };
-        let jsz: serde_json::Value = match serde_json::from_str(&jsz) {
-            Ok(jsz) => jsz,
-            Err(error) => return Some(format!("/jsz is not JSON: {error}")),
-        };
-        let leader = jsz["meta_cluster"]["leader"].as_str().unwrap_or_default();
-        leader.is_empty().then(|| "no meta leader yet".to_owned())
+        let mut jsz: serde_json::Value =
+            serde_json::from_str(&jsz).map_err(|error| format!("/jsz is not JSON: {error}"))?;
+        Ok(jsz["meta_cluster"].take())
     }
 
     /// Every node's log, each under its name, for failure messages.

@@ -220,12 +220,22 @@ async fn an_r3_stream_survives_each_node_killed_in_turn() {
     assert!(cluster.is_running(leader));
     wait_until_current(&context, &cluster, leader).await;
     assert_holds(&context, 200, &cluster).await;
+    println!(
+        "{} restarted and current after {:?}",
+        cluster.name(leader),
+        started.elapsed()
+    );
 
     for other in (0..3).filter(|&i| i != leader) {
         blocking(|| cluster.kill(other));
         assert_holds(&context, 200, &cluster).await;
         blocking(|| cluster.restart(other));
         wait_until_current(&context, &cluster, other).await;
+        println!(
+            "{} killed, the stream read, restarted and current after {:?}",
+            cluster.name(other),
+            started.elapsed()
+        );
     }
     blocking(|| cluster.wait_ready(Duration::from_secs(30))).unwrap_or_else(|e| panic!("{e}"));
     assert_holds(&context, 200, &cluster).await;
@@ -249,6 +259,7 @@ async fn an_r3_stream_survives_a_whole_cluster_restart() {
     assert!((0..3).all(|i| !cluster.is_running(i)));
     blocking(|| cluster.restart_all());
     assert!((0..3).all(|i| cluster.is_running(i)));
+    println!("the cluster was back after {:?}", started.elapsed());
 
     assert_holds(&context, 100, &cluster).await;
     publish(&context, 100, &cluster).await;
