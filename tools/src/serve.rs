@@ -62,6 +62,7 @@ mod connections;
 mod listen;
 mod personal_data;
 mod security;
+mod store;
 
 use listen::{DEFAULT_MAX_CONNECTIONS, cancel_on_signal, serve_state};
 
@@ -69,6 +70,7 @@ pub use personal_data::MasterKeySource;
 use personal_data::open_key_store;
 use security::SecurityFile;
 pub use security::{SecurityArgs, SecuritySettings};
+pub use store::StoreBackend;
 
 /// Serve the HTTP API.
 #[derive(Debug, clap::Args)]
@@ -273,6 +275,20 @@ pub struct ServeArgs {
     /// server keeps no personal data (the customers' routes answer 503).
     #[arg(long, env = "ANNALS_MASTER_KEY_FILE", value_name = "PATH")]
     master_key_file: Option<PathBuf>,
+    /// Where the log lives: `embedded` (segment files in the data directory), or a
+    /// replicated NATS JetStream stream, `nats://H1:P1,H2:P2,H3:P3`; the data directory
+    /// then holds this node's copy, indexes and read models, and any number of nodes
+    /// share the log (docs/ARCHITECTURE.md, "The log on JetStream") [default: embedded].
+    #[arg(long, env = "ANNALS_STORE", value_name = "embedded|nats://...")]
+    store: Option<String>,
+    /// With --store nats://: the JetStream stream of the log, created if missing
+    /// [default: ANNALS_LOG].
+    #[arg(long, env = "ANNALS_STORE_STREAM", value_name = "NAME")]
+    store_stream: Option<String>,
+    /// With --store nats://: the copies JetStream keeps of the log, when it creates the
+    /// stream [default: 3].
+    #[arg(long, env = "ANNALS_STORE_REPLICAS", value_name = "N")]
+    store_replicas: Option<usize>,
 }
 
 /// One `--lane` flag: a lane and its limits.
@@ -349,6 +365,9 @@ struct FileConfig {
     request_timeout_secs: Option<u64>,
     max_connections: Option<u32>,
     master_key_file: Option<PathBuf>,
+    store: Option<String>,
+    store_stream: Option<String>,
+    store_replicas: Option<usize>,
 }
 
 /// The settings in force.
@@ -413,6 +432,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// Where the master key comes from; `None`: no personal data.
     pub master_key: Option<MasterKeySource>,
+    /// Where the log lives.
+    pub store: StoreBackend,
 }
 
 impl ServeArgs {
@@ -438,7 +459,13 @@ impl ServeArgs {
             }
             None => None,
         };
+        let store = StoreBackend::parse(
+            self.store.or(file.store).as_deref(),
+            self.store_stream.or(file.store_stream),
+            self.store_replicas.or(file.store_replicas),
+        )?;
         Ok(Settings {
+            store,
             master_key,
             lanes,
             max_connections: self
@@ -670,7 +697,6 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let mut security_settings = settings.security.clone();
     security_settings.auth.chaos = chaos.clone();
     let gate = security::gate(&security_settings).await?;
-    let data_dir = settings.data_dir.clone();
     let defaults = StoreConfig::default();
     let store_config = StoreConfig {
         create_if_missing: true,
@@ -680,10 +706,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         chaos: chaos.clone(),
         ..defaults
     };
-    let store = tokio::task::spawn_blocking(move || EventStore::open(&data_dir, store_config))
-        .await
-        .context("opening the store panicked")?
-        .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+    let store = store::open(&settings, store_config).await?;
 
     // The key store of personal data, beside the log, if the server has a master key.
     let key_store = match open_key_store(&settings).await {

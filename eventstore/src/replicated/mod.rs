@@ -52,8 +52,8 @@ use crate::store::{AppendOutcome, EventStore};
 
 pub(crate) use append::append;
 
-/// Where the replicated log lives.
-#[derive(Debug, Clone)]
+/// Where the replicated log lives. Its `Debug` hides credentials in the URLs.
+#[derive(Clone, PartialEq)]
 pub struct ReplicatedConfig {
     /// The NATS servers, comma-separated (`nats://h1:4222,nats://h2:4222`); credentials
     /// in a URL are never logged.
@@ -69,6 +69,32 @@ pub struct ReplicatedConfig {
     /// The longest an append waits for JetStream's acknowledgement, or for this node's
     /// copy to apply an acknowledged commit.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for ReplicatedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicatedConfig")
+            .field("urls", &without_credentials(&self.urls))
+            .field("stream", &self.stream)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("replicas", &self.replicas)
+            .field("duplicate_window", &self.duplicate_window)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// `urls` with any `user:password@` of each URL shown as `***@`.
+pub fn without_credentials(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}***{}", &url[..scheme + 3], &url[at..])
+            }
+            _ => url.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl Default for ReplicatedConfig {
