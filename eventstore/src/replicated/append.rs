@@ -18,6 +18,8 @@ use crate::store::{AppendOutcome, EventStore};
 /// it because the stream moved, while this node's copy still admits it (a copy that
 /// was behind). Past this, another node keeps winning: a conflict.
 const ATTEMPTS: usize = 8;
+/// Room left in a message for its headers (message id, expected sequence).
+const HEADROOM: usize = 512;
 
 pub(crate) async fn append(
     store: &EventStore,
@@ -42,7 +44,11 @@ pub(crate) async fn append(
         return Ok(original);
     }
     let body = wire::encode(expected, &events)?;
-    let limit = store.config().max_append_bytes;
+    // One commit is one message: the servers' `max_payload` bounds it too.
+    let limit = store
+        .config()
+        .max_append_bytes
+        .min(link.max_payload.saturating_sub(HEADROOM));
     if body.len() > limit {
         return Err(Error::AppendTooLarge {
             size: body.len(),

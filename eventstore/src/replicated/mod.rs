@@ -115,6 +115,8 @@ pub(crate) struct Link {
     pub(crate) config: ReplicatedConfig,
     pub(crate) js: jetstream::Context,
     pub(crate) stream: jetstream::stream::Stream,
+    /// The largest message the servers take (`max_payload`): the largest commit.
+    pub(crate) max_payload: usize,
     /// The last JetStream sequence this node's copy has applied or refused.
     pub(crate) applied: watch::Sender<u64>,
     /// What applying each recent sequence gave, for the appender waiting on it.
@@ -224,6 +226,7 @@ impl EventStore {
 
     async fn link(store: &EventStore, replicated: ReplicatedConfig) -> Result<(), Error> {
         let client = connect(&replicated.urls).await?;
+        let max_payload = client.server_info().max_payload;
         let js = jetstream::new(client);
         // A cluster that lost a server moments ago may still be electing leaders: its
         // requests time out for a few seconds.
@@ -243,6 +246,7 @@ impl EventStore {
             config: replicated,
             js,
             stream,
+            max_payload,
             applied: watch::Sender::new(0),
             outcomes: Mutex::new(BTreeMap::new()),
             subjects: Mutex::new(HashMap::new()),
