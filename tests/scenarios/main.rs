@@ -44,11 +44,15 @@
 //!   after erasure; `verify`, `audit`, a rebuild and a restart unchanged by it; a moved
 //!   or altered ciphertext reported, never shown; erasure across kill -9.
 //!
+//! - `cluster`: many `annals serve --store nats://...` nodes on one log in a real 3-node
+//!   JetStream cluster: two nodes writing one stream at once, a whole-cluster restart.
+//!
 //! `support` holds the known history, golden-file comparison and the `annals` runners.
 
 mod bounds;
 mod chaos;
 mod cli;
+mod cluster;
 mod contracts;
 mod deploy;
 mod payments;

@@ -98,7 +98,7 @@ pub(crate) async fn append(
         };
         let ack = match tokio::time::timeout(link.config.timeout, published).await {
             Ok(Ok(ack)) => ack,
-            Ok(Err(error)) if error.kind() == PublishErrorKind::WrongLastSequence => {
+            Ok(Err(error)) if stream_moved(&error) => {
                 // Another node appended to the stream since: look again.
                 link.forget(stream);
                 continue;
@@ -134,6 +134,20 @@ pub(crate) async fn append(
             })
             .await?,
     })
+}
+
+/// Whether JetStream refused a publish because the subject's last sequence was not the
+/// one expected. Servers since 2.11 say so with error code 10164, which async-nats 0.51
+/// does not map to `WrongLastSequence`.
+fn stream_moved(error: &async_nats::jetstream::context::PublishError) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    error.kind() == PublishErrorKind::WrongLastSequence
+        || std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
+            .is_some_and(|source| {
+                source.error_code() == ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+                    || source.error_code() == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
+            })
 }
 
 /// The sequence of the last message on `stream`'s subject (0 for none), once this node's

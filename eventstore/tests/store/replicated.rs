@@ -226,3 +226,65 @@ async fn wait_for(store: &EventStore, next: Position) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_appending_to_one_stream_at_once_lose_no_update() {
+    let cluster = test_support::NatsCluster::start();
+    let log = replicated(&cluster.urls(), 3);
+    let (dir_a, dir_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let nodes = [
+        open_replicated(dir_a.path(), config(), &log).await,
+        open_replicated(dir_b.path(), config(), &log).await,
+    ];
+    let counter = stream("counter-1");
+    // Each writer reads the head on its node and appends expecting it, retrying on a
+    // conflict: a read-decide-append loop, as a repository runs it.
+    const WRITERS: usize = 4;
+    const EACH: usize = 20;
+    let mut tasks = Vec::new();
+    for node in &nodes {
+        for writer in 0..WRITERS {
+            let (node, counter) = (node.clone(), counter.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut conflicts = 0;
+                for i in 0..EACH {
+                    loop {
+                        let head = node.stream_head(&counter).unwrap();
+                        let expected =
+                            head.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+                        match node
+                            .append(&counter, expected, vec![event(format!("{writer}-{i}"))])
+                            .await
+                        {
+                            Ok(_) => break,
+                            Err(error) if error.is_conflict() => conflicts += 1,
+                            Err(error) => panic!("an append failed: {error}"),
+                        }
+                    }
+                }
+                conflicts
+            }));
+        }
+    }
+    let mut conflicts = 0;
+    for task in tasks {
+        conflicts += task.await.unwrap();
+    }
+    let total = 2 * WRITERS * EACH;
+    for node in &nodes {
+        wait_for(node, Position(total as u64)).await;
+        let events = node
+            .read_stream(&counter, Version(0), Direction::Forward, usize::MAX)
+            .unwrap();
+        let versions: Vec<u64> = events.iter().map(|event| event.version.0).collect();
+        assert_eq!(versions, (0..total as u64).collect::<Vec<_>>());
+    }
+    assert_eq!(same_logs(&nodes[0], &nodes[1]), total);
+    assert!(
+        conflicts > 0,
+        "the writers never met: the test tested nothing"
+    );
+    for node in &nodes {
+        node.close().await;
+    }
+}

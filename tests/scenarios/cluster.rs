@@ -1,0 +1,218 @@
+//! Many nodes on one log: `annals serve --store nats://...` nodes over a real 3-node
+//! NATS JetStream cluster (`test_support::NatsCluster`), the log a stream of 3 replicas.
+//!
+//! - Two nodes restock the same sku at once through their own repositories: every
+//!   restock lands once, the sku's stream has contiguous versions on both nodes, and each
+//!   node answers with the other's writes once it passed their positions.
+//! - The whole cluster (every NATS server and both nodes) is killed and restarted: every
+//!   node answers every query as before.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use test_support::{AnnalsServer, NatsCluster};
+
+/// A node of the cluster: `annals serve --store <the cluster>`, the saga off unless
+/// asked (these tests are about the log).
+fn node(cluster: &NatsCluster, extra: &[&str]) -> AnnalsServer {
+    let urls = cluster.urls();
+    let mut args = vec!["--store", urls.as_str()];
+    args.extend_from_slice(extra);
+    AnnalsServer::start(&args)
+}
+
+async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
+    let response = http
+        .post(url)
+        .json(&body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("the node answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(http: &reqwest::Client, url: String) -> Value {
+    let response = http
+        .get(&url)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("the node answers");
+    assert!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
+    response.json().await.expect("JSON")
+}
+
+/// The sku `apple` as `node` sees it once its read models passed `position`.
+async fn apple(http: &reqwest::Client, node: &AnnalsServer, position: u64) -> Value {
+    get(
+        http,
+        format!(
+            "{}/api/v1/inventory/skus/apple?min_position={position}",
+            node.url()
+        ),
+    )
+    .await
+}
+
+/// Every event of the stream `stock-apple` on `node` (its copy, once it holds `position`).
+async fn apple_stream(http: &reqwest::Client, node: &AnnalsServer, position: u64) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = get(
+            http,
+            format!("{}/api/v1/streams/stock-apple?limit=1000", node.url()),
+        )
+        .await;
+        let events = page["events"].as_array().expect("events").clone();
+        if events
+            .iter()
+            .any(|event| event["position"].as_u64() >= Some(position))
+        {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never held position {position}: {page}",
+            node.url()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_write_the_same_stream_and_a_whole_cluster_restart_keeps_every_answer() {
+    let mut cluster = NatsCluster::start();
+    let mut nodes = [
+        node(&cluster, &["--no-saga"]),
+        node(&cluster, &["--no-saga"]),
+    ];
+    let http = reqwest::Client::new();
+    let (status, created) = post(
+        &http,
+        format!("{}/api/v1/inventory/skus", nodes[0].url()),
+        json!({"sku": "apple", "name": "Apple", "unit_price": 10}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+
+    // 8 clients on each node restock 1, 2, 3, ... at once: 200 restocks on one stream.
+    const CLIENTS: u64 = 8;
+    const EACH: u64 = 12;
+    let mut tasks = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for client in 0..CLIENTS {
+            let (http, base) = (http.clone(), node.url());
+            tasks.push(tokio::spawn(async move {
+                let mut positions = Vec::new();
+                for i in 0..EACH {
+                    let quantity = 1 + (n as u64 * CLIENTS + client) * EACH + i;
+                    let (status, accepted) = post(
+                        &http,
+                        format!("{base}/api/v1/inventory/skus/apple/restock"),
+                        json!({"quantity": quantity}),
+                    )
+                    .await;
+                    if status != 200 {
+                        return Err(format!("restock {quantity} on {base}: {status} {accepted}"));
+                    }
+                    positions.push(accepted["position"].as_u64().expect("a position"));
+                }
+                Ok(positions)
+            }));
+        }
+    }
+    let mut positions = Vec::new();
+    let mut failures = Vec::new();
+    for task in tasks {
+        match task.await.expect("a client") {
+            Ok(done) => positions.extend(done),
+            Err(failure) => failures.push(failure),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{failures:#?}\nthe nodes' warnings:\n{}",
+        warnings(&nodes)
+    );
+    let restocks = 2 * CLIENTS * EACH;
+    let last = *positions.iter().max().expect("positions");
+    positions.sort_unstable();
+    positions.dedup();
+    assert_eq!(
+        positions.len() as u64,
+        restocks,
+        "two restocks got one position"
+    );
+    // 1 + 2 + ... + 200: no restock lost, none applied twice.
+    let total = restocks * (restocks + 1) / 2;
+    let mut answers = Vec::new();
+    for node in &nodes {
+        let sku = apple(&http, node, last).await;
+        assert_eq!(sku["on_hand"], total, "{}: {sku}", node.url());
+        let events = apple_stream(&http, node, last).await;
+        let versions: Vec<u64> = events
+            .iter()
+            .map(|event| event["version"].as_u64().expect("a version"))
+            .collect();
+        assert_eq!(
+            versions,
+            (0..=restocks).collect::<Vec<_>>(),
+            "{}: the sku's versions are contiguous",
+            node.url()
+        );
+        answers.push((sku, events));
+    }
+    assert_eq!(answers[0], answers[1], "both nodes hold the same stream");
+
+    // The whole cluster goes down at once and comes back.
+    for node in &mut nodes {
+        node.kill();
+    }
+    cluster.kill_all();
+    cluster.restart_all();
+    for node in &mut nodes {
+        node.restart();
+    }
+    for node in &nodes {
+        let sku = apple(&http, node, last).await;
+        let events = apple_stream(&http, node, last).await;
+        assert_eq!(
+            (sku, events),
+            answers[0],
+            "{} after the restart",
+            node.url()
+        );
+    }
+    // And takes writes again, seen by the other node.
+    let (status, accepted) = post(
+        &http,
+        format!("{}/api/v1/inventory/skus/apple/restock", nodes[1].url()),
+        json!({"quantity": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{accepted}");
+    let position = accepted["position"].as_u64().expect("a position");
+    let sku = apple(&http, &nodes[0], position).await;
+    assert_eq!(sku["on_hand"], total + 1, "{sku}");
+}
+
+/// The warnings and errors the nodes logged.
+fn warnings(nodes: &[AnnalsServer]) -> String {
+    nodes
+        .iter()
+        .flat_map(|node| {
+            node.log()
+                .lines()
+                .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+                .map(|line| format!("{}: {line}", node.url()))
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
