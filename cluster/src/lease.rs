@@ -25,6 +25,10 @@
 //! - **Release** on a clean stop, after the work has stopped: `kv.delete` expecting the
 //!   held revision. A contender sees the delete marker on its next read and creates the
 //!   key at once (well under a second), instead of waiting out a TTL.
+//! - **Take back** a lease still holding this node's own last write (after a lost
+//!   tenure, e.g. a partition that healed before anyone took over): at once, expecting
+//!   that revision. Nobody else wrote since, so nobody else acted, and this node's worker
+//!   is stopped between tenures: the expected revision is the whole argument.
 //! - **Lose**: a renewal that meets another revision (someone took over), or no
 //!   successful renewal for TTL − margin (margin = TTL/4) after the last successful
 //!   renewal was *sent*, by the holder's monotonic clock. NATS timeouts, "no responders"
@@ -41,7 +45,10 @@
 //! clocks *run* at about the same rate (they do, to parts per million); it never compares
 //! what two machines' clocks *read*. A renewal that was written but whose answer was lost
 //! is recognised by its bytes (a conflict on the next renewal, then a read) and the
-//! deadline counts from when *it* was sent, which keeps the argument.
+//! deadline counts from when *it* was sent, which keeps the argument. The client may also
+//! send a renewal it buffered during a disconnection after it reconnects, long after the
+//! holder stopped: against the expected revision it either conflicts or reads to
+//! contenders as a renewal (they wait a TTL more, and the former holder takes it back).
 //!
 //! # What it does not guarantee
 //! The lease fences *acts that check it*: a worker must call [`Tenure::is_held`] right

@@ -472,3 +472,72 @@ async fn a_conflicting_write_stops_the_holder_at_its_next_renewal() {
     node.stop().await;
     acts.assert_never_at_once();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_back_from_a_partition_takes_its_unchanged_lease_back_at_once() {
+    let server = NatsServer::start();
+    let ttl = Duration::from_secs(3);
+    let proxy = CuttableProxy::start(server_address(&server)).await;
+    let acts = Acts::default();
+    let leases = open(&proxy.url(), "a", ttl).await;
+    let node = campaign(&leases, &acts, "a");
+    wait_until(Duration::from_secs(10), "a acting", || {
+        acts.acting_now().is_some()
+    })
+    .await;
+
+    proxy.cut();
+    let stopped = wait_until(ttl, "a stopping without NATS", || {
+        acts.acting_now().is_none() && leases.roles().held().is_empty()
+    })
+    .await;
+    proxy.heal();
+    // Nobody wrote the key since a's last renewal: a may take it back without waiting out
+    // a TTL, as any other contender would have to (after its first read, which may wait
+    // for the reconnection and the campaign's backoff).
+    let again = wait_until(ttl * 3, "a acting again", || {
+        acts.first_start_after("a", stopped).is_some()
+    })
+    .await;
+    eprintln!("a acted again {:?} after NATS came back", again - stopped);
+    assert!(
+        again - stopped < ttl,
+        "a took {:?} to take its own lease back",
+        again - stopped
+    );
+    node.stop().await;
+    acts.assert_never_at_once();
+}
+
+#[tokio::test]
+async fn a_bad_configuration_or_role_is_refused_with_what_to_fix() {
+    let server = NatsServer::start();
+    let jetstream = async_nats::jetstream::new(connect(&server.url()).await);
+    let too_short = LeaseConfig {
+        ttl: Duration::from_millis(100),
+        ..LeaseConfig::new("a")
+    };
+    let error = Leases::open(&jetstream, too_short).await.unwrap_err();
+    assert!(error.to_string().contains("TTL"), "{error}");
+    let no_id = LeaseConfig::new(" ");
+    let error = Leases::open(&jetstream, no_id).await.unwrap_err();
+    assert!(error.to_string().contains("unique id"), "{error}");
+
+    let leases = Leases::open(&jetstream, LeaseConfig::new("a"))
+        .await
+        .expect("the bucket");
+    for role in ["", ".saga", "saga.", "sa ga", "saga*"] {
+        let error = leases
+            .run_singleton(role, CancellationToken::new(), |_tenure| async {})
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, cluster::lease::LeaseError::InvalidRole(_)),
+            "{role:?}: {error}"
+        );
+    }
+    // A second open finds the bucket the first created.
+    Leases::open(&jetstream, LeaseConfig::new("b"))
+        .await
+        .expect("the same bucket");
+}

@@ -28,6 +28,7 @@ enum Stop {
 #[derive(Debug)]
 struct Won {
     revision: u64,
+    bytes: Bytes,
     sent_at: Instant,
     acquired_at: DateTime<Utc>,
 }
@@ -87,8 +88,8 @@ impl Leases {
                 }
                 won = campaign.win() => won,
             };
-            let (stop, unconfirmed) = self.hold(role, won, &shutdown, &mut work).await;
-            campaign.remember(unconfirmed);
+            let (stop, written) = self.hold(role, won, &shutdown, &mut work).await;
+            campaign.remember(written);
             match stop {
                 Stop::Shutdown => return Ok(()),
                 Stop::Lost(_) => {}
@@ -104,7 +105,8 @@ impl Leases {
 
     /// One tenure: runs the work beside the renewals until the lease is lost, the node
     /// shuts down or the work returns; then stops the work and, unless lost, releases.
-    /// Returns why it ended and the writes whose fate is unknown.
+    /// Returns why it ended and the writes that may be the key's latest: the last one
+    /// known to have succeeded and those whose fate is unknown.
     async fn hold<F, Fut>(
         &self,
         role: &str,
@@ -127,6 +129,7 @@ impl Leases {
             revision: won.revision,
             acquired_at: won.acquired_at,
             last_sent: won.sent_at,
+            last_bytes: won.bytes,
             unconfirmed: Vec::new(),
         };
         let mut work_future = Box::pin(work(tenure.clone()));
@@ -161,12 +164,13 @@ impl Leases {
             }
             Stop::Shutdown | Stop::WorkReturned => keeper.release().await,
         }
-        let unconfirmed = keeper
+        let mut written: Vec<Bytes> = keeper
             .unconfirmed
             .into_iter()
             .map(|(bytes, _)| bytes)
             .collect();
-        (stop, unconfirmed)
+        written.push(keeper.last_bytes);
+        (stop, written)
     }
 }
 
@@ -247,7 +251,7 @@ impl Campaign<'_> {
         match write(
             self.leases,
             self.role,
-            bytes,
+            bytes.clone(),
             expected,
             timing.request_timeout,
         )
@@ -255,6 +259,7 @@ impl Campaign<'_> {
         {
             Ok(revision) => Ok(Some(Won {
                 revision,
+                bytes,
                 sent_at,
                 acquired_at,
             })),
@@ -301,6 +306,9 @@ struct Keeper<'a> {
     acquired_at: DateTime<Utc>,
     /// When that write was sent: the deadline counts from here.
     last_sent: Instant,
+    /// Its bytes: if the tenure is lost while the key still holds them, nobody else
+    /// wrote since, and the next campaign may take the lease back at once.
+    last_bytes: Bytes,
     /// Renewals sent since, whose answer was lost or a conflict: one may have been
     /// written. With when each was sent.
     unconfirmed: Vec<(Bytes, Instant)>,
@@ -337,9 +345,17 @@ impl Keeper<'_> {
         let sent_at = Instant::now();
         self.unconfirmed.push((bytes.clone(), sent_at));
         let budget = deadline.saturating_duration_since(sent_at);
-        match write(self.leases, self.role, bytes, Some(self.revision), budget).await {
+        match write(
+            self.leases,
+            self.role,
+            bytes.clone(),
+            Some(self.revision),
+            budget,
+        )
+        .await
+        {
             Ok(revision) => {
-                self.confirm(revision, sent_at);
+                self.confirm(revision, bytes, sent_at);
                 Renewal::Renewed
             }
             Err(WriteError::Conflict) => self.recognise(deadline).await,
@@ -363,21 +379,22 @@ impl Keeper<'_> {
             self.unconfirmed
                 .iter()
                 .find(|(bytes, _)| entry.operation == kv::Operation::Put && *bytes == entry.value)
-                .map(|(_, sent_at)| (entry.revision, *sent_at))
+                .map(|(bytes, sent_at)| (entry.revision, bytes.clone(), *sent_at))
         });
         match ours {
-            Some((revision, sent_at)) => {
-                self.confirm(revision, sent_at);
+            Some((revision, bytes, sent_at)) => {
+                self.confirm(revision, bytes, sent_at);
                 Renewal::Renewed
             }
             None => Renewal::Conflict,
         }
     }
 
-    fn confirm(&mut self, revision: u64, sent_at: Instant) {
+    fn confirm(&mut self, revision: u64, bytes: Bytes, sent_at: Instant) {
         let timing = self.leases.timing;
         self.revision = revision;
         self.last_sent = sent_at;
+        self.last_bytes = bytes;
         self.unconfirmed.clear();
         self.tenure.extend_to(sent_at + timing.ttl - timing.margin);
     }
