@@ -57,7 +57,8 @@ impl Leases {
     /// once, and returns. If `work` returns by itself, the lease is released and the node
     /// campaigns again after TTL/3.
     ///
-    /// NATS outages are retried (reads every TTL/12, backing off to the TTL after errors);
+    /// NATS outages are retried (reads every TTL/12 or 250 ms, backing off to the TTL after
+    /// errors);
     /// the only error is a `role` that cannot be a key. Run one per role per node.
     pub async fn run_singleton<F, Fut>(
         &self,
@@ -77,7 +78,7 @@ impl Leases {
             role,
             observed: None,
             own_writes: Vec::new(),
-            backoff: self.timing.retry_every,
+            backoff: self.timing.read_every,
         };
         loop {
             let won = tokio::select! {
@@ -194,14 +195,14 @@ impl Campaign<'_> {
         loop {
             match self.step().await {
                 Ok(Some(won)) => {
-                    self.backoff = timing.retry_every;
+                    self.backoff = timing.read_every;
                     self.observed = None;
                     self.own_writes.clear();
                     return won;
                 }
                 Ok(None) => {
-                    self.backoff = timing.retry_every;
-                    tokio::time::sleep(timing.retry_every).await;
+                    self.backoff = timing.read_every;
+                    tokio::time::sleep(timing.read_every).await;
                 }
                 Err(error) => {
                     tracing::warn!(role = self.role, %error, retry_in = ?self.backoff, "cannot campaign for the lease: NATS did not answer");
