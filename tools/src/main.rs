@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod chaos_commands;
+mod cluster;
 mod data_dir;
 mod erased;
 mod event_json;
@@ -63,6 +64,8 @@ Examples:
   annals repair --nats-url nats://127.0.0.1:4222 --data-dir ./annals-data
   annals token mint --secret-file jwt-secret --sub ops-1 --role operator --ttl 1h
   annals chaos run --server http://127.0.0.1:8080 --experiment experiments/nats-outage.toml
+  annals cluster status --nats-url nats://127.0.0.1:4222  # the nodes registered there
+  annals inspect log --server nats://127.0.0.1:4222       # any ready node, with failover
 
 Offline commands need the data directory to themselves: stop the server first. The
 read-only ones (inspect, replay stream) can go through a running server with --server URL.
@@ -115,6 +118,9 @@ enum Command {
     /// the server runs), and master key rotation.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// The nodes of a cluster, found through NATS service discovery.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Mint development tokens signed with the server's HS256 secret file.
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -156,6 +162,7 @@ fn main() -> ExitCode {
         Command::Inspect(command) => inspect::run(command),
         Command::Replay(command) => replay::run(command),
         Command::Token(command) => token::run(command),
+        Command::Cluster(command) => cluster::run(command),
         Command::Keys(command) => keys::run(command),
         Command::Chaos(command) => chaos_commands::run(command),
         Command::Export(args) => export::export(args),

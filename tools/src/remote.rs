@@ -196,12 +196,29 @@ impl Client {
     }
 
     async fn request(&self, method: hyper::Method, url: &str) -> anyhow::Result<Response> {
+        self.answer(method, url)
+            .await?
+            .map_err(|refused| refused.failure.into())
+    }
+
+    /// `GET url`: the answer if it is a success, else the refusal with its status (so
+    /// that a caller with other servers to try can tell a 503 from a 404); no answer at
+    /// all is an [`Unreachable`] error.
+    pub async fn get_answer(&self, url: &str) -> anyhow::Result<Result<Response, Refused>> {
+        self.answer(hyper::Method::GET, url).await
+    }
+
+    async fn answer(
+        &self,
+        method: hyper::Method,
+        url: &str,
+    ) -> anyhow::Result<Result<Response, Refused>> {
         let response = self.send(method.clone(), url, None).await?;
         let status = response.status();
         if status.is_success() {
-            return Ok(Response {
+            return Ok(Ok(Response {
                 body: response.into_body(),
-            });
+            }));
         }
         // The problem body explains the refusal; a body that cannot be read is no
         // problem.
@@ -212,14 +229,25 @@ impl Client {
             Err(_) => serde_json::Value::Null,
         };
         let path = url::path_of(url);
-        Err(refusal(
-            status.as_u16(),
-            &format!("{method} {path}"),
-            self.token.is_some(),
-            &problem,
-        )
-        .into())
+        Ok(Err(Refused {
+            status: status.as_u16(),
+            failure: refusal(
+                status.as_u16(),
+                &format!("{method} {path}"),
+                self.token.is_some(),
+                &problem,
+            ),
+        }))
     }
+}
+
+/// An answer that is not a success: its status and what it means ([`refusal`]).
+#[derive(Debug)]
+pub struct Refused {
+    /// The HTTP status.
+    pub status: u16,
+    /// What it means for the command.
+    pub failure: Failure,
 }
 
 impl std::fmt::Display for Unreachable {

@@ -59,6 +59,7 @@ use crate::exit::Failure;
 use crate::telemetry::LogFormat;
 
 mod connections;
+mod discovery;
 mod listen;
 mod personal_data;
 mod security;
@@ -66,6 +67,7 @@ mod store;
 
 use listen::{DEFAULT_MAX_CONNECTIONS, cancel_on_signal, serve_state};
 
+pub use discovery::{ClusterArgs, ClusterSettings};
 pub use personal_data::MasterKeySource;
 use personal_data::open_key_store;
 use security::SecurityFile;
@@ -289,6 +291,9 @@ pub struct ServeArgs {
     /// stream [default: 3].
     #[arg(long, env = "ANNALS_STORE_REPLICAS", value_name = "N")]
     store_replicas: Option<usize>,
+    /// Service discovery over NATS.
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 /// One `--lane` flag: a lane and its limits.
@@ -434,6 +439,8 @@ pub struct Settings {
     pub master_key: Option<MasterKeySource>,
     /// Where the log lives.
     pub store: StoreBackend,
+    /// Service discovery (`--cluster-nats-url`, `--node-id`, `--advertise-url`).
+    pub cluster: ClusterSettings,
 }
 
 impl ServeArgs {
@@ -466,6 +473,7 @@ impl ServeArgs {
         )?;
         Ok(Settings {
             store,
+            cluster: self.cluster.settings()?,
             master_key,
             lanes,
             max_connections: self
@@ -853,6 +861,16 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         let enforcer = api::personal_data::ErasureEnforcer::new(store.clone(), key_store);
         workers.spawn("erasure-enforcer", move |stop| enforcer.clone().run(stop));
     }
+    // Registered for service discovery once every worker runs; unregistered once the
+    // HTTP server has stopped.
+    let node = match discovery::register(&settings, &state, discovery::Roles::default()).await {
+        Ok(node) => node,
+        Err(error) => {
+            workers.shutdown(workers_timeout).await;
+            store.close().await;
+            return Err(error);
+        }
+    };
     let watch = tokio::spawn(stop_on_failure(
         store.clone(),
         settings.data_dir.clone(),
@@ -860,6 +878,7 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     ));
     let result = serve_state(&settings, tls, state, shutdown).await;
     watch.abort();
+    drop(node);
     // Every worker stops (the saga's instances where they are, the relay after the
     // acknowledgements due, each saving its checkpoint) before the store closes.
     let late = workers.shutdown(workers_timeout).await;

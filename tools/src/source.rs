@@ -18,6 +18,11 @@ const PAGE_EVENTS: usize = 1000;
 /// How long connecting to a server may take, and how long a non-live request may take.
 const SERVER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A base to write request paths on, for messages.
+static PATH_BASE: std::sync::LazyLock<reqwest::Url> = std::sync::LazyLock::new(|| {
+    reqwest::Url::parse("http://annals.invalid/").expect("a valid URL")
+});
+
 /// Where to read: `--data-dir` or `--server`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SourceArgs {
@@ -31,7 +36,9 @@ pub struct SourceArgs {
     )]
     pub data_dir: PathBuf,
     /// Read through a running server's HTTP API instead of the data directory, e.g.
-    /// http://127.0.0.1:8080 or https://annals.example:8443.
+    /// http://127.0.0.1:8080 or https://annals.example:8443; or nats://HOST:PORT[,...]:
+    /// the nodes registered there for service discovery, a ready one first, the next
+    /// if one cannot be reached or answers 5xx.
     #[arg(long, env = "ANNALS_SERVER", value_name = "URL")]
     pub server: Option<String>,
     /// The token and CA the --server client uses.
@@ -301,32 +308,114 @@ struct StreamHead {
     last_version: u64,
 }
 
-/// A running `annals serve`, through its HTTP API.
+/// A running `annals serve`, through its HTTP API: the one at an `http(s)://` URL, or
+/// any of the nodes registered with the NATS at a `nats://` URL (service discovery,
+/// [`crate::cluster`]), tried in [`crate::cluster::nodes_to_try`]'s order: a node that
+/// cannot be reached or answers 5xx gives way to the next.
 #[derive(Debug)]
 pub struct Server {
-    base: reqwest::Url,
+    target: Target,
     client: crate::remote::Client,
+    /// The nodes found on NATS, once asked.
+    nodes: tokio::sync::OnceCell<Vec<Node>>,
+}
+
+/// Where the server is.
+#[derive(Debug)]
+enum Target {
+    /// One server, at this base URL.
+    Http(reqwest::Url),
+    /// The nodes registered with this NATS (comma-separated URLs; may hold credentials).
+    Nats(String),
+}
+
+/// One server to try: its base URL and its name in messages.
+#[derive(Debug, Clone)]
+struct Node {
+    base: reqwest::Url,
+    name: String,
+}
+
+/// Whether `url` names NATS servers rather than an HTTP server.
+pub fn is_nats_url(url: &str) -> bool {
+    let scheme = url.trim().split("://").next().unwrap_or_default();
+    matches!(scheme, "nats" | "tls" | "ws" | "wss") && url.contains("://")
 }
 
 impl Server {
-    /// A client of the server at `url` (`http://host:port` or `https://host:port`),
-    /// with the token and CA of `client`.
+    /// A client of the server at `url` (`http://host:port` or `https://host:port`; or
+    /// `nats://host:port[,...]`: the nodes registered there), with the token and CA of
+    /// `client`.
     pub fn new(url: &str, client: &crate::remote::ClientArgs) -> anyhow::Result<Server> {
-        let base = reqwest::Url::parse(url)
-            .ok()
-            .filter(|base| matches!(base.scheme(), "http" | "https") && base.has_host())
-            .ok_or_else(|| {
-                Failure::Usage(format!(
-                    "invalid --server {url:?}: expected an http URL such as http://127.0.0.1:8080"
-                ))
-            })?;
+        let target = if is_nats_url(url) {
+            crate::cluster::server_addresses(url)?;
+            Target::Nats(url.to_owned())
+        } else {
+            let base = reqwest::Url::parse(url)
+                .ok()
+                .filter(|base| matches!(base.scheme(), "http" | "https") && base.has_host())
+                .ok_or_else(|| {
+                    Failure::Usage(format!(
+                        "invalid --server {url:?}: expected an http URL such as \
+                         http://127.0.0.1:8080, or nats://HOST:PORT to find the nodes there"
+                    ))
+                })?;
+            Target::Http(base)
+        };
         let client = crate::remote::Client::new(client, SERVER_TIMEOUT)?;
-        Ok(Server { base, client })
+        Ok(Server {
+            target,
+            client,
+            nodes: tokio::sync::OnceCell::new(),
+        })
     }
 
-    /// The URL of `segments` under the server's base, each segment percent-encoded.
-    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> reqwest::Url {
-        let mut url = self.base.clone();
+    /// The server in messages: its URL, or the NATS it is found through (redacted).
+    fn describe(&self) -> String {
+        match &self.target {
+            Target::Http(base) => base.to_string(),
+            Target::Nats(url) => format!("the nodes on NATS {}", outbox::config::redact(url)),
+        }
+    }
+
+    /// The servers to try, in order; found on NATS at the first call.
+    async fn nodes(&self) -> anyhow::Result<&[Node]> {
+        let nodes = self
+            .nodes
+            .get_or_try_init(|| async {
+                match &self.target {
+                    Target::Http(base) => Ok::<_, anyhow::Error>(vec![Node {
+                        base: base.clone(),
+                        name: base.to_string(),
+                    }]),
+                    Target::Nats(url) => {
+                        let wait = crate::cluster::DISCOVERY_WAIT;
+                        let found = crate::cluster::discover(url, wait).await?;
+                        let nodes: Vec<Node> = crate::cluster::nodes_to_try(found)
+                            .into_iter()
+                            .filter_map(|node| {
+                                let base = reqwest::Url::parse(&node.http).ok()?;
+                                Some(Node {
+                                    name: format!("node {} at {}", node.node_id, node.http),
+                                    base,
+                                })
+                            })
+                            .collect();
+                        if nodes.is_empty() {
+                            return Err(crate::cluster::no_node(url, wait).into());
+                        }
+                        tracing::debug!(nodes = ?nodes.iter().map(|node| &node.name).collect::<Vec<_>>(), "nodes found on NATS");
+                        Ok(nodes)
+                    }
+                }
+            })
+            .await?;
+        Ok(nodes)
+    }
+
+    /// The URL of `segments` under `base`, each segment percent-encoded.
+    fn url(base: &reqwest::Url, segments: &[&str], query: &[(&str, String)]) -> reqwest::Url {
+        let mut url = base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty();
             for segment in segments {
@@ -342,27 +431,66 @@ impl Server {
         url
     }
 
-    /// `GET url`; a refusal or an error status is a [`Failure`] (see
-    /// [`crate::remote::refusal`]).
-    async fn send(&self, url: reqwest::Url) -> anyhow::Result<crate::remote::Response> {
-        self.client.get(url.as_str()).await.map_err(|error| {
-            match error.downcast::<crate::remote::Unreachable>() {
-                Ok(unreachable) => Failure::Server(format!(
-                    "cannot reach the server at {}: {unreachable}",
-                    self.base
-                ))
-                .into(),
-                Err(other) => other,
-            }
-        })
+    /// `GET` the path `segments` with `query` from the first server that answers; a
+    /// refusal or an error status is a [`Failure`] (see [`crate::remote::refusal`]). With
+    /// several servers (found on NATS), one that cannot be reached or answers 5xx gives
+    /// way to the next. Also gives the name of the server that answered.
+    async fn send(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> anyhow::Result<(crate::remote::Response, String)> {
+        let nodes = self.nodes().await?;
+        let mut failures: Vec<String> = Vec::new();
+        for node in nodes {
+            let url = Self::url(&node.base, segments, query);
+            let failure = match self.client.get_answer(url.as_str()).await {
+                Ok(Ok(response)) => {
+                    tracing::debug!(node = %node.name, path = %url.path(), "answered");
+                    return Ok((response, node.name.clone()));
+                }
+                Ok(Err(refused)) if refused.status >= 500 && nodes.len() > 1 => {
+                    refused.failure.to_string()
+                }
+                Ok(Err(refused)) => return Err(refused.failure.into()),
+                Err(error) => match error.downcast::<crate::remote::Unreachable>() {
+                    Ok(unreachable) if nodes.len() > 1 => format!("cannot reach it: {unreachable}"),
+                    Ok(unreachable) => {
+                        return Err(Failure::Server(format!(
+                            "cannot reach the server at {}: {unreachable}",
+                            node.base
+                        ))
+                        .into());
+                    }
+                    Err(other) => return Err(other),
+                },
+            };
+            tracing::debug!(node = %node.name, %failure, "trying the next node");
+            failures.push(format!("{}: {failure}", node.name));
+        }
+        Err(Failure::Server(format!(
+            "no node of {} answered: {}",
+            self.describe(),
+            failures.join("; ")
+        ))
+        .into())
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, url: reqwest::Url) -> anyhow::Result<T> {
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> anyhow::Result<T> {
+        let path = Self::url(&PATH_BASE, segments, query);
+        let path = match path.query() {
+            Some(query) => format!("{}?{query}", path.path()),
+            None => path.path().to_owned(),
+        };
         let answer = async {
-            let response = self.send(url.clone()).await?;
+            let (response, node) = self.send(segments, query).await?;
             response.json::<T>().await.map_err(|error| {
                 Failure::Server(format!(
-                    "the server's answer to GET {url} is not what annals expects: {error:#}"
+                    "the answer of {node} to GET {path} is not what annals expects: {error:#}"
                 ))
                 .into()
             })
@@ -371,8 +499,8 @@ impl Server {
             .await
             .unwrap_or_else(|_| {
                 Err(Failure::Server(format!(
-                    "the server at {} did not answer GET {url} within {SERVER_TIMEOUT:?}",
-                    self.base
+                    "{} did not answer GET {path} within {SERVER_TIMEOUT:?}",
+                    self.describe()
                 ))
                 .into())
             })
@@ -390,9 +518,7 @@ impl Server {
             if let Some(after) = &after {
                 query.push(("after", after.clone()));
             }
-            let page: StreamList = self
-                .get(self.url(&["api", "v1", "streams"], &query))
-                .await?;
+            let page: StreamList = self.get(&["api", "v1", "streams"], &query).await?;
             streams.extend(
                 page.streams
                     .into_iter()
@@ -421,8 +547,7 @@ impl Server {
         limit: u64,
     ) -> anyhow::Result<StreamPage> {
         let query = [("from", from.to_string()), ("limit", limit.to_string())];
-        let url = self.url(&["api", "v1", "streams", stream.as_str()], &query);
-        self.get(url)
+        self.get(&["api", "v1", "streams", stream.as_str()], &query)
             .await
             .map_err(|error| match error.downcast_ref::<Failure>() {
                 Some(Failure::NotFound(_)) => unknown_stream(stream),
@@ -432,11 +557,11 @@ impl Server {
 
     async fn log_page(&self, from: u64, limit: usize) -> anyhow::Result<LogPage> {
         let query = [("from", from.to_string()), ("limit", limit.to_string())];
-        self.get(self.url(&["api", "v1", "log"], &query)).await
+        self.get(&["api", "v1", "log"], &query).await
     }
 
     async fn event(&self, id: &EventId) -> anyhow::Result<EventJson> {
-        self.get(self.url(&["api", "v1", "events", &id.to_string()], &[]))
+        self.get(&["api", "v1", "events", &id.to_string()], &[])
             .await
     }
 
@@ -451,15 +576,11 @@ impl Server {
             .map(|from| ("from", from.to_string()))
             .into_iter()
             .collect();
-        let url = self.url(&["api", "v1", "log", "live"], &query);
-        let mut response = self.send(url).await?;
+        let (mut response, node) = self.send(&["api", "v1", "log", "live"], &query).await?;
         let mut buffer: Vec<u8> = Vec::new();
         loop {
             let chunk = response.chunk().await.map_err(|error| {
-                Failure::Server(format!(
-                    "the live log from {} broke off: {error:#}",
-                    self.base
-                ))
+                Failure::Server(format!("the live log from {node} broke off: {error:#}"))
             })?;
             let Some(chunk) = chunk else {
                 return Ok(());

@@ -92,7 +92,9 @@ pub mod slo;
 pub mod telemetry;
 
 pub use problem::{ApiError, Problem};
-pub use routes::operations::{OutboxHealth, OutboxStatus, RelayReport, WorkerReport};
+pub use routes::operations::{
+    Health, OutboxHealth, OutboxStatus, Readiness, RelayReport, WorkerReport, liveness, readiness,
+};
 
 /// The default of [`ApiConfig::max_order_lines`], also the `maxItems` of an order's
 /// lines in the OpenAPI document.

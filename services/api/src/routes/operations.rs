@@ -66,10 +66,16 @@ pub struct Readiness {
     responses((status = 200, description = "Alive", body = Health), StoreFailed)
 )]
 pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    liveness(&state).map(Json)
+}
+
+/// What `/healthz` answers, for other reporters of the same health (the node status of
+/// service discovery).
+pub fn liveness(state: &AppState) -> Result<Health, ApiError> {
     if let Some(reason) = state.store().failure() {
         return Err(store_failed_probe(&reason));
     }
-    Ok(Json(Health { status: "alive" }))
+    Ok(Health { status: "alive" })
 }
 
 /// The problem `/healthz` and `/readyz` answer after a writer failure, naming it.
@@ -96,6 +102,12 @@ fn store_failed_probe(reason: &str) -> ApiError {
     )
 )]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
+    readiness(&state).map(Json)
+}
+
+/// What `/readyz` answers, for other reporters of the same readiness (the node status of
+/// service discovery).
+pub fn readiness(state: &AppState) -> Result<Readiness, ApiError> {
     let not_ready = |detail: String| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -133,13 +145,13 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Readine
             "the index lags the log by {index_lag} events (more than {max_lag})"
         )));
     }
-    Ok(Json(Readiness {
+    Ok(Readiness {
         status: "ready",
         next_position,
         indexed_position,
         index_lag,
-        outbox: health(&state),
-    }))
+        outbox: health(state),
+    })
 }
 
 /// This API's OpenAPI document, generated from the code.
