@@ -441,6 +441,7 @@ impl Server {
         query: &[(&str, String)],
     ) -> anyhow::Result<(crate::remote::Response, String)> {
         let nodes = self.nodes().await?;
+        let cluster = matches!(self.target, Target::Nats(_));
         let mut failures: Vec<String> = Vec::new();
         for node in nodes {
             let url = Self::url(&node.base, segments, query);
@@ -449,12 +450,10 @@ impl Server {
                     tracing::debug!(node = %node.name, path = %url.path(), "answered");
                     return Ok((response, node.name.clone()));
                 }
-                Ok(Err(refused)) if refused.status >= 500 && nodes.len() > 1 => {
-                    refused.failure.to_string()
-                }
+                Ok(Err(refused)) if refused.status >= 500 && cluster => refused.failure.to_string(),
                 Ok(Err(refused)) => return Err(refused.failure.into()),
                 Err(error) => match error.downcast::<crate::remote::Unreachable>() {
-                    Ok(unreachable) if nodes.len() > 1 => format!("cannot reach it: {unreachable}"),
+                    Ok(unreachable) if cluster => format!("cannot reach it: {unreachable}"),
                     Ok(unreachable) => {
                         return Err(Failure::Server(format!(
                             "cannot reach the server at {}: {unreachable}",

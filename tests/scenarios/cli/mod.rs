@@ -2,6 +2,7 @@
 //! binary on real data directories (and, in `server`, through a real `annals serve`).
 
 mod bench;
+mod cluster;
 mod errors;
 mod export;
 mod inspect;
