@@ -10,6 +10,9 @@
 //! (`--traces-per-second`; a sampled commit's append has its `append` span), and the
 //! server's metrics recorder. For `--rounds` rounds in ABBA order: the rate with it on as
 //! a share of the rate with it off, in one run.
+//!
+//! With `--store nats://...` the same load runs on a store whose log is a replicated
+//! JetStream stream ([`super::append_jetstream`]).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -32,35 +35,64 @@ pub enum Streams {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("comparison")
+    .args(["compare_observability", "compare_plain_jetstream"])
+    .multiple(false)))]
 pub struct AppendArgs {
     /// Concurrent writers.
     #[arg(long, default_value_t = 64)]
-    writers: usize,
+    pub(super) writers: usize,
     /// Events per append (commit).
     #[arg(long, default_value_t = 1)]
-    events_per_commit: usize,
+    pub(super) events_per_commit: usize,
     /// Total events to append.
     #[arg(long, default_value_t = 50_000)]
-    events: u64,
+    pub(super) events: u64,
     /// Payload bytes per event.
     #[arg(long, default_value_t = 200)]
-    payload_bytes: usize,
+    pub(super) payload_bytes: usize,
     /// One stream per writer, or one for all.
     #[arg(long, value_enum, default_value_t = Streams::Own)]
-    streams: Streams,
+    pub(super) streams: Streams,
+    /// Where the log is: `embedded` (segment files in the data directory), or a
+    /// replicated JetStream stream on these servers, `nats://H1:P1,H2:P2,H3:P3`: a fresh
+    /// stream for the run (its own name and subjects), deleted at the end, the node's
+    /// copy in a temporary directory.
+    #[arg(long, value_name = "embedded|nats://...", default_value = "embedded")]
+    pub(super) store: String,
+    /// With --store nats://: the copies JetStream keeps of the bench's stream (3 by
+    /// default).
+    #[arg(long, value_name = "N")]
+    pub(super) store_replicas: Option<usize>,
     /// Data directory (default: a fresh temporary directory, removed afterwards).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// Measure W1 with observability off and on, alternately in child processes (the
     /// writers, events and payload flags apply).
     #[arg(long, conflicts_with_all = ["data_dir", "otlp_endpoint"])]
     compare_observability: bool,
-    /// With --compare-observability: measurements of each side.
-    #[arg(long, default_value_t = 6, requires = "compare_observability")]
-    rounds: usize,
+    /// With --store nats://: in alternating rounds, the same load on the store and
+    /// published by a plain JetStream client to a stream of its own (as many writers,
+    /// each commit one message): closed-loop (each writer awaits its PubAck before its
+    /// next, as an append does) and pipelined (--plain-in-flight publishes in flight).
+    #[arg(long)]
+    pub(super) compare_plain_jetstream: bool,
+    /// With --compare-plain-jetstream: the publishes each writer of the pipelined plain
+    /// client keeps in flight.
+    #[arg(
+        long,
+        value_name = "K",
+        default_value_t = 64,
+        requires = "compare_plain_jetstream"
+    )]
+    pub(super) plain_in_flight: usize,
+    /// With a comparison: measurements of each side (default 6 for
+    /// --compare-observability, 4 for --compare-plain-jetstream).
+    #[arg(long, requires = "comparison")]
+    rounds: Option<usize>,
     /// The "on" side: export traces to this OTLP/HTTP collector and record metrics, as
     /// `annals serve` does (set by --compare-observability).
     #[arg(long, hide = true, value_name = "URL", requires = "as_server")]
@@ -102,19 +134,29 @@ pub(super) struct AppendReport {
     streams: &'static str,
     /// Events this run appended: the data directory may hold older ones, which neither
     /// count nor make the rate.
-    events: u64,
+    pub(super) events: u64,
     commits: u64,
-    seconds: f64,
+    pub(super) seconds: f64,
     pub(super) events_per_second: f64,
     indexed_events_per_second: f64,
     commits_per_second: f64,
-    p50_commit_ms: f64,
-    p99_commit_ms: f64,
+    pub(super) p50_commit_ms: f64,
+    pub(super) p99_commit_ms: f64,
     p999_commit_ms: f64,
     max_commit_ms: f64,
 }
 
 pub(super) async fn run(args: AppendArgs) -> anyhow::Result<()> {
+    let backend = crate::serve::StoreBackend::parse(Some(&args.store), None, args.store_replicas)?;
+    if let crate::serve::StoreBackend::JetStream(config) = backend {
+        if args.compare_observability || args.data_dir.is_some() {
+            bail!("--store nats:// takes neither --compare-observability nor --data-dir");
+        }
+        return super::append_jetstream::run(&args, config, args.rounds.unwrap_or(4)).await;
+    }
+    if args.compare_plain_jetstream {
+        bail!("--compare-plain-jetstream needs --store nats://...");
+    }
     if args.compare_observability {
         return compare_observability(&args).await;
     }
@@ -149,8 +191,9 @@ pub(super) async fn run(args: AppendArgs) -> anyhow::Result<()> {
 /// W1 off and on, alternately, each in a child process of its own.
 async fn compare_observability(args: &AppendArgs) -> anyhow::Result<()> {
     let sink = super::otlp_sink::OtlpSink::start().await?;
+    let rounds = args.rounds.unwrap_or(6);
     let (mut off, mut on) = (Vec::new(), Vec::new());
-    for round in 0..args.rounds {
+    for round in 0..rounds {
         // Off first in odd rounds, on first in even ones.
         let order = if round % 2 == 0 {
             [false, true]
@@ -180,7 +223,7 @@ async fn compare_observability(args: &AppendArgs) -> anyhow::Result<()> {
     };
     let report = ObservabilityReport {
         bench: "append-observability",
-        rounds: args.rounds,
+        rounds,
         median_off_per_second: median(&off),
         median_on_per_second: median(&on),
         ratio: median(&on) / median(&off),
@@ -253,6 +296,33 @@ impl AppendArgs {
         self.traces_per_second
     }
 
+    /// Writer `writer`'s commits, and how many events its last one is short by. When
+    /// --events is not a multiple of --events-per-commit, the last commit of writer 0
+    /// (which has the most commits) is short, so that exactly --events are appended.
+    pub(super) fn commits_of(&self, writer: usize) -> (u64, u64) {
+        let commits_total = self.events.div_ceil(self.events_per_commit as u64);
+        let short_by = commits_total * self.events_per_commit as u64 - self.events;
+        let commits = commits_total / self.writers as u64
+            + u64::from((writer as u64) < commits_total % self.writers as u64);
+        (commits, if writer == 0 { short_by } else { 0 })
+    }
+
+    /// The stream writer `writer` appends to.
+    pub(super) fn stream_of(&self, writer: usize) -> String {
+        match self.streams {
+            Streams::Own => format!("bench-{writer}"),
+            Streams::Same => "bench-shared".to_owned(),
+        }
+    }
+
+    /// `--streams` as the reports name it.
+    pub(super) fn streams_name(&self) -> &'static str {
+        match self.streams {
+            Streams::Same => "same",
+            Streams::Own => "own",
+        }
+    }
+
     /// The W1 load of docs/BENCHMARKS.md: 64 writers, one event per commit, each writer
     /// on its own stream, `events` events of `payload_bytes` bytes.
     pub(super) fn w1(events: u64, payload_bytes: usize) -> AppendArgs {
@@ -262,10 +332,14 @@ impl AppendArgs {
             events,
             payload_bytes,
             streams: Streams::Own,
+            store: "embedded".into(),
+            store_replicas: None,
             data_dir: None,
             json: true,
             compare_observability: false,
-            rounds: 0,
+            compare_plain_jetstream: false,
+            plain_in_flight: 64,
+            rounds: None,
             otlp_endpoint: None,
             as_server: false,
             traces_per_second: crate::telemetry::sampler::DEFAULT_TRACES_PER_SECOND,
@@ -289,22 +363,13 @@ pub(super) async fn measure_on(
     if args.writers == 0 || args.events_per_commit == 0 {
         bail!("--writers and --events-per-commit must be at least 1");
     }
-    let commits_total = args.events.div_ceil(args.events_per_commit as u64);
-    // When --events is not a multiple of --events-per-commit, the last commit of writer 0
-    // (which has the most commits) is short, so that exactly --events are appended.
-    let short_by = commits_total * args.events_per_commit as u64 - args.events;
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(args.writers);
     for writer in 0..args.writers {
         let store = store.clone();
-        let commits = commits_total / args.writers as u64
-            + u64::from((writer as u64) < commits_total % args.writers as u64);
-        let stream = match args.streams {
-            Streams::Own => StreamId::new(format!("bench-{writer}"))?,
-            Streams::Same => StreamId::new("bench-shared")?,
-        };
+        let (commits, last_commit_short_by) = args.commits_of(writer);
+        let stream = StreamId::new(args.stream_of(writer))?;
         let (per_commit, bytes) = (args.events_per_commit as u64, args.payload_bytes);
-        let last_commit_short_by = if writer == 0 { short_by } else { 0 };
         // A measuring child of --compare-observability runs each commit in a span of its
         // own, as a command runs in its request's span: the root of a trace, so that the
         // append is traced and exported as the sampler decides.
@@ -355,10 +420,7 @@ pub(super) async fn measure_on(
         writers: args.writers,
         events_per_commit: args.events_per_commit,
         payload_bytes: args.payload_bytes,
-        streams: match args.streams {
-            Streams::Same => "same",
-            Streams::Own => "own",
-        },
+        streams: args.streams_name(),
         events,
         commits: latencies.len(),
         seconds,
@@ -383,10 +445,14 @@ mod tests {
             events,
             payload_bytes: 16,
             streams: Streams::Own,
+            store: "embedded".into(),
+            store_replicas: None,
             data_dir: Some(data_dir.to_path_buf()),
             json: true,
             compare_observability: false,
-            rounds: 0,
+            compare_plain_jetstream: false,
+            plain_in_flight: 64,
+            rounds: None,
             otlp_endpoint: None,
             as_server: false,
             traces_per_second: crate::telemetry::sampler::DEFAULT_TRACES_PER_SECOND,

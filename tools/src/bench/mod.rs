@@ -13,6 +13,7 @@ use anyhow::Context;
 use eventstore::{EventStore, StoreConfig};
 
 pub mod append;
+mod append_jetstream;
 mod contend;
 mod http;
 pub(crate) mod http_load;
