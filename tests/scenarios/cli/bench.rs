@@ -271,3 +271,75 @@ fn bench_overload_measures_orders_alone_and_under_a_bulk_flood() {
     let left: Vec<_> = std::fs::read_dir(temp.path()).unwrap().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// The streams of the cluster at `url` whose name starts with `prefix`.
+fn streams_named(url: &str, prefix: &str) -> Vec<String> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use futures_util::TryStreamExt;
+        let client = async_nats::connect(url).await.unwrap();
+        let names: Vec<String> = async_nats::jetstream::new(client)
+            .stream_names()
+            .try_collect()
+            .await
+            .unwrap();
+        names
+            .into_iter()
+            .filter(|name| name.starts_with(prefix))
+            .collect()
+    })
+}
+
+#[test]
+fn bench_append_on_jetstream_reports_and_removes_its_streams() {
+    let cluster = test_support::NatsCluster::start();
+    let temp = tempfile::tempdir().unwrap();
+    let store = cluster.urls();
+    let load = [
+        "bench",
+        "append",
+        "--store",
+        store.as_str(),
+        "--writers",
+        "4",
+        "--events-per-commit",
+        "3",
+        "--events",
+        "61",
+        "--json",
+    ];
+    let output = annals(&load, temp.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(report["store"], "jetstream", "{report}");
+    assert_eq!(report["replicas"], 3, "{report}");
+    assert_eq!(report["events"], 61, "{report}");
+    assert_eq!(report["commits"], 21, "{report}");
+    for field in ["events_per_second", "p50_commit_ms", "max_commit_ms"] {
+        rate(&report, field);
+    }
+
+    // The comparison: one round of each side, each on a stream of its own.
+    let mut compare = load.to_vec();
+    compare.extend(["--compare-plain-jetstream", "--rounds", "1"]);
+    let output = annals(&compare, temp.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    for side in ["backend", "plain", "pipelined"] {
+        assert_eq!(
+            report[side]["events_per_second"].as_array().map(Vec::len),
+            Some(1),
+            "{report}"
+        );
+        rate(&report[side], "median_events_per_second");
+    }
+    rate(&report, "backend_vs_plain");
+    rate(&report, "backend_vs_pipelined");
+
+    // Every stream the runs made is gone, and so is every copy of the log.
+    assert_eq!(
+        streams_named(&cluster.url(0), "ANNALS_BENCH_"),
+        Vec::<String>::new()
+    );
+    assert_eq!(std::fs::read_dir(temp.path()).unwrap().count(), 0);
+}
