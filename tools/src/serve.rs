@@ -63,6 +63,7 @@ mod discovery;
 mod listen;
 mod personal_data;
 mod security;
+mod singletons;
 mod store;
 
 use listen::{DEFAULT_MAX_CONNECTIONS, cancel_on_signal, serve_state};
@@ -471,9 +472,14 @@ impl ServeArgs {
             self.store_stream.or(file.store_stream),
             self.store_replicas.or(file.store_replicas),
         )?;
+        // A node whose log is on JetStream is found through the same servers.
+        let mut cluster = self.cluster.settings()?;
+        if let (None, StoreBackend::JetStream(log)) = (&cluster.nats_url, &store) {
+            cluster.nats_url = Some(log.urls.clone());
+        }
         Ok(Settings {
             store,
-            cluster: self.cluster.settings()?,
+            cluster,
             master_key,
             lanes,
             max_connections: self
@@ -846,13 +852,33 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         }
     });
     let mut workers_timeout = Duration::from_secs(10);
+    // With the log on JetStream the relay and the saga driver run on one node at a time,
+    // under a lease (`singletons`); on one machine they simply run.
+    let leases = match singletons::leases(&settings).await {
+        Ok(leases) => leases,
+        Err(error) => {
+            workers.shutdown(workers_timeout).await;
+            store.close().await;
+            return Err(error);
+        }
+    };
     if let Some(relay) = relay {
         workers_timeout = workers_timeout.max(relay.stop_timeout);
-        workers.spawn("relay", move |stop| relay.relay.clone().run(stop));
+        match &leases {
+            None => workers.spawn("relay", move |stop| relay.relay.clone().run(stop)),
+            Some(leases) => singletons::spawn(&mut workers, leases, "relay", move |stop| {
+                relay.relay.clone().run(stop)
+            }),
+        }
     }
     if let Some(driver) = driver {
         let name = format!("saga:{}", <sagas::Fulfilment as sagas::Saga>::NAME);
-        workers.spawn(name, move |stop| driver.run(stop));
+        match &leases {
+            None => workers.spawn(name, move |stop| driver.run(stop)),
+            Some(leases) => {
+                singletons::spawn(&mut workers, leases, "saga", move |stop| driver.run(stop))
+            }
+        }
     }
     // Destroys the keys of every erasure the log records, from its position in the key
     // store: an erasure cut short by a crash, imported with a log, or older than a
@@ -863,7 +889,10 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     }
     // Registered for service discovery once every worker runs; unregistered once the
     // HTTP server has stopped.
-    let node = match discovery::register(&settings, &state, discovery::Roles::default()).await {
+    let roles = leases
+        .as_ref()
+        .map_or_else(discovery::Roles::default, cluster::lease::Leases::roles);
+    let node = match discovery::register(&settings, &state, roles).await {
         Ok(node) => node,
         Err(error) => {
             workers.shutdown(workers_timeout).await;

@@ -12,7 +12,6 @@
 //! server: the client connects (and registers) in the background and reconnects forever.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use api::AppState;
@@ -20,7 +19,7 @@ use cluster::discovery::{NodeInfo, NodeStatus, Registration};
 
 /// The singleton roles (`saga`, `relay`) this node holds now; the leases fill it, the
 /// status reads it.
-pub(crate) type Roles = Arc<Mutex<Vec<String>>>;
+pub(crate) type Roles = cluster::lease::Roles;
 
 /// The name of the data directory's file that keeps the node id.
 const NODE_ID_FILE: &str = "node-id";
@@ -126,7 +125,11 @@ pub(super) async fn register(
         node_id: node_id.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         http: http.clone(),
-        store: "embedded".to_owned(),
+        store: match settings.store {
+            super::StoreBackend::Embedded => "embedded",
+            super::StoreBackend::JetStream(_) => "nats",
+        }
+        .to_owned(),
     };
     let status = status_of(state.clone(), node_id.clone(), http, roles.clone());
     let registration = cluster::discovery::register(client, node, status).await?;
@@ -166,7 +169,7 @@ fn status_of(
             http: http.clone(),
             healthy: api::liveness(&state).is_ok(),
             ready: api::readiness(&state).is_ok(),
-            roles: roles.lock().map(|roles| roles.clone()).unwrap_or_default(),
+            roles: roles.held(),
             lag,
             log_head: state.store().next_position().0,
         }
@@ -175,7 +178,10 @@ fn status_of(
 
 /// Connects to the cluster's NATS in the background: the server starts even while NATS
 /// is away, and the registration takes effect once connected.
-async fn connect(url: &str, tls: &outbox::NatsTls) -> anyhow::Result<async_nats::Client> {
+pub(super) async fn connect(
+    url: &str,
+    tls: &outbox::NatsTls,
+) -> anyhow::Result<async_nats::Client> {
     let addresses = crate::cluster::server_addresses(url)?;
     let mut options = async_nats::ConnectOptions::new()
         .name("annals-discovery")
@@ -199,7 +205,7 @@ async fn connect(url: &str, tls: &outbox::NatsTls) -> anyhow::Result<async_nats:
 }
 
 /// The node id kept in `data_dir`, made and written there on first start.
-fn node_id_of(data_dir: &Path) -> anyhow::Result<String> {
+pub(super) fn node_id_of(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join(NODE_ID_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -227,7 +233,7 @@ fn node_id_of(data_dir: &Path) -> anyhow::Result<String> {
 
 /// The HTTP base URL of a server listening on `listen`: its address, or the host name
 /// for an unspecified one (`0.0.0.0`, `[::]`).
-fn advertised_url(listen: &str, tls: bool) -> anyhow::Result<String> {
+pub(super) fn advertised_url(listen: &str, tls: bool) -> anyhow::Result<String> {
     let scheme = if tls { "https" } else { "http" };
     let address: std::net::SocketAddr = listen.parse().map_err(|_| {
         anyhow::anyhow!(
