@@ -220,14 +220,7 @@ async fn original(
     stream: &StreamId,
     events: &[NewEvent],
 ) -> Result<Option<AppendOutcome>, Error> {
-    let ids: Vec<_> = events.iter().map(|event| event.id).collect();
-    let found = store
-        .blocking(move |store| {
-            ids.iter()
-                .map(|id| store.read_event(id))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
+    let found = super::stored(store, events).await?;
     let Some(Some(first)) = found.first() else {
         return match found.iter().flatten().next() {
             Some(stored) => Err(Error::IdempotencyMismatch {

@@ -255,14 +255,7 @@ async fn judged_before(
     events: &[crate::envelope::NewEvent],
     end: Position,
 ) -> Result<AppendOutcome, Error> {
-    let ids: Vec<_> = events.iter().map(|event| event.id).collect();
-    let found = store
-        .blocking(move |store| {
-            ids.iter()
-                .map(|id| store.read_event(id))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await?;
+    let found = super::stored(store, events).await?;
     match (found.first(), found.last()) {
         (Some(Some(first)), Some(Some(last))) if last.position < end => Ok(AppendOutcome {
             first_position: first.position,

@@ -296,6 +296,18 @@ impl Link {
     }
 }
 
+/// What this node's copy holds under the ids of `events`, in order (`None` for an id it
+/// does not hold), read on the store's blocking pool.
+async fn stored(
+    store: &EventStore,
+    events: &[crate::envelope::NewEvent],
+) -> Result<Vec<Option<crate::envelope::RecordedEvent>>, Error> {
+    let ids: Vec<_> = events.iter().map(|event| event.id).collect();
+    store
+        .blocking(move |store| ids.iter().map(|id| store.read_event(id)).collect())
+        .await
+}
+
 /// Connects to the comma-separated `urls`; the client reconnects by itself afterwards.
 async fn connect(urls: &str) -> Result<async_nats::Client, Error> {
     let mut addresses = Vec::new();
