@@ -45,33 +45,34 @@
 //! start. Without it the switch is inert: the points cost one branch and the chaos
 //! routes answer 404.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use api::{ApiConfig, AppState};
 use eventstore::{EventStore, StoreConfig};
-use outbox::{Relay, RelayConfig, StatusHandle};
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::exit::Failure;
 use crate::telemetry::LogFormat;
 
+mod config_file;
 mod connections;
 mod discovery;
 mod listen;
 mod personal_data;
+mod relay;
 mod security;
 mod singletons;
 mod store;
 
 use listen::{DEFAULT_MAX_CONNECTIONS, cancel_on_signal, serve_state};
 
+use config_file::{LaneSetting, read_config};
 pub use discovery::{ClusterArgs, ClusterSettings};
 pub use personal_data::MasterKeySource;
 use personal_data::open_key_store;
-use security::SecurityFile;
+use relay::start_relay;
 pub use security::{SecurityArgs, SecuritySettings};
 pub use store::StoreBackend;
 
@@ -297,84 +298,11 @@ pub struct ServeArgs {
     cluster: ClusterArgs,
 }
 
-/// One `--lane` flag: a lane and its limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct LaneSetting {
-    lane: api::lanes::Lane,
-    limits: api::lanes::LaneLimits,
-}
-
-impl std::str::FromStr for LaneSetting {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (lane, limits) = text.split_once('=').ok_or_else(|| {
-            format!("{text:?} is not LANE=CONCURRENCY:QUEUE:WAIT_MS (e.g. bulk=2:8:1000)")
-        })?;
-        Ok(LaneSetting {
-            lane: lane.parse()?,
-            limits: limits.parse()?,
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for LaneSetting {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// How long a server whose store's writer failed goes on answering (commands and the
 /// probes with 503 `store-failed`, reads as usual) before it drains and exits with
 /// [`crate::exit::STORE_FAILED`]: time for the answers in flight and for a readiness
 /// probe or two to see the failure.
 pub const FAILURE_GRACE: Duration = Duration::from_secs(2);
-
-/// The keys a `--config` file may hold.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    listen: Option<String>,
-    max_body_bytes: Option<usize>,
-    max_order_lines: Option<u64>,
-    saga_max_instances: Option<u64>,
-    blocking_io_threads: Option<u64>,
-    shutdown_timeout_secs: Option<u64>,
-    nats_url: Option<String>,
-    saga_timeout_secs: Option<u64>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    nats_tls_ca: Option<PathBuf>,
-    nats_tls_cert: Option<PathBuf>,
-    nats_tls_key: Option<PathBuf>,
-    /// The service level objectives (`[[slo]]` tables); none: the defaults.
-    slo: Option<Vec<slo::Objective>>,
-    log_format: Option<LogFormat>,
-    otlp_endpoint: Option<String>,
-    traces_per_second: Option<u32>,
-    metrics: Option<bool>,
-    correlations: Option<bool>,
-    worker_max_restarts: Option<u32>,
-    worker_restart_window_secs: Option<u64>,
-    poison_events: Option<projections::PoisonPolicy>,
-    projection_retries: Option<u32>,
-    psp_urls: Option<Vec<String>>,
-    psp_timeout_ms: Option<u64>,
-    psp_retries: Option<usize>,
-    psp_breaker_failures: Option<u32>,
-    psp_breaker_cool_down_ms: Option<u64>,
-    psp_currency: Option<String>,
-    /// `["bulk=2:8:1000", ...]`, as `--lane`.
-    lanes: Option<Vec<LaneSetting>>,
-    request_timeout_secs: Option<u64>,
-    max_connections: Option<u32>,
-    master_key_file: Option<PathBuf>,
-    store: Option<String>,
-    store_stream: Option<String>,
-    store_replicas: Option<usize>,
-}
 
 /// The settings in force.
 #[derive(Debug, Clone, PartialEq)]
@@ -628,25 +556,6 @@ impl ServeArgs {
             },
         })
     }
-}
-
-/// Reads a `--config` file: the security keys ([`SecurityFile`]) and the others, each
-/// refusing keys it does not know.
-fn read_config(path: &Path) -> anyhow::Result<(FileConfig, SecurityFile)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    let bad = || format!("bad config file {}", path.display());
-    let mut table: toml::Table = toml::from_str(&text).with_context(bad)?;
-    let mut security = toml::Table::new();
-    for key in SecurityFile::KEYS {
-        if let Some(value) = table.remove(*key) {
-            security.insert((*key).to_owned(), value);
-        }
-    }
-    Ok((
-        table.try_into().with_context(bad)?,
-        security.try_into().with_context(bad)?,
-    ))
 }
 
 /// Reads the settings, sets up the log subscriber and traces as they say, and runs the
@@ -955,51 +864,6 @@ async fn stop_on_failure(store: EventStore, data_dir: PathBuf, shutdown: Cancell
     );
     tokio::time::sleep(FAILURE_GRACE).await;
     shutdown.cancel();
-}
-
-/// The outbox relay the server runs (under its supervisor).
-struct ServerRelay {
-    relay: Relay,
-    /// How long the relay may take to stop: its own grace for pending acknowledgements,
-    /// plus a margin.
-    stop_timeout: Duration,
-}
-
-impl ServerRelay {
-    /// A handle on the relay's status, kept across its runs.
-    fn status(&self) -> StatusHandle {
-        self.relay.status()
-    }
-}
-
-/// Prepares the outbox relay on `store` if `settings` name a NATS URL; says so if not.
-fn start_relay(
-    settings: &Settings,
-    store: &EventStore,
-    chaos: &chaos::Chaos,
-) -> anyhow::Result<Option<ServerRelay>> {
-    let Some(url) = &settings.nats_url else {
-        tracing::info!("outbox relay off (no --nats-url or ANNALS_NATS_URL)");
-        return Ok(None);
-    };
-    let config = RelayConfig {
-        tls: settings.nats_tls.clone(),
-        chaos: chaos.clone(),
-        json_payloads: crate::event_json::json_payloads(),
-        ..RelayConfig::new(url.clone())
-    };
-    let stop_timeout = config.shutdown_grace + Duration::from_secs(5);
-    let stream = config.stream.clone();
-    let relay = Relay::new(store.clone(), config).context("cannot start the outbox relay")?;
-    tracing::info!(
-        nats_url = %outbox::config::redact(url),
-        %stream,
-        "outbox relay on"
-    );
-    Ok(Some(ServerRelay {
-        relay,
-        stop_timeout,
-    }))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use super::*;
 use clap::Parser;
+use std::path::Path;
 
 #[derive(Debug, Parser)]
 struct Cli {
