@@ -28,6 +28,10 @@ use crate::ids::{EventId, ExpectedVersion, StreamId, Version};
 use crate::locks::KeyedLocks;
 use crate::store::{AppendOutcome, Direction, EventStore};
 
+/// How often a command refused on a node's copy of a stream on JetStream decides again
+/// after the copy caught up (another node kept writing meanwhile: past this, it answers).
+const STALE_CHECKS: usize = 4;
+
 /// A consistency boundary: state folded from its own stream's events.
 pub trait Aggregate:
     Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
@@ -278,6 +282,7 @@ impl<A: Aggregate> Repository<A> {
         };
         let _queued = self.queue.lock(stream.as_str()).await;
         let mut attempt = 0;
+        let mut stale_checks = 0;
         // A command sent again (same command id) must get its first outcome, not a
         // refusal from the state it already changed. Checking for that up front would
         // cost an index lookup per command, so it is checked only where a retry shows:
@@ -292,9 +297,17 @@ impl<A: Aggregate> Repository<A> {
                 Some(loaded) => loaded,
                 None => self.load_stream_async(stream.clone()).await?,
             };
+            // A refusal below is decided on this node's state of the stream; with the log
+            // on JetStream another node may have moved it since: decide again once the
+            // copy caught up (an append is guarded by its expected version instead).
+            let refused = |caught_up: bool| caught_up && stale_checks < STALE_CHECKS;
             if let Some(expected) = options.expected_version
                 && loaded.version != Some(expected)
             {
+                if refused(self.store.catch_up_stream(&stream).await?) {
+                    stale_checks += 1;
+                    continue;
+                }
                 let conflict = Error::VersionConflict {
                     stream: stream.clone(),
                     expected: format!("version {expected}"),
@@ -306,12 +319,20 @@ impl<A: Aggregate> Repository<A> {
             }
             let events = match loaded.state.decide(command) {
                 Ok(events) if events.is_empty() => {
+                    if refused(self.store.catch_up_stream(&stream).await?) {
+                        stale_checks += 1;
+                        continue;
+                    }
                     return self
                         .original_or(&stream, command_id, ExecuteError::NoChange)
                         .await;
                 }
                 Ok(events) => events,
                 Err(rejection) => {
+                    if refused(self.store.catch_up_stream(&stream).await?) {
+                        stale_checks += 1;
+                        continue;
+                    }
                     return self
                         .original_or(&stream, command_id, ExecuteError::Rejected(rejection))
                         .await;

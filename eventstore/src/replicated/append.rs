@@ -161,22 +161,25 @@ async fn last_on_subject(link: &Link, stream: &StreamId, subject: &str) -> Resul
         .copied();
     let last = match known {
         Some(sequence) => sequence,
-        None => match link.stream.get_last_raw_message_by_subject(subject).await {
-            Ok(message) => message.sequence,
-            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => 0,
-            Err(error) => {
-                return Err(Error::cluster(
-                    "reading the stream's last message",
-                    error.to_string(),
-                ));
-            }
-        },
+        None => last_sequence(link, subject).await?,
     };
     link.applied_through(last).await?;
     if known.is_none() {
         link.saw(stream.clone(), last);
     }
     Ok(last)
+}
+
+/// The sequence of the last message JetStream holds on `subject` (0 for none), asked now.
+pub(crate) async fn last_sequence(link: &Link, subject: &str) -> Result<u64, Error> {
+    match link.stream.get_last_raw_message_by_subject(subject).await {
+        Ok(message) => Ok(message.sequence),
+        Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+        Err(error) => Err(Error::cluster(
+            "reading the stream's last message",
+            error.to_string(),
+        )),
+    }
 }
 
 /// What applying the acknowledged `sequence` gave on this node.

@@ -263,6 +263,25 @@ impl EventStore {
         link.applied_through_unbounded(last).await
     }
 
+    /// For a store on JetStream: waits until this node's copy holds the last commit
+    /// JetStream has on `stream` now, and says whether it had to wait (the copy was
+    /// behind, so what was read from it may be stale). On one machine, or with the copy
+    /// current: `false` at once. A command refused on the state it read calls this before
+    /// it answers (`Repository::execute`): an append is guarded by its expected version,
+    /// a refusal by nothing else.
+    pub async fn catch_up_stream(&self, stream: &StreamId) -> Result<bool, Error> {
+        let Some(link) = self.shared.replica.get() else {
+            return Ok(false);
+        };
+        let last = append::last_sequence(link, &link.subject(stream)).await?;
+        if *link.applied.borrow() >= last {
+            return Ok(false);
+        }
+        link.applied_through(last).await?;
+        link.saw(stream.clone(), last);
+        Ok(true)
+    }
+
     /// The JetStream sequence this node's copy has applied, for a store on JetStream.
     pub fn replicated_sequence(&self) -> Option<u64> {
         self.shared.replica.get().map(|link| *link.applied.borrow())
