@@ -300,11 +300,10 @@ impl<A: Aggregate> Repository<A> {
             // A refusal below is decided on this node's state of the stream; with the log
             // on JetStream another node may have moved it since: decide again once the
             // copy caught up (an append is guarded by its expected version instead).
-            let refused = |caught_up: bool| caught_up && stale_checks < STALE_CHECKS;
             if let Some(expected) = options.expected_version
                 && loaded.version != Some(expected)
             {
-                if refused(self.store.catch_up_stream(&stream).await?) {
+                if stale_checks < STALE_CHECKS && self.moved_since(&stream, loaded.version).await? {
                     stale_checks += 1;
                     continue;
                 }
@@ -319,7 +318,9 @@ impl<A: Aggregate> Repository<A> {
             }
             let events = match loaded.state.decide(command) {
                 Ok(events) if events.is_empty() => {
-                    if refused(self.store.catch_up_stream(&stream).await?) {
+                    if stale_checks < STALE_CHECKS
+                        && self.moved_since(&stream, loaded.version).await?
+                    {
                         stale_checks += 1;
                         continue;
                     }
@@ -329,7 +330,9 @@ impl<A: Aggregate> Repository<A> {
                 }
                 Ok(events) => events,
                 Err(rejection) => {
-                    if refused(self.store.catch_up_stream(&stream).await?) {
+                    if stale_checks < STALE_CHECKS
+                        && self.moved_since(&stream, loaded.version).await?
+                    {
                         stale_checks += 1;
                         continue;
                     }
@@ -402,6 +405,20 @@ impl<A: Aggregate> Repository<A> {
 
     /// The cached state of `stream`, if caching is on and the stream has not moved
     /// since.
+    /// Whether `stream` is past `version` on the log, which this node's copy may not have
+    /// shown yet: always false on one machine; with the log on JetStream, true when the
+    /// copy, caught up with the stream's last commit, holds a later head.
+    async fn moved_since(
+        &self,
+        stream: &StreamId,
+        version: Option<Version>,
+    ) -> Result<bool, Error> {
+        if !self.store.catch_up_stream(stream).await? {
+            return Ok(false);
+        }
+        Ok(self.store.stream_head(stream)? != version)
+    }
+
     fn cached(&self, stream: &StreamId) -> Result<Option<Loaded<A>>, Error> {
         let Some(cache) = &self.cache else {
             return Ok(None);

@@ -264,19 +264,15 @@ impl EventStore {
     }
 
     /// For a store on JetStream: waits until this node's copy holds the last commit
-    /// JetStream has on `stream` now, and says whether it had to wait (the copy was
-    /// behind, so what was read from it may be stale). On one machine, or with the copy
-    /// current: `false` at once. A command refused on the state it read calls this before
-    /// it answers (`Repository::execute`): an append is guarded by its expected version,
-    /// a refusal by nothing else.
+    /// JetStream has on `stream` now (one request to the stream's leader), and returns
+    /// `true`; on one machine `false` at once (the copy is the log). A command refused on
+    /// the state it read calls this before it answers (`Repository::execute`): an append
+    /// is guarded by its expected version, a refusal by nothing else.
     pub async fn catch_up_stream(&self, stream: &StreamId) -> Result<bool, Error> {
         let Some(link) = self.shared.replica.get() else {
             return Ok(false);
         };
         let last = append::last_sequence(link, &link.subject(stream)).await?;
-        if *link.applied.borrow() >= last {
-            return Ok(false);
-        }
         link.applied_through(last).await?;
         link.saw(stream.clone(), last);
         Ok(true)
