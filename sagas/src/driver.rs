@@ -13,6 +13,14 @@
 //! instance and the command key, so a command that had taken effect is recognised by the
 //! store and answered with its first outcome), and re-arms its deadlines.
 //!
+//! An instance never assumes it is the only writer of its stream: when the saga moves to
+//! another node (the log on JetStream, the saga's lease taken over), the former holder's
+//! last records may reach the stream after, or be missing from this node's copy when,
+//! the instance loads. It catches the copy up with its stream before loading, and when a
+//! record meets a moved stream (a version conflict) or an input recorded past the version
+//! it loaded (a duplicate it never applied), it loads again and takes the input again
+//! (`driver/instance.rs`).
+//!
 //! The checkpoint is a low-water mark: the position of the first log event routed to
 //! an instance that has not finished yet (or the end of what was read, if none is
 //! running). On start the driver reads the log again from there; instances that

@@ -1,7 +1,9 @@
 //! The driver over a real store on disk, on a manual clock: a deadline is stored when
 //! scheduled, re-armed by the next driver after a stop, fired once, and a command that
 //! was in flight at the stop is issued again without a second effect. The saga's
-//! commands are recorded as its own, on behalf of whoever placed the order.
+//! commands are recorded as its own, on behalf of whoever placed the order. An instance
+//! that did not load what a former holder of the saga recorded (another node's driver)
+//! loads its stream again and finishes.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -458,4 +460,132 @@ async fn orders_placed_in_schema_version_1_have_the_same_saga_outcomes() {
     assert_eq!(v1_account, v2_account);
     assert_eq!(v1_o1["status"], "Confirmed", "{v1_o1}");
     assert_eq!(v1_o2["status"], "Cancelled", "{v1_o2}");
+}
+
+/// What a former holder of the saga (another node, which lost the saga's lease or died)
+/// recorded in an instance's stream before this driver could see it: this node's copy
+/// of the log had not applied it when the instance loaded. Done at the instance's charge.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Former {
+    /// Recorded the charge's answer: this driver's own record of it is a duplicate.
+    AnsweredTheCharge,
+    /// Recorded a customer's cancel before the charge's answer: this driver's record of
+    /// the answer meets another version.
+    RecordedACancel,
+}
+
+/// The fulfilment services, and a former holder that records one input first.
+struct Takeover {
+    services: FulfilmentServices,
+    store: EventStore,
+    former: Former,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl Takeover {
+    async fn record_as_former_holder(&self, order: &str, input: &sagas::fulfilment::Input) {
+        use sagas::Saga as _;
+        let event = eventstore::NewEvent::new(
+            Fulfilment::input_type(input),
+            postcard::to_allocvec(input).unwrap(),
+        )
+        .with_id(sagas::saga::input_id::<Fulfilment>(order, input));
+        let stream = sagas::saga::stream_id::<Fulfilment>(order).unwrap();
+        self.store
+            .append(&stream, eventstore::ExpectedVersion::Any, vec![event])
+            .await
+            .expect("the former holder's record");
+    }
+}
+
+impl sagas::Dispatcher<Fulfilment> for Takeover {
+    fn route(
+        &self,
+        event: &eventstore::RecordedEvent,
+        clock: &dyn sagas::Clock,
+    ) -> Option<(String, sagas::fulfilment::Input)> {
+        self.services.route(event, clock)
+    }
+
+    async fn execute(
+        &self,
+        state: &Fulfilment,
+        command_id: Uuid,
+        issued: &sagas::Issued<sagas::fulfilment::Command>,
+    ) -> Result<sagas::fulfilment::Input, eventstore::Error> {
+        use std::sync::atomic::Ordering;
+        let first = issued.key == "charge" && !self.done.swap(true, Ordering::SeqCst);
+        if first && self.former == Former::RecordedACancel {
+            let cancel = sagas::fulfilment::Input::CancelRequested {
+                reason: "changed my mind".into(),
+            };
+            self.record_as_former_holder(&state.order_id, &cancel).await;
+        }
+        let answer = self.services.execute(state, command_id, issued).await?;
+        if first && self.former == Former::AnsweredTheCharge {
+            self.record_as_former_holder(&state.order_id, &answer).await;
+        }
+        Ok(answer)
+    }
+}
+
+/// Runs one order under a driver whose instance did not load what a former holder
+/// recorded (see [`Former`]); the saga must still finish in `expected`.
+async fn takeover(former: Former, expected: Phase) -> SagaView<Fulfilment> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let clock = ManualClock::new(chrono::Utc::now());
+    seed(&store).await;
+    let dispatcher = Takeover {
+        services: FulfilmentServices::new(Repositories::new(store.clone()), TIMEOUT),
+        store: store.clone(),
+        former,
+        done: false.into(),
+    };
+    let driver = Driver::start(
+        store.clone(),
+        Arc::new(dispatcher),
+        Arc::new(clock.clone()),
+        DriverConfig::default(),
+    )
+    .expect("the driver starts");
+    place(&store, "o-1", None).await;
+    let view = saga_when(&store, "o-1", "finished", |view| {
+        view.finished && view.state.phase == expected
+    })
+    .await;
+    driver.stop().await;
+    store.close().await;
+    view
+}
+
+/// The instance records an answer a former holder recorded first: the store answers
+/// "duplicate" at a version past the instance's. The instance loads its stream again
+/// (it had not applied that answer) and goes on; before, it skipped the answer as one
+/// it had applied, and waited forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_a_former_holder_recorded_first_is_taken_from_the_stream() {
+    let view = takeover(Former::AnsweredTheCharge, Phase::Confirmed).await;
+    let answers = view
+        .steps
+        .iter()
+        .filter(|step| step.event_type == "FulfilmentCommandAnswered")
+        .count();
+    // reserve:apple, charge, confirm-reservation:apple, confirm-order: each once.
+    assert_eq!(answers, 4, "{:?}", view.steps);
+}
+
+/// The instance records an answer after a former holder recorded another input: the
+/// store refuses the expected version. The instance loads its stream again and records
+/// the answer after it; before, it retried the same stale version forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_a_former_holder_recorded_is_loaded_before_the_next_record() {
+    let view = takeover(Former::RecordedACancel, Phase::Cancelled).await;
+    assert!(
+        view.steps
+            .iter()
+            .any(|step| step.event_type == "FulfilmentCancelRequested"),
+        "{:?}",
+        view.steps
+    );
 }

@@ -39,59 +39,44 @@ pub(super) async fn run<S: Saga, D: Dispatcher<S>>(
     let (answers_tx, mut answers) = mpsc::channel::<S::Input>(ANSWER_BUFFER);
     // Commands and timers of this instance; dropped (aborted) when it stops.
     let mut work = JoinSet::new();
-    let (mut instance, began) = loop {
-        match load_async::<S>(&shared.store, &id).await {
-            Ok((instance, recorded)) => {
-                let began = recorded.first().map(|first| first.event.recorded_at);
-                break (instance, began.unwrap_or_else(chrono::Utc::now));
-            }
-            Err(error) => {
-                if !pause(&shared, &error, 0).await {
-                    return;
-                }
-            }
-        }
+    let Some((mut instance, began)) = resume(&shared, &id, &answers_tx, &mut work).await else {
+        return;
     };
     let mut phase = PhaseCount::enter(&shared.status, instance.state.phase());
     // Only an instance that finishes in this run reports its duration.
     let mut progressed = false;
-    for (key, command) in instance.outstanding.clone() {
-        issue(
-            &shared,
-            &instance,
-            Issued { key, command },
-            &answers_tx,
-            &mut work,
-        );
-    }
-    for deadline in instance.deadlines.values() {
-        arm(&shared, deadline.clone(), &answers_tx, &mut work);
-    }
     // The trace of the last event routed from the log: every step continues it.
     let mut traceparent: Option<String> = None;
+    // An input to take again after the instance was loaded again, and how many loads in
+    // a row found the stream moved.
+    let mut again: Option<(S::Input, Option<EventId>)> = None;
+    let mut reloads = 0;
     while !instance.is_done() {
-        let (input, cause) = tokio::select! {
-            () = shared.shutdown.cancelled() => return,
-            Some(joined) = work.join_next() => {
-                // A command task that panicked panics its instance: the driver runs
-                // again and the command is issued again (same id, no second effect).
-                if let Err(error) = joined
-                    && error.is_panic()
-                {
-                    std::panic::resume_unwind(error.into_panic());
-                }
-                continue;
-            }
-            Some(input) = answers.recv() => (input, None),
-            input = inputs.recv() => match input {
-                Some((input, cause, trace)) => {
-                    if trace.is_some() {
-                        traceparent = trace;
+        let (input, cause) = match again.take() {
+            Some(input) => input,
+            None => tokio::select! {
+                () = shared.shutdown.cancelled() => return,
+                Some(joined) = work.join_next() => {
+                    // A command task that panicked panics its instance: the driver runs
+                    // again and the command is issued again (same id, no second effect).
+                    if let Err(error) = joined
+                        && error.is_panic()
+                    {
+                        std::panic::resume_unwind(error.into_panic());
                     }
-                    (input, Some(cause))
+                    continue;
                 }
-                // The follower stopped.
-                None => return,
+                Some(input) = answers.recv() => (input, None),
+                input = inputs.recv() => match input {
+                    Some((input, cause, trace)) => {
+                        if trace.is_some() {
+                            traceparent = trace;
+                        }
+                        (input, Some(cause))
+                    }
+                    // The follower stopped.
+                    None => return,
+                },
             },
         };
         if instance.is_stale_deadline(&input) {
@@ -101,12 +86,44 @@ pub(super) async fn run<S: Saga, D: Dispatcher<S>>(
         let recorded = record(&shared, &instance, &input, cause)
             .instrument(step.clone())
             .await;
-        let Some(recorded) = recorded else {
-            return;
+        let recorded = match recorded {
+            Recording::Stopped => return,
+            // Recorded before, and loaded: nothing new.
+            Recording::Stored(outcome)
+                if outcome.duplicate
+                    && instance
+                        .version
+                        .is_some_and(|loaded| outcome.last_version <= loaded) =>
+            {
+                continue;
+            }
+            Recording::Stored(outcome) if !outcome.duplicate => outcome,
+            // Recorded, but not in what this instance loaded; or the stream moved past
+            // the version it loaded. Another driver recorded inputs of this instance:
+            // a former holder of the saga (on another node, its lease lost or the node
+            // dead), whose last records this node's copy had not applied yet when the
+            // instance loaded. Load the stream again, with every command and deadline
+            // it has open, and take this input again.
+            Recording::Stored(_) | Recording::Moved(_) => {
+                if let Recording::Moved(error) = &recorded
+                    && reloads > 0
+                    && !pause(&shared, error, reloads - 1).await
+                {
+                    return;
+                }
+                reloads += 1;
+                tracing::info!(saga = S::NAME, instance = %id, "the instance's stream holds inputs it had not loaded: it loads again");
+                work = JoinSet::new();
+                let Some((reloaded, _)) = resume(&shared, &id, &answers_tx, &mut work).await else {
+                    return;
+                };
+                instance = reloaded;
+                phase.set(instance.state.phase());
+                again = Some((input, cause));
+                continue;
+            }
         };
-        if recorded.duplicate {
-            continue;
-        }
+        reloads = 0;
         let (commands, deadlines) = instance.apply(&input);
         instance.version = Some(recorded.last_version);
         phase.set(instance.state.phase());
@@ -135,6 +152,49 @@ pub(super) async fn run<S: Saga, D: Dispatcher<S>>(
         _ = done.send((id, generation)) => {}
         () = shared.shutdown.cancelled() => {}
     }
+}
+
+/// Loads the instance `id` from its stream (retrying while the store fails), issues
+/// again its commands without a recorded answer and re-arms its deadlines into `work`.
+/// With the log on JetStream, this node's copy first applies the stream's last record,
+/// so the instance starts from every input recorded so far, wherever it was recorded.
+/// The instance and when its first input was recorded (now, for a new one); `None` when
+/// the driver stops first.
+async fn resume<S: Saga, D: Dispatcher<S>>(
+    shared: &Arc<Shared<S, D>>,
+    id: &str,
+    answers: &mpsc::Sender<S::Input>,
+    work: &mut JoinSet<()>,
+) -> Option<(Instance<S>, chrono::DateTime<chrono::Utc>)> {
+    let mut attempt = 0;
+    let (instance, began) = loop {
+        let loaded = match saga::stream_id::<S>(id) {
+            Ok(stream) => match shared.store.catch_up_stream(&stream).await {
+                Ok(_) => load_async::<S>(&shared.store, id).await,
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error),
+        };
+        match loaded {
+            Ok((instance, recorded)) => {
+                let began = recorded.first().map(|first| first.event.recorded_at);
+                break (instance, began.unwrap_or_else(chrono::Utc::now));
+            }
+            Err(error) => {
+                if !pause(shared, &error, attempt).await {
+                    return None;
+                }
+                attempt += 1;
+            }
+        }
+    };
+    for (key, command) in instance.outstanding.clone() {
+        issue(shared, &instance, Issued { key, command }, answers, work);
+    }
+    for deadline in instance.deadlines.values() {
+        arm(shared, deadline.clone(), answers, work);
+    }
+    Some((instance, began))
 }
 
 /// A running instance's place in [`DriverStatus::phases`]: counted in its phase until it
@@ -175,14 +235,25 @@ fn leave(status: &mut DriverStatus, phase: &'static str) {
     }
 }
 
-/// Appends `input` to the instance's stream, retrying while the store fails. `None`
-/// when the driver stops first.
+/// What recording an input came to.
+enum Recording {
+    /// Stored now, or found stored before (`duplicate`).
+    Stored(eventstore::AppendOutcome),
+    /// The stream is not at the version the instance loaded (another driver recorded
+    /// since): the error the store gave.
+    Moved(Error),
+    /// The driver stopped first.
+    Stopped,
+}
+
+/// Appends `input` to the instance's stream at the version the instance loaded,
+/// retrying while the store fails.
 async fn record<S: Saga, D: Dispatcher<S>>(
     shared: &Shared<S, D>,
     instance: &Instance<S>,
     input: &S::Input,
     cause: Option<EventId>,
-) -> Option<eventstore::AppendOutcome> {
+) -> Recording {
     let mut attempt = 0;
     loop {
         let result = encode::<S>(instance, input, cause);
@@ -197,10 +268,11 @@ async fn record<S: Saga, D: Dispatcher<S>>(
             Err(error) => Err(error),
         };
         match result {
-            Ok(outcome) => return Some(outcome),
+            Ok(outcome) => return Recording::Stored(outcome),
+            Err(error @ Error::VersionConflict { .. }) => return Recording::Moved(error),
             Err(error) => {
                 if !pause(shared, &error, attempt).await {
-                    return None;
+                    return Recording::Stopped;
                 }
                 attempt += 1;
             }
