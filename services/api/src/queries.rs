@@ -1,6 +1,7 @@
 //! What the query routes (`GET`) share: store reads on tokio's blocking pool (reads of
 //! the store are synchronous), an aggregate folded from its stream, a view answered
-//! with its version as the `ETag` (304 when the client has it), and page lengths.
+//! with its version as the `ETag` (304 when the client has it), page lengths, and
+//! read-your-writes for a read of one entity from the log ([`read_your_writes`]).
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -10,6 +11,7 @@ use serde::Serialize;
 use crate::AppState;
 use crate::extract::{etag, if_none_match};
 use crate::problem::ApiError;
+use crate::routes::read_models::min_position;
 
 /// Runs a read of the store on the blocking pool; for a request of the bulk lane, on the
 /// low-priority threads ([`eventstore::low_priority`]), where it gives way to commands.
@@ -64,5 +66,60 @@ pub(crate) fn page_limit(state: &AppState, limit: Option<usize>) -> Result<usize
             "invalid-query",
             format!("limit must be between 1 and {max}, not {limit}"),
         )),
+    }
+}
+
+/// The query of a read of one entity from the log (an order, a sku, an account, a
+/// saga, a customer's profile).
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EntityQuery {
+    /// Wait until this node's log holds the event at this position (the `position` a
+    /// command answered, on this node or another of the cluster). Same as the
+    /// `Annals-Min-Position` header.
+    pub(crate) min_position: Option<u64>,
+}
+
+/// Read-your-writes for a read of one entity from the log: with `min_position` (the
+/// query's, else the `Annals-Min-Position` header's), waits until this node's log holds
+/// that position. On one machine it does once a command answered it; on a node of a
+/// cluster (the log on JetStream) the node's copy may trail the node that took the
+/// command, by its follower's lag. Not in time ([`crate::ApiConfig::projection_wait_timeout`]):
+/// a 503 `projection-lagging` with the log's `checkpoint` (also in the `Annals-Checkpoint`
+/// header, as a lagging read model answers) and `Retry-After`.
+pub(crate) async fn read_your_writes(
+    state: &AppState,
+    query: Option<u64>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    match min_position(query, headers)? {
+        Some(wanted) => wait_for_log(state, wanted).await,
+        None => Ok(()),
+    }
+}
+
+async fn wait_for_log(state: &AppState, wanted: u64) -> Result<(), ApiError> {
+    let deadline = tokio::time::Instant::now() + state.config().projection_wait_timeout;
+    loop {
+        if state.store().next_position().0 > wanted {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let checkpoint = state.store().next_position().0;
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "projection-lagging",
+                "Service unavailable",
+                format!("position {wanted} is not in this node's log yet"),
+            )
+            .with_checkpoint(checkpoint)
+            .with_header(
+                header::HeaderName::from_static(crate::problem::CHECKPOINT_HEADER),
+                HeaderValue::from(checkpoint),
+            )
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

@@ -114,6 +114,13 @@ pub struct UnknownProjection(pub Problem);
 #[response(status = 503, content_type = "application/problem+json")]
 pub struct ReadModelUnavailable(pub CheckpointProblem);
 
+/// A read of one entity with `min_position` whose position this node's log did not hold
+/// in time (`projection-lagging`, with the log's `checkpoint` member and `Retry-After`):
+/// on a node of a cluster, its copy of the log trails the node that took the command.
+#[derive(Debug, IntoResponses)]
+#[response(status = 503, content_type = "application/problem+json")]
+pub struct LogLagging(pub CheckpointProblem);
+
 /// The server runs no read models (`projections-not-running`), or they have stopped
 /// (`projections-stopped`).
 #[derive(Debug, IntoResponses)]

@@ -290,6 +290,11 @@ async fn a_position_not_applied_in_time_is_a_503_with_the_checkpoint() {
         "/api/v1/inventory/skus?min_position=1000000",
         "/api/v1/reports/sales?min_position=1000000",
         "/api/v1/customers/alice/orders?min_position=1000000",
+        // The reads of one entity from the log wait for the log (a node's copy of it).
+        "/api/v1/inventory/skus/apple?min_position=1000000",
+        "/api/v1/orders/0193a4e2-7c1d-7b3e-9f00-000000000001?min_position=1000000",
+        "/api/v1/payments/accounts/alice?min_position=1000000",
+        "/api/v1/sagas/fulfilment/0193a4e2-7c1d-7b3e-9f00-000000000001?min_position=1000000",
     ] {
         let response = server.get(path).await;
         assert_eq!(response.status().as_u16(), 503, "{path}");
@@ -308,6 +313,19 @@ async fn a_position_not_applied_in_time_is_a_503_with_the_checkpoint() {
         assert_eq!(problem["checkpoint"].as_u64(), Some(header));
         assert!(header < 1_000_000);
     }
+    // A position the log holds: at once.
+    let sku = server
+        .get("/api/v1/inventory/skus/apple?min_position=0")
+        .await;
+    assert_eq!(sku.status().as_u16(), 200);
+    let header = server
+        .client
+        .get(server.url("/api/v1/inventory/skus/apple"))
+        .header("annals-min-position", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header.status().as_u16(), 200);
     server.stop().await;
 }
 

@@ -21,7 +21,7 @@ use crate::extract::{CustomerPath, JsonBody, QueryParams, check_entity_id};
 use crate::gate::Identity;
 use crate::personal_data::{self, Opened};
 use crate::problem::ApiError;
-use crate::queries::{blocking, load};
+use crate::queries::{blocking, load, read_your_writes};
 use crate::responses::{
     BadRequest, CommandProblems, Conflict, PersonalDataUnavailable, UnknownCustomer,
 };
@@ -323,10 +323,7 @@ pub(crate) async fn get_customer(
     QueryParams(query): QueryParams<ProfileQuery>,
 ) -> Result<Response, ApiError> {
     let key_store = personal_data::key_store(&state)?;
-    let wanted = crate::routes::read_models::min_position(query.min_position, &headers)?;
-    if let Some(wanted) = wanted {
-        wait_for_log(&state, wanted).await?;
-    }
+    read_your_writes(&state, query.min_position, &headers).await?;
     let record = decode(customer_events(&state, &customer_id).await?)?;
     let Some((
         event,
@@ -358,32 +355,6 @@ pub(crate) async fn get_customer(
         erased_at: erased_at.map(rfc3339),
     };
     Ok(axum::Json(view).into_response())
-}
-
-/// Read-your-writes for a read from the log itself: the position must be durable (it
-/// is, once a command answered it), else 503 like a read model that lags.
-async fn wait_for_log(state: &AppState, wanted: u64) -> Result<(), ApiError> {
-    let deadline = tokio::time::Instant::now() + state.config().projection_wait_timeout;
-    loop {
-        if state.store().next_position().0 > wanted {
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let checkpoint = state.store().next_position().0;
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "projection-lagging",
-                "Service unavailable",
-                format!("position {wanted} is not in the log yet"),
-            )
-            .with_checkpoint(checkpoint)
-            .with_header(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            ));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
 }
 
 fn unknown_customer(customer_id: &str) -> ApiError {

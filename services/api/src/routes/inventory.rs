@@ -12,11 +12,13 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::commands::{CommandAccepted, CommandHeaders, CommandRequest, Reply, run};
-use crate::extract::{JsonBody, SkuPath, check_entity_id};
+use crate::extract::{JsonBody, QueryParams, SkuPath, check_entity_id};
 use crate::gate::Identity;
 use crate::problem::ApiError;
-use crate::queries::{entity_response, load};
-use crate::responses::{BadRequest, CommandProblems, Conflict, NotModified, UnknownSku};
+use crate::queries::{EntityQuery, entity_response, load, read_your_writes};
+use crate::responses::{
+    BadRequest, CommandProblems, Conflict, LogLagging, NotModified, UnknownSku,
+};
 
 /// `POST /api/v1/inventory/skus`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -163,18 +165,24 @@ pub(crate) async fn restock(
     get,
     path = "/api/v1/inventory/skus/{sku}",
     tag = "inventory",
-    params(("sku" = String, Path, description = "The sku")),
+    params(
+        ("sku" = String, Path, description = "The sku"),
+        EntityQuery,
+        ("Annals-Min-Position" = Option<u64>, Header, description = "Wait until this node's log holds this position"),
+    ),
     responses(
         (status = 200, description = "The sku", body = SkuView,
             headers(("ETag" = String, description = "The stream version, quoted"))),
-        NotModified, BadRequest, UnknownSku,
+        NotModified, BadRequest, UnknownSku, LogLagging,
     )
 )]
 pub(crate) async fn get_sku(
     State(state): State<AppState>,
     SkuPath(sku): SkuPath,
     headers: HeaderMap,
+    QueryParams(query): QueryParams<EntityQuery>,
 ) -> Result<Response, ApiError> {
+    read_your_writes(&state, query.min_position, &headers).await?;
     let loaded = load(&state.inner.stock, sku.clone()).await?;
     let (stock, Some(version)) = (loaded.state, loaded.version) else {
         return Err(unknown_sku(&sku));

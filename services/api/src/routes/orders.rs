@@ -16,9 +16,9 @@ use crate::extract::{JsonBody, OrderPath, QueryParams, check_entity_id};
 use crate::gate::Identity;
 use crate::personal_data;
 use crate::problem::{ApiError, idempotency_key_reused, too_many_lines};
-use crate::queries::{blocking, entity_response, load};
+use crate::queries::{EntityQuery, blocking, entity_response, load, read_your_writes};
 use crate::responses::{
-    BadRequest, CommandProblems, Conflict, NotModified, UnknownOrder, UnknownSaga,
+    BadRequest, CommandProblems, Conflict, LogLagging, NotModified, UnknownOrder, UnknownSaga,
 };
 
 /// `POST /api/v1/orders`.
@@ -341,18 +341,24 @@ pub(crate) async fn cancel_order(
     get,
     path = "/api/v1/orders/{order_id}",
     tag = "orders",
-    params(("order_id" = String, Path, description = "The order (a UUID)")),
+    params(
+        ("order_id" = String, Path, description = "The order (a UUID)"),
+        EntityQuery,
+        ("Annals-Min-Position" = Option<u64>, Header, description = "Wait until this node's log holds this position"),
+    ),
     responses(
         (status = 200, description = "The order", body = OrderView,
             headers(("ETag" = String, description = "The stream version, quoted"))),
-        NotModified, BadRequest, UnknownOrder,
+        NotModified, BadRequest, UnknownOrder, LogLagging,
     )
 )]
 pub(crate) async fn get_order(
     State(state): State<AppState>,
     OrderPath(order_id): OrderPath,
     headers: HeaderMap,
+    QueryParams(query): QueryParams<EntityQuery>,
 ) -> Result<Response, ApiError> {
+    read_your_writes(&state, query.min_position, &headers).await?;
     let loaded = load(&state.inner.orders, order_id.clone()).await?;
     let unknown =
         || ApiError::not_found("unknown-order", format!("order {order_id} was not placed"));
@@ -388,20 +394,26 @@ pub(crate) async fn get_order(
     get,
     path = "/api/v1/sagas/fulfilment/{order_id}",
     tag = "orders",
-    params(("order_id" = String, Path, description = "The order (a UUID)")),
+    params(
+        ("order_id" = String, Path, description = "The order (a UUID)"),
+        EntityQuery,
+        ("Annals-Min-Position" = Option<u64>, Header, description = "Wait until this node's log holds this position"),
+    ),
     responses(
         (status = 200, description = "The saga: saga, id, stream, version, finished, \
             state (phase, reserved, charged, cancel_reason, deadline, ...), \
             pending_commands, pending_deadlines, steps", body = Object,
             headers(("ETag" = String, description = "The saga stream's version, quoted"))),
-        BadRequest, UnknownSaga,
+        BadRequest, UnknownSaga, LogLagging,
     )
 )]
 pub(crate) async fn get_fulfilment(
     State(state): State<AppState>,
     OrderPath(order_id): OrderPath,
     headers: HeaderMap,
+    QueryParams(query): QueryParams<EntityQuery>,
 ) -> Result<Response, ApiError> {
+    read_your_writes(&state, query.min_position, &headers).await?;
     let store = state.store().clone();
     let id = order_id.clone();
     let view = blocking(move || sagas::view::load::<sagas::Fulfilment>(&store, &id)).await?;

@@ -13,11 +13,13 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::commands::{CommandAccepted, CommandHeaders, CommandRequest, Reply, run};
-use crate::extract::{CustomerPath, JsonBody, check_entity_id};
+use crate::extract::{CustomerPath, JsonBody, QueryParams, check_entity_id};
 use crate::gate::Identity;
 use crate::problem::ApiError;
-use crate::queries::{entity_response, load};
-use crate::responses::{BadRequest, CommandProblems, Conflict, NotModified, UnknownAccount};
+use crate::queries::{EntityQuery, entity_response, load, read_your_writes};
+use crate::responses::{
+    BadRequest, CommandProblems, Conflict, LogLagging, NotModified, UnknownAccount,
+};
 
 /// `POST /api/v1/payments/accounts`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -200,18 +202,24 @@ pub(crate) async fn deposit(
     get,
     path = "/api/v1/payments/accounts/{customer_id}",
     tag = "payments",
-    params(("customer_id" = String, Path, description = "The customer")),
+    params(
+        ("customer_id" = String, Path, description = "The customer"),
+        EntityQuery,
+        ("Annals-Min-Position" = Option<u64>, Header, description = "Wait until this node's log holds this position"),
+    ),
     responses(
         (status = 200, description = "The account", body = AccountView,
             headers(("ETag" = String, description = "The stream version, quoted"))),
-        NotModified, BadRequest, UnknownAccount,
+        NotModified, BadRequest, UnknownAccount, LogLagging,
     )
 )]
 pub(crate) async fn get_account(
     State(state): State<AppState>,
     CustomerPath(customer_id): CustomerPath,
     headers: HeaderMap,
+    QueryParams(query): QueryParams<EntityQuery>,
 ) -> Result<Response, ApiError> {
+    read_your_writes(&state, query.min_position, &headers).await?;
     let loaded = load(&state.inner.accounts, customer_id.clone()).await?;
     // The charges are a view of the history, not part of the state: folded from the
     // stream, up to the version the state is folded to.
