@@ -1,5 +1,5 @@
 //! Where a `--server` value leads, for every command that talks to a running `annals
-//! serve` (`inspect`, `replay stream`, `erased`, `read-models parked|retry`, `chaos
+//! serve` (`inspect`, `replay stream`, `read-models parked|retry`, `chaos
 //! inject|list|clear|run`): a list of candidate servers, and one request loop over them.
 //!
 //! - `http://HOST:PORT` or `https://...` is one candidate.
