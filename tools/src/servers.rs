@@ -341,7 +341,7 @@ impl Servers {
                         body,
                         passed,
                     };
-                    if status < 500 || last || repeat == Repeat::OnlyUnsent {
+                    if last || !passes_over(Outcome::Answered(status), repeat) {
                         tracing::debug!(node = %node.name, %method, %path, status, "answered");
                         return Ok(reply);
                     }
@@ -356,14 +356,17 @@ impl Servers {
                 }
                 Ok(Err(error)) => {
                     let unreachable = error.downcast::<Unreachable>()?;
-                    if last || (repeat == Repeat::OnlyUnsent && !unreachable.before_sending) {
+                    let outcome = Outcome::Unreachable {
+                        before_sending: unreachable.before_sending,
+                    };
+                    if last || !passes_over(outcome, repeat) {
                         return Err(self.unreachable(node, &passed, &unreachable.cause).into());
                     }
                     format!("cannot reach it: {}", unreachable.cause)
                 }
                 Err(_) => {
                     let failure = format!("no answer to {method} {path} within {:?}", self.timeout);
-                    if last || repeat == Repeat::OnlyUnsent {
+                    if last || !passes_over(Outcome::TimedOut, repeat) {
                         return Err(self.unreachable(node, &passed, &failure).into());
                     }
                     failure
@@ -392,6 +395,29 @@ impl Servers {
     }
 }
 
+/// What sending a request to one candidate came to.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    /// An answer with this status.
+    Answered(u16),
+    /// No answer: the connection failed, before the request was sent or after.
+    Unreachable { before_sending: bool },
+    /// No answer within the timeout.
+    TimedOut,
+}
+
+/// Whether a request that came to `outcome` goes to the next candidate (if there is
+/// one): a 4xx (or a success) is an answer; a request not safe to repeat goes on only
+/// when nothing was sent.
+fn passes_over(outcome: Outcome, repeat: Repeat) -> bool {
+    match (outcome, repeat) {
+        (Outcome::Answered(status), Repeat::Safe) => status >= 500,
+        (Outcome::Unreachable { .. } | Outcome::TimedOut, Repeat::Safe) => true,
+        (Outcome::Unreachable { before_sending }, Repeat::OnlyUnsent) => before_sending,
+        (Outcome::Answered(_) | Outcome::TimedOut, Repeat::OnlyUnsent) => false,
+    }
+}
+
 impl Reply {
     /// The body as JSON; `null` when it is empty, not JSON, or still to read.
     fn json_or_null(&self) -> Value {
@@ -405,6 +431,39 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_passes_over_no_answer_and_5xx_but_never_an_answer() {
+        let safe = |outcome| passes_over(outcome, Repeat::Safe);
+        for status in [500, 502, 503, 504] {
+            assert!(safe(Outcome::Answered(status)), "{status}");
+        }
+        for status in [200, 204, 400, 401, 403, 404, 409, 422, 429] {
+            assert!(!safe(Outcome::Answered(status)), "{status}");
+        }
+        assert!(safe(Outcome::Unreachable {
+            before_sending: true
+        }));
+        assert!(safe(Outcome::Unreachable {
+            before_sending: false
+        }));
+        assert!(safe(Outcome::TimedOut));
+    }
+
+    #[test]
+    fn a_change_not_safe_to_repeat_passes_over_only_what_was_never_sent() {
+        let once = |outcome| passes_over(outcome, Repeat::OnlyUnsent);
+        assert!(once(Outcome::Unreachable {
+            before_sending: true
+        }));
+        assert!(!once(Outcome::Unreachable {
+            before_sending: false
+        }));
+        assert!(!once(Outcome::TimedOut));
+        for status in [200, 404, 422, 500, 503] {
+            assert!(!once(Outcome::Answered(status)), "{status}");
+        }
+    }
 
     #[test]
     fn paths_are_encoded_segment_by_segment() {
