@@ -30,6 +30,7 @@ mod remote;
 mod repair;
 mod replay;
 mod serve;
+mod servers;
 mod source;
 mod telemetry;
 mod tls;

@@ -12,8 +12,9 @@ use anyhow::{Context, bail};
 use eventstore::EventStore;
 use read_models::{ACCOUNTS, CORRELATIONS, CUSTOMERS, INVENTORY, ORDERS, PERSONAL_DATA, SALES};
 
-use crate::exit::Failure;
 use crate::progress;
+use crate::servers::{Repeat, Servers};
+use hyper::Method;
 
 /// Events a `list` applies as a dry run after each checkpoint, to find a poison event.
 const PROBE_EVENTS: u64 = 10_000;
@@ -30,13 +31,15 @@ pub enum ProjectionsCommand {
     Rebuild(RebuildArgs),
     /// List the events a read model of a running server parked (poison events it could
     /// not apply and went past, under `annals serve --poison-events park`).
-    #[command(after_help = "Example:
-  annals read-models parked orders --server http://127.0.0.1:8080")]
+    #[command(after_help = "Examples:
+  annals read-models parked orders --server http://127.0.0.1:8080
+  annals read-models parked orders --server nats://127.0.0.1:4222   # a node found there")]
     Parked(RemoteArgs),
     /// Retry a read model of a running server: apply its parked events again (those that
     /// succeed leave the list), and resume it from the event it failed on if faulted.
-    #[command(after_help = "Example:
-  annals read-models retry orders --server http://127.0.0.1:8080")]
+    #[command(after_help = "Examples:
+  annals read-models retry orders --server http://127.0.0.1:8080
+  annals read-models retry orders --server nats://127.0.0.1:4222    # a node found there")]
     Retry(RemoteArgs),
 }
 
@@ -44,7 +47,10 @@ pub enum ProjectionsCommand {
 pub struct RemoteArgs {
     /// The read model, e.g. orders.
     name: String,
-    /// The running server, e.g. http://127.0.0.1:8080 or https://annals.example:8443.
+    /// The running server, e.g. http://127.0.0.1:8080 or https://annals.example:8443; or
+    /// nats://HOST:PORT[,...]: the nodes registered there for service discovery, a ready
+    /// one first, the next if one cannot be reached, does not answer in time or answers
+    /// 5xx. Each node keeps its own read models: the answer is that node's.
     #[arg(long, env = "ANNALS_SERVER", value_name = "URL")]
     server: String,
     /// The token and CA the --server client uses.
@@ -223,67 +229,41 @@ pub fn rebuild_with_progress(
 const SERVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `GET` (or `POST`) `/api/v1/projections/{name}/{action}` on the `--server`, as JSON;
-/// a refusal or an error status is a [`Failure`] (404: no such read model, exit 7; the
-/// rest exit 8).
-async fn remote(args: &RemoteArgs, post: bool, action: &str) -> anyhow::Result<serde_json::Value> {
-    let mut url = reqwest::Url::parse(&args.server)
-        .ok()
-        .filter(|base| matches!(base.scheme(), "http" | "https") && base.has_host())
-        .ok_or_else(|| {
-            Failure::Usage(format!(
-                "invalid --server {:?}: expected an http URL such as http://127.0.0.1:8080",
-                args.server
-            ))
-        })?;
-    let base = url.to_string();
-    if let Ok(mut path) = url.path_segments_mut() {
-        path.pop_if_empty();
-        path.extend(["api", "v1", "projections", args.name.as_str(), action]);
-    }
-    let client = crate::remote::Client::new(&args.client, SERVER_TIMEOUT)?;
-    let method = if post { "POST" } else { "GET" };
-    let answer = async {
-        let response = if post {
-            client.post(url.as_str()).await
-        } else {
-            client.get(url.as_str()).await
-        };
-        let response =
-            response.map_err(
-                |error| match error.downcast::<crate::remote::Unreachable>() {
-                    Ok(unreachable) => {
-                        Failure::Server(format!("cannot reach the server at {base}: {unreachable}"))
-                            .into()
-                    }
-                    Err(other) => other,
-                },
-            )?;
-        response.json::<serde_json::Value>().await.map_err(|error| {
-            anyhow::Error::from(Failure::Server(format!(
-                "the server's answer to {method} {url} is not what annals expects: {error:#}"
-            )))
-        })
+/// a refusal or an error status is a [`crate::exit::Failure`] (404: no such read model, exit 7; the
+/// rest exit 8). Through `nats://` it goes to a node that answers: both are safe to send
+/// twice (a retried event that applied leaves the parked list in the same write, so a
+/// second retry does not apply it again), and each node keeps its own read models. Also
+/// gives ` on node ID at URL` for messages when the node was found on NATS (else "").
+async fn remote(
+    args: &RemoteArgs,
+    post: bool,
+    action: &str,
+) -> anyhow::Result<(serde_json::Value, String)> {
+    let servers = Servers::new(&args.server, &args.client, SERVER_TIMEOUT)?;
+    let method = if post { Method::POST } else { Method::GET };
+    let path = crate::servers::path(&["api", "v1", "projections", &args.name, action], &[]);
+    let (answer, node) = servers.json(method, &path, None, Repeat::Safe).await?;
+    let on = if servers.is_cluster() {
+        format!(" on {}", node.name)
+    } else {
+        String::new()
     };
-    tokio::time::timeout(SERVER_TIMEOUT, answer)
-        .await
-        .unwrap_or_else(|_| {
-            Err(Failure::Server(format!(
-                "the server at {base} did not answer {method} {url} within {SERVER_TIMEOUT:?}"
-            ))
-            .into())
-        })
+    Ok((answer, on))
 }
 
 async fn parked(args: RemoteArgs) -> anyhow::Result<()> {
-    let answer = remote(&args, false, "parked").await?;
+    let (answer, on) = remote(&args, false, "parked").await?;
     if args.json {
         println!("{answer}");
         return Ok(());
     }
     let parked = answer["parked"].as_array().cloned().unwrap_or_default();
     if parked.is_empty() {
-        println!("{} has parked no events", args.name);
+        println!("{}{on} has parked no events", args.name);
         return Ok(());
+    }
+    if !on.is_empty() {
+        println!("the events {}{on} parked:", args.name);
     }
     println!(
         "{:>12}  {:<24} {:<20} {:<27}  ERROR",
@@ -303,14 +283,14 @@ async fn parked(args: RemoteArgs) -> anyhow::Result<()> {
 }
 
 async fn retry(args: RemoteArgs) -> anyhow::Result<()> {
-    let answer = remote(&args, true, "retry").await?;
+    let (answer, on) = remote(&args, true, "retry").await?;
     if args.json {
         println!("{answer}");
         return Ok(());
     }
     let count = |field: &str| answer[field].as_u64().unwrap_or_default();
     println!(
-        "{}: retried {} parked events, {} applied, {} still parked{}",
+        "{}{on}: retried {} parked events, {} applied, {} still parked{}",
         args.name,
         count("retried"),
         count("applied"),

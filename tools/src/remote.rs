@@ -2,7 +2,8 @@
 //! (`--token`, `ANNALS_TOKEN`, `--token-file`), the CA it trusts for `https://` URLs
 //! (`--ca-cert`, besides the system's roots), and what a refusal means: a 401 or a 403
 //! becomes a [`Failure`] that says what to do, from the status and the problem body alone
-//! ([`refusal`], a pure function).
+//! ([`refusal`], a pure function). Which server a request goes to, and when it goes to
+//! the next, is [`crate::servers`]' part.
 //!
 //! hyper with rustls (ring) rather than reqwest: reqwest's rustls feature brings
 //! aws-lc-rs, and its provider-less variant makes every `reqwest::Client` of the
@@ -106,7 +107,13 @@ pub struct Response {
 
 /// Why a request failed before any answer.
 #[derive(Debug)]
-pub struct Unreachable(pub String);
+pub struct Unreachable {
+    /// The error and its causes, on one line.
+    pub cause: String,
+    /// Whether it failed while connecting, before the request was sent (then no server
+    /// can have acted on it).
+    pub before_sending: bool,
+}
 
 impl Client {
     /// A client with `args`' token and CA, whose connections take at most
@@ -136,40 +143,10 @@ impl Client {
         self.token.is_some()
     }
 
-    /// `GET url`: the answer if it is a success; a refusal (401, 403) or another status
-    /// as a [`Failure`] (404 not found, 400 usage, the rest a server failure); no answer
-    /// as a server failure naming the cause.
-    pub async fn get(&self, url: &str) -> anyhow::Result<Response> {
-        self.request(hyper::Method::GET, url).await
-    }
-
-    /// `POST url` with no body, answered as [`Client::get`] is.
-    pub async fn post(&self, url: &str) -> anyhow::Result<Response> {
-        self.request(hyper::Method::POST, url).await
-    }
-
-    /// `method url` (with `body` as JSON, if any): the status and the body as JSON
-    /// (`null` when empty or not JSON), whatever the status; only no answer at all is an
-    /// error. For callers that judge every status themselves (`annals chaos run`).
-    pub async fn call(
-        &self,
-        method: hyper::Method,
-        url: &str,
-        body: Option<&serde_json::Value>,
-    ) -> anyhow::Result<(u16, serde_json::Value)> {
-        let response = self.send(method, url, body).await?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|error| anyhow::Error::new(Unreachable(crate::source::causes(&error))))?
-            .to_bytes();
-        let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-        Ok((status, value))
-    }
-
-    async fn send(
+    /// `method url` (with `body` as JSON, if any): the answer's status and headers, its
+    /// body still to read; no answer at all is an [`Unreachable`] error, which says
+    /// whether the request was sent.
+    pub(crate) async fn send(
         &self,
         method: hyper::Method,
         url: &str,
@@ -189,85 +166,27 @@ impl Client {
         let request = request
             .body(Full::new(content))
             .with_context(|| format!("cannot make a request to {url}"))?;
-        self.http
-            .request(request)
-            .await
-            .map_err(|error| anyhow::Error::new(Unreachable(crate::source::causes(&error))))
+        self.http.request(request).await.map_err(|error| {
+            anyhow::Error::new(Unreachable {
+                cause: crate::source::causes(&error),
+                before_sending: error.is_connect(),
+            })
+        })
     }
-
-    async fn request(&self, method: hyper::Method, url: &str) -> anyhow::Result<Response> {
-        self.answer(method, url)
-            .await?
-            .map_err(|refused| refused.failure.into())
-    }
-
-    /// `GET url`: the answer if it is a success, else the refusal with its status (so
-    /// that a caller with other servers to try can tell a 503 from a 404); no answer at
-    /// all is an [`Unreachable`] error.
-    pub async fn get_answer(&self, url: &str) -> anyhow::Result<Result<Response, Refused>> {
-        self.answer(hyper::Method::GET, url).await
-    }
-
-    async fn answer(
-        &self,
-        method: hyper::Method,
-        url: &str,
-    ) -> anyhow::Result<Result<Response, Refused>> {
-        let response = self.send(method.clone(), url, None).await?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(Ok(Response {
-                body: response.into_body(),
-            }));
-        }
-        // The problem body explains the refusal; a body that cannot be read is no
-        // problem.
-        let problem = match response.into_body().collect().await {
-            Ok(collected) => {
-                serde_json::from_slice(&collected.to_bytes()).unwrap_or(serde_json::Value::Null)
-            }
-            Err(_) => serde_json::Value::Null,
-        };
-        let path = url::path_of(url);
-        Ok(Err(Refused {
-            status: status.as_u16(),
-            failure: refusal(
-                status.as_u16(),
-                &format!("{method} {path}"),
-                self.token.is_some(),
-                &problem,
-            ),
-        }))
-    }
-}
-
-/// An answer that is not a success: its status and what it means ([`refusal`]).
-#[derive(Debug)]
-pub struct Refused {
-    /// The HTTP status.
-    pub status: u16,
-    /// What it means for the command.
-    pub failure: Failure,
 }
 
 impl std::fmt::Display for Unreachable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.cause)
     }
 }
 
 impl std::error::Error for Unreachable {}
 
 impl Response {
-    /// The body as JSON.
-    pub async fn json<T: serde::de::DeserializeOwned>(self) -> anyhow::Result<T> {
-        let bytes = self
-            .body
-            .collect()
-            .await
-            .map_err(|error| anyhow::anyhow!(crate::source::causes(&error)))?
-            .to_bytes();
-        serde_json::from_slice(&bytes).map_err(|error| anyhow::anyhow!(error))
+    /// An answer whose body is `body`.
+    pub(crate) fn from_body(body: hyper::body::Incoming) -> Response {
+        Response { body }
     }
 
     /// The next chunk of the body; `None` at its end.
@@ -324,14 +243,6 @@ pub fn refusal(
         _ => Failure::Server(format!(
             "the server answered {status} to {request}: {reason}"
         )),
-    }
-}
-
-mod url {
-    /// The path and query of `url`, for messages (`http://h:1/a?b` gives `/a?b`).
-    pub fn path_of(url: &str) -> &str {
-        let after_scheme = url.find("://").map_or(url, |at| &url[at + 3..]);
-        after_scheme.find('/').map_or("/", |at| &after_scheme[at..])
     }
 }
 
@@ -429,14 +340,5 @@ mod tests {
             error.to_string().contains(&missing.display().to_string()),
             "{error}"
         );
-    }
-
-    #[test]
-    fn the_path_of_a_url() {
-        assert_eq!(
-            url::path_of("https://h:1/api/v1/log?from=0"),
-            "/api/v1/log?from=0"
-        );
-        assert_eq!(url::path_of("http://h:1"), "/");
     }
 }

@@ -1,7 +1,8 @@
 //! Where the read-only commands (`inspect`, `replay stream`) read from: a data directory
 //! no server holds, or a running server's HTTP API (`--server URL`). Both give the same
 //! [`EventJson`] (the API's event view), so the output does not depend on the source.
-//! The server is reached over HTTP or HTTPS with a bearer token (see [`crate::remote`]).
+//! The server is reached over HTTP or HTTPS with a bearer token (see [`crate::remote`]);
+//! `--server nats://...` finds the nodes and falls over between them ([`crate::servers`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,17 +12,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::data_dir;
 use crate::exit::Failure;
+use crate::servers::{Repeat, Servers};
+use hyper::Method;
 
 /// Events read per store read or per HTTP page (the API's largest page).
 const PAGE_EVENTS: usize = 1000;
 
 /// How long connecting to a server may take, and how long a non-live request may take.
 const SERVER_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A base to write request paths on, for messages.
-static PATH_BASE: std::sync::LazyLock<reqwest::Url> = std::sync::LazyLock::new(|| {
-    reqwest::Url::parse("http://annals.invalid/").expect("a valid URL")
-});
 
 /// Where to read: `--data-dir` or `--server`.
 #[derive(Debug, Clone, clap::Args)]
@@ -38,7 +36,7 @@ pub struct SourceArgs {
     /// Read through a running server's HTTP API instead of the data directory, e.g.
     /// http://127.0.0.1:8080 or https://annals.example:8443; or nats://HOST:PORT[,...]:
     /// the nodes registered there for service discovery, a ready one first, the next
-    /// if one cannot be reached or answers 5xx.
+    /// if one cannot be reached, does not answer in time or answers 5xx.
     #[arg(long, env = "ANNALS_SERVER", value_name = "URL")]
     pub server: Option<String>,
     /// The token and CA the --server client uses.
@@ -309,37 +307,11 @@ struct StreamHead {
 }
 
 /// A running `annals serve`, through its HTTP API: the one at an `http(s)://` URL, or
-/// any of the nodes registered with the NATS at a `nats://` URL (service discovery,
-/// [`crate::cluster`]), tried in [`crate::cluster::nodes_to_try`]'s order: a node that
-/// cannot be reached or answers 5xx gives way to the next.
+/// any of the nodes registered with the NATS at a `nats://` URL, tried in
+/// [`crate::servers`]' order with its failover (every request here is a read).
 #[derive(Debug)]
 pub struct Server {
-    target: Target,
-    client: crate::remote::Client,
-    /// The nodes found on NATS, once asked.
-    nodes: tokio::sync::OnceCell<Vec<Node>>,
-}
-
-/// Where the server is.
-#[derive(Debug)]
-enum Target {
-    /// One server, at this base URL.
-    Http(reqwest::Url),
-    /// The nodes registered with this NATS (comma-separated URLs; may hold credentials).
-    Nats(String),
-}
-
-/// One server to try: its base URL and its name in messages.
-#[derive(Debug, Clone)]
-struct Node {
-    base: reqwest::Url,
-    name: String,
-}
-
-/// Whether `url` names NATS servers rather than an HTTP server.
-pub fn is_nats_url(url: &str) -> bool {
-    let scheme = url.trim().split("://").next().unwrap_or_default();
-    matches!(scheme, "nats" | "tls" | "ws" | "wss") && url.contains("://")
+    servers: Servers,
 }
 
 impl Server {
@@ -347,162 +319,24 @@ impl Server {
     /// `nats://host:port[,...]`: the nodes registered there), with the token and CA of
     /// `client`.
     pub fn new(url: &str, client: &crate::remote::ClientArgs) -> anyhow::Result<Server> {
-        let target = if is_nats_url(url) {
-            crate::cluster::server_addresses(url)?;
-            Target::Nats(url.to_owned())
-        } else {
-            let base = reqwest::Url::parse(url)
-                .ok()
-                .filter(|base| matches!(base.scheme(), "http" | "https") && base.has_host())
-                .ok_or_else(|| {
-                    Failure::Usage(format!(
-                        "invalid --server {url:?}: expected an http URL such as \
-                         http://127.0.0.1:8080, or nats://HOST:PORT to find the nodes there"
-                    ))
-                })?;
-            Target::Http(base)
-        };
-        let client = crate::remote::Client::new(client, SERVER_TIMEOUT)?;
         Ok(Server {
-            target,
-            client,
-            nodes: tokio::sync::OnceCell::new(),
+            servers: Servers::new(url, client, SERVER_TIMEOUT)?,
         })
     }
 
-    /// The server in messages: its URL, or the NATS it is found through (redacted).
-    fn describe(&self) -> String {
-        match &self.target {
-            Target::Http(base) => base.to_string(),
-            Target::Nats(url) => format!("the nodes on NATS {}", outbox::config::redact(url)),
-        }
-    }
-
-    /// The servers to try, in order; found on NATS at the first call.
-    async fn nodes(&self) -> anyhow::Result<&[Node]> {
-        let nodes = self
-            .nodes
-            .get_or_try_init(|| async {
-                match &self.target {
-                    Target::Http(base) => Ok::<_, anyhow::Error>(vec![Node {
-                        base: base.clone(),
-                        name: base.to_string(),
-                    }]),
-                    Target::Nats(url) => {
-                        let wait = crate::cluster::DISCOVERY_WAIT;
-                        let found = crate::cluster::discover(url, wait).await?;
-                        let nodes: Vec<Node> = crate::cluster::nodes_to_try(found)
-                            .into_iter()
-                            .filter_map(|node| {
-                                let base = reqwest::Url::parse(&node.http).ok()?;
-                                Some(Node {
-                                    name: format!("node {} at {}", node.node_id, node.http),
-                                    base,
-                                })
-                            })
-                            .collect();
-                        if nodes.is_empty() {
-                            return Err(crate::cluster::no_node(url, wait).into());
-                        }
-                        tracing::debug!(nodes = ?nodes.iter().map(|node| &node.name).collect::<Vec<_>>(), "nodes found on NATS");
-                        Ok(nodes)
-                    }
-                }
-            })
-            .await?;
-        Ok(nodes)
-    }
-
-    /// The URL of `segments` under `base`, each segment percent-encoded.
-    fn url(base: &reqwest::Url, segments: &[&str], query: &[(&str, String)]) -> reqwest::Url {
-        let mut url = base.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty();
-            for segment in segments {
-                path.push(segment);
-            }
-        }
-        if !query.is_empty() {
-            let mut pairs = url.query_pairs_mut();
-            for (name, value) in query {
-                pairs.append_pair(name, value);
-            }
-        }
-        url
-    }
-
-    /// `GET` the path `segments` with `query` from the first server that answers; a
-    /// refusal or an error status is a [`Failure`] (see [`crate::remote::refusal`]). With
-    /// several servers (found on NATS), one that cannot be reached or answers 5xx gives
-    /// way to the next. Also gives the name of the server that answered.
-    async fn send(
-        &self,
-        segments: &[&str],
-        query: &[(&str, String)],
-    ) -> anyhow::Result<(crate::remote::Response, String)> {
-        let nodes = self.nodes().await?;
-        let cluster = matches!(self.target, Target::Nats(_));
-        let mut failures: Vec<String> = Vec::new();
-        for node in nodes {
-            let url = Self::url(&node.base, segments, query);
-            let failure = match self.client.get_answer(url.as_str()).await {
-                Ok(Ok(response)) => {
-                    tracing::debug!(node = %node.name, path = %url.path(), "answered");
-                    return Ok((response, node.name.clone()));
-                }
-                Ok(Err(refused)) if refused.status >= 500 && cluster => refused.failure.to_string(),
-                Ok(Err(refused)) => return Err(refused.failure.into()),
-                Err(error) => match error.downcast::<crate::remote::Unreachable>() {
-                    Ok(unreachable) if cluster => format!("cannot reach it: {unreachable}"),
-                    Ok(unreachable) => {
-                        return Err(Failure::Server(format!(
-                            "cannot reach the server at {}: {unreachable}",
-                            node.base
-                        ))
-                        .into());
-                    }
-                    Err(other) => return Err(other),
-                },
-            };
-            tracing::debug!(node = %node.name, %failure, "trying the next node");
-            failures.push(format!("{}: {failure}", node.name));
-        }
-        Err(Failure::Server(format!(
-            "no node of {} answered: {}",
-            self.describe(),
-            failures.join("; ")
-        ))
-        .into())
-    }
-
+    /// `GET` the path `segments` with `query` as JSON from the first server that
+    /// answers; a refusal or an error status is a [`Failure`].
     async fn get<T: serde::de::DeserializeOwned>(
         &self,
         segments: &[&str],
         query: &[(&str, String)],
     ) -> anyhow::Result<T> {
-        let path = Self::url(&PATH_BASE, segments, query);
-        let path = match path.query() {
-            Some(query) => format!("{}?{query}", path.path()),
-            None => path.path().to_owned(),
-        };
-        let answer = async {
-            let (response, node) = self.send(segments, query).await?;
-            response.json::<T>().await.map_err(|error| {
-                Failure::Server(format!(
-                    "the answer of {node} to GET {path} is not what annals expects: {error:#}"
-                ))
-                .into()
-            })
-        };
-        tokio::time::timeout(SERVER_TIMEOUT, answer)
-            .await
-            .unwrap_or_else(|_| {
-                Err(Failure::Server(format!(
-                    "{} did not answer GET {path} within {SERVER_TIMEOUT:?}",
-                    self.describe()
-                ))
-                .into())
-            })
+        let path = crate::servers::path(segments, query);
+        let (answer, _) = self
+            .servers
+            .json(Method::GET, &path, None, Repeat::Safe)
+            .await?;
+        Ok(answer)
     }
 
     /// Every stream, following the server's pages.
@@ -575,7 +409,9 @@ impl Server {
             .map(|from| ("from", from.to_string()))
             .into_iter()
             .collect();
-        let (mut response, node) = self.send(&["api", "v1", "log", "live"], &query).await?;
+        let path = crate::servers::path(&["api", "v1", "log", "live"], &query);
+        let (mut response, node) = self.servers.open(&path).await?;
+        let node = node.name;
         let mut buffer: Vec<u8> = Vec::new();
         loop {
             let chunk = response.chunk().await.map_err(|error| {

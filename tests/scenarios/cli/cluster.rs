@@ -2,12 +2,18 @@
 //! `annals cluster status` lists the nodes that are up, a node killed with SIGKILL leaves
 //! the list, and `--server nats://...` reads through a node that answers, passing over
 //! one that does not, with a clear error when none is left.
+//!
+//! On the JetStream log (`--store nats://...` over a real 3-server cluster), every command
+//! that takes `--server` reaches a node that answers: `read-models parked` and `inspect`
+//! pass over a node that cannot be reached and one answering 500; `chaos inject` (not
+//! safe to send twice) passes over a node it could not connect to; with one node stopped
+//! they answer from the other.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use test_support::{AnnalsServer, NatsServer};
+use test_support::{AnnalsServer, NatsCluster, NatsServer};
 
 use crate::support::{annals, annals_fails, annals_ok, ndjson, stdout};
 
@@ -28,10 +34,21 @@ fn node(nats: &NatsServer, node_id: &str, extra: &[&str]) -> AnnalsServer {
 /// `annals cluster status --json` until its node ids are `expected` (sorted), or a
 /// panic after 15 s; gives the nodes.
 fn status_until(nats: &NatsServer, cwd: &Path, expected: &[&str]) -> Vec<Value> {
+    nodes_until(&nats.url(), cwd, expected, |_| true)
+}
+
+/// `annals cluster status --nats-url nats_url --json` until its node ids are `expected`
+/// (sorted) and each node is `fit`, or a panic after 15 s; gives the nodes.
+fn nodes_until(
+    nats_url: &str,
+    cwd: &Path,
+    expected: &[&str],
+    fit: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let output = annals(
-            &["cluster", "status", "--nats-url", &nats.url(), "--json"],
+            &["cluster", "status", "--nats-url", nats_url, "--json"],
             cwd,
         );
         let nodes = if output.status.success() {
@@ -43,12 +60,12 @@ fn status_until(nats: &NatsServer, cwd: &Path, expected: &[&str]) -> Vec<Value> 
             .iter()
             .filter_map(|node| node["node_id"].as_str())
             .collect();
-        if ids == expected {
+        if ids == expected && nodes.iter().all(&fit) {
             return nodes;
         }
         assert!(
             Instant::now() < deadline,
-            "cluster status never listed {expected:?}; last: {ids:?}"
+            "cluster status never listed {expected:?} as expected; last: {nodes:?}"
         );
     }
 }
@@ -154,4 +171,109 @@ fn the_node_id_is_kept_in_the_data_directory_and_the_nats_credentials_are_never_
         temp.path(),
     );
     assert!(!status.contains("s3cret"), "{status}");
+}
+
+/// A node on the JetStream log of `cluster`, registered there as `node_id`.
+fn store_node(cluster: &NatsCluster, node_id: &str, extra: &[&str]) -> AnnalsServer {
+    let urls = cluster.urls();
+    let mut args = vec!["--store", urls.as_str(), "--no-saga", "--node-id", node_id];
+    args.extend_from_slice(extra);
+    AnnalsServer::start(&args)
+}
+
+#[test]
+fn every_server_command_reaches_a_node_of_the_jetstream_log_that_answers() {
+    let temp = tempfile::tempdir().unwrap();
+    let cwd = temp.path();
+    let cluster = NatsCluster::start();
+    // Tried first (ready, no lag, first by id) but unreachable over HTTP: every command
+    // must pass over it.
+    let dead_url = format!("http://127.0.0.1:{}", test_support::free_port());
+    let _unreachable = store_node(&cluster, "node-0", &["--advertise-url", &dead_url]);
+    let a = store_node(&cluster, "node-a", &["--chaos"]);
+    let mut b = store_node(&cluster, "node-b", &[]);
+    let server = cluster.urls();
+    let ready = |node: &Value| node["status"]["ready"] == true && node["status"]["lag"] == 0;
+    nodes_until(&server, cwd, &["node-0", "node-a", "node-b"], ready);
+    let on_a = format!("on node node-a at {}", a.url());
+    let on_b = format!("on node node-b at {}", b.url());
+
+    // A read passes over the node it cannot reach.
+    let parked = annals_ok(
+        &["read-models", "parked", "orders", "--server", &server],
+        cwd,
+    );
+    assert_eq!(parked.trim(), format!("orders {on_a} has parked no events"));
+    // A fault is not safe to send twice, but nothing was sent to node-0: node-a takes it.
+    // Its command and query routes answer 500 from now on.
+    let injected = annals_ok(
+        &[
+            "chaos",
+            "inject",
+            "--server",
+            &server,
+            "--point",
+            "http.handler",
+            "--effect",
+            "status_500",
+            "--duration",
+            "120",
+        ],
+        cwd,
+    );
+    assert!(
+        injected.starts_with(&format!("injected fault 1 {on_a}:")),
+        "{injected}"
+    );
+    // A read passes over node-0 (unreachable) and node-a (500): node-b answers.
+    let parked = annals_ok(
+        &["read-models", "parked", "orders", "--server", &server],
+        cwd,
+    );
+    assert_eq!(parked.trim(), format!("orders {on_b} has parked no events"));
+    let retried = annals_ok(
+        &["read-models", "retry", "orders", "--server", &server],
+        cwd,
+    );
+    assert!(
+        retried.starts_with(&format!("orders {on_b}: retried 0")),
+        "{retried}"
+    );
+    annals_ok(&["inspect", "streams", "--server", &server], cwd);
+    // Fault ids are per node.
+    annals_fails(
+        &["chaos", "clear", "--server", &server, "--id", "1"],
+        cwd,
+        2,
+        &["fault ids are per node"],
+    );
+
+    // node-b stopped: no node answers a read; the error names each and why.
+    b.kill();
+    nodes_until(&server, cwd, &["node-0", "node-a"], ready);
+    annals_fails(
+        &["read-models", "parked", "orders", "--server", &server],
+        cwd,
+        8,
+        &[
+            "no node of the nodes on NATS",
+            "node node-0 at",
+            "cannot reach it",
+            "node node-a at",
+            "answered 500",
+        ],
+    );
+    // Clearing every fault is safe to repeat: node-a clears; then it answers again.
+    let cleared = annals_ok(&["chaos", "clear", "--server", &server], cwd);
+    assert_eq!(cleared.trim(), format!("cleared 1 faults {on_a}"));
+    let parked = annals_ok(
+        &["read-models", "parked", "orders", "--server", &server],
+        cwd,
+    );
+    assert_eq!(parked.trim(), format!("orders {on_a} has parked no events"));
+    let listed = annals_ok(&["chaos", "list", "--server", &server], cwd);
+    assert!(
+        listed.starts_with(&format!("the faults of node node-a at {}", a.url())),
+        "{listed}"
+    );
 }

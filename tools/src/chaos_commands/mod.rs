@@ -1,7 +1,9 @@
 //! `annals chaos`: the fault points of a server started with `annals serve --chaos`.
 //! `inject`, `list` and `clear` call `GET/POST/DELETE /api/v1/chaos/faults` on the
 //! `--server` (with its token and CA, like every remote command); `run` runs a declared
-//! experiment ([`experiment`] reads the file, [`run`] drives it).
+//! experiment ([`experiment`] reads the file, [`run`] drives it). Faults live in one
+//! node's process: through `--server nats://...` a command acts on the first node that
+//! answers and names it; `run` stays on that node; `clear --id` needs the node's URL.
 //!
 //! The chaos routes answer 404 on a server started without `--chaos`: that becomes the
 //! error "the server was not started with --chaos" (exit 7); a fault the server refuses
@@ -16,7 +18,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::exit::Failure;
-use crate::remote::{Client, ClientArgs};
+use crate::remote::ClientArgs;
+use crate::servers::{Repeat, Servers};
 
 pub mod experiment;
 mod run;
@@ -56,7 +59,9 @@ pub enum ChaosCommand {
 /// The server and how to reach it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
-    /// The running server, started with --chaos, e.g. http://127.0.0.1:8080.
+    /// The running server, started with --chaos, e.g. http://127.0.0.1:8080; or
+    /// nats://HOST:PORT[,...]: one of the nodes registered there, a ready one first
+    /// (named in the output; faults live in that node only). `run` stays on that node.
     #[arg(long, env = "ANNALS_SERVER", value_name = "URL")]
     pub server: String,
     /// The token and CA the --server client uses.
@@ -140,29 +145,33 @@ pub struct FaultList {
     pub faults: Vec<Fault>,
 }
 
-/// A client of one server's API.
+/// A client of the `--server`'s API. Faults live in one node's process: through
+/// `nats://` a request goes to the first node that answers ([`crate::servers`]): a read
+/// or a `DELETE` falls over as reads do; a `POST` (a fault injected twice would be two
+/// faults) only when the connection failed before it was sent. [`Api::pin`] keeps one
+/// node for every later request.
 #[derive(Debug)]
 pub struct Api {
-    base: String,
-    client: Client,
+    servers: Servers,
 }
 
 impl Api {
     /// A client of `args.server`.
     pub fn new(args: &ServerArgs) -> anyhow::Result<Api> {
-        let url = reqwest::Url::parse(&args.server)
-            .ok()
-            .filter(|base| matches!(base.scheme(), "http" | "https") && base.has_host())
-            .ok_or_else(|| {
-                Failure::Usage(format!(
-                    "invalid --server {:?}: expected an http URL such as http://127.0.0.1:8080",
-                    args.server
-                ))
-            })?;
         Ok(Api {
-            base: url.as_str().trim_end_matches('/').to_owned(),
-            client: Client::new(&args.client, SERVER_TIMEOUT)?,
+            servers: Servers::new(&args.server, &args.client, SERVER_TIMEOUT)?,
         })
+    }
+
+    /// Whether the server is found on NATS (one node of several).
+    pub fn is_cluster(&self) -> bool {
+        self.servers.is_cluster()
+    }
+
+    /// Stays on the first server whose chaos routes answer (a 404 too: it is checked
+    /// next); gives its name.
+    pub async fn pin(&mut self) -> anyhow::Result<String> {
+        Ok(self.servers.pin(FAULTS).await?.name)
     }
 
     /// `method path` (with a JSON body): the status and the JSON answer; no answer
@@ -173,46 +182,56 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<(u16, Value)> {
-        let url = format!("{}{path}", self.base);
-        match tokio::time::timeout(SERVER_TIMEOUT, self.client.call(method.clone(), &url, body))
-            .await
-        {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(error)) => Err(Failure::Server(format!(
-                "cannot reach the server at {}: {error:#}",
-                self.base
-            ))
-            .into()),
-            Err(_) => Err(Failure::Server(format!(
-                "the server at {} did not answer {method} {path} within {SERVER_TIMEOUT:?}",
-                self.base
-            ))
-            .into()),
-        }
+        let (status, answer, _) = self.call_at(method, path, body).await?;
+        Ok((status, answer))
     }
 
-    /// `method path` on a chaos route: the answer of a success; a 404 of the collection
-    /// means the server runs without `--chaos`; other refusals as every remote command
-    /// reports them.
+    /// [`Api::call`], and the name of the server that answered.
+    async fn call_at(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value, String)> {
+        let repeat = if method == Method::POST {
+            Repeat::OnlyUnsent
+        } else {
+            Repeat::Safe
+        };
+        let (status, answer, node) = self.servers.call(method, path, body, repeat).await?;
+        Ok((status, answer, node.name))
+    }
+
+    /// `method path` on a chaos route: the answer of a success, and the server that
+    /// gave it; a 404 of the collection means the server runs without `--chaos`; other
+    /// refusals as every remote command reports them.
     async fn chaos(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> anyhow::Result<(u16, Value)> {
-        let (status, answer) = self.call(method.clone(), path, body).await?;
+    ) -> anyhow::Result<(u16, Value, String)> {
+        let (status, answer, node) = self.call_at(method.clone(), path, body).await?;
         if (200..300).contains(&status) {
-            return Ok((status, answer));
+            return Ok((status, answer, node));
         }
-        Err(self.chaos_refusal(status, &method, path, &answer).into())
+        Err(self
+            .chaos_refusal(status, &method, path, &answer, &node)
+            .into())
     }
 
-    fn chaos_refusal(&self, status: u16, method: &Method, path: &str, answer: &Value) -> Failure {
+    fn chaos_refusal(
+        &self,
+        status: u16,
+        method: &Method,
+        path: &str,
+        answer: &Value,
+        node: &str,
+    ) -> Failure {
         match status {
             404 => Failure::NotFound(format!(
-                "the server at {} was not started with --chaos (it answered 404 to {method} \
-                 {path}): restart it with `annals serve --chaos` to inject faults",
-                self.base
+                "the server at {node} was not started with --chaos (it answered 404 to {method} \
+                 {path}): restart it with `annals serve --chaos` to inject faults"
             )),
             422 => Failure::Usage(format!(
                 "the server refused the fault: {}",
@@ -224,7 +243,7 @@ impl Api {
             _ => crate::remote::refusal(
                 status,
                 &format!("{method} {path}"),
-                self.client.has_token(),
+                self.servers.has_token(),
                 answer,
             ),
         }
@@ -232,7 +251,7 @@ impl Api {
 
     /// `GET /api/v1/chaos/faults`.
     pub async fn faults(&self) -> anyhow::Result<FaultList> {
-        let (_, answer) = self.chaos(Method::GET, FAULTS, None).await?;
+        let (_, answer, _) = self.chaos(Method::GET, FAULTS, None).await?;
         serde_json::from_value(answer).map_err(|error| {
             Failure::Server(format!(
                 "the server's answer to GET {FAULTS} is not what annals expects: {error}"
@@ -243,33 +262,38 @@ impl Api {
 
     /// `POST /api/v1/chaos/faults`: the fault as injected.
     pub async fn inject(&self, spec: &FaultSpec) -> anyhow::Result<Fault> {
-        let body = serde_json::to_value(spec)?;
-        let (_, answer) = self.chaos(Method::POST, FAULTS, Some(&body)).await?;
-        serde_json::from_value(answer).map_err(|error| {
-            Failure::Server(format!(
-                "the server's answer to POST {FAULTS} is not what annals expects: {error}"
-            ))
-            .into()
-        })
+        Ok(self.inject_at(spec).await?.0)
     }
 
-    /// `DELETE /api/v1/chaos/faults`: how many were cleared.
-    pub async fn clear_all(&self) -> anyhow::Result<u64> {
-        let (_, answer) = self.chaos(Method::DELETE, FAULTS, None).await?;
-        Ok(answer["cleared"].as_u64().unwrap_or_default())
+    /// [`Api::inject`], and the server that took the fault.
+    async fn inject_at(&self, spec: &FaultSpec) -> anyhow::Result<(Fault, String)> {
+        let body = serde_json::to_value(spec)?;
+        let (_, answer, node) = self.chaos(Method::POST, FAULTS, Some(&body)).await?;
+        let fault = serde_json::from_value(answer).map_err(|error| {
+            Failure::Server(format!(
+                "the answer of {node} to POST {FAULTS} is not what annals expects: {error}"
+            ))
+        })?;
+        Ok((fault, node))
+    }
+
+    /// `DELETE /api/v1/chaos/faults`: how many were cleared, and where.
+    async fn clear_all(&self) -> anyhow::Result<(u64, String)> {
+        let (_, answer, node) = self.chaos(Method::DELETE, FAULTS, None).await?;
+        Ok((answer["cleared"].as_u64().unwrap_or_default(), node))
     }
 
     /// `DELETE /api/v1/chaos/faults/{id}`: whether it was active (`false`: no such
     /// fault, it ended already).
     pub async fn clear(&self, id: u64) -> anyhow::Result<bool> {
         let path = format!("{FAULTS}/{id}");
-        let (status, answer) = self.call(Method::DELETE, &path, None).await?;
+        let (status, answer, node) = self.call_at(Method::DELETE, &path, None).await?;
         match status {
             200..300 => Ok(true),
             // Either no such fault, or no chaos at all: the collection tells which.
             404 => self.faults().await.map(|_| false),
             _ => Err(self
-                .chaos_refusal(status, &Method::DELETE, &path, &answer)
+                .chaos_refusal(status, &Method::DELETE, &path, &answer, &node)
                 .into()),
         }
     }
@@ -288,11 +312,16 @@ async fn inject(args: InjectArgs) -> anyhow::Result<()> {
         count: args.count,
         duration_secs: args.duration,
     };
-    let fault = api.inject(&spec).await?;
+    let (fault, node) = api.inject_at(&spec).await?;
     if args.json {
         println!("{}", serde_json::to_string(&fault)?);
     } else {
-        println!("injected fault {}: {}", fault.id, describe(&fault));
+        println!(
+            "injected fault {}{}: {}",
+            fault.id,
+            on(&api, &node),
+            describe(&fault)
+        );
     }
     Ok(())
 }
@@ -300,11 +329,19 @@ async fn inject(args: InjectArgs) -> anyhow::Result<()> {
 async fn list(args: ListArgs) -> anyhow::Result<()> {
     let api = Api::new(&args.server)?;
     if args.json {
-        let (_, answer) = api.chaos(Method::GET, FAULTS, None).await?;
+        let (_, answer, _) = api.chaos(Method::GET, FAULTS, None).await?;
         println!("{answer}");
         return Ok(());
     }
-    let list = api.faults().await?;
+    let (_, answer, node) = api.chaos(Method::GET, FAULTS, None).await?;
+    let list: FaultList = serde_json::from_value(answer).map_err(|error| {
+        Failure::Server(format!(
+            "the answer of {node} to GET {FAULTS} is not what annals expects: {error}"
+        ))
+    })?;
+    if api.is_cluster() {
+        println!("the faults of {node}:");
+    }
     println!("{:<18} {:>10}  EFFECTS", "POINT", "INJECTIONS");
     for point in &list.points {
         let effects: Vec<&str> = point.effects.iter().map(|effect| effect.name()).collect();
@@ -336,6 +373,15 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
 async fn clear(args: ClearArgs) -> anyhow::Result<()> {
     let api = Api::new(&args.server)?;
     match args.id {
+        Some(_) if api.is_cluster() => {
+            return Err(Failure::Usage(
+                "fault ids are per node: pass --id with the node's own http URL as --server \
+                 (`annals cluster status` lists them; `annals chaos inject` and `list` name the \
+                 node)"
+                    .into(),
+            )
+            .into());
+        }
         Some(id) => {
             if !api.clear(id).await? {
                 return Err(Failure::NotFound(format!(
@@ -347,11 +393,20 @@ async fn clear(args: ClearArgs) -> anyhow::Result<()> {
             println!("cleared fault {id}");
         }
         None => {
-            let cleared = api.clear_all().await?;
-            println!("cleared {cleared} faults");
+            let (cleared, node) = api.clear_all().await?;
+            println!("cleared {cleared} faults{}", on(&api, &node));
         }
     }
     Ok(())
+}
+
+/// ` on NODE` when the server was found on NATS (one node of several), else "".
+fn on(api: &Api, node: &str) -> String {
+    if api.is_cluster() {
+        format!(" on {node}")
+    } else {
+        String::new()
+    }
 }
 
 /// A fault in a few words: `relay.publish error p=0.5, 3/10 injections, until ...`.

@@ -108,7 +108,13 @@ struct LoadState {
 
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
     let experiment = Experiment::read(&args.experiment).map_err(Failure::Usage)?;
-    let api = Arc::new(Api::new(&args.server)?);
+    let mut api = Api::new(&args.server)?;
+    // One node for the whole experiment: faults live in its process.
+    let node = api.pin().await?;
+    if api.is_cluster() {
+        progress(&format!("running on {node}"));
+    }
+    let api = Arc::new(api);
     // The chaos routes answer (a 404: the server was not started with --chaos).
     api.faults().await?;
     check_budget(&api, &experiment).await?;
