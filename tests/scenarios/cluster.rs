@@ -7,11 +7,17 @@
 //!   node answers with the other's writes once it passed their positions.
 //! - The whole cluster (every NATS server and both nodes) is killed and restarted: every
 //!   node answers every query as before.
+//! - Under order load on two nodes with the saga on, one NATS server and the node holding
+//!   the saga's lease are killed with SIGKILL: the other node takes the lease within 10 s,
+//!   the NATS server rejoins and catches up, and once every saga finished the fulfilment
+//!   saga's invariants hold on both nodes' copies (`saga::check_invariants`).
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use test_support::{AnnalsServer, NatsCluster};
+use test_support::{AnnalsServer, NatsCluster, Random};
+
+use crate::saga::{Client, blocking, check_invariants, place_orders, setup, wait_for_quiescence};
 
 /// A node of the cluster: `annals serve --store <the cluster>`, the saga off unless
 /// asked (these tests are about the log).
@@ -225,4 +231,164 @@ fn warnings(nodes: &[AnnalsServer]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The node (an index into `nodes`) that holds `role`'s lease, as discovery reports it.
+async fn holder(nats: &async_nats::Client, nodes: &[AnnalsServer], role: &str) -> Option<usize> {
+    let reports = cluster::discovery::discover(nats, Duration::from_millis(500))
+        .await
+        .ok()?;
+    reports.iter().find_map(|report| {
+        let status = report.status.as_ref()?;
+        if !status.roles.iter().any(|held| held == role) {
+            return None;
+        }
+        nodes.iter().position(|node| node.url() == report.http)
+    })
+}
+
+/// Waits until every replica of the log's stream is current: a restarted server caught up.
+async fn replicas_current(nats: &async_nats::Client) {
+    let js = async_nats::jetstream::new(nats.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let caught_up = match js.get_stream("ANNALS_LOG").await {
+            Ok(mut stream) => stream.info().await.ok().and_then(|info| {
+                let cluster = info.cluster.clone()?;
+                Some(
+                    cluster.replicas.len() == 2
+                        && cluster
+                            .replicas
+                            .iter()
+                            .all(|replica| replica.current && replica.lag.unwrap_or(0) == 0),
+                )
+            }),
+            Err(_) => None,
+        };
+        if caught_up == Some(true) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted NATS server never caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_saga_moves_to_another_node_when_its_node_and_a_nats_server_die_under_load() {
+    const ORDERS_PER_NODE: usize = 150;
+    let mut random = Random::seeded("cluster failover");
+    let mut cluster = NatsCluster::start();
+    // As the saga scenario serves: 10% of charges held up past a 2 s deadline.
+    let saga = [
+        "--saga-timeout",
+        "2",
+        "--fault-charge-delay-ms",
+        "6000",
+        "--fault-charge-delay-percent",
+        "10",
+    ];
+    let mut nodes = blocking(|| [node(&cluster, &saga), node(&cluster, &saga)]);
+    let nats = async_nats::connect(
+        cluster
+            .urls()
+            .split(',')
+            .map(|url| url.parse().unwrap())
+            .collect::<Vec<async_nats::ServerAddr>>(),
+    )
+    .await
+    .expect("a NATS client");
+    let http = reqwest::Client::new();
+    let clients: Vec<Client> = nodes
+        .iter()
+        .map(|node| Client {
+            http: http.clone(),
+            base: node.url(),
+        })
+        .collect();
+    let mut ledger = setup(&clients[0], &mut random).await;
+
+    let placing: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(n, client)| {
+            let (client, mut random) = (client.clone(), random.split());
+            tokio::spawn(async move {
+                place_orders(&client, &mut random, n as u64, ORDERS_PER_NODE).await
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let saga_node = loop {
+        if let Some(node) = holder(&nats, &nodes, "saga").await {
+            break node;
+        }
+        assert!(Instant::now() < deadline, "no node took the saga's lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Orders flow through both nodes; then the saga's node and a NATS server die at once.
+    tokio::time::sleep(Duration::from_millis(1_000 + random.below(1_000))).await;
+    let victim = random.below(3) as usize;
+    let killed_at = Instant::now();
+    nodes[saga_node].kill();
+    cluster.kill(victim);
+    let other = 1 - saga_node;
+    let taken = loop {
+        if holder(&nats, &nodes, "saga").await == Some(other) {
+            break killed_at.elapsed();
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(20),
+            "node {other} never took the saga's lease; its log:\n{}",
+            nodes[other].log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        taken < Duration::from_secs(10),
+        "the lease moved after {taken:?}"
+    );
+    // The server and the node come back; the killed node's clients were retrying.
+    blocking(|| cluster.restart(victim));
+    blocking(|| nodes[saga_node].restart());
+    replicas_current(&nats).await;
+
+    for placing in placing {
+        let placed = placing.await.expect("a client");
+        ledger.orders.extend(placed.orders);
+        ledger
+            .acknowledged_cancels
+            .extend(placed.acknowledged_cancels);
+    }
+    assert_eq!(ledger.orders.len(), 2 * ORDERS_PER_NODE);
+    wait_for_quiescence(&clients[other], &ledger.orders).await;
+    // Both copies reach the same head before the nodes stop.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut heads = Vec::new();
+        for client in &clients {
+            let page = client.get("/api/v1/log?limit=1").await;
+            heads.push(page.and_then(|(_, page)| page["next_position"].as_u64()));
+        }
+        if heads[0].is_some() && heads[0] == heads[1] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the copies never met: {heads:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for node in &mut nodes {
+        blocking(|| node.terminate());
+    }
+    let mut tallies = Vec::new();
+    for node in &nodes {
+        tallies.push(check_invariants(node.data_dir(), &ledger).await);
+    }
+    assert_eq!(tallies[0], tallies[1], "both copies hold the same outcomes");
+    println!(
+        "cluster failover: the saga's lease moved in {taken:?}; NATS server n{} killed; {:?}",
+        victim + 1,
+        tallies[0]
+    );
 }

@@ -48,20 +48,20 @@ fn serve(data: &Path) -> AnnalsServer {
 
 /// Runs `f` (which blocks: starting or restarting a server) without holding up the
 /// runtime's other tasks.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 
 /// A client that retries through server restarts: same request, same key.
 #[derive(Clone)]
-struct Client {
-    http: reqwest::Client,
-    base: String,
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
 }
 
 impl Client {
     /// POSTs until the server answers (any status), retrying connection failures.
-    async fn post(&self, path: &str, body: &Value, key: &str) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: &Value, key: &str) -> (u16, Value) {
         let started = Instant::now();
         loop {
             let sent = self
@@ -89,7 +89,7 @@ impl Client {
         }
     }
 
-    async fn get(&self, path: &str) -> Option<(u16, Value)> {
+    pub(crate) async fn get(&self, path: &str) -> Option<(u16, Value)> {
         let response = self
             .http
             .get(format!("{}{path}", self.base))
@@ -104,22 +104,22 @@ impl Client {
 
 /// What the workload did, to check the outcome against.
 #[derive(Debug, Default)]
-struct Ledger {
+pub(crate) struct Ledger {
     restocked: BTreeMap<String, u64>,
     deposits: BTreeMap<String, u64>,
-    orders: Vec<String>,
+    pub(crate) orders: Vec<String>,
     /// The orders whose customer cancel was acknowledged (answered 200).
-    acknowledged_cancels: Vec<String>,
+    pub(crate) acknowledged_cancels: Vec<String>,
 }
 
 /// What the clients did: the orders placed, and those whose cancel was acknowledged.
 #[derive(Debug, Default)]
-struct Placed {
-    orders: Vec<String>,
-    acknowledged_cancels: Vec<String>,
+pub(crate) struct Placed {
+    pub(crate) orders: Vec<String>,
+    pub(crate) acknowledged_cancels: Vec<String>,
 }
 
-async fn setup(client: &Client, random: &mut Random) -> Ledger {
+pub(crate) async fn setup(client: &Client, random: &mut Random) -> Ledger {
     let mut ledger = Ledger::default();
     for s in 0..SKUS {
         let sku = format!("sku{s}");
@@ -172,9 +172,14 @@ async fn setup(client: &Client, random: &mut Random) -> Ledger {
 
 /// Places `ORDERS` orders from `CLIENTS` concurrent clients; some are cancelled soon
 /// after.
-async fn place_orders(client: &Client, random: &mut Random, run: u64) -> Placed {
+pub(crate) async fn place_orders(
+    client: &Client,
+    random: &mut Random,
+    run: u64,
+    orders: usize,
+) -> Placed {
     let mut plans: Vec<Vec<(Value, Option<u64>)>> = vec![Vec::new(); CLIENTS];
-    for i in 0..ORDERS {
+    for i in 0..orders {
         let customer = format!("customer{}", random.below(CUSTOMERS as u64));
         let mut skus: Vec<u64> = (0..SKUS as u64).collect();
         let lines: Vec<Value> = (0..1 + random.below(3))
@@ -234,7 +239,7 @@ async fn place_orders(client: &Client, random: &mut Random, run: u64) -> Placed 
 }
 
 /// Waits until every order's saga has finished (polling the API).
-async fn wait_for_quiescence(client: &Client, orders: &[String]) {
+pub(crate) async fn wait_for_quiescence(client: &Client, orders: &[String]) {
     let started = Instant::now();
     let mut waiting: Vec<&String> = orders.iter().collect();
     while !waiting.is_empty() {
@@ -264,7 +269,7 @@ async fn wait_for_quiescence(client: &Client, orders: &[String]) {
 }
 
 /// Opens the stopped server's store and checks every invariant.
-async fn check_invariants(data: &Path, ledger: &Ledger) -> BTreeMap<String, usize> {
+pub(crate) async fn check_invariants(data: &Path, ledger: &Ledger) -> BTreeMap<String, usize> {
     let store = {
         let _not_spawning = test_support::not_spawning();
         EventStore::open(data, StoreConfig::default()).expect("the store opens")
@@ -433,7 +438,7 @@ async fn run(name: &str, kills: bool) {
     let placing = {
         let client = client.clone();
         let mut random = random.split();
-        tokio::spawn(async move { place_orders(&client, &mut random, 0).await })
+        tokio::spawn(async move { place_orders(&client, &mut random, 0, ORDERS).await })
     };
     let mut killed = 0;
     if kills {
