@@ -45,16 +45,16 @@ pub struct SagaArgs {
     /// stream for the run (its own name and subjects), deleted at the end, each node's
     /// copy in a temporary directory.
     #[arg(long, value_name = "embedded|nats://...", default_value = "embedded")]
-    pub(super) store: String,
+    store: String,
     /// With --store nats://: the copies JetStream keeps of the bench's stream (3 by
     /// default).
     #[arg(long, value_name = "N")]
-    pub(super) store_replicas: Option<usize>,
+    store_replicas: Option<usize>,
     /// With --store nats://: Annals nodes in this process sharing the stream, each with
     /// its own copy and repositories (1 to 3). Orders are placed round-robin through
     /// them; the saga driver runs on the first.
     #[arg(long, value_name = "N")]
-    pub(super) nodes: Option<usize>,
+    nodes: Option<usize>,
     /// Data directory (default: a fresh temporary directory, removed afterwards).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -66,8 +66,8 @@ pub struct SagaArgs {
 #[derive(Debug, Serialize)]
 pub(super) struct SagaReport {
     bench: &'static str,
-    pub(super) orders: u64,
-    pub(super) in_flight: usize,
+    orders: u64,
+    in_flight: usize,
     skus: u64,
     customers: u64,
     confirmed: u64,
