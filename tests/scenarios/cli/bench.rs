@@ -343,3 +343,61 @@ fn bench_append_on_jetstream_reports_and_removes_its_streams() {
     );
     assert_eq!(std::fs::read_dir(temp.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn bench_saga_on_two_nodes_over_jetstream_confirms_every_order() {
+    let cluster = test_support::NatsCluster::start();
+    let temp = tempfile::tempdir().unwrap();
+    let store = cluster.urls();
+    let output = annals(
+        &[
+            "bench",
+            "saga",
+            "--store",
+            store.as_str(),
+            "--nodes",
+            "2",
+            "--orders",
+            "200",
+            "--skus",
+            "20",
+            "--customers",
+            "50",
+            "--json",
+        ],
+        temp.path(),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = stdout(&output);
+    assert_eq!(printed.lines().count(), 1, "one JSON object: {printed}");
+    let report: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    assert_eq!(report["bench"], "saga", "{report}");
+    assert_eq!(report["store"], "jetstream", "{report}");
+    assert_eq!(report["nodes"], 2, "{report}");
+    assert_eq!(report["replicas"], 3, "{report}");
+    assert_eq!(report["orders"], 200, "{report}");
+    assert_eq!(report["confirmed"], 200, "every order confirmed: {report}");
+    assert_eq!(report["cancelled"], 0, "{report}");
+    // Each order is at least placed, reserved, charged and confirmed, with saga steps.
+    assert!(report["events"].as_u64().unwrap() > 4 * 200, "{report}");
+    for field in ["orders_per_second", "events_per_second", "seconds"] {
+        rate(&report, field);
+    }
+    let p50 = rate(&report, "p50_ms");
+    let p99 = rate(&report, "p99_ms");
+    let max = rate(&report, "max_ms");
+    assert!(p50 <= p99 && p99 <= max, "{report}");
+    let load = report["load_average"].as_array().expect("the load average");
+    assert_eq!(load.len(), 2, "before and after: {report}");
+    assert!(
+        load.iter()
+            .all(|value| value.as_f64().is_some_and(|v| v >= 0.0))
+    );
+
+    // The run's stream is gone, and so are both nodes' copies.
+    assert_eq!(
+        streams_named(&cluster.url(0), "ANNALS_BENCH_"),
+        Vec::<String>::new()
+    );
+    assert_eq!(std::fs::read_dir(temp.path()).unwrap().count(), 0);
+}

@@ -16,6 +16,9 @@
 //! what JetStream does when the client does not wait. `--rounds` rounds measure the three
 //! alternately (ABBA: the order reverses every round); the report has each round's
 //! figures, their medians and the backend's rate as a share of each plain rate.
+//!
+//! The scratch stream (`scratch`, `connect`, `delete`) and the load average are shared
+//! with `bench saga --store nats://` ([`super::saga_jetstream`]).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -250,7 +253,7 @@ async fn compare(
 }
 
 /// A stream and subject prefix no other run uses.
-fn scratch(config: &ReplicatedConfig, kind: &str) -> ReplicatedConfig {
+pub(super) fn scratch(config: &ReplicatedConfig, kind: &str) -> ReplicatedConfig {
     static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let unique = format!(
         "{}_{}_{}",
@@ -399,7 +402,7 @@ async fn acknowledged(
 }
 
 /// A JetStream context on `config`'s servers, waiting for answers as long as an append.
-async fn connect(config: &ReplicatedConfig) -> anyhow::Result<jetstream::Context> {
+pub(super) async fn connect(config: &ReplicatedConfig) -> anyhow::Result<jetstream::Context> {
     let addresses = config
         .urls
         .split(',')
@@ -421,7 +424,7 @@ async fn connect(config: &ReplicatedConfig) -> anyhow::Result<jetstream::Context
         .build(client))
 }
 
-async fn delete(js: &jetstream::Context, stream: &str) -> anyhow::Result<()> {
+pub(super) async fn delete(js: &jetstream::Context, stream: &str) -> anyhow::Result<()> {
     js.delete_stream(stream)
         .await
         .with_context(|| format!("cannot delete the bench's stream {stream}"))?;
@@ -435,7 +438,7 @@ fn median(values: &[f64]) -> f64 {
 }
 
 /// The machine's 1-minute load average (0 where /proc/loadavg is not).
-fn load_average() -> f64 {
+pub(super) fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|line| line.split_whitespace().next()?.parse().ok())

@@ -24,6 +24,7 @@ mod rebuild;
 mod relay;
 mod replay;
 mod saga;
+mod saga_jetstream;
 mod scale;
 mod workload;
 
@@ -53,7 +54,8 @@ pub enum BenchCommand {
     /// and time a rebuild of the four default read models from it: events/s.
     Rebuild(rebuild::RebuildArgs),
     /// The fulfilment saga end to end, in process: orders placed -> reserved, charged,
-    /// confirmed; completed orders/s and placed-to-confirmed latency.
+    /// confirmed; completed orders/s and placed-to-confirmed latency. With
+    /// `--store nats://...`, on `--nodes` nodes sharing a JetStream stream.
     Saga(saga::SagaArgs),
     /// Seed a large log, then measure in a fresh process: open time, resident memory
     /// after open, and the W1 append rate on it against an empty log.

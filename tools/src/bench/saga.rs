@@ -7,6 +7,10 @@
 //!
 //! Every event (order, reservations, charge, confirmation, and each saga step) is
 //! fsync'd before it is acknowledged, as in production.
+//!
+//! With `--store nats://...` the log is a replicated JetStream stream and `--nodes` nodes
+//! share it ([`super::saga_jetstream`]); this module holds what both runs share: the
+//! seeding, the placing of orders and the following of the log.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,26 +30,41 @@ use super::{BenchDir, millis};
 pub struct SagaArgs {
     /// Orders to place (each with 1 to 3 lines).
     #[arg(long, default_value_t = 20_000)]
-    orders: u64,
+    pub(super) orders: u64,
     /// Orders placed and not yet confirmed, at most.
     #[arg(long, default_value_t = 64)]
-    in_flight: usize,
+    pub(super) in_flight: usize,
     /// Skus to spread the orders over (each stocked for every order).
     #[arg(long, default_value_t = 1_000)]
     skus: u64,
     /// Customers placing the orders (each funded for all of theirs).
     #[arg(long, default_value_t = 5_000)]
     customers: u64,
+    /// Where the log is: `embedded` (segment files in the data directory), or a
+    /// replicated JetStream stream on these servers, `nats://H1:P1,H2:P2,H3:P3`: a fresh
+    /// stream for the run (its own name and subjects), deleted at the end, each node's
+    /// copy in a temporary directory.
+    #[arg(long, value_name = "embedded|nats://...", default_value = "embedded")]
+    store: String,
+    /// With --store nats://: the copies JetStream keeps of the bench's stream (3 by
+    /// default).
+    #[arg(long, value_name = "N")]
+    store_replicas: Option<usize>,
+    /// With --store nats://: Annals nodes in this process sharing the stream, each with
+    /// its own copy and repositories (1 to 3). Orders are placed round-robin through
+    /// them; the saga driver runs on the first.
+    #[arg(long, value_name = "N")]
+    nodes: Option<usize>,
     /// Data directory (default: a fresh temporary directory, removed afterwards).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 #[derive(Debug, Serialize)]
-struct SagaReport {
+pub(super) struct SagaReport {
     bench: &'static str,
     orders: u64,
     in_flight: usize,
@@ -67,6 +86,20 @@ pub(super) async fn run(args: SagaArgs) -> anyhow::Result<()> {
     if args.orders == 0 || args.in_flight == 0 || args.skus < 3 || args.customers == 0 {
         bail!("--orders, --in-flight and --customers must be at least 1, --skus at least 3");
     }
+    let backend = crate::serve::StoreBackend::parse(Some(&args.store), None, args.store_replicas)?;
+    if let crate::serve::StoreBackend::JetStream(config) = backend {
+        if args.data_dir.is_some() {
+            bail!("--store nats:// takes no --data-dir: each node's copy is a temporary directory");
+        }
+        let nodes = args.nodes.unwrap_or(1);
+        if !(1..=3).contains(&nodes) {
+            bail!("--nodes must be 1 to 3, not {nodes}");
+        }
+        return super::saga_jetstream::run(&args, config, nodes).await;
+    }
+    if args.nodes.is_some() {
+        bail!("--nodes needs --store nats://...");
+    }
     let dir = BenchDir::new(args.data_dir.clone())?;
     let store = dir.open()?;
     if store.next_position() > Position(0) {
@@ -87,12 +120,86 @@ pub(super) async fn run(args: SagaArgs) -> anyhow::Result<()> {
 
     let first = store.next_position();
     let slots = Arc::new(Semaphore::new(args.in_flight));
-    let follower = tokio::spawn(follow(store.clone(), first, args.orders, slots.clone()));
+    let follower = tokio::spawn(follow(
+        store.clone(),
+        first,
+        args.orders,
+        slots.clone(),
+        None,
+    ));
     let started = Instant::now();
     let orders = Repository::<orders::Order>::new(store.clone());
+    place(std::slice::from_ref(&orders), &args, &slots).await?;
+    let outcome = follower.await??;
+    let seconds = started.elapsed().as_secs_f64();
+    let events = store.next_position().0 - first.0;
+    driver.stop().await;
+    store.close().await;
+
+    let report = SagaReport::new(&args, &outcome, seconds, events);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("saga: {}", report.text());
+    }
+    outcome.all_confirmed()
+}
+
+impl SagaReport {
+    pub(super) fn new(args: &SagaArgs, outcome: &Outcome, seconds: f64, events: u64) -> Self {
+        let latencies = &outcome.latencies;
+        SagaReport {
+            bench: "saga",
+            orders: args.orders,
+            in_flight: args.in_flight,
+            skus: args.skus,
+            customers: args.customers,
+            confirmed: outcome.confirmed,
+            cancelled: outcome.cancelled,
+            seconds,
+            orders_per_second: outcome.confirmed as f64 / seconds,
+            events,
+            events_per_second: events as f64 / seconds,
+            p50_ms: millis(latencies.value_at_quantile(0.50)),
+            p99_ms: millis(latencies.value_at_quantile(0.99)),
+            p999_ms: millis(latencies.value_at_quantile(0.999)),
+            max_ms: millis(latencies.max()),
+        }
+    }
+
+    /// The report as one line of text.
+    pub(super) fn text(&self) -> String {
+        format!(
+            "{} orders ({} in flight, {} skus, {} customers): {} confirmed, {} cancelled in {:.2} s = {:.0} orders/s completed ({} events, {:.0} events/s); placed -> confirmed p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
+            self.orders,
+            self.in_flight,
+            self.skus,
+            self.customers,
+            self.confirmed,
+            self.cancelled,
+            self.seconds,
+            self.orders_per_second,
+            self.events,
+            self.events_per_second,
+            self.p50_ms,
+            self.p99_ms,
+            self.p999_ms,
+            self.max_ms
+        )
+    }
+}
+
+/// Places `args.orders` orders (1 to 3 lines each), the n-th through `through[n % len]`,
+/// taking an in-flight slot for each (the follower gives it back when the order
+/// completes). Returns once every order is placed.
+pub(super) async fn place(
+    through: &[Repository<orders::Order>],
+    args: &SagaArgs,
+    slots: &Arc<Semaphore>,
+) -> anyhow::Result<()> {
     let mut choices = Choices::new(7);
     let mut placing = tokio::task::JoinSet::new();
-    for _ in 0..args.orders {
+    for number in 0..args.orders {
         let permit = slots.clone().acquire_owned().await?;
         // The follower gives the slot back when the order completes.
         permit.forget();
@@ -106,7 +213,7 @@ pub(super) async fn run(args: SagaArgs) -> anyhow::Result<()> {
         lines.sort_by(|a, b| a.sku.cmp(&b.sku));
         lines.dedup_by(|a, b| a.sku == b.sku);
         let customer = customer_id(choices.below(args.customers));
-        let orders = orders.clone();
+        let orders = through[(number % through.len() as u64) as usize].clone();
         placing.spawn(async move {
             let order_id = uuid::Uuid::now_v7().to_string();
             let command = orders::Command::PlaceOrder {
@@ -128,62 +235,11 @@ pub(super) async fn run(args: SagaArgs) -> anyhow::Result<()> {
     while let Some(placed) = placing.join_next().await {
         placed?.context("placing an order failed")?;
     }
-    let outcome = follower.await??;
-    let seconds = started.elapsed().as_secs_f64();
-    let events = store.next_position().0 - first.0;
-    driver.stop().await;
-    store.close().await;
-
-    let latencies = outcome.latencies;
-    let report = SagaReport {
-        bench: "saga",
-        orders: args.orders,
-        in_flight: args.in_flight,
-        skus: args.skus,
-        customers: args.customers,
-        confirmed: outcome.confirmed,
-        cancelled: outcome.cancelled,
-        seconds,
-        orders_per_second: outcome.confirmed as f64 / seconds,
-        events,
-        events_per_second: events as f64 / seconds,
-        p50_ms: millis(latencies.value_at_quantile(0.50)),
-        p99_ms: millis(latencies.value_at_quantile(0.99)),
-        p999_ms: millis(latencies.value_at_quantile(0.999)),
-        max_ms: millis(latencies.max()),
-    };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!(
-            "saga: {} orders ({} in flight, {} skus, {} customers): {} confirmed, {} cancelled in {:.2} s = {:.0} orders/s completed ({} events, {:.0} events/s); placed -> confirmed p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
-            report.orders,
-            report.in_flight,
-            report.skus,
-            report.customers,
-            report.confirmed,
-            report.cancelled,
-            report.seconds,
-            report.orders_per_second,
-            report.events,
-            report.events_per_second,
-            report.p50_ms,
-            report.p99_ms,
-            report.p999_ms,
-            report.max_ms
-        );
-    }
-    if outcome.cancelled > 0 {
-        bail!(
-            "{} orders were cancelled: the seeded stock or funds were short",
-            outcome.cancelled
-        );
-    }
     Ok(())
 }
 
 /// Skus stocked for every order and accounts funded for every order of theirs.
-async fn seed(store: &EventStore, args: &SagaArgs) -> anyhow::Result<()> {
+pub(super) async fn seed(store: &EventStore, args: &SagaArgs) -> anyhow::Result<()> {
     let stock = Repository::<inventory::Stock>::new(store.clone());
     let accounts = Repository::<payments::Account>::new(store.clone());
     let options = || CommandOptions {
@@ -242,19 +298,34 @@ async fn seed(store: &EventStore, args: &SagaArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Outcome {
-    confirmed: u64,
-    cancelled: u64,
+pub(super) struct Outcome {
+    pub(super) confirmed: u64,
+    pub(super) cancelled: u64,
     latencies: Histogram<u64>,
+}
+
+impl Outcome {
+    /// An error if any order was cancelled.
+    pub(super) fn all_confirmed(&self) -> anyhow::Result<()> {
+        if self.cancelled > 0 {
+            bail!(
+                "{} orders were cancelled: the seeded stock or funds were short",
+                self.cancelled
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Follows the log from `from` until `orders` orders are settled, timing each from its
 /// `OrderPlaced` to its `OrderConfirmed` and giving back an in-flight slot for each.
-async fn follow(
+/// With `stall`, fails when no event arrives for that long (a saga that stopped).
+pub(super) async fn follow(
     store: EventStore,
     from: Position,
     orders: u64,
     slots: Arc<Semaphore>,
+    stall: Option<Duration>,
 ) -> anyhow::Result<Outcome> {
     let mut subscription = store.subscribe(from);
     let mut placed_at = HashMap::new();
@@ -264,10 +335,18 @@ async fn follow(
         latencies: Histogram::<u64>::new(3).expect("valid precision"),
     };
     while outcome.confirmed + outcome.cancelled < orders {
-        let event = subscription
-            .next()
-            .await
-            .context("the store closed during the benchmark")??;
+        let next = match stall {
+            None => subscription.next().await,
+            Some(stall) => tokio::time::timeout(stall, subscription.next())
+                .await
+                .with_context(|| {
+                    format!(
+                        "no event for {stall:?} with {} of {orders} orders settled: the saga stalled",
+                        outcome.confirmed + outcome.cancelled
+                    )
+                })?,
+        };
+        let event = next.context("the store closed during the benchmark")??;
         if event.stream_id.category() != orders::Order::CATEGORY {
             continue;
         }
