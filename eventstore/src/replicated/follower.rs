@@ -13,7 +13,10 @@
 //! next position then), saved after the writer acknowledged. A crash can leave the mark
 //! behind the copy; the messages between are then neither applied again nor judged again
 //! (the copy's state is later than when they were judged): the reader skips them until
-//! it passes the message holding the copy's last event.
+//! it passes the message holding the copy's last event. An empty copy has the mark
+//! (0, 0), saved and flushed when the follower starts: a copy that holds events always
+//! has a mark. The store's close stops both tasks and awaits them before its writer
+//! closes (`Link::stop`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +47,14 @@ pub(crate) async fn start(store: &EventStore, link: &Arc<Link>, last: u64) -> Re
     let mark = store.shared.index.load_replica_mark()?;
     let next = store.next_position().0;
     let (from, catching_up_to) = match mark {
-        None if next == 0 => (1, None),
+        None if next == 0 => {
+            // An empty copy gets its mark at once, flushed: its first commits are synced
+            // before the index's writes are, and a copy holding events without a mark
+            // would be taken for a log of its own at the next open.
+            store.shared.index.save_replica_mark(0, 0)?;
+            store.shared.index.flush()?;
+            (1, None)
+        }
         None => {
             return Err(Error::cluster(
                 "the node's copy of the log",
@@ -70,14 +80,19 @@ pub(crate) async fn start(store: &EventStore, link: &Arc<Link>, last: u64) -> Re
     }
     link.applied.send_replace(from - 1);
     let (handed, collected) = mpsc::channel(IN_FLIGHT);
-    tokio::spawn(read(
+    let reader = tokio::spawn(read(
         store.clone(),
         link.clone(),
         from,
         catching_up_to,
         handed,
     ));
-    tokio::spawn(collect(store.clone(), link.clone(), next, collected));
+    let collector = tokio::spawn(collect(store.clone(), link.clone(), next, collected));
+    // Awaited by `Link::stop` at close, before the writer closes.
+    link.tasks
+        .lock()
+        .expect("not poisoned")
+        .extend([reader, collector]);
     Ok(())
 }
 

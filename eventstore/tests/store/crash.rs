@@ -321,3 +321,27 @@ async fn on_jetstream_acknowledged_appends_survive_sigkill_of_the_node_and_of_a_
         started.elapsed()
     );
 }
+
+/// A node killed right after its copy applied its first commits opens again: an empty
+/// copy has its follower's mark from the start, so a copy holding events is never
+/// taken for a log of its own (before, the first mark could be lost with the index's
+/// unflushed writes while the copy's events were synced, and the node refused to open:
+/// "holds a log but no mark").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_jetstream_a_node_killed_at_its_first_commits_opens_again() {
+    let cluster = test_support::NatsCluster::start();
+    let log = crate::common::replicated(&cluster.urls(), 3);
+    let args = [
+        cluster.urls(),
+        log.stream.clone(),
+        log.subject_prefix.clone(),
+    ];
+    for round in 0..3 {
+        let dir = TempDir::new().unwrap();
+        let acks = run_child_with(dir.path(), &args, true, Duration::ZERO, || {});
+        let store = crate::common::open_replicated(dir.path(), config(), &log).await;
+        check_after_crash(&store, &acks, &acks);
+        assert!(!acks.is_empty(), "round {round}: nothing acknowledged");
+        store.close().await;
+    }
+}
