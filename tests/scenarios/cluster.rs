@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use test_support::{AnnalsServer, NatsCluster, Random};
 
-use crate::saga::{Client, blocking, check_invariants, place_orders, setup, wait_for_quiescence};
+use crate::saga::{
+    Client, SAGA_FLAGS, blocking, check_invariants, place_orders, setup, wait_for_quiescence,
+};
 
 /// A node of the cluster: `annals serve --store <the cluster>`, the saga off unless
 /// asked (these tests are about the log).
@@ -282,15 +284,7 @@ async fn the_saga_moves_to_another_node_when_its_node_and_a_nats_server_die_unde
     let mut random = Random::seeded("cluster failover");
     let mut cluster = NatsCluster::start();
     // As the saga scenario serves: 10% of charges held up past a 2 s deadline.
-    let saga = [
-        "--saga-timeout",
-        "2",
-        "--fault-charge-delay-ms",
-        "6000",
-        "--fault-charge-delay-percent",
-        "10",
-    ];
-    let mut nodes = blocking(|| [node(&cluster, &saga), node(&cluster, &saga)]);
+    let mut nodes = blocking(|| [node(&cluster, &SAGA_FLAGS), node(&cluster, &SAGA_FLAGS)]);
     let nats = async_nats::connect(
         cluster
             .urls()

@@ -33,18 +33,18 @@ const CUSTOMER_REASON: &str = "changed my mind";
 /// `annals serve` over `data` with the saga on. Deadlines: 10% of charges are held up
 /// for 6 s, far past the 2 s deadline, so that a deadline wins even on a loaded machine.
 fn serve(data: &Path) -> AnnalsServer {
-    AnnalsServer::start_in(
-        data,
-        &[
-            "--saga-timeout",
-            "2",
-            "--fault-charge-delay-ms",
-            "6000",
-            "--fault-charge-delay-percent",
-            "10",
-        ],
-    )
+    AnnalsServer::start_in(data, &SAGA_FLAGS)
 }
+
+/// The saga's flags of these scenarios: a 2 s deadline, 10% of charges held up 6 s.
+pub(crate) const SAGA_FLAGS: [&str; 6] = [
+    "--saga-timeout",
+    "2",
+    "--fault-charge-delay-ms",
+    "6000",
+    "--fault-charge-delay-percent",
+    "10",
+];
 
 /// Runs `f` (which blocks: starting or restarting a server) without holding up the
 /// runtime's other tasks.

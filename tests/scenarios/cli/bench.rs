@@ -209,10 +209,7 @@ fn bench_overload_measures_orders_alone_and_under_a_bulk_flood() {
         ],
         temp.path(),
     );
-    assert!(output.status.success(), "{}", stderr(&output));
-    let printed = stdout(&output);
-    assert_eq!(printed.lines().count(), 1, "one JSON object: {printed}");
-    let report: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    let report = json_report(&output);
     assert_eq!(report["bench"], "overload", "{report}");
     assert_eq!(report["server"], "own", "{report}");
     for phase in ["alone", "flood"] {
@@ -367,10 +364,7 @@ fn bench_saga_on_two_nodes_over_jetstream_confirms_every_order() {
         ],
         temp.path(),
     );
-    assert!(output.status.success(), "{}", stderr(&output));
-    let printed = stdout(&output);
-    assert_eq!(printed.lines().count(), 1, "one JSON object: {printed}");
-    let report: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    let report = json_report(&output);
     assert_eq!(report["bench"], "saga", "{report}");
     assert_eq!(report["store"], "jetstream", "{report}");
     assert_eq!(report["nodes"], 2, "{report}");
@@ -400,4 +394,12 @@ fn bench_saga_on_two_nodes_over_jetstream_confirms_every_order() {
         Vec::<String>::new()
     );
     assert_eq!(std::fs::read_dir(temp.path()).unwrap().count(), 0);
+}
+
+/// The one JSON object a successful `bench ... --json` printed.
+fn json_report(output: &std::process::Output) -> serde_json::Value {
+    assert!(output.status.success(), "{}", stderr(output));
+    let printed = stdout(output);
+    assert_eq!(printed.lines().count(), 1, "one JSON object: {printed}");
+    serde_json::from_str(&printed).unwrap()
 }
