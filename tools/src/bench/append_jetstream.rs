@@ -285,10 +285,7 @@ async fn backend(args: &AppendArgs, config: &ReplicatedConfig) -> anyhow::Result
         }
         Err(error) => Err(error),
     };
-    let deleted = match connect(&config).await {
-        Ok(js) => delete(&js, &config.stream).await,
-        Err(error) => Err(error),
-    };
+    let deleted = delete_scratch(&config).await;
     let report = measured?;
     deleted?;
     Ok(report)
@@ -422,6 +419,12 @@ pub(super) async fn connect(config: &ReplicatedConfig) -> anyhow::Result<jetstre
     Ok(jetstream::ContextBuilder::new()
         .timeout(config.timeout)
         .build(client))
+}
+
+/// Connects anew and deletes the stream of `config` (a [`scratch`] one), whatever became
+/// of the measurement's own connection.
+pub(super) async fn delete_scratch(config: &ReplicatedConfig) -> anyhow::Result<()> {
+    delete(&connect(config).await?, &config.stream).await
 }
 
 pub(super) async fn delete(js: &jetstream::Context, stream: &str) -> anyhow::Result<()> {

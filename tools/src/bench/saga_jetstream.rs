@@ -31,7 +31,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use super::BenchDir;
-use super::append_jetstream::{connect, delete, load_average, scratch};
+use super::append_jetstream::{delete_scratch, load_average, scratch};
 use super::saga::{SagaArgs, SagaReport, follow, place, seed};
 
 /// How long the follower waits for any event before it calls the saga stalled: far
@@ -64,10 +64,7 @@ pub(super) async fn run(
     for store in &stores {
         store.close().await;
     }
-    let deleted = match connect(&config).await {
-        Ok(js) => delete(&js, &config.stream).await,
-        Err(error) => Err(error),
-    };
+    let deleted = delete_scratch(&config).await;
     let (saga, outcome) = measured?;
     deleted?;
     let report = JetStreamSagaReport {
