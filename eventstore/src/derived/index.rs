@@ -203,13 +203,24 @@ pub struct Index {
     checkpoints: sled::Tree,
 }
 
+/// Whether sled refused to open an index because another handle holds its file lock.
+/// sled 0.34 reports that as `ErrorKind::Other` ("could not acquire lock on ..."), not as
+/// `WouldBlock`.
+fn held_by_another_handle(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::WouldBlock
+        || (error.kind() == std::io::ErrorKind::Other
+            && error.to_string().starts_with("could not acquire lock"))
+}
+
 const HWM_KEY: &[u8] = b"hwm";
 /// The follower's mark of a store on JetStream: (sequence, next position).
 const REPLICA_MARK: &[u8] = b"replica-mark";
 
 impl Index {
-    /// Opens the index at `path`. If sled will not open it, it is moved aside (to
-    /// `index.broken-<unix seconds>`) and a fresh one is made, to be rebuilt from the log.
+    /// Opens the index at `path`. If another handle of this process still holds it (a
+    /// closed store's last handle), waits up to 5 s for it to drop; if sled will not open
+    /// it for any other reason, it is moved aside (to `index.broken-<unix nanoseconds>`)
+    /// and a fresh one is made, to be rebuilt from the log.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Index, Error> {
         let open = || {
             sled::Config::new()
@@ -220,13 +231,13 @@ impl Index {
                 .open()
         };
         // sled locks its files too. The caller holds the data directory's lock, so only a
-        // closing handle of this same process can still hold sled's: wait for it to go.
+        // handle of this same process can still hold sled's: a closed store whose last
+        // handle (a subscription, a task finishing) has not dropped yet. Wait for it to
+        // go; an index that is only in use is never taken for a broken one.
         let mut attempt = 0;
         let opened = loop {
             match open() {
-                Err(sled::Error::Io(error))
-                    if error.kind() == std::io::ErrorKind::WouldBlock && attempt < 100 =>
-                {
+                Err(sled::Error::Io(error)) if held_by_another_handle(&error) && attempt < 250 => {
                     attempt += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
@@ -235,10 +246,15 @@ impl Index {
         };
         let db = match opened {
             Ok(db) => db,
-            Err(sled::Error::Io(error)) if error.kind() == std::io::ErrorKind::WouldBlock => {
+            Err(sled::Error::Io(error)) if held_by_another_handle(&error) => {
                 return Err(Error::Io {
                     path: path.to_path_buf(),
-                    source: error,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::WouldBlock,
+                        format!(
+                            "the index is still open in this process after 5 s ({error}): a handle of a closed store was kept; drop it first"
+                        ),
+                    ),
                 });
             }
             Err(error) => {

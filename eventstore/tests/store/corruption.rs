@@ -447,3 +447,49 @@ async fn malformed_appends_get_typed_errors_and_write_nothing() {
         .expect("a valid append");
     assert_eq!(store.next_position(), Position(1));
 }
+
+/// A closed store releases its directory at once, but its index stays open until the
+/// last handle (a subscription, a task finishing) drops. An open in that moment waits
+/// for the index: before, sled's "could not acquire lock" was taken for a broken index,
+/// which was moved aside with the checkpoints, read models and, for a copy of a log on
+/// JetStream, its follower's mark (the copy then refused to open: "a log but no mark").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_while_a_closed_stores_handle_lives_waits_for_its_index() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path(), StoreConfig::default());
+    store
+        .append(
+            &crate::common::stream("lock-2"),
+            ExpectedVersion::Any,
+            vec![event(1)],
+        )
+        .await
+        .unwrap();
+    store.save_checkpoint("projection", Position(1)).unwrap();
+    let lingering = store.clone();
+    store.close().await;
+    drop(store);
+    let released = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(lingering);
+    });
+    let reopened = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        move || open(&dir, StoreConfig::default())
+    })
+    .await
+    .unwrap();
+    released.join().unwrap();
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("index.broken"))
+        .collect();
+    assert!(aside.is_empty(), "the index was moved aside: {aside:?}");
+    assert_eq!(
+        reopened.load_checkpoint("projection").unwrap(),
+        Some(Position(1)),
+        "the index kept what it held"
+    );
+    reopened.close().await;
+}
