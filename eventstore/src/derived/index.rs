@@ -218,9 +218,9 @@ const REPLICA_MARK: &[u8] = b"replica-mark";
 
 impl Index {
     /// Opens the index at `path`. If another handle of this process still holds it (a
-    /// closed store's last handle), waits up to 5 s for it to drop; if sled will not open
-    /// it for any other reason, it is moved aside (to `index.broken-<unix nanoseconds>`)
-    /// and a fresh one is made, to be rebuilt from the log.
+    /// closed store's last handle), waits up to 2 s for it to drop; if sled still will not
+    /// open it, it is moved aside (to `index.broken-<unix nanoseconds>`) and a fresh one is
+    /// made, to be rebuilt from the log.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Index, Error> {
         let open = || {
             sled::Config::new()
@@ -232,12 +232,12 @@ impl Index {
         };
         // sled locks its files too. The caller holds the data directory's lock, so only a
         // handle of this same process can still hold sled's: a closed store whose last
-        // handle (a subscription, a task finishing) has not dropped yet. Wait for it to
-        // go; an index that is only in use is never taken for a broken one.
+        // handle (a subscription, a task finishing) has not dropped yet. Wait up to 2 s for
+        // it to go: only a handle kept longer gets the index moved aside and rebuilt.
         let mut attempt = 0;
         let opened = loop {
             match open() {
-                Err(sled::Error::Io(error)) if held_by_another_handle(&error) && attempt < 250 => {
+                Err(sled::Error::Io(error)) if held_by_another_handle(&error) && attempt < 100 => {
                     attempt += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
@@ -246,17 +246,6 @@ impl Index {
         };
         let db = match opened {
             Ok(db) => db,
-            Err(sled::Error::Io(error)) if held_by_another_handle(&error) => {
-                return Err(Error::Io {
-                    path: path.to_path_buf(),
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::WouldBlock,
-                        format!(
-                            "the index is still open in this process after 5 s ({error}): a handle of a closed store was kept; drop it first"
-                        ),
-                    ),
-                });
-            }
             Err(error) => {
                 // Nanoseconds: two broken indexes within a second must not collide.
                 let aside = path.with_extension(format!(

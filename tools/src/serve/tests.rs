@@ -450,6 +450,7 @@ async fn the_server_destroys_the_keys_of_erasures_in_its_log() {
         .await
         .unwrap();
     store.close().await;
+    drop(store);
     assert!(privacy::destroyed_keys(&data_dir).unwrap().is_empty());
 
     let mut settings = settings(&[
