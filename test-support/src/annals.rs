@@ -6,9 +6,10 @@
 //! dependency is nightly-only. So [`annals_binary`] runs `cargo build --workspace
 //! --all-targets` once per test process, in the same target directory and profile as the
 //! test itself: the same build as `cargo test --workspace` (the same features, so nothing
-//! is compiled twice), which also links `target/<profile>/annals`. It is a no-op when
-//! everything is fresh, and the tests never run a stale binary. `ANNALS_BIN` points the
-//! tests at another binary instead (and skips the build).
+//! is compiled twice), which also links `target/<profile>/annals`. It runs without the
+//! variables cargo sets for the test, so it is a no-op when everything is fresh, and the
+//! tests never run a stale binary. `ANNALS_BIN` points the tests at another binary
+//! instead (and skips the build).
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -70,6 +71,18 @@ fn build_annals() -> PathBuf {
         .arg("--manifest-path")
         .arg(workspace.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", target_dir);
+    // What cargo sets for the running test (its package's name, version, manifest), the
+    // build must not see: build scripts that track them (ring's tracks `CARGO_PKG_NAME`
+    // and the version) would find them changed from the `cargo test` that built
+    // everything, run again, and recompile all that depends on them (minutes).
+    for (name, _) in std::env::vars_os() {
+        if name
+            .to_str()
+            .is_some_and(|name| name.starts_with("CARGO_PKG_") || SET_FOR_A_TEST.contains(&name))
+        {
+            command.env_remove(&name);
+        }
+    }
     match profile {
         "debug" => {}
         "release" => {
@@ -97,6 +110,19 @@ fn build_annals() -> PathBuf {
     );
     binary
 }
+
+/// Besides every `CARGO_PKG_*`, what cargo sets in a test's environment that a build must
+/// not inherit (see [`build_annals`]).
+const SET_FOR_A_TEST: &[&str] = &[
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_MANIFEST_LINKS",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "OUT_DIR",
+];
 
 /// A command running the `annals` binary, with colours off.
 pub fn annals_command() -> Command {
