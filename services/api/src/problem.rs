@@ -220,6 +220,19 @@ impl From<eventstore::Error> for ApiError {
                     "the event store is not accepting writes",
                 )
             }
+            E::Cluster { .. } => {
+                // NATS unreachable or electing a leader, or this node's copy behind: the
+                // append may or may not have been stored, and a retry with the same
+                // idempotency key answers either way.
+                tracing::warn!(%error, "a command could not reach the log on JetStream");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store-unavailable",
+                    "Service unavailable",
+                    "the log on JetStream did not answer; try again",
+                )
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            }
             _ => ApiError::internal(&error),
         }
     }
