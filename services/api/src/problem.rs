@@ -225,13 +225,10 @@ impl From<eventstore::Error> for ApiError {
                 // append may or may not have been stored, and a retry with the same
                 // idempotency key answers either way.
                 tracing::warn!(%error, "a command could not reach the log on JetStream");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                unavailable(
                     "store-unavailable",
-                    "Service unavailable",
                     "the log on JetStream did not answer; try again",
                 )
-                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
             }
             _ => ApiError::internal(&error),
         }
@@ -241,15 +238,6 @@ impl From<eventstore::Error> for ApiError {
 impl From<projections::Error> for ApiError {
     fn from(error: projections::Error) -> Self {
         use projections::Error as E;
-        let unavailable = |slug: &'static str, detail: String| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                slug,
-                "Service unavailable",
-                detail,
-            )
-            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
-        };
         match error {
             E::Timeout { checkpoint, .. } => unavailable("projection-lagging", error.to_string())
                 .with_checkpoint(checkpoint.0)
@@ -268,11 +256,17 @@ impl From<projections::Error> for ApiError {
 
 /// 503: the server runs no read models.
 pub(crate) fn projections_not_running() -> ApiError {
+    unavailable("projections-not-running", "this server runs no read models")
+}
+
+/// 503 `slug` with `Retry-After: 1`: a refusal that a retry a moment later may not meet
+/// (a read model catching up, the log on JetStream electing a leader).
+fn unavailable(slug: &'static str, detail: impl Into<String>) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "projections-not-running",
+        slug,
         "Service unavailable",
-        "this server runs no read models",
+        detail,
     )
     .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
 }
