@@ -197,6 +197,13 @@ async fn outcome_of(
         .lock()
         .expect("not poisoned")
         .remove(&sequence);
+    // JetStream matched the message id with an earlier message: perhaps an earlier send
+    // of this append, perhaps these ids sent to another stream through a node whose copy
+    // had not shown it yet. The copy, past that message now, tells which, as one machine
+    // would: the original outcome, or `IdempotencyMismatch`.
+    if duplicate && let Some(original) = original(store, stream, events).await? {
+        return Ok(original);
+    }
     match recorded {
         Some(Ok(mut outcome)) => {
             outcome.duplicate |= duplicate;

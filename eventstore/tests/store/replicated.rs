@@ -288,3 +288,49 @@ async fn two_nodes_appending_to_one_stream_at_once_lose_no_update() {
         node.close().await;
     }
 }
+
+/// The same event ids sent to another stream through a node whose copy has not yet seen
+/// the first send (a client retrying on another node, or a retry that named a new stream
+/// because the copy did not show the first): JetStream answers the message id as a
+/// duplicate of the first message, and the node must refuse as one machine does, not
+/// report the first commit as this one's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_ids_on_another_stream_through_a_lagging_node_are_refused() {
+    let nats = NatsServer::start();
+    let log = replicated(&nats.url(), 1);
+    let (dir_a, dir_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let a = open_replicated(dir_a.path(), config(), &log).await;
+    let b = open_replicated(dir_b.path(), config(), &log).await;
+    const ROUNDS: usize = 40;
+    let mut raced = 0;
+    for round in 0..ROUNDS {
+        let events = vec![event(format!("twice-{round}"))];
+        a.append(
+            &stream(&format!("first-{round}")),
+            ExpectedVersion::Any,
+            events.clone(),
+        )
+        .await
+        .unwrap();
+        // At once, before b's copy shows a's commit (most rounds).
+        let behind = b.replicated_sequence() < a.replicated_sequence();
+        raced += usize::from(behind);
+        let again = b
+            .append(
+                &stream(&format!("second-{round}")),
+                ExpectedVersion::Any,
+                events,
+            )
+            .await;
+        assert!(
+            matches!(again, Err(Error::IdempotencyMismatch { .. })),
+            "round {round} (b's copy behind: {behind}): {again:?}"
+        );
+    }
+    assert!(
+        raced > 0,
+        "b's copy was never behind: the test tested nothing"
+    );
+    a.close().await;
+    b.close().await;
+}
