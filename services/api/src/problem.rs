@@ -75,6 +75,11 @@ struct Details {
 }
 
 impl ApiError {
+    /// The problem's type, the last part of its URN (`version-conflict`).
+    pub(crate) fn slug(&self) -> &'static str {
+        self.0.slug
+    }
+
     /// A problem with this status, slug (the end of its `type`), title and detail.
     pub fn new(
         status: StatusCode,

@@ -181,51 +181,71 @@ pub(crate) async fn place_order(
     let request = CommandRequest::new("place_order", &uri, &headers, &fingerprinted, identity)?;
     run(&state, request, |context| async move {
         // A keyed retry of an order placed before (the server stopped before it could
-        // record the answer) must name the same order.
-        let order_id = match context.earlier_stream().await? {
-            Some(stream) => match stream.as_str().strip_prefix("order-") {
-                Some(order_id) => order_id.to_owned(),
-                None => return Err(idempotency_key_reused()),
-            },
-            None => Uuid::now_v7().to_string(),
-        };
-        let shipping_address = shipping_address(
-            &context.state,
-            &body.customer_id,
-            body.shipping_address.as_deref(),
-            &format!("order-{order_id}"),
-            context.command_id(),
-        )
-        .await?;
-        let command = orders::Command::PlaceOrder {
-            shipping_address,
-            order_id: order_id.clone(),
-            customer_id: body.customer_id,
-            lines: body
-                .lines
-                .into_iter()
-                .map(|line| orders::OrderLine {
-                    sku: line.sku,
-                    quantity: line.quantity,
-                })
-                .collect(),
-        };
-        let committed = context
-            .execute(&context.state.inner.orders, &order_id, &command)
-            .await?;
-        let outcome = &committed.outcome;
-        let body = OrderAccepted {
-            order_id: order_id.clone(),
-            stream: committed.stream.to_string(),
-            version: outcome.last_version.0,
-            position: outcome.last_position.0,
-        };
-        Ok(
-            Reply::new(StatusCode::CREATED, outcome.last_version, &body)?
-                .with_location(format!("/api/v1/orders/{order_id}")),
-        )
+        // record the answer) must name the same order. With the log on JetStream this
+        // node's copy may not show the first placement yet: the append then finds the
+        // command's events on another order's stream (`idempotency-key-reused`), and by
+        // then the copy shows which order, so the placement runs once more, naming it.
+        let mut first_try = true;
+        loop {
+            let order_id = match context.earlier_stream().await? {
+                Some(stream) => match stream.as_str().strip_prefix("order-") {
+                    Some(order_id) => order_id.to_owned(),
+                    None => return Err(idempotency_key_reused()),
+                },
+                None => Uuid::now_v7().to_string(),
+            };
+            match place(&context, &body, &order_id).await {
+                Err(error) if first_try && error.slug() == "idempotency-key-reused" => {
+                    first_try = false;
+                }
+                placed => return placed,
+            }
+        }
     })
     .await
+}
+
+/// Places `body` as the order `order_id`: its answer, or why not.
+async fn place(
+    context: &crate::commands::CommandContext,
+    body: &PlaceOrder,
+    order_id: &str,
+) -> Result<Reply, ApiError> {
+    let shipping_address = shipping_address(
+        &context.state,
+        &body.customer_id,
+        body.shipping_address.as_deref(),
+        &format!("order-{order_id}"),
+        context.command_id(),
+    )
+    .await?;
+    let command = orders::Command::PlaceOrder {
+        shipping_address,
+        order_id: order_id.to_owned(),
+        customer_id: body.customer_id.clone(),
+        lines: body
+            .lines
+            .iter()
+            .map(|line| orders::OrderLine {
+                sku: line.sku.clone(),
+                quantity: line.quantity,
+            })
+            .collect(),
+    };
+    let committed = context
+        .execute(&context.state.inner.orders, order_id, &command)
+        .await?;
+    let outcome = &committed.outcome;
+    let accepted = OrderAccepted {
+        order_id: order_id.to_owned(),
+        stream: committed.stream.to_string(),
+        version: outcome.last_version.0,
+        position: outcome.last_position.0,
+    };
+    Ok(
+        Reply::new(StatusCode::CREATED, outcome.last_version, &accepted)?
+            .with_location(format!("/api/v1/orders/{order_id}")),
+    )
 }
 
 /// The sealed shipping address of the order `order_id`'s event `stream` (for the event
