@@ -322,11 +322,14 @@ pub(crate) fn too_many_lines(lines: usize, max: usize) -> ApiError {
     )
 }
 
+/// The slug of [`idempotency_key_reused`].
+pub(crate) const IDEMPOTENCY_KEY_REUSED: &str = "idempotency-key-reused";
+
 /// 422: an idempotency key came back with another request.
 pub(crate) fn idempotency_key_reused() -> ApiError {
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
-        "idempotency-key-reused",
+        IDEMPOTENCY_KEY_REUSED,
         "Idempotency key reused",
         "this Idempotency-Key was used for a different request (another route or body); \
          use a new key for a new request",

@@ -195,7 +195,9 @@ pub(crate) async fn place_order(
                 None => Uuid::now_v7().to_string(),
             };
             match place(&context, &body, &order_id).await {
-                Err(error) if first_try && error.slug() == "idempotency-key-reused" => {
+                Err(error)
+                    if first_try && error.slug() == crate::problem::IDEMPOTENCY_KEY_REUSED =>
+                {
                     first_try = false;
                 }
                 placed => return placed,
